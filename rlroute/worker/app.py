@@ -1,0 +1,288 @@
+"""The emulated SGLang worker's HTTP API (FastAPI): SGLang's endpoints and JSON shapes.
+
+``/generate`` takes ``text`` or ``input_ids``, ``sampling_params.max_new_tokens`` and ``stream``; it
+answers ``{"text", "meta_info"}`` or streams Server-Sent Events ``data: {...}`` whose ``text`` is the
+cumulative output (as SGLang's native API streams), closed by ``data: [DONE]``. ``meta_info`` carries
+``id``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``, ``e2e_latency`` (modelled seconds:
+what the instance model says the request took on the real server, not the sped-up wall time, which is
+``wall_latency``) and ``finish_reason`` (``{"type": "length", "length": n}``). The OpenAI endpoints return
+OpenAI shapes with ``usage.prompt_tokens_details.cached_tokens`` as SGLang does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from rlroute.worker import schemas
+from rlroute.worker.engine import Engine, Job
+from rlroute.worker.faults import Faults
+from rlroute.worker.metrics import WorkerMetrics
+from rlroute.worker.tokens import chat_prompt, count_tokens, filler_text, id_blocks, text_blocks
+
+
+class WorkerState:
+    """Everything one worker process serves: engine, knobs, metrics and identity."""
+
+    def __init__(self, engine: Engine, faults: Faults, *, model: str, pool: str, weight_load_s: float) -> None:
+        self.engine = engine
+        self.faults = faults
+        self.model = model
+        self.pool = pool
+        self.weight_load_s = weight_load_s
+        self.weight_version = "initial"
+        self.metrics = WorkerMetrics(self)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    # SGLang answers errors as {"error": {"message": ...}} on the OpenAI routes and {"error": ...} natively.
+    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+
+
+def _meta(state: WorkerState, job: Job, t0: float) -> dict[str, Any]:
+    start = job.arrival
+    end = job.finish if job.finish is not None else state.engine.virtual_now()
+    return {
+        "id": job.rid,
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": job.generated,
+        "cached_tokens": job.cached_tokens,
+        "e2e_latency": end - start,
+        "ttft": (job.first_token - start) if job.first_token is not None else None,
+        "wall_latency": time.monotonic() - t0,
+        "weight_version": state.weight_version,
+        "finish_reason": {"type": "length", "length": job.generated} if job.finish is not None else None,
+    }
+
+
+def create_app(state: WorkerState) -> FastAPI:
+    """Build the worker app around ``state`` (the engine starts with the server's event loop)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.engine.start()
+        try:
+            yield
+        finally:
+            await state.engine.stop()
+
+    app = FastAPI(title="rlroute emulated SGLang worker", lifespan=lifespan)
+    app.state.worker = state
+
+    async def admit(prompt: str | None, ids: list[int] | None, max_new: int) -> Job | JSONResponse:
+        status = await state.faults.apply()
+        if status is not None:
+            return _error(status, f"injected fault (status {status})")
+        if ids is not None:
+            blocks, n = id_blocks(ids, state.engine.model.block_size), len(ids)
+        else:
+            text = prompt or ""
+            blocks, n = text_blocks(text, state.engine.model.block_size), count_tokens(text)
+        if n + max_new > state.engine.model.kv_capacity_tokens:
+            return _error(400, f"prompt ({n} tokens) + max_new_tokens ({max_new}) exceeds the KV capacity "
+                          f"({state.engine.model.kv_capacity_tokens} tokens)")
+        return state.engine.submit(blocks, n, max_new)
+
+    async def events(job: Job) -> AsyncIterator[int]:
+        """Yield the token count each time the engine emits, coalescing tokens that arrived together."""
+        while True:
+            kind, n = await job.events.get()
+            while not job.events.empty():
+                kind, n = job.events.get_nowait()
+            yield n
+            if kind == "done":
+                return
+
+    def stream(job: Job, t0: float, chunk: Any, seed: int) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for n in events(job):
+                    yield b"data: " + json.dumps(chunk(job, n, t0, seed)).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+            finally:
+                if job.finish is None:
+                    state.engine.abort(job)  # client went away mid-stream
+                state.metrics.observe(job)
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    def generate_chunk(job: Job, n: int, t0: float, seed: int) -> dict[str, Any]:
+        return {"text": filler_text(n, seed), "meta_info": _meta(state, job, t0), "index": 0}
+
+    @app.post("/generate")
+    async def generate(req: schemas.GenerateRequest) -> Response:
+        t0 = time.monotonic()
+        max_new = req.sampling_params.max_new_tokens
+        job = await admit(req.text, req.input_ids, max_new)
+        if isinstance(job, JSONResponse):
+            return job
+        seed = zlib.crc32((req.text or "").encode()[:64])
+        if req.stream:
+            return stream(job, t0, generate_chunk, seed)
+        try:
+            async for _ in events(job):
+                pass
+        finally:
+            if job.finish is None:
+                state.engine.abort(job)
+        state.metrics.observe(job)
+        return JSONResponse({"text": filler_text(job.generated, seed), "meta_info": _meta(state, job, t0)})
+
+    def usage(job: Job) -> dict[str, Any]:
+        return {
+            "prompt_tokens": job.prompt_tokens,
+            "completion_tokens": job.generated,
+            "total_tokens": job.prompt_tokens + job.generated,
+            "prompt_tokens_details": {"cached_tokens": job.cached_tokens},
+        }
+
+    async def openai(prompt: str, max_new: int, do_stream: bool, chat: bool) -> Response:
+        t0 = time.monotonic()
+        job = await admit(prompt, None, max_new)
+        if isinstance(job, JSONResponse):
+            return job
+        seed = zlib.crc32(prompt.encode()[:64])
+        obj = "chat.completion" if chat else "text_completion"
+        base = {"id": f"cmpl-{job.rid}", "created": int(time.time()), "model": state.model}
+        if do_stream:
+            sent = [0]
+
+            def chunk(job: Job, n: int, t0: float, seed: int) -> dict[str, Any]:
+                delta = filler_text(n, seed)[len(filler_text(sent[0], seed)) :]
+                sent[0] = n
+                done = job.finish is not None
+                reason = "length" if done else None
+                choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
+                if chat:
+                    choice["delta"] = {"role": "assistant", "content": delta}
+                else:
+                    choice["text"] = delta
+                out = {**base, "object": obj + ".chunk", "choices": [choice]}
+                if done:
+                    out["usage"] = usage(job)
+                return out
+
+            return stream(job, t0, chunk, seed)
+        try:
+            async for _ in events(job):
+                pass
+        finally:
+            if job.finish is None:
+                state.engine.abort(job)
+        state.metrics.observe(job)
+        text = filler_text(job.generated, seed)
+        choice = {"index": 0, "finish_reason": "length"}
+        choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+        return JSONResponse({**base, "object": obj, "choices": [choice], "usage": usage(job)})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: schemas.ChatRequest) -> Response:
+        return await openai(chat_prompt([m.model_dump() for m in req.messages]), req.max_new(), req.stream, True)
+
+    @app.post("/v1/completions")
+    async def completions(req: schemas.CompletionRequest) -> Response:
+        return await openai(req.prompt, req.max_tokens, req.stream, False)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=state.faults.health_status)
+
+    @app.get("/health_generate")
+    async def health_generate() -> Response:
+        return Response(status_code=state.faults.health_status)
+
+    @app.get("/get_load")
+    async def get_load() -> dict[str, Any]:
+        e = state.engine
+        return {
+            "dp_rank": 0,
+            "num_reqs": len(e.running) + len(e.waiting),
+            "num_running_reqs": len(e.running),
+            "num_waiting_reqs": len(e.waiting),
+            "num_tokens": e.kv_used_tokens,
+            "load": len(e.running) + len(e.waiting),
+        }
+
+    @app.get("/get_model_info")
+    async def get_model_info() -> dict[str, Any]:
+        return {"model_path": state.model, "tokenizer_path": None, "is_generation": True}
+
+    @app.get("/get_server_info")
+    async def get_server_info() -> dict[str, Any]:
+        m = state.engine.model
+        return {
+            "model_path": state.model,
+            "served_model_name": state.model,
+            "version": "rlroute-emulated",
+            "max_total_num_tokens": m.kv_capacity_tokens,
+            "max_running_requests": m.max_running_requests,
+            "chunked_prefill_size": m.chunked_prefill_tokens,
+            "page_size": m.block_size,
+            "internal_states": [{"last_gen_throughput": state.engine.stats.recent_gen_throughput}],
+            "rlroute": {
+                "pool": state.pool,
+                "profile": m.profile_name,
+                "speedup": state.engine.speedup,
+                "paused": state.engine.paused,
+                "weight_version": state.weight_version,
+                "faults": state.faults.as_dict(),
+            },
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, ctype = state.metrics.render()
+        return Response(body, media_type=ctype)
+
+    @app.post("/flush_cache")
+    async def flush_cache() -> PlainTextResponse:
+        freed = state.engine.model.flush()
+        return PlainTextResponse(f"Cache flushed. Freed {freed} tokens (blocks in use by running requests kept).")
+
+    @app.post("/pause_generation")
+    async def pause_generation() -> dict[str, Any]:
+        state.engine.pause()
+        return {"success": True, "message": "Generation paused (requests held in place)."}
+
+    @app.post("/continue_generation")
+    async def continue_generation() -> dict[str, Any]:
+        state.engine.resume()
+        return {"success": True, "message": "Generation continued."}
+
+    @app.post("/update_weights_from_disk")
+    async def update_weights_from_disk(req: schemas.UpdateWeightsRequest) -> dict[str, Any]:
+        import asyncio
+
+        # Loading weights blocks the scheduler on a real server; the load time is modelled, then sped up.
+        was_paused = state.engine.paused
+        state.engine.pause()
+        await asyncio.sleep(state.weight_load_s / state.engine.speedup)
+        state.weight_version = req.weight_version or req.model_path
+        if not was_paused:
+            state.engine.resume()
+        return {"success": True, "message": f"Succeeded to update model weights from {req.model_path}.",
+                "num_paused_requests": 0}
+
+    @app.get("/rlroute/faults")
+    async def get_faults() -> dict[str, Any]:
+        return state.faults.as_dict()
+
+    @app.post("/rlroute/faults")
+    async def set_faults(request: Request) -> Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object of knob -> value")
+            state.faults.update(changes)
+        except (ValueError, KeyError, TypeError) as e:
+            return _error(400, str(e))
+        return JSONResponse(state.faults.as_dict())
+
+    return app

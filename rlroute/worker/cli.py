@@ -1,0 +1,51 @@
+"""``rlroute worker``: run one emulated SGLang-protocol worker (Hydra config ``conf/worker.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def build_state(cfg: DictConfig | dict[str, Any]) -> Any:
+    """Build the worker's state (engine over the instance model, fault knobs) from a config.
+
+    Args:
+        cfg: the ``conf/worker.yaml`` fields.
+
+    Returns:
+        A :class:`rlroute.worker.app.WorkerState` ready for :func:`rlroute.worker.app.create_app`.
+    """
+    from rlroute.worker.app import WorkerState
+    from rlroute.worker.engine import Engine
+    from rlroute.worker.faults import Faults
+    from rlroute.worker.model import build_instance_model
+
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(c, dict)
+    model = build_instance_model(str(c["profile"]), dict(c.get("cache") or {}),
+                                 float(c["mem_fraction_static"]), int(c["block_size"]))
+    engine = Engine(model, speedup=float(c["speedup"]), min_tick_s=float(c["min_tick_s"]))
+    faults = Faults(**dict(c.get("faults") or {}))
+    return WorkerState(engine, faults, model=str(c["model"]), pool=str(c["pool"]),
+                       weight_load_s=float(c["weight_load_s"]))
+
+
+def run(cfg: DictConfig) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    from rlroute.worker.app import create_app
+
+    app = create_app(build_state(cfg))
+    uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level), access_log=False)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="worker")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of ``rlroute worker``."""
+    run(cfg)

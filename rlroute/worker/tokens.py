@@ -1,0 +1,90 @@
+"""Cheap, deterministic prompt tokenisation and block hashing shared by the worker and the router.
+
+Real SGLang tokenises with the model's tokenizer and keys its radix cache on token ids. The emulated
+worker and the router only need (1) a token count close to a BPE tokenizer's and (2) block ids that are
+equal exactly when the prompt prefixes are equal, identical in every process. Both come from the UTF-8
+bytes: one pseudo-token per :data:`BYTES_PER_TOKEN` bytes (English BPE tokenizers average ~4 characters
+per token — OpenAI's tokenizer guide quotes "1 token ~= 4 chars in English"), and each block of
+``block_size`` pseudo-tokens is hashed with BLAKE2b chained on the previous block's hash, like
+Mooncake's ``hash_ids`` and SGLang's paged radix keys. Python's ``hash`` is salted per process, so it is
+not used. Costs a few microseconds per kilobyte, which matters in the router's per-request path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+BYTES_PER_TOKEN = 4
+DEFAULT_BLOCK_SIZE = 64  # tokens per block, rlroute.types.Request's default
+
+
+def count_tokens(text: str) -> int:
+    """Pseudo-token count of ``text`` (at least 1 for a non-empty prompt)."""
+    n = len(text.encode("utf-8"))
+    return (n + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
+
+
+def text_token_ids(text: str) -> np.ndarray:
+    """Pseudo-token ids of ``text``: its UTF-8 bytes read as little-endian uint32 words (zero padded)."""
+    raw = text.encode("utf-8")
+    pad = (-len(raw)) % BYTES_PER_TOKEN
+    return np.frombuffer(raw + b"\0" * pad, dtype="<u4")
+
+
+def _chain(raw: bytes, chunk: int) -> tuple[int, ...]:
+    out: list[int] = []
+    prev = b""
+    for start in range(0, len(raw) - chunk + 1, chunk):
+        digest = hashlib.blake2b(prev + raw[start : start + chunk], digest_size=8).digest()
+        out.append(int.from_bytes(digest, "little") >> 1)  # keep ids positive in int64
+        prev = digest
+    return tuple(out)
+
+
+def text_blocks(text: str, block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[int, ...]:
+    """Chained hashes of the full ``block_size``-token blocks of ``text`` (a partial tail is not a block).
+
+    Args:
+        text: the prompt.
+        block_size: pseudo-tokens per block.
+
+    Returns:
+        One id per full block; equal leading ids mean equal leading text.
+    """
+    if block_size <= 0:
+        raise ValueError(f"block_size must be a positive number of tokens, got {block_size}")
+    return _chain(text.encode("utf-8"), block_size * BYTES_PER_TOKEN)
+
+
+def id_blocks(token_ids: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[int, ...]:
+    """Chained hashes of the full blocks of real token ids (``/generate`` with ``input_ids``)."""
+    if block_size <= 0:
+        raise ValueError(f"block_size must be a positive number of tokens, got {block_size}")
+    raw = np.asarray(token_ids, dtype="<i8").tobytes()
+    return _chain(raw, block_size * 8)
+
+
+def chat_prompt(messages: Sequence[dict[str, object]]) -> str:
+    """Flatten OpenAI chat messages into the prompt text the worker and router both hash.
+
+    A fixed, simple template (``role: content`` lines) stands in for the model's chat template; what
+    matters is that the router and the worker build the same text, so their prefix blocks agree.
+    """
+    parts = []
+    for m in messages:
+        content = m.get("content", "")
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        parts.append(f"{m.get('role', 'user')}: {content}\n")
+    return "".join(parts) + "assistant: "
+
+
+_WORDS = ("the", "plan", "is", "to", "route", "each", "request", "with", "care", "and", "cache", "well")
+
+
+def filler_text(n_tokens: int, seed: int = 0) -> str:
+    """Deterministic generated text of ``n_tokens`` words (the emulated model's output)."""
+    return "".join(" " + _WORDS[(seed + i) % len(_WORDS)] for i in range(n_tokens))
