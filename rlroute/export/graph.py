@@ -1,0 +1,165 @@
+"""Turn an SB3 (Maskable)PPO actor plus its ``VecNormalize`` statistics into a deterministic ONNX graph.
+
+Follows SB3's ``docs/guide/export.md``: wrap the policy in a ``torch.nn.Module`` whose ``forward`` is the
+deterministic actor (features extractor -> policy MLP -> action net), and export that. We additionally bake
+the observation normalisation into the graph, computed in float64 exactly as ``VecNormalize._normalize_obs``
+does in NumPy (then cast to float32), so ONNX and SB3 see bit-identical normalised inputs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlroute.export.manifest import INPUT_NAME, OUTPUT_NAME
+
+MODEL_FILE = "model.zip"
+VECNORM_FILE = "vecnormalize.pkl"
+OPSET = 20
+
+
+@dataclass(slots=True)
+class ObsNorm:
+    """``VecNormalize`` observation statistics; ``enabled=False`` means identity."""
+
+    enabled: bool
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float
+    epsilon: float
+
+    @classmethod
+    def identity(cls, dim: int) -> ObsNorm:
+        """No normalisation (a run trained without ``VecNormalize`` or a fresh policy)."""
+        return cls(False, np.zeros(dim), np.ones(dim), float("inf"), 0.0)
+
+    @classmethod
+    def from_vecnormalize(cls, vn: Any, dim: int) -> ObsNorm:
+        """Read the statistics of an SB3 ``VecNormalize`` (or anything with the same attributes)."""
+        if not getattr(vn, "norm_obs", False):
+            return cls.identity(dim)
+        mean = np.asarray(vn.obs_rms.mean, dtype=np.float64)
+        var = np.asarray(vn.obs_rms.var, dtype=np.float64)
+        if mean.shape != (dim,) or var.shape != (dim,):
+            raise ValueError(f"VecNormalize obs_rms has shape {mean.shape}/{var.shape}, expected ({dim},)")
+        return cls(True, mean, var, float(vn.clip_obs), float(vn.epsilon))
+
+    def apply(self, obs: np.ndarray) -> np.ndarray:
+        """NumPy reference: exactly ``VecNormalize.normalize_obs`` (float64 maths, float32 result)."""
+        if not self.enabled:
+            return np.asarray(obs, dtype=np.float32)
+        out = np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip)
+        return out.astype(np.float32)
+
+    def to_json(self) -> dict[str, Any]:
+        """Manifest form; ``clip`` is null when there is no clipping."""
+        return {
+            "enabled": self.enabled,
+            "baked_into_graph": True,
+            "mean": self.mean.tolist(),
+            "var": self.var.tolist(),
+            "clip": self.clip if np.isfinite(self.clip) else None,
+            "epsilon": self.epsilon,
+        }
+
+
+class OnnxableActor(nn.Module):
+    """Deterministic actor: raw observation -> (normalise) -> SB3 actor -> unnormalised action logits."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, policy: Any, norm: ObsNorm) -> None:
+        super().__init__()
+        self.features_extractor = policy.pi_features_extractor
+        self.policy_net = policy.mlp_extractor.policy_net
+        self.action_net = policy.action_net
+        self.normalise = norm.enabled
+        self.clip = float(norm.clip) if norm.enabled else 0.0
+        self.register_buffer("mean", torch.as_tensor(norm.mean, dtype=torch.float64))
+        # sqrt in NumPy so the divisor is the very float64 VecNormalize divides by.
+        self.register_buffer("std", torch.as_tensor(np.sqrt(norm.var + norm.epsilon), dtype=torch.float64))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of raw observations ``float32[batch, obs_dim]``."""
+        x = obs
+        if self.normalise:
+            x = ((obs.double() - self.mean) / self.std).clamp(-self.clip, self.clip).float()
+        return self.action_net(self.policy_net(self.features_extractor(x)))
+
+
+def model_algo(model_zip: Path) -> str:
+    """``"MaskablePPO"`` or ``"PPO"``, read from the policy class recorded in an SB3 ``model.zip``."""
+    try:
+        with zipfile.ZipFile(model_zip) as zf:
+            data = zf.read("data").decode()
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{model_zip}: not an SB3 model archive ({e})") from e
+    return "MaskablePPO" if "Maskable" in data else "PPO"
+
+
+def load_run(run_dir: Path) -> tuple[Any, ObsNorm, str]:
+    """Load ``model.zip`` (PPO or MaskablePPO) and ``vecnormalize.pkl`` from a training run folder.
+
+    Returns:
+        ``(model, obs_norm, algo)``; ``obs_norm`` is identity when the run has no ``vecnormalize.pkl``.
+    """
+    model_zip = run_dir / MODEL_FILE
+    if not model_zip.is_file():
+        raise FileNotFoundError(f"{model_zip} not found: expected a training run folder with {MODEL_FILE}")
+    algo = model_algo(model_zip)
+    if algo == "MaskablePPO":
+        from sb3_contrib import MaskablePPO
+
+        model: Any = MaskablePPO.load(model_zip, device="cpu")
+    else:
+        from stable_baselines3 import PPO
+
+        model = PPO.load(model_zip, device="cpu")
+    dim = int(np.prod(model.observation_space.shape))
+    vn_path = run_dir / VECNORM_FILE
+    if vn_path.is_file():
+        # VecNormalize drops its venv when pickled, so it unpickles standalone.
+        with vn_path.open("rb") as f:
+            norm = ObsNorm.from_vecnormalize(pickle.load(f), dim)
+    else:
+        norm = ObsNorm.identity(dim)
+    return model, norm, algo
+
+
+def export_onnx(actor: OnnxableActor, obs_dim: int, path: Path, metadata: dict[str, str]) -> Path:
+    """Export ``actor`` to a single-file ONNX graph with a dynamic batch axis and metadata props.
+
+    Uses the ``torch.export``-based exporter (the default since torch 2.9) with weights inline.
+    """
+    import onnx
+
+    actor = actor.eval()
+    dummy = torch.zeros(2, obs_dim, dtype=torch.float32)
+    with torch.no_grad():
+        torch.onnx.export(
+            actor,
+            (dummy,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

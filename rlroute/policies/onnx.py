@@ -1,0 +1,223 @@
+"""``OnnxPolicy``: an exported policy folder served by onnxruntime, plus the guard the router reuses.
+
+The folder format is :mod:`rlroute.export.manifest` (``policy.onnx`` with observation normalisation baked
+in, ``manifest.json``). Loading validates the manifest and raises :class:`PolicyLoadError` with a reason
+(``policy_missing``, ``policy_corrupt``, ``schema_mismatch``) that the router's fallback counts.
+
+Per decision, :meth:`OnnxPolicy.decide` runs one observation through a single-threaded session with a
+preallocated, IO-bound input/output buffer (no per-call allocation or name lookup) and passes the logits
+through :func:`guard`: non-finite logits, no allowed action, an inference error or an over-budget call, or a
+chosen pool that is unhealthy or paused each yield a fallback reason instead of a trusted action.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlroute.cluster.base import ClusterState
+from rlroute.export.manifest import (
+    INPUT_NAME,
+    LOAD_REASONS,
+    OUTPUT_NAME,
+    REASON_CORRUPT,
+    PolicyLoadError,
+    SchemaId,
+    read_manifest,
+)
+from rlroute.policies.base import DecisionContext, Policy
+from rlroute.types import Action
+
+__all__ = [
+    "ACTION_POOLS",
+    "FALLBACK_REASONS",
+    "Decision",
+    "OnnxPolicy",
+    "PolicyInferenceError",
+    "PolicyLoadError",
+    "guard",
+    "masked_argmax",
+]
+
+# Runtime reasons, after the load-time ones of the manifest.
+REASON_INFERENCE = "inference_error"
+REASON_TIMEOUT = "inference_timeout"
+REASON_NON_FINITE = "non_finite"
+REASON_NO_ACTION = "no_allowed_action"
+REASON_POOL = "pool_unavailable"
+FALLBACK_REASONS: tuple[str, ...] = (
+    *LOAD_REASONS,
+    REASON_INFERENCE,
+    REASON_TIMEOUT,
+    REASON_NON_FINITE,
+    REASON_NO_ACTION,
+    REASON_POOL,
+)
+
+# Pools an action needs: hybrid plans on the large pool and executes on the small one.
+ACTION_POOLS: dict[Action, tuple[str, ...]] = {
+    Action.LARGE: ("large",),
+    Action.SMALL: ("small",),
+    Action.HYBRID: ("large", "small"),
+}
+
+
+class PolicyInferenceError(RuntimeError):
+    """A decision could not be trusted and no fallback policy was given; ``reason`` says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Decision:
+    """Outcome of one policy call: the action it chose, its logits and why it must not be trusted."""
+
+    action: Action | None  # the policy's choice (None when there is none, e.g. non-finite logits)
+    logits: np.ndarray
+    reason: str | None = None  # None: trusted; else one of FALLBACK_REASONS
+    elapsed_s: float = 0.0
+    detail: str | None = None  # the exception text of an inference error
+
+
+def masked_argmax(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Argmax over allowed actions, batched over leading axes (first index wins ties, as ``torch.argmax``)."""
+    if mask is None:
+        return np.asarray(np.argmax(logits, axis=-1))
+    return np.asarray(np.argmax(np.where(mask, logits, -np.inf), axis=-1))
+
+
+def guard(logits: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None) -> Decision:
+    """Check one observation's logits and pick the action, or say why the policy must not be trusted.
+
+    Args:
+        logits: float[n_actions] from the policy.
+        mask: bool[n_actions], True where the action is allowed (None: all allowed).
+        state: live/simulated cluster state; when given, an action whose pool is unhealthy or paused is
+            refused with ``pool_unavailable``.
+    """
+    if not np.isfinite(logits).all():
+        return Decision(None, logits, REASON_NON_FINITE)
+    if mask is not None and not mask.any():
+        return Decision(None, logits, REASON_NO_ACTION)
+    action = Action(int(masked_argmax(logits, mask)))
+    if state is not None:
+        for pool in ACTION_POOLS[action]:
+            ps = state.pools.get(pool)
+            if ps is None or not ps.available:
+                return Decision(action, logits, REASON_POOL)
+    return Decision(action, logits)
+
+
+@dataclass
+class OnnxPolicy:
+    """A learned policy loaded from an exported folder (``rlroute export``).
+
+    Args:
+        path: the policy folder (``policy.onnx`` + ``manifest.json``).
+        fallback: policy used by :meth:`act` when the guard refuses the decision (the router passes the
+            seed heuristic); without one, :meth:`act` raises :class:`PolicyInferenceError`.
+        timeout_s: per-call inference budget; a slower call is reported as ``inference_timeout``.
+        schema: feature schema to validate against (default: the running ``rlroute.features.SCHEMA``).
+
+    Raises:
+        PolicyLoadError: the folder is missing, corrupt, or was exported for another feature schema.
+    """
+
+    path: str | Path
+    fallback: Policy | None = None
+    timeout_s: float | None = None
+    schema: SchemaId | None = None
+    name: str = "onnx"
+    manifest: dict[str, Any] = field(init=False, repr=False)
+    fallbacks: Counter[str] = field(init=False, repr=False)
+    last: Decision | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(self.path)
+        self.manifest = read_manifest(self.path, self.schema)
+        self.fallbacks = Counter()
+        onnx_meta = self.manifest["onnx"]
+        self.obs_dim = int(onnx_meta["obs_dim"])
+        self.n_actions = int(onnx_meta["n_actions"])
+        opts = ort.SessionOptions()
+        # One decision is a few small GEMMs: thread pools only add wake-up latency.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path / onnx_meta["file"]), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise PolicyLoadError(REASON_CORRUPT, f"{self.path}: onnxruntime cannot load the graph ({e})") from e
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+            raise PolicyLoadError(
+                REASON_CORRUPT,
+                f"{self.path}: graph has inputs {[i.name for i in inputs]} / outputs {[o.name for o in outputs]}, "
+                f"expected [{INPUT_NAME!r}] -> {OUTPUT_NAME!r}",
+            )
+        # Preallocated single-row buffers bound once; each call copies the observation in and runs.
+        self._in = np.zeros((1, self.obs_dim), dtype=np.float32)
+        self._out = np.zeros((1, self.n_actions), dtype=np.float32)
+        self._binding = self._session.io_binding()
+        self._binding.bind_cpu_input(INPUT_NAME, self._in)
+        self._binding.bind_output(
+            OUTPUT_NAME, "cpu", 0, np.float32, list(self._out.shape), self._out.ctypes.data
+        )
+
+    def logits(self, obs: np.ndarray) -> np.ndarray:
+        """Logits for one raw observation (normalisation is inside the graph); a fresh array."""
+        np.copyto(self._in[0], obs, casting="same_kind")
+        self._session.run_with_iobinding(self._binding)
+        return self._out[0].copy()
+
+    def logits_batch(self, obs: np.ndarray) -> np.ndarray:
+        """Logits for ``float32[n, obs_dim]`` raw observations (evaluation, verification)."""
+        return np.asarray(self._session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(obs, dtype=np.float32)})[0])
+
+    def decide(
+        self, obs: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None
+    ) -> Decision:
+        """Run the policy on one observation and guard the result (see :func:`guard`)."""
+        t0 = time.perf_counter()
+        try:
+            logits = self.logits(obs)
+        except Exception as e:  # any runtime failure means: do not trust, fall back
+            nan = np.full(self.n_actions, np.nan, dtype=np.float32)
+            d = Decision(None, nan, REASON_INFERENCE, time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+            self.last = d
+            return d
+        elapsed = time.perf_counter() - t0
+        d = guard(logits, mask, state)
+        d.elapsed_s = elapsed
+        if d.reason is None and self.timeout_s is not None and elapsed > self.timeout_s:
+            d.reason = REASON_TIMEOUT
+        self.last = d
+        return d
+
+    def act(self, ctx: DecisionContext) -> Action:
+        """The policy's action for ``ctx``, or the fallback's when the guard refuses it (counted by reason)."""
+        d = self.decide(ctx.obs, ctx.mask, ctx.state)
+        if d.reason is None and d.action is not None:
+            return d.action
+        assert d.reason is not None
+        self.fallbacks[d.reason] += 1
+        if self.fallback is not None:
+            return self.fallback.act(ctx)
+        raise PolicyInferenceError(d.reason, f"{self.path}: decision for request {ctx.request.id} refused")
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Stateless across episodes; the fallback is reset too."""
+        if self.fallback is not None:
+            self.fallback.reset(rng)
