@@ -1,0 +1,154 @@
+"""``train(cfg)``: one PPO / MaskablePPO training run, from a composed Hydra cfg to a run folder.
+
+A run folder holds what every later step reads (``rlroute eval`` over run folders, ``SB3Policy``,
+``rlroute export``):
+
+| file | what |
+| --- | --- |
+| ``model.zip`` | the selected model: best on the validation split (``best/``), else the last |
+| ``vecnormalize.pkl`` | the observation statistics that go with ``model.zip`` |
+| ``config.yaml`` | the resolved cfg of the run (seed, workload, reward, agent, ...) |
+| ``metrics.json`` | objective (mean validation reward per decision), validation history, timings |
+| ``best/``, ``last/``, ``checkpoints/`` | best-on-validation, final and periodic snapshots |
+| ``progress.csv`` / TensorBoard events / ``wandb/`` | training curves, per ``conf/logger`` |
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+from rlroute.seeding import seed_everything
+from rlroute.train.callbacks import RouteMetricsCallback, ValidationCallback
+from rlroute.train.envs import EnvBuilder, default_builder, make_vec_env, plain_cfg, wrap_normalize
+from rlroute.train.tracking import Tracker
+from rlroute.train.validation import validate
+
+OBJECTIVE = "eval/reward"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; ``tracker`` is still open when ``finish=False`` was asked for."""
+
+    run_dir: Path
+    objective: float
+    metrics: dict[str, Any]
+    tracker: Tracker | None
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``<experiment>-<agent>-seed<seed>``: the run's name in W&B and reports."""
+    return f"{cfg.get('experiment_name') or 'default'}-{cfg.agent.name}-seed{cfg.seed}"
+
+
+def _select(run_dir: Path, best_exists: bool) -> str:
+    """Copy the chosen snapshot's model and statistics to the run folder's top level."""
+    source = run_dir / ("best" if best_exists else "last")
+    for name in ("model.zip", "vecnormalize.pkl"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, run_dir / name)
+    return source.name
+
+
+def train_run(
+    cfg: DictConfig,
+    run_dir: str | Path | None = None,
+    *,
+    builder: EnvBuilder = default_builder,
+    finish: bool = True,
+) -> TrainResult:
+    """Train the agent of ``cfg`` on the ``train`` split, validate on ``val``, write the run folder.
+
+    Args:
+        cfg: composed root config (workload, quality, cluster, reward, agent, logger, seed, ...).
+        run_dir: output folder; defaults to ``cfg.out_dir`` (Hydra's run directory).
+        builder: ``(cfg, split) -> env``; the real routing env unless a benchmark swaps it.
+        finish: close the tracker (W&B run) before returning.
+    """
+    cfg = cfg.copy()
+    run_dir = Path(run_dir if run_dir is not None else cfg.out_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.out_dir = str(run_dir)  # resolved once: subprocess envs and saved configs need no Hydra context
+    seed_everything(int(cfg.seed))
+    import torch
+
+    torch.set_num_threads(int(cfg.agent.get("torch_threads", 1)))
+    OmegaConf.save(OmegaConf.create(plain_cfg(cfg)), run_dir / "config.yaml")
+
+    agent = cfg.agent
+    venv = wrap_normalize(make_vec_env(cfg, "train", builder=builder), cfg)
+    tracker = Tracker(cfg.logger, run_dir, cfg, run_name(cfg))
+    model = instantiate(agent.algo)(env=venv, seed=int(cfg.seed), verbose=0)
+    model.set_logger(tracker.logger)
+
+    n_envs = int(agent.n_envs)
+    seeds = [int(s) for s in agent.eval.seeds]
+    validator = functools.partial(validate, cfg=cfg, split="val", seeds=seeds, builder=builder)
+    val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic))
+    callbacks: list[Any] = [RouteMetricsCallback(), val_cb]
+    if int(agent.checkpoint_freq) > 0:
+        callbacks.append(CheckpointCallback(
+            save_freq=max(int(agent.checkpoint_freq) // n_envs, 1), save_path=str(run_dir / "checkpoints"),
+            name_prefix="model", save_vecnormalize=True))
+
+    t0 = time.perf_counter()
+    model.learn(int(agent.total_timesteps), callback=CallbackList(callbacks),
+                progress_bar=bool(agent.progress_bar), log_interval=1)
+    seconds = time.perf_counter() - t0
+
+    (run_dir / "last").mkdir(exist_ok=True)
+    model.save(run_dir / "last" / "model.zip")
+    venv.save(str(run_dir / "last" / "vecnormalize.pkl"))
+    venv.close()
+    selected = _select(run_dir, (run_dir / "best" / "model.zip").is_file())
+    best = next((h for h in val_cb.history if h.get(OBJECTIVE) == val_cb.best_reward), {})
+    objective = float(val_cb.best_reward)
+    metrics: dict[str, Any] = {
+        "objective": objective,
+        "objective_key": OBJECTIVE,
+        "run_name": run_name(cfg),
+        "experiment": cfg.get("experiment_name"),
+        "agent": str(agent.name),
+        "algo": str(agent.algo._target_),
+        "seed": int(cfg.seed),
+        "total_timesteps": int(model.num_timesteps),
+        "train_seconds": seconds,
+        "steps_per_second": model.num_timesteps / max(seconds, 1e-9),
+        "selected": selected,
+        "best_step": val_cb.best_step,
+        "val": best,
+        "eval_history": val_cb.history,
+        **_schema_info(),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    tracker.log_summary({"objective": objective, "train_seconds": seconds, **best})
+    tracker.log_table("eval/history", val_cb.history)
+    if finish:
+        tracker.finish()
+    return TrainResult(run_dir, objective, metrics, None if finish else tracker)
+
+
+def _schema_info() -> dict[str, Any]:
+    """The feature schema's version and hash, so a run folder says which observation it was trained on."""
+    try:
+        from rlroute.features import SCHEMA
+    except ImportError:  # features not importable: the run still records everything else
+        return {}
+    return {"feature_schema_version": str(getattr(SCHEMA, "version", "")),
+            "feature_schema_hash": str(getattr(SCHEMA, "hash", ""))}
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None, *, builder: EnvBuilder = default_builder) -> float:
+    """Train and return the sweep objective: the best mean validation reward per decision."""
+    return train_run(cfg, run_dir, builder=builder).objective
