@@ -1,0 +1,188 @@
+"""Writing evaluation results: per-request CSV, summary JSON/CSV, markdown tables and PNG plots.
+
+Plots use matplotlib's Agg backend (no display on servers). The Pareto plot puts every policy at its
+mean cost per request and quality with 95 % intervals as error bars, and draws the threshold router's
+sweep where the records carry scores; the latency plot is the empirical CDF of TTFT and end-to-end
+latency per policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlroute.eval.run import RECORD_FIELDS, EvalResult
+
+# (metric key, column title, digits) of the markdown table, in order.
+TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("reward", "reward/req", 3),
+    ("quality", "quality", 3),
+    ("cost", "cost/req", 4),
+    ("cost_saving", "saving vs large", 3),
+    ("pgr", "PGR", 2),
+    ("apgr", "APGR", 2),
+    ("cpt50", "CPT(50%)", 2),
+    ("cpt80", "CPT(80%)", 2),
+    ("ttft_p50", "TTFT p50 s", 3),
+    ("ttft_p90", "TTFT p90 s", 3),
+    ("ttft_p99", "TTFT p99 s", 3),
+    ("e2e_p50", "e2e p50 s", 2),
+    ("e2e_p90", "e2e p90 s", 2),
+    ("e2e_p99", "e2e p99 s", 2),
+    ("cache_hit_rate", "cache hit", 3),
+    ("slo_attainment", "SLO att.", 3),
+)
+MIX = ("mix_large", "mix_small", "mix_hybrid")
+
+
+def write_records(results: Sequence[EvalResult], path: Path) -> None:
+    """All per-request records of ``results`` as one CSV (columns :data:`RECORD_FIELDS`, plus workload)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*RECORD_FIELDS, "workload"], extrasaction="ignore")
+        writer.writeheader()
+        for res in results:
+            for rec in res.records:
+                writer.writerow({**rec, "workload": res.workload})
+
+
+def summary_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
+    """One flat row per result: mean / low / high of every metric, for CSV and JSON."""
+    rows = []
+    for res in results:
+        row: dict[str, Any] = {"workload": res.workload, "policy": res.policy, "split": res.split,
+                               "seeds": len(res.per_seed)}
+        for key, iv in res.summary.items():
+            row[key] = _finite(iv.mean)
+            row[f"{key}_low"] = _finite(iv.low)
+            row[f"{key}_high"] = _finite(iv.high)
+        rows.append(row)
+    return rows
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def write_summary(results: Sequence[EvalResult], out_dir: Path, meta: dict[str, Any] | None = None) -> None:
+    """``summary.json`` (with ``meta``: config, seeds, command) and ``summary.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(results)
+    (out_dir / "summary.json").write_text(json.dumps({"meta": meta or {}, "results": rows}, indent=2, default=str))
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with (out_dir / "summary.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def markdown_table(results: Sequence[EvalResult]) -> str:
+    """Markdown table: one row per result, ``mean ± 95 % half-width`` over seeds."""
+    head = ["policy", "split", *[t for _, t, _ in TABLE_COLUMNS], "mix L/S/H"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in results:
+        cells = [res.policy, res.split]
+        for key, _, digits in TABLE_COLUMNS:
+            iv = res.summary.get(key)
+            cells.append(iv.fmt(digits) if iv is not None else "n/a")
+        mix = [res.summary[k].mean if k in res.summary else float("nan") for k in MIX]
+        cells.append("/".join(f"{m:.2f}" for m in mix))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def side_by_side(results: Sequence[EvalResult], splits: Sequence[str], keys: Sequence[str]) -> str:
+    """Markdown table comparing ``keys`` across ``splits`` per policy (in-domain vs cross-domain)."""
+    by = {(r.policy, r.split): r for r in results}
+    policies = list(dict.fromkeys(r.policy for r in results))
+    head = ["policy", *[f"{k} ({s})" for k in keys for s in splits]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for pol in policies:
+        cells = [pol]
+        for k in keys:
+            for s in splits:
+                res = by.get((pol, s))
+                cells.append(res.summary[k].fmt(3) if res is not None and k in res.summary else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pareto(results: Sequence[EvalResult], path: Path, title: str = "") -> None:
+    """Cost–quality plane: every policy (oracle starred) with 95 % error bars over seeds."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for res in results:
+        c, q = res.summary["cost"], res.summary["quality"]
+        marker = "*" if res.policy == "oracle" else "o"
+        xerr = None if not math.isfinite(c.half_width) else c.half_width
+        yerr = None if not math.isfinite(q.half_width) else q.half_width
+        ax.errorbar(c.mean, q.mean, xerr=xerr, yerr=yerr, fmt=marker, ms=12 if marker == "*" else 6, capsize=3,
+                    label=f"{res.policy} ({res.split})" if len({r.split for r in results}) > 1 else res.policy)
+    ax.set_xlabel("cost per request (cost-model units)")
+    ax.set_ylabel("quality (share of acceptable answers)")
+    ax.set_title(title or "cost–quality")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency_cdfs(results: Sequence[EvalResult], path: Path, title: str = "") -> None:
+    """Empirical CDFs of TTFT and end-to-end latency per policy (completed requests, all seeds)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for res in results:
+        for ax, key in zip(axes, ("ttft", "e2e"), strict=True):
+            x = np.sort(np.array([r[key] for r in res.records if not r["failed"]], dtype=np.float64))
+            x = x[np.isfinite(x)]
+            if x.size:
+                ax.plot(x, np.arange(1, x.size + 1) / x.size, label=res.policy)
+    for ax, name in zip(axes, ("TTFT (s)", "end-to-end latency (s)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("CDF")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title or "latency CDFs")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: Sequence[EvalResult], out_dir: Path, title: str, meta: dict[str, Any] | None = None) -> str:
+    """Records CSV, summary JSON/CSV, ``summary.md`` and both plots for one workload; returns the markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_records(results, out_dir / "records.csv")
+    write_summary(results, out_dir, meta)
+    splits = list(dict.fromkeys(r.split for r in results))
+    md = [f"## {title}", "", markdown_table(results), ""]
+    if len(splits) > 1:
+        md += ["Side by side:", "", side_by_side(results, splits, ("quality", "apgr", "cost_saving")), ""]
+    for split in splits:
+        sub = [r for r in results if r.split == split]
+        suffix = "" if len(splits) == 1 else f"_{split}"
+        plot_pareto(sub, out_dir / f"pareto{suffix}.png", f"{title} — {split}")
+        plot_latency_cdfs(sub, out_dir / f"latency_cdf{suffix}.png", f"{title} — {split}")
+    text = "\n".join(md)
+    (out_dir / "summary.md").write_text(text + "\n")
+    return text

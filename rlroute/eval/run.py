@@ -1,0 +1,221 @@
+"""The evaluation harness: run a policy through the routing env for several seeds and measure it.
+
+One episode per seed: ``env.reset(seed=seed)``, then at every step the policy acts on
+``env.decision_context()`` (the same typed context the serving router builds), the env steps, and the
+step's ``info["completions"]`` are collected; after truncation ``env.drain()`` finishes the requests still
+in flight so that every decision has its latency and cost. Decisions and completions are joined by
+request id into per-request records (see :mod:`rlroute.eval.metrics`), metrics are computed per seed and
+summarised with a confidence interval over seeds (:mod:`rlroute.eval.stats`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlroute.eval.metrics import Record, episode_metrics
+from rlroute.eval.stats import Interval, bootstrap_interval, t_interval
+from rlroute.policies.base import Policy
+from rlroute.policies.registry import make_policy, policy_name
+from rlroute.types import ACTION_NAMES, Action, Completion
+
+log = logging.getLogger(__name__)
+
+EnvFactory = Callable[[Any, str], Any]
+RECORD_FIELDS: tuple[str, ...] = (
+    "policy", "split", "seed", "request_id", "arrival", "action", "action_name", "pools", "category", "turn",
+    "input_len", "ttft", "tpot", "e2e", "queue_time", "cost", "quality_ok", "ok_large", "ok_small",
+    "ok_hybrid", "prompt_tokens", "cached_tokens", "output_tokens", "failed", "fail_reason", "score",
+)
+# Per-request metrics that a bootstrap over requests can resample (the others are per-episode ratios).
+BOOTSTRAP_KEYS = ("quality", "cost", "cache_hit_rate", "slo_attainment", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99")
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns: per-request records, per-seed metrics and their summary."""
+
+    policy: str
+    split: str
+    records: list[Record]
+    per_seed: list[dict[str, float]]
+    summary: dict[str, Interval] = field(default_factory=dict)
+    workload: str = ""
+
+
+def default_env_factory(cfg: Any, split: str) -> Any:
+    """The routing env of ``cfg`` for ``split`` (:func:`rlroute.env.build_env`)."""
+    from rlroute.env import build_env
+
+    return build_env(cfg, split=split)
+
+
+def slo_targets(cfg: Any) -> tuple[float | None, float | None]:
+    """TTFT and TPOT SLOs (seconds) from ``cfg.reward`` (``slo_ttft``/``slo_tpot`` or ``slo.ttft``/``.tpot``)."""
+    reward = cfg.get("reward") if hasattr(cfg, "get") else None
+    if not reward:
+        return None, None
+    slo = reward.get("slo") or {}
+
+    def pick(*vals: Any) -> float | None:
+        for v in vals:
+            if v is not None:
+                return float(v)
+        return None
+
+    return (pick(reward.get("slo_ttft"), reward.get("ttft_slo"), slo.get("ttft") if slo else None),
+            pick(reward.get("slo_tpot"), reward.get("tpot_slo"), slo.get("tpot") if slo else None))
+
+
+def _record(decision: dict[str, Any], done: Completion | None) -> Record:
+    rec = dict(decision)
+    if done is None:  # never completed, even after drain: counted as failed
+        rec.update(pools="", ttft=math.nan, tpot=math.nan, e2e=math.nan, queue_time=math.nan, cost=0.0,
+                   quality_ok=False, prompt_tokens=decision["input_len"], cached_tokens=0, output_tokens=0,
+                   failed=True, fail_reason="no completion")
+        return rec
+    rec.update(
+        pools="+".join(done.pools), ttft=done.ttft, tpot=done.tpot, e2e=done.e2e, queue_time=done.queue_time,
+        cost=done.cost, quality_ok=bool(done.quality_ok) and not done.failed, prompt_tokens=done.prompt_tokens,
+        cached_tokens=done.cached_tokens, output_tokens=done.output_tokens, failed=done.failed,
+        fail_reason=done.fail_reason or "",
+    )
+    return rec
+
+
+def run_episode(env: Any, policy: Policy, seed: int, split: str = "test") -> tuple[list[Record], float]:
+    """One episode of ``policy`` in ``env``; returns its per-request records and undiscounted return."""
+    name = policy_name(policy)
+    env.reset(seed=seed)
+    policy.reset(np.random.default_rng(seed))
+    scorer = getattr(policy, "score", None)
+    decisions: list[dict[str, Any]] = []
+    completions: dict[int, Completion] = {}
+    total_reward, done = 0.0, False
+    while not done:
+        ctx = env.decision_context()
+        req = ctx.request
+        action = Action(int(policy.act(ctx)))
+        draw = req.quality
+        ok = draw.ok if draw is not None else (False, False, False)
+        decisions.append({
+            "policy": name, "split": split, "seed": seed, "request_id": req.id, "arrival": req.arrival,
+            "action": int(action), "action_name": ACTION_NAMES[action], "category": req.category or "",
+            "turn": req.turn, "input_len": req.input_len, "ok_large": bool(ok[0]), "ok_small": bool(ok[1]),
+            "ok_hybrid": bool(ok[2]), "score": float(scorer(ctx)) if callable(scorer) else math.nan,
+        })
+        _, reward, terminated, truncated, info = env.step(int(action))
+        total_reward += float(reward)
+        for c in info.get("completions", ()):
+            completions[c.request_id] = c
+        done = bool(terminated or truncated)
+    for c in env.drain():
+        completions[c.request_id] = c
+    return [_record(d, completions.get(d["request_id"])) for d in decisions], total_reward
+
+
+def summarise(
+    per_seed: Sequence[dict[str, float]],
+    records: Sequence[Record] | None = None,
+    ci: str = "t",
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    slo: tuple[float | None, float | None] = (None, None),
+) -> dict[str, Interval]:
+    """Mean and CI of every metric over seeds (``ci="t"``) or, for per-request metrics, by bootstrapping
+    the pooled requests (``ci="bootstrap"``; see :mod:`rlroute.eval.stats` for why it is optimistic)."""
+    if ci not in ("t", "bootstrap"):
+        raise ValueError(f"eval.ci: expected 't' or 'bootstrap', got {ci!r}")
+    keys = list(per_seed[0]) if per_seed else []
+    out = {k: t_interval([m[k] for m in per_seed], confidence) for k in keys}
+    if ci == "bootstrap" and records:
+        rows = list(records)
+        rng = np.random.default_rng(0)
+        for key in BOOTSTRAP_KEYS:
+
+            def stat(idx: np.ndarray, k: str = key) -> float:
+                return episode_metrics([rows[i] for i in idx], *slo)[k]
+
+            out[key] = bootstrap_interval(len(rows), stat, rng, n_boot, confidence)
+    return out
+
+
+def evaluate(
+    policy: Policy | str | Any,
+    cfg: Any,
+    split: str = "test",
+    seeds: Sequence[int] = (0, 1, 2),
+    reference_cost: dict[int, float] | None = None,
+    env_factory: EnvFactory = default_env_factory,
+    ci: str = "t",
+) -> EvalResult:
+    """Evaluate ``policy`` on ``cfg``'s workload/cluster for ``split`` over ``seeds``.
+
+    Args:
+        policy: a policy, a registry name or a ``cfg.policy``-style config.
+        cfg: a composed rlroute config (workload, quality, cluster, reward, episode_length).
+        split: workload split (``test``, ``test_xdomain``, ...).
+        seeds: one episode per seed.
+        reference_cost: total all-large cost per seed for ``cost_saving``; ``None`` runs all-large on the
+            same seeds to get it (skipped when the policy is all-large itself).
+        env_factory: builds the env from ``(cfg, split)``; defaults to :func:`rlroute.env.build_env`.
+        ci: ``"t"`` over seeds or ``"bootstrap"`` over requests.
+
+    Returns:
+        An :class:`EvalResult` whose ``records`` can be written with :func:`rlroute.eval.report.write_records`.
+    """
+    if not seeds:
+        raise ValueError("evaluate: expected at least one seed")
+    pol = make_policy(policy)
+    if callable(getattr(pol, "prepare", None)):
+        pol.prepare(cfg)  # type: ignore[attr-defined]
+    env = env_factory(cfg, split)
+    slo = slo_targets(cfg)
+    records: list[Record] = []
+    per_seed: list[dict[str, float]] = []
+    episodes: list[tuple[int, list[Record], float]] = []
+    for seed in seeds:
+        recs, ret = run_episode(env, pol, int(seed), split)
+        episodes.append((int(seed), recs, ret))
+    is_large = policy_name(pol) == "all_large"
+    if reference_cost is None:
+        if is_large:
+            reference_cost = {s: float(sum(r["cost"] for r in recs)) for s, recs, _ in episodes}
+        else:
+            reference_cost = all_large_costs(cfg, split, seeds, env_factory)
+    for seed, recs, ret in episodes:
+        m = episode_metrics(recs, *slo, reference_cost=reference_cost.get(seed))
+        m["reward"] = ret / max(len(recs), 1)
+        m["return"] = ret
+        per_seed.append(m)
+        records.extend(recs)
+    env.close()
+    log.info("evaluated %s on %s over seeds %s", policy_name(pol), split, list(seeds))
+    return EvalResult(policy_name(pol), split, records, per_seed, summarise(per_seed, records, ci, slo=slo),
+                      workload_name(cfg))
+
+
+def workload_name(cfg: Any) -> str:
+    """A short name of ``cfg.workload``: its ``name`` key, else the class of its ``_target_``."""
+    wl = cfg.get("workload") if hasattr(cfg, "get") else None
+    if not wl:
+        return ""
+    return str(wl.get("name") or str(wl.get("_target_", "")).rsplit(".", 1)[-1])
+
+
+def all_large_costs(
+    cfg: Any, split: str, seeds: Sequence[int], env_factory: EnvFactory = default_env_factory
+) -> dict[int, float]:
+    """Total cost of the all-large policy per seed (the reference of ``cost_saving``)."""
+    env = env_factory(cfg, split)
+    out = {}
+    for seed in seeds:
+        recs, _ = run_episode(env, make_policy("all_large"), int(seed), split)
+        out[int(seed)] = float(sum(r["cost"] for r in recs))
+    env.close()
+    return out

@@ -1,0 +1,104 @@
+"""Metric and interval functions on tiny inputs whose answers are known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from rlroute.eval.metrics import apgr, cpt, episode_metrics, pgr, threshold_sweep
+from rlroute.eval.stats import bootstrap_interval, t_interval
+
+# Four requests: ok (large, small, hybrid). q_strong = 3/4, q_weak = 1/4.
+OK = [(True, False, True), (True, False, False), (True, True, True), (False, False, False)]
+
+
+def recs(actions: list[int], scores: list[float] | None = None, **over: object) -> list[dict]:
+    out = []
+    for k, (a, ok) in enumerate(zip(actions, OK, strict=True)):
+        r = {
+            "action": a, "ok_large": ok[0], "ok_small": ok[1], "ok_hybrid": ok[2], "quality_ok": ok[a],
+            "failed": False, "ttft": 0.1 * (k + 1), "tpot": 0.02, "e2e": 1.0 * (k + 1), "cost": [4.0, 1.0, 2.0][a],
+            "prompt_tokens": 100, "cached_tokens": 25 * k, "score": math.nan if scores is None else scores[k],
+        }
+        r.update(over)
+        out.append(r)
+    return out
+
+
+def test_pgr_anchors() -> None:
+    assert pgr(0.25, 0.25, 0.75) == 0.0 and pgr(0.75, 0.25, 0.75) == 1.0 and pgr(0.5, 0.25, 0.75) == 0.5
+    assert math.isnan(pgr(0.5, 0.5, 0.5))
+
+
+@pytest.mark.parametrize(("action", "expected"), [(1, 0.0), (0, 1.0)])
+def test_apgr_all_small_zero_all_large_one(action: int, expected: float) -> None:
+    m = episode_metrics(recs([action] * 4))
+    assert m["apgr"] == pytest.approx(expected) and m["pgr"] == pytest.approx(expected)
+
+
+def test_episode_metrics_by_hand() -> None:
+    m = episode_metrics(recs([1, 0, 1, 2]), slo_ttft=0.25, reference_cost=16.0)
+    # chosen ok: small F, large T, small T, hybrid F → 0.5
+    assert m["quality"] == 0.5 and m["quality_drawn"] == 0.5
+    assert m["q_weak"] == 0.25 and m["q_strong"] == 0.75 and m["pgr"] == pytest.approx(0.5)
+    assert m["cost"] == pytest.approx(8.0 / 4) and m["cost_saving"] == pytest.approx(0.5)
+    assert m["strong_share"] == 0.5 and (m["mix_large"], m["mix_small"], m["mix_hybrid"]) == (0.25, 0.5, 0.25)
+    assert m["cache_hit_rate"] == pytest.approx(150 / 400)
+    assert m["slo_attainment"] == 0.5  # ttft 0.1, 0.2 meet 0.25; 0.3, 0.4 do not
+    assert m["e2e_p50"] == pytest.approx(2.5) and m["ttft_p99"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.4], 99))
+    # single operating point: CPT(50%) = its call share since it reaches PGR 0.5; CPT(80%) unreachable
+    assert m["cpt50"] == 0.5 and math.isnan(m["cpt80"])
+
+
+def test_failed_requests_count_as_bad_and_are_left_out_of_latency() -> None:
+    rs = recs([0, 0, 0, 0])
+    rs[0].update(failed=True, ttft=math.nan, e2e=math.nan)
+    m = episode_metrics(rs)
+    assert m["quality"] == 0.5 and m["failed_rate"] == 0.25 and m["e2e_p50"] == pytest.approx(3.0)
+
+
+def test_threshold_sweep_and_apgr_of_a_perfect_ranking() -> None:
+    # Gains of large over small: +1, +1, 0, 0. A perfect score ranks the two +1 first.
+    ok_l = np.array([1, 1, 1, 0], bool)
+    ok_s = np.array([0, 0, 1, 0], bool)
+    xs, qs = threshold_sweep(np.array([0.9, 0.8, 0.1, 0.2]), ok_l, ok_s, np.array([0, 0.25, 0.5, 0.75, 1.0]))
+    assert list(xs) == [0, 0.25, 0.5, 0.75, 1.0]
+    assert list(qs) == pytest.approx([0.25, 0.5, 0.75, 0.75, 0.75])
+    # PGR curve 0, .5, 1, 1, 1 → trapezoid area = (.25 + .75 + 1 + 1) / 4 = 0.75
+    assert apgr(xs, qs, 0.25, 0.75) == pytest.approx(0.75)
+    assert cpt(xs, qs, 0.25, 0.75, 0.5) == pytest.approx(0.25)
+    assert cpt(xs, qs, 0.25, 0.75, 0.8) == pytest.approx(0.25 + 0.25 * 0.6)
+
+
+def test_random_ranking_apgr_is_about_half() -> None:
+    rng = np.random.default_rng(0)
+    ok_l, ok_s = rng.random(4000) < 0.8, rng.random(4000) < 0.6
+    xs, qs = threshold_sweep(rng.random(4000), ok_l, ok_s)
+    assert apgr(xs, qs, ok_s.mean(), ok_l.mean()) == pytest.approx(0.5, abs=0.05)
+
+
+def test_scored_policy_uses_the_sweep() -> None:
+    m = episode_metrics(recs([0, 0, 1, 1], scores=[0.9, 0.8, 0.1, 0.2]))
+    # The operating point recovers the whole gap (PGR 1), the swept curve's area is 0.75 (as above).
+    assert m["pgr"] == pytest.approx(1.0) and m["apgr"] == pytest.approx(0.75)
+
+
+def test_t_interval_matches_scipy() -> None:
+    x = [1.0, 2.0, 4.0]
+    iv = t_interval(x)
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(x), scale=stats.sem(x))
+    assert iv.mean == pytest.approx(7 / 3) and iv.low == pytest.approx(lo) and iv.high == pytest.approx(hi)
+    assert iv.n == 3 and "±" in iv.fmt()
+    one = t_interval([5.0, math.nan])
+    assert one.mean == 5.0 and math.isnan(one.half_width) and one.fmt() == "5.000"
+    with pytest.raises(ValueError, match="confidence"):
+        t_interval(x, 1.5)
+
+
+def test_bootstrap_interval_covers_the_mean() -> None:
+    data = np.random.default_rng(1).normal(10.0, 1.0, 400)
+    iv = bootstrap_interval(data.size, lambda idx: float(data[idx].mean()), np.random.default_rng(0), 500)
+    assert iv.low < 10.0 < iv.high and iv.high - iv.low < 0.5
