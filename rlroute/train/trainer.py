@@ -15,7 +15,6 @@ A run folder holds what every later step reads (``rlroute eval`` over run folder
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import time
@@ -31,7 +30,7 @@ from rlroute.seeding import seed_everything
 from rlroute.train.callbacks import RouteMetricsCallback, ValidationCallback
 from rlroute.train.envs import EnvBuilder, default_builder, make_vec_env, plain_cfg, wrap_normalize
 from rlroute.train.tracking import Tracker
-from rlroute.train.validation import validate
+from rlroute.train.validation import Validator
 
 OBJECTIVE = "eval/reward"
 
@@ -94,7 +93,7 @@ def train_run(
 
     n_envs = int(agent.n_envs)
     seeds = [int(s) for s in agent.eval.seeds]
-    validator = functools.partial(validate, cfg=cfg, split="val", seeds=seeds, builder=builder)
+    validator = Validator(cfg, "val", seeds, builder)
     val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic))
     callbacks: list[Any] = [RouteMetricsCallback(), val_cb]
     if int(agent.checkpoint_freq) > 0:

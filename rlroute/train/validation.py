@@ -1,61 +1,65 @@
-"""Validation during training: run a policy for whole episodes of the validation split.
+"""Validation during training: the evaluation harness (``rlroute.eval.run.evaluate``) on the ``val`` split.
 
-The loop is the evaluation harness's (one episode per seed, ``env.decision_context()`` → ``policy.act`` →
-``env.step``, then ``env.drain()`` so every request's latency and outcome count), kept here in its
-smallest form so the periodic evaluation inside ``model.learn`` stays cheap. The final comparison against
-the baselines goes through ``rlroute.eval`` itself.
+The all-large reference cost (for ``cost_saving``) depends only on the validation seeds, so it is computed
+once per run rather than at every evaluation. Metrics come back as the harness names them, under
+``eval/``: ``eval/reward`` (mean reward per decision, the sweep objective), ``eval/quality``,
+``eval/cost_saving``, ``eval/apgr``, ``eval/ttft_p99``, ``eval/cache_hit_rate``, ``eval/mix_*``, ...
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig
 
-from rlroute.policies.base import Policy
-from rlroute.train.callbacks import RouteStats
 from rlroute.train.envs import EnvBuilder, default_builder
 
-
-def run_episode(env: Any, policy: Policy, seed: int, stats: RouteStats) -> float:
-    """Play one episode of ``env`` with ``policy`` from ``reset(seed=seed)``; return its total reward."""
-    env.reset(seed=seed)
-    policy.reset(np.random.default_rng(seed))
-    total, done = 0.0, False
-    while not done:
-        ctx = env.decision_context()
-        action = policy.act(ctx)
-        _, reward, terminated, truncated, info = env.step(int(action))
-        stats.add_actions([int(action)])
-        stats.add_rewards([reward])
-        stats.add_completions(info.get("completions", ()))
-        total += float(reward)
-        done = bool(terminated or truncated)
-    stats.add_completions(env.drain())
-    return total
+# Harness metrics worth a curve during training (the full set is in the final evaluation).
+LOGGED = ("reward", "return", "quality", "cost", "cost_saving", "apgr", "strong_share", "mix_large",
+          "mix_small", "mix_hybrid", "cache_hit_rate", "ttft_p50", "ttft_p99", "e2e_p99", "slo_attainment",
+          "failed_rate")
 
 
-def validate(
-    policy: Policy,
-    cfg: DictConfig,
-    split: str = "val",
-    seeds: Sequence[int] = (1000,),
-    builder: EnvBuilder = default_builder,
-) -> dict[str, float]:
-    """Mean metrics of ``policy`` over one episode per seed on ``split``, keys prefixed ``eval/``.
+class Validator:
+    """Callable ``policy -> {"eval/<metric>": mean over seeds}`` on one split of ``cfg``.
 
-    ``eval/reward`` is the mean reward per decision (the sweep objective); ``eval/episode_reward`` the mean
-    episode return; the rest are :class:`RouteStats` metrics over all episodes together.
+    Args:
+        cfg: the run's composed config.
+        split: workload split (``val`` during training).
+        seeds: one episode per seed.
+        builder: env builder shared with training (the harness' ``env_factory``).
     """
-    if not seeds:
-        raise ValueError("validation needs at least one seed (agent.eval.seeds)")
-    env = builder(cfg, split)
-    stats = RouteStats()
-    returns = [run_episode(env, policy, int(s), stats) for s in seeds]
-    env.close()
-    out = {f"eval/{k.split('/', 1)[1] if k.startswith('route/') else k.replace('/', '_')}": v
-           for k, v in stats.summary().items()}
-    out["eval/episode_reward"] = float(np.mean(returns))
-    return out
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        split: str = "val",
+        seeds: Sequence[int] = (1000,),
+        builder: EnvBuilder = default_builder,
+    ) -> None:
+        if not seeds:
+            raise ValueError("validation needs at least one seed (agent.eval.seeds)")
+        self.cfg, self.split, self.seeds, self.builder = cfg, split, [int(s) for s in seeds], builder
+        self._reference: dict[int, float] | None = None
+
+    def reference_cost(self) -> dict[int, float]:
+        """All-large total cost per validation seed (computed on first use)."""
+        if self._reference is None:
+            from rlroute.eval.run import all_large_costs
+
+            self._reference = all_large_costs(self.cfg, self.split, self.seeds, self.builder)
+        return self._reference
+
+    def __call__(self, policy: Any) -> dict[str, float]:
+        from rlroute.eval.run import evaluate
+
+        result = evaluate(policy, self.cfg, self.split, self.seeds, reference_cost=self.reference_cost(),
+                          env_factory=self.builder)
+        out: dict[str, float] = {}
+        for key in LOGGED:
+            interval = result.summary.get(key)
+            if interval is not None and math.isfinite(interval.mean):
+                out[f"eval/{key}"] = float(interval.mean)
+        return out

@@ -1,0 +1,191 @@
+"""Trained policies vs the baselines: one table with 95 % intervals, a Pareto plot, an action-mix plot.
+
+Used by ``rlroute quickstart``, by the ``ppo_vs_baselines`` study and to aggregate multirun folders
+(``python -m rlroute.train.compare multirun/train/<experiment>/<time>``). Every policy runs through the
+evaluation harness (``rlroute.eval.run.evaluate``) on the same test seeds with the same all-large reference
+cost. Intervals: for baselines, Student-t over test seeds; for a learned policy trained with several seeds,
+Student-t over training runs (each run's metrics averaged over the test seeds first), which is the
+variance a reader re-running the training would see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlroute.eval.stats import Interval, t_interval
+
+METRICS: tuple[str, ...] = ("reward", "quality", "cost_saving", "ttft_p99", "cache_hit_rate", "apgr",
+                            "mix_large", "mix_small", "mix_hybrid")
+BASELINES: tuple[str, ...] = ("all_large", "all_small", "all_hybrid", "random", "round_robin", "heuristic",
+                              "cache_aware", "threshold", "oracle")
+HEURISTICS: tuple[str, ...] = ("random", "round_robin", "all_large", "all_small", "all_hybrid", "heuristic",
+                               "cache_aware", "threshold")
+
+
+@dataclass
+class Row:
+    """One policy on one split: an interval per metric."""
+
+    policy: str
+    split: str
+    values: dict[str, Interval]
+
+    def mean(self, key: str) -> float:
+        """The metric's mean (NaN when absent)."""
+        iv = self.values.get(key)
+        return iv.mean if iv is not None else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {"policy": self.policy, "split": self.split,
+                "values": {k: v.as_dict() for k, v in self.values.items()}}
+
+
+def reference_costs(cfg: Any, split: str, seeds: Sequence[int]) -> dict[int, float]:
+    """All-large total cost per seed: the denominator of every policy's cost saving."""
+    from rlroute.eval.run import all_large_costs
+
+    return all_large_costs(cfg, split, [int(s) for s in seeds])
+
+
+def baseline_row(name: str, cfg: Any, split: str, seeds: Sequence[int], reference: dict[int, float]) -> Row:
+    """A registry baseline evaluated over ``seeds`` (interval over seeds)."""
+    from rlroute.eval.run import evaluate
+
+    result = evaluate(name, cfg, split, [int(s) for s in seeds], reference_cost=reference)
+    return Row(name, split, {k: v for k, v in result.summary.items() if k in METRICS})
+
+
+def learned_row(
+    run_dirs: Sequence[str | Path],
+    cfg: Any,
+    split: str,
+    seeds: Sequence[int],
+    reference: dict[int, float],
+    name: str = "ppo",
+    zero_blocks: Sequence[str] = (),
+) -> Row:
+    """Trained run folders evaluated over ``seeds``; the interval is over runs when there are several."""
+    from rlroute.eval.run import evaluate
+    from rlroute.policies.sb3 import SB3Policy
+
+    if not run_dirs:
+        raise ValueError("learned_row: no run folders given")
+    per_run: list[dict[str, float]] = []
+    per_seed: list[dict[str, float]] = []
+    for run in run_dirs:
+        policy = SB3Policy(run, zero_blocks=list(zero_blocks), name=name)
+        result = evaluate(policy, cfg, split, [int(s) for s in seeds], reference_cost=reference)
+        per_seed.extend(result.per_seed)
+        per_run.append({k: float(np.nanmean([m[k] for m in result.per_seed])) for k in METRICS})
+    rows = per_run if len(per_run) > 1 else per_seed
+    return Row(name, split, {k: t_interval([r[k] for r in rows]) for k in METRICS})
+
+
+def find_runs(folders: Sequence[str | Path]) -> list[Path]:
+    """Run folders (holding ``model.zip`` and ``metrics.json``) at or below ``folders``, sorted."""
+    runs: set[Path] = set()
+    for folder in folders:
+        root = Path(folder)
+        if not root.exists():
+            raise FileNotFoundError(f"no such run folder or multirun folder: {root}")
+        candidates = [root] if (root / "model.zip").is_file() else [p.parent for p in root.rglob("model.zip")]
+        runs.update(p for p in candidates if (p / "metrics.json").is_file())
+    if not runs:
+        raise FileNotFoundError(f"no run folders (model.zip + metrics.json) under {list(map(str, folders))}")
+    return sorted(runs)
+
+
+def gap_recovered(rows: Sequence[Row], learned: str = "ppo") -> tuple[str, float]:
+    """Best heuristic by reward and the share of its reward gap to the oracle the learned policy recovers."""
+    by_name = {r.policy: r for r in rows}
+    heur = [r for r in rows if r.policy in HEURISTICS and r.policy in by_name]
+    if learned not in by_name or "oracle" not in by_name or not heur:
+        return "", math.nan
+    best = max(heur, key=lambda r: r.mean("reward"))
+    gap = by_name["oracle"].mean("reward") - best.mean("reward")
+    if not math.isfinite(gap) or abs(gap) < 1e-12:
+        return best.policy, math.nan
+    return best.policy, (by_name[learned].mean("reward") - best.mean("reward")) / gap
+
+
+def markdown_table(rows: Sequence[Row], metrics: Sequence[str] = METRICS, digits: int = 3) -> str:
+    """Rows as a markdown table of ``mean ± half-width``."""
+    head = "| policy | " + " | ".join(metrics) + " |"
+    sep = "|---" * (len(metrics) + 1) + "|"
+    body = ["| " + r.policy + " | " + " | ".join(
+        r.values[m].fmt(digits) if m in r.values else "n/a" for m in metrics) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def pareto_plot(rows: Sequence[Row], path: Path, title: str) -> Path:
+    """Cost saving vs quality, one point (with 95 % error bars) per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in rows:
+        x, y = r.values.get("cost_saving"), r.values.get("quality")
+        if x is None or y is None or not (math.isfinite(x.mean) and math.isfinite(y.mean)):
+            continue
+        xerr = x.half_width if math.isfinite(x.half_width) else 0.0
+        yerr = y.half_width if math.isfinite(y.half_width) else 0.0
+        learned = r.policy not in BASELINES
+        ax.errorbar(x.mean, y.mean, xerr=xerr, yerr=yerr, fmt="*" if learned else "o",
+                    ms=12 if learned else 6, capsize=2, label=r.policy)
+    ax.set_xlabel("cost saving vs all-large")
+    ax.set_ylabel("quality (share of acceptable answers)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def mix_plot(rows: Sequence[Row], path: Path, title: str) -> Path:
+    """Stacked action mix per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bottom = np.zeros(len(rows))
+    for key in ("mix_large", "mix_small", "mix_hybrid"):
+        vals = np.array([r.mean(key) for r in rows])
+        vals = np.nan_to_num(vals)
+        ax.bar([r.policy for r in rows], vals, bottom=bottom, label=key.split("_")[1])
+        bottom += vals
+    ax.set_ylabel("share of decisions")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_results(rows: Sequence[Row], out_dir: Path, tag: str, title: str) -> dict[str, Path]:
+    """``<tag>.md`` table, ``<tag>.json`` values, ``<tag>_pareto.png`` and ``<tag>_mix.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "table": out_dir / f"{tag}.md",
+        "json": out_dir / f"{tag}.json",
+        "pareto": pareto_plot(rows, out_dir / f"{tag}_pareto.png", title),
+        "mix": mix_plot(rows, out_dir / f"{tag}_mix.png", title),
+    }
+    paths["table"].write_text(f"### {title}\n\n{markdown_table(rows)}\n")
+    paths["json"].write_text(json.dumps([r.as_dict() for r in rows], indent=2, default=float) + "\n")
+    return paths
