@@ -1,0 +1,84 @@
+"""``extract(request, state, matches)``: the 224-dim observation, same code for simulator and live pools.
+
+The request block depends on the request alone and is memoised in ``request.cache`` under a key naming
+the text representation, so a request seen twice (env step, then evaluator or router) pays once. The
+system and cache blocks are recomputed per decision from the typed state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlroute.cluster.base import ClusterState
+from rlroute.features.encoders import TextEncoder, make_text_encoder
+from rlroute.features.schema import FeatureSchema
+from rlroute.features.spec import TEXT_DIMS, build_schema
+from rlroute.features.state import state_raw
+from rlroute.features.text import request_scalars
+from rlroute.types import FloatArray, Request
+
+
+class FeatureExtractor:
+    """Computes observations for one schema (one text representation); stateless per call, thread-safe.
+
+    Args:
+        text: name of the text representation (``hash`` or ``minilm``, see
+            :mod:`rlroute.features.encoders`); it is part of the schema hash.
+    """
+
+    def __init__(self, text: str = "hash") -> None:
+        self.text = text
+        self.encoder: TextEncoder = make_text_encoder(text)
+        self.schema: FeatureSchema = build_schema(text)
+        self._req_slice = self.schema.slices["request"]
+        self._req_tf = self.schema.transformer("request")
+        self._state_slice = slice(self.schema.slices["system"].start, self.schema.slices["cache"].stop)
+        self._state_tf = self.schema.transformer("system", "cache")
+        self._key = f"features.request.v{self.schema.version}.{text}"
+
+    def request_block(self, request: Request) -> FloatArray:
+        """The 128 request features (memoised in ``request.cache``); do not modify the result."""
+        hit = request.cache.get(self._key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        raw = np.empty(self._req_slice.stop - self._req_slice.start, dtype=np.float64)
+        raw[:TEXT_DIMS] = self.encoder(request)
+        raw[TEXT_DIMS:] = request_scalars(request)
+        block = np.empty(raw.shape, dtype=np.float32)
+        self._req_tf(raw, block)
+        block.flags.writeable = False
+        request.cache[self._key] = block
+        return block
+
+    def extract(self, request: Request, state: ClusterState, matches: dict[str, list[int]]) -> FloatArray:
+        """The observation for routing ``request`` now.
+
+        Args:
+            request: the request to route.
+            state: the cluster snapshot at decision time.
+            matches: ``cluster.prefix_match(request)``: matched prompt tokens per instance, per pool.
+
+        Returns:
+            A new float32 array of shape ``(224,)`` inside ``[schema.low, schema.high]``.
+        """
+        out = np.empty(len(self.schema), dtype=np.float32)
+        out[self._req_slice] = self.request_block(request)
+        raw = np.array(state_raw(state, matches, request.input_len), dtype=np.float64)
+        self._state_tf(raw, out[self._state_slice])
+        return out
+
+
+_DEFAULT: FeatureExtractor | None = None
+
+
+def default_extractor() -> FeatureExtractor:
+    """The process-wide ``hash`` extractor behind :func:`extract` (created on first use)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = FeatureExtractor("hash")
+    return _DEFAULT
+
+
+def extract(request: Request, state: ClusterState, matches: dict[str, list[int]]) -> FloatArray:
+    """The 224-dim observation with the default (hashing) text representation; see :class:`FeatureExtractor`."""
+    return default_extractor().extract(request, state, matches)
