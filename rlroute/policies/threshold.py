@@ -210,6 +210,6 @@ class ThresholdRouter:
 
     def act(self, ctx: DecisionContext) -> Action:
         """Large above the threshold, small otherwise (moved when the pool cannot serve)."""
-        assert self.threshold is not None or self.model is None
-        preferred = Action.LARGE if self.score(ctx) > (self.threshold or 0.0) else Action.SMALL
+        p_needed = self.score(ctx)  # raises without a model; a model always has a threshold (_calibrate)
+        preferred = Action.LARGE if p_needed > float(self.threshold or 0.0) else Action.SMALL
         return choose_allowed(preferred, ctx)
