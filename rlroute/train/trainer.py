@@ -43,6 +43,7 @@ class TrainResult:
     objective: float
     metrics: dict[str, Any]
     tracker: Tracker | None
+    model: Any = None  # the final (last) model, in memory
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -135,7 +136,7 @@ def train_run(
     tracker.log_table("eval/history", val_cb.history)
     if finish:
         tracker.finish()
-    return TrainResult(run_dir, objective, metrics, None if finish else tracker)
+    return TrainResult(run_dir, objective, metrics, None if finish else tracker, model)
 
 
 def _schema_info() -> dict[str, Any]:
