@@ -175,3 +175,15 @@ def test_make_policy_overrides_and_errors() -> None:
     with pytest.raises(Exception, match="heuristic.complexity_threshold"):  # Hydra wraps the ValueError
         make_policy("heuristic", complexity_threshold=3)
     assert Path(CONF_DIR / "heuristic.yaml").exists()
+
+
+@pytest.mark.parametrize(("input_len", "max_new", "expected"), [(30000, 4000, L), (100, 50, S)])
+def test_seed_heuristic_uses_the_features_complexity(input_len: int, max_new: int, expected: Action) -> None:
+    from rlroute.features import complexity
+
+    c = ctx(input_len=input_len)
+    c.request.prompt = None  # timing-only trace: complexity from lengths alone
+    c.request.cache.clear()
+    c.request.max_new_tokens = max_new
+    assert (complexity(c.request) > 0.7) == (expected == L)
+    assert SeedHeuristic().act(c) == expected
