@@ -21,12 +21,13 @@ import numpy as np
 from rlroute.policies.base import DecisionContext
 from rlroute.types import Action
 
-# Layout of the 224-dim observation (rlroute.features): request | system | cache.
-FEATURE_BLOCKS: dict[str, slice] = {
-    "request": slice(0, 128),
-    "system": slice(128, 192),
-    "cache": slice(192, 224),
-}
+
+def feature_blocks() -> dict[str, slice]:
+    """Block name -> slice of the observation, from the feature schema (request | system | cache)."""
+    from rlroute.features import SCHEMA
+
+    return dict(SCHEMA.slices)
+
 
 MODEL_FILE = "model.zip"
 STATS_FILE = "vecnormalize.pkl"
@@ -98,9 +99,11 @@ class SB3Policy:
         return self
 
     def _init(self, model: Any, stats: Any | None, deterministic: bool, zero_blocks: Any, name: str) -> None:
-        unknown = sorted(set(zero_blocks) - set(FEATURE_BLOCKS))
+        blocks = feature_blocks() if zero_blocks else {}
+        unknown = sorted(set(zero_blocks) - set(blocks))
         if unknown:
-            raise ValueError(f"SB3Policy.zero_blocks: unknown block(s) {unknown}; choose from {list(FEATURE_BLOCKS)}")
+            raise ValueError(f"SB3Policy.zero_blocks: unknown block(s) {unknown}; choose from {list(blocks)}")
+        self._blank = [blocks[b] for b in zero_blocks]
         self.model = model
         self.stats = stats
         self.deterministic = bool(deterministic)
@@ -113,8 +116,8 @@ class SB3Policy:
         x = np.asarray(obs, dtype=np.float32).reshape(1, -1)
         if self.stats is not None:
             x = np.asarray(self.stats.normalize_obs(x), dtype=np.float32)
-        for block in self.zero_blocks:
-            x[:, FEATURE_BLOCKS[block]] = 0.0
+        for block in self._blank:
+            x[:, block] = 0.0
         return x
 
     def action_probs(self, obs: np.ndarray) -> np.ndarray:
