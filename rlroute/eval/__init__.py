@@ -1,1 +1,9 @@
-"""rlroute.eval."""
+"""Evaluation harness: policies × workloads × seeds → per-request records, metrics with intervals, reports.
+
+* :mod:`rlroute.eval.run` — :func:`~rlroute.eval.run.evaluate` (one episode per seed through the env).
+* :mod:`rlroute.eval.metrics` — per-episode metrics incl. RouteLLM's PGR / APGR / CPT.
+* :mod:`rlroute.eval.stats` — Student-t intervals over seeds, bootstrap over requests.
+* :mod:`rlroute.eval.report` — CSV / JSON / markdown and the Pareto and latency-CDF plots.
+* :mod:`rlroute.eval.cli` — ``rlroute eval`` (Hydra, ``conf/eval.yaml``).
+* :mod:`rlroute.eval.baselines` — ``rlroute baselines`` (``baselines/suite.yaml`` → ``baselines/results/``).
+"""

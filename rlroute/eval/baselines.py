@@ -51,13 +51,13 @@ def load_suite(path: Path) -> dict[str, Any]:
     return suite
 
 
-def compose(overrides: list[str]) -> Any:
-    """``conf/config.yaml`` composed with ``overrides`` (no Hydra run folder is created)."""
+def compose(overrides: list[str], config_name: str = "config") -> Any:
+    """``conf/<config_name>.yaml`` composed with ``overrides`` (no Hydra run folder is created)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+        return hydra_compose(config_name=config_name, overrides=overrides)
 
 
 def select_workloads(suite: dict[str, Any], only: list[str] | None) -> tuple[list[dict[str, Any]], list[str]]:
