@@ -1,0 +1,352 @@
+"""``SimCluster``: the discrete-event simulator of heterogeneous pools behind the ``Cluster`` protocol.
+
+One event heap drives every instance (see :mod:`rlroute.cluster.sim.instance`): an entry is an
+instance's next step boundary (stale entries are skipped by a version check) or a scheduled operator
+event (failure, weight update, ...; see :mod:`rlroute.cluster.sim.events`). ``advance(until)`` pops
+events up to ``until``; ``submit`` places a request at the current time.
+
+A routed request is a *job* with one or two *stages*: large or small is one stage; hybrid
+plan-and-execute is a plan on the large pool (``plan_tokens`` output tokens) followed by the answer on
+the small pool with the plan appended to the prompt; hybrid cascade is the small pool, then the large pool
+again when ``request.quality.escalated``. Each job yields exactly one :class:`Completion` (failed ones
+carry ``fail_reason``), so conservation holds by construction and is tested under faults.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Mapping, Sequence
+from itertools import count
+from typing import Any
+
+import numpy as np
+
+from rlroute.cluster.base import ClusterState
+from rlroute.cluster.profiles import ServingProfile, load_profile
+from rlroute.cluster.sim.cost import CostModel, build_cost_model
+from rlroute.cluster.sim.events import EventsMixin
+from rlroute.cluster.sim.instance import TAU, Instance, Seq
+from rlroute.cluster.sim.pool import SimPool
+from rlroute.cluster.sim.view import StateView
+from rlroute.types import Action, Completion, Request
+
+HYBRID_MODES = ("plan_and_execute", "cascade")
+EWMA = 0.1  # weight of the newest completion in the "recent" latency averages
+
+
+class Job:
+    """A submitted request on its way through one or two stages."""
+
+    __slots__ = ("action", "cached", "cost", "insts", "out", "pools", "prompt", "queue", "req", "retries",
+                 "stage", "stages", "t0")
+
+    def __init__(self, req: Request, action: Action, stages: list[tuple[str, int, int]], t0: float) -> None:
+        self.req = req
+        self.action = action
+        self.stages = stages
+        self.stage = 0
+        self.t0 = t0
+        self.retries = 0
+        self.queue = self.cost = 0.0
+        self.prompt = self.cached = self.out = 0
+        self.pools: list[str] = []
+        self.insts: list[int] = []
+
+
+def _get(obj: Any, key: str, default: Any) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+class SimCluster(EventsMixin):
+    """Simulated pools of SGLang-like instances; implements :class:`rlroute.cluster.base.Cluster`.
+
+    Args:
+        pools: pool name -> ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s},
+            in_pool: {policy, ...}}`` (see ``conf/cluster/default.yaml``).
+        cost: ``{mode: tokens|gpu_seconds, prices: {...}, usd_per_gpu_hour, ref_batch}``.
+        hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}`` (a mapping or any object with those
+            attributes, e.g. the quality config's ``hybrid`` block); default plan-and-execute, 64 tokens.
+        max_retries: re-queues allowed per request after instance failures before it fails.
+        slo: ``{ttft_s, tpot_s}`` used for the pools' ``slo_violation_rate``.
+        events: scheduled operator events, ``[{time, event, **kwargs}]`` (see :meth:`schedule`).
+        seed: seeds the in-pool ``power_of_two`` sampler when ``rng`` is not given.
+        rng: generator for in-pool randomness.
+        log_evictions: record evicted block ids per instance (tests).
+
+    ``state()`` returns a live view: the same objects are updated in place on each call, so copy what you
+    keep. Build from Hydra with ``hydra.utils.instantiate(cfg.cluster)`` or :func:`build_cluster`.
+    """
+
+    def __init__(self, pools: Mapping[str, Mapping[str, Any]], cost: Mapping[str, Any] | None = None,
+                 hybrid: Any = None, max_retries: int = 3, slo: Mapping[str, float] | None = None,
+                 events: Sequence[Mapping[str, Any]] = (), seed: int = 0, rng: np.random.Generator | None = None,
+                 log_evictions: bool = False) -> None:
+        if not pools:
+            raise ValueError("cluster.pools is empty: configure at least one pool")
+        self._rng = rng if rng is not None else np.random.default_rng(seed)
+        self._heap: list[tuple[float, int, Any, int]] = []
+        self._tick = count()
+        self._now = 0.0
+        self._out: list[Completion] = []
+        self._uid = count()
+        self._active = 0
+        self._epoch = 0
+        self._memo: tuple[int, int, dict[str, list[int]]] | None = None
+        self._log = log_evictions
+        self.max_retries = int(max_retries)
+        self.slo_ttft = float(_get(slo, "ttft_s", 2.0))
+        self.slo_tpot = float(_get(slo, "tpot_s", 0.1))
+        self.pools: dict[str, SimPool] = {}
+        for name, pcfg in pools.items():
+            self.pools[name] = SimPool(name, pcfg, self._rng, self._new_instance)
+        profiles: dict[str, ServingProfile] = {n: p.profile for n, p in self.pools.items()}
+        self.cost_model: CostModel = build_cost_model(cost, profiles)
+        self.hybrid_mode = "plan_and_execute"
+        self.plan_tokens = 64
+        self.configure_hybrid(hybrid)
+        self.submitted = 0
+        self.r_arr = 0.0
+        self.r_arr_t = 0.0
+        self._view = StateView(self)
+        for ev in events:
+            ev = dict(ev)
+            if "time" not in ev or "event" not in ev:
+                raise ValueError(f"cluster.events entries need 'time' and 'event', got {ev}")
+            self.schedule(float(ev.pop("time")), ev.pop("event"), **ev)
+
+    # -- construction helpers ---------------------------------------------------------------------------
+    def configure_hybrid(self, hybrid: Any) -> None:
+        """Set hybrid mode and plan length from a mapping or an object (``mode``, ``plan_tokens``)."""
+        mode = _get(hybrid, "mode", self.hybrid_mode)
+        plan = int(_get(hybrid, "plan_tokens", self.plan_tokens))
+        if mode not in HYBRID_MODES:
+            raise ValueError(f"hybrid.mode must be one of {HYBRID_MODES}, got {mode!r}")
+        if plan < 1:
+            raise ValueError(f"hybrid.plan_tokens must be >= 1, got {plan}")
+        self.hybrid_mode, self.plan_tokens = mode, plan
+
+    def _new_instance(self, pool: SimPool, index: int) -> Instance:
+        return Instance(pool.name, index, pool.profile, pool.new_cache(index, self._log), pool.kv_cap,
+                        self._push, self._on_done, self._on_reject)
+
+    def _push(self, t: float, inst: Instance, ver: int) -> None:
+        heapq.heappush(self._heap, (t, next(self._tick), inst, ver))
+
+    # -- Cluster protocol ---------------------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        """Current cluster time in seconds."""
+        return self._now
+
+    def state(self) -> ClusterState:
+        """Live view of the cluster (updated in place on each call; copy what you keep)."""
+        return self._view.refresh(self._now)
+
+    def prefix_match(self, request: Request) -> dict[str, list[int]]:
+        """Prompt tokens ``request`` would find cached on each instance, per pool (0 for unhealthy ones)."""
+        memo = self._memo
+        if memo is not None and memo[0] == request.id and memo[1] == self._epoch:
+            return memo[2]
+        blocks = request.blocks
+        bs = request.block_size
+        covered = min(len(blocks) * bs, request.input_len)
+        nb = -(-covered // bs) if bs > 0 else 0
+        if nb < len(blocks):
+            blocks = blocks[:nb]
+        out = {name: pool.match(blocks, bs, covered, self._now) for name, pool in self.pools.items()}
+        self._memo = (request.id, self._epoch, out)
+        return out
+
+    def submit(self, request: Request, action: Action | int) -> None:
+        """Route ``request`` with ``action`` at the current time (advancing first if it arrives later)."""
+        if request.input_len < 1:
+            raise ValueError(f"request {request.id}: input_len must be >= 1, got {request.input_len}")
+        if request.output_len < 1:
+            raise ValueError(f"request {request.id}: output_len must be >= 1, got {request.output_len}")
+        if request.arrival > self._now:
+            self._run(request.arrival)
+        act = Action(action)
+        n_in, n_out = request.input_len, request.output_len
+        if act == Action.LARGE:
+            stages = [("large", n_in, n_out)]
+        elif act == Action.SMALL:
+            stages = [("small", n_in, n_out)]
+        elif self.hybrid_mode == "plan_and_execute":
+            stages = [("large", n_in, self.plan_tokens), ("small", n_in + self.plan_tokens, n_out)]
+        else:
+            q = request.quality
+            stages = [("small", n_in, n_out)] + ([("large", n_in, n_out)] if q is not None and q.escalated else [])
+        now = self._now
+        job = Job(request, act, stages, now)
+        self._active += 1
+        self.submitted += 1
+        dt = now - self.r_arr_t
+        if dt > 0.0:
+            self.r_arr *= math.exp(-dt / TAU)
+            self.r_arr_t = now
+        self.r_arr += 1.0
+        self._launch(job, now)
+        self._epoch += 1
+
+    def advance(self, until: float) -> list[Completion]:
+        """Run the simulation to ``until``; return completions (and failures) since the last call."""
+        self._run(until)
+        out = self._out
+        self._out = []
+        return out
+
+    # -- beyond the protocol ------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Submitted requests without a completion yet."""
+        return self._active
+
+    def drain(self, max_time: float = math.inf) -> list[Completion]:
+        """Run until every in-flight request has completed; requests that can never finish (a pool paused
+        with nothing scheduled to resume it) fail with a reason. Returns the completions since the last
+        ``advance``."""
+        heap = self._heap
+        while self._active and heap and heap[0][0] <= max_time:
+            self._run(heap[0][0])
+        if self._active:
+            reason = "unfinished at drain: no event left that could finish it (pool paused or down)"
+            for pool in self.pools.values():
+                for inst in pool.instances:
+                    for s in inst.evacuate():
+                        self._fail(s.job, reason, self._now)
+        return self.advance(self._now)
+
+    # -- engine ---------------------------------------------------------------------------------------------
+    def _run(self, until: float) -> None:
+        heap = self._heap
+        pop = heapq.heappop
+        n = 0
+        while heap and heap[0][0] <= until:
+            t, _, obj, ver = pop(heap)
+            self._now = t
+            n += 1
+            if ver < 0:
+                obj()
+            elif obj.ver == ver:
+                obj.boundary(t)
+        if n:
+            self._epoch += 1
+        if until > self._now:
+            self._now = until
+
+    def _launch(self, job: Job, t: float) -> None:
+        pool, prompt, output = job.stages[job.stage]
+        req = job.req
+        seq = Seq(job, prompt, output, req.blocks, req.block_size, next(self._uid))
+        self._route(self.pools[pool], seq, t)
+
+    def _route(self, pool: SimPool, seq: Seq, t: float) -> None:
+        cands = pool.candidates()
+        if not cands:
+            self._fail(seq.job, f"no healthy instance in pool {pool.name!r}", t)
+            return
+        if len(cands) == 1:
+            inst = cands[0]
+        else:
+            matched = None
+            if pool.policy.needs_match:
+                memo = self._memo
+                req = seq.job.req
+                if memo is not None and memo[0] == req.id and memo[1] == self._epoch:
+                    full = memo[2][pool.name]
+                else:
+                    full = pool.match(seq.blocks, seq.bs, seq.covered, t)
+                matched = [full[i.index] for i in cands]
+            inst = pool.policy.choose(cands, matched, seq.prompt)
+        inst.enqueue(seq, t)
+
+    def _on_done(self, inst: Instance, s: Seq, t: float) -> None:
+        job = s.job
+        pool = self.pools[inst.pool]
+        cost = self.cost_model.request_cost(inst.pool, s.prompt, s.cached, s.output)
+        inst.cost += cost
+        ttft = s.t_first - s.t_enq
+        tpot = (t - s.t_first) / (s.output - 1) if s.output > 1 else 0.0
+        e2e = t - s.t_enq
+        inst.recent_ttft += EWMA * (ttft - inst.recent_ttft)
+        inst.recent_tpot += EWMA * (tpot - inst.recent_tpot)
+        inst.recent_e2e += EWMA * (e2e - inst.recent_e2e)
+        inst._decay(t)
+        inst.r_out += s.output
+        pool.record(t, ttft, tpot, e2e, cost, ttft > self.slo_ttft or tpot > self.slo_tpot)
+        job.cost += cost
+        job.prompt += s.prompt
+        job.cached += s.cached
+        job.out += s.output
+        job.queue += s.t_admit - s.t_enq
+        job.pools.append(inst.pool)
+        job.insts.append(inst.index)
+        job.stage += 1
+        if inst.retired and not inst.load:
+            pool.prune()
+        if job.stage < len(job.stages):
+            self._launch(job, t)
+            return
+        self._active -= 1
+        req = job.req
+        q = req.quality
+        self._out.append(Completion(
+            request_id=req.id, action=job.action, arrival=req.arrival, finish=t, queue_time=job.queue,
+            ttft=s.t_first - job.t0, tpot=tpot, e2e=t - job.t0, prompt_tokens=job.prompt,
+            cached_tokens=job.cached, output_tokens=job.out, cost=job.cost,
+            quality_ok=q.ok[int(job.action)] if q is not None else None, pools=tuple(job.pools),
+            instances=tuple(job.insts), retries=job.retries))
+
+    def _on_reject(self, inst: Instance, s: Seq, reason: str, t: float) -> None:
+        self._fail(s.job, reason, t)
+
+    def _retry(self, s: Seq, reason: str, t: float) -> None:
+        job = s.job
+        job.retries += 1
+        if job.retries > self.max_retries:
+            self._fail(job, f"{reason}; gave up after {self.max_retries} retries", t)
+            return
+        pool, prompt, output = job.stages[job.stage]
+        seq = Seq(job, prompt, output, job.req.blocks, job.req.block_size, next(self._uid))
+        self._route(self.pools[pool], seq, t)
+
+    def _fail(self, job: Job, reason: str, t: float) -> None:
+        self._active -= 1
+        req = job.req
+        q = req.quality
+        self._out.append(Completion(
+            request_id=req.id, action=job.action, arrival=req.arrival, finish=t, queue_time=job.queue,
+            ttft=0.0, tpot=0.0, e2e=t - job.t0, prompt_tokens=job.prompt, cached_tokens=job.cached,
+            output_tokens=job.out, cost=job.cost, quality_ok=q.ok[int(job.action)] if q is not None else None,
+            pools=tuple(job.pools), instances=tuple(job.insts), failed=True, fail_reason=reason,
+            retries=job.retries))
+
+    def schedule(self, time: float, event: str | Callable[[], Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``event`` at cluster ``time``: a name from :data:`rlroute.cluster.sim.events.EVENTS`
+        (``fail_instance``, ``recover_instance``, ``pause``, ``resume``, ``flush_cache``,
+        ``update_weights``, ``scale``) with its arguments, or a zero-argument callable."""
+        if isinstance(event, str):
+            fn = self.event(event)
+            call: Callable[[], Any] = lambda: fn(*args, **kwargs)  # noqa: E731
+        elif callable(event):
+            call = event
+        else:
+            raise TypeError(f"schedule: event must be an event name or a callable, got {event!r}")
+        if time < self._now:
+            raise ValueError(f"schedule: time {time} is in the past (now {self._now})")
+        heapq.heappush(self._heap, (float(time), next(self._tick), call, -1))
+
+
+def build_cluster(cfg: Mapping[str, Any], rng: np.random.Generator | None = None, **overrides: Any) -> SimCluster:
+    """Build a :class:`SimCluster` from the ``cluster`` config group (with or without ``_target_``)."""
+    kwargs = {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}
+    kwargs.update(overrides)
+    return SimCluster(rng=rng, **kwargs)
+
+
+__all__ = ["HYBRID_MODES", "Job", "SimCluster", "build_cluster", "load_profile"]

@@ -1,0 +1,116 @@
+"""A pool of instances of one model: profile, cache configuration, in-pool policy and pool metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from rlroute.cluster.profiles import ServingProfile, load_profile
+from rlroute.cluster.sim.instance import TAU, Instance
+from rlroute.cluster.sim.prefix_cache import PrefixCache
+from rlroute.cluster.sim.routing import InPoolPolicy, build_in_pool_policy
+
+EWMA = 0.1
+_POOL_KEYS = {"profile", "instances", "cache", "in_pool"}
+_CACHE_KEYS = {"mem_fraction_static", "eviction", "ttl_s", "name", "description"}
+
+
+class SimPool:
+    """Instances of one model behind one in-pool policy.
+
+    Args:
+        name: pool name (``large`` / ``small``).
+        cfg: ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s}, in_pool: {...}}``.
+        rng: generator for randomised in-pool policies.
+        factory: builds an :class:`Instance` for this pool at an index (the cluster wires callbacks).
+    """
+
+    def __init__(self, name: str, cfg: Mapping[str, Any], rng: np.random.Generator,
+                 factory: Callable[[SimPool, int], Instance]) -> None:
+        cfg = dict(cfg)
+        unknown = set(cfg) - _POOL_KEYS
+        if unknown:
+            raise ValueError(f"cluster.pools.{name}: unknown keys {sorted(unknown)}; expected {sorted(_POOL_KEYS)}")
+        if "profile" not in cfg:
+            raise ValueError(f"cluster.pools.{name}.profile is missing (a serving profile name)")
+        self.name = name
+        self.profile: ServingProfile = load_profile(str(cfg["profile"]))
+        cache = dict(cfg.get("cache") or {})
+        bad = set(cache) - _CACHE_KEYS
+        if bad:
+            raise ValueError(f"cluster.pools.{name}.cache: unknown keys {sorted(bad)}; expected {sorted(_CACHE_KEYS)}")
+        self.mem_fraction_static = float(cache.get("mem_fraction_static", 0.85))
+        self.eviction = str(cache.get("eviction", "lru"))
+        ttl = cache.get("ttl_s")
+        self.ttl_s = float(ttl) if ttl is not None else None
+        try:
+            PrefixCache(self.eviction, self.ttl_s)
+        except ValueError as exc:
+            raise ValueError(f"cluster.pools.{name}.cache: {exc}") from exc
+        self.kv_cap = self.profile.kv_capacity_tokens(self.mem_fraction_static)
+        self.policy: InPoolPolicy = build_in_pool_policy(cfg.get("in_pool"), rng)
+        self._factory = factory
+        n = int(cfg.get("instances", 1))
+        if n < 1:
+            raise ValueError(f"cluster.pools.{name}.instances must be >= 1, got {n}")
+        self.instances: list[Instance] = [factory(self, i) for i in range(n)]
+        self.paused = False
+        self.last_weight_update: float | None = None
+        self.weight_updates = 0
+        self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = 0.0
+        self.cost = 0.0
+        self.r_cost = 0.0
+        self.r_t = 0.0
+
+    def new_cache(self, index: int, log: bool) -> PrefixCache:
+        """A fresh, empty cache for instance ``index``."""
+        return PrefixCache(self.eviction, self.ttl_s, None, log)
+
+    def candidates(self) -> list[Instance]:
+        """Instances that may take new requests (healthy and not being scaled away)."""
+        return [i for i in self.instances if i.healthy and not i.retired]
+
+    def match(self, blocks: tuple[int, ...], bs: int, covered: int, now: float) -> list[int]:
+        """Cached prompt tokens of a prompt (``blocks`` covering ``covered`` tokens) on every instance."""
+        nb = len(blocks)
+        out = []
+        for inst in self.instances:
+            cache = inst.cache
+            if cache.ttl is not None:
+                cache.expire(now)
+            m = cache.probe(blocks)[0] if inst.healthy and cache.nodes else 0
+            out.append(covered if m == nb and m else m * bs)
+        return out
+
+    def record(self, t: float, ttft: float, tpot: float, e2e: float, cost: float, slo_miss: bool) -> None:
+        """Fold one finished stage into the pool's recent averages and cost."""
+        self.recent_ttft += EWMA * (ttft - self.recent_ttft)
+        self.recent_tpot += EWMA * (tpot - self.recent_tpot)
+        self.recent_e2e += EWMA * (e2e - self.recent_e2e)
+        self.slo_rate += EWMA * (float(slo_miss) - self.slo_rate)
+        self.cost += cost
+        dt = t - self.r_t
+        if dt > 0.0:
+            self.r_cost *= math.exp(-dt / TAU)
+            self.r_t = t
+        self.r_cost += cost
+
+    def cost_rate(self, now: float) -> float:
+        """Cost per second over the recent window."""
+        return self.r_cost * math.exp(-max(0.0, now - self.r_t) / TAU) / TAU
+
+    def add_instance(self) -> Instance:
+        """Append a fresh instance (scale-up)."""
+        inst = self._factory(self, len(self.instances))
+        inst.paused = self.paused
+        self.instances.append(inst)
+        return inst
+
+    def prune(self) -> None:
+        """Drop drained, retired instances from the tail (indices of the others stay stable)."""
+        insts = self.instances
+        while len(insts) > 1 and insts[-1].retired and not insts[-1].load:
+            insts.pop().cache.clear()

@@ -1,0 +1,70 @@
+"""The typed state view of a ``SimCluster``: ``ClusterState`` objects refreshed in place.
+
+Allocating ~10 dataclasses per decision would cost more than the decision; instead one set of
+``InstanceState``/``PoolState`` objects is kept and overwritten on each ``state()`` call. Callers that
+keep a state across ``submit``/``advance`` must copy it (``copy.deepcopy``), as the contract allows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from rlroute.cluster.base import ClusterState, InstanceState, PoolState
+from rlroute.cluster.sim.instance import TAU
+
+if TYPE_CHECKING:
+    from rlroute.cluster.sim.cluster import SimCluster
+
+
+class StateView:
+    """Holds the state objects of one cluster and refreshes them from the simulation."""
+
+    def __init__(self, cluster: SimCluster) -> None:
+        self.cluster = cluster
+        self.state = ClusterState(time=0.0, pools={name: PoolState(name=name) for name in cluster.pools})
+
+    def refresh(self, now: float) -> ClusterState:
+        """Bring every field up to cluster time ``now`` and return the (shared) state object."""
+        c = self.cluster
+        st = self.state
+        st.time = now
+        st.arrival_rate = c.r_arr * math.exp(-max(0.0, now - c.r_arr_t) / TAU) / TAU
+        for name, pool in c.pools.items():
+            ps = st.pools[name]
+            insts = pool.instances
+            if len(ps.instances) != len(insts):
+                ps.instances = [InstanceState(index=i) for i in range(len(insts))]
+            thr = hit = tok = 0.0
+            for inst, s in zip(insts, ps.instances, strict=True):
+                cache = inst.cache
+                if cache.ttl is not None:
+                    cache.expire(now)
+                inst._decay(now)
+                s.healthy = inst.healthy and not inst.retired
+                s.paused = inst.paused
+                s.queued = len(inst.waiting)
+                s.running = len(inst.prefill) + len(inst.dec)
+                s.kv_used_tokens = cache.total_tokens + inst.private
+                s.kv_capacity_tokens = inst.kv_cap
+                s.cache_tokens = cache.total_tokens
+                s.recent_ttft = inst.recent_ttft
+                s.recent_tpot = inst.recent_tpot
+                s.recent_e2e = inst.recent_e2e
+                s.throughput = inst.r_out / TAU
+                s.cache_hit_rate = inst.r_hit / inst.r_tok if inst.r_tok > 0 else 0.0
+                s.evictions_rate = inst.r_evict / TAU
+                s.cost = inst.cost
+                thr += inst.r_out
+                hit += inst.r_hit
+                tok += inst.r_tok
+            ps.recent_ttft = pool.recent_ttft
+            ps.recent_tpot = pool.recent_tpot
+            ps.recent_e2e = pool.recent_e2e
+            ps.throughput = thr / TAU
+            ps.cache_hit_rate = hit / tok if tok > 0 else 0.0
+            ps.slo_violation_rate = pool.slo_rate
+            ps.cost_rate = pool.cost_rate(now)
+            ps.cost = pool.cost
+            ps.last_weight_update = pool.last_weight_update
+        return st
