@@ -1,0 +1,109 @@
+"""Building a :class:`RoutingEnv` from Hydra config: ``build_env(cfg, split)`` and the built-in defaults.
+
+``conf/`` sits at the repository root next to ``rlroute/``; :func:`default_config` composes
+``conf/config.yaml`` with Hydra's compose API so ``gymnasium.make("rlroute/Routing-v0")`` works without
+arguments. Config is read when an env is built, never at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rlroute.cluster.base import Cluster
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from rlroute.env.routing import RoutingEnv
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def default_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` (plus ``overrides``) with Hydra's compose API."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise FileNotFoundError(f"rlroute config not found: expected {CONF_DIR / 'config.yaml'}")
+    if GlobalHydra.instance().is_initialized():
+        # Inside a Hydra app (rlroute train/eval) the search path already points at conf/.
+        return compose(config_name="config", overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def cluster_factory(cfg: Any) -> Callable[[np.random.Generator], Cluster]:
+    """A function building a fresh cluster per episode from the ``cluster`` config group.
+
+    Args:
+        cfg: the ``cluster`` config (with ``_target_``, e.g. ``rlroute.cluster.sim.SimCluster``).
+    """
+    from hydra.utils import instantiate
+
+    if cfg is None:
+        raise ValueError("config has no 'cluster' group: add e.g. cluster=default")
+
+    def make(rng: np.random.Generator) -> Cluster:
+        return instantiate(cfg, rng=rng)  # type: ignore[no-any-return]
+
+    return make
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def build_env(cfg: Any, split: str = "train", **kwargs: Any) -> RoutingEnv:
+    """Build the env of a composed config: ``workload`` (instantiated with ``split``), ``quality``,
+    ``cluster``, ``reward``, ``episode_length``, ``seed`` and optional ``features.text`` / ``env``.
+
+    Args:
+        cfg: a composed Hydra config (``DictConfig``) or an equivalent mapping.
+        split: workload split: all, train, val, test or test_xdomain.
+        **kwargs: extra :class:`RoutingEnv` arguments (override ``cfg.env``).
+
+    Returns:
+        A :class:`RoutingEnv`; call ``reset(seed=cfg.seed)`` for the configured seed.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rlroute.env.routing import RoutingEnv
+
+    for key in ("workload", "quality", "cluster"):
+        if _get(cfg, key) is None:
+            raise ValueError(f"config has no {key!r} group; compose it from conf/config.yaml")
+    workload = instantiate(_get(cfg, "workload"), split=split)
+    quality = instantiate(_get(cfg, "quality"))
+    reward = _get(cfg, "reward")
+    if reward is not None and not isinstance(reward, Mapping) and OmegaConf.is_config(reward):
+        reward = OmegaConf.to_container(reward, resolve=True)
+    extra: dict[str, Any] = {}
+    env_cfg = _get(cfg, "env")
+    if env_cfg is not None:
+        env_dict = OmegaConf.to_container(env_cfg, resolve=True) if OmegaConf.is_config(env_cfg) else env_cfg
+        if not isinstance(env_dict, Mapping):
+            raise ValueError(f"config 'env' must be a mapping of RoutingEnv arguments, got {env_dict!r}")
+        extra.update({str(k): v for k, v in env_dict.items()})
+    features = _get(cfg, "features")
+    if features is not None and _get(features, "text") is not None:
+        extra["features"] = str(_get(features, "text"))
+    extra.update(kwargs)
+    env = RoutingEnv(
+        workload=workload,
+        quality=quality,
+        cluster=cluster_factory(_get(cfg, "cluster")),
+        reward=reward,
+        episode_length=int(_get(cfg, "episode_length", 512)),
+        **extra,
+    )
+    env.split = split
+    env.default_seed = int(_get(cfg, "seed", 0))
+    return env

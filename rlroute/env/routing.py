@@ -1,0 +1,326 @@
+"""``RoutingEnv``: one routing decision per step over a cluster (simulated or live), Gymnasium API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import islice
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rlroute.cluster.base import Cluster, ClusterState
+from rlroute.env.reward import RewardConfig
+from rlroute.features import FeatureExtractor
+from rlroute.policies.base import DecisionContext
+from rlroute.quality.base import QualityModel
+from rlroute.types import ACTION_NAMES, POOLS, Action, Completion, FloatArray, Request
+from rlroute.workload.base import Workload
+
+_SEED_HIGH = 2**62
+
+
+class RoutingEnv(gym.Env[FloatArray, np.int64]):
+    """Route each arriving LLM request to the large pool, the small pool, or both (hybrid).
+
+    ## Description
+
+    A stream of requests (a workload: synthetic conversations, a labelled prompt set joined with trace
+    timing, a replayed trace) arrives at a cluster of two pools of SGLang instances: ``large`` (strong,
+    expensive, few instances) and ``small`` (weaker, cheap, many). Each step is one routing decision for
+    the next arriving request; the cluster (by default the discrete-event simulator
+    ``rlroute.cluster.sim.SimCluster``) is advanced to that request's arrival before the agent sees it.
+    Inside a pool, the instance is chosen by the pool's in-pool policy (SGLang router's cache-aware rule
+    by default), so the agent trades answer quality against cost, queueing and prefix-cache affinity.
+    The env is a thin adapter: the cluster owns time, queues and caches; the workload owns requests;
+    the quality model owns outcomes.
+
+    ## Action Space
+
+    ``Discrete(3)``: ``0`` large, ``1`` small, ``2`` hybrid (plan-and-execute: the large model writes a
+    short plan, the small model answers; or cascade, per the cluster/quality ``hybrid`` config).
+    :meth:`action_masks` marks actions whose pools have no healthy, unpaused instance (hybrid needs both);
+    a masked action is still submitted (the cluster queues it on a paused pool or fails it when no
+    instance is healthy, which counts as an SLO violation) and ``info["action_valid"]`` is False.
+
+    ## Observation Space
+
+    ``Box(224,) float32`` with per-index bounds from :data:`rlroute.features.SCHEMA`: 128 request + 64
+    system + 32 cache features, every one a fixed transform of a raw value into about [-1, 1]. The
+    index-by-index table (index | feature | transform | min | max) is generated from the schema in the
+    :mod:`rlroute.features` docstring and ``docs/features.md``.
+
+    ## Rewards
+
+    ``r = w_q * quality - w_c * cost - w_l * latency_integral - w_slo * slo_violations``
+    (:mod:`rlroute.env.reward`): quality is the chosen action's success probability (or drawn outcome);
+    cost (USD) is priced at decision time by ``cluster.cost_model.request_cost`` with the expected cached
+    tokens; latency_integral is the number of requests in the system integrated over the step
+    (request-seconds; sums to total time in system over an episode, as in Park's load balancing env);
+    slo_violations counts completions of the step that missed the TTFT/TPOT SLO or failed. Defaults and
+    their rationale: ``conf/reward/default.yaml``.
+
+    ## Starting State
+
+    A fresh cluster (empty queues, cold caches) and a fresh workload stream, both seeded from
+    ``self.np_random``; the first ``offset`` requests of the stream are skipped, ``offset`` uniform in
+    ``[0, max_offset]``, so episodes start at different points of a trace. The cluster is advanced to the
+    first request's arrival.
+
+    ## Episode End
+
+    * Termination: never (routing is a continuing task).
+    * Truncation: after ``episode_length`` decisions, or earlier when the workload stream ends (the final
+      observation is then the last request's, recomputed on the final state).
+
+    Requests still in flight at truncation are not in the reward; :meth:`drain` finishes them and returns
+    their completions (for evaluation).
+
+    ## Arguments
+
+    ``gymnasium.make("rlroute/Routing-v0")`` builds everything from ``conf/config.yaml``; pass
+    ``overrides=["workload=...", ...]`` for Hydra overrides, or objects directly:
+
+    * ``workload``: a :class:`~rlroute.workload.base.Workload` (or its config with ``_target_``).
+    * ``quality``: a :class:`~rlroute.quality.base.QualityModel` (or its config).
+    * ``cluster``: a function ``rng -> Cluster`` called at each reset (or a cluster config).
+    * ``reward``: a :class:`RewardConfig` or mapping of its fields.
+    * ``episode_length``: decisions per episode (default from config: 512).
+    * ``max_offset``: the largest number of stream requests skipped at reset (default 256).
+    * ``features``: text representation of the request block, ``hash`` (default) or ``minilm``.
+
+    ``info`` of ``step``: ``request_id``, ``action``, ``action_name``, ``action_valid``, ``quality``
+    (the reward's quality term), ``quality_p``, ``quality_ok``, ``cost``, ``latency_integral``,
+    ``slo_violations``, ``reward_terms`` (weighted terms), ``completions`` (the step's
+    :class:`~rlroute.types.Completion` list), ``in_system``, ``time``.
+
+    ## Version History
+
+    * v0: initial version (feature schema version 1).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        workload: Workload | Mapping[str, Any] | None = None,
+        quality: QualityModel | Mapping[str, Any] | None = None,
+        cluster: Callable[[np.random.Generator], Cluster] | Mapping[str, Any] | None = None,
+        reward: RewardConfig | Mapping[str, Any] | None = None,
+        episode_length: int | None = None,
+        max_offset: int = 256,
+        features: str = "hash",
+        overrides: Sequence[str] = (),
+        split: str = "train",
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(f"RoutingEnv has no render modes, got render_mode={render_mode!r}")
+        if any(x is None for x in (workload, quality, cluster, reward, episode_length)) or overrides:
+            from rlroute.env.build import default_config
+
+            cfg = default_config(overrides)  # built-in defaults for whatever was not given
+            workload = workload if workload is not None else cfg.workload
+            quality = quality if quality is not None else cfg.quality
+            cluster = cluster if cluster is not None else cfg.cluster
+            reward = reward if reward is not None else cfg.get("reward")
+            episode_length = episode_length if episode_length is not None else cfg.get("episode_length", 512)
+        self.workload: Workload = self._instantiate(workload, split=split)  # type: ignore[assignment]
+        self.quality: QualityModel = self._instantiate(quality)  # type: ignore[assignment]
+        if isinstance(cluster, Mapping) or not callable(cluster):
+            from rlroute.env.build import cluster_factory
+
+            cluster = cluster_factory(cluster)
+        self.cluster_factory: Callable[[np.random.Generator], Cluster] = cluster
+        self.reward_cfg = reward if isinstance(reward, RewardConfig) else RewardConfig.from_mapping(reward)
+        if episode_length is None or int(episode_length) < 1:
+            raise ValueError(f"episode_length must be a positive integer, got {episode_length!r}")
+        self.episode_length = int(episode_length)
+        if max_offset < 0:
+            raise ValueError(f"max_offset must be >= 0, got {max_offset}")
+        self.max_offset = int(max_offset)
+        self.extractor = FeatureExtractor(features)
+        self.schema = self.extractor.schema
+        self.split = split
+        self.default_seed = 0
+        self.observation_space = gym.spaces.Box(self.schema.low, self.schema.high, dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(len(ACTION_NAMES))
+        self.cluster: Cluster | None = None
+        self._stream: Iterator[Request] = iter(())
+        self._pending: Request | None = None
+        self._state: ClusterState | None = None
+        self._matches: dict[str, list[int]] = {}
+        self._obs = np.zeros(len(self.schema), dtype=np.float32)
+        self._mask = np.ones(3, dtype=bool)
+        self._q_rng = np.random.default_rng(0)
+        self._steps = 0
+        self._in_system = 0
+
+    # -- construction -------------------------------------------------------------------------------
+    @staticmethod
+    def _instantiate(obj: Any, **kwargs: Any) -> Any:
+        from omegaconf import OmegaConf
+
+        if isinstance(obj, Mapping) or OmegaConf.is_config(obj):
+            from hydra.utils import instantiate
+
+            return instantiate(obj, **kwargs)
+        return obj
+
+    # -- Gymnasium API ----------------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[FloatArray, dict[str, Any]]:
+        """Start an episode: fresh cluster and stream seeded from ``self.np_random``."""
+        super().reset(seed=seed)
+        s_wl, s_q, s_cl = (int(x) for x in self.np_random.integers(0, _SEED_HIGH, size=3))
+        offset = int(self.np_random.integers(0, self.max_offset + 1)) if self.max_offset else 0
+        self.cluster = self.cluster_factory(np.random.default_rng(s_cl))
+        hybrid = getattr(self.quality, "hybrid", None)
+        configure = getattr(self.cluster, "configure_hybrid", None)
+        if hybrid is not None and configure is not None:
+            configure(hybrid)  # plan length / cascade mode are the quality config's assumptions
+        self._q_rng = np.random.default_rng(s_q)
+        self._stream = islice(self.workload.requests(np.random.default_rng(s_wl)), offset, None)
+        first = self._pull()
+        if first is None and offset:
+            offset = 0  # the stream is shorter than the offset: start at its beginning
+            self._stream = iter(self.workload.requests(np.random.default_rng(s_wl)))
+            first = self._pull()
+        if first is None:
+            raise ValueError(f"workload {getattr(self.workload, 'name', self.workload)!r} yielded no requests")
+        self._steps = 0
+        self._in_system = 0
+        self.cluster.advance(first.arrival)
+        self._observe(first)
+        return self._obs.copy(), {"request_id": first.id, "time": self.cluster.now, "offset": offset}
+
+    def step(self, action: int | np.integer[Any]) -> tuple[FloatArray, float, bool, bool, dict[str, Any]]:
+        """Route the pending request with ``action`` and advance the cluster to the next arrival."""
+        req, cluster = self._pending, self.cluster
+        if req is None or cluster is None:
+            raise RuntimeError("RoutingEnv.step called before reset()")
+        a = Action(int(action))
+        valid = bool(self._mask[a])
+        q = req.quality
+        assert q is not None  # drawn in _pull
+        q_term = q.p[a] if self.reward_cfg.quality == "p" else float(q.ok[a])
+        cost = self._expected_cost(req, a)
+        t0 = cluster.now
+        cluster.submit(req, a)
+        n = self._in_system + 1
+        nxt = self._pull()
+        t1 = nxt.arrival if nxt is not None else t0
+        done = cluster.advance(t1)
+        # Requests in system: n on [t0, t1) minus each completion from its finish time to t1.
+        latency = n * (t1 - t0) - sum(t1 - c.finish for c in done)
+        self._in_system = n - len(done)
+        rc = self.reward_cfg
+        violations = sum(1 for c in done if rc.violates(c))
+        terms = {
+            "quality": rc.quality_weight * q_term,
+            "cost": -rc.cost_weight * cost,
+            "latency": -rc.latency_weight * latency,
+            "slo": -rc.slo_weight * violations,
+        }
+        reward = terms["quality"] + terms["cost"] + terms["latency"] + terms["slo"]
+        self._steps += 1
+        truncated = self._steps >= self.episode_length or nxt is None
+        self._observe(nxt if nxt is not None else req)
+        info = {
+            "request_id": req.id,
+            "action": int(a),
+            "action_name": ACTION_NAMES[a],
+            "action_valid": valid,
+            "quality": float(q_term),
+            "quality_p": float(q.p[a]),
+            "quality_ok": bool(q.ok[a]),
+            "cost": float(cost),
+            "latency_integral": float(latency),
+            "slo_violations": violations,
+            "reward_terms": terms,
+            "completions": done,
+            "in_system": self._in_system,
+            "time": cluster.now,
+        }
+        return self._obs.copy(), float(reward), False, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """``bool[3]``: large / small allowed when the pool has a healthy unpaused instance; hybrid when
+        both are. All True when nothing is available (so maskable policies always have an action)."""
+        return self._mask.copy()
+
+    # -- beyond Gymnasium ----------------------------------------------------------------------------------
+    def decision_context(self) -> DecisionContext:
+        """The pending decision as hand-written policies see it (same obs, state, matches and mask)."""
+        if self._pending is None or self._state is None:
+            raise RuntimeError("RoutingEnv.decision_context called before reset()")
+        return DecisionContext(
+            request=self._pending,
+            state=self._state,
+            matches=self._matches,
+            obs=self._obs.copy(),
+            mask=self._mask.copy(),
+        )
+
+    def drain(self) -> list[Completion]:
+        """Finish every request still in flight (after an episode) and return their completions."""
+        if self.cluster is None:
+            return []
+        drain = getattr(self.cluster, "drain", None)
+        if drain is None:
+            raise TypeError(f"{type(self.cluster).__name__} has no drain(); cannot finish in-flight requests")
+        done: list[Completion] = drain()
+        self._in_system = max(0, self._in_system - len(done))
+        return done
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _pull(self) -> Request | None:
+        """Next request of the stream with its quality outcomes drawn (None at the end of the stream)."""
+        req = next(self._stream, None)
+        if req is not None:
+            req.quality = self.quality.draw(req, self._q_rng)
+        return req
+
+    def _observe(self, req: Request) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        state = cluster.state()
+        matches = cluster.prefix_match(req)
+        self._pending, self._state, self._matches = req, state, matches
+        self._obs = self.extractor.extract(req, state, matches)
+        large, small = (state.pools[p].available if p in state.pools else False for p in POOLS)
+        mask = self._mask
+        mask[0], mask[1], mask[2] = large, small, large and small
+        if not (large or small):
+            mask[:] = True
+
+    def _best_available_match(self, pool: str) -> int:
+        state = self._state
+        ms = self._matches.get(pool)
+        if state is None or not ms or pool not in state.pools:
+            return 0
+        insts = state.pools[pool].instances
+        return max((m for m, i in zip(ms, insts, strict=False) if i.healthy and not i.paused), default=0)
+
+    def _expected_cost(self, req: Request, a: Action) -> float:
+        """USD of routing ``req`` with ``a``, priced now (see :mod:`rlroute.env.reward`)."""
+        cm = getattr(self.cluster, "cost_model", None)
+        if cm is None:
+            raise TypeError(f"{type(self.cluster).__name__} has no cost_model to price decisions with")
+        n_in, n_out = req.input_len, req.output_len
+        if a == Action.LARGE:
+            return float(cm.request_cost("large", n_in, self._best_available_match("large"), n_out))
+        if a == Action.SMALL:
+            return float(cm.request_cost("small", n_in, self._best_available_match("small"), n_out))
+        mode = getattr(self.cluster, "hybrid_mode", "plan_and_execute")
+        if mode == "cascade":
+            cost = cm.request_cost("small", n_in, self._best_available_match("small"), n_out)
+            if req.quality is not None and req.quality.escalated:
+                cost += cm.request_cost("large", n_in, self._best_available_match("large"), n_out)
+            return float(cost)
+        plan = int(getattr(self.cluster, "plan_tokens", 64))
+        return float(
+            cm.request_cost("large", n_in, self._best_available_match("large"), plan)
+            + cm.request_cost("small", n_in + plan, self._best_available_match("small"), n_out)
+        )
