@@ -56,7 +56,7 @@ def default_env_factory(cfg: Any, split: str) -> Any:
 
 
 def slo_targets(cfg: Any) -> tuple[float | None, float | None]:
-    """TTFT and TPOT SLOs (seconds) from ``cfg.reward`` (``slo_ttft``/``slo_tpot`` or ``slo.ttft``/``.tpot``)."""
+    """TTFT and TPOT SLOs (seconds) from ``cfg.reward`` (``slo_ttft_s`` / ``slo_tpot_s``, conf/reward/)."""
     reward = cfg.get("reward") if hasattr(cfg, "get") else None
     if not reward:
         return None, None
@@ -68,8 +68,8 @@ def slo_targets(cfg: Any) -> tuple[float | None, float | None]:
                 return float(v)
         return None
 
-    return (pick(reward.get("slo_ttft"), reward.get("ttft_slo"), slo.get("ttft") if slo else None),
-            pick(reward.get("slo_tpot"), reward.get("tpot_slo"), slo.get("tpot") if slo else None))
+    return (pick(reward.get("slo_ttft_s"), reward.get("slo_ttft"), slo.get("ttft") if slo else None),
+            pick(reward.get("slo_tpot_s"), reward.get("slo_tpot"), slo.get("tpot") if slo else None))
 
 
 def _record(decision: dict[str, Any], done: Completion | None) -> Record:
