@@ -1,0 +1,9 @@
+"""Live pools: the ``Cluster`` protocol over SGLang-protocol HTTP workers (emulated or real SGLang).
+
+``LiveCluster(pools={"large": {"urls": [...], "profile": ...}, "small": {...}}, speedup=...)``; see
+:mod:`rlroute.cluster.live.cluster`. Build from Hydra with ``conf/cluster/live.yaml``.
+"""
+
+from rlroute.cluster.live.cluster import LiveCluster
+
+__all__ = ["LiveCluster"]

@@ -1,0 +1,116 @@
+"""HTTP side of the live cluster: an asyncio loop on a background thread, a pooled httpx client, payloads.
+
+The :class:`~rlroute.cluster.base.Cluster` protocol is synchronous (the env calls ``submit`` and
+``advance``), while requests to workers must run concurrently and finish on their own schedule. One
+daemon thread runs an event loop; ``submit`` schedules a coroutine there and returns at once; completions
+are handed back through a lock-protected list. Scrapes run on the same loop (all workers in parallel).
+
+Prompts go to the worker as ``input_ids`` so its prefix cache sees exactly the request's prefix structure:
+real token ids when the request has them, else ids synthesised from the chained block hashes (block ``h``
+becomes ``block_size`` ids derived from ``h``: equal block prefixes give equal id prefixes and therefore
+equal worker blocks), else the prompt text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from rlroute.types import Request
+
+T = TypeVar("T")
+_MASK31 = (1 << 31) - 1
+_MULT = 0x9E3779B1  # Knuth's multiplicative-hash constant: spreads consecutive block ids apart
+
+
+class LoopThread:
+    """An asyncio event loop on a daemon thread, with one shared ``httpx.AsyncClient``.
+
+    Args:
+        max_connections: connection pool size (keep-alive) across all workers.
+        timeout_s: per-request timeout (connect, read, write, pool).
+    """
+
+    def __init__(self, max_connections: int = 256, timeout_s: float = 60.0) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="rlroute-live-loop", daemon=True)
+        self._thread.start()
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+
+        async def make() -> httpx.AsyncClient:
+            return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s))
+
+        self.client: httpx.AsyncClient = self.call(make())
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> Any:
+        """Schedule ``coro`` on the loop; returns a ``concurrent.futures.Future``."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Close the client, stop the loop and join the thread (idempotent)."""
+        if not self.loop.is_running():
+            return
+
+        async def shutdown() -> None:
+            await self.client.aclose()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self.call(shutdown(), timeout=10.0)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10.0)
+            self.loop.close()
+
+
+def block_token_ids(request: Request, extra_tokens: int = 0) -> list[int]:
+    """Token ids standing for the request's prompt (+ ``extra_tokens`` request-unique ids, e.g. a plan).
+
+    Real ``token_ids`` are used as they are. Otherwise block ``h`` maps to ``block_size`` ids
+    ``(h*MULT + j) mod 2^31``; prompt tokens beyond the last block (a partial block) and the extra tokens
+    are unique to the request, so they never create false cache hits.
+    """
+    if request.token_ids is not None:
+        ids = list(request.token_ids)
+    else:
+        bs = request.block_size
+        n = request.input_len
+        j = np.arange(bs, dtype=np.int64)
+        parts = [(np.int64((int(h) * _MULT) & _MASK31) + j) & _MASK31 for h in request.blocks[: -(-n // bs)]]
+        ids_arr = np.concatenate(parts)[:n] if parts else np.empty(0, dtype=np.int64)
+        ids = ids_arr.tolist()
+        if len(ids) < n:
+            ids += _unique_ids(request.id, len(ids), n - len(ids))
+    if extra_tokens:
+        ids += _unique_ids(request.id, 1 << 20, extra_tokens)
+    return ids
+
+
+def _unique_ids(rid: int, start: int, n: int) -> list[int]:
+    base = (int(rid) * 0x85EBCA6B) & _MASK31
+    return [((base + start + k) * _MULT) & _MASK31 for k in range(n)]
+
+
+def generate_payload(request: Request, max_new_tokens: int, extra_tokens: int = 0) -> dict[str, Any]:
+    """SGLang ``/generate`` body for one stage (greedy, non-streaming)."""
+    body: dict[str, Any] = {
+        "sampling_params": {"max_new_tokens": int(max_new_tokens), "temperature": 0.0},
+        "stream": False,
+    }
+    if request.token_ids is None and not request.blocks and request.prompt is not None:
+        body["text"] = request.prompt + (" plan" * extra_tokens)
+    else:
+        body["input_ids"] = block_token_ids(request, extra_tokens)
+    return body

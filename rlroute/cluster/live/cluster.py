@@ -1,0 +1,293 @@
+"""``LiveCluster``: the :class:`~rlroute.cluster.base.Cluster` protocol over SGLang-protocol HTTP workers.
+
+* **Time** is the workers' modelled time: ``(wall - t0) * speedup`` seconds (``speedup`` must match the
+  emulated workers'; 1 for real SGLang). ``advance(until)`` sleeps the wall time to ``until``.
+* **submit** picks an instance with the simulator's in-pool policy (cache_aware by default, fed with the
+  router's own prefix estimates and load) and sends ``/generate`` asynchronously; hybrid is
+  plan-and-execute (large writes ``plan_tokens``, small answers with them appended) or cascade, as in the
+  simulator. Connection errors and 5xx are retried on another instance of the pool.
+* **Completions** use the latencies the worker reports in ``meta_info`` (modelled seconds; HTTP overhead,
+  which is real wall time and not sped up, is excluded). A hybrid's latency is the sum of its stages.
+* **state** comes from scraping ``/metrics`` and ``/get_load`` (at most every ``scrape_interval_s`` of
+  wall time), parsed once into :class:`~rlroute.cluster.live.scrape.WorkerStats`; recent rates decay with
+  the simulator's time constant, latency averages are EWMAs of completions as in the simulator.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rlroute.cluster.base import ClusterState
+from rlroute.cluster.live.client import LoopThread
+from rlroute.cluster.live.pool import TAU, LiveInstance, LivePool, Stage, StageError
+from rlroute.types import Action, Completion, Request
+
+EWMA = 0.1  # the simulator's weight of the newest completion in recent averages
+
+
+class LiveCluster:
+    """Pools of live SGLang-protocol workers behind the :class:`~rlroute.cluster.base.Cluster` protocol.
+
+    Args:
+        pools: pool name -> ``{urls: [...], profile: <serving profile name> (cost model), in_pool: {policy,
+            ...}}``.
+        cost: the simulator's cost config (``mode: tokens|gpu_seconds``, ...).
+        hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}``.
+        speedup: modelled seconds per wall second (the emulated workers' ``speedup``).
+        max_retries: other instances tried after a connection error or 5xx.
+        slo: ``{ttft_s, tpot_s}`` for the pools' SLO-violation rate.
+        scrape_interval_s: minimum wall time between two scrapes of the workers.
+        request_timeout_s: wall timeout of one HTTP request.
+        seed: seeds the in-pool policy's randomness (power_of_two).
+    """
+
+    def __init__(self, pools: Mapping[str, Mapping[str, Any]], cost: Mapping[str, Any] | None = None,
+                 hybrid: Any = None, speedup: float = 1.0, max_retries: int = 2,
+                 slo: Mapping[str, float] | None = None, scrape_interval_s: float = 0.05,
+                 request_timeout_s: float = 60.0, seed: int = 0) -> None:
+        from rlroute.cluster.profiles import load_profile
+        from rlroute.cluster.sim.cost import build_cost_model
+
+        if not pools:
+            raise ValueError("cluster.pools is empty: configure at least one pool with worker urls")
+        if speedup <= 0:
+            raise ValueError(f"cluster.speedup must be > 0, got {speedup}")
+        self.speedup = float(speedup)
+        self.max_retries = int(max_retries)
+        self.scrape_interval_s = float(scrape_interval_s)
+        self.slo_ttft = float((slo or {}).get("ttft_s", 2.0))
+        self.slo_tpot = float((slo or {}).get("tpot_s", 0.1))
+        h = hybrid if isinstance(hybrid, Mapping) else ({} if hybrid is None else vars(hybrid))
+        self.hybrid_mode = str(h.get("mode", "plan_and_execute"))
+        self.plan_tokens = int(h.get("plan_tokens", 64))
+        rng = np.random.default_rng(seed)
+        self.pools = {name: LivePool(name, dict(p), rng) for name, p in pools.items()}
+        self.cost_model = build_cost_model(
+            cost, {n: load_profile(str(p["profile"])) for n, p in pools.items() if "profile" in p} or {})
+        self._lock = threading.Lock()
+        self._done: list[Completion] = []
+        self._inflight = 0
+        self._idle = threading.Condition(self._lock)
+        self._io = LoopThread(timeout_s=request_timeout_s)
+        self._last_scrape = -math.inf
+        self.r_arr = 0.0
+        self.r_arr_t = 0.0
+        self._t0 = time.monotonic()
+        self._anchor = False
+        self.scrape(force=True)
+
+    def __call__(self, rng: np.random.Generator | None = None) -> LiveCluster:
+        """Episode factory for ``RoutingEnv(cluster=...)``: reset for a new episode and return ``self``.
+
+        ``gymnasium.make("rlroute/Routing-v0", cluster=live)`` calls this at every ``reset``; the live pools
+        persist across episodes, so they are drained and flushed instead of rebuilt.
+        """
+        self.reset()
+        return self
+
+    def configure_hybrid(self, hybrid: Any) -> None:
+        """Hybrid mode and plan length from the quality config (``mode``, ``plan_tokens``), as the simulator."""
+        get = (lambda k, d: hybrid.get(k, d)) if isinstance(hybrid, Mapping) else (
+            lambda k, d: getattr(hybrid, k, d))
+        mode, plan = str(get("mode", self.hybrid_mode)), int(get("plan_tokens", self.plan_tokens))
+        if mode not in ("plan_and_execute", "cascade") or plan < 1:
+            raise ValueError(f"hybrid: mode must be plan_and_execute|cascade and plan_tokens >= 1, got {mode}/{plan}")
+        self.hybrid_mode, self.plan_tokens = mode, plan
+
+    # -- Cluster protocol ------------------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        """Modelled seconds since the clock was (re)started."""
+        return (time.monotonic() - self._t0) * self.speedup
+
+    def state(self) -> ClusterState:
+        """A fresh snapshot: scraped worker stats + the router's in-flight counts and completion averages."""
+        self.scrape()
+        now = self.now
+        with self._lock:
+            pools = {name: pool.snapshot(now) for name, pool in self.pools.items()}
+            self._decay_arrivals(now)
+            rate = self.r_arr / TAU
+        return ClusterState(time=now, pools=pools, arrival_rate=rate)
+
+    def prefix_match(self, request: Request) -> dict[str, list[int]]:
+        """Prompt tokens ``request`` would find cached per instance (router-side estimate; 0 if unhealthy)."""
+        covered = min(len(request.blocks) * request.block_size, request.input_len)
+        with self._lock:
+            return {name: pool.match(request, covered) for name, pool in self.pools.items()}
+
+    def submit(self, request: Request, action: Action | int) -> None:
+        """Send ``request`` (waiting for its arrival time first); returns before the workers answer."""
+        if request.input_len < 1 or request.output_len < 1:
+            raise ValueError(f"request {request.id}: input_len and output_len must be >= 1, got "
+                             f"{request.input_len}/{request.output_len}")
+        if self._anchor:
+            self.advance(request.arrival)
+        if request.arrival > self.now:
+            time.sleep((request.arrival - self.now) / self.speedup)
+        act = Action(action)
+        n_in, n_out = request.input_len, request.output_len
+        if act == Action.LARGE:
+            stages = [Stage("large", n_out, 0)]
+        elif act == Action.SMALL:
+            stages = [Stage("small", n_out, 0)]
+        elif self.hybrid_mode == "plan_and_execute":
+            stages = [Stage("large", self.plan_tokens, 0), Stage("small", n_out, self.plan_tokens)]
+        else:
+            q = request.quality
+            stages = [Stage("small", n_out, 0)] + ([Stage("large", n_out, 0)] if q and q.escalated else [])
+        del n_in
+        now = self.now
+        with self._lock:
+            self._inflight += 1
+            self._decay_arrivals(now)
+            self.r_arr += 1.0
+        self._io.spawn(self._run_job(request, act, stages, now))
+
+    def advance(self, until: float) -> list[Completion]:
+        """Wait (wall time) until cluster time ``until``; return the completions received since last call.
+
+        The first call after :meth:`reset` moves the clock to ``until`` instead of sleeping, so an episode that
+        starts at a trace offset does not wait for it.
+        """
+        if self._anchor:
+            self._t0 = time.monotonic() - until / self.speedup
+            self._anchor = False
+        ahead = until - self.now
+        if ahead > 0:
+            time.sleep(ahead / self.speedup)
+        with self._lock:
+            out, self._done = self._done, []
+        return out
+
+    # -- beyond the protocol ---------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Requests sent whose completion has not arrived."""
+        return self._inflight
+
+    def drain(self, timeout_s: float = 120.0) -> list[Completion]:
+        """Wait (wall seconds) until every submitted request has completed; return pending completions."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout_s):
+                raise TimeoutError(f"drain: {self._inflight} requests still in flight after {timeout_s}s")
+            out, self._done = self._done, []
+        return out
+
+    def reset(self, flush_cache: bool = True) -> None:
+        """Start a new episode: drain, optionally flush every worker's cache, forget router state, clock to 0."""
+        self.drain()
+        if flush_cache:
+            self._io.call(self._all("POST", "/flush_cache"), timeout=30.0)
+        with self._lock:
+            for pool in self.pools.values():
+                pool.reset()
+            self.r_arr, self.r_arr_t = 0.0, 0.0
+            self._t0 = time.monotonic()
+            self._anchor = True
+        self.scrape(force=True)
+
+    def pause(self, pool: str) -> None:
+        """``/pause_generation`` on every worker of ``pool``."""
+        self._io.call(self._all("POST", "/pause_generation", pool), timeout=30.0)
+
+    def resume(self, pool: str) -> None:
+        """``/continue_generation`` on every worker of ``pool``."""
+        self._io.call(self._all("POST", "/continue_generation", pool), timeout=30.0)
+
+    def flush_cache(self, pool: str) -> None:
+        """``/flush_cache`` on every worker of ``pool`` (and forget the router's prefix estimates)."""
+        self._io.call(self._all("POST", "/flush_cache", pool), timeout=30.0)
+        with self._lock:
+            for inst in self.pools[pool].instances:
+                inst.tree.clear()
+
+    def scrape(self, force: bool = False) -> None:
+        """Refresh every worker's stats (concurrently) unless the last scrape is recent."""
+        wall = time.monotonic()
+        if not force and wall - self._last_scrape < self.scrape_interval_s:
+            return
+        self._last_scrape = wall
+        insts = [i for p in self.pools.values() for i in p.instances]
+        results = self._io.call(self._scrape_all(insts), timeout=30.0)
+        now = self.now
+        with self._lock:
+            for inst, res in zip(insts, results, strict=True):
+                inst.absorb(res, now)
+
+    def close(self) -> None:
+        """Stop the background loop and close connections (in-flight requests are abandoned)."""
+        self._io.close()
+
+    def __enter__(self) -> LiveCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _decay_arrivals(self, now: float) -> None:
+        dt = now - self.r_arr_t
+        if dt > 0:
+            self.r_arr *= math.exp(-dt / TAU)
+            self.r_arr_t = now
+
+    async def _scrape_all(self, insts: list[LiveInstance]) -> list[Any]:
+        import asyncio
+
+        return await asyncio.gather(*(i.fetch(self._io.client) for i in insts), return_exceptions=True)
+
+    async def _all(self, method: str, path: str, pool: str | None = None) -> None:
+        import asyncio
+
+        insts = [i for n, p in self.pools.items() if pool in (None, n) for i in p.instances]
+        await asyncio.gather(*(self._io.client.request(method, i.url + path) for i in insts),
+                             return_exceptions=True)
+
+    async def _run_job(self, req: Request, action: Action, stages: list[Stage], t0: float) -> None:
+        pools: list[str] = []
+        insts: list[int] = []
+        prompt = cached = out = retries = 0
+        elapsed = ttft = tpot = queue = cost = 0.0
+        failed: str | None = None
+        try:
+            for stage in stages:
+                pool = self.pools[stage.pool]
+                try:
+                    res, inst, tries = await pool.run_stage(req, stage, self._io.client, self._lock,
+                                                            self.max_retries, self.now)
+                except StageError as e:
+                    failed, retries = str(e), retries + e.retries
+                    break
+                retries += tries
+                stage_cost = self.cost_model.request_cost(stage.pool, res.prompt_tokens, res.cached_tokens,
+                                                          res.output_tokens)
+                with self._lock:
+                    inst.record(res, stage_cost, self.now)
+                    pool.record(res, stage_cost, self.now, res.ttft > self.slo_ttft or res.tpot > self.slo_tpot)
+                ttft = elapsed + res.ttft
+                tpot, elapsed = res.tpot, elapsed + res.e2e
+                queue += res.queue_time
+                prompt, cached, out = prompt + res.prompt_tokens, cached + res.cached_tokens, out + res.output_tokens
+                cost += stage_cost
+                pools.append(stage.pool)
+                insts.append(inst.index)
+        except Exception as e:  # never lose a request: any bug or cancellation becomes a failed completion
+            failed = f"{type(e).__name__}: {e}"
+        q = req.quality
+        comp = Completion(
+            request_id=req.id, action=action, arrival=req.arrival, finish=t0 + elapsed, queue_time=queue,
+            ttft=0.0 if failed else ttft, tpot=0.0 if failed else tpot, e2e=elapsed, prompt_tokens=prompt,
+            cached_tokens=cached, output_tokens=out, cost=cost,
+            quality_ok=q.ok[int(action)] if q is not None else None, pools=tuple(pools), instances=tuple(insts),
+            failed=failed is not None, fail_reason=failed, retries=retries)
+        with self._idle:
+            self._done.append(comp)
+            self._inflight -= 1
+            self._idle.notify_all()

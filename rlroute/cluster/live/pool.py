@@ -1,0 +1,250 @@
+"""Live pools and instances: per-worker bookkeeping, in-pool choice and one stage's HTTP round trip.
+
+State semantics follow the simulator (:mod:`rlroute.cluster.sim`) so features mean the same in both:
+recent hit rate and throughput decay with ``TAU``; recent TTFT/TPOT/e2e are EWMAs of completions;
+``queued``/``running`` are the worker's scraped counts, raised to the router's own in-flight count when
+the scrape is older than the last submissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import numpy as np
+
+from rlroute.cluster.base import InstanceState, PoolState
+from rlroute.cluster.live.client import generate_payload
+from rlroute.cluster.live.scrape import WorkerStats, apply_load, parse_metrics
+from rlroute.cluster.live.trees import BlockLRU
+from rlroute.types import Request
+
+TAU = 60.0  # seconds: the simulator's decay constant of "recent" rates (rlroute.cluster.sim.instance.TAU)
+EWMA = 0.1
+
+
+@dataclass(slots=True)
+class Stage:
+    """One HTTP request of a job: pool, tokens to generate, extra prompt tokens (a hybrid's plan)."""
+
+    pool: str
+    max_new_tokens: int
+    extra_tokens: int
+
+
+@dataclass(slots=True)
+class StageResult:
+    """What the worker's ``meta_info`` says about a finished stage (modelled seconds)."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    e2e: float
+    ttft: float
+    tpot: float
+    queue_time: float
+
+
+class StageError(RuntimeError):
+    """A stage could not be served; ``retries`` other instances were tried."""
+
+    def __init__(self, message: str, retries: int) -> None:
+        super().__init__(message)
+        self.retries = retries
+
+
+def parse_meta(body: Any) -> StageResult:
+    """Read SGLang's ``/generate`` answer; ``ttft`` falls back to e2e when the server does not report it."""
+    meta = body["meta_info"]
+    out = int(meta["completion_tokens"])
+    e2e = float(meta["e2e_latency"])
+    ttft = float(meta["ttft"]) if meta.get("ttft") is not None else e2e
+    return StageResult(
+        prompt_tokens=int(meta["prompt_tokens"]), cached_tokens=int(meta.get("cached_tokens", 0)),
+        output_tokens=out, e2e=e2e, ttft=ttft, tpot=(e2e - ttft) / (out - 1) if out > 1 else 0.0,
+        queue_time=float(meta.get("queue_time") or 0.0))
+
+
+class LiveInstance:
+    """One worker as the router sees it."""
+
+    def __init__(self, pool: str, index: int, url: str) -> None:
+        self.pool, self.index, self.url = pool, index, url.rstrip("/")
+        self.tree = BlockLRU()
+        self.cache = self.tree  # the in-pool policies read ``.cache.total_tokens`` (smallest tree)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget scraped counters, averages and the prefix estimate (new episode)."""
+        self.stats = WorkerStats()
+        self.healthy, self.error = True, ""
+        self.inflight = 0
+        self.tree.clear()
+        self.recent_ttft = self.recent_tpot = self.recent_e2e = self.cost = 0.0
+        self.r_hit = self.r_tok = self.r_out = 0.0
+        self.r_t = 0.0
+        self._seen: tuple[float, float, float] | None = None
+
+    @property
+    def load(self) -> int:
+        """Queued + running requests: the worker's scrape, or the router's in-flight count if higher."""
+        return max(self.stats.running + self.stats.queued, self.inflight)
+
+    async def fetch(self, client: httpx.AsyncClient) -> WorkerStats:
+        """Scrape ``/metrics`` and ``/get_load`` concurrently and parse them."""
+        m, load = await asyncio.gather(client.get(self.url + "/metrics"), client.get(self.url + "/get_load"))
+        m.raise_for_status()
+        load.raise_for_status()
+        return apply_load(load.json(), parse_metrics(m.text))
+
+    def absorb(self, res: WorkerStats | BaseException, now: float) -> None:
+        """Take a scrape result: new stats and decayed counter deltas, or mark the worker unhealthy."""
+        if isinstance(res, BaseException):
+            self.healthy, self.error = False, f"{type(res).__name__}: {res}"
+            return
+        self._decay(now)
+        counters = (res.cached_tokens_total, res.prompt_tokens_total, res.generation_tokens_total)
+        if self._seen is not None and all(c >= s for c, s in zip(counters, self._seen, strict=True)):
+            self.r_hit += counters[0] - self._seen[0]
+            self.r_tok += counters[1] - self._seen[1]
+            self.r_out += counters[2] - self._seen[2]
+        self._seen = counters  # a counter that went down means the worker restarted: skip that delta
+        self.stats, self.healthy, self.error = res, True, ""
+        self.tree.capacity_tokens = res.kv_capacity_tokens
+
+    def _decay(self, now: float) -> None:
+        dt = now - self.r_t
+        if dt > 0:
+            f = math.exp(-dt / TAU)
+            self.r_hit *= f
+            self.r_tok *= f
+            self.r_out *= f
+            self.r_t = now
+
+    def record(self, res: StageResult, cost: float, now: float) -> None:
+        """A stage finished here: update latency averages and cost."""
+        self.inflight -= 1
+        self.recent_ttft += EWMA * (res.ttft - self.recent_ttft)
+        self.recent_tpot += EWMA * (res.tpot - self.recent_tpot)
+        self.recent_e2e += EWMA * (res.e2e - self.recent_e2e)
+        self.cost += cost
+
+    def snapshot(self, now: float) -> InstanceState:
+        """The instance's typed state (the features read these fields)."""
+        self._decay(now)
+        s = self.stats
+        running = s.running
+        queued = max(s.queued, self.inflight - running)
+        return InstanceState(
+            index=self.index, healthy=self.healthy, paused=s.paused, queued=queued, running=running,
+            kv_used_tokens=s.kv_used_tokens, kv_capacity_tokens=max(1, s.kv_capacity_tokens),
+            cache_tokens=s.cache_tokens if s.cache_tokens is not None else self.tree.total_tokens,
+            recent_ttft=self.recent_ttft, recent_tpot=self.recent_tpot, recent_e2e=self.recent_e2e,
+            throughput=self.r_out / TAU, cache_hit_rate=self.r_hit / self.r_tok if self.r_tok > 0 else 0.0,
+            evictions_rate=0.0, cost=self.cost)
+
+
+class LivePool:
+    """The instances of one pool, the in-pool policy and pool-level averages."""
+
+    def __init__(self, name: str, cfg: dict[str, Any], rng: np.random.Generator) -> None:
+        from rlroute.cluster.sim.routing import build_in_pool_policy
+
+        urls = list(cfg.get("urls") or [])
+        if not urls:
+            raise ValueError(f"cluster.pools.{name}.urls: expected a list of worker URLs, got {cfg.get('urls')!r}")
+        self.name = name
+        self.instances = [LiveInstance(name, i, str(u)) for i, u in enumerate(urls)]
+        self.policy = build_in_pool_policy(cfg.get("in_pool"), rng)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget averages and every instance's router-side state."""
+        for inst in self.instances:
+            inst.reset()
+        self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = self.cost = 0.0
+        self.r_cost, self.r_t = 0.0, 0.0
+
+    def match(self, request: Request, covered: int) -> list[int]:
+        """Router-estimated cached prompt tokens per instance (0 for unhealthy ones)."""
+        return [i.tree.match(request.blocks, request.block_size, covered) if i.healthy else 0
+                for i in self.instances]
+
+    def record(self, res: StageResult, cost: float, now: float, slo_miss: bool) -> None:
+        """Pool-level EWMAs and decayed cost rate, as the simulator's ``SimPool.record``."""
+        self.recent_ttft += EWMA * (res.ttft - self.recent_ttft)
+        self.recent_tpot += EWMA * (res.tpot - self.recent_tpot)
+        self.recent_e2e += EWMA * (res.e2e - self.recent_e2e)
+        self.slo_rate += EWMA * (float(slo_miss) - self.slo_rate)
+        dt = now - self.r_t
+        if dt > 0:
+            self.r_cost *= math.exp(-dt / TAU)
+            self.r_t = now
+        self.r_cost += cost
+        self.cost += cost
+
+    def snapshot(self, now: float) -> PoolState:
+        """Typed pool state with instance snapshots and recent-window aggregates."""
+        insts = [i.snapshot(now) for i in self.instances]
+        hit = sum(i.r_hit for i in self.instances)
+        tok = sum(i.r_tok for i in self.instances)
+        return PoolState(
+            name=self.name, instances=insts, recent_ttft=self.recent_ttft, recent_tpot=self.recent_tpot,
+            recent_e2e=self.recent_e2e, throughput=sum(s.throughput for s in insts),
+            cache_hit_rate=hit / tok if tok > 0 else 0.0, slo_violation_rate=self.slo_rate,
+            cost_rate=self.r_cost * math.exp(-max(0.0, now - self.r_t) / TAU) / TAU, cost=self.cost)
+
+    async def run_stage(self, req: Request, stage: Stage, client: httpx.AsyncClient, lock: threading.Lock,
+                        max_retries: int, now: float) -> tuple[StageResult, LiveInstance, int]:
+        """Choose an instance, POST ``/generate``, retry elsewhere on connection errors and 5xx.
+
+        Raises:
+            StageError: no healthy instance left, retries exhausted, or a 4xx answer (not retried).
+        """
+        prompt = req.input_len + stage.extra_tokens
+        covered = min(len(req.blocks) * req.block_size, req.input_len)
+        body = generate_payload(req, stage.max_new_tokens, stage.extra_tokens)
+        tried: set[int] = set()
+        errors: list[str] = []
+        while True:
+            with lock:
+                cands = [i for i in self.instances if i.healthy and not i.stats.paused and i.index not in tried]
+                if not cands:
+                    cands = [i for i in self.instances if i.healthy and i.index not in tried]
+                if not cands:
+                    why = "; ".join(errors) or "all instances unhealthy"
+                    raise StageError(f"no healthy instance left in pool {self.name!r} ({why})", len(tried))
+                matched = [i.tree.match(req.blocks, req.block_size, covered) for i in cands]
+                inst = cast(LiveInstance, self.policy.choose(cast(Any, cands), matched, prompt))
+                inst.inflight += 1
+                inst.tree.insert(req.blocks, req.block_size)
+            r: httpx.Response | None = None
+            try:
+                r = await client.post(inst.url + "/generate", json=body)
+            except httpx.HTTPError as e:
+                err = f"{inst.url}: {type(e).__name__}"
+            else:
+                err = f"{inst.url}: HTTP {r.status_code}" if r.status_code >= 500 else ""
+            if r is not None and not err:
+                if r.status_code >= 400:  # 4xx: the request itself is bad; another worker would refuse it too
+                    with lock:
+                        inst.inflight -= 1
+                    raise StageError(f"{inst.url} refused the request: HTTP {r.status_code} {r.text[:200]}",
+                                     len(tried))
+                try:
+                    return parse_meta(r.json()), inst, len(tried)
+                except (KeyError, TypeError, ValueError) as e:
+                    err = f"{inst.url}: unreadable /generate answer ({e})"
+            with lock:
+                inst.inflight -= 1
+                if r is None:
+                    inst.healthy, inst.error = False, err  # connection-level: out until the next good scrape
+            tried.add(inst.index)
+            errors.append(err)
+            if len(tried) > max_retries:
+                raise StageError(f"pool {self.name!r}: gave up after {len(tried)} attempts ({'; '.join(errors)})",
+                                 len(tried))

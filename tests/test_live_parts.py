@@ -1,0 +1,103 @@
+"""Live-cluster parts without processes: Prometheus/get_load parsing, prefix estimates, prompt payloads."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlroute.bench.replay import prompt_text
+from rlroute.cluster.live.client import block_token_ids, generate_payload
+from rlroute.cluster.live.scrape import ScrapeError, WorkerStats, apply_load, parse_metrics
+from rlroute.cluster.live.trees import BlockLRU
+from rlroute.types import Request
+
+SGLANG_METRICS = """\
+# HELP sglang:num_running_reqs The number of running requests.
+# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{model_name="Qwen/Qwen3-4B"} 3.0
+# TYPE sglang:num_queue_reqs gauge
+sglang:num_queue_reqs{model_name="Qwen/Qwen3-4B"} 2.0
+# TYPE sglang:num_used_tokens gauge
+sglang:num_used_tokens{model_name="Qwen/Qwen3-4B"} 4096.0
+# TYPE sglang:cache_hit_rate gauge
+sglang:cache_hit_rate{model_name="Qwen/Qwen3-4B"} 0.25
+# TYPE sglang:max_total_num_tokens gauge
+sglang:max_total_num_tokens{model_name="Qwen/Qwen3-4B"} 500000.0
+# TYPE sglang:prompt_tokens counter
+sglang:prompt_tokens_total{model_name="Qwen/Qwen3-4B"} 1000.0
+# TYPE sglang:cached_tokens counter
+sglang:cached_tokens_total{model_name="Qwen/Qwen3-4B"} 250.0
+# TYPE sglang:time_to_first_token_seconds histogram
+sglang:time_to_first_token_seconds_bucket{le="0.1",model_name="Qwen/Qwen3-4B"} 1.0
+"""
+
+
+def test_parse_sglang_metrics_into_typed_stats() -> None:
+    s = parse_metrics(SGLANG_METRICS)
+    assert (s.running, s.queued, s.kv_used_tokens, s.kv_capacity_tokens) == (3, 2, 4096, 500000)
+    assert s.cache_hit_rate == 0.25 and s.prompt_tokens_total == 1000 and s.cached_tokens_total == 250
+    assert s.paused is False and s.cache_tokens is None  # real SGLang has no rlroute_worker_* extras
+    extra = parse_metrics(SGLANG_METRICS + "rlroute_worker_paused 1\nrlroute_worker_cache_tokens 640\n")
+    assert extra.paused and extra.cache_tokens == 640
+
+
+@pytest.mark.parametrize(
+    ("body", "expect"),
+    [
+        ({"num_running_reqs": 4, "num_waiting_reqs": 1, "num_tokens": 77}, (4, 1, 77)),
+        ([{"num_running_reqs": 1, "num_waiting_reqs": 2, "num_tokens": 10},
+          {"num_running_reqs": 3, "num_waiting_reqs": 0, "num_tokens": 5}], (4, 2, 15)),
+        ({"num_reqs": 9}, (3, 2, 4096)),  # unknown shape: keeps the /metrics values
+    ],
+)
+def test_get_load_overlays_metrics(body: object, expect: tuple[int, int, int]) -> None:
+    s = apply_load(body, parse_metrics(SGLANG_METRICS))
+    assert (s.running, s.queued, s.kv_used_tokens) == expect
+
+
+@pytest.mark.parametrize("body", [[], "busy", [1, 2], {"num_running_reqs": "many"}])
+def test_bad_get_load_is_a_scrape_error(body: object) -> None:
+    with pytest.raises(ScrapeError, match="/get_load"):
+        apply_load(body, WorkerStats())
+
+
+def test_bad_metrics_text_is_a_scrape_error() -> None:
+    with pytest.raises(ScrapeError, match="/metrics"):
+        parse_metrics("sglang:num_running_reqs{model_name=} not-a-number\n")
+
+
+def test_block_lru_matches_prefixes_and_evicts_oldest() -> None:
+    t = BlockLRU(capacity_tokens=4 * 64)
+    t.insert((1, 2, 3), 64)
+    assert t.match((1, 2, 3, 4), 64, covered=256) == 192
+    assert t.match((1, 2, 9), 64, covered=150) == 128
+    assert t.match((5, 2), 64, covered=128) == 0  # chained ids: a different first block, no match
+    t.insert((7, 8), 64)  # 5 blocks > capacity 4: block 1 (least recent) goes
+    assert t.total_tokens == 256 and t.match((1, 2), 64, 128) == 0 and t.match((7, 8), 64, 128) == 128
+
+
+def _req(rid: int, blocks: tuple[int, ...], input_len: int, prompt: str | None = None) -> Request:
+    return Request(id=rid, arrival=0.0, input_len=input_len, output_len=8, blocks=blocks, block_size=16,
+                   prompt=prompt)
+
+
+def test_synthesised_token_ids_keep_the_prefix_structure() -> None:
+    a, b = _req(1, (11, 12, 13), 40), _req(2, (11, 12, 99), 48)
+    ia, ib = block_token_ids(a), block_token_ids(b)
+    assert len(ia) == 40 and len(ib) == 48
+    assert ia[:32] == ib[:32] and ia[32:40] != ib[32:40]
+    tail_a, tail_b = block_token_ids(_req(3, (11,), 20)), block_token_ids(_req(4, (11,), 20))
+    assert tail_a[:16] == tail_b[:16] and tail_a[16:] != tail_b[16:]  # beyond the blocks: request-unique
+    plan = block_token_ids(a, extra_tokens=5)
+    assert plan[:40] == ia and len(plan) == 45
+
+
+def test_payload_uses_text_only_when_there_is_nothing_else() -> None:
+    assert generate_payload(_req(1, (), 5, prompt="hello world"), 7)["text"] == "hello world"
+    body = generate_payload(_req(1, (5, 6), 32, prompt="hi"), 7)
+    assert "input_ids" in body and body["sampling_params"]["max_new_tokens"] == 7 and body["stream"] is False
+
+
+def test_replay_prompt_text_keeps_prefix_structure() -> None:
+    a, b = prompt_text(_req(1, (11, 12, 13), 40)), prompt_text(_req(2, (11, 12, 99), 48))
+    assert len(a) == 160 and len(b) == 192 and a[:128] == b[:128] and a[128:] != b[128:160]
+    assert prompt_text(_req(3, (), 3, prompt="real text")) == "real text"
