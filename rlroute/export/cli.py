@@ -68,10 +68,18 @@ def _env_config(run_dir: Path | None, cfg: Any) -> Any:
 
 def _record(env_cfg: Any, n: int, seed: int, split: str, obs_file: str | None) -> tuple[Recorded, str]:
     if obs_file:
-        obs = np.load(obs_file)
+        # .npy: observations only; .npz: arrays ``obs`` and optionally ``masks`` (bool[n, n_actions]).
+        loaded = np.load(obs_file)
+        masks = None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            if "obs" not in loaded:
+                raise ValueError(f"{obs_file}: expected an array named 'obs', found {loaded.files}")
+            obs, masks = loaded["obs"], (loaded["masks"][:n].astype(bool) if "masks" in loaded else None)
+        else:
+            obs = loaded
         if obs.ndim != 2:
             raise ValueError(f"{obs_file}: expected float32[n, obs_dim] observations, got shape {obs.shape}")
-        return Recorded(np.asarray(obs[:n], dtype=np.float32), None), f"file:{obs_file}"
+        return Recorded(np.asarray(obs[:n], dtype=np.float32), masks), f"file:{obs_file}"
     from rlroute.env import build_env
 
     env = build_env(env_cfg, split=split)
