@@ -148,6 +148,7 @@ def episode_metrics(
         "q_weak": q_weak,
         "q_strong": q_strong,
         "cost": cost_total / n,
+        "cost_per_1k": 1000.0 * cost_total / n,  # readable scale: cost-model units (USD) per 1000 requests
         "cost_total": cost_total,
         "cost_saving": 1.0 - cost_total / reference_cost if reference_cost else float("nan"),
         "pgr": pgr(q_policy, q_weak, q_strong),

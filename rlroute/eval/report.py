@@ -23,7 +23,7 @@ from rlroute.eval.run import RECORD_FIELDS, EvalResult
 TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("reward", "reward/req", 3),
     ("quality", "quality", 3),
-    ("cost", "cost/req", 4),
+    ("cost_per_1k", "cost/1k req", 3),
     ("cost_saving", "saving vs large", 3),
     ("pgr", "PGR", 2),
     ("apgr", "APGR", 2),
@@ -129,13 +129,13 @@ def plot_pareto(results: Sequence[EvalResult], path: Path, title: str = "") -> N
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     for res in results:
-        c, q = res.summary["cost"], res.summary["quality"]
+        c, q = res.summary["cost_per_1k"], res.summary["quality"]
         marker = "*" if res.policy == "oracle" else "o"
         xerr = None if not math.isfinite(c.half_width) else c.half_width
         yerr = None if not math.isfinite(q.half_width) else q.half_width
         ax.errorbar(c.mean, q.mean, xerr=xerr, yerr=yerr, fmt=marker, ms=12 if marker == "*" else 6, capsize=3,
                     label=f"{res.policy} ({res.split})" if len({r.split for r in results}) > 1 else res.policy)
-    ax.set_xlabel("cost per request (cost-model units)")
+    ax.set_xlabel("cost per 1000 requests (cost-model units, USD)")
     ax.set_ylabel("quality (share of acceptable answers)")
     ax.set_title(title or "cost–quality")
     ax.grid(alpha=0.3)
