@@ -12,6 +12,7 @@ Conventions: statistics "over healthy instances" are 0 when a pool has none; an 
 from __future__ import annotations
 
 import math
+from operator import add, attrgetter, truediv
 
 from rlroute.cluster.base import ClusterState, PoolState
 from rlroute.features.spec import POOL_CACHE, POOL_SYSTEM, SGLANG_CACHE_THRESHOLD
@@ -23,6 +24,11 @@ _NEVER = 1e12  # "since last weight update" for a pool never updated: saturates 
 _N_SYS = len(POOL_SYSTEM)
 _N_CACHE = len(POOL_CACHE)
 _KV_MEAN = [r[0] for r in POOL_SYSTEM].index("kv_usage_mean")
+# Instance fields read per decision, in one attrgetter call per instance (row layout used below).
+_ROW = attrgetter(
+    "healthy", "paused", "queued", "running", "kv_used_tokens", "kv_capacity_tokens", "cache_tokens",
+    "recent_ttft", "recent_tpot", "cache_hit_rate", "evictions_rate",
+)  # fmt: skip
 
 
 def _pool_raw(
@@ -37,64 +43,70 @@ def _pool_raw(
         raise ValueError(
             f"prefix_match for pool {pool.name!r} has {len(match)} entries but the pool has {n} instances"
         )
-    hp = [(m, i) for m, i in zip(match, insts, strict=True) if i.healthy]
-    healthy = [i for _, i in hp]
-    nh = len(healthy)
-    avail = [p for p in hp if not p[1].paused]
-    n_avail = len(avail)
-    n_paused = sum([i.paused for i in insts])
-    # Requests also sit on paused/unhealthy instances (held or being retried): count them in the pool load.
-    in_pool = float(sum([i.queued + i.running for i in insts]))
-    load = in_pool / n_avail if n_avail else 256.0
+    rows = list(map(_ROW, insts))  # one C-level pass over the dataclasses
     since = max(now - pool.last_weight_update, 0.0) if pool.last_weight_update is not None else _NEVER
+    updated = 0.0 if pool.last_weight_update is None else 1.0
+    if not n:
+        system = [0.0] * 12 + [256.0] + [0.0] * 4
+        system += [pool.recent_ttft, 0.0, pool.recent_tpot, 0.0, pool.recent_e2e, pool.throughput, 0.0]
+        system += [pool.slo_violation_rate, pool.cost_rate, since, updated]
+        return system, [0.0] * _N_CACHE, 0.0, 0.0
+    cols = tuple(zip(*rows, strict=True))
+    h_all, p_all, q_all, r_all, ev = cols[0], cols[1], cols[2], cols[3], cols[10]
+    # Requests also sit on paused/unhealthy instances (held or being retried): count them in the pool load.
+    in_pool = float(sum(q_all) + sum(r_all))
+    n_paused = sum(p_all)
+    if all(h_all):
+        hrows, hm, hcols = rows, match, cols
+    else:
+        hrows = [row for row in rows if row[0]]
+        hm = [m for m, row in zip(match, rows, strict=True) if row[0]]
+        hcols = tuple(zip(*hrows, strict=True))
+    nh = len(hrows)
+    if n_paused == 0:
+        arows, am = hrows, hm
+    else:
+        arows = [row for row in hrows if not row[1]]
+        am = [m for m, row in zip(hm, hrows, strict=True) if not row[1]]
+    n_avail = len(arows)
+    load = in_pool / n_avail if n_avail else 256.0
     inv = 1.0 / max(input_len, 1)
     if nh:
-        q = [i.queued for i in healthy]
-        r = [i.running for i in healthy]
-        cap = [i.kv_capacity_tokens or 1 for i in healthy]
-        kv = [i.kv_used_tokens / c for i, c in zip(healthy, cap, strict=True)]
-        util = [i.cache_tokens / c for i, c in zip(healthy, cap, strict=True)]
-        hm = [m for m, _ in hp]
+        _, _, q, r, kvu, kvc, ct, tt, tp, hr, _ = hcols
+        cap = [c or 1 for c in kvc]
+        kv = list(map(truediv, kvu, cap))
+        util = list(map(truediv, ct, cap))
+        qr = list(map(add, q, r))
         qs, rs = sum(q), sum(r)
         best_m = max(hm)
-        best_i = healthy[hm.index(best_m)]
-        if avail:
-            am = [m for m, _ in avail]
-            al = [i.queued + i.running for _, i in avail]
+        if n_avail:
+            al = [row[2] + row[3] for row in arows]
             best_avail = max(am)
             ll_m = am[al.index(min(al))]
-            kv_free = float(sum([i.kv_capacity_tokens - i.kv_used_tokens for _, i in avail]))
+            kv_free = float(sum([row[5] - row[4] for row in arows]))
         else:
             best_avail = ll_m = 0
             kv_free = 0.0
-        ev = [i.evictions_rate for i in insts]
         system = [
             float(n), nh / n, n_paused / n, 1.0 if n_avail else 0.0,
             qs / nh, max(q), min(q), rs / nh, max(r), min(r), float(qs), float(rs), load,
             sum(kv) / nh, max(kv), min(kv), kv_free,
-            pool.recent_ttft, max([i.recent_ttft for i in healthy]),
-            pool.recent_tpot, max([i.recent_tpot for i in healthy]),
+            pool.recent_ttft, max(tt), pool.recent_tpot, max(tp),
             pool.recent_e2e, pool.throughput, pool.throughput / nh,
-            pool.slo_violation_rate, pool.cost_rate, since, 0.0 if pool.last_weight_update is None else 1.0,
+            pool.slo_violation_rate, pool.cost_rate, since, updated,
         ]  # fmt: skip
         cache = [
             best_m * inv, float(best_m), sum(hm) * inv / nh, best_avail * inv,
             1.0 if best_avail * inv > SGLANG_CACHE_THRESHOLD else 0.0,
-            ll_m * inv, float(ll_m), float(best_i.queued + best_i.running),
-            sum([m > 0 for m in hm]) / nh, sum(util) / nh, max(util),
-            pool.cache_hit_rate, max([i.cache_hit_rate for i in healthy]),
-            float(sum(ev)), float(max(ev)), float(sum([i.cache_tokens for i in healthy])),
+            ll_m * inv, float(ll_m), float(qr[hm.index(best_m)]),
+            (nh - hm.count(0)) / nh, sum(util) / nh, max(util),
+            pool.cache_hit_rate, max(hr), float(sum(ev)), float(max(ev)), float(sum(ct)),
         ]  # fmt: skip
     else:
-        system = [float(n), 0.0, n_paused / n if n else 0.0, 0.0] + [0.0] * 8 + [load] + [0.0] * 4
+        system = [float(n), 0.0, n_paused / n, 0.0] + [0.0] * 8 + [load] + [0.0] * 4
         system += [pool.recent_ttft, 0.0, pool.recent_tpot, 0.0, pool.recent_e2e, pool.throughput, 0.0]
-        system += [
-            pool.slo_violation_rate,
-            pool.cost_rate,
-            since,
-            0.0 if pool.last_weight_update is None else 1.0,
-        ]
-        cache = [0.0] * 16
+        system += [pool.slo_violation_rate, pool.cost_rate, since, updated]
+        cache = [0.0] * _N_CACHE
     return system, cache, in_pool, (load if n_avail else 0.0)
 
 
