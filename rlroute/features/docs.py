@@ -31,7 +31,7 @@ simulator env, the evaluator and the serving router, so a policy sees the same o
   (timing-only traces: requests sharing a prefix look alike), L2-normalised. With `features.text=minilm`
   it is instead the offline all-MiniLM-L6-v2 embedding under a fixed random projection 384 -> 112
   (slow: ~14 ms/prompt; the hash changes with it). Cues (code, math, questions, reasoning) are substring
-  tests on the lower-cased prompt.
+  tests on the last 4096 characters of the lower-cased prompt (where the newest message is).
 * **Complexity** (index 121) is the seed heuristic's score, `rlroute.features.complexity(request)`:
   with `L = ramp(input_len, 32, 32768)`, `O = ramp(requested output, 16, 4096)`
   (`ramp(x, lo, hi) = clip(log(x/lo)/log(hi/lo), 0, 1)`): with text

@@ -40,6 +40,7 @@ _REASONING_CUES = (
     "explain", "why", "prove", "derive", "step by step", "reason", "justify", "analyz", "analys", "compare",
     "evaluate", "implement", "design", "optimiz", "optimis", "debug", "refactor",
 )  # fmt: skip
+CUE_WINDOW_CHARS = 4096
 _IS_DIGIT = np.zeros(256, dtype=bool)
 _IS_DIGIT[ord("0") : ord("9") + 1] = True
 _IS_OP = np.zeros(256, dtype=bool)
@@ -130,12 +131,14 @@ def cues(request: Request) -> tuple[bool, bool, int, int]:
 
     ``has_code``: any of ``_CODE_CUES`` in the lower-cased prompt; ``has_math``: any of ``_MATH_CUES`` or
     arithmetic (:func:`_has_arithmetic`); ``questions``: count of ``?``; ``reasoning_cues``: total count
-    of ``_REASONING_CUES`` substrings. All 0 without prompt text.
+    of ``_REASONING_CUES`` substrings. All 0 without prompt text. Only the last ``CUE_WINDOW_CHARS``
+    characters are scanned: that is where a conversation's newest message sits, and it bounds the cost
+    of long multi-turn prompts (the text hash still covers the whole prompt).
     """
     hit = request.cache.get("features.cues")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    text = (request.prompt or "").lower()
+    text = (request.prompt or "")[-CUE_WINDOW_CHARS:].lower()
     out = (
         any(c in text for c in _CODE_CUES),
         any(c in text for c in _MATH_CUES) or _has_arithmetic(text),
