@@ -235,7 +235,7 @@ class ModelProfiler:
 def shapes_for(spec: dict[str, Any], smoke: bool) -> list[tuple[str, str, int, int, int]]:
     """(split, mode, n_seqs, seq_len, ctx) for every shape to measure, decode ones within KV capacity."""
     if smoke:
-        return [("fit", "prefill", 1, 1024, 0), ("fit", "decode", 1, 1024, 0), ("fit", "decode", 64, 1024, 0)]
+        return [("fit", "prefill", 1, 1024, 0), ("fit", "decode", 1, 1, 1024), ("fit", "decode", 64, 1, 1024)]
     cap = kv_capacity_tokens(spec)
     out = [("fit", "prefill", n, s, 0) for n, s in PREFILL_FIT]
     out += [("heldout", "prefill", n, s, 0) for n, s in PREFILL_HELDOUT]
@@ -274,6 +274,7 @@ def sdpa_comparison(prof: ModelProfiler) -> dict[str, float | str]:
                 env = prof._env(mode, n, s, c)
                 stages = q3.make_layer_stages(prof.spec, mode)
                 with torch.no_grad():
+                    q3.embed(env)
                     for _, st in stages[:4]:
                         st(env, prof.weights[0])
                     att = dict(stages)["attention"]
@@ -319,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-sdpa", default="default", choices=["default", "flash", "cudnn", "efficient", "math"])
     p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the op sequence eagerly (launch overhead included)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the pointwise stages (fused kernels)")
     p.add_argument("--smoke", action="store_true", help="three shapes per model, plus an SDPA backend comparison")
     p.add_argument("--tiny", action="store_true", help="CPU test mode: the tiny-moe model, tiny shapes")
     p.add_argument("--budget-s", type=float, default=1e9, help="skip remaining shapes after this many seconds")
@@ -328,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type != "cuda" and not args.tiny:
         raise SystemExit("profile_models.py needs a CUDA GPU (use --tiny for a CPU pipeline test)")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.compile:
+        q3.enable_compile()
     torch.backends.cuda.matmul.allow_tf32 = True
     result: dict[str, Any] = dict(env=environment_info(device), args={k: str(v) for k, v in vars(args).items()},
                                   models={})

@@ -154,9 +154,38 @@ def rope_tables(head_dim: int, max_pos: int, device: torch.device) -> tuple[torc
     return emb.cos().to(torch.bfloat16), emb.sin().to(torch.bfloat16)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+def qk_norm_rope_eager(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor, cos: torch.Tensor,
+                       sin: torch.Tensor, nh: int, nkv: int, hd: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head RMSNorm of q and k, then rotary (rotate-half convention), on q and k together.
+
+    Normalising q and k in one pass (gains applied after) and rotating them together halves the number
+    of small kernels compared with transformers' per-tensor code; same function.
+    """
+    t = qkv.shape[0]
+    qk = F.rms_norm(qkv[:, : (nh + nkv) * hd].view(t, nh + nkv, hd), (hd,), None, RMS_EPS)
+    qk = qk * torch.cat([q_norm.expand(nh, hd), k_norm.expand(nkv, hd)])
+    half = hd // 2
+    rot = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
+    qk = qk * cos.unsqueeze(1) + rot * sin.unsqueeze(1)
+    return qk[:, :nh], qk[:, nh:], qkv[:, (nh + nkv) * hd:].view(t, nkv, hd)
+
+
+def silu_mul_eager(gu: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation on a fused [gate | up] tensor."""
+    inter = gu.shape[-1] // 2
+    return F.silu(gu[:, :inter]) * gu[:, inter:]
+
+
+# Pointwise kernels; ``enable_compile`` swaps in torch.compile'd (Triton-fused) versions, the analogue of
+# the fused norm/rope/activation kernels an engine like SGLang ships.
+POINTWISE: dict[str, Callable[..., Any]] = {"qk_norm_rope": qk_norm_rope_eager, "silu_mul": silu_mul_eager}
+
+
+def enable_compile() -> None:
+    """Replace the pointwise stages by torch.compile'd versions (dynamic in the token dimension)."""
+    for key, fn in (("qk_norm_rope", qk_norm_rope_eager), ("silu_mul", silu_mul_eager)):
+        POINTWISE[key] = torch.compile(fn, dynamic=True, fullgraph=True)
 
 
 Env = dict[str, Any]
@@ -179,14 +208,8 @@ def make_layer_stages(spec: dict[str, Any], mode: str) -> list[tuple[str, Stage]
         env["qkv"] = F.linear(env["h"], w.qkv)
 
     def qk_norm_rope(env: Env, w: LayerWeights) -> None:
-        t = env["qkv"].shape[0]
-        q, k, v = env["qkv"].split([nh * hd, nkv * hd, nkv * hd], dim=-1)
-        q = F.rms_norm(q.view(t, nh, hd), (hd,), w.q_norm, RMS_EPS)
-        k = F.rms_norm(k.view(t, nkv, hd), (hd,), w.k_norm, RMS_EPS)
-        cos, sin = env["cos"].unsqueeze(1), env["sin"].unsqueeze(1)
-        env["q"] = q * cos + _rotate_half(q) * sin
-        env["k"] = k * cos + _rotate_half(k) * sin
-        env["v"] = v.view(t, nkv, hd)
+        q, k, v = POINTWISE["qk_norm_rope"](env["qkv"], w.q_norm, w.k_norm, env["cos"], env["sin"], nh, nkv, hd)
+        env["q"], env["k"], env["v"] = q, k, v
 
     def kv_write(env: Env, w: LayerWeights) -> None:
         kc, vc = env["kv"][env["layer"]]
@@ -234,14 +257,13 @@ def make_layer_stages(spec: dict[str, Any], mode: str) -> list[tuple[str, Stage]
 
 def dense_mlp_stages(spec: dict[str, Any]) -> list[tuple[str, Stage]]:
     """SwiGLU MLP as fused gate/up GEMM, activation, down GEMM."""
-    inter = spec["intermediate_size"]
 
     def gate_up_proj(env: Env, w: LayerWeights) -> None:
         assert w.gate_up is not None
         env["gu"] = F.linear(env["h2"], w.gate_up)
 
     def act(env: Env, w: LayerWeights) -> None:
-        env["act"] = F.silu(env["gu"][:, :inter]) * env["gu"][:, inter:]
+        env["act"] = POINTWISE["silu_mul"](env["gu"])
 
     def down_proj(env: Env, w: LayerWeights) -> None:
         assert w.down is not None
@@ -252,7 +274,7 @@ def dense_mlp_stages(spec: dict[str, Any]) -> list[tuple[str, Stage]]:
 
 def moe_stages(spec: dict[str, Any]) -> list[tuple[str, Stage]]:
     """Routed MoE: softmax top-k router, token permutation, grouped expert GEMMs, weighted un-permute."""
-    n_exp, top_k, inter = spec["num_experts"], spec["num_experts_per_tok"], spec["moe_intermediate_size"]
+    n_exp, top_k = spec["num_experts"], spec["num_experts_per_tok"]
 
     def router(env: Env, w: LayerWeights) -> None:
         assert w.router is not None
@@ -267,20 +289,20 @@ def moe_stages(spec: dict[str, Any]) -> list[tuple[str, Stage]]:
         counts = torch.zeros(n_exp, dtype=torch.int32, device=flat.device)
         counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
         env["offs"] = torch.cumsum(counts, 0, dtype=torch.int32)
-        env["order"] = order
+        # inverse permutation, so the combine step is a gather rather than a scatter
+        env["inv"] = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
         env["xs"] = env["h2"].index_select(0, order // top_k)
 
     def experts(env: Env, w: LayerWeights) -> None:
         assert w.e_gate_up is not None and w.e_down is not None
         gu = torch._grouped_mm(env["xs"], w.e_gate_up.transpose(1, 2), offs=env["offs"])
-        a = F.silu(gu[:, :inter]) * gu[:, inter:]
+        a = POINTWISE["silu_mul"](gu)
         env["ys"] = torch._grouped_mm(a, w.e_down.transpose(1, 2), offs=env["offs"])
 
     def combine(env: Env, w: LayerWeights) -> None:
         t = env["top_i"].shape[0]
-        y = torch.empty_like(env["ys"])
-        y[env["order"]] = env["ys"]
-        env["mlp"] = (y.view(t, top_k, -1) * env["top_w"].unsqueeze(-1)).sum(dim=1)
+        y = env["ys"].index_select(0, env["inv"]).view(t, top_k, -1)
+        env["mlp"] = torch.bmm(env["top_w"].unsqueeze(1), y).squeeze(1)  # weighted sum over the top-k
 
     return [("moe_router", router), ("moe_dispatch", dispatch), ("moe_experts", experts), ("moe_combine", combine)]
 
