@@ -1,9 +1,9 @@
 """Writing evaluation results: per-request CSV, summary JSON/CSV, markdown tables and PNG plots.
 
 Plots use matplotlib's Agg backend (no display on servers). The Pareto plot puts every policy at its
-mean cost per request and quality with 95 % intervals as error bars, and draws the threshold router's
-sweep where the records carry scores; the latency plot is the empirical CDF of TTFT and end-to-end
-latency per policy.
+mean cost per 1000 requests and quality with 95 % intervals over seeds as error bars; the call plot is
+RouteLLM's quality vs strong-model-call share, with the threshold router's sweep; the latency plot is
+the empirical CDF of TTFT and end-to-end latency per policy.
 """
 
 from __future__ import annotations
@@ -146,6 +146,45 @@ def plot_pareto(results: Sequence[EvalResult], path: Path, title: str = "") -> N
     plt.close(fig)
 
 
+def plot_call_curve(results: Sequence[EvalResult], path: Path, title: str = "") -> None:
+    """RouteLLM's view: quality against the share of strong-model calls, pooled over seeds.
+
+    Each policy is a point at its operating point; a router with scores (the threshold router) is also
+    drawn as its threshold sweep; dashed lines mark all-small and all-large quality of the same requests.
+    """
+    from rlroute.eval.metrics import threshold_sweep
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    q_weak = q_strong = float("nan")
+    for res in results:
+        recs = res.records
+        if not recs:
+            continue
+        ok = np.array([[r["ok_large"], r["ok_small"], r["ok_hybrid"]] for r in recs], dtype=bool)
+        action = np.array([int(r["action"]) for r in recs])
+        q_weak, q_strong = float(ok[:, 1].mean()), float(ok[:, 0].mean())
+        share = float(np.isin(action, (0, 2)).mean())
+        quality = float(ok[np.arange(len(recs)), action].mean())
+        (line,) = ax.plot([share], [quality], "*" if res.policy == "oracle" else "o", ms=10, label=res.policy)
+        scores = np.array([r["score"] for r in recs], dtype=np.float64)
+        if np.isfinite(scores).all():
+            xs, qs = threshold_sweep(scores, ok[:, 0], ok[:, 1])
+            ax.plot(xs, qs, "-", color=line.get_color(), alpha=0.7, label=f"{res.policy} (threshold sweep)")
+    if np.isfinite(q_weak):
+        ax.axhline(q_weak, color="grey", ls="--", lw=1, label="all small")
+        ax.axhline(q_strong, color="red", ls="--", lw=1, label="all large")
+    ax.set_xlabel("strong-model calls (share of requests: large + hybrid)")
+    ax.set_ylabel("quality (drawn outcome of the chosen action)")
+    ax.set_title(title or "quality vs strong-model calls")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_latency_cdfs(results: Sequence[EvalResult], path: Path, title: str = "") -> None:
     """Empirical CDFs of TTFT and end-to-end latency per policy (completed requests, all seeds)."""
     plt = _plt()
@@ -183,6 +222,7 @@ def write_report(results: Sequence[EvalResult], out_dir: Path, title: str, meta:
         suffix = "" if len(splits) == 1 else f"_{split}"
         plot_pareto(sub, out_dir / f"pareto{suffix}.png", f"{title} — {split}")
         plot_latency_cdfs(sub, out_dir / f"latency_cdf{suffix}.png", f"{title} — {split}")
+        plot_call_curve(sub, out_dir / f"calls_quality{suffix}.png", f"{title} — {split}")
     text = "\n".join(md)
     (out_dir / "summary.md").write_text(text + "\n")
     return text

@@ -20,9 +20,12 @@ import scipy.sparse as sp
 
 from rlroute.types import Request
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 _WORD = re.compile(r"\w+", re.UNICODE)
 N_NUMERIC = 4  # bias, log input tokens, log requested output tokens, turn
+# Only the prompt's tail is hashed: multi-turn prompts carry the whole conversation with the newest user
+# message last, and hashing 30k-token contexts would cost ~10 ms per request for little signal.
+MAX_CHARS = 2000
 
 
 def _tokens(request: Request) -> list[str]:
@@ -31,7 +34,7 @@ def _tokens(request: Request) -> list[str]:
         out.append(f"cat={request.category}")
     if not request.prompt:
         return out
-    words = _WORD.findall(request.prompt.lower())
+    words = _WORD.findall(request.prompt[-MAX_CHARS:].lower())
     out.extend(f"w={w}" for w in words)
     out.extend(f"b={a}_{b}" for a, b in zip(words, words[1:], strict=False))
     for w in words:
