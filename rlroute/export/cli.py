@@ -36,6 +36,7 @@ from rlroute.export.manifest import (
 from rlroute.export.verify import LOGIT_ATOL, Recorded, record_observations, verify
 
 ENV_ID = "rlroute/Routing-v0"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _rlroute_version() -> str:
@@ -177,7 +178,7 @@ def export_policy(
             OnnxableActor(model.policy, norm),
             dim,
             onnx_path,
-            {"rlroute.feature_schema.hash": schema.hash, "rlroute.feature_schema.version": schema.version},
+            {"rlroute.feature_schema.hash": schema.hash, "rlroute.feature_schema.version": str(schema.version)},
         )
         report = verify(onnx_path, model, norm, rec, algo, source, atol=logit_atol)
         manifest: dict[str, Any] = {
@@ -219,7 +220,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
     def _run(cfg: DictConfig) -> None:
         m = export_policy(
             out=cfg.out,

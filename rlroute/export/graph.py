@@ -159,7 +159,7 @@ def export_onnx(actor: OnnxableActor, obs_dim: int, path: Path, metadata: dict[s
     model = onnx.load(str(path))
     for key, value in metadata.items():
         prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
+        prop.key, prop.value = str(key), str(value)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

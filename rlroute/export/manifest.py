@@ -89,7 +89,7 @@ class PolicyLoadError(RuntimeError):
 class SchemaId:
     """Identity of a feature schema: what an exported policy and the running features must agree on."""
 
-    version: str
+    version: int | str
     hash: str
     dim: int
 
@@ -98,7 +98,7 @@ def current_schema() -> SchemaId:
     """The schema of the features code that is running now (:data:`rlroute.features.SCHEMA`)."""
     from rlroute.features import SCHEMA
 
-    return SchemaId(version=str(SCHEMA.version), hash=str(SCHEMA.hash), dim=int(len(SCHEMA.names)))
+    return SchemaId(version=SCHEMA.version, hash=str(SCHEMA.hash), dim=int(len(SCHEMA.names)))
 
 
 def sha256_file(path: Path) -> str:

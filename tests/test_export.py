@@ -1,0 +1,159 @@
+"""Export round trip: a PPO / MaskablePPO run folder -> policy.onnx + manifest, verified against SB3.
+
+The "run folder" is what ``rlroute train`` writes (model.zip + vecnormalize.pkl + config.yaml +
+metrics.json), built here from a freshly initialised policy on the real env's spaces and VecNormalize
+statistics fitted on observations recorded from the real env, so the baked normalisation is exercised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from rlroute.export.cli import export_policy
+from rlroute.export.manifest import ACTION_MAP, MANIFEST_FILE, ONNX_FILE, sha256_file
+from rlroute.export.verify import ExportVerificationError, Recorded, record_observations, torch_reference
+
+REPO = Path(__file__).resolve().parents[1]
+N_OBS = 10_000
+
+
+def compose_cfg(*overrides: str) -> Any:
+    """The project's root config, composed as the CLI composes it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Any:
+    return compose_cfg("episode_length=256")
+
+
+@pytest.fixture(scope="module")
+def recorded(cfg: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Recorded, Path]:
+    """10,000 observations (and masks) recorded from the real env with random allowed actions."""
+    from rlroute.env import build_env
+
+    env = build_env(cfg, split="val")
+    rec = record_observations(env, N_OBS, seed=123)
+    env.close()
+    path = tmp_path_factory.mktemp("obs") / "obs.npz"
+    np.savez(path, obs=rec.obs, **({"masks": rec.masks} if rec.masks is not None else {}))
+    return rec, path
+
+
+def make_run(cfg: Any, rec: Recorded, algo: str, folder: Path) -> Any:
+    """A run folder like ``rlroute train`` writes, from an untrained policy and fitted VecNormalize stats."""
+    from omegaconf import OmegaConf
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from rlroute.env import build_env
+    from rlroute.export.cli import fresh_model
+
+    model = fresh_model(cfg, algo, seed=7)
+    # A fresh actor's last layer has gain 0.01 (near-tied logits); scale it so actions are decided.
+    with torch.no_grad():
+        model.policy.action_net.weight.mul_(100.0)
+    folder.mkdir(parents=True)
+    model.save(folder / "model.zip")
+    vn = VecNormalize(DummyVecEnv([lambda: build_env(cfg, split="train")]), norm_reward=False, clip_obs=5.0)
+    vn.obs_rms.mean = rec.obs.astype(np.float64).mean(axis=0)
+    vn.obs_rms.var = rec.obs.astype(np.float64).var(axis=0)
+    vn.save(str(folder / "vecnormalize.pkl"))
+    vn.close()
+    OmegaConf.save(cfg, folder / "config.yaml")
+    (folder / "metrics.json").write_text(json.dumps({"eval/reward_mean": 1.25}))
+    return model
+
+
+@pytest.fixture(scope="module", params=["PPO", "MaskablePPO"])
+def exported(request: pytest.FixtureRequest, cfg: Any, recorded: tuple[Recorded, Path],
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, Path, Path]:
+    algo = request.param
+    rec, obs_file = recorded
+    base = tmp_path_factory.mktemp(algo)
+    model = make_run(cfg, rec, algo, base / "run")
+    export_policy(base / "policy", cfg, run_dir=base / "run", n_verify=N_OBS, obs_file=str(obs_file))
+    return algo, model, base / "run", base / "policy"
+
+
+def test_round_trip_onnx_matches_torch(exported: tuple[str, Any, Path, Path],
+                                       recorded: tuple[Recorded, Path]) -> None:
+    algo, _, run_dir, folder = exported
+    rec, _ = recorded
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    v = manifest["verification"]
+    assert v["n_obs"] >= N_OBS and v["passed"] and v["action_agreement"] == 1.0
+    assert v["max_abs_logit_diff"] <= 1e-5
+    assert v["masked"] == (algo == "MaskablePPO")
+    # Independent re-check: a freshly loaded SB3 model vs onnxruntime on the recorded observations.
+    import onnxruntime as ort
+
+    from rlroute.export.graph import load_run
+    from rlroute.policies.onnx import masked_argmax
+
+    model, norm, got_algo = load_run(run_dir)
+    assert got_algo == algo and norm.enabled and norm.clip == 5.0
+    ref_actions, ref_logits, _ = torch_reference(model, norm, rec, algo)
+    logits = ort.InferenceSession(str(folder / ONNX_FILE)).run(None, {"obs": rec.obs})[0]
+    assert np.abs(logits - ref_logits).max() <= 1e-5
+    masks = rec.masks if algo == "MaskablePPO" else None
+    np.testing.assert_array_equal(masked_argmax(logits, masks), ref_actions)
+    assert len(np.unique(ref_actions)) >= 2, "test policy should not be constant"
+
+
+def test_manifest_contents(exported: tuple[str, Any, Path, Path]) -> None:
+    from rlroute.features import SCHEMA
+
+    algo, _, run_dir, folder = exported
+    m = json.loads((folder / MANIFEST_FILE).read_text())
+    assert m["feature_schema"] == {"version": SCHEMA.version, "hash": SCHEMA.hash, "dim": 224}
+    assert m["action_map"] == ACTION_MAP == {"0": "large", "1": "small", "2": "hybrid"}
+    assert m["env"] == {"id": "rlroute/Routing-v0", "version": 0}
+    assert m["onnx"]["sha256"] == sha256_file(folder / ONNX_FILE)
+    assert m["onnx"]["obs_dim"] == 224 and m["onnx"]["n_actions"] == 3
+    norm = m["obs_norm"]
+    assert norm["enabled"] and norm["baked_into_graph"] and norm["clip"] == 5.0
+    assert len(norm["mean"]) == len(norm["var"]) == 224 and norm["epsilon"] > 0
+    assert m["source"] == {"run_dir": str(run_dir), "algo": algo, "masked": algo == "MaskablePPO", "fresh": False}
+    assert m["metrics"] == {"eval/reward_mean": 1.25}
+    assert m["training_config"]["episode_length"] == 256
+    assert dt.datetime.fromisoformat(m["created_at"]).tzinfo is not None
+
+
+def test_export_refuses_a_graph_that_disagrees(cfg: Any, recorded: tuple[Recorded, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph that drifts from SB3 by more than the tolerance fails loudly and writes nothing."""
+    from rlroute.export import graph
+
+    rec, obs_file = recorded
+    make_run(cfg, rec, "PPO", tmp_path / "run")
+    real_forward = graph.OnnxableActor.forward
+    monkeypatch.setattr(graph.OnnxableActor, "forward", lambda self, obs: real_forward(self, obs) + 1e-3)
+    with pytest.raises(ExportVerificationError, match="max \\|logit diff\\|"):
+        export_policy(tmp_path / "policy", cfg, run_dir=tmp_path / "run", n_verify=500, obs_file=str(obs_file))
+    assert not (tmp_path / "policy").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".policy.")], "temp folder left behind"
+
+
+def test_cli_fresh_export_records_from_env(tmp_path: Path) -> None:
+    """`rlroute export fresh=true ...` through the real CLI: Hydra config, env recording, verification."""
+    from rlroute.cli import main
+
+    out = tmp_path / "fresh"
+    rc = main(["export", "fresh=true", f"out={out}", "n_verify=300", "episode_length=128",
+               f"hydra.run.dir={tmp_path / 'hydra'}"])
+    assert rc == 0
+    m = json.loads((out / MANIFEST_FILE).read_text())
+    assert m["source"]["fresh"] and m["verification"]["n_obs"] == 300
+    assert m["verification"]["obs_source"].startswith("env:rlroute/Routing-v0")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_policy(out, compose_cfg(), fresh=True, n_verify=10)
