@@ -1,0 +1,129 @@
+"""Observable request properties that make a request hard, and the difficulty score built from them.
+
+The latent-difficulty quality model (:mod:`rlroute.quality.latent`) sets a request's difficulty from
+these properties plus unobservable noise, so that a router *can* learn part of it from the request.
+They are computed from what a router sees: the category (when the workload knows it), the newest user
+message's text, and the prompt length. Feature code (``rlroute.features``) may call
+:func:`request_properties` to expose the same cues.
+
+All weights here are ASSUMPTIONS (documented in ``conf/quality/latent.yaml``): they encode "code, maths,
+multi-part questions and long questions are harder; chat is easier" and are not fitted to data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rlroute.types import Request
+
+_CODE_RE = re.compile(r"```|\bdef |\breturn\b|\bclass |[{};]|==|\bfunction\b|\bimport\b|\w+\(.*?\)")
+_MATH_RE = re.compile(
+    r"\d+\s*[-+*/^=<>]\s*\d+|\^|\\frac|\bsolve\b|\bprove\b|\bequation|\bintegral|\bprobability|\bderivative|x\^",
+    re.I,
+)
+
+# Substring of the (lower-cased) category -> difficulty offset in logits; first match wins (assumption).
+DEFAULT_CATEGORY_DIFFICULTY: dict[str, float] = {
+    "chat": -0.8,
+    "writing": -0.6,
+    "roleplay": -0.6,
+    "summar": -0.5,
+    "extraction": -0.2,
+    "qa": -0.3,
+    "translation": 0.0,
+    "humanities": 0.0,
+    "math": 0.9,
+    "statistic": 0.8,
+    "physics": 0.7,
+    "chemistry": 0.7,
+    "reasoning": 0.7,
+    "logic": 0.7,
+    "fallac": 0.5,
+    "code": 0.6,
+    "coding": 0.6,
+    "computer": 0.6,
+    "machine_learning": 0.6,
+    "law": 0.6,
+    "accounting": 0.5,
+    "econometrics": 0.6,
+    "moral_scenarios": 0.6,
+    "stem": 0.4,
+}
+# Weights of the structural cues, in logits per unit (assumption).
+DEFAULT_WEIGHTS: dict[str, float] = {"length": 0.35, "code": 0.8, "math": 1.0, "questions": 0.6}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestProperties:
+    """Difficulty-relevant cues of one request, each roughly in [0, 1] except ``log_words``.
+
+    Attributes:
+        category: the workload's category, or ``None``.
+        log_words: ``log1p`` of the newest user message's word count (of ``input_len / 1.3`` for
+            requests without text).
+        code: code markers in the message, ``min(count, 10) / 10``.
+        math: maths markers (equations, ``solve``/``prove``...), ``min(count, 10) / 10``.
+        questions: question marks, ``min(count, 5) / 5``.
+    """
+
+    category: str | None
+    log_words: float
+    code: float
+    math: float
+    questions: float
+
+
+def last_user_message(prompt: str) -> str:
+    """The newest user message of a ``User: ... Assistant:`` formatted prompt (the whole text otherwise)."""
+    i = prompt.rfind("User: ")
+    text = prompt[i + 6 :] if i >= 0 else prompt
+    if text.endswith("Assistant:"):
+        text = text[: -len("Assistant:")]
+    return text
+
+
+def request_properties(request: Request) -> RequestProperties:
+    """The cues of ``request`` (cached in ``request.cache['quality.properties']``)."""
+    hit = request.cache.get("quality.properties")
+    if isinstance(hit, RequestProperties):
+        return hit
+    if request.prompt:
+        text = last_user_message(request.prompt)
+        props = RequestProperties(
+            category=request.category,
+            log_words=math.log1p(len(text.split())),
+            code=min(len(_CODE_RE.findall(text)), 10) / 10.0,
+            math=min(len(_MATH_RE.findall(text)), 10) / 10.0,
+            questions=min(text.count("?"), 5) / 5.0,
+        )
+    else:
+        props = RequestProperties(request.category, math.log1p(request.input_len / 1.3), 0.0, 0.0, 0.0)
+    request.cache["quality.properties"] = props
+    return props
+
+
+def category_offset(category: str | None, table: Mapping[str, float]) -> float:
+    """Offset of the first key of ``table`` contained in ``category`` (0 when none or unknown)."""
+    if not category:
+        return 0.0
+    c = category.lower()
+    for key, value in table.items():
+        if key in c:
+            return float(value)
+    return 0.0
+
+
+def observable_score(
+    props: RequestProperties, weights: Mapping[str, float], categories: Mapping[str, float]
+) -> float:
+    """Unstandardised observable difficulty: category offset plus weighted structural cues."""
+    return (
+        category_offset(props.category, categories)
+        + weights.get("length", 0.0) * props.log_words
+        + weights.get("code", 0.0) * props.code
+        + weights.get("math", 0.0) * props.math
+        + weights.get("questions", 0.0) * props.questions
+    )

@@ -1,0 +1,107 @@
+"""Hybrid-action quality: plan-and-execute (default) and cascade.
+
+Both modes turn the small and large models' outcomes for one request into the hybrid action's outcome.
+Their parameters are ASSUMPTIONS (no measurement of a Qwen3-235B planner + Qwen3-4B executor, or of a
+verifier, exists in this project); they live in ``conf/quality/*.yaml`` under ``assumptions:`` and are
+meant to be swept, not quoted.
+
+- :class:`PlanAndExecute`: the large model writes a ``plan_tokens``-token plan, the small model answers
+  with it. The plan carries a ``share`` of the large model's advantage:
+  ``p_h = p_s + share * (p_l - p_s)``. Outcomes are coupled to the two models' outcomes so that a
+  joint draw is consistent: when both agree the hybrid agrees; when only the large model is right the
+  hybrid is right with probability ``share``; when only the small model is right, with ``1 - share``.
+  This gives exactly ``p_h`` above for any joint distribution of the two.
+- :class:`Cascade`: the small model answers first; a modelled verifier escalates wrong answers with
+  probability ``recall`` and right ones with ``false_escalation``; escalated requests get the large
+  model's outcome (and its cost: the simulator reads ``QualityDraw.escalated``). With small and large
+  conditionally independent given the request,
+  ``p_h = p_s (1 - fe) + (p_s fe + (1 - p_s) recall) p_l``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class HybridMode(Protocol):
+    """How the hybrid action's outcome follows from the small and large models' outcomes."""
+
+    mode: str
+    plan_tokens: int
+
+    def prob(self, p_large: float, p_small: float) -> float:
+        """Marginal P(hybrid acceptable) given the two models' probabilities."""
+        ...
+
+    def draw(self, ok_large: bool, ok_small: bool, rng: np.random.Generator) -> tuple[bool, bool]:
+        """``(ok_hybrid, escalated)`` consistent with the given outcomes."""
+        ...
+
+
+def _unit(name: str, value: float) -> float:
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"hybrid parameter {name} must be in [0, 1], got {value!r}")
+    return v
+
+
+class PlanAndExecute:
+    """Large model plans, small model executes (see module docstring).
+
+    Args:
+        plan_tokens: tokens of the plan the large model generates (the simulator charges them to the
+            large pool and prepends them to the small model's prompt).
+        share: share of the large model's advantage the plan carries, in [0, 1] (assumption).
+    """
+
+    mode = "plan_and_execute"
+
+    def __init__(self, plan_tokens: int = 128, share: float = 0.6) -> None:
+        if int(plan_tokens) < 1:
+            raise ValueError(f"plan_tokens must be >= 1, got {plan_tokens}")
+        self.plan_tokens = int(plan_tokens)
+        self.share = _unit("share", share)
+
+    def prob(self, p_large: float, p_small: float) -> float:
+        """``p_s + share * (p_l - p_s)``."""
+        return p_small + self.share * (p_large - p_small)
+
+    def draw(self, ok_large: bool, ok_small: bool, rng: np.random.Generator) -> tuple[bool, bool]:
+        """Agreeing outcomes pass through; disagreements resolve toward the large model w.p. ``share``."""
+        if ok_large == ok_small:
+            return ok_large, False
+        toward_large = bool(rng.random() < self.share)
+        return (ok_large if toward_large else ok_small), False
+
+
+class Cascade:
+    """Small first, escalate to large when the modelled verifier rejects (see module docstring).
+
+    Args:
+        recall: P(escalate | small answer wrong) (assumption).
+        false_escalation: P(escalate | small answer right) (assumption).
+        plan_tokens: unused by cascade; kept so every mode exposes it (0).
+    """
+
+    mode = "cascade"
+
+    def __init__(self, recall: float = 0.8, false_escalation: float = 0.1, plan_tokens: int = 0) -> None:
+        self.recall = _unit("recall", recall)
+        self.false_escalation = _unit("false_escalation", false_escalation)
+        self.plan_tokens = int(plan_tokens)
+
+    def escalation_prob(self, p_small: float) -> float:
+        """Marginal P(escalated)."""
+        return p_small * self.false_escalation + (1.0 - p_small) * self.recall
+
+    def prob(self, p_large: float, p_small: float) -> float:
+        """P(ok) when small and large outcomes are conditionally independent given the request."""
+        return p_small * (1.0 - self.false_escalation) + self.escalation_prob(p_small) * p_large
+
+    def draw(self, ok_large: bool, ok_small: bool, rng: np.random.Generator) -> tuple[bool, bool]:
+        """Verifier decision, then the escalated (large) or kept (small) outcome."""
+        escalate = bool(rng.random() < (self.false_escalation if ok_small else self.recall))
+        return (ok_large if escalate else ok_small), escalate
