@@ -74,7 +74,7 @@ class Instance:
                  "index", "kv_cap", "max_running", "paused", "pool", "prefill", "private", "profile", "push",
                  "r_evict", "r_hit", "r_out", "r_t", "r_tok", "recent_e2e", "recent_tpot", "recent_ttft",
                  "reject", "retired", "seg", "seg_base", "seg_chunk", "seg_h", "seg_steps", "seg_t0", "step",
-                 "ver", "waiting", "cost", "busy_time", "completed", "_ev_seen")
+                 "ver", "waiting", "cost", "busy_time", "completed", "_ev_seen", "routed_new")
 
     def __init__(self, pool: str, index: int, profile: ServingProfile, cache: PrefixCache, kv_cap: int,
                  push: Callable[[float, Instance, int], None], done: Callable[[Instance, Seq, float], None],
@@ -109,6 +109,7 @@ class Instance:
         self.cost = 0.0
         self.busy_time = 0.0
         self.completed = 0
+        self.routed_new = 0  # prompt tokens routed here that were not cached: the router's "tree size"
 
     # -- load figures -------------------------------------------------------------------------------------
     @property

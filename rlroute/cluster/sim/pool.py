@@ -15,7 +15,7 @@ from rlroute.cluster.sim.routing import InPoolPolicy, build_in_pool_policy
 
 EWMA = 0.1
 _POOL_KEYS = {"profile", "instances", "cache", "in_pool"}
-_CACHE_KEYS = {"mem_fraction_static", "eviction", "ttl_s", "name", "description"}
+_CACHE_KEYS = {"mem_fraction_static", "eviction", "ttl_s", "kv_capacity_tokens"}
 
 
 class SimPool:
@@ -23,7 +23,8 @@ class SimPool:
 
     Args:
         name: pool name (``large`` / ``small``).
-        cfg: ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s}, in_pool: {...}}``.
+        cfg: ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s, kv_capacity_tokens},
+            in_pool: {...}}``.
         rng: generator for randomised in-pool policies.
         factory: builds an :class:`Instance` for this pool at an index (the cluster wires callbacks).
     """
@@ -50,7 +51,11 @@ class SimPool:
             PrefixCache(self.eviction, self.ttl_s)
         except ValueError as exc:
             raise ValueError(f"cluster.pools.{name}.cache: {exc}") from exc
-        self.kv_cap = self.profile.kv_capacity_tokens(self.mem_fraction_static)
+        # kv_capacity_tokens overrides the profile formula (tests, what-if studies); null = from the profile
+        kv = cache.get("kv_capacity_tokens")
+        self.kv_cap = int(kv) if kv is not None else self.profile.kv_capacity_tokens(self.mem_fraction_static)
+        if self.kv_cap < 1:
+            raise ValueError(f"cluster.pools.{name}.cache.kv_capacity_tokens must be >= 1, got {kv}")
         self.policy: InPoolPolicy = build_in_pool_policy(cfg.get("in_pool"), rng)
         self._factory = factory
         n = int(cfg.get("instances", 1))

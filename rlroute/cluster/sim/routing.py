@@ -32,7 +32,14 @@ class CacheAware:
     If the load is imbalanced (``max - min > balance_abs_threshold`` and ``max > balance_rel_threshold *
     min``, load = queued + running requests) route to the least loaded instance; else to the best prefix
     match when its match rate exceeds ``cache_threshold``, otherwise to the instance with the smallest
-    cache (SGLang: the smallest radix tree). Ties go to the lowest index.
+    tree. Ties go to the lowest index.
+
+    The match is read from the instances' real caches (the simulator knows them; SGLang's router keeps an
+    approximate tree of what it sent). The "tree size" is the router's notion, not the KV cache's: the
+    prompt tokens routed to the instance that were not already matched there (``routed_new``). It keeps
+    growing (SGLang's router tree is bounded only by ``max_tree_size``, 2^26 characters by default),
+    which is what makes "smallest tree" spread cold prompts; a real KV cache saturates at capacity and
+    would not.
     """
 
     needs_match = True
@@ -50,12 +57,17 @@ class CacheAware:
         mx, mn = max(loads), min(loads)
         if mx - mn > self.abs and mx > self.rel * mn:
             return cands[loads.index(mn)]
+        k = -1
         if matched:
             best = max(matched)
             if prompt_tokens > 0 and best / prompt_tokens > self.cache_threshold:
-                return cands[matched.index(best)]
-        sizes = [i.cache.total_tokens for i in cands]
-        return cands[sizes.index(min(sizes))]
+                k = matched.index(best)
+        if k < 0:
+            sizes = [i.routed_new for i in cands]
+            k = sizes.index(min(sizes))
+        chosen = cands[k]
+        chosen.routed_new += prompt_tokens - (matched[k] if matched else 0)
+        return chosen
 
 
 class RoundRobin:

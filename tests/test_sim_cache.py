@@ -1,0 +1,144 @@
+"""Exact prefix-cache accounting on handmade prefix workloads: hits, misses, evictions and their order."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlroute.cluster.sim import SimCluster
+from rlroute.cluster.sim.prefix_cache import PrefixCache
+from rlroute.types import Action, Request
+
+BS = 10
+
+
+def use(cache: PrefixCache, blocks: tuple[int, ...], t_in: float, t_out: float) -> int:
+    """Pin ``blocks`` (all full blocks) at ``t_in``, release at ``t_out``; return blocks matched."""
+    pins, m, _ = cache.acquire(blocks, BS, BS * len(blocks), t_in)
+    cache.release(pins, t_out)
+    return m
+
+
+def history(cache: PrefixCache) -> list[int]:
+    """A=(1,2) used twice, B=(3,4) once (older), C=(5,6) once (newest); returns the matches seen."""
+    return [use(cache, (1, 2), 0, 1), use(cache, (3, 4), 2, 3), use(cache, (1, 2), 4, 5), use(cache, (5, 6), 6, 7)]
+
+
+@pytest.mark.parametrize(
+    ("policy", "ttl", "victims"),
+    [
+        ("lru", None, [3, 4, 1, 2]),  # least recently used: B (last 3), then A (last 5)
+        ("lfu", None, [3, 4, 5, 6]),  # least frequently used: B and C once; B older first
+        ("ttl", 100.0, [3, 4, 1, 2]),  # ttl falls back to recency under capacity pressure
+    ],
+)
+def test_capacity_eviction_order(policy: str, ttl: float | None, victims: list[int]) -> None:
+    cache = PrefixCache(policy, ttl, log_evictions=True)
+    assert history(cache) == [0, 0, 2, 0]
+    assert cache.total_tokens == cache.free_tokens == 60
+    cache.make_room(1)  # one whole segment goes
+    cache.make_room(1)
+    assert cache.eviction_log == victims
+    assert cache.evicted_blocks == 4 and cache.evicted_tokens == 40
+    assert cache.total_tokens == 20
+    remaining = ({1, 2, 3, 4, 5, 6} - set(victims))
+    assert set(cache.nodes) == remaining
+
+
+@pytest.mark.parametrize(("policy", "ttl"), [("ttl", 3.0), ("lru", 3.0), ("lfu", 3.0)])
+def test_ttl_expiry_order_and_no_match_after_expiry(policy: str, ttl: float) -> None:
+    cache = PrefixCache(policy, ttl, log_evictions=True)
+    history(cache)  # releases: B at 3, A at 5, C at 7
+    cache.expire(7.9)  # limit 4.9: only B is 3 s old
+    assert cache.eviction_log == [3, 4] and cache.expired_blocks == 2
+    cache.expire(8.0)  # limit 5.0: A (released at 5) expires too
+    assert cache.eviction_log == [3, 4, 1, 2]
+    assert cache.match_len((1, 2)) == 0 and cache.match_len((5, 6)) == 2
+    cache.expire(100.0)
+    assert cache.total_tokens == 0 and cache.expired_blocks == 6
+
+
+def test_pinned_blocks_are_never_evicted_or_expired() -> None:
+    cache = PrefixCache("ttl", 1.0, log_evictions=True)
+    pins, m, new = cache.acquire((1, 2, 3), BS, 25, 0.0)  # last block partial: 5 tokens
+    assert (m, new, cache.total_tokens, cache.free_tokens) == (0, 25, 25, 0)
+    cache.make_room(10**6)
+    cache.expire(10**6)
+    assert cache.eviction_log == [] and cache.match_len((1, 2, 3)) == 3
+    cache.release(pins, 5.0)
+    assert cache.free_tokens == 25
+    assert cache.probe((1, 2, 3)) == (3, 25)
+
+
+def test_partial_match_splits_segment_and_evicts_leaves_first() -> None:
+    cache = PrefixCache("lru", log_evictions=True)
+    use(cache, (1, 2, 3, 4), 0, 1)
+    pins, m, new = cache.acquire((1, 2, 7), BS, 30, 2.0)  # shares 2 blocks, then diverges
+    assert (m, new) == (2, 10)
+    assert cache.probe((1, 2, 3, 4)) == (4, 20)  # (3,4) tail is evictable, (1,2) is pinned
+    cache.make_room(1)
+    assert cache.eviction_log == [3, 4]  # the stale branch goes first; the pinned prefix stays
+    cache.release(pins, 3.0)
+    cache.make_room(1)
+    cache.make_room(1)
+    assert cache.eviction_log == [3, 4, 7, 1, 2]  # leaf (7) before its parent (1,2)
+
+
+def test_release_follows_splits_made_while_pinned() -> None:
+    cache = PrefixCache("lru")
+    p1, _, _ = cache.acquire((1, 2, 3, 4), BS, 40, 0.0)
+    p2, m, _ = cache.acquire((1, 2, 9), BS, 30, 1.0)  # splits the pinned (1,2,3,4)
+    assert m == 2
+    cache.release(p1, 2.0)
+    assert cache.free_tokens == 20  # (3,4) is free, (1,2) is still pinned by the second request
+    cache.release(p2, 3.0)
+    assert cache.free_tokens == cache.total_tokens == 50
+
+
+def test_flush_detaches_pinned_blocks() -> None:
+    cache = PrefixCache("lru")
+    use(cache, (1, 2), 0, 1)
+    pins, _, _ = cache.acquire((5, 6), BS, 20, 2.0)
+    cache.flush()
+    assert cache.match_len((1, 2)) == 0 and cache.match_len((5, 6)) == 0
+    assert cache.total_tokens == 20  # the running request still holds its KV
+    cache.release(pins, 3.0)
+    assert cache.total_tokens == 0 and cache.free_tokens == 0
+
+
+def one_instance(eviction: str, kv_tokens: int, ttl: float | None = None) -> SimCluster:
+    return SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1,
+                                       "cache": {"eviction": eviction, "ttl_s": ttl, "kv_capacity_tokens": kv_tokens}}},
+                      log_evictions=True)
+
+
+@pytest.mark.parametrize("eviction", ["lru", "lfu"])
+def test_cluster_cached_tokens_are_exact(eviction: str) -> None:
+    """Requests one after another on one instance: each completion's cached tokens follow the blocks."""
+    cl = one_instance(eviction, kv_tokens=10_000)
+    reqs = [((1, 2, 3), 30), ((1, 2, 4), 30), ((1, 2, 3), 30), ((1, 2, 3, 5), 35), ((8,), 10)]
+    expected = [0, 20, 29, 30, 0]  # a full match still recomputes the last prompt token
+    got = []
+    for k, (blocks, n) in enumerate(reqs):
+        cl.submit(Request(id=k, arrival=10.0 * k, input_len=n, output_len=4, blocks=blocks, block_size=BS),
+                  Action.SMALL)
+        got += cl.advance(10.0 * k + 9.0)
+    assert [c.cached_tokens for c in got] == expected
+    cache = cl.pools["small"].instances[0].cache
+    assert cache.hit_tokens == sum(expected)
+    assert cache.miss_tokens == sum(n for _, n in reqs) - sum(expected)
+    assert cache.hit_blocks == 0 + 2 + 3 + 3 + 0
+    assert cache.evicted_blocks == 0
+
+
+def test_cluster_evicts_under_kv_pressure_in_lru_order() -> None:
+    """KV pool of 48 tokens: each request needs 20 prompt + 4 output tokens; old prefixes make room."""
+    cl = one_instance("lru", kv_tokens=48)
+    for k, blocks in enumerate([(1, 2), (3, 4), (5, 6), (1, 2), (7, 8)]):
+        cl.submit(Request(id=k, arrival=10.0 * k, input_len=20, output_len=4, blocks=blocks, block_size=BS),
+                  Action.SMALL)
+        cl.advance(10.0 * k + 9.0)
+    cache = cl.pools["small"].instances[0].cache
+    # (1,2),(3,4) fit (44 of 48); (5,6) -> evict (1,2); (1,2) again misses -> evict (3,4);
+    # (7,8) -> evict (5,6) (released before the second (1,2))
+    assert cache.eviction_log == [1, 2, 3, 4, 5, 6]
+    assert cache.hit_tokens == 0
