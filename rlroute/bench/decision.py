@@ -94,6 +94,11 @@ def run(policy_dir: Path, cfg: Any, iters: int, warm_steps: int, seed: int) -> d
         if d.reason is not None:
             reasons[d.reason] = reasons.get(d.reason, 0) + 1
     # Stages apart (same inputs) to show where the time goes.
+    feat_cached = np.empty(iters, dtype=np.int64)
+    for i in range(iters):
+        t0 = clock()
+        extract(req, state, matches)  # request block memoised: the system + cache blocks only
+        feat_cached[i] = clock() - t0
     for i in range(iters):
         t0 = clock()
         logits = policy.logits(obs)
@@ -112,6 +117,7 @@ def run(policy_dir: Path, cfg: Any, iters: int, warm_steps: int, seed: int) -> d
         "iters": iters,
         "total": tot,
         "features": _percentiles(feat),
+        "features_request_block_memoised": _percentiles(feat_cached),
         "onnx_inference": _percentiles(infer),
         "guard": _percentiles(grd),
         "guard_refusals": reasons,

@@ -12,6 +12,7 @@ chosen pool that is unhealthy or paused each yield a fallback reason instead of 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ ACTION_POOLS: dict[Action, tuple[str, ...]] = {
     Action.SMALL: ("small",),
     Action.HYBRID: ("large", "small"),
 }
+_ACTIONS: tuple[Action, ...] = tuple(Action)
 
 
 class PolicyInferenceError(RuntimeError):
@@ -102,14 +104,22 @@ def guard(logits: np.ndarray, mask: np.ndarray | None = None, state: ClusterStat
         state: live/simulated cluster state; when given, an action whose pool is unhealthy or paused is
             refused with ``pool_unavailable``.
     """
-    if not np.isfinite(logits).all():
+    # Three values: plain Python floats beat NumPy's per-call overhead on this per-request path.
+    vals = logits.tolist()
+    if not all(map(math.isfinite, vals)):
         return Decision(None, logits, REASON_NON_FINITE)
-    if mask is not None and not mask.any():
+    allowed = mask.tolist() if mask is not None else None
+    best, best_v = -1, -math.inf
+    for i, v in enumerate(vals):
+        if (allowed is None or allowed[i]) and (best < 0 or v > best_v):
+            best, best_v = i, v
+    if best < 0:
         return Decision(None, logits, REASON_NO_ACTION)
-    action = Action(int(masked_argmax(logits, mask)))
+    action = _ACTIONS[best]
     if state is not None:
+        pools = state.pools
         for pool in ACTION_POOLS[action]:
-            ps = state.pools.get(pool)
+            ps = pools.get(pool)
             if ps is None or not ps.available:
                 return Decision(action, logits, REASON_POOL)
     return Decision(action, logits)
