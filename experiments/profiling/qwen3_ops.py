@@ -183,9 +183,12 @@ POINTWISE: dict[str, Callable[..., Any]] = {"qk_norm_rope": qk_norm_rope_eager, 
 
 
 def enable_compile() -> None:
-    """Replace the pointwise stages by torch.compile'd versions (dynamic in the token dimension)."""
-    for key, fn in (("qk_norm_rope", qk_norm_rope_eager), ("silu_mul", silu_mul_eager)):
-        POINTWISE[key] = torch.compile(fn, dynamic=True, fullgraph=True)
+    """Replace the SwiGLU activation by a torch.compile'd (one fused Triton kernel) version.
+
+    qk_norm_rope stays eager: on the H100 smoke run (torch 2.11) its dynamic-shape compiled kernel was
+    slower than eager (177 vs ~120 us at 1024 tokens for Qwen3-4B), while silu_mul went 62 -> 38 us.
+    """
+    POINTWISE["silu_mul"] = torch.compile(silu_mul_eager, dynamic=True, fullgraph=True)
 
 
 Env = dict[str, Any]
