@@ -75,7 +75,7 @@ class LiveInstance:
     def __init__(self, pool: str, index: int, url: str) -> None:
         self.pool, self.index, self.url = pool, index, url.rstrip("/")
         self.tree = BlockLRU()
-        self.cache = self.tree  # the in-pool policies read ``.cache.total_tokens`` (smallest tree)
+        self.cache = self.tree
         self.reset()
 
     def reset(self) -> None:
@@ -83,6 +83,7 @@ class LiveInstance:
         self.stats = WorkerStats()
         self.healthy, self.error = True, ""
         self.inflight = 0
+        self.routed_new = 0  # cache_aware's "tree size": uncached prompt tokens routed here (sim.routing)
         self.tree.clear()
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.cost = 0.0
         self.r_hit = self.r_tok = self.r_out = 0.0

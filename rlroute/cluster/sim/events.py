@@ -130,6 +130,7 @@ class EventsMixin:
                 inst.retired = True
                 queued = list(inst.waiting)
                 inst.waiting.clear()
+                inst.nload -= len(queued)
                 for s in queued:
                     self._route(p, s, self._now)
             p.prune()

@@ -74,7 +74,7 @@ class Instance:
                  "index", "kv_cap", "max_running", "paused", "pool", "prefill", "private", "profile", "push",
                  "r_evict", "r_hit", "r_out", "r_t", "r_tok", "recent_e2e", "recent_tpot", "recent_ttft",
                  "reject", "retired", "seg", "seg_base", "seg_chunk", "seg_h", "seg_steps", "seg_t0", "step",
-                 "ver", "waiting", "cost", "busy_time", "completed", "_ev_seen", "routed_new")
+                 "ver", "waiting", "cost", "busy_time", "completed", "_ev_seen", "routed_new", "nload")
 
     def __init__(self, pool: str, index: int, profile: ServingProfile, cache: PrefixCache, kv_cap: int,
                  push: Callable[[float, Instance, int], None], done: Callable[[Instance, Seq, float], None],
@@ -109,6 +109,7 @@ class Instance:
         self.cost = 0.0
         self.busy_time = 0.0
         self.completed = 0
+        self.nload = 0  # queued + running, kept as a counter: routers read it for every decision
         self.routed_new = 0  # prompt tokens routed here that were not cached: the router's "tree size"
 
     # -- load figures -------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ class Instance:
     @property
     def load(self) -> int:
         """Requests on the instance (queued + running): what the SGLang router balances on."""
-        return len(self.waiting) + len(self.prefill) + len(self.dec)
+        return self.nload
 
     @property
     def kv_used(self) -> int:
@@ -130,6 +131,7 @@ class Instance:
         """Queue a request; an idle instance starts at once, a decode run is cut at the current step."""
         seq.t_enq = now
         self.waiting.append(seq)
+        self.nload += 1
         if self.paused or not self.healthy:
             return
         if self.seg == IDLE:
@@ -212,6 +214,7 @@ class Instance:
         self.dec.clear()
         self.ctx_base = 0
         self.private = 0
+        self.nload = 0
         self.seg = IDLE
         self.ver += 1
         self.cache.clear()
@@ -222,6 +225,7 @@ class Instance:
         self.cache.release(s.pinned, t)
         s.pinned = []
         self.private -= s.private
+        self.nload -= 1
         self.completed += 1
         self.done(self, s, t)
 
@@ -259,7 +263,7 @@ class Instance:
 
     def _admit(self, t: float) -> None:
         cache = self.cache
-        if cache.ttl is not None:
+        if t >= cache.expire_at:
             cache.expire(t)
         waiting = self.waiting
         cap = self.kv_cap
@@ -276,6 +280,7 @@ class Instance:
             need = covered - matched_tokens + private
             if s.prompt + s.output > cap:
                 waiting.popleft()
+                self.nload -= 1
                 self.reject(self, s, f"prompt+output {s.prompt + s.output} tokens exceed the KV pool "
                                f"({cap} tokens) of {self.pool}[{self.index}]", t)
                 continue

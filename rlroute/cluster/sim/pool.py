@@ -82,12 +82,18 @@ class SimPool:
         """Cached prompt tokens of a prompt (``blocks`` covering ``covered`` tokens) on every instance."""
         nb = len(blocks)
         out = []
+        if not nb:
+            return [0] * len(self.instances)
+        b0 = blocks[0]
         for inst in self.instances:
             cache = inst.cache
-            if cache.ttl is not None:
+            if now >= cache.expire_at:
                 cache.expire(now)
-            m = cache.probe(blocks)[0] if inst.healthy and cache.nodes else 0
-            out.append(covered if m == nb and m else m * bs)
+            if b0 not in cache.nodes or not inst.healthy:  # most instances miss on the first block
+                out.append(0)
+                continue
+            m = cache.probe(blocks)[0]
+            out.append(covered if m == nb else m * bs)
         return out
 
     def record(self, t: float, ttft: float, tpot: float, e2e: float, cost: float, slo_miss: bool) -> None:

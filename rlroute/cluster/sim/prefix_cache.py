@@ -92,6 +92,7 @@ class PrefixCache:
         self.hit_blocks = self.miss_blocks = 0
         self.evicted_blocks = self.evicted_tokens = self.expired_blocks = 0
         self.eviction_log: list[int] | None = [] if log_evictions else None
+        self.expire_at = float("inf")  # no unreferenced block can expire before this time
 
     # -- lookup ---------------------------------------------------------------------------------------
     def probe(self, blocks: tuple[int, ...]) -> tuple[int, int]:
@@ -209,6 +210,8 @@ class PrefixCache:
 
     def _push(self, seg: Seg) -> None:
         tick = next(self._tick)
+        if self.ttl is not None and seg.last + self.ttl < self.expire_at:
+            self.expire_at = seg.last + self.ttl
         if self.lfu:
             heapq.heappush(self.heap, (seg.freq, seg.last, -seg.depth, tick, seg, seg.ver))
             if self.ttl is not None:
@@ -271,7 +274,7 @@ class PrefixCache:
 
     def expire(self, now: float) -> None:
         """Drop unreferenced segments unused for ``ttl_s`` (cheap when none are due)."""
-        if self.ttl is None or not self.n_free:
+        if self.ttl is None or now < self.expire_at:
             return
         limit = now - self.ttl
         heap = self.theap if self.lfu else self.heap
@@ -282,10 +285,12 @@ class PrefixCache:
                 heapq.heappop(heap)
                 continue
             if e[0] > limit:
+                self.expire_at = e[0] + self.ttl
                 return
             heapq.heappop(heap)
             self._drop(seg)
             self.expired_blocks += len(seg.blocks)
+        self.expire_at = float("inf")
 
     def flush(self) -> None:
         """SGLang ``flush_cache``: drop every block; pinned ones are detached and freed on release."""
@@ -299,6 +304,7 @@ class PrefixCache:
         self.theap.clear()
         self.n_free = 0
         self.free_tokens = 0
+        self.expire_at = float("inf")
 
     def clear(self) -> None:
         """Instance lost (failure): forget everything without counting evictions."""
@@ -308,6 +314,7 @@ class PrefixCache:
         self.heap.clear()
         self.theap.clear()
         self.total_tokens = self.free_tokens = self.n_free = 0
+        self.expire_at = float("inf")
 
     def _compact(self) -> None:
         def live(e: tuple[Any, ...]) -> bool:

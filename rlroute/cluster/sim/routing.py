@@ -53,7 +53,7 @@ class CacheAware:
         self.rel = balance_rel_threshold
 
     def choose(self, cands: list[Instance], matched: list[int] | None, prompt_tokens: int) -> Instance:
-        loads = [i.load for i in cands]
+        loads = [i.nload for i in cands]
         mx, mn = max(loads), min(loads)
         if mx - mn > self.abs and mx > self.rel * mn:
             return cands[loads.index(mn)]
@@ -89,7 +89,7 @@ class ShortestQueue:
     needs_match = False
 
     def choose(self, cands: list[Instance], matched: list[int] | None, prompt_tokens: int) -> Instance:
-        loads = [i.load for i in cands]
+        loads = [i.nload for i in cands]
         return cands[loads.index(min(loads))]
 
 
@@ -105,7 +105,7 @@ class PowerOfTwo:
         if len(cands) == 1:
             return cands[0]
         i, j = self.rng.choice(len(cands), size=2, replace=False)
-        return cands[i] if cands[i].load <= cands[j].load else cands[j]
+        return cands[i] if cands[i].nload <= cands[j].nload else cands[j]
 
 
 IN_POOL_POLICIES: dict[str, Callable[..., InPoolPolicy]] = {

@@ -38,7 +38,7 @@ class StateView:
             thr = hit = tok = 0.0
             for inst, s in zip(insts, ps.instances, strict=True):
                 cache = inst.cache
-                if cache.ttl is not None:
+                if now >= cache.expire_at:
                     cache.expire(now)
                 inst._decay(now)
                 s.healthy = inst.healthy and not inst.retired
