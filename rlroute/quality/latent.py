@@ -113,7 +113,9 @@ class LatentDifficultyQuality:
         self.target = joint_probs(target or MMLU_JOINT_COUNTS)
         self.observable_share = float(observable_share)
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-        self.categories = dict(DEFAULT_CATEGORY_DIFFICULTY if category_difficulty is None else category_difficulty)
+        self.categories = dict(
+            DEFAULT_CATEGORY_DIFFICULTY if category_difficulty is None else category_difficulty
+        )
         self.hybrid: HybridMode = hybrid or PlanAndExecute()
         self.seed = int(seed)
         self.a_small = self.a_large = 0.0
@@ -121,7 +123,9 @@ class LatentDifficultyQuality:
         self._mu, self._sd = 0.0, 1.0
         if reference is None:
             reference = _default_reference()
-        sample = list(itertools.islice(reference.requests(np.random.default_rng(reference_seed)), reference_requests))
+        sample = list(
+            itertools.islice(reference.requests(np.random.default_rng(reference_seed)), reference_requests)
+        )
         self.calibrate(sample)
 
     # -- difficulty ----------------------------------------------------------------------------------
@@ -138,7 +142,9 @@ class LatentDifficultyQuality:
     def difficulty(self, request: Request) -> float:
         """``d_r`` in logits."""
         w = self.observable_share
-        return self.tau * (math.sqrt(w) * self.observable(request) + math.sqrt(1.0 - w) * self.hidden(request))
+        return self.tau * (
+            math.sqrt(w) * self.observable(request) + math.sqrt(1.0 - w) * self.hidden(request)
+        )
 
     # -- calibration ---------------------------------------------------------------------------------
     def _expected(self, z: np.ndarray, a_s: float, a_l: float, tau: float) -> dict[str, float]:
@@ -147,13 +153,20 @@ class LatentDifficultyQuality:
         ps, pl = _sigmoid(a_s - d), _sigmoid(a_l - d)
         both = float(((ps * pl) @ _GH_W).mean())
         p_s, p_l = float((ps @ _GH_W).mean()), float((pl @ _GH_W).mean())
-        return {"both": both, "small_only": p_s - both, "large_only": p_l - both, "neither": 1 - p_s - p_l + both}
+        return {
+            "both": both,
+            "small_only": p_s - both,
+            "large_only": p_l - both,
+            "neither": 1 - p_s - p_l + both,
+        }
 
     def calibrate(self, requests: Sequence[Request]) -> dict[str, float]:
         """Fit ``a_small``, ``a_large``, ``tau`` on ``requests``; returns the fitted expected joint."""
         if len(requests) < 50:
             raise ValueError(f"calibration needs at least 50 reference requests, got {len(requests)}")
-        raw = np.array([observable_score(request_properties(r), self.weights, self.categories) for r in requests])
+        raw = np.array(
+            [observable_score(request_properties(r), self.weights, self.categories) for r in requests]
+        )
         self._mu, self._sd = float(raw.mean()), float(raw.std()) or 1.0
         z = (raw - self._mu) / self._sd
         t = self.target
@@ -161,7 +174,9 @@ class LatentDifficultyQuality:
 
         def resid(x: np.ndarray) -> np.ndarray:
             e = self._expected(z, x[0], x[1], math.exp(x[2]))
-            return np.array([e["both"] + e["small_only"] - t_s, e["both"] + e["large_only"] - t_l, e["both"] - t["both"]])
+            return np.array(
+                [e["both"] + e["small_only"] - t_s, e["both"] + e["large_only"] - t_l, e["both"] - t["both"]]
+            )
 
         fit = least_squares(resid, x0=[_logit(t_s), _logit(t_l), 0.0], xtol=1e-12, ftol=1e-12, gtol=1e-12)
         self.a_small, self.a_large, self.tau = float(fit.x[0]), float(fit.x[1]), float(math.exp(fit.x[2]))

@@ -37,7 +37,9 @@ class Arrival:
 class ArrivalProcess(Protocol):
     """A source of arrival times; ``rate`` (arrivals/s) overrides the process's own mean rate."""
 
-    def arrivals(self, rng: np.random.Generator, split: str = "all", rate: float | None = None) -> Iterator[Arrival]:
+    def arrivals(
+        self, rng: np.random.Generator, split: str = "all", rate: float | None = None
+    ) -> Iterator[Arrival]:
         """Arrivals in non-decreasing time, starting near 0."""
         ...
 
@@ -63,7 +65,9 @@ class PoissonArrivals:
             raise ValueError(f"PoissonArrivals.rate must be > 0, got {rate}")
         self.rate = float(rate)
 
-    def arrivals(self, rng: np.random.Generator, split: str = "all", rate: float | None = None) -> Iterator[Arrival]:
+    def arrivals(
+        self, rng: np.random.Generator, split: str = "all", rate: float | None = None
+    ) -> Iterator[Arrival]:
         """Exponential inter-arrival gaps with mean ``1 / rate``."""
         lam = float(rate or self.rate)
         return _renewal(rng, lambda g, n: g.exponential(1.0 / lam, n))
@@ -83,7 +87,9 @@ class GammaArrivals:
         self.rate = float(rate)
         self.cv = float(cv)
 
-    def arrivals(self, rng: np.random.Generator, split: str = "all", rate: float | None = None) -> Iterator[Arrival]:
+    def arrivals(
+        self, rng: np.random.Generator, split: str = "all", rate: float | None = None
+    ) -> Iterator[Arrival]:
         """Gamma-distributed gaps."""
         lam = float(rate or self.rate)
         shape = 1.0 / self.cv**2
@@ -104,7 +110,9 @@ class DiurnalArrivals:
         phase: phase offset in radians (0 starts at the mean, rising).
     """
 
-    def __init__(self, rate: float = 1.0, amplitude: float = 0.5, period_s: float = 3600.0, phase: float = 0.0) -> None:
+    def __init__(
+        self, rate: float = 1.0, amplitude: float = 0.5, period_s: float = 3600.0, phase: float = 0.0
+    ) -> None:
         if rate <= 0 or not 0 <= amplitude < 1 or period_s <= 0:
             raise ValueError(
                 f"DiurnalArrivals needs rate > 0, 0 <= amplitude < 1, period_s > 0; got {rate}, {amplitude}, {period_s}"
@@ -119,7 +127,9 @@ class DiurnalArrivals:
         lam = float(rate or self.rate)
         return lam * (1.0 + self.amplitude * np.sin(2 * math.pi * np.asarray(t) / self.period_s + self.phase))
 
-    def arrivals(self, rng: np.random.Generator, split: str = "all", rate: float | None = None) -> Iterator[Arrival]:
+    def arrivals(
+        self, rng: np.random.Generator, split: str = "all", rate: float | None = None
+    ) -> Iterator[Arrival]:
         """Thinned Poisson arrivals."""
         lam = float(rate or self.rate)
         peak = lam * (1.0 + self.amplitude)
@@ -154,7 +164,9 @@ class TraceArrivals:
         """The parsed trace (cached per process)."""
         return load_trace(self.path, self.on_error)
 
-    def arrivals(self, rng: np.random.Generator, split: str = "all", rate: float | None = None) -> Iterator[Arrival]:
+    def arrivals(
+        self, rng: np.random.Generator, split: str = "all", rate: float | None = None
+    ) -> Iterator[Arrival]:
         """The window's rows in time order, times relative to the window start (wrapping if random_start)."""
         tr = self.trace
         lo, hi = split_window(tr, split)

@@ -101,8 +101,16 @@ class PromptWorkload:
             raise ValueError(f"rate must be > 0 req/s or null, got {rate}")
         self.prompts, self.arrival_process = prompts, arrivals
         self.split, self.rate, self.max_requests, self.prefix = split, rate, max_requests, prefix
-        self.block_size, self.think_time_s, self.decode_tps = int(block_size), float(think_time_s), float(decode_tokens_per_s)
-        self.max_turns, self.max_context_tokens, self.max_new_tokens = max_turns, int(max_context_tokens), int(max_new_tokens)
+        self.block_size, self.think_time_s, self.decode_tps = (
+            int(block_size),
+            float(think_time_s),
+            float(decode_tokens_per_s),
+        )
+        self.max_turns, self.max_context_tokens, self.max_new_tokens = (
+            max_turns,
+            int(max_context_tokens),
+            int(max_new_tokens),
+        )
         self.output_len = LogNormal(**output_len) if output_len else None  # type: ignore[arg-type]
         self.with_token_ids, self.shuffle = with_token_ids, shuffle
         self.name = name or f"{getattr(prompts, 'name', 'prompts')}"
@@ -167,7 +175,9 @@ class PromptWorkload:
         g = split_rng(rng, self.split)
         convs = self.prompts.conversations(self.split)
         if len(convs) == 0:
-            raise WorkloadError(f"workload {self.name!r}: prompt set has no conversations for split {self.split!r}")
+            raise WorkloadError(
+                f"workload {self.name!r}: prompt set has no conversations for split {self.split!r}"
+            )
         session_rate = self.rate / self.mean_turns(convs) if self.rate else None
         arrivals = self.arrival_process.arrivals(g, self.split, session_rate)
         order = self._order(g, len(convs))
@@ -195,7 +205,9 @@ class PromptWorkload:
                 assert arrival is not None
                 s = next(seq)
                 session_of[s] = next(sessions)
-                heapq.heappush(heap, (arrival.time, s, next(order), 0, arrival.row if self.prefix == "trace" else None))
+                heapq.heappush(
+                    heap, (arrival.time, s, next(order), 0, arrival.row if self.prefix == "trace" else None)
+                )
                 arrival = next(arrivals, None)
 
     def _order(self, g: np.random.Generator, n: int) -> Iterator[int]:
@@ -203,13 +215,25 @@ class PromptWorkload:
             yield from (g.permutation(n).tolist() if self.shuffle else range(n))
 
     def _request(
-        self, rid: int, t: float, conv: Conversation, k: int, row: int | None, session: int, g: np.random.Generator
+        self,
+        rid: int,
+        t: float,
+        conv: Conversation,
+        k: int,
+        row: int | None,
+        session: int,
+        g: np.random.Generator,
     ) -> Request | None:
         ids, blocks, known_out = self._tokens(conv, k)
         if row is None and ids.shape[0] > self.max_context_tokens:
             self.dropped_turns += 1
             if self.dropped_turns in (1, 10, 100, 1000):
-                log.info("%s: %d turns dropped for exceeding max_context_tokens=%d", self.name, self.dropped_turns, self.max_context_tokens)
+                log.info(
+                    "%s: %d turns dropped for exceeding max_context_tokens=%d",
+                    self.name,
+                    self.dropped_turns,
+                    self.max_context_tokens,
+                )
             return None
         out = known_out if known_out >= 0 else int(self._out_dist(conv).sample(g))
         input_len, block_size = int(ids.shape[0]), self.block_size
@@ -260,7 +284,13 @@ class TraceWorkload:
     ) -> None:
         check_split(split)
         self.arrival_process = TraceArrivals(path, on_error, random_start)
-        self.split, self.rate, self.max_requests, self.max_new_tokens, self.name = split, rate, max_requests, max_new_tokens, name
+        self.split, self.rate, self.max_requests, self.max_new_tokens, self.name = (
+            split,
+            rate,
+            max_requests,
+            max_new_tokens,
+            name,
+        )
 
     @property
     def skipped(self) -> int:
@@ -277,6 +307,11 @@ class TraceWorkload:
             r = a.row
             assert r is not None
             yield Request(
-                id=i, arrival=a.time, input_len=inp[r], output_len=outl[r], blocks=tr.blocks[r],
-                block_size=tr.block_size, max_new_tokens=max(self.max_new_tokens, outl[r]),
+                id=i,
+                arrival=a.time,
+                input_len=inp[r],
+                output_len=outl[r],
+                blocks=tr.blocks[r],
+                block_size=tr.block_size,
+                max_new_tokens=max(self.max_new_tokens, outl[r]),
             )

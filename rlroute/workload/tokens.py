@@ -101,7 +101,8 @@ class TokenCache:
             fast = [t for t in missing if t.isascii() and not _CONTROL_RE.search(t)]
             slow = [t for t in missing if not (t.isascii() and not _CONTROL_RE.search(t))]
             encoded = self._fast(fast) + [
-                np.asarray(e.ids, dtype=np.int32) for e in load_tokenizer().encode_batch(slow, add_special_tokens=False)
+                np.asarray(e.ids, dtype=np.int32)
+                for e in load_tokenizer().encode_batch(slow, add_special_tokens=False)
             ]
             for text, ids in zip(fast + slow, encoded, strict=True):
                 self._ids[text] = ids

@@ -187,7 +187,9 @@ def parse_mooncake(path: str, on_error: str = "raise") -> TraceData:
                 rows.bad(line_no, inp if isinstance(inp, str) else str(out))
                 continue
             ids = row.get("hash_ids")
-            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            if not isinstance(ids, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids
+            ):
                 rows.bad(line_no, "field 'hash_ids' must be a list of integers")
                 continue
             if len(ids) != -(-inp // MOONCAKE_BLOCK_SIZE):
@@ -198,7 +200,9 @@ def parse_mooncake(path: str, on_error: str = "raise") -> TraceData:
                 )
                 continue
             if ts / 1000.0 < last_ts:
-                rows.bad(line_no, f"timestamp {ts} goes back in time (previous row at {last_ts * 1000:.0f} ms)")
+                rows.bad(
+                    line_no, f"timestamp {ts} goes back in time (previous row at {last_ts * 1000:.0f} ms)"
+                )
                 continue
             last_ts = ts / 1000.0
             rows.add(line_no, last_ts, inp, out, tuple(ids))
@@ -242,7 +246,9 @@ def parse_azure(path: str, on_error: str = "raise") -> TraceData:
             try:
                 inp, out = int(rec[1]), int(rec[2])
             except ValueError:
-                rows.bad(line_no, f"ContextTokens and GeneratedTokens must be integers, got {rec[1]!r}, {rec[2]!r}")
+                rows.bad(
+                    line_no, f"ContextTokens and GeneratedTokens must be integers, got {rec[1]!r}, {rec[2]!r}"
+                )
                 continue
             if inp < 1 or out < 0:
                 rows.bad(line_no, f"need ContextTokens >= 1 and GeneratedTokens >= 0, got {inp}, {out}")
@@ -264,12 +270,16 @@ def _load_trace(path: str, mtime_ns: int, on_error: str) -> TraceData:
         return parse_mooncake(path, on_error)
     if suffix == ".csv":
         return parse_azure(path, on_error)
-    raise WorkloadError(f"{path}: unknown trace format {suffix!r}; expected .jsonl (Mooncake) or .csv (Azure)")
+    raise WorkloadError(
+        f"{path}: unknown trace format {suffix!r}; expected .jsonl (Mooncake) or .csv (Azure)"
+    )
 
 
 def load_trace(path: str | Path, on_error: str = "raise") -> TraceData:
     """Parse a trace by extension, cached per process (re-read if the file changes)."""
     p = data_path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"trace file not found: {p} (set RLROUTE_SHARED_DATA to the shared data folder)")
+        raise FileNotFoundError(
+            f"trace file not found: {p} (set RLROUTE_SHARED_DATA to the shared data folder)"
+        )
     return _load_trace(str(p.resolve()), p.stat().st_mtime_ns, on_error)
