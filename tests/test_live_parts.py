@@ -101,3 +101,4 @@ def test_replay_prompt_text_keeps_prefix_structure() -> None:
     a, b = prompt_text(_req(1, (11, 12, 13), 40)), prompt_text(_req(2, (11, 12, 99), 48))
     assert len(a) == 160 and len(b) == 192 and a[:128] == b[:128] and a[128:] != b[128:160]
     assert prompt_text(_req(3, (), 3, prompt="real text")) == "real text"
+    assert prompt_text(_req(4, (11,), 16, prompt="question?")) == a[:64]  # blocks decide the context

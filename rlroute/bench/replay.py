@@ -5,8 +5,7 @@ have finished (open loop: a slow endpoint builds a queue instead of slowing the 
 be rlroute's router, an sglang-router instance or a single worker: all speak SGLang's ``POST /generate``.
 Requests stream (``stream: true``) so TTFT is measured at the first chunk.
 
-Prompts: the request's text when the workload has it, else text synthesised from the trace's chained block
-hashes (block ``h`` -> ``block_size`` pseudo-tokens of text derived from ``h``), so equal prefixes in the
+Prompts: text synthesised from the request's chained block hashes when it has blocks (else its prompt text) (block ``h`` -> ``block_size`` pseudo-tokens of text derived from ``h``), so equal prefixes in the
 trace are equal text prefixes — what rlroute's router, the emulated worker (4 bytes per pseudo-token) and
 sglang-router's character radix tree all key their caches on.
 
@@ -65,8 +64,12 @@ class ReplayRecord:
 
 
 def prompt_text(req: Request) -> str:
-    """The request's prompt, or text standing for its blocks (``block_size`` pseudo-tokens per block)."""
-    if req.prompt is not None:
+    """Text standing for the request's blocks (``block_size`` pseudo-tokens per block), else its prompt.
+
+    Trace workloads joined with a prompt set (``mmlu_mooncake``) carry the trace's context blocks plus a
+    short prompt; the blocks decide the prefix reuse and the length, so they win.
+    """
+    if not req.blocks and req.prompt is not None:
         return req.prompt
     chars = req.block_size * BYTES_PER_TOKEN
     parts = [(f"{int(h) & ((1 << 64) - 1):016x}" * (chars // 16 + 1))[:chars] for h in req.blocks]

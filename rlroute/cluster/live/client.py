@@ -6,9 +6,9 @@ daemon thread runs an event loop; ``submit`` schedules a coroutine there and ret
 are handed back through a lock-protected list. Scrapes run on the same loop (all workers in parallel).
 
 Prompts go to the worker as ``input_ids`` so its prefix cache sees exactly the request's prefix structure:
-real token ids when the request has them, else ids synthesised from the chained block hashes (block ``h``
-becomes ``block_size`` ids derived from ``h``: equal block prefixes give equal id prefixes and therefore
-equal worker blocks), else the prompt text.
+ids synthesised from the chained block hashes (block ``h`` becomes ``block_size`` ids derived from ``h``:
+equal block prefixes give equal id prefixes and therefore equal worker blocks), else the request's real
+token ids, else the prompt text.
 """
 
 from __future__ import annotations
@@ -78,11 +78,13 @@ class LoopThread:
 def block_token_ids(request: Request, extra_tokens: int = 0) -> list[int]:
     """Token ids standing for the request's prompt (+ ``extra_tokens`` request-unique ids, e.g. a plan).
 
-    Real ``token_ids`` are used as they are. Otherwise block ``h`` maps to ``block_size`` ids
-    ``(h*MULT + j) mod 2^31``; prompt tokens beyond the last block (a partial block) and the extra tokens
-    are unique to the request, so they never create false cache hits.
+    Block ``h`` maps to ``block_size`` ids ``(h*MULT + j) mod 2^31``; prompt tokens beyond the last block
+    (a partial block) and the extra tokens are unique to the request, so they never create false cache
+    hits. Without blocks, real ``token_ids`` are used as they are. Blocks win because trace workloads
+    joined with a prompt set carry the trace's context blocks (``input_len`` tokens) and only the newest
+    message's token ids.
     """
-    if request.token_ids is not None:
+    if not request.blocks and request.token_ids is not None:
         ids = list(request.token_ids)
     else:
         bs = request.block_size
