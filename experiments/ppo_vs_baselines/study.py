@@ -31,8 +31,8 @@ from rlroute.train.compare import (
 # (tag, Hydra overrides, split): the in-domain and cross-domain test prompts of the training workload,
 # then the traces (Mooncake timing and prefixes alone; the Azure code trace) with the latent quality model.
 SETTINGS: list[tuple[str, list[str], str]] = [
-    ("mooncake_mmlu_test", [], "test"),
-    ("mooncake_mmlu_test_xdomain", [], "test_xdomain"),
+    ("mmlu_mooncake_test", [], "test"),
+    ("mmlu_mooncake_test_xdomain", [], "test_xdomain"),
     ("mooncake_trace_test", ["workload=mooncake", "quality=latent"], "test"),
     ("azure_code_test", ["workload=azure_code", "quality=latent"], "test"),
 ]

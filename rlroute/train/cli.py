@@ -15,9 +15,12 @@ The function returns the mean validation reward, which Hydra's Optuna sweeper ma
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # Defaults for Hydra's own settings, inserted unless the command line sets them (conf/config.yaml is shared
 # by every subcommand, so training's folder naming lives with training).
@@ -36,7 +39,8 @@ def with_run_defaults(argv: list[str]) -> list[str]:
     return [*argv, *(f"{k}={v}" for k, v in RUN_DEFAULTS.items() if k not in given)]
 
 
-@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
+# Absolute path: a relative one is read as a Python module path when rlroute is imported as a package.
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
     from rlroute.train.trainer import train
 

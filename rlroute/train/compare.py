@@ -90,14 +90,14 @@ def learned_row(
 
 
 def find_runs(folders: Sequence[str | Path]) -> list[Path]:
-    """Run folders (holding ``model.zip`` and ``metrics.json``) at or below ``folders``, sorted."""
+    """Run folders (``model.zip``, ``config.yaml`` and ``metrics.json``) at or below ``folders``, sorted."""
     runs: set[Path] = set()
     for folder in folders:
         root = Path(folder)
         if not root.exists():
             raise FileNotFoundError(f"no such run folder or multirun folder: {root}")
         candidates = [root] if (root / "model.zip").is_file() else [p.parent for p in root.rglob("model.zip")]
-        runs.update(p for p in candidates if (p / "metrics.json").is_file())
+        runs.update(p for p in candidates if (p / "metrics.json").is_file() and (p / "config.yaml").is_file())
     if not runs:
         raise FileNotFoundError(f"no run folders (model.zip + metrics.json) under {list(map(str, folders))}")
     return sorted(runs)
