@@ -181,6 +181,10 @@ class SimCluster(EventsMixin):
         else:
             q = request.quality
             stages = [("small", n_in, n_out)] + ([("large", n_in, n_out)] if q is not None and q.escalated else [])
+        for pool, _, _ in stages:
+            if pool not in self.pools:
+                raise ValueError(f"action {act.name.lower()} needs pool {pool!r}, but this cluster has only "
+                                 f"{sorted(self.pools)} (check the cluster config or mask the action)")
         now = self._now
         job = Job(request, act, stages, now)
         self._active += 1

@@ -1,0 +1,106 @@
+"""Hydra configs of the cluster group, construction paths, cost models and config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from rlroute.cluster.sim import EVENTS, SimCluster, build_cluster
+from rlroute.cluster.sim.cost import GpuSecondsCost, TokenPriceCost
+from rlroute.types import Action, Request
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SMALL = {"profile": "qwen3-4b__h100", "instances": 2}
+
+
+def cluster_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose("config", overrides=["~quality", *overrides]).cluster
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "cluster").glob("*.yaml")))
+def test_every_cluster_config_instantiates(name: str) -> None:
+    cfg = cluster_cfg(f"cluster={name}")
+    cl = instantiate(cfg, rng=np.random.default_rng(0))
+    assert isinstance(cl, SimCluster)
+    same = build_cluster(cfg, np.random.default_rng(0))
+    assert {k: (len(p.instances), p.kv_cap) for k, p in cl.pools.items()} == \
+           {k: (len(p.instances), p.kv_cap) for k, p in same.pools.items()}
+
+
+def test_default_cluster_carries_the_seed_presets() -> None:
+    cl = instantiate(cluster_cfg("cluster=default"), rng=np.random.default_rng(0))
+    large, small = cl.pools["large"], cl.pools["small"]
+    assert (len(large.instances), len(small.instances)) == (2, 8)
+    assert (large.mem_fraction_static, large.eviction, large.ttl_s) == (0.5, "lru", 14400.0)
+    assert (small.mem_fraction_static, small.eviction, small.ttl_s) == (0.7, "lfu", 1800.0)
+    assert large.profile.num_gpus == 8 and small.profile.num_gpus == 1
+    pol = small.policy
+    assert (pol.cache_threshold, pol.abs, pol.rel) == (0.3, 64, 1.5)  # type: ignore[attr-defined]
+
+
+def test_cache_preset_is_a_config_group() -> None:
+    cl = instantiate(cluster_cfg("cluster=default", "cluster/cache@cluster.pools.small.cache=lru"))
+    assert (cl.pools["small"].eviction, cl.pools["small"].ttl_s) == ("lru", None)
+
+
+def test_in_pool_policy_switch_by_override() -> None:
+    cl = instantiate(cluster_cfg("cluster=small8", "cluster.pools.small.in_pool.policy=round_robin"))
+    assert type(cl.pools["small"].policy).__name__ == "RoundRobin"
+
+
+def test_token_cost_uses_list_prices_and_gpu_seconds_is_selectable() -> None:
+    cl = SimCluster(pools={"small": SMALL})
+    assert isinstance(cl.cost_model, TokenPriceCost)
+    assert cl.cost_model.request_cost("small", 1000, 200, 100) == pytest.approx((800 * 0.11 + 200 * 0.022 + 100 * 0.42) / 1e6)
+    g = SimCluster(pools={"small": SMALL}, cost={"mode": "gpu_seconds", "usd_per_gpu_hour": 3.6}).cost_model
+    assert isinstance(g, GpuSecondsCost)
+    assert 0 < g.request_cost("small", 1000, 900, 100) < g.request_cost("small", 1000, 0, 100)
+    assert g.request_cost("small", 1000, 0, 100) == pytest.approx(g.gpu_seconds("small", 1000, 0, 100) / 1000)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"pools": {"small": {**SMALL, "replicas": 3}}}, r"cluster.pools.small: unknown keys \['replicas'\]"),
+    ({"pools": {"small": {**SMALL, "cache": {"eviction": "fifo"}}}}, "cluster.pools.small.cache: cache eviction"),
+    ({"pools": {"small": {**SMALL, "in_pool": {"policy": "best"}}}}, "in_pool.policy must be one of"),
+    ({"pools": {"small": {**SMALL, "instances": 0}}}, "instances must be >= 1"),
+    ({"pools": {"small": SMALL}, "hybrid": {"mode": "relay"}}, "hybrid.mode must be one of"),
+    ({"pools": {"small": SMALL}, "cost": {"mode": "flat"}}, "cost.mode must be"),
+    ({"pools": {"small": SMALL}, "events": [{"time": 1.0}]}, "need 'time' and 'event'"),
+    ({"pools": {"small": SMALL}, "events": [{"time": 1.0, "event": "explode"}]}, "unknown cluster event"),
+])
+def test_bad_config_is_a_clear_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SimCluster(**kwargs)
+
+
+def test_scheduled_events_from_config_run_at_their_time() -> None:
+    cl = SimCluster(pools={"small": SMALL}, events=[{"time": 5.0, "event": "fail_instance", "pool": "small", "i": 1},
+                                                   {"time": 9.0, "event": "recover_instance", "pool": "small", "i": 1}])
+    assert set(EVENTS) >= {"fail_instance", "update_weights", "scale"}
+    cl.advance(4.9)
+    assert cl.state().pools["small"].instances[1].healthy
+    cl.advance(5.0)
+    assert not cl.state().pools["small"].instances[1].healthy
+    cl.advance(9.0)
+    assert cl.state().pools["small"].instances[1].healthy
+    called: list[float] = []
+    cl.schedule(12.0, lambda: called.append(cl.now))
+    cl.advance(20.0)
+    assert called == [12.0]
+
+
+def test_bad_request_is_a_clear_error() -> None:
+    cl = SimCluster(pools={"small": SMALL})
+    with pytest.raises(ValueError, match="output_len must be >= 1"):
+        cl.submit(Request(id=1, arrival=0.0, input_len=10, output_len=0), Action.SMALL)
+
+
+def test_action_for_a_missing_pool_is_a_clear_error() -> None:
+    cl = SimCluster(pools={"small": SMALL})
+    with pytest.raises(ValueError, match="needs pool 'large'"):
+        cl.submit(Request(id=1, arrival=0.0, input_len=10, output_len=5), Action.HYBRID)
