@@ -88,3 +88,33 @@ def test_label_noise_flips_at_its_rate() -> None:
     oks = [q.draw(_req({"large": True, "small": True}), rng).ok for _ in range(5000)]
     assert np.mean([o[0] for o in oks]) == pytest.approx(0.8, abs=0.02)
     assert q.probs(_req({"large": True, "small": False}))[:2] == (0.8, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [("latent", "plan_and_execute"), ("cascade", "cascade"), ("labelled", "plan_and_execute")],
+)
+def test_quality_configs_instantiate(name: str, mode: str) -> None:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from rlroute.quality.base import QualityModel
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        cfg = compose(
+            "config",
+            overrides=[f"quality={name}", "workload=synthetic", "quality.reference_requests=300"]
+            if name != "labelled"
+            else [f"quality={name}"],
+        )
+    q = instantiate(cfg.quality)
+    assert isinstance(q, QualityModel)
+    assert q.hybrid.mode == mode == cfg.quality.hybrid.mode  # the simulator may read either
+
+
+def test_mode_must_match_class() -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        Cascade(mode="plan_and_execute")

@@ -27,10 +27,13 @@ import numpy as np
 
 @runtime_checkable
 class HybridMode(Protocol):
-    """How the hybrid action's outcome follows from the small and large models' outcomes."""
+    """How the hybrid action's outcome follows from the small and large models' outcomes.
+
+    ``mode`` ("plan_and_execute" or "cascade") is what the simulator reads to lay out the hybrid's
+    stages; plan-and-execute also carries ``plan_tokens``.
+    """
 
     mode: str
-    plan_tokens: int
 
     def prob(self, p_large: float, p_small: float) -> float:
         """Marginal P(hybrid acceptable) given the two models' probabilities."""
@@ -39,6 +42,11 @@ class HybridMode(Protocol):
     def draw(self, ok_large: bool, ok_small: bool, rng: np.random.Generator) -> tuple[bool, bool]:
         """``(ok_hybrid, escalated)`` consistent with the given outcomes."""
         ...
+
+
+def _check_mode(given: str, expected: str) -> None:
+    if given != expected:
+        raise ValueError(f"hybrid mode {given!r} does not match its class ({expected!r}); fix `mode` or `_target_`")
 
 
 def _unit(name: str, value: float) -> float:
@@ -55,11 +63,13 @@ class PlanAndExecute:
         plan_tokens: tokens of the plan the large model generates (the simulator charges them to the
             large pool and prepends them to the small model's prompt).
         share: share of the large model's advantage the plan carries, in [0, 1] (assumption).
+        mode: must be "plan_and_execute" when given (configs state it for readers of the raw dict).
     """
 
     mode = "plan_and_execute"
 
-    def __init__(self, plan_tokens: int = 128, share: float = 0.6) -> None:
+    def __init__(self, plan_tokens: int = 128, share: float = 0.6, mode: str = "plan_and_execute") -> None:
+        _check_mode(mode, self.mode)
         if int(plan_tokens) < 1:
             raise ValueError(f"plan_tokens must be >= 1, got {plan_tokens}")
         self.plan_tokens = int(plan_tokens)
@@ -80,18 +90,20 @@ class PlanAndExecute:
 class Cascade:
     """Small first, escalate to large when the modelled verifier rejects (see module docstring).
 
+    Cascade has no plan, hence no ``plan_tokens`` attribute.
+
     Args:
         recall: P(escalate | small answer wrong) (assumption).
         false_escalation: P(escalate | small answer right) (assumption).
-        plan_tokens: unused by cascade; kept so every mode exposes it (0).
+        mode: must be "cascade" when given.
     """
 
     mode = "cascade"
 
-    def __init__(self, recall: float = 0.8, false_escalation: float = 0.1, plan_tokens: int = 0) -> None:
+    def __init__(self, recall: float = 0.8, false_escalation: float = 0.1, mode: str = "cascade") -> None:
+        _check_mode(mode, self.mode)
         self.recall = _unit("recall", recall)
         self.false_escalation = _unit("false_escalation", false_escalation)
-        self.plan_tokens = int(plan_tokens)
 
     def escalation_prob(self, p_small: float) -> float:
         """Marginal P(escalated)."""
