@@ -89,7 +89,9 @@ def test_obs_finite_and_in_bounds(request_kw: dict[str, object]) -> None:
 def test_extreme_states_in_bounds() -> None:
     idle = state(pool("large", 2), pool("small", 8))
     hot = state(
-        pool("large", 2, queued=10_000, running=512, kv_used_tokens=100_000, recent_ttft=1e4, recent_tpot=5.0),
+        pool(
+            "large", 2, queued=10_000, running=512, kv_used_tokens=100_000, recent_ttft=1e4, recent_tpot=5.0
+        ),
         pool("small", 8, queued=5_000, running=256, recent_e2e=float("nan"), evictions_rate=1e9),
         arrival_rate=1e6,
         time=1e9,
@@ -164,5 +166,8 @@ def test_complexity_orders_prompts(prompt: str, input_len: int, out: int, low: f
 
 
 def test_complexity_without_text_uses_length() -> None:
-    short, long = complexity(req(input_len=64, output_len=16)), complexity(req(input_len=30_000, output_len=4000))
+    short, long = (
+        complexity(req(input_len=64, output_len=16)),
+        complexity(req(input_len=30_000, output_len=4000)),
+    )
     assert 0.0 <= short < 0.2 and long > 0.9

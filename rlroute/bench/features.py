@@ -116,7 +116,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     else:
         st = _state(rng, args.large, args.small)
         req = _request(rng, 0, args.tokens)
-        matches = {p: [int(x) for x in rng.integers(0, args.tokens, len(ps.instances))] for p, ps in st.pools.items()}
+        matches = {
+            p: [int(x) for x in rng.integers(0, args.tokens, len(ps.instances))] for p, ps in st.pools.items()
+        }
     n_cold = max(20, args.n // 50)
     fresh = [_request(rng, i + 1, args.tokens) for i in range(n_cold)]
     it = iter(fresh * args.repeats)

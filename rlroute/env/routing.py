@@ -86,7 +86,9 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     * ``cluster``: a function ``rng -> Cluster`` called at each reset (or a cluster config).
     * ``reward``: a :class:`RewardConfig` or mapping of its fields.
     * ``episode_length``: decisions per episode (default from config: 512).
-    * ``max_offset``: the largest number of stream requests skipped at reset (default 256).
+    * ``max_offset``: the largest number of stream requests skipped at reset (default 64; skipped
+      requests are still generated, so text workloads pay ~1 ms each; trace workloads also take
+      ``random_start=true`` to start anywhere in their window). From config: ``+env.max_offset=N``.
     * ``features``: text representation of the request block, ``hash`` (default) or ``minilm``.
 
     ``info`` of ``step``: ``request_id``, ``action``, ``action_name``, ``action_valid``, ``quality``
@@ -108,7 +110,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         cluster: Callable[[np.random.Generator], Cluster] | Mapping[str, Any] | None = None,
         reward: RewardConfig | Mapping[str, Any] | None = None,
         episode_length: int | None = None,
-        max_offset: int = 256,
+        max_offset: int = 64,
         features: str = "hash",
         overrides: Sequence[str] = (),
         split: str = "train",
@@ -188,7 +190,9 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             self._stream = iter(self.workload.requests(np.random.default_rng(s_wl)))
             first = self._pull()
         if first is None:
-            raise ValueError(f"workload {getattr(self.workload, 'name', self.workload)!r} yielded no requests")
+            raise ValueError(
+                f"workload {getattr(self.workload, 'name', self.workload)!r} yielded no requests"
+            )
         self._steps = 0
         self._in_system = 0
         self.cluster.advance(first.arrival)
