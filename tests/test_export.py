@@ -115,7 +115,7 @@ def test_manifest_contents(exported: tuple[str, Any, Path, Path]) -> None:
 
     algo, _, run_dir, folder = exported
     m = json.loads((folder / MANIFEST_FILE).read_text())
-    assert m["feature_schema"] == {"version": SCHEMA.version, "hash": SCHEMA.hash, "dim": 224}
+    assert m["feature_schema"] == {"version": SCHEMA.version, "hash": SCHEMA.hash, "dim": 224, "text": "hash"}
     assert m["action_map"] == ACTION_MAP == {"0": "large", "1": "small", "2": "hybrid"}
     assert m["env"] == {"id": "rlroute/Routing-v0", "version": 0}
     assert m["onnx"]["sha256"] == sha256_file(folder / ONNX_FILE)

@@ -145,12 +145,16 @@ def export_policy(
     Raises:
         ExportVerificationError: ONNX and torch disagree (nothing is written to ``out``).
     """
+    from omegaconf import OmegaConf
+
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=true to replace it")
-    schema = current_schema()
     rd = Path(run_dir) if run_dir else None
     env_cfg = _env_config(rd, cfg)
+    text = OmegaConf.select(env_cfg, "features.text", default="hash") if OmegaConf.is_config(env_cfg) else (
+        (env_cfg.get("features") or {}).get("text", "hash"))
+    schema = current_schema(str(text or "hash"))
     rec, source = _record(env_cfg, n_verify, seed, split, obs_file)
     if fresh:
         model, algo = fresh_model(env_cfg, fresh_algo, seed), fresh_algo
@@ -185,7 +189,8 @@ def export_policy(
             "format_version": FORMAT_VERSION,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "rlroute_version": _rlroute_version(),
-            "feature_schema": {"version": schema.version, "hash": schema.hash, "dim": schema.dim},
+            "feature_schema": {"version": schema.version, "hash": schema.hash, "dim": schema.dim,
+                               "text": schema.text},
             "obs_norm": norm.to_json(),
             "action_map": dict(ACTION_MAP),
             "env": {"id": ENV_ID, "version": int(ENV_ID.rsplit("-v", 1)[1])},

@@ -18,7 +18,7 @@ field             meaning
 format_version    version of this manifest layout (bump on incompatible changes)
 created_at        UTC creation time, ISO 8601
 rlroute_version   package version that wrote the folder
-feature_schema    ``{version, hash, dim}`` of :data:`rlroute.features.SCHEMA` at export time
+feature_schema    ``{version, hash, dim, text}`` of the training run's feature schema (``features.text``)
 obs_norm          ``{enabled, baked_into_graph, mean[224], var[224], clip, epsilon}``
 action_map        ``{"0": "large", "1": "small", "2": "hybrid"}`` (logit index -> action name)
 env               ``{id, version}`` of the Gymnasium env the policy was trained on
@@ -92,13 +92,15 @@ class SchemaId:
     version: int | str
     hash: str
     dim: int
+    text: str = "hash"  # the request block's text representation (``features.text``), part of the hash
 
 
-def current_schema() -> SchemaId:
-    """The schema of the features code that is running now (:data:`rlroute.features.SCHEMA`)."""
-    from rlroute.features import SCHEMA
+def current_schema(text: str = "hash") -> SchemaId:
+    """The schema the running features code builds for text representation ``text``."""
+    from rlroute.features import build_schema
 
-    return SchemaId(version=SCHEMA.version, hash=str(SCHEMA.hash), dim=int(len(SCHEMA.names)))
+    schema = build_schema(text)
+    return SchemaId(version=schema.version, hash=str(schema.hash), dim=int(len(schema.names)), text=text)
 
 
 def sha256_file(path: Path) -> str:
@@ -152,7 +154,8 @@ def read_manifest(folder: str | Path, schema: SchemaId | None = None) -> dict[st
 
     Args:
         folder: the exported policy folder.
-        schema: schema to check against; defaults to :func:`current_schema`.
+        schema: schema to check against; defaults to what the running features code builds for the
+            manifest's ``feature_schema.text`` (so a change in the features code is caught).
 
     Returns:
         The manifest dict.
@@ -180,8 +183,8 @@ def read_manifest(folder: str | Path, schema: SchemaId | None = None) -> dict[st
         raise PolicyLoadError(
             REASON_CORRUPT, f"{onnx_path}: sha256 {digest[:12]}… != manifest onnx.sha256 {manifest['onnx']['sha256'][:12]}…"
         )
-    want = schema or current_schema()
     got = manifest["feature_schema"]
+    want = schema or current_schema(str(got.get("text", "hash")))
     if str(got["hash"]) != want.hash or int(got["dim"]) != want.dim:
         raise PolicyLoadError(
             REASON_SCHEMA,

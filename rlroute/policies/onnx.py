@@ -134,7 +134,8 @@ class OnnxPolicy:
         fallback: policy used by :meth:`act` when the guard refuses the decision (the router passes the
             seed heuristic); without one, :meth:`act` raises :class:`PolicyInferenceError`.
         timeout_s: per-call inference budget; a slower call is reported as ``inference_timeout``.
-        schema: feature schema to validate against (default: the running ``rlroute.features.SCHEMA``).
+        schema: feature schema to validate against (default: what the running features code builds for the
+            manifest's text representation; ``feature_text`` tells the caller which extractor to use).
 
     Raises:
         PolicyLoadError: the folder is missing, corrupt, or was exported for another feature schema.
@@ -154,6 +155,7 @@ class OnnxPolicy:
 
         self.path = Path(self.path)
         self.manifest = read_manifest(self.path, self.schema)
+        self.feature_text = str(self.manifest["feature_schema"].get("text", "hash"))
         self.fallbacks = Counter()
         onnx_meta = self.manifest["onnx"]
         self.obs_dim = int(onnx_meta["obs_dim"])
