@@ -63,7 +63,18 @@ def test_conservation_under_failures_weight_updates_and_scaling(seed: int) -> No
     rng = np.random.default_rng(seed)
     reqs = conversation_requests(600, 8.0, rng)
     cl = cluster(events=[{"time": t, "event": e, **kw} for t, e, kw in EVENTS])
-    comps = run(cl, reqs, fixed_policy("random", rng))
+    policy = fixed_policy("random", rng)
+    comps = []
+    for k, r in enumerate(reqs):
+        comps += cl.advance(r.arrival)
+        cl.submit(r, policy(r))
+        if k % 25 == 0:  # bookkeeping invariants hold mid-run, not only at the end
+            for pool in cl.pools.values():
+                for inst in pool.instances:
+                    assert inst.nload == len(inst.waiting) + len(inst.prefill) + len(inst.dec)
+                    assert inst.kv_used <= inst.kv_cap
+                    assert inst.cache.free_tokens <= inst.cache.total_tokens
+    comps += cl.drain()
     check_conserved(reqs, comps)
     assert cl.in_flight == 0
     assert sum(c.retries for c in comps) > 0, "the failures should have re-queued running requests"

@@ -10,7 +10,7 @@ parsing is not the simulator's cost).
 Reported: ``value`` = decisions per CPU-second of this process for that loop (best of ``--repeats``;
 CPU time, because the 2-core machine is shared and wall time then measures the neighbours too);
 ``wall_decisions_per_s`` is the same by wall clock. ``with_state_*`` also calls ``state()`` and
-``prefix_match()`` per decision, as the RL env does. ``profile_top`` is a cProfile breakdown (internal
+``prefix_match()`` per decision, as the RL env does. ``profile`` is a cProfile breakdown (internal
 time per function) of one with-state run.
 """
 
@@ -79,8 +79,9 @@ def loop(cluster: SimCluster, reqs: list[Request], actions: list[int], with_stat
     return time.process_time() - c0, time.perf_counter() - t0
 
 
-def profile_top(reqs: list[Request], actions: list[int], seed: int, n: int = 15) -> list[dict[str, Any]]:
-    """cProfile one run (with state/match, as the env runs it): top functions by internal time."""
+def profile_top(reqs: list[Request], actions: list[int], seed: int, n: int = 15) -> dict[str, Any]:
+    """cProfile one run (with state/match, as the env runs it): internal time by module and the top
+    functions."""
     prof = cProfile.Profile()
     cluster = build(seed)
     prof.enable()
@@ -88,9 +89,17 @@ def profile_top(reqs: list[Request], actions: list[int], seed: int, n: int = 15)
     prof.disable()
     st = pstats.Stats(prof, stream=io.StringIO())
     total = sum(v[2] for v in st.stats.values())  # type: ignore[attr-defined]
-    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:n]  # type: ignore[attr-defined]
-    return [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1], "tottime_s": round(v[2], 4),
-             "share": round(v[2] / total, 3)} for k, v in rows]
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])  # type: ignore[attr-defined]
+    by_module: dict[str, float] = {}
+    for k, v in rows:
+        mod = Path(k[0]).name if k[0].endswith(".py") and "rlroute" in k[0] else "builtins/other"
+        by_module[mod] = by_module.get(mod, 0.0) + v[2]
+    return {
+        "total_s": round(total, 3),
+        "by_module": {m: round(t / total, 3) for m, t in sorted(by_module.items(), key=lambda kv: -kv[1])},
+        "top_functions": [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1],
+                           "tottime_s": round(v[2], 4), "share": round(v[2] / total, 3)} for k, v in rows[:n]],
+    }
 
 
 def main(argv: list[str]) -> dict[str, Any]:
@@ -123,5 +132,5 @@ def main(argv: list[str]) -> dict[str, Any]:
         "seed": args.seed,
     }
     if not args.no_profile:
-        result["profile_top"] = profile_top(reqs, actions, args.seed)
+        result["profile"] = profile_top(reqs, actions, args.seed)
     return emit("sim", result, args.out)

@@ -40,24 +40,27 @@ class StateView:
                 cache = inst.cache
                 if now >= cache.expire_at:
                     cache.expire(now)
-                inst._decay(now)
+                if now != inst.r_t or cache.evicted_tokens != inst._ev_seen:
+                    inst._decay(now)
+                r_tok = inst.r_tok
                 s.healthy = inst.healthy and not inst.retired
                 s.paused = inst.paused
                 s.queued = len(inst.waiting)
-                s.running = len(inst.prefill) + len(inst.dec)
-                s.kv_used_tokens = cache.total_tokens + inst.private
+                s.running = inst.nload - s.queued
+                total = cache.total_tokens
+                s.kv_used_tokens = total + inst.private
                 s.kv_capacity_tokens = inst.kv_cap
-                s.cache_tokens = cache.total_tokens
+                s.cache_tokens = total
                 s.recent_ttft = inst.recent_ttft
                 s.recent_tpot = inst.recent_tpot
                 s.recent_e2e = inst.recent_e2e
                 s.throughput = inst.r_out / TAU
-                s.cache_hit_rate = inst.r_hit / inst.r_tok if inst.r_tok > 0 else 0.0
+                s.cache_hit_rate = inst.r_hit / r_tok if r_tok > 0 else 0.0
                 s.evictions_rate = inst.r_evict / TAU
                 s.cost = inst.cost
                 thr += inst.r_out
                 hit += inst.r_hit
-                tok += inst.r_tok
+                tok += r_tok
             ps.recent_ttft = pool.recent_ttft
             ps.recent_tpot = pool.recent_tpot
             ps.recent_e2e = pool.recent_e2e
