@@ -50,6 +50,17 @@ MODEL_SPECS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False, num_experts=128, num_experts_per_tok=8,
         moe_intermediate_size=1536, norm_topk_prob=True,
     ),
+    # One tensor-parallel rank of Qwen3-235B-A22B at TP8 (what SGLang --tp 8 runs on each GPU): 64/8 query
+    # heads, the 4 KV heads replicated so each rank holds 1, every expert's intermediate 1536/8 = 192
+    # columns, vocab-parallel LM head 151936/8 = 18992 rows; hidden size and depth unchanged. Timed in bf16
+    # on one GPU; fit_profiles.py adds the FP8 GEMM speed-up and the TP all-reduces to derive the 8xH100
+    # profile (communication is not part of this single-GPU measurement).
+    "qwen3-235b-a22b-tp8-rank": dict(
+        arch="Qwen3-235B-A22B (one TP8 rank)", hidden_size=4096, intermediate_size=12288 // 8,
+        num_hidden_layers=94, num_attention_heads=8, num_key_value_heads=1, head_dim=128,
+        vocab_size=151936 // 8, tie_word_embeddings=False, num_experts=128, num_experts_per_tok=8,
+        moe_intermediate_size=1536 // 8, norm_topk_prob=True,
+    ),
     # Test-only miniature (not a real model): lets the whole pipeline run on a CPU in seconds.
     "tiny-moe": dict(
         arch="tiny", hidden_size=64, intermediate_size=128, num_hidden_layers=3,
