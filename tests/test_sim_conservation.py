@@ -161,3 +161,18 @@ def test_same_seed_same_result_and_seed_matters() -> None:
 
     assert once(3) == once(3)
     assert once(3) != once(4)
+
+
+def test_scale_up_adds_serving_instances_and_scale_down_drains_them() -> None:
+    pools = {"small": {"profile": "qwen3-4b__h100", "instances": 2, "in_pool": {"policy": "round_robin"}}}
+    cl = SimCluster(pools=pools)
+    cl.scale("small", 4)
+    for k in range(8):
+        cl.submit(Request(id=k, arrival=0.0, input_len=3000, output_len=400), Action.SMALL)
+    assert [i.load for i in cl.pools["small"].instances] == [2, 2, 2, 2]
+    cl.scale("small", 1)  # instances 1..3 finish what they run, then leave
+    assert len(cl.state().pools["small"].instances) == 4
+    assert [s.healthy for s in cl.state().pools["small"].instances] == [True, False, False, False]
+    comps = cl.drain()
+    assert len(comps) == 8 and not any(c.failed for c in comps)
+    assert len(cl.pools["small"].instances) == 1 and len(cl.state().pools["small"].instances) == 1

@@ -121,3 +121,17 @@ def test_profiles_land_near_public_figures() -> None:
     assert 0.030 <= small.prefill_time(1024) <= 0.060  # TTFT of a 1k prompt, idle
     assert 0.012 <= large.step_time(0, 1, 1024) <= 0.014  # 12-14 ms/token at batch 1
     assert 16_000 <= 8192 / (large.step_time(8192, 0, 0)) <= 22_000  # ~20k prefill tokens/s
+
+
+def test_admission_waits_for_kv_and_max_running() -> None:
+    """Two requests that each need 60 % of the KV pool run one after the other."""
+    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1,
+                                     "cache": {"kv_capacity_tokens": 1000}}})
+    for k in range(2):
+        cl.submit(Request(id=k, arrival=0.0, input_len=500, output_len=100), Action.SMALL)
+    cl.advance(0.01)
+    st = cl.state().pools["small"].instances[0]
+    assert (st.running, st.queued, st.kv_used_tokens) == (1, 1, 600)
+    first, second = sorted(cl.drain(), key=lambda c: c.request_id)
+    assert second.queue_time == pytest.approx(first.e2e)
+    assert second.e2e == pytest.approx(2 * first.e2e)
