@@ -36,7 +36,7 @@ from rlroute.workload.base import WorkloadError
 from rlroute.workload.prompts import Conversation, PromptSet
 from rlroute.workload.synthetic import OUTPUT_LENGTHS, LogNormal, filler
 from rlroute.workload.tokens import IntArray, chain_blocks, stable_hash, token_cache
-from rlroute.workload.traces import SPLIT_WINDOWS, check_split
+from rlroute.workload.traces import SPLIT_WINDOWS, TraceData, check_split
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,11 @@ class PromptWorkload:
         self.with_token_ids, self.shuffle = with_token_ids, shuffle
         self.name = name or f"{getattr(prompts, 'name', 'prompts')}"
         self.dropped_turns = 0
-        # (conversation key, turn) -> (token ids, blocks, output tokens of a known reply or -1); LRU,
+        # (conversation key, turn) -> (token ids, blocks, known reply tokens or -1, prompt text); LRU,
         # bounded by total tokens so replaying a long corpus (ShareGPT) cannot exhaust memory.
-        self._memo: OrderedDict[tuple[str, int], tuple[IntArray, tuple[int, ...], int]] = OrderedDict()
+        self._memo: OrderedDict[tuple[str, int], tuple[IntArray, tuple[int, ...], int, str]] = OrderedDict()
         self._memo_tokens = 0
-        self.max_memo_tokens = 20_000_000
+        self.max_memo_tokens = 10_000_000  # ~40 MB of ids + ~40 MB of prompt text at most
 
     # -- text assembly -------------------------------------------------------------------------------
     def _reply_text(self, conv: Conversation, j: int) -> str:
@@ -137,7 +137,7 @@ class PromptWorkload:
         parts += [f"User: {conv.turns[k]}", "Assistant:"]
         return parts
 
-    def _tokens(self, conv: Conversation, k: int) -> tuple[IntArray, tuple[int, ...], int]:
+    def _tokens(self, conv: Conversation, k: int) -> tuple[IntArray, tuple[int, ...], int, str]:
         key = (conv.key, k)
         hit = self._memo.get(key)
         if hit is not None:
@@ -147,7 +147,8 @@ class PromptWorkload:
         reply = conv.replies[k] if k < len(conv.replies) else None
         enc = token_cache().encode(parts + ([reply] if reply is not None else []))
         ids = np.concatenate(enc[: len(parts)])
-        out = (ids, chain_blocks(ids, self.block_size), int(enc[-1].shape[0]) if reply is not None else -1)
+        known = int(enc[-1].shape[0]) if reply is not None else -1
+        out = (ids, chain_blocks(ids, self.block_size), known, "\n\n".join(parts))
         self._memo[key] = out
         self._memo_tokens += int(ids.shape[0])
         while self._memo_tokens > self.max_memo_tokens and len(self._memo) > 1:
@@ -181,6 +182,7 @@ class PromptWorkload:
         session_rate = self.rate / self.mean_turns(convs) if self.rate else None
         arrivals = self.arrival_process.arrivals(g, self.split, session_rate)
         order = self._order(g, len(convs))
+        trace = self.arrival_process.trace if isinstance(self.arrival_process, TraceArrivals) else None
         heap: list[tuple[float, int, int, int, int | None]] = []  # time, seq, conv index, turn, trace row
         seq = itertools.count()
         sessions = itertools.count()
@@ -191,7 +193,7 @@ class PromptWorkload:
         while emitted < limit and (heap or arrival is not None):
             if heap and (arrival is None or heap[0][0] <= arrival.time):
                 t, s, ci, k, row = heapq.heappop(heap)
-                req = self._request(emitted, t, convs[ci], k, row, session_of.pop(s), g)
+                req = self._request(emitted, t, convs[ci], k, row, session_of.pop(s), g, trace)
                 if req is None:
                     continue
                 emitted += 1
@@ -223,8 +225,9 @@ class PromptWorkload:
         row: int | None,
         session: int,
         g: np.random.Generator,
+        trace: TraceData | None,
     ) -> Request | None:
-        ids, blocks, known_out = self._tokens(conv, k)
+        ids, blocks, known_out, prompt = self._tokens(conv, k)
         if row is None and ids.shape[0] > self.max_context_tokens:
             self.dropped_turns += 1
             if self.dropped_turns in (1, 10, 100, 1000):
@@ -235,12 +238,12 @@ class PromptWorkload:
                     self.max_context_tokens,
                 )
             return None
-        out = known_out if known_out >= 0 else int(self._out_dist(conv).sample(g))
         input_len, block_size = int(ids.shape[0]), self.block_size
-        if row is not None:
-            tr = self.arrival_process.trace  # type: ignore[attr-defined]
-            input_len, out = int(tr.input_len[row]), int(tr.output_len[row])
-            blocks, block_size = tr.blocks[row], tr.block_size
+        if row is not None and trace is not None:
+            input_len, out = int(trace.input_len[row]), int(trace.output_len[row])
+            blocks, block_size = trace.blocks[row], trace.block_size
+        else:
+            out = known_out if known_out >= 0 else int(self._out_dist(conv).sample(g))
         return Request(
             id=rid,
             arrival=t,
@@ -248,7 +251,7 @@ class PromptWorkload:
             output_len=out,
             blocks=blocks,
             block_size=block_size,
-            prompt="\n\n".join(self._parts(conv, k)),
+            prompt=prompt,
             token_ids=tuple(ids.tolist()) if self.with_token_ids else None,
             session_id=session,
             turn=k,
