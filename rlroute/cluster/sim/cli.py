@@ -31,11 +31,12 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     rng = seed_everything(int(cfg.seed))
     workload = instantiate(cfg.workload)
     quality = None
-    hybrid = cfg.cluster.get("hybrid")
     if cfg.get("use_quality", True) and cfg.get("quality") is not None:
         quality = instantiate(cfg.quality)
-        hybrid = hybrid or OmegaConf.to_container(cfg.quality).get("hybrid")  # type: ignore[union-attr]
-    cluster: SimCluster = instantiate(cfg.cluster, rng=rng, hybrid=hybrid)
+    cluster: SimCluster = instantiate(cfg.cluster, rng=rng)
+    if cfg.cluster.get("hybrid") is None and getattr(quality, "hybrid", None) is not None:
+        # plan length / cascade mode are the quality config's assumptions unless the cluster pins them
+        cluster.configure_hybrid(quality.hybrid)
     policy = fixed_policy(str(cfg.sim_policy), rng)
     n = cfg.get("max_requests")
     requests = itertools.islice(workload.requests(rng), int(n) if n is not None else None)
@@ -44,7 +45,7 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     summary = summarize(comps, cluster)
     summary["run"] = {"sim_policy": str(cfg.sim_policy), "seed": int(cfg.seed), "wall_s": wall,
-                      "decisions_per_s": len(comps) / wall if wall > 0 else None,
+                      "requests_per_wall_s_incl_workload": len(comps) / wall if wall > 0 else None,
                       "workload": str(cfg.workload.get("name", "")), "hybrid_mode": cluster.hybrid_mode,
                       "plan_tokens": cluster.plan_tokens}
     summary["config"] = OmegaConf.to_container(cfg, resolve=False)

@@ -108,12 +108,13 @@ def render(summary: dict[str, Any], title: str = "rlroute sim") -> None:
     for reason, n in o["fail_reasons"].items():
         t.add_row(f"failed: {reason}", str(n))
     con.print(t)
-    p = Table(title="pools")
-    for col in ("pool", "instances", "profile", "stages", "hit rate", "utilisation", "evicted tok", "cost $"):
-        p.add_column(col, justify="right" if col not in ("pool", "profile") else "left")
+    p = Table(title="pools", caption="; ".join(f"{n}: {d['profile']} ({d['profile_status']})"
+                                                for n, d in summary["pools"].items()))
+    for col in ("pool", "inst", "stages", "hit rate", "util", "evicted tok", "cost $"):
+        p.add_column(col, justify="left" if col == "pool" else "right")
     for name, d in summary["pools"].items():
-        p.add_row(name, str(d["instances"]), f"{d['profile']} ({d['profile_status']})", str(d["stages_completed"]),
-                  f"{d['token_hit_rate']:.3f}", f"{d['utilisation']:.3f}", str(d["evicted_tokens"]), f"{d['cost_usd']:.4f}")
+        p.add_row(name, str(d["instances"]), str(d["stages_completed"]), f"{d['token_hit_rate']:.3f}",
+                  f"{d['utilisation']:.3f}", str(d["evicted_tokens"]), f"{d['cost_usd']:.4f}")
     con.print(p)
     if summary["actions"]:
         a = Table(title="actions")
