@@ -102,3 +102,21 @@ def test_bootstrap_interval_covers_the_mean() -> None:
     data = np.random.default_rng(1).normal(10.0, 1.0, 400)
     iv = bootstrap_interval(data.size, lambda idx: float(data[idx].mean()), np.random.default_rng(0), 500)
     assert iv.low < 10.0 < iv.high and iv.high - iv.low < 0.5
+
+
+def test_summary_ratios_are_pooled_over_seeds() -> None:
+    from rlroute.eval.run import summarise
+
+    # Seed 0: the two models tie (gap 0 → per-seed PGR undefined); seed 1: large wins twice.
+    tie = [dict(r, seed=0) for r in recs([1, 1, 1, 1])]
+    for r in tie:
+        r["ok_large"] = r["ok_small"] = True
+    win = [dict(r, seed=1) for r in recs([0, 0, 1, 1])]
+    per_seed = [episode_metrics(tie), episode_metrics(win)]
+    assert math.isnan(per_seed[0]["pgr"])
+    summary = summarise(per_seed, tie + win)
+    # pooled: q_weak = (4 + 1) / 8, q_strong = (4 + 3) / 8, policy = (4 + 3) / 8 → PGR 1
+    assert summary["pgr"].mean == pytest.approx(1.0) and summary["pgr"].n == 8
+    assert summary["quality"].n == 2  # per-request metrics keep the t-interval over seeds
+    anchors = summarise([episode_metrics(recs([1] * 4))], recs([1] * 4))
+    assert anchors["apgr"].mean == 0.0 and anchors["apgr"].low == anchors["apgr"].high == 0.0

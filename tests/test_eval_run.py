@@ -9,7 +9,7 @@ import pytest
 from rlroute.eval.baselines import compose
 from rlroute.eval.cli import run_eval
 from rlroute.eval.report import write_report
-from rlroute.eval.run import EvalResult, all_large_costs, evaluate
+from rlroute.eval.run import EvalResult, all_large_costs, default_env_factory, evaluate
 
 SEEDS = [0, 1]
 POLICIES = ["all_small", "all_large", "all_hybrid", "random", "round_robin", "heuristic", "cache_aware", "oracle"]
@@ -18,8 +18,18 @@ POLICIES = ["all_small", "all_large", "all_hybrid", "random", "round_robin", "he
 @pytest.fixture(scope="module")
 def results() -> dict[str, EvalResult]:
     cfg = compose(["episode_length=48"])
-    ref = all_large_costs(cfg, "test", SEEDS)
-    return {name: evaluate(name, cfg, "test", SEEDS, reference_cost=ref) for name in POLICIES}
+    env = default_env_factory(cfg, "test")
+    ref = all_large_costs(cfg, "test", SEEDS, env=env)
+    return {name: evaluate(name, cfg, "test", SEEDS, reference_cost=ref, env=env) for name in POLICIES}
+
+
+def test_reusing_the_env_gives_the_same_episodes(results: dict[str, EvalResult]) -> None:
+    cfg = compose(["episode_length=48"])
+    fresh = evaluate("round_robin", cfg, "test", SEEDS, reference_cost={0: 1.0, 1: 1.0})
+    keys = ("request_id", "action", "ttft", "e2e", "cost")
+    assert [[r[k] for k in keys] for r in fresh.records] == [
+        [r[k] for k in keys] for r in results["round_robin"].records
+    ]
 
 
 def test_records_cover_every_decision(results: dict[str, EvalResult]) -> None:
@@ -34,6 +44,7 @@ def test_apgr_anchors_on_a_real_run(results: dict[str, EvalResult]) -> None:
         assert m["apgr"] == pytest.approx(0.0) and m["mix_small"] == 1.0
     for m in results["all_large"].per_seed:
         assert m["apgr"] == pytest.approx(1.0) and m["cost_saving"] == pytest.approx(0.0)
+    assert results["all_small"].summary["apgr"].mean == 0.0 and results["all_large"].summary["apgr"].mean == 1.0
 
 
 def test_oracle_is_an_upper_bound_at_no_more_cost(results: dict[str, EvalResult]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from rlroute.eval.report import markdown_table, side_by_side, summary_rows, write_report
-from rlroute.eval.run import EvalResult, evaluate
+from rlroute.eval.run import EvalResult, default_env_factory, evaluate
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -88,15 +88,17 @@ def run_workload(wl: dict[str, Any], policies: list[str], seeds: list[int], epis
     for split in wl.get("splits", ["test"]):
         reference: dict[int, float] | None = None
         by_name: dict[str, EvalResult] = {}
+        env = default_env_factory(cfg, split)  # built once per split (quality fit, workload load), reset per seed
         for name in ordered:
             t0 = time.perf_counter()
-            res = evaluate(name, cfg, split, seeds, reference_cost=reference)
+            res = evaluate(name, cfg, split, seeds, reference_cost=reference, env=env)
             res.workload = wl["name"]
             if name == "all_large":
                 reference = {s: sum(r["cost"] for r in res.records if r["seed"] == s) for s in seeds}
             by_name[name] = res
             log.info("%s/%s/%s: %.1f s", wl["name"], split, name, time.perf_counter() - t0)
             print(f"  {wl['name']:<14} {split:<13} {name:<12} {time.perf_counter() - t0:6.1f} s", flush=True)
+        env.close()
         results += [by_name[p] for p in policies if p in by_name]
     meta = {"workload": wl, "seeds": seeds, "episode_length": episode_length, "policies": policies}
     write_report(results, out_dir / wl["name"], wl["name"], meta)

@@ -15,7 +15,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rlroute.eval.report import write_report
-from rlroute.eval.run import EvalResult, all_large_costs, evaluate, summarise, workload_name
+from rlroute.eval.run import (
+    EvalResult,
+    all_large_costs,
+    default_env_factory,
+    evaluate,
+    summarise,
+    workload_name,
+)
 from rlroute.policies.registry import make_policy
 
 log = logging.getLogger(__name__)
@@ -56,9 +63,11 @@ def run_eval(cfg: Any, out_dir: Path | None = None) -> list[EvalResult]:
     specs = policy_specs(cfg)
     results: list[EvalResult] = []
     for split in splits:
-        reference = all_large_costs(cfg, split, seeds)
-        split_results = [evaluate(spec, cfg, split, seeds, reference_cost=reference, ci=str(cfg.get("ci", "t")))
-                         for spec in specs]
+        env = default_env_factory(cfg, split)  # one env per split, reused by every policy (reset per seed)
+        reference = all_large_costs(cfg, split, seeds, env=env)
+        split_results = [evaluate(spec, cfg, split, seeds, reference_cost=reference, ci=str(cfg.get("ci", "t")),
+                                  env=env) for spec in specs]
+        env.close()
         if cfg.get("runs") and len(split_results) > 1:
             split_results.append(aggregate_runs(split_results, float(cfg.get("confidence", 0.95))))
         results += split_results

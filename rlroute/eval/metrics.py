@@ -19,6 +19,12 @@ RouteLLM metrics (Ong et al., 2024, and ``routellm/evals/evaluate.py``):
 * CPT(x %): the smallest strong-call share that reaches PGR x, interpolated linearly along the curve (as
   RouteLLM's ``np.interp``); for a single operating point, its call share if it reaches x, else NaN.
 * Strong-model calls count large and hybrid (hybrid calls the large model for its plan).
+
+These ratios are computed per episode (``episode_metrics``) and, for the summary, on the pooled requests
+of all seeds (``routing_metrics`` over the pooled arrays, as RouteLLM computes them on the whole set): a
+per-episode ratio explodes when that episode's gap ``q_strong − q_weak`` is near zero (a few hundred
+requests of held-out subjects where the two models tie), so the pooled value with a bootstrap interval
+over requests is the reported one (``rlroute.eval.run.summarise``).
 """
 
 from __future__ import annotations
@@ -95,6 +101,45 @@ def threshold_sweep(
     return ks / n, quality
 
 
+ROUTING_KEYS = ("pgr", "apgr", "cpt50", "cpt80")
+
+
+def routing_metrics(action: np.ndarray, ok: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """RouteLLM's metrics of one set of decisions (module doc).
+
+    Args:
+        action: ``int[n]`` chosen actions.
+        ok: ``bool[n, 3]`` drawn outcome of every action for each request.
+        scores: ``float[n]`` router scores (all finite → threshold sweep; else single operating point).
+    """
+    n = action.size
+    q_weak, q_strong = float(ok[:, Action.SMALL].mean()), float(ok[:, Action.LARGE].mean())
+    q_policy = float(ok[np.arange(n), action].mean())
+    strong_share = float(np.isin(action, (Action.LARGE, Action.HYBRID)).mean())
+    if np.isfinite(scores).all():
+        xs, qs = threshold_sweep(scores, ok[:, Action.LARGE], ok[:, Action.SMALL])
+    else:
+        xs, qs = np.array([strong_share]), np.array([q_policy])
+    return {
+        "quality_drawn": q_policy,
+        "q_weak": q_weak,
+        "q_strong": q_strong,
+        "strong_share": strong_share,
+        "pgr": pgr(q_policy, q_weak, q_strong),
+        "apgr": apgr(xs, qs, q_weak, q_strong),
+        "cpt50": cpt(xs, qs, q_weak, q_strong, 0.5),
+        "cpt80": cpt(xs, qs, q_weak, q_strong, 0.8),
+    }
+
+
+def pooled_routing_arrays(records: Sequence[Record]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(action, ok, scores)`` arrays of ``records`` for :func:`routing_metrics`."""
+    action = np.array([int(r["action"]) for r in records])
+    ok = np.array([[r["ok_large"], r["ok_small"], r["ok_hybrid"]] for r in records], dtype=bool)
+    scores = np.array([r["score"] for r in records], dtype=np.float64)
+    return action, ok, scores
+
+
 def _pct(values: np.ndarray, p: float) -> float:
     return float(np.percentile(values, p)) if values.size else float("nan")
 
@@ -125,15 +170,7 @@ def episode_metrics(
     ttft, tpot, e2e = col("ttft")[done], col("tpot")[done], col("e2e")[done]
     cost_total = float(col("cost").sum())
 
-    q_weak, q_strong = float(ok[:, Action.SMALL].mean()), float(ok[:, Action.LARGE].mean())
-    q_policy = float(ok[np.arange(n), action].mean())
-    strong_share = float(np.isin(action, (Action.LARGE, Action.HYBRID)).mean())
-    scores = col("score")
-    if np.isfinite(scores).all():
-        xs, qs = threshold_sweep(scores, ok[:, Action.LARGE], ok[:, Action.SMALL])
-    else:
-        xs, qs = np.array([strong_share]), np.array([q_policy])
-
+    routing = routing_metrics(action, ok, col("score"))
     slo_ok = done.copy()
     if slo_ttft is not None:
         slo_ok &= col("ttft") <= slo_ttft
@@ -144,18 +181,11 @@ def episode_metrics(
     out: dict[str, float] = {
         "n_requests": float(n),
         "quality": float(delivered.mean()),
-        "quality_drawn": q_policy,
-        "q_weak": q_weak,
-        "q_strong": q_strong,
+        **routing,
         "cost": cost_total / n,
         "cost_per_1k": 1000.0 * cost_total / n,  # readable scale: cost-model units (USD) per 1000 requests
         "cost_total": cost_total,
         "cost_saving": 1.0 - cost_total / reference_cost if reference_cost else float("nan"),
-        "pgr": pgr(q_policy, q_weak, q_strong),
-        "apgr": apgr(xs, qs, q_weak, q_strong),
-        "cpt50": cpt(xs, qs, q_weak, q_strong, 0.5),
-        "cpt80": cpt(xs, qs, q_weak, q_strong, 0.8),
-        "strong_share": strong_share,
         "mix_large": float((action == Action.LARGE).mean()),
         "mix_small": float((action == Action.SMALL).mean()),
         "mix_hybrid": float((action == Action.HYBRID).mean()),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.eval.metrics import Record, episode_metrics
+from rlroute.eval.metrics import ROUTING_KEYS, Record, episode_metrics, pooled_routing_arrays, routing_metrics
 from rlroute.eval.stats import Interval, bootstrap_interval, t_interval
 from rlroute.policies.base import Policy
 from rlroute.policies.registry import make_policy, policy_name
@@ -128,11 +128,24 @@ def summarise(
     slo: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Interval]:
     """Mean and CI of every metric over seeds (``ci="t"``) or, for per-request metrics, by bootstrapping
-    the pooled requests (``ci="bootstrap"``; see :mod:`rlroute.eval.stats` for why it is optimistic)."""
+    the pooled requests (``ci="bootstrap"``; see :mod:`rlroute.eval.stats` for why it is optimistic).
+
+    PGR / APGR / CPT are always computed on the pooled requests of all seeds with a bootstrap interval
+    over requests (a per-seed ratio is unstable when its gap q_strong − q_weak is near zero)."""
     if ci not in ("t", "bootstrap"):
         raise ValueError(f"eval.ci: expected 't' or 'bootstrap', got {ci!r}")
     keys = list(per_seed[0]) if per_seed else []
     out = {k: t_interval([m[k] for m in per_seed], confidence) for k in keys}
+    if records:
+        # RouteLLM's ratios on the pooled requests (see rlroute.eval.metrics), bootstrap interval.
+        action, ok, scores = pooled_routing_arrays(records)
+        rng = np.random.default_rng(0)
+        for key in ROUTING_KEYS:
+
+            def ratio(idx: np.ndarray, k: str = key) -> float:
+                return routing_metrics(action[idx], ok[idx], scores[idx])[k]
+
+            out[key] = bootstrap_interval(len(action), ratio, rng, min(n_boot, 300), confidence)
     if ci == "bootstrap" and records:
         rows = list(records)
         rng = np.random.default_rng(0)
@@ -153,6 +166,7 @@ def evaluate(
     reference_cost: dict[int, float] | None = None,
     env_factory: EnvFactory = default_env_factory,
     ci: str = "t",
+    env: Any | None = None,
 ) -> EvalResult:
     """Evaluate ``policy`` on ``cfg``'s workload/cluster for ``split`` over ``seeds``.
 
@@ -165,6 +179,9 @@ def evaluate(
             same seeds to get it (skipped when the policy is all-large itself).
         env_factory: builds the env from ``(cfg, split)``; defaults to :func:`rlroute.env.build_env`.
         ci: ``"t"`` over seeds or ``"bootstrap"`` over requests.
+        env: an already built env of ``cfg``/``split`` to reuse (building one fits the quality model and
+            loads the workload, which costs seconds); ``reset(seed=...)`` makes episodes independent of
+            what ran before. Left open; otherwise one is built and closed.
 
     Returns:
         An :class:`EvalResult` whose ``records`` can be written with :func:`rlroute.eval.report.write_records`.
@@ -174,7 +191,9 @@ def evaluate(
     pol = make_policy(policy)
     if callable(getattr(pol, "prepare", None)):
         pol.prepare(cfg)  # type: ignore[attr-defined]
-    env = env_factory(cfg, split)
+    own_env = env is None
+    if env is None:
+        env = env_factory(cfg, split)
     slo = slo_targets(cfg)
     records: list[Record] = []
     per_seed: list[dict[str, float]] = []
@@ -187,14 +206,15 @@ def evaluate(
         if is_large:
             reference_cost = {s: float(sum(r["cost"] for r in recs)) for s, recs, _ in episodes}
         else:
-            reference_cost = all_large_costs(cfg, split, seeds, env_factory)
+            reference_cost = all_large_costs(cfg, split, seeds, env_factory, env)
     for seed, recs, ret in episodes:
         m = episode_metrics(recs, *slo, reference_cost=reference_cost.get(seed))
         m["reward"] = ret / max(len(recs), 1)
         m["return"] = ret
         per_seed.append(m)
         records.extend(recs)
-    env.close()
+    if own_env:
+        env.close()
     log.info("evaluated %s on %s over seeds %s", policy_name(pol), split, list(seeds))
     return EvalResult(policy_name(pol), split, records, per_seed, summarise(per_seed, records, ci, slo=slo),
                       workload_name(cfg))
@@ -209,13 +229,15 @@ def workload_name(cfg: Any) -> str:
 
 
 def all_large_costs(
-    cfg: Any, split: str, seeds: Sequence[int], env_factory: EnvFactory = default_env_factory
+    cfg: Any, split: str, seeds: Sequence[int], env_factory: EnvFactory = default_env_factory,
+    env: Any | None = None,
 ) -> dict[int, float]:
-    """Total cost of the all-large policy per seed (the reference of ``cost_saving``)."""
-    env = env_factory(cfg, split)
+    """Total cost of the all-large policy per seed (the reference of ``cost_saving``); reuses ``env``."""
+    run_env = env if env is not None else env_factory(cfg, split)
     out = {}
     for seed in seeds:
-        recs, _ = run_episode(env, make_policy("all_large"), int(seed), split)
+        recs, _ = run_episode(run_env, make_policy("all_large"), int(seed), split)
         out[int(seed)] = float(sum(r["cost"] for r in recs))
-    env.close()
+    if env is None:
+        run_env.close()
     return out

@@ -33,9 +33,10 @@ class Interval:
         """``mean ± half-width`` (or just the mean when the interval is undefined)."""
         if not np.isfinite(self.mean):
             return "n/a"
+        mean = self.mean + 0.0  # no "-0.000"
         if not np.isfinite(self.half_width):
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
+            return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} ± {self.half_width:.{digits}f}"
 
     def as_dict(self) -> dict[str, float | int]:
         """JSON-friendly form."""
