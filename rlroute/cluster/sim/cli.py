@@ -34,9 +34,10 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("use_quality", True) and cfg.get("quality") is not None:
         quality = instantiate(cfg.quality)
     cluster: SimCluster = instantiate(cfg.cluster, rng=rng)
-    if cfg.cluster.get("hybrid") is None and getattr(quality, "hybrid", None) is not None:
+    hybrid = getattr(quality, "hybrid", None)
+    if cfg.cluster.get("hybrid") is None and hybrid is not None:
         # plan length / cascade mode are the quality config's assumptions unless the cluster pins them
-        cluster.configure_hybrid(quality.hybrid)
+        cluster.configure_hybrid(hybrid)
     policy = fixed_policy(str(cfg.sim_policy), rng)
     n = cfg.get("max_requests")
     requests = itertools.islice(workload.requests(rng), int(n) if n is not None else None)
