@@ -243,7 +243,7 @@ def create_app(state: WorkerState) -> FastAPI:
 
     @app.post("/flush_cache")
     async def flush_cache() -> PlainTextResponse:
-        freed = state.engine.model.flush()
+        freed = state.engine.model.flush()  # SGLang flushes when idle; pinned blocks go on release
         return PlainTextResponse(f"Cache flushed. Freed {freed} tokens (blocks in use by running requests kept).")
 
     @app.post("/pause_generation")

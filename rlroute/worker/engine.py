@@ -13,11 +13,12 @@ SSE stream. One step follows SGLang's scheduler in outline: admit waiting reques
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from rlroute.worker.model import InstanceModel
 
@@ -40,6 +41,7 @@ class Job:
     prefill_left: int = 0
     generated: int = 0
     reserved: int = 0  # KV tokens reserved at admission
+    pinned: list[Any] = field(default_factory=list)  # prefix-cache blocks pinned while running
     admitted: bool = False
     first_token: float | None = None
     finish: float | None = None
@@ -102,10 +104,8 @@ class Engine:
         """Cancel the stepping task."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     # -- requests ---------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class Engine:
             self.waiting.remove(job)
         elif job in self.running:
             self.running.remove(job)
-            self.model.release(job.blocks, job.reserved)
+            self.model.release(job.pinned, job.reserved, self._vnow)
 
     def pause(self) -> None:
         """Stop stepping; queued and running requests are held in place (SGLang ``in_place`` mode)."""
@@ -152,22 +152,22 @@ class Engine:
         limit = self.model.max_running_requests
         while self.waiting and len(self.running) < limit:
             job = self.waiting[0]
-            matched = self.model.match(job.blocks)
-            need = job.prompt_tokens - matched + job.max_new_tokens
-            if not self.model.reserve(need):
+            got = self.model.admit(job.blocks, job.prompt_tokens, job.max_new_tokens, self._vnow)
+            if got is None:
                 break  # head-of-line blocking, as SGLang's FCFS scheduler does when memory is short
             self.waiting.popleft()
-            job.reserved = need
+            job.pinned, matched, job.reserved = got
             job.cached_tokens = min(matched, job.prompt_tokens - 1)  # SGLang always computes >= 1 token
             job.prefill_left = job.prompt_tokens - job.cached_tokens
             job.admitted = True
-            self.model.acquire(job.blocks)
             self.stats.prompt_tokens_total += job.prompt_tokens
             self.stats.cached_tokens_total += job.cached_tokens
             self.running.append(job)
 
     def _step(self) -> float:
         """Plan one engine step; returns its duration in virtual seconds and applies its effects."""
+        if not self.running and self.waiting:
+            self._vnow = max(self._vnow, self.waiting[0].arrival)  # an idle engine starts on arrival
         self._admit()
         budget = self.model.chunked_prefill_tokens
         prefill = 0
@@ -202,8 +202,7 @@ class Engine:
         for job in finished:
             self.running.remove(job)
             job.finish = end
-            self.model.release(job.blocks, job.reserved)
-            self.model.insert(job.blocks)
+            self.model.release(job.pinned, job.reserved, end)
             job.events.put_nowait(("done", job.generated))
         self._vnow = end
         return dt

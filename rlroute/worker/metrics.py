@@ -56,7 +56,7 @@ class _EngineCollector:
         yield counter("sglang:cached_tokens", "Number of cached prompt tokens.", st.cached_tokens_total)
         yield counter("sglang:num_requests", "Number of requests processed.", st.requests_total)
         yield gauge("rlroute_worker_paused", "1 while generation is paused.", 1.0 if e.paused else 0.0)
-        yield gauge("rlroute_worker_cache_tokens", "Tokens held by the prefix cache.", m.cache.tokens)
+        yield gauge("rlroute_worker_cache_tokens", "Tokens held by the prefix cache.", m.cache.total_tokens)
 
 
 class WorkerMetrics:
@@ -65,9 +65,10 @@ class WorkerMetrics:
     def __init__(self, state: WorkerState) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_EngineCollector(state))  # type: ignore[arg-type]
-        kw = {"labelnames": ["model_name"], "registry": self.registry, "buckets": _LATENCY_BUCKETS}
-        self.ttft = Histogram("sglang:time_to_first_token_seconds", "Time to first token (modelled s).", **kw)
-        self.e2e = Histogram("sglang:e2e_request_latency_seconds", "End-to-end latency (modelled s).", **kw)
+        self.ttft = Histogram("sglang:time_to_first_token_seconds", "Time to first token (modelled s).",
+                              labelnames=["model_name"], registry=self.registry, buckets=_LATENCY_BUCKETS)
+        self.e2e = Histogram("sglang:e2e_request_latency_seconds", "End-to-end latency (modelled s).",
+                             labelnames=["model_name"], registry=self.registry, buckets=_LATENCY_BUCKETS)
         self.tpot = Histogram(
             "sglang:time_per_output_token_seconds", "Time per output token (modelled s).",
             labelnames=["model_name"], registry=self.registry,

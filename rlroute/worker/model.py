@@ -1,29 +1,19 @@
 """The simulator's instance model, wrapped for the emulated worker's engine.
 
 The worker does not model serving itself: step time, KV capacity and limits come from the serving
-profile the simulator uses (:func:`rlroute.cluster.profiles.load_profile`), and the prefix cache is the
-simulator's cache class, so a live run and a simulated run of the same trace share one model. This
-module only adds the bookkeeping the engine needs (KV reservations of running requests).
+profile the simulator uses, and the prefix cache is the simulator's
+:class:`rlroute.cluster.sim.prefix_cache.PrefixCache` (LRU / LFU / TTL over chained block ids), so a live
+run and a simulated run of the same trace share one model. This module adds only the KV bookkeeping of
+running requests that the engine needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-
-class PrefixCache(Protocol):
-    """The part of the simulator's prefix cache the worker uses (block ids, ``block_size`` tokens)."""
-
-    def match(self, blocks: tuple[int, ...]) -> int: ...
-    def acquire(self, blocks: tuple[int, ...]) -> None: ...
-    def release(self, blocks: tuple[int, ...]) -> None: ...
-    def insert(self, blocks: tuple[int, ...]) -> None: ...
-    def evict(self, tokens: int) -> int: ...
-    def flush(self) -> int: ...
-    @property
-    def tokens(self) -> int: ...
+from rlroute.cluster.sim.prefix_cache import Pin, PrefixCache
 
 
 @dataclass
@@ -33,7 +23,7 @@ class InstanceModel:
     Attributes:
         step_time_fn: seconds of one engine step given (prefill tokens, decoding sequences, context
             tokens of the decoding sequences).
-        cache: prefix cache over block ids.
+        cache: the simulator's prefix cache (block ids, ``block_size`` tokens each).
         block_size: tokens per cache block.
         kv_capacity_tokens: KV pool size in tokens (profile memory and ``mem_fraction_static``).
         max_running_requests: batch limit.
@@ -48,7 +38,7 @@ class InstanceModel:
     max_running_requests: int
     chunked_prefill_tokens: int
     profile_name: str = ""
-    reserved_tokens: int = 0  # KV held by admitted requests (uncached prompt + generation budget)
+    reserved_tokens: int = 0  # KV of running requests outside the cache: partial tail + generation budget
 
     def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
         """Virtual seconds of one step; never zero, so the engine always advances."""
@@ -56,54 +46,73 @@ class InstanceModel:
 
     @property
     def kv_used_tokens(self) -> int:
-        """Tokens of KV memory in use: running requests' reservations plus the prefix cache."""
-        return self.reserved_tokens + self.cache.tokens
+        """Tokens of KV memory in use: running requests' reservations plus every cached block."""
+        return self.reserved_tokens + self.cache.total_tokens
 
-    def match(self, blocks: tuple[int, ...]) -> int:
-        """Prompt tokens already held by the prefix cache."""
-        return self.cache.match(blocks) * self.block_size
+    def admit(
+        self, blocks: tuple[int, ...], prompt_tokens: int, max_new_tokens: int, now: float
+    ) -> tuple[list[Pin], int, int] | None:
+        """Reserve KV for a request and pin its blocks, as the simulator's instance admits a sequence.
 
-    def reserve(self, tokens: int) -> bool:
-        """Reserve KV for a request, evicting unreferenced cache blocks if needed; False if it can't fit."""
-        free = self.kv_capacity_tokens - self.kv_used_tokens
-        if free < tokens:
-            self.cache.evict(tokens - free)
-            free = self.kv_capacity_tokens - self.kv_used_tokens
-        if free < tokens:
-            return False
-        self.reserved_tokens += tokens
-        return True
+        The matched prefix's evictable tokens do not count as free room (pinning them keeps them), then
+        unreferenced blocks are evicted to make room for the rest.
 
-    def acquire(self, blocks: tuple[int, ...]) -> None:
-        """Pin a running request's cached blocks so eviction skips them."""
-        self.cache.acquire(blocks)
+        Returns:
+            ``(pins, cached prompt tokens, private tokens)``, or None when it cannot fit now.
+        """
+        cache = self.cache
+        if now >= cache.expire_at:
+            cache.expire(now)
+        bs = self.block_size
+        covered = min(len(blocks) * bs, prompt_tokens)
+        m, matched_free = cache.probe(blocks)
+        matched = min(m * bs, covered)
+        private = prompt_tokens - covered + max_new_tokens  # partial tail + generation budget
+        need = covered - matched + private
+        room = self.kv_capacity_tokens - cache.total_tokens - self.reserved_tokens + cache.free_tokens - matched_free
+        if need > room:
+            return None
+        pins, _, _ = cache.acquire(blocks, bs, covered, now)
+        over = cache.total_tokens + self.reserved_tokens + private - self.kv_capacity_tokens
+        if over > 0:
+            cache.make_room(over)
+        self.reserved_tokens += private
+        cache.hit_tokens += matched
+        cache.miss_tokens += prompt_tokens - matched
+        cache.hit_blocks += m
+        cache.miss_blocks += len(blocks) - m
+        return pins, matched, private
 
-    def release(self, blocks: tuple[int, ...], reserved: int) -> None:
-        """Unpin blocks and return a finished request's KV reservation."""
-        self.cache.release(blocks)
+    def release(self, pins: list[Pin], reserved: int, now: float) -> None:
+        """Unpin a finished request's blocks (they stay cached, evictable) and free its private KV."""
+        self.cache.release(pins, now)
         self.reserved_tokens = max(0, self.reserved_tokens - reserved)
 
-    def insert(self, blocks: tuple[int, ...]) -> None:
-        """Keep a finished request's prompt blocks in the prefix cache."""
-        self.cache.insert(blocks)
-
     def flush(self) -> int:
-        """Drop every unreferenced cached block; returns the tokens freed."""
-        return self.cache.flush()
+        """SGLang ``flush_cache``; returns the cached tokens dropped (pinned ones go when released)."""
+        before = self.cache.free_tokens
+        self.cache.flush()
+        return before
 
 
 def build_instance_model(profile: str, cache: dict[str, Any], mem_fraction_static: float, block_size: int) -> InstanceModel:
-    """Build the instance model of ``profile`` with the simulator's classes.
+    """Build the instance model of ``profile`` with the simulator's profile and cache classes.
 
     Args:
-        profile: serving profile name (file stem in ``rlroute/cluster/profiles/``).
-        cache: prefix-cache config of the pool (``policy``: lru | lfu | ttl, ``ttl_s``, ...).
+        profile: serving profile name (``load_profile``: measured > derived > estimate file of that stem).
+        cache: prefix-cache config of the pool (``policy``: lru | lfu | ttl, ``ttl_s``).
         mem_fraction_static: SGLang's share of GPU memory for weights + KV pool.
         block_size: tokens per cache block.
-
-    Returns:
-        The model the engine steps.
     """
-    from rlroute.worker._sim_bridge import bridge  # the simulator's API, in one place
+    from rlroute.cluster.profiles import load_profile
 
-    return bridge(profile, cache, mem_fraction_static, block_size)
+    prof = load_profile(profile)
+    return InstanceModel(
+        step_time_fn=prof.step_time,
+        cache=PrefixCache(policy=str(cache.get("policy", "lru")), ttl_s=cache.get("ttl_s"), block_size=block_size),
+        block_size=block_size,
+        kv_capacity_tokens=prof.kv_capacity_tokens(mem_fraction_static),
+        max_running_requests=prof.max_running_requests,
+        chunked_prefill_tokens=prof.chunked_prefill_tokens,
+        profile_name=prof.name,
+    )
