@@ -166,8 +166,5 @@ def test_complexity_orders_prompts(prompt: str, input_len: int, out: int, low: f
 
 
 def test_complexity_without_text_uses_length() -> None:
-    short, long = (
-        complexity(req(input_len=64, output_len=16)),
-        complexity(req(input_len=30_000, output_len=4000)),
-    )
-    assert 0.0 <= short < 0.2 and long > 0.9
+    short, mid, long = (complexity(req(input_len=n)) for n in (64, 8_000, 60_000))
+    assert short == 0.0 and 0.0 < mid < 0.7 < long <= 1.0

@@ -32,11 +32,12 @@ simulator env, the evaluator and the serving router, so a policy sees the same o
   it is instead the offline all-MiniLM-L6-v2 embedding under a fixed random projection 384 -> 112
   (slow: ~14 ms/prompt; the hash changes with it). Cues (code, math, questions, reasoning) are substring
   tests on the last 4096 characters of the lower-cased prompt (where the newest message is).
-* **Complexity** (index 121) is the seed heuristic's score, `rlroute.features.complexity(request)`:
-  with `L = ramp(input_len, 32, 32768)`, `O = ramp(requested output, 16, 4096)`
-  (`ramp(x, lo, hi) = clip(log(x/lo)/log(hi/lo), 0, 1)`): with text
-  `0.25 L + 0.10 O + 0.20 code + 0.20 math + 0.10 min(questions,3)/3 + 0.15 min(reasoning,3)/3`;
-  without text `0.6 L + 0.4 O`. The seed heuristic routes scores > 0.7 to the large pool.
+* **Complexity** (index 121) is the seed heuristic's score, `rlroute.features.complexity(request)`,
+  with `ramp(x, lo, hi) = clip(log(x/lo)/log(hi/lo), 0, 1)`: with text
+  `clip(0.45 ramp(input_len, 32, 32768) + 0.35 code + 0.35 math + 0.15 min(questions,3)/3 +
+  0.10 min(reasoning,3)/3, 0, 1)`; without text `ramp(input_len, 128, 131072)`. Hand-set weights, not
+  fitted to labels; the seed heuristic routes scores > 0.7 to the large pool (about the hardest 7 % of
+  the built-in synthetic prompts).
 * **System block** (128-191): per pool (large, then small) 28 load/latency/cost/health features, then 8
   global ones. Statistics "over healthy instances" are 0 when a pool has none. Time of day is cluster
   time modulo 24 h (trace time for trace replays).

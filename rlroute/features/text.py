@@ -164,34 +164,29 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 def complexity(request: Request) -> float:
     """The seed's complexity score in [0, 1]; the seed heuristic routes scores > 0.7 to the large pool.
 
-    Deterministic, from the request alone:
+    Deterministic, from the request alone, with ``ramp(x, lo, hi) = clip(log(x/lo) / log(hi/lo), 0, 1)``:
 
-    * ``L = ramp(input_len, 32, 32768)``, ``O = ramp(requested output, 16, 4096)`` where
-      ``ramp(x, lo, hi) = clip(log(x/lo) / log(hi/lo), 0, 1)``;
-    * with prompt text: ``0.25 L + 0.10 O + 0.20 code + 0.20 math + 0.10 min(questions, 3)/3 +
-      0.15 min(reasoning_cues, 3)/3`` (code/math are 0/1 cues, see :func:`cues`);
-    * without text (timing-only traces): ``0.6 L + 0.4 O``, since length is all that is known.
+    * with prompt text: ``clip(0.45 L + 0.35 code + 0.35 math + 0.15 min(questions, 3)/3 +
+      0.10 min(reasoning_cues, 3)/3, 0, 1)`` with ``L = ramp(input_len, 32, 32768)`` and the 0/1
+      code/math cues of :func:`cues`;
+    * without text (timing-only traces): ``ramp(input_len, 128, 131072)`` (> 0.7 above ~16k tokens),
+      since length is all that is known.
 
-    The weights are the seed's hand-set heuristic, not fitted: they make long, code/math-heavy,
-    multi-question reasoning prompts score above 0.7 and short factual ones near 0.1.
+    The requested output length is left out: workloads report a client cap (``max_new_tokens``), which
+    says little about difficulty. The weights are hand-set, not fitted to any quality label: a code or
+    maths prompt of a few hundred tokens with a couple of questions scores ~0.6, code *and* maths or a
+    long multi-question one passes 0.7 (about the hardest 7 % of the built-in synthetic prompts), a
+    short factual question scores ~0.1.
     """
     hit = request.cache.get("features.complexity")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    length = _ramp(float(request.input_len), 32.0, 32768.0)
-    out = _ramp(float(requested_output(request)), 16.0, 4096.0)
     if request.prompt:
         code, math_, q, r = cues(request)
-        score = (
-            0.25 * length
-            + 0.10 * out
-            + 0.20 * code
-            + 0.20 * math_
-            + 0.10 * min(q, 3) / 3
-            + 0.15 * min(r, 3) / 3
-        )
+        length = _ramp(float(request.input_len), 32.0, 32768.0)
+        score = 0.45 * length + 0.35 * code + 0.35 * math_ + 0.15 * min(q, 3) / 3 + 0.10 * min(r, 3) / 3
     else:
-        score = 0.6 * length + 0.4 * out
+        score = _ramp(float(request.input_len), 128.0, 131072.0)
     score = min(1.0, max(0.0, score))
     request.cache["features.complexity"] = score
     return score
