@@ -135,3 +135,9 @@ def test_cascade_mode_escalates(workload: PromptWorkload, sample: list[Request])
 def test_bad_target(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="target joint"):
         joint_probs(bad)
+
+
+def test_short_workload_does_not_starve_the_fit() -> None:
+    short = PromptWorkload(SyntheticPrompts(), PoissonArrivals(5.0), max_requests=10, with_token_ids=False)
+    q = LatentDifficultyQuality(reference=short, reference_requests=200)
+    assert q.fit_error < 1e-6 and short.max_requests == 10  # the cap was lifted on a copy only

@@ -46,7 +46,9 @@ class HybridMode(Protocol):
 
 def _check_mode(given: str, expected: str) -> None:
     if given != expected:
-        raise ValueError(f"hybrid mode {given!r} does not match its class ({expected!r}); fix `mode` or `_target_`")
+        raise ValueError(
+            f"hybrid mode {given!r} does not match its class ({expected!r}); fix `mode` or `_target_`"
+        )
 
 
 def _unit(name: str, value: float) -> float:

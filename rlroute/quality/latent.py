@@ -19,6 +19,7 @@ counts (Mixtral-8x7B = small, GPT-4-1106 = large), see :data:`MMLU_JOINT_COUNTS`
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -123,6 +124,10 @@ class LatentDifficultyQuality:
         self._mu, self._sd = 0.0, 1.0
         if reference is None:
             reference = _default_reference()
+        elif (getattr(reference, "max_requests", None) or reference_requests) < reference_requests:
+            # A short run (e.g. workload.max_requests=100) must not starve the fit: lift the cap on a copy.
+            reference = copy.copy(reference)
+            reference.max_requests = None  # type: ignore[attr-defined]
         sample = list(
             itertools.islice(reference.requests(np.random.default_rng(reference_seed)), reference_requests)
         )
