@@ -32,7 +32,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     text: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     input_ids: list[int] | None = Field(None, max_length=MAX_INPUT_IDS)
-    sampling_params: SamplingParams = Field(default_factory=lambda: SamplingParams())
+    sampling_params: SamplingParams = Field(default_factory=lambda: SamplingParams.model_validate({}))
     stream: bool = False
     rid: str | None = None
 
