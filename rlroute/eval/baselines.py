@@ -161,9 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     command = "rlroute baselines " + " ".join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     all_results: list[EvalResult] = []
+    done: list[dict[str, Any]] = []
+    failed = 0
     for wl in workloads:
-        all_results += run_workload(wl, policies, [int(s) for s in suite["seeds"]], int(suite["episode_length"]),
-                                    args.out)
-    write_combined(all_results, workloads, notes, suite, args.out, command.strip(), time.perf_counter() - t0)
+        try:
+            all_results += run_workload(wl, policies, [int(s) for s in suite["seeds"]],
+                                        int(suite["episode_length"]), args.out)
+            done.append(wl)
+        except Exception as exc:  # one broken workload must not lose the others' results; reported below
+            failed += 1
+            notes.append(f"{wl['name']}: FAILED — {type(exc).__name__}: {exc}")
+            log.exception("workload %s failed", wl["name"])
+    write_combined(all_results, done, notes, suite, args.out, command.strip(), time.perf_counter() - t0)
     print((args.out / "README.md").read_text())
-    return 0
+    return 1 if failed else 0

@@ -33,7 +33,7 @@ class Interval:
         """``mean ± half-width`` (or just the mean when the interval is undefined)."""
         if not np.isfinite(self.mean):
             return "n/a"
-        mean = self.mean + 0.0  # no "-0.000"
+        mean = round(self.mean, digits) + 0.0  # no "-0.000"
         if not np.isfinite(self.half_width):
             return f"{mean:.{digits}f}"
         return f"{mean:.{digits}f} ± {self.half_width:.{digits}f}"
