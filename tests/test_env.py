@@ -173,3 +173,18 @@ def test_bad_reward_config_is_named() -> None:
         RewardConfig.from_mapping({"cost_weigth": 1.0})
     with pytest.raises(ValueError, match="reward.quality"):
         RewardConfig.from_mapping({"quality": "maybe"})
+
+
+def test_default_reward_has_a_real_tradeoff() -> None:
+    """Neither all-large nor all-small maximises the default reward: routing by the request beats both."""
+    env = make("episode_length=512")
+
+    def ret(policy: object) -> float:
+        return sum(r for _, r, _ in rollout(env, seed=0, policy=policy))
+
+    def by_gain(e: RoutingEnv) -> int:
+        p = e.decision_context().request.quality.p  # type: ignore[union-attr]
+        return int(Action.LARGE if p[0] - p[1] > 0.15 else Action.SMALL)
+
+    large, small = ret(lambda e: int(Action.LARGE)), ret(lambda e: int(Action.SMALL))
+    assert ret(by_gain) > max(large, small) + 5.0

@@ -30,7 +30,7 @@ class RewardConfig:
     """Reward weights and SLOs (see the module docstring and ``conf/reward/default.yaml``)."""
 
     quality_weight: float = 1.0
-    cost_weight: float = 100.0
+    cost_weight: float = 150.0
     latency_weight: float = 0.01
     slo_weight: float = 0.2
     slo_ttft_s: float = 2.0
