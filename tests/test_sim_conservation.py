@@ -176,3 +176,66 @@ def test_scale_up_adds_serving_instances_and_scale_down_drains_them() -> None:
     comps = cl.drain()
     assert len(comps) == 8 and not any(c.failed for c in comps)
     assert len(cl.pools["small"].instances) == 1 and len(cl.state().pools["small"].instances) == 1
+
+
+EVENT_NAMES = ["fail_instance", "recover_instance", "pause", "resume", "flush_cache", "update_weights", "scale"]
+
+
+def check_invariants(cl: SimCluster) -> None:
+    for pool in cl.pools.values():
+        for inst in pool.instances:
+            assert inst.nload == len(inst.waiting) + len(inst.prefill) + len(inst.dec)
+            assert inst.kv_used <= inst.kv_cap
+            c = inst.cache
+            segs = set(c.nodes.values())
+            assert sum(s.tokens for s in segs if s.ref == 0) == c.free_tokens <= c.total_tokens
+            assert sum(1 for s in segs if s.ref == 0) == c.n_free
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_event_storm_keeps_invariants_and_conservation(seed: int) -> None:
+    """Random failures, recoveries, pauses, flushes, weight updates and scaling over every eviction policy,
+    in-pool policy and hybrid mode: accounting stays exact and no request is lost."""
+    rng = np.random.default_rng(seed)
+    reqs = conversation_requests(300, float(rng.uniform(2, 30)), rng)
+    for r in reqs:
+        esc = bool(rng.random() < 0.3)
+        r.quality = QualityDraw(p=(0.9, 0.6, 0.7), ok=(True, False, esc), escalated=esc)
+    in_pool = ["cache_aware", "round_robin", "shortest_queue", "power_of_two"][seed % 4]
+    ev = ["lru", "lfu", "ttl"][seed % 3]
+    pools = {
+        "large": {**POOLS["large"], "cache": {"mem_fraction_static": 0.5, "eviction": ev, "ttl_s": 30.0},
+                  "in_pool": {"policy": in_pool}},
+        "small": {**POOLS["small"], "cache": {"eviction": ev, "ttl_s": 20.0 if ev == "ttl" else None,
+                                              "kv_capacity_tokens": int(rng.integers(40_000, 400_000))},
+                  "in_pool": {"policy": in_pool}},
+    }
+    cl = SimCluster(pools=pools, hybrid={"mode": ["plan_and_execute", "cascade"][seed % 2], "plan_tokens": 50},
+                    rng=rng, max_retries=int(rng.integers(0, 4)))
+    for _ in range(int(rng.integers(5, 15))):
+        t = float(rng.uniform(0, reqs[-1].arrival))
+        name, pool = EVENT_NAMES[int(rng.integers(len(EVENT_NAMES)))], ["large", "small"][int(rng.integers(2))]
+        kw: dict = {"pool": pool}
+        if name in ("fail_instance", "recover_instance"):
+            kw["i"] = 0
+        elif name == "update_weights":
+            kw.update(load_time_s=float(rng.uniform(0, 20)), flush=bool(rng.random() < 0.5))
+        elif name == "scale":
+            kw["n"] = int(rng.integers(1, 7))
+        elif name == "pause":
+            cl.schedule(t + float(rng.uniform(0, 30)), "resume", pool=pool)
+        cl.schedule(t, name, **kw)
+    comps = []
+    for k, r in enumerate(reqs):
+        comps += cl.advance(r.arrival)
+        cl.state()
+        cl.prefix_match(r)
+        cl.submit(r, int(rng.integers(0, 3)))
+        if k % 20 == 0:
+            check_invariants(cl)
+    comps += cl.drain()
+    check_conserved(reqs, comps)
+    check_invariants(cl)
+    for pool in cl.pools.values():
+        for inst in pool.instances:
+            assert inst.nload == 0 and inst.cache.total_tokens == inst.cache.free_tokens
