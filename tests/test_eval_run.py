@@ -68,3 +68,22 @@ def test_eval_cli_function_runs_named_policies(tmp_path: Path) -> None:
     res = run_eval(cfg, out_dir=tmp_path)
     assert [r.policy for r in res] == ["heuristic", "all_small"]
     assert (tmp_path / "summary.md").exists()
+
+
+def test_eval_over_training_run_folders(tmp_path: Path) -> None:
+    from rlroute.train.trainer import train_run
+
+    tiny = ["experiment=tiny", "agent.total_timesteps=64", "agent.n_envs=1", "agent.algo.n_steps=64",
+            "agent.algo.batch_size=64", "agent.algo.n_epochs=1", "episode_length=32", "agent.eval.freq=0",
+            "agent.checkpoint_freq=0", "agent.progress_bar=false"]
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        train_run(compose([*tiny, f"seed={seed}"]), run)
+        runs.append(run)
+    cfg = compose(["episode_length=16", "seeds=[0,1]", f"runs=[{runs[0]},{runs[1]}]"], config_name="eval")
+    res = run_eval(cfg, out_dir=tmp_path / "eval")
+    assert [r.policy for r in res] == ["ppo[run0]", "ppo[run1]", "ppo (2 runs)"]
+    agg = res[-1]
+    assert agg.summary["quality"].n == 2 and len(agg.records) == 2 * 2 * 16
+    assert "ppo (2 runs)" in (tmp_path / "eval" / "summary.md").read_text()
