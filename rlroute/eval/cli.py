@@ -26,6 +26,7 @@ from rlroute.eval.run import (
 from rlroute.policies.registry import make_policy
 
 log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # absolute: works from any working directory
 
 
 def policy_specs(cfg: Any) -> list[Any]:
@@ -80,7 +81,7 @@ def run_eval(cfg: Any, out_dir: Path | None = None) -> list[EvalResult]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Entry point of ``rlroute eval``."""
     run_eval(cfg)
