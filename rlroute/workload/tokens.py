@@ -13,6 +13,7 @@ ids), hashed with its length so it never equals a full block.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -178,7 +179,6 @@ def chain_blocks(token_ids: npt.NDArray[np.integer], block_size: int, salt: int 
 
 def stable_hash(text: str, salt: int = 0) -> int:
     """A process-independent 63-bit hash of a string (Python's ``hash`` is salted per process)."""
-    import hashlib
-
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=salt.to_bytes(8, "little")).digest()
+    key = (salt & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=key).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
