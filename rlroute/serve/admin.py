@@ -1,0 +1,135 @@
+"""The router's admin API: policy reload and coordinated weight updates, behind a bearer token.
+
+The token comes from the environment variable named by ``admin_token_env`` (never from a file in the
+repository); without it the admin API answers 403. The service binds loopback by default, so the admin
+API is not reachable from other hosts unless the operator chooses so.
+
+Coordinated weight update of one pool (the seed's, SLIME-style): the router stops choosing the pool
+(new requests go to the other pool; with ``allow_cross_pool: false`` they get a clear 503) → ``/pause_generation`` on every
+worker (running requests are held in place, not dropped) → ``/flush_cache`` when the new weights make
+the cached KV wrong (``flush: true``, the default; a LoRA-free refresh of the same weights may skip it) →
+``/update_weights_from_disk`` → ``/continue_generation`` → one warm-up request per worker → the pool
+takes traffic again. The interruption (pool closed to new requests) is timed and returned per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi import Depends, FastAPI, Header, HTTPException
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from rlroute.serve.app import Router
+
+
+class ReloadRequest(BaseModel):
+    """``POST /admin/policy/reload``: a new folder, or none to re-read the current one."""
+
+    path: str | None = Field(None, max_length=4096)
+
+
+class WeightUpdateRequest(BaseModel):
+    """``POST /admin/pools/{pool}/update_weights``."""
+
+    model_path: str = Field(..., min_length=1, max_length=4096)
+    flush_cache: bool = True
+    warmup: bool = True
+    weight_version: str | None = None
+
+
+def add_admin_routes(app: FastAPI, router: Router) -> None:
+    """Register ``/admin/*`` on ``app``."""
+
+    async def auth(authorization: str | None = Header(None)) -> None:
+        token = router.cfg.admin_token
+        if not token:
+            raise HTTPException(403, f"admin API disabled: set ${router.cfg.admin_token_env} when starting the router")
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(authorization[len("Bearer "):].encode(), token.encode()):
+            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/admin/status", dependencies=[Depends(auth)], summary="Policy and worker state")
+    async def status() -> dict[str, Any]:
+        up = router.upstreams
+        return {
+            "policy": router.slot.describe(),
+            "pools": {
+                name: {"paused": up.paused[name], "available": up.available(name), "workers": [
+                    {"url": w.url, "usable": w.usable, "health_ok": w.health_ok, "breaker": w.breaker.state,
+                     "inflight": w.inflight, "paused": w.stats.paused, "error": w.error}
+                    for w in up.workers(name)]}
+                for name in up.pools},
+        }
+
+    @app.post("/admin/policy/reload", dependencies=[Depends(auth)], summary="Load a policy folder, swap atomically")
+    async def reload(body: ReloadRequest) -> Any:
+        attempt = await router.slot.reload(body.path)
+        ok = attempt.policy is not None
+        router.metrics.reloads.labels("ok" if ok else attempt.reason or "error").inc()
+        if not ok:
+            raise HTTPException(422, f"policy not loaded ({attempt.reason}: {attempt.detail}); "
+                                     f"still serving {router.slot.current.path or 'the fallback heuristic'}")
+        return {"reloaded": True, "policy": router.slot.describe()}
+
+    @app.post("/admin/pools/{pool}/update_weights", dependencies=[Depends(auth)],
+              summary="Coordinated weight update of one pool (pause, flush, update, continue, warm up)")
+    async def update_weights(pool: str, body: WeightUpdateRequest) -> dict[str, Any]:
+        up = router.upstreams
+        if pool not in up.pools:
+            raise HTTPException(404, f"unknown pool {pool!r}; pools are {sorted(up.pools)}")
+        if up.paused[pool]:
+            raise HTTPException(409, f"pool {pool!r} is already being updated")
+        workers = [w for w in up.workers(pool) if w.health_ok]
+        if not workers:
+            raise HTTPException(503, f"pool {pool!r} has no healthy worker to update")
+        client = router.client
+        steps: dict[str, float] = {}
+
+        async def call(path: str, payload: dict[str, Any] | None = None) -> None:
+            rs = await asyncio.gather(*(client.post(w.url + path, json=payload) for w in workers),
+                                      return_exceptions=True)
+            bad = [f"{w.url}: {r if isinstance(r, BaseException) else r.status_code}"
+                   for w, r in zip(workers, rs, strict=True)
+                   if isinstance(r, BaseException) or r.status_code >= 400]
+            if bad:
+                raise HTTPException(502, f"{path} failed on {bad}")
+
+        async def step(name: str, path: str, payload: dict[str, Any] | None = None) -> None:
+            t = time.perf_counter()
+            await call(path, payload)
+            steps[name] = time.perf_counter() - t
+
+        t0 = time.perf_counter()
+        up.paused[pool] = True
+        try:
+            await step("pause_s", "/pause_generation")
+            try:
+                if body.flush_cache:
+                    await step("flush_s", "/flush_cache")
+                    for w in workers:
+                        w.tree.clear()  # the router's prefix estimate is now wrong too
+                payload: dict[str, Any] = {"model_path": body.model_path}
+                if body.weight_version:
+                    payload["weight_version"] = body.weight_version
+                await step("update_s", "/update_weights_from_disk", payload)
+            finally:
+                await step("continue_s", "/continue_generation")  # never leave workers paused
+            if body.warmup:
+                await step("warmup_s", "/generate",
+                           {"text": "warm-up", "sampling_params": {"max_new_tokens": router.cfg.warmup_max_new_tokens}})
+        except httpx.HTTPError as e:
+            raise HTTPException(502, f"weight update of pool {pool!r} failed: {type(e).__name__}: {e}") from e
+        finally:
+            await up.refresh(health=False)  # read the workers' un-paused state before reopening the pool
+            up.paused[pool] = False
+        interruption = time.perf_counter() - t0
+        router.metrics.weight_update.labels(pool).set(interruption)
+        return {"pool": pool, "workers": [w.url for w in workers], "interruption_s": interruption,
+                "steps": steps, "flushed": body.flush_cache, "model_path": body.model_path}

@@ -1,0 +1,236 @@
+"""The routing service's HTTP front (FastAPI): OpenAI and SGLang generation endpoints, health, metrics.
+
+Per request: parse and validate the body (pydantic models shared with the worker, so the OpenAPI spec
+documents every field and bad input is a 422 naming it), build a :class:`~rlroute.types.Request` from the
+prompt's bytes (token estimate and chained block hashes, as the worker computes them), decide with the
+guarded policy, then forward — or, for hybrid, run plan-and-execute: a plan of ``plan_tokens`` from the
+large pool, then the small pool answers with the plan placed after the prompt (after, not before, so the
+prompt's prefix blocks stay cacheable on the small pool). Admin endpoints live in
+:mod:`rlroute.serve.admin`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from rlroute.serve.config import ServeConfig
+from rlroute.serve.decision import PolicySlot
+from rlroute.serve.metrics import RouterMetrics
+from rlroute.serve.proxy import NoUpstream, Proxy, unavailable
+from rlroute.serve.upstream import Upstreams
+from rlroute.types import ACTION_NAMES, Action, Request
+from rlroute.worker import schemas
+from rlroute.worker.tokens import chat_prompt, count_tokens, id_blocks, text_blocks, text_token_ids
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before any parsing."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > self.limit
+        chunks: list[bytes] = []
+        size = 0
+        more = not too_big
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            more = msg.get("more_body", False)
+            if size > self.limit:
+                too_big = True
+                break
+        if too_big:
+            resp = JSONResponse({"error": {"message": f"request body exceeds {self.limit} bytes", "code": 413}},
+                                status_code=413)
+            await resp(scope, receive, send)
+            return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class Router:
+    """Everything one router process holds (built by :func:`create_app`)."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
+        timeout = httpx.Timeout(cfg.request_timeout_s, connect=cfg.connect_timeout_s)
+        self.client = httpx.AsyncClient(limits=limits, timeout=timeout)
+        self.metrics = RouterMetrics()
+        self.upstreams = Upstreams(cfg, self.client)
+        self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, cfg.fallback)
+        self.proxy = Proxy(self.upstreams, self.client, self.metrics, cfg.retries, cfg.allow_cross_pool)
+        self.ids = itertools.count()
+        self.t0 = time.monotonic()
+
+    def build_request(self, text: str | None, ids: list[int] | None, max_new: int) -> Request:
+        """The routing view of a prompt: token estimate and chained block hashes from its bytes."""
+        bs = self.cfg.block_size
+        if ids is not None:
+            blocks, n = id_blocks(ids, bs), len(ids)
+        else:
+            blocks, n = text_blocks(text or "", bs), count_tokens(text or "")
+        return Request(id=next(self.ids), arrival=time.monotonic() - self.t0, input_len=n, output_len=max_new,
+                       blocks=blocks, block_size=bs, prompt=text, max_new_tokens=max_new)
+
+    async def route(self, endpoint: str, path: str, payload: dict[str, Any], req: Request, stream: bool,
+                    plan_edit: Callable[[dict[str, Any], str], dict[str, Any]]) -> Response:
+        """Decide and forward one request; never raises for upstream trouble (503 instead)."""
+        t0 = time.perf_counter()
+        m = self.metrics
+        if not (self.upstreams.available("large") or self.upstreams.available("small")):
+            m.requests.labels(endpoint, "503").inc()
+            return unavailable("no pool has a usable worker (all unhealthy, breaker open or paused)")
+        out = self.slot.decide(req, self.upstreams.state(), self.upstreams.matches(req))
+        m.decision_latency.observe(out.elapsed_s)
+        m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
+        if out.reason is not None:
+            m.fallbacks.labels(out.reason).inc()
+        headers = {"x-rlroute-action": ACTION_NAMES[out.action], "x-rlroute-source": out.source}
+        if out.reason:
+            headers["x-rlroute-fallback-reason"] = out.reason
+        try:
+            if out.action == Action.HYBRID:
+                payload = await self._plan(req, payload, plan_edit, headers)
+                pool = "small"
+            else:
+                pool = "large" if out.action == Action.LARGE else "small"
+            op = await self.proxy.open_with_fallback(pool, path, json.dumps(payload).encode(), req)
+        except NoUpstream as e:
+            m.requests.labels(endpoint, "503").inc()
+            return unavailable(str(e))
+        headers["x-rlroute-pool"] = op.pool
+        headers["x-rlroute-worker"] = op.worker.url
+        headers["x-rlroute-attempts"] = str(op.attempts)
+        resp = await self.proxy.respond(op, headers, stream)
+        m.requests.labels(endpoint, str(resp.status_code)).inc()
+        m.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        return resp
+
+    async def _plan(self, req: Request, payload: dict[str, Any],
+                    plan_edit: Callable[[dict[str, Any], str], dict[str, Any]], headers: dict[str, str]) -> dict[str, Any]:
+        """Stage 1 of hybrid: a short plan from the large pool (the small pool answers without one if the
+        large pool cannot plan — the answer matters more than the plan)."""
+        body: dict[str, Any] = {"sampling_params": {"max_new_tokens": self.cfg.plan_tokens}, "stream": False}
+        if req.prompt is not None:
+            body["text"] = req.prompt + "\n\nWrite a short plan for answering the request above.\nPlan:"
+        else:
+            body["input_ids"] = payload.get("input_ids")
+        try:
+            op = await self.proxy.open("large", "/generate", json.dumps(body).encode(), req)
+            status, content, _ = await self.proxy.read(op)
+            plan = str(json.loads(content)["text"]) if status == 200 else ""
+        except (NoUpstream, ValueError, KeyError, TypeError):
+            plan = ""
+        headers["x-rlroute-plan-tokens"] = str(count_tokens(plan))
+        return plan_edit(payload, plan) if plan else payload
+
+
+def _edit_generate(payload: dict[str, Any], plan: str) -> dict[str, Any]:
+    out = dict(payload)
+    if "text" in out and out["text"] is not None:
+        out["text"] = f"{out['text']}\n\nPlan:{plan}\n\nAnswer:"
+    else:
+        out["input_ids"] = list(out["input_ids"]) + [int(x) for x in text_token_ids("\nPlan:" + plan)]
+    return out
+
+
+def _edit_chat(payload: dict[str, Any], plan: str) -> dict[str, Any]:
+    out = dict(payload)
+    out["messages"] = [*payload["messages"], {"role": "assistant", "content": f"Plan:{plan}"},
+                       {"role": "user", "content": "Follow the plan and answer."}]
+    return out
+
+
+def _edit_completion(payload: dict[str, Any], plan: str) -> dict[str, Any]:
+    out = dict(payload)
+    out["prompt"] = f"{payload['prompt']}\n\nPlan:{plan}\n\nAnswer:"
+    return out
+
+
+def create_app(cfg: ServeConfig) -> FastAPI:
+    """Build the router app (upstream loop and client live with the server's event loop)."""
+    router = Router(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await router.upstreams.refresh(health=True)
+        router.upstreams.start()
+        try:
+            yield
+        finally:
+            await router.upstreams.stop()
+            await router.client.aclose()
+
+    app = FastAPI(title="rlroute router", version="0.1.0", lifespan=lifespan,
+                  description="Routes LLM requests between a large and a small SGLang pool with a learned policy.")
+    app.state.router = router
+
+    @app.post("/generate", summary="SGLang native generation (text or input_ids; stream for SSE)")
+    async def generate(body: schemas.GenerateRequest) -> Response:
+        payload = body.model_dump(exclude_none=True)
+        req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens)
+        return await router.route("generate", "/generate", payload, req, body.stream, _edit_generate)
+
+    @app.post("/v1/chat/completions", summary="OpenAI chat completions (stream for SSE)")
+    async def chat(body: schemas.ChatRequest) -> Response:
+        payload = body.model_dump(exclude_none=True)
+        text = chat_prompt(payload["messages"])
+        req = router.build_request(text, None, body.max_new())
+        return await router.route("chat", "/v1/chat/completions", payload, req, body.stream, _edit_chat)
+
+    @app.post("/v1/completions", summary="OpenAI completions (stream for SSE)")
+    async def completions(body: schemas.CompletionRequest) -> Response:
+        payload = body.model_dump(exclude_none=True)
+        req = router.build_request(body.prompt, None, body.max_tokens)
+        return await router.route("completions", "/v1/completions", payload, req, body.stream, _edit_completion)
+
+    @app.get("/health", summary="200 when some pool can serve, else 503")
+    async def health() -> Response:
+        ok = {p: router.upstreams.available(p) for p in router.upstreams.pools}
+        return JSONResponse({"status": "ok" if any(ok.values()) else "unavailable", "pools": ok},
+                            status_code=200 if any(ok.values()) else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        for name in router.upstreams.pools:
+            for w in router.upstreams.workers(name):
+                router.metrics.worker_up.labels(name, w.url).set(1.0 if w.usable else 0.0)
+        body, ctype = router.metrics.render()
+        return Response(body, media_type=ctype)
+
+    from rlroute.serve.admin import add_admin_routes
+
+    add_admin_routes(app, router)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)  # type: ignore[arg-type]
+    return app

@@ -1,0 +1,129 @@
+"""The router's configuration (``conf/serve.yaml``), checked once at start-up into typed dataclasses.
+
+Every field error names its key and what was expected, so a typo fails ``rlroute serve`` immediately
+instead of surfacing as a routing surprise under traffic.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlroute.types import POOLS
+
+BACKENDS = ("workers", "sglang_router")
+
+
+class ServeConfigError(ValueError):
+    """A ``conf/serve.yaml`` field is missing or out of range; the message names it."""
+
+
+@dataclass(slots=True)
+class PoolConfig:
+    """One pool: its worker URLs (``backend: workers``) or one sglang-router URL (``sglang_router``)."""
+
+    name: str
+    workers: list[str]
+    router_url: str | None = None
+    in_pool: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ServeConfig:
+    """Typed router settings; see ``conf/serve.yaml`` for the meaning and default of each."""
+
+    pools: dict[str, PoolConfig]
+    backend: str = "workers"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    policy_path: str | None = None
+    inference_timeout_ms: float = 5.0
+    fallback: dict[str, Any] = field(default_factory=dict)
+    allow_cross_pool: bool = True
+    plan_tokens: int = 64
+    block_size: int = 64
+    scrape_interval_s: float = 0.5
+    health_interval_s: float = 1.0
+    health_timeout_s: float = 2.0
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 5.0
+    retries: int = 2
+    connect_timeout_s: float = 2.0
+    request_timeout_s: float = 300.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 512
+    admin_token: str | None = None
+    admin_token_env: str = "RLROUTE_ADMIN_TOKEN"
+    warmup_max_new_tokens: int = 1
+    log_level: str = "warning"
+
+
+def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float | None = None) -> Any:
+    v = c.get(key, default)
+    if v is None:
+        return default
+    try:
+        out = kind(v)
+    except (TypeError, ValueError) as e:
+        raise ServeConfigError(f"serve.{key}: expected {kind.__name__}, got {v!r}") from e
+    if minimum is not None and out < minimum:
+        raise ServeConfigError(f"serve.{key}: expected >= {minimum}, got {v!r}")
+    return out
+
+
+def parse_config(c: dict[str, Any]) -> ServeConfig:
+    """Build a :class:`ServeConfig` from the resolved ``conf/serve.yaml`` mapping.
+
+    Raises:
+        ServeConfigError: naming the first bad field.
+    """
+    backend = str(c.get("backend", "workers"))
+    if backend not in BACKENDS:
+        raise ServeConfigError(f"serve.backend: expected one of {BACKENDS}, got {backend!r}")
+    raw_pools = c.get("pools") or {}
+    if not isinstance(raw_pools, dict) or set(raw_pools) != set(POOLS):
+        raise ServeConfigError(f"serve.pools: expected exactly the pools {POOLS}, got {sorted(raw_pools)}")
+    pools: dict[str, PoolConfig] = {}
+    for name in POOLS:
+        p = raw_pools[name] or {}
+        workers = [str(u).rstrip("/") for u in (p.get("workers") or [])]
+        router_url = p.get("router_url")
+        if backend == "workers" and not workers:
+            raise ServeConfigError(f"serve.pools.{name}.workers: expected at least one worker URL")
+        if backend == "sglang_router":
+            if not router_url:
+                raise ServeConfigError(f"serve.pools.{name}.router_url: required with backend=sglang_router")
+            workers = [str(router_url).rstrip("/")]  # one upstream: the pool's sglang-router
+        for u in workers:
+            if not u.startswith(("http://", "https://")):
+                raise ServeConfigError(f"serve.pools.{name}: worker URL must start with http:// or https://, got {u!r}")
+        pools[name] = PoolConfig(name, workers, router_url, dict(p.get("in_pool") or {}))
+    env = str(c.get("admin_token_env") or "RLROUTE_ADMIN_TOKEN")
+    policy = c.get("policy") or {}
+    return ServeConfig(
+        pools=pools,
+        backend=backend,
+        host=str(c.get("host", "127.0.0.1")),
+        port=_num(c, "port", 8000, int, 0),
+        policy_path=str(policy["path"]) if policy.get("path") else None,
+        inference_timeout_ms=_num(policy, "inference_timeout_ms", 5.0, float, 0.0),
+        fallback=dict(c.get("fallback") or {}),
+        allow_cross_pool=bool(c.get("allow_cross_pool", True)),
+        plan_tokens=_num(c.get("hybrid") or {}, "plan_tokens", 64, int, 1),
+        block_size=_num(c, "block_size", 64, int, 1),
+        scrape_interval_s=_num(c, "scrape_interval_s", 0.5, float, 0.01),
+        health_interval_s=_num(c, "health_interval_s", 1.0, float, 0.01),
+        health_timeout_s=_num(c, "health_timeout_s", 2.0, float, 0.01),
+        breaker_failures=_num(c, "breaker_failures", 3, int, 1),
+        breaker_cooldown_s=_num(c, "breaker_cooldown_s", 5.0, float, 0.0),
+        retries=_num(c, "retries", 2, int, 0),
+        connect_timeout_s=_num(c, "connect_timeout_s", 2.0, float, 0.01),
+        request_timeout_s=_num(c, "request_timeout_s", 300.0, float, 0.01),
+        max_body_bytes=_num(c, "max_body_bytes", 4 * 1024 * 1024, int, 1024),
+        max_connections=_num(c, "max_connections", 512, int, 1),
+        admin_token=os.environ.get(env) or None,
+        admin_token_env=env,
+        warmup_max_new_tokens=_num(c, "warmup_max_new_tokens", 1, int, 0),
+        log_level=str(c.get("log_level", "warning")),
+    )

@@ -1,0 +1,137 @@
+"""One routing decision in the router: features, the ONNX policy behind its guard, the heuristic fallback.
+
+:class:`PolicySlot` holds the loaded policy (or the reason there is none) and its feature extractor as
+one immutable :class:`Loaded` record; a reload builds a new record off the event loop and swaps the
+reference in one assignment, so a decision in progress keeps the record it started with and nothing is
+dropped. Every decision the policy does not make itself is made by the seed heuristic and reported with
+its reason (``policy_missing``, ``policy_corrupt``, ``schema_mismatch``, ``inference_error``,
+``inference_timeout``, ``non_finite``, ``pool_unavailable``, ``feature_error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlroute.cluster.base import ClusterState
+from rlroute.policies.base import DecisionContext
+from rlroute.types import Action, Request
+
+REASON_FEATURES = "feature_error"
+REASON_HEURISTIC = "heuristic_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """An immutable policy generation: the policy (or None), why it is None, and its extractor."""
+
+    policy: Any | None  # rlroute.policies.onnx.OnnxPolicy
+    reason: str | None
+    detail: str
+    extractor: Any  # rlroute.features.FeatureExtractor
+    path: str | None
+    loaded_at: float
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A routing decision: the action, who made it and, for a fallback, why."""
+
+    action: Action
+    source: str  # "policy" | "fallback"
+    reason: str | None
+    elapsed_s: float
+    detail: str | None = None
+
+
+def load(path: str | None, timeout_s: float | None) -> Loaded:
+    """Load an exported policy folder; never raises — a failure becomes a fallback reason."""
+    from rlroute.export.manifest import REASON_CORRUPT, REASON_MISSING, PolicyLoadError
+    from rlroute.features import FeatureExtractor
+
+    if not path:
+        return Loaded(None, REASON_MISSING, "no policy.path configured", FeatureExtractor("hash"), None, time.time())
+    try:
+        from rlroute.policies.onnx import OnnxPolicy
+
+        if not Path(path).exists():
+            raise PolicyLoadError(REASON_MISSING, f"{path}: no such policy folder")
+        policy = OnnxPolicy(path, timeout_s=timeout_s)
+        extractor = FeatureExtractor(getattr(policy, "feature_text", "hash"))
+        return Loaded(policy, None, "", extractor, path, time.time())
+    except PolicyLoadError as e:
+        return Loaded(None, e.reason, str(e), FeatureExtractor("hash"), path, time.time())
+    except Exception as e:  # anything else unreadable about the folder: do not trust it
+        return Loaded(None, REASON_CORRUPT, f"{type(e).__name__}: {e}", FeatureExtractor("hash"), path, time.time())
+
+
+class PolicySlot:
+    """The router's current policy generation and the decision procedure.
+
+    Args:
+        path: exported policy folder (None: heuristic only, counted as ``policy_missing``).
+        timeout_ms: inference budget per decision.
+        fallback: keyword arguments of :class:`rlroute.policies.heuristic.SeedHeuristic`.
+    """
+
+    def __init__(self, path: str | None, timeout_ms: float, fallback: dict[str, Any]) -> None:
+        from rlroute.policies.heuristic import SeedHeuristic
+
+        self.timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
+        self.current: Loaded = load(path, self.timeout_s)
+        self.heuristic = SeedHeuristic(**fallback)
+        self._reload_lock = asyncio.Lock()
+
+    async def reload(self, path: str | None) -> Loaded:
+        """Load ``path`` (default: the current path) in a thread; swap it in only if it loaded.
+
+        Returns:
+            The attempted generation (check ``reason``); the slot keeps the old one on failure.
+        """
+        async with self._reload_lock:
+            new = await asyncio.to_thread(load, path or self.current.path, self.timeout_s)
+            if new.policy is not None:
+                self.current = new  # one reference assignment: atomic for every coroutine
+            return new
+
+    def decide(self, request: Request, state: ClusterState, matches: dict[str, list[int]]) -> Outcome:
+        """Choose an action for ``request``: the policy if it can be trusted, else the heuristic."""
+        t0 = time.perf_counter()
+        gen = self.current
+        obs: np.ndarray | None = None
+        reason: str | None = gen.reason
+        detail: str | None = gen.detail or None
+        try:
+            obs = gen.extractor.extract(request, state, matches)
+        except Exception as e:  # a feature bug must not take the router down
+            reason, detail = REASON_FEATURES, f"{type(e).__name__}: {e}"
+        if obs is not None and gen.policy is not None:
+            d = gen.policy.decide(obs, None, state)
+            if d.reason is None and d.action is not None:
+                return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0)
+            reason, detail = d.reason, d.detail
+        ctx = DecisionContext(request, state, matches, obs if obs is not None else np.zeros(224, np.float32))
+        try:
+            action = self.heuristic.act(ctx)
+        except Exception as e:
+            # Last resort: any available pool, small first (cheaper).
+            action = next((Action(i) for i, p in ((1, "small"), (0, "large")) if state.pools[p].available),
+                          Action.SMALL)
+            detail = f"{detail or ''}; heuristic failed: {type(e).__name__}: {e}"
+        return Outcome(action, "fallback", reason or REASON_HEURISTIC, time.perf_counter() - t0, detail)
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded, for ``/admin/status`` and reload answers."""
+        g = self.current
+        info: dict[str, Any] = {"path": g.path, "loaded": g.policy is not None, "reason": g.reason,
+                                "detail": g.detail, "loaded_at": g.loaded_at}
+        if g.policy is not None:
+            m = g.policy.manifest
+            info["feature_schema"] = m.get("feature_schema")
+            info["created_at"] = m.get("created_at")
+        return info

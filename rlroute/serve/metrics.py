@@ -1,0 +1,48 @@
+"""The router's Prometheus metrics (prometheus-client, one registry per app instance).
+
+Names are ``rlroute_router_*``. Decisions are counted by action and source (``policy`` or ``fallback``),
+fallbacks by reason, upstream attempts by outcome; latencies are histograms in seconds; in-flight
+requests are a gauge per pool.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_FAST = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+_SLOW = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+
+
+class RouterMetrics:
+    """All router metrics in a private registry (several apps may live in one test process)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.decisions = Counter("rlroute_router_decisions", "Routing decisions.", ["action", "source"], registry=r)
+        self.fallbacks = Counter("rlroute_router_fallbacks", "Decisions made by the fallback heuristic, by reason.",
+                                 ["reason"], registry=r)
+        self.requests = Counter("rlroute_router_requests", "Front requests by endpoint and status.",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("rlroute_router_request_seconds", "Front request latency (to the response head).",
+                                 ["endpoint"], buckets=_SLOW, registry=r)
+        self.decision_latency = Histogram("rlroute_router_decision_seconds",
+                                          "Features + policy + guard time per decision.", buckets=_FAST, registry=r)
+        self.upstream = Counter("rlroute_router_upstream_attempts", "Upstream attempts by pool and outcome.",
+                                ["pool", "outcome"], registry=r)
+        self.upstream_latency = Histogram("rlroute_router_upstream_seconds", "Upstream response-head latency.",
+                                          ["pool"], buckets=_SLOW, registry=r)
+        self.inflight = Gauge("rlroute_router_inflight", "Requests in flight to each pool.", ["pool"], registry=r)
+        self.cross_pool = Counter("rlroute_router_cross_pool", "Requests sent to the other pool (first had none).",
+                                  ["from_pool"], registry=r)
+        self.reloads = Counter("rlroute_router_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
+        self.weight_update = Gauge("rlroute_router_weight_update_interruption_seconds",
+                                   "Interruption of the last coordinated weight update.", ["pool"], registry=r)
+        self.worker_up = Gauge("rlroute_router_worker_usable", "1 when a worker takes traffic.", ["pool", "worker"],
+                               registry=r)
+        for pool in ("large", "small"):
+            self.inflight.labels(pool).set(0)
+
+    def render(self) -> tuple[bytes, str]:
+        """Prometheus text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

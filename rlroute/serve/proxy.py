@@ -1,0 +1,177 @@
+"""Sending one front request upstream: worker choice, retries, streaming pass-through, plan-and-execute.
+
+Retries follow one rule: a request may move to another worker of the pool only while no byte of the
+answer has reached the client — after a connection error, a timeout before the response head, or a 5xx
+head. A 4xx head is the request's own fault and is passed through. When the pool has no worker left and
+``allow_cross_pool`` is on, the request goes to the other pool; otherwise the client gets a 503 naming
+the pool and the errors seen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from rlroute.serve.metrics import RouterMetrics
+from rlroute.serve.upstream import RouterWorker, Upstreams
+from rlroute.types import Request
+
+_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "date", "server"}
+
+
+class NoUpstream(Exception):
+    """No worker of the pool could take the request; ``errors`` lists what happened."""
+
+    def __init__(self, pool: str, errors: list[str]) -> None:
+        super().__init__(f"pool {pool!r}: no worker could serve the request ({'; '.join(errors) or 'none usable'})")
+        self.pool = pool
+        self.errors = errors
+
+
+@dataclass(slots=True)
+class Opened:
+    """An upstream response whose head arrived (body not read yet)."""
+
+    response: httpx.Response
+    worker: RouterWorker
+    pool: str
+    attempts: int
+
+
+class Proxy:
+    """Forwards bodies to pools over the shared pooled client."""
+
+    def __init__(self, upstreams: Upstreams, client: httpx.AsyncClient, metrics: RouterMetrics,
+                 retries: int, allow_cross_pool: bool) -> None:
+        self.up = upstreams
+        self.client = client
+        self.metrics = metrics
+        self.retries = retries
+        self.allow_cross_pool = allow_cross_pool
+
+    async def open(self, pool: str, path: str, body: bytes, request: Request) -> Opened:
+        """Send ``body`` to a worker of ``pool`` and return once a non-5xx response head arrived.
+
+        Raises:
+            NoUpstream: every attempt failed or no worker was usable.
+        """
+        tried: set[int] = set()
+        errors: list[str] = []
+        while len(tried) <= self.retries:
+            w = self.up.choose(pool, request, tried)
+            if w is None:
+                break
+            tried.add(w.index)
+            w.inflight += 1
+            self.metrics.inflight.labels(pool).inc()
+            t0 = time.perf_counter()
+            try:
+                req = self.client.build_request("POST", w.url + path, content=body,
+                                                headers={"content-type": "application/json"})
+                r = await self.client.send(req, stream=True)
+            except httpx.HTTPError as e:
+                self._done(w, pool)
+                w.breaker.failure()
+                self.metrics.upstream.labels(pool, "connect_error").inc()
+                errors.append(f"{w.url}: {type(e).__name__}")
+                continue
+            self.metrics.upstream_latency.labels(pool).observe(time.perf_counter() - t0)
+            if r.status_code >= 500:
+                await r.aclose()
+                self._done(w, pool)
+                w.breaker.failure()
+                self.metrics.upstream.labels(pool, "5xx").inc()
+                errors.append(f"{w.url}: HTTP {r.status_code}")
+                continue
+            w.breaker.success()
+            self.metrics.upstream.labels(pool, "ok" if r.status_code < 400 else "4xx").inc()
+            return Opened(r, w, pool, len(tried))
+        raise NoUpstream(pool, errors)
+
+    def _done(self, w: RouterWorker, pool: str) -> None:
+        w.inflight -= 1
+        self.metrics.inflight.labels(pool).dec()
+
+    async def open_with_fallback(self, pool: str, path: str, body: bytes, request: Request) -> Opened:
+        """:meth:`open` on ``pool``, then on the other pool when allowed."""
+        try:
+            return await self.open(pool, path, body, request)
+        except NoUpstream as first:
+            other = "small" if pool == "large" else "large"
+            if not self.allow_cross_pool or not self.up.available(other):
+                raise
+            self.metrics.cross_pool.labels(pool).inc()
+            try:
+                return await self.open(other, path, body, request)
+            except NoUpstream as second:
+                raise NoUpstream(f"{pool}+{other}", first.errors + second.errors) from second
+
+    async def read(self, op: Opened) -> tuple[int, bytes, dict[str, str]]:
+        """Read a whole upstream answer and release the worker."""
+        try:
+            content = await op.response.aread()
+        finally:
+            await op.response.aclose()
+            self._done(op.worker, op.pool)
+        self._record(op, content)
+        headers = {k: v for k, v in op.response.headers.items() if k.lower() not in _HOP}
+        return op.response.status_code, content, headers
+
+    def _record(self, op: Opened, content: bytes) -> None:
+        # Modelled latency from SGLang's meta_info feeds the pool's recent-latency state (as in the live
+        # cluster); answers without it (OpenAI shapes) leave the averages alone.
+        if op.response.status_code != 200 or not content.startswith(b"{"):
+            return
+        try:
+            meta = json.loads(content).get("meta_info")
+        except ValueError:
+            return
+        if isinstance(meta, dict) and isinstance(meta.get("e2e_latency"), int | float):
+            e2e = float(meta["e2e_latency"])
+            ttft = float(meta.get("ttft") or e2e)
+            n = max(1, int(meta.get("completion_tokens") or 1))
+            w, p = op.worker, self.up.pools[op.pool]
+            w.recent_e2e += 0.1 * (e2e - w.recent_e2e)
+            w.recent_ttft += 0.1 * (ttft - w.recent_ttft)
+            p.recent_e2e += 0.1 * (e2e - p.recent_e2e)
+            p.recent_ttft += 0.1 * (ttft - p.recent_ttft)
+            if n > 1:
+                tpot = (e2e - ttft) / (n - 1)
+                w.recent_tpot += 0.1 * (tpot - w.recent_tpot)
+                p.recent_tpot += 0.1 * (tpot - p.recent_tpot)
+
+    async def respond(self, op: Opened, extra: dict[str, str], stream: bool) -> Response:
+        """Turn an opened upstream answer into the client's response (streamed or whole)."""
+        headers = {k: v for k, v in op.response.headers.items() if k.lower() not in _HOP}
+        headers.update(extra)
+        if not stream or op.response.status_code != 200:
+            status, content, _ = await self.read(op)
+            return Response(content, status_code=status, headers=headers,
+                            media_type=op.response.headers.get("content-type"))
+        return StreamingResponse(self._relay(op), status_code=200, headers=headers,
+                                 media_type=op.response.headers.get("content-type", "text/event-stream"))
+
+    async def _relay(self, op: Opened) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in op.response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as e:
+            # Bytes already reached the client: no retry is possible; end the stream with an SSE error.
+            self.metrics.upstream.labels(op.pool, "midstream_error").inc()
+            msg = {"error": {"message": f"upstream {op.worker.url} failed mid-stream: {type(e).__name__}",
+                             "code": 502}}
+            yield b"data: " + json.dumps(msg).encode() + b"\n\ndata: [DONE]\n\n"
+        finally:
+            await op.response.aclose()
+            self._done(op.worker, op.pool)
+
+
+def unavailable(message: str, status: int = 503) -> JSONResponse:
+    """A clear error answer in OpenAI's error shape."""
+    return JSONResponse({"error": {"message": message, "type": "service_unavailable", "code": status}},
+                        status_code=status)

@@ -1,0 +1,199 @@
+"""The router's view of its upstreams: workers per pool, their scraped state, health and circuit breakers.
+
+Per worker the router reuses the live cluster's bookkeeping (:class:`rlroute.cluster.live.pool.
+LiveInstance`: ``/metrics`` + ``/get_load`` parsed once into typed stats, the router's in-flight count and
+an approximate prefix tree of the blocks it sent), so the features a served policy sees mean what they
+meant in training. On top it adds what serving needs: a circuit breaker, a router-side pause flag (set
+during a coordinated weight update) and a background loop that scrapes and health-checks every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+
+from rlroute.cluster.base import ClusterState
+from rlroute.cluster.live.pool import LiveInstance, LivePool
+from rlroute.serve.config import ServeConfig
+from rlroute.types import Request
+
+
+class Breaker:
+    """Consecutive-failure circuit breaker: open after ``threshold`` failures, half-open after ``cooldown_s``.
+
+    While open the worker receives no traffic; once the cooldown has passed one request (or a passing
+    health check) may try it: success closes the breaker, failure re-opens it for another cooldown.
+    """
+
+    def __init__(self, threshold: int, cooldown_s: float) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half_open``."""
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if time.monotonic() - self.opened_at >= self.cooldown_s else "open"
+
+    def allows(self) -> bool:
+        """True when a request may go to this worker."""
+        return self.state != "open"
+
+    def success(self) -> None:
+        """A request or health check succeeded."""
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self) -> None:
+        """A request or health check failed."""
+        self.failures += 1
+        if self.failures >= self.threshold or self.opened_at is not None:
+            self.opened_at = time.monotonic()
+
+
+class RouterWorker(LiveInstance):
+    """One upstream worker with the router's breaker and health state."""
+
+    def __init__(self, pool: str, index: int, url: str, breaker: Breaker) -> None:
+        super().__init__(pool, index, url)
+        self.breaker = breaker
+        self.health_ok = True
+
+    @property
+    def nload(self) -> int:
+        """Load as the in-pool policies read it (queued + running, at least the router's in-flight)."""
+        return self.load
+
+    @property
+    def usable(self) -> bool:
+        """Healthy, breaker not open and generation not paused."""
+        return self.health_ok and self.breaker.allows() and not self.stats.paused
+
+
+class Upstreams:
+    """Both pools' workers, their state loop and the in-pool choice.
+
+    Args:
+        cfg: the router config.
+        client: the shared pooled HTTP client.
+    """
+
+    def __init__(self, cfg: ServeConfig, client: httpx.AsyncClient) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.pools: dict[str, LivePool] = {}
+        self.paused: dict[str, bool] = {}
+        self.resumed: dict[str, asyncio.Event] = {}
+        for name, pc in cfg.pools.items():
+            pool = LivePool(name, {"urls": pc.workers, "in_pool": pc.in_pool}, np.random.default_rng(0))
+            pool.instances = [
+                RouterWorker(name, i, u, Breaker(cfg.breaker_failures, cfg.breaker_cooldown_s))
+                for i, u in enumerate(pc.workers)
+            ]
+            self.pools[name] = pool
+            self.paused[name] = False
+        self._t0 = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        """Seconds since the router started (the live cluster's clock)."""
+        return time.monotonic() - self._t0
+
+    def workers(self, pool: str) -> list[RouterWorker]:
+        """The pool's workers."""
+        return [w for w in self.pools[pool].instances if isinstance(w, RouterWorker)]
+
+    def available(self, pool: str) -> bool:
+        """The pool can take a request now (not paused by the router, some worker usable)."""
+        return not self.paused[pool] and any(w.usable for w in self.workers(pool))
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state(self) -> ClusterState:
+        """Typed snapshot for features and policies; router-paused pools report paused instances."""
+        now = self.now()
+        pools = {}
+        for name, pool in self.pools.items():
+            ps = pool.snapshot(now)
+            for inst, w in zip(ps.instances, self.workers(name), strict=True):
+                inst.healthy = w.health_ok and w.breaker.allows()
+                inst.paused = inst.paused or self.paused[name]
+            pools[name] = ps
+        return ClusterState(time=now, pools=pools)
+
+    def matches(self, request: Request) -> dict[str, list[int]]:
+        """Router-estimated cached prompt tokens per worker, per pool."""
+        covered = min(len(request.blocks) * request.block_size, request.input_len)
+        return {name: pool.match(request, covered) for name, pool in self.pools.items()}
+
+    def choose(self, pool: str, request: Request, exclude: set[int]) -> RouterWorker | None:
+        """The in-pool policy's pick among usable workers not yet tried (None when none is left)."""
+        cands = [w for w in self.workers(pool) if w.usable and w.index not in exclude]
+        if not cands:
+            return None
+        covered = min(len(request.blocks) * request.block_size, request.input_len)
+        matched = [w.tree.match(request.blocks, request.block_size, covered) for w in cands]
+        w = self.pools[pool].policy.choose(cands, matched, request.input_len)  # type: ignore[arg-type]
+        assert isinstance(w, RouterWorker)
+        w.tree.insert(request.blocks, request.block_size)
+        return w
+
+    # -- background loop ----------------------------------------------------------------------------------
+    async def _probe(self, w: RouterWorker, health: bool) -> None:
+        if health:
+            try:
+                r = await self.client.get(w.url + "/health", timeout=self.cfg.health_timeout_s)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            w.health_ok = ok
+            if ok:
+                if w.breaker.state == "half_open":
+                    w.breaker.success()
+            else:
+                w.breaker.failure()
+        if not w.health_ok:
+            return
+        if self.cfg.backend == "sglang_router":
+            return  # a router URL has no per-worker /metrics of its own to read
+        try:
+            res: Any = await asyncio.wait_for(w.fetch(self.client), self.cfg.health_timeout_s)
+        except Exception as e:  # unreadable or unreachable: keep old stats, health check decides
+            res = e
+        if isinstance(res, BaseException):
+            w.error = f"{type(res).__name__}: {res}"
+            return
+        w.absorb(res, self.now())
+
+    async def refresh(self, health: bool = True) -> None:
+        """Scrape (and optionally health-check) every worker once, concurrently."""
+        ws = [w for name in self.pools for w in self.workers(name)]
+        await asyncio.gather(*(self._probe(w, health) for w in ws))
+
+    async def _loop(self) -> None:
+        last_health = 0.0
+        while True:
+            t = time.monotonic()
+            health = t - last_health >= self.cfg.health_interval_s
+            if health:
+                last_health = t
+            await self.refresh(health)
+            await asyncio.sleep(self.cfg.scrape_interval_s)
+
+    def start(self) -> None:
+        """Start the scrape / health loop on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="rlroute-upstreams")
+
+    async def stop(self) -> None:
+        """Stop the loop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
