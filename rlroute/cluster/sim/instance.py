@@ -20,7 +20,9 @@ and any prompt tail not covered by blocks are private to the request and reserve
 (SGLang reserves incrementally with a decaying new-token ratio; full reservation is the conservative
 simplification). Admission is FIFO and waits while the KV pool cannot fit the head request even after
 evicting every unreferenced cached block, or while ``max_running_requests`` are running.
-Generated tokens are not inserted into the cache (traces only give block ids for prompts).
+Generated tokens are not inserted into the cache (traces only give block ids for prompts). A prompt's
+new blocks enter the cache at admission rather than chunk by chunk as SGLang inserts them, so a request
+sharing the prefix that arrives during that prefill already matches it (a small optimism; one prefill).
 """
 
 from __future__ import annotations
