@@ -10,7 +10,8 @@ Two figures, median over repeats of a timed loop (``time.perf_counter``):
 The cluster state is the default topology (2 large + 8 small instances) with load on every instance,
 built by hand so the figure isolates feature extraction from the simulator; with ``--sim`` the state
 and prefix matches come from a real ``SimCluster`` after routing a few hundred requests (if the
-simulator is importable). Each run records its arguments in the JSON.
+simulator is importable), and the simulator's own ``cluster.state()`` refresh is timed for context.
+Each run records its arguments in the JSON.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def _time(fn: Callable[[], Any], n: int, repeats: int) -> list[float]:
     return out
 
 
-def _sim_context(tokens: int, rng: np.random.Generator) -> tuple[ClusterState, dict[str, list[int]], Request]:
+def _sim_context(
+    tokens: int, rng: np.random.Generator
+) -> tuple[ClusterState, dict[str, list[int]], Request, Callable[[], Any]]:
     from hydra import compose, initialize_config_dir
 
     from rlroute.cluster.sim import build_cluster
@@ -92,7 +95,7 @@ def _sim_context(tokens: int, rng: np.random.Generator) -> tuple[ClusterState, d
         cluster.advance(t)
         cluster.submit(r, Action(int(rng.integers(0, 3))))
     req = _request(rng, 10_000, tokens)
-    return cluster.state(), cluster.prefix_match(req), req
+    return cluster.state(), cluster.prefix_match(req), req, cluster.state
 
 
 def main(argv: list[str]) -> dict[str, Any]:
@@ -111,8 +114,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     ex = FeatureExtractor(args.text)
+    sim_state_us = None
     if args.sim:
-        st, matches, req = _sim_context(args.tokens, rng)
+        st, matches, req, refresh = _sim_context(args.tokens, rng)
+        sim_state_us = round(statistics.median(_time(refresh, args.n // 4 or 1, args.repeats)), 2)
     else:
         st = _state(rng, args.large, args.small)
         req = _request(rng, 0, args.tokens)
@@ -136,6 +141,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "prompt_tokens": args.tokens,
         "instances": {p: len(ps.instances) for p, ps in st.pools.items()},
         "state_source": "SimCluster" if args.sim else "hand-built",
+        "sim_state_refresh_us": sim_state_us,  # the simulator's own cluster.state() (context, --sim only)
         "text": args.text,
         "schema": {"version": SCHEMA.version, "hash": ex.schema.hash, "size": len(ex.schema)},
         "obs_in_bounds": bool(((obs >= ex.schema.low) & (obs <= ex.schema.high)).all()),
