@@ -1,7 +1,7 @@
 """The feature list of schema version 1: 128 request + 64 system + 32 cache = 224 indices.
 
 Scales (``unit``/``cap``) are chosen so the values a 2-pool SGLang deployment produces spread over
-[0, 1]: e.g. queue lengths up to a few hundred requests per instance, TTFT 0.1 s-10 min, prompts of
+[0, 1]: e.g. queue lengths up to a few hundred requests per instance, TTFT 0.05 s-2 min, prompts of
 16-32k tokens (Mooncake's longest are ~100k and saturate at 1). Anything beyond a cap saturates at the
 bound; the transforms are part of the schema hash.
 """
@@ -88,8 +88,8 @@ POOL_SYSTEM = (
     ("kv_usage_max", "lin", "KV usage, max over healthy instances", 0, 0),
     ("kv_usage_min", "lin", "KV usage, min over healthy instances", 0, 0),
     ("kv_free_tokens", "log", "free KV tokens summed over available instances", 1e7, 1000),
-    ("ttft", "log", "recent TTFT of the pool, seconds", 600, 0.1),
-    ("ttft_max", "log", "recent TTFT, max over healthy instances, seconds", 600, 0.1),
+    ("ttft", "log", "recent TTFT of the pool, seconds", 120, 0.05),
+    ("ttft_max", "log", "recent TTFT, max over healthy instances, seconds", 120, 0.05),
     ("tpot", "log", "recent time per output token of the pool, seconds", 2, 0.01),
     ("tpot_max", "log", "recent TPOT, max over healthy instances, seconds", 2, 0.01),
     ("e2e", "log", "recent end-to-end latency of the pool, seconds", 3600, 1),
