@@ -23,6 +23,7 @@ BENCHES = {
     "decision": "features + ONNX + guard latency per request",
     "router": "latency the router adds over calling a worker directly",
     "replay": "open-loop trace replay against an endpoint",
+    "workload": "workload materialisation time (cold, warm, reseeded)",
 }
 
 
