@@ -187,3 +187,13 @@ def test_seed_heuristic_uses_the_features_complexity(input_len: int, max_new: in
     c.request.max_new_tokens = max_new
     assert (complexity(c.request) > 0.7) == (expected == L)
     assert SeedHeuristic().act(c) == expected
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_registry_entry_resolves_and_has_a_config(name: str) -> None:
+    from rlroute.policies.registry import policy_class
+
+    cls = policy_class(name)
+    assert callable(getattr(cls, "act", None)) and callable(getattr(cls, "reset", None))
+    cfg = policy_config(name)
+    assert cfg is not None and cfg["_target_"] == f"{cls.__module__}.{cls.__qualname__}"
