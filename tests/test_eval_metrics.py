@@ -120,3 +120,14 @@ def test_summary_ratios_are_pooled_over_seeds() -> None:
     assert summary["quality"].n == 2  # per-request metrics keep the t-interval over seeds
     anchors = summarise([episode_metrics(recs([1] * 4))], recs([1] * 4))
     assert anchors["apgr"].mean == 0.0 and anchors["apgr"].low == anchors["apgr"].high == 0.0
+
+
+def test_bootstrap_option_gives_request_level_intervals() -> None:
+    from rlroute.eval.run import summarise
+
+    rows = [dict(r, seed=0) for r in recs([1, 0, 1, 2])] * 5
+    summary = summarise([episode_metrics(rows)], rows, ci="bootstrap", n_boot=200)
+    assert summary["quality"].n == 20 and summary["quality"].low < 0.5 < summary["quality"].high
+    assert summary["mix_large"].n == 1  # episode-level metrics stay over seeds
+    with pytest.raises(ValueError, match="eval.ci"):
+        summarise([episode_metrics(rows)], rows, ci="jackknife")
