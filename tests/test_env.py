@@ -188,3 +188,16 @@ def test_default_reward_has_a_real_tradeoff() -> None:
 
     large, small = ret(lambda e: int(Action.LARGE)), ret(lambda e: int(Action.SMALL))
     assert ret(by_gain) > max(large, small) + 5.0
+
+
+def test_short_stream_truncates_and_refuses_more_steps() -> None:
+    env = make("workload.max_requests=5", "episode_length=50", max_offset=0)
+    env.reset(seed=0)
+    steps = [env.step(1) for _ in range(5)]
+    assert [s[3] for s in steps] == [False, False, False, False, True]  # 5 requests, 5 decisions
+    assert in_bounds(steps[-1][0])
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(1)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be 0"):
+        env.step(7)

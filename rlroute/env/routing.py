@@ -157,6 +157,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self._q_rng = np.random.default_rng(0)
         self._steps = 0
         self._in_system = 0
+        self._exhausted = False
 
     # -- construction -------------------------------------------------------------------------------
     @staticmethod
@@ -195,6 +196,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             )
         self._steps = 0
         self._in_system = 0
+        self._exhausted = False
         self.cluster.advance(first.arrival)
         self._observe(first)
         return self._obs.copy(), {"request_id": first.id, "time": self.cluster.now, "offset": offset}
@@ -204,7 +206,12 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         req, cluster = self._pending, self.cluster
         if req is None or cluster is None:
             raise RuntimeError("RoutingEnv.step called before reset()")
-        a = Action(int(action))
+        if self._exhausted:
+            raise RuntimeError("the workload stream ended (episode truncated): call reset() before step()")
+        try:
+            a = Action(int(action))
+        except ValueError:
+            raise ValueError(f"action must be 0 (large), 1 (small) or 2 (hybrid), got {action!r}") from None
         valid = bool(self._mask[a])
         q = req.quality
         assert q is not None  # drawn in _pull
@@ -229,7 +236,8 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         }
         reward = terms["quality"] + terms["cost"] + terms["latency"] + terms["slo"]
         self._steps += 1
-        truncated = self._steps >= self.episode_length or nxt is None
+        self._exhausted = nxt is None
+        truncated = self._steps >= self.episode_length or self._exhausted
         self._observe(nxt if nxt is not None else req)
         info = {
             "request_id": req.id,
