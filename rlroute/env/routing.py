@@ -71,7 +71,8 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     * Termination: never (routing is a continuing task).
     * Truncation: after ``episode_length`` decisions, or earlier when the workload stream ends (the final
-      observation is then the last request's, recomputed on the final state).
+      observation is then the last request's, recomputed on the final state, and ``step`` raises until
+      ``reset``).
 
     Requests still in flight at truncation are not in the reward; :meth:`drain` finishes them and returns
     their completions (for evaluation).
