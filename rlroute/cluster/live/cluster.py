@@ -79,7 +79,7 @@ class LiveCluster:
         self.r_arr = 0.0
         self.r_arr_t = 0.0
         self._t0 = time.monotonic()
-        self._anchor = False
+        self._anchor = True  # the first submit/advance sets the clock (see advance)
         self.scrape(force=True)
 
     def __call__(self, rng: np.random.Generator | None = None) -> LiveCluster:

@@ -95,6 +95,11 @@ class LiveInstance:
         """Queued + running requests: the worker's scrape, or the router's in-flight count if higher."""
         return max(self.stats.running + self.stats.queued, self.inflight)
 
+    @property
+    def nload(self) -> int:
+        """:attr:`load` under the name the simulator's in-pool policies read."""
+        return self.load
+
     async def fetch(self, client: httpx.AsyncClient) -> WorkerStats:
         """Scrape ``/metrics`` and ``/get_load`` concurrently and parse them."""
         m, load = await asyncio.gather(client.get(self.url + "/metrics"), client.get(self.url + "/get_load"))

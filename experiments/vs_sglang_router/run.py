@@ -1,0 +1,280 @@
+"""rlroute vs sglang-router on the same emulated pools and the same trace (see README.md for the command).
+
+Arms (each repetition replays the same window of ``mmlu_mooncake`` — Mooncake conversation timing and
+context blocks x labelled MMLU prompts — open loop, ``speedup`` modelled seconds per wall second):
+
+* ``rlroute_ppo``   rlroute's decision path (features -> exported ONNX policy -> guard) in-process over
+                    the live pools (:class:`~rlroute.cluster.live.LiveCluster`: cache_aware inside pools);
+* ``rlroute_heuristic`` the same path with the seed heuristic;
+* ``sglang_all_large`` one sglang-router (cache_aware, the PyPI wheel) over the large pool, all traffic;
+* ``sglang_split``  one sglang-router per pool, a fixed share of requests to the large pool (by request
+                    id hash; the share is ``--split-large``);
+* ``all_small``     one sglang-router over the small pool, all traffic.
+
+Latencies are the workers' modelled ``meta_info`` values (seconds of the modelled GPU servers; the real
+wall-clock HTTP overhead is not sped up and is excluded in every arm alike). Quality is the quality model's
+draw for the action taken (``labelled`` MMLU labels for large/small); cost uses the simulator's cost model
+on the tokens the workers report; cache hit rate is the delta of the workers' ``sglang:cached_tokens`` /
+``sglang:prompt_tokens`` counters over the arm. Intervals: Student-t over repetitions (different windows).
+The sim-vs-live gap runs the heuristic arm's requests and actions through the simulator with the same pools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from rlroute.bench.replay import replay
+from rlroute.cluster.live import LiveCluster
+from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, free_port
+from rlroute.cluster.live.scrape import parse_metrics
+from rlroute.types import Action, Request
+
+HERE = Path(__file__).resolve().parent
+LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
+
+
+def window(n: int, rep: int, quality_cfg: str) -> list[Request]:
+    """``n`` consecutive requests of the test split starting at a rep-dependent point, with quality draws."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(HERE.parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["workload=mmlu_mooncake", f"quality={quality_cfg}"])
+    workload = instantiate(cfg.workload, split="test")
+    quality = instantiate(cfg.quality)
+    rng = np.random.default_rng(1000 + rep)
+    reqs = []
+    for r in workload.requests(rng):
+        r.quality = quality.draw(r, rng)
+        reqs.append(r)
+        if len(reqs) >= n:
+            break
+    t0 = reqs[0].arrival
+    for r in reqs:  # each window starts at 0
+        r.arrival -= t0
+    return reqs
+
+
+def start_router(urls: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """One sglang-router (cache_aware, CLI defaults) over ``urls``; returns the process and its URL."""
+    port, prom = free_port(), free_port()
+    cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
+           "--worker-urls", *urls, "--policy", "cache_aware", "--prometheus-port", str(prom),
+           "--log-level", "warn"]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sglang-router exited {proc.returncode}: {log.read_text()[-1500:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError(f"sglang-router on {url} not healthy; log {log}")
+
+
+def counters(urls: list[str]) -> tuple[float, float]:
+    """Summed (cached, prompt) token counters of the workers' /metrics."""
+    cached = prompt = 0.0
+    for u in urls:
+        s = parse_metrics(httpx.get(u + "/metrics", timeout=10).text)
+        cached += s.cached_tokens_total
+        prompt += s.prompt_tokens_total
+    return cached, prompt
+
+
+def reset_workers(urls: list[str]) -> None:
+    """Flush every worker's prefix cache so arms start equal."""
+    for u in urls:
+        httpx.post(u + "/flush_cache", timeout=10)
+
+
+def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup: float) -> list[dict[str, Any]]:
+    """rlroute's decision path in-process over the live pools; one row per request."""
+    from rlroute.features import extract
+    from rlroute.policies.base import DecisionContext
+
+    rows: dict[int, dict[str, Any]] = {}
+    with LiveCluster(pools, speedup=speedup) as live:
+        live.reset()
+        for r in reqs:
+            live.advance(r.arrival)
+            state = live.state()
+            matches = live.prefix_match(r)
+            ctx = DecisionContext(r, state, matches, extract(r, state, matches))
+            live.submit(r, policy.act(ctx))
+        done = live.drain(timeout_s=600)
+    for c in done:
+        rows[c.request_id] = {"id": c.request_id, "action": int(c.action), "ok": not c.failed,
+                              "ttft": c.ttft, "e2e": c.e2e, "cached": c.cached_tokens, "prompt": c.prompt_tokens,
+                              "cost": c.cost, "quality": bool(c.quality_ok), "error": c.fail_reason}
+    return [rows[r.id] for r in reqs]
+
+
+def run_sglang(reqs: list[Request], endpoints: dict[str, str], large_share: float, speedup: float,
+               cost_model: Any) -> list[dict[str, Any]]:
+    """Open-loop replay through sglang-router(s); requests go large by id hash with ``large_share``."""
+    to_large = {r.id: (zlib.crc32(str(r.id).encode()) % 10_000) / 10_000 < large_share for r in reqs}
+    parts = {p: [r for r in reqs if to_large[r.id] == (p == "large")] for p in endpoints}
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(*(replay(endpoints[p], parts[p], 1.0 / speedup) for p in endpoints))
+
+    rows = {}
+    for p, recs in zip(endpoints, asyncio.run(both()), strict=True):
+        act = Action.LARGE if p == "large" else Action.SMALL
+        for req, rec in zip(parts[p], recs, strict=True):
+            q = req.quality
+            rows[req.id] = {"id": req.id, "action": int(act), "ok": rec.ok, "ttft": rec.model_ttft_s,
+                            "e2e": rec.model_e2e_s, "cached": rec.cached_tokens, "prompt": rec.prompt_tokens,
+                            "cost": cost_model.request_cost(p, rec.prompt_tokens, rec.cached_tokens,
+                                                            rec.output_tokens) if rec.ok else 0.0,
+                            "quality": bool(q.ok[int(act)]) if q is not None else False, "error": rec.error}
+    return [rows[r.id] for r in reqs]
+
+
+def run_sim(reqs: list[Request], actions: list[int], pools_sim: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same requests and actions through the simulator (for the sim-vs-live gap)."""
+    from rlroute.cluster.sim import SimCluster
+
+    sim = SimCluster(pools=pools_sim, seed=0)
+    for r, a in zip(reqs, actions, strict=True):
+        sim.submit(r, Action(a))
+    done = {c.request_id: c for c in sim.drain()}
+    return [{"id": r.id, "ttft": done[r.id].ttft, "e2e": done[r.id].e2e, "cached": done[r.id].cached_tokens,
+             "prompt": done[r.id].prompt_tokens, "ok": not done[r.id].failed} for r in reqs]
+
+
+def summary(rows: list[dict[str, Any]], hit: float | None = None) -> dict[str, float]:
+    """Per-arm metrics of one repetition."""
+    ok = [x for x in rows if x["ok"]]
+    ttft = [x["ttft"] for x in ok if x["ttft"] is not None]
+    e2e = [x["e2e"] for x in ok if x["e2e"] is not None]
+    prompt = sum(x["prompt"] for x in ok)
+    return {
+        "quality": float(np.mean([x["quality"] for x in rows])) if "quality" in rows[0] else float("nan"),
+        "cost_per_1k": 1000 * float(np.sum([x.get("cost", 0.0) for x in ok])) / len(rows),
+        "large_share": float(np.mean([x.get("action", 0) in (0, 2) for x in rows])),
+        "p50_ttft": float(np.percentile(ttft, 50)), "p99_ttft": float(np.percentile(ttft, 99)),
+        "p50_e2e": float(np.percentile(e2e, 50)), "p99_e2e": float(np.percentile(e2e, 99)),
+        "hit_rate": hit if hit is not None else (sum(x["cached"] for x in ok) / prompt if prompt else 0.0),
+        "availability": len(ok) / len(rows),
+    }
+
+
+def table(results: dict[str, list[dict[str, float]]], keys: list[str]) -> str:
+    """Markdown table of mean [95% CI] over repetitions per arm."""
+    from rlroute.eval.stats import t_interval
+
+    lines = ["| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for arm, reps in results.items():
+        cells = []
+        for k in keys:
+            iv = t_interval([r[k] for r in reps])
+            cells.append(f"{iv.mean:.4g} [{iv.low:.4g}, {iv.high:.4g}]" if iv.n > 1 else f"{iv.mean:.4g}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", type=Path, default=None, help="exported policy folder (rlroute export)")
+    ap.add_argument("--n", type=int, default=300, help="requests per repetition")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--speedup", type=float, default=10.0)
+    ap.add_argument("--large", type=int, default=1, help="large-pool workers")
+    ap.add_argument("--small", type=int, default=2, help="small-pool workers")
+    ap.add_argument("--split-large", type=float, default=0.3, help="large share of the fixed-ratio split arm")
+    ap.add_argument("--quality", default="labelled")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args()
+    from rlroute.cluster.profiles import load_profile
+    from rlroute.cluster.sim.cost import build_cost_model
+    from rlroute.policies.heuristic import SeedHeuristic
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / "logs"
+    specs = [WorkerSpec("large", LARGE, args.speedup)] * args.large + [WorkerSpec("small", SMALL, args.speedup)] * args.small
+    cost_model = build_cost_model(None, {"large": load_profile(LARGE), "small": load_profile(SMALL)})
+    pools_sim = {p: {"profile": prof, "instances": n, "in_pool": {"policy": "cache_aware"},
+                     "cache": {"mem_fraction_static": 0.88, "eviction": "lru"}}
+                 for p, prof, n in (("large", LARGE, args.large), ("small", SMALL, args.small))}
+    policies: dict[str, Any] = {"rlroute_heuristic": SeedHeuristic()}
+    if args.policy is not None:
+        from rlroute.policies.onnx import OnnxPolicy
+
+        policies = {"rlroute_ppo": OnnxPolicy(args.policy, fallback=SeedHeuristic()), **policies}
+    results: dict[str, list[dict[str, float]]] = {}
+    gaps: list[dict[str, float]] = []
+    routers: list[subprocess.Popen[bytes]] = []
+    with WorkerFleet(specs, logs) as fleet:
+        try:
+            lp, large_url = start_router(fleet.urls("large"), logs / "router-large.log")
+            sp, small_url = start_router(fleet.urls("small"), logs / "router-small.log")
+            routers += [lp, sp]
+            all_urls = fleet.urls("large") + fleet.urls("small")
+            pools = {"large": {"urls": fleet.urls("large"), "profile": LARGE},
+                     "small": {"urls": fleet.urls("small"), "profile": SMALL}}
+            arms: dict[str, Any] = {name: (lambda reqs, p=pol: run_rlroute(p, reqs, pools, args.speedup))
+                                    for name, pol in policies.items()}
+            arms["sglang_all_large"] = lambda reqs: run_sglang(reqs, {"large": large_url}, 1.0, args.speedup, cost_model)
+            arms["sglang_split"] = lambda reqs: run_sglang(reqs, {"large": large_url, "small": small_url},
+                                                           args.split_large, args.speedup, cost_model)
+            arms["all_small"] = lambda reqs: run_sglang(reqs, {"small": small_url}, 0.0, args.speedup, cost_model)
+            for rep in range(args.reps):
+                reqs = window(args.n, rep, args.quality)
+                for arm, fn in arms.items():
+                    reset_workers(all_urls)
+                    c0, p0 = counters(all_urls)
+                    t = time.monotonic()
+                    rows = fn(reqs)
+                    c1, p1 = counters(all_urls)
+                    s = summary(rows, (c1 - c0) / (p1 - p0) if p1 > p0 else 0.0)
+                    s["wall_s"] = time.monotonic() - t
+                    results.setdefault(arm, []).append(s)
+                    print(f"rep {rep} {arm}: {json.dumps({k: round(v, 4) for k, v in s.items()})}", flush=True)
+                    if arm == "rlroute_heuristic":
+                        sim = summary(run_sim(reqs, [x["action"] for x in rows], pools_sim))
+                        live_s = summary(rows)
+                        gaps.append({k: (live_s[k] - sim[k]) / sim[k] if sim[k] else float("nan")
+                                     for k in ("p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate")}
+                                    | {f"sim_{k}": sim[k] for k in ("p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate")}
+                                    | {f"live_{k}": live_s[k] for k in ("p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate")})
+                        print(f"rep {rep} sim-vs-live: {json.dumps({k: round(v, 4) for k, v in gaps[-1].items()})}", flush=True)
+        finally:
+            for p in routers:
+                p.terminate()
+            for p in routers:
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    keys = ["quality", "cost_per_1k", "large_share", "p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate",
+            "availability"]
+    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                       "arms": results, "sim_vs_live": gaps}, indent=2))
+    md = ["## Arms (mean [95% t-interval] over repetitions)", "", table(results, keys), "",
+          "## Sim-vs-live gap (heuristic arm; relative, live/sim - 1)", "",
+          table({"gap": gaps}, ["p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate"])]
+    (args.out / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
