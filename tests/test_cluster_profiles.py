@@ -63,7 +63,7 @@ def test_unknown_profile_lists_known_ones() -> None:
 
 
 def test_kv_capacity_follows_mem_fraction_static() -> None:
-    prof = load_profile(SMALL)
+    prof = load_profile(f"{SMALL}.estimate")
     assert prof.kv_capacity_tokens(0.7) == int((80 * 0.7 - 8.05) * 1e9 / 147456)
     assert prof.kv_capacity_tokens(0.9) > prof.kv_capacity_tokens(0.7)
     with pytest.raises(ProfileError, match="leaves no KV memory"):

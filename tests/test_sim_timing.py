@@ -116,7 +116,9 @@ def test_step_time_grows_with_batch_and_context(profile: str) -> None:
 
 
 def test_profiles_land_near_public_figures() -> None:
-    small, large = load_profile("qwen3-4b__h100"), load_profile("qwen3-235b-a22b-fp8__h100x8")
+    # the hand-written estimates must land near public figures (measured files are checked by their fit)
+    small = load_profile("qwen3-4b__h100.estimate")
+    large = load_profile("qwen3-235b-a22b-fp8__h100x8.estimate")
     assert 0.005 <= small.step_time(0, 1, 1024) <= 0.008  # 5-8 ms/token at batch 1
     assert 0.030 <= small.prefill_time(1024) <= 0.060  # TTFT of a 1k prompt, idle
     assert 0.012 <= large.step_time(0, 1, 1024) <= 0.014  # 12-14 ms/token at batch 1
@@ -135,3 +137,23 @@ def test_admission_waits_for_kv_and_max_running() -> None:
     first, second = sorted(cl.drain(), key=lambda c: c.request_id)
     assert second.queue_time == pytest.approx(first.e2e)
     assert second.e2e == pytest.approx(2 * first.e2e)
+
+
+def test_recent_rates_decay_exponentially_across_clock_rebases() -> None:
+    """Output throughput of the recent window is sum(tokens * exp(-(now - t)/TAU)) / TAU, also hours later."""
+    from rlroute.cluster.sim.instance import TAU
+
+    cl = single("qwen3-4b__h100")
+    finishes = []
+    for k, t0 in enumerate([0.0, 3000.0, 7300.0]):  # spans two rebases of the decay clock (RENORM_S = 3600 s)
+        cl.submit(Request(id=k, arrival=t0, input_len=100, output_len=50), Action.SMALL)
+        (c,) = cl.advance(t0 + 10.0)
+        finishes.append(c.finish)
+    for now in (7310.0, 7400.0, 9000.0):
+        cl.advance(now)
+        want = sum(50 * np.exp(-(now - f) / TAU) for f in finishes) / TAU
+        st = cl.state()
+        assert st.pools["small"].instances[0].throughput == pytest.approx(want, rel=1e-9)
+        assert st.pools["small"].throughput == pytest.approx(want, rel=1e-9)
+        assert st.arrival_rate == pytest.approx(sum(np.exp(-(now - t) / TAU) for t in (0, 3000, 7300)) / TAU,
+                                                rel=1e-9)

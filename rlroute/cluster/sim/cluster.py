@@ -26,7 +26,7 @@ from rlroute.cluster.base import ClusterState
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.sim.cost import CostModel, build_cost_model
 from rlroute.cluster.sim.events import EventsMixin
-from rlroute.cluster.sim.instance import TAU, Instance, Seq
+from rlroute.cluster.sim.instance import DecayClock, Instance, Seq
 from rlroute.cluster.sim.pool import SimPool
 from rlroute.cluster.sim.view import StateView
 from rlroute.types import Action, Completion, Request
@@ -101,17 +101,18 @@ class SimCluster(EventsMixin):
         self.max_retries = int(max_retries)
         self.slo_ttft = float(_get(slo, "ttft_s", 2.0))
         self.slo_tpot = float(_get(slo, "tpot_s", 0.1))
+        self.dclock = DecayClock()
+        self.dclock.members.append(self)
+        self.r_arr = 0.0  # forward-decayed arrival count
         self.pools: dict[str, SimPool] = {}
         for name, pcfg in pools.items():
-            self.pools[name] = SimPool(name, pcfg, self._rng, self._new_instance)
+            self.pools[name] = SimPool(name, pcfg, self._rng, self._new_instance, self.dclock)
         profiles: dict[str, ServingProfile] = {n: p.profile for n, p in self.pools.items()}
         self.cost_model: CostModel = build_cost_model(cost, profiles)
         self.hybrid_mode = "plan_and_execute"
         self.plan_tokens = 64
         self.configure_hybrid(hybrid)
         self.submitted = 0
-        self.r_arr = 0.0
-        self.r_arr_t = 0.0
         self._view = StateView(self)
         for ev in events:
             ev = dict(ev)
@@ -132,7 +133,11 @@ class SimCluster(EventsMixin):
 
     def _new_instance(self, pool: SimPool, index: int) -> Instance:
         return Instance(pool.name, index, pool.profile, pool.new_cache(index, self._log), pool.kv_cap,
-                        self._push, self._on_done, self._on_reject)
+                        self._push, self._on_done, self._on_reject, self.dclock)
+
+    def rescale(self, f: float) -> None:
+        """Decay clock rebase."""
+        self.r_arr *= f
 
     def _push(self, t: float, inst: Instance, ver: int) -> None:
         heapq.heappush(self._heap, (t, next(self._tick), inst, ver))
@@ -189,11 +194,8 @@ class SimCluster(EventsMixin):
         job = Job(request, act, stages, now)
         self._active += 1
         self.submitted += 1
-        dt = now - self.r_arr_t
-        if dt > 0.0:
-            self.r_arr *= math.exp(-dt / TAU)
-            self.r_arr_t = now
-        self.r_arr += 1.0
+        w = self.dclock.weight(now)  # first: a clock rebase rescales r_arr
+        self.r_arr += w
         self._launch(job, now)
         self._epoch += 1
 
@@ -280,8 +282,8 @@ class SimCluster(EventsMixin):
         inst.recent_ttft += EWMA * (ttft - inst.recent_ttft)
         inst.recent_tpot += EWMA * (tpot - inst.recent_tpot)
         inst.recent_e2e += EWMA * (e2e - inst.recent_e2e)
-        inst._decay(t)
-        inst.r_out += s.output
+        w = self.dclock.weight(t)  # first: a clock rebase rescales r_out
+        inst.r_out += s.output * w
         pool.record(t, ttft, tpot, e2e, cost, ttft > self.slo_ttft or tpot > self.slo_tpot)
         job.cost += cost
         job.prompt += s.prompt

@@ -41,6 +41,46 @@ if TYPE_CHECKING:
 
 IDLE, PREFILL, DECODE = 0, 1, 2
 TAU = 60.0  # seconds: decay constant of the "recent" rates reported in the state
+RENORM_S = 3600.0  # rebase the decay clock this often (exp(60) is far from float overflow)
+
+
+class DecayClock:
+    """Forward exponential decay shared by a cluster: a quantity x added at time t is stored as
+    ``x * exp((t - ref) / TAU)`` and read at ``now`` by one multiplication with ``exp(-(now - ref) / TAU)``,
+    so reading the recent rates of every instance costs one ``exp`` in total instead of one per instance.
+    ``members`` (objects with ``rescale(f)``) are rebased when ``t - ref`` exceeds :data:`RENORM_S`."""
+
+    __slots__ = ("_f", "_t", "members", "ref")
+
+    def __init__(self) -> None:
+        self.ref = 0.0
+        self.members: list[Any] = []
+        self._t = -1.0
+        self._f = 1.0
+
+    def weight(self, t: float) -> float:
+        """Multiplier for a quantity added at time ``t``."""
+        if t == self._t:
+            return self._f
+        if t - self.ref > RENORM_S:
+            self.rebase(t)
+        self._t = t
+        self._f = math.exp((t - self.ref) / TAU)
+        return self._f
+
+    def factor(self, now: float) -> float:
+        """Multiplier turning stored sums into decayed values at ``now``."""
+        if now - self.ref > RENORM_S:
+            self.rebase(now)
+        return math.exp(-(now - self.ref) / TAU)
+
+    def rebase(self, t: float) -> None:
+        """Move the reference time to ``t``, rescaling every member's stored sums."""
+        f = math.exp(-(t - self.ref) / TAU)
+        for m in self.members:
+            m.rescale(f)
+        self.ref = t
+        self._t = -1.0
 
 
 class Seq:
@@ -74,13 +114,13 @@ class Instance:
 
     __slots__ = ("a", "b", "c", "cache", "chunk", "clock", "ctx_base", "d", "dec", "done", "healthy",
                  "index", "kv_cap", "max_running", "paused", "pool", "prefill", "private", "profile", "push",
-                 "r_evict", "r_hit", "r_out", "r_t", "r_tok", "recent_e2e", "recent_tpot", "recent_ttft",
+                 "r_evict", "r_hit", "r_out", "dclock", "r_tok", "recent_e2e", "recent_tpot", "recent_ttft",
                  "reject", "retired", "seg", "seg_base", "seg_chunk", "seg_h", "seg_steps", "seg_t0", "step",
                  "ver", "waiting", "cost", "busy_time", "completed", "_ev_seen", "routed_new", "nload")
 
     def __init__(self, pool: str, index: int, profile: ServingProfile, cache: PrefixCache, kv_cap: int,
                  push: Callable[[float, Instance, int], None], done: Callable[[Instance, Seq, float], None],
-                 reject: Callable[[Instance, Seq, str, float], None]) -> None:
+                 reject: Callable[[Instance, Seq, str, float], None], dclock: DecayClock | None = None) -> None:
         self.pool = pool
         self.index = index
         self.profile = profile
@@ -105,8 +145,9 @@ class Instance:
         self.paused = False
         self.retired = False
         self.recent_ttft = self.recent_tpot = self.recent_e2e = 0.0
-        self.r_out = self.r_hit = self.r_tok = self.r_evict = 0.0
-        self.r_t = 0.0
+        self.r_out = self.r_hit = self.r_tok = self.r_evict = 0.0  # forward-decayed sums (see DecayClock)
+        self.dclock = dclock if dclock is not None else DecayClock()
+        self.dclock.members.append(self)
         self._ev_seen = 0
         self.cost = 0.0
         self.busy_time = 0.0
@@ -304,30 +345,32 @@ class Instance:
             cache.miss_tokens += s.prompt - cached
             cache.hit_blocks += m
             cache.miss_blocks += s.nblocks - m
-            self._decay(t)
-            self.r_hit += cached
-            self.r_tok += s.prompt
+            w = self.dclock.weight(t)
+            self.r_hit += cached * w
+            self.r_tok += s.prompt * w
             self.prefill.append(s)
 
-    def _decay(self, t: float) -> None:
-        dt = t - self.r_t
-        if dt > 0.0:
-            f = math.exp(-dt / TAU)
-            self.r_out *= f
-            self.r_hit *= f
-            self.r_tok *= f
-            self.r_evict *= f
-            self.r_t = t
+    def rescale(self, f: float) -> None:
+        """Decay clock rebase."""
+        self.r_out *= f
+        self.r_hit *= f
+        self.r_tok *= f
+        self.r_evict *= f
+
+    def note_evictions(self, now: float) -> None:
+        """Fold evictions counted by the cache since the last call into the recent eviction rate."""
         ev = self.cache.evicted_tokens
         if ev != self._ev_seen:
-            self.r_evict += ev - self._ev_seen
+            w = self.dclock.weight(now)  # first: a clock rebase rescales r_evict
+            self.r_evict += (ev - self._ev_seen) * w
             self._ev_seen = ev
 
     def stats(self, now: float) -> dict[str, Any]:
         """Recent-window rates at ``now`` (decayed with time constant ``TAU``)."""
-        self._decay(now)
+        self.note_evictions(now)
+        f = self.dclock.factor(now)
         return {
-            "throughput": self.r_out / TAU,
+            "throughput": self.r_out * f / TAU,
             "cache_hit_rate": self.r_hit / self.r_tok if self.r_tok > 0 else 0.0,
-            "evictions_rate": self.r_evict / TAU,
+            "evictions_rate": self.r_evict * f / TAU,
         }

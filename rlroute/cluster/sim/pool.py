@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from rlroute.cluster.profiles import ServingProfile, load_profile
-from rlroute.cluster.sim.instance import TAU, Instance
+from rlroute.cluster.sim.instance import TAU, DecayClock, Instance
 from rlroute.cluster.sim.prefix_cache import PrefixCache
 from rlroute.cluster.sim.routing import InPoolPolicy, build_in_pool_policy
 
@@ -27,10 +26,11 @@ class SimPool:
             in_pool: {...}}``.
         rng: generator for randomised in-pool policies.
         factory: builds an :class:`Instance` for this pool at an index (the cluster wires callbacks).
+        dclock: the cluster's decay clock for recent rates.
     """
 
     def __init__(self, name: str, cfg: Mapping[str, Any], rng: np.random.Generator,
-                 factory: Callable[[SimPool, int], Instance]) -> None:
+                 factory: Callable[[SimPool, int], Instance], dclock: DecayClock | None = None) -> None:
         cfg = dict(cfg)
         unknown = set(cfg) - _POOL_KEYS
         if unknown:
@@ -67,8 +67,9 @@ class SimPool:
         self.weight_updates = 0
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = 0.0
         self.cost = 0.0
-        self.r_cost = 0.0
-        self.r_t = 0.0
+        self.r_cost = 0.0  # forward-decayed cost (see DecayClock)
+        self.dclock = dclock if dclock is not None else DecayClock()
+        self.dclock.members.append(self)
 
     def new_cache(self, index: int, log: bool) -> PrefixCache:
         """A fresh, empty cache for instance ``index``."""
@@ -103,15 +104,16 @@ class SimPool:
         self.recent_e2e += EWMA * (e2e - self.recent_e2e)
         self.slo_rate += EWMA * (float(slo_miss) - self.slo_rate)
         self.cost += cost
-        dt = t - self.r_t
-        if dt > 0.0:
-            self.r_cost *= math.exp(-dt / TAU)
-            self.r_t = t
-        self.r_cost += cost
+        w = self.dclock.weight(t)  # first: a clock rebase rescales r_cost
+        self.r_cost += cost * w
+
+    def rescale(self, f: float) -> None:
+        """Decay clock rebase."""
+        self.r_cost *= f
 
     def cost_rate(self, now: float) -> float:
         """Cost per second over the recent window."""
-        return self.r_cost * math.exp(-max(0.0, now - self.r_t) / TAU) / TAU
+        return self.r_cost * self.dclock.factor(now) / TAU
 
     def add_instance(self) -> Instance:
         """Append a fresh instance (scale-up)."""

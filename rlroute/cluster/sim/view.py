@@ -7,7 +7,6 @@ keep a state across ``submit``/``advance`` must copy it (``copy.deepcopy``), as 
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from rlroute.cluster.base import ClusterState, InstanceState, PoolState
@@ -29,7 +28,8 @@ class StateView:
         c = self.cluster
         st = self.state
         st.time = now
-        st.arrival_rate = c.r_arr * math.exp(-max(0.0, now - c.r_arr_t) / TAU) / TAU
+        f = c.dclock.factor(now) / TAU  # one exp for every recent rate below (forward decay)
+        st.arrival_rate = c.r_arr * f
         for name, pool in c.pools.items():
             ps = st.pools[name]
             insts = pool.instances
@@ -40,8 +40,8 @@ class StateView:
                 cache = inst.cache
                 if now >= cache.expire_at:
                     cache.expire(now)
-                if now != inst.r_t or cache.evicted_tokens != inst._ev_seen:
-                    inst._decay(now)
+                if cache.evicted_tokens != inst._ev_seen:
+                    inst.note_evictions(now)
                 r_tok = inst.r_tok
                 s.healthy = inst.healthy and not inst.retired
                 s.paused = inst.paused
@@ -54,9 +54,9 @@ class StateView:
                 s.recent_ttft = inst.recent_ttft
                 s.recent_tpot = inst.recent_tpot
                 s.recent_e2e = inst.recent_e2e
-                s.throughput = inst.r_out / TAU
+                s.throughput = inst.r_out * f
                 s.cache_hit_rate = inst.r_hit / r_tok if r_tok > 0 else 0.0
-                s.evictions_rate = inst.r_evict / TAU
+                s.evictions_rate = inst.r_evict * f
                 s.cost = inst.cost
                 thr += inst.r_out
                 hit += inst.r_hit
@@ -64,10 +64,10 @@ class StateView:
             ps.recent_ttft = pool.recent_ttft
             ps.recent_tpot = pool.recent_tpot
             ps.recent_e2e = pool.recent_e2e
-            ps.throughput = thr / TAU
+            ps.throughput = thr * f
             ps.cache_hit_rate = hit / tok if tok > 0 else 0.0
             ps.slo_violation_rate = pool.slo_rate
-            ps.cost_rate = pool.cost_rate(now)
+            ps.cost_rate = pool.r_cost * f
             ps.cost = pool.cost
             ps.last_weight_update = pool.last_weight_update
         return st
