@@ -48,6 +48,10 @@ DECODE_FIT = [(b, c) for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) for c in (256, 
     (1, 16384), (4, 16384), (16, 16384)]
 DECODE_HELDOUT = [(3, 700), (6, 12000), (12, 3000), (24, 1500), (48, 600), (96, 2000), (160, 1200),
                   (200, 400)]
+# Mixed steps (prefill chunk + running decodes in one batch, SGLang's --enable-mixed-chunk): validation
+# only, to test that the fitted prefill and decode terms add up. (n_seqs, seq_len, ctx, decode seqs)
+MIXED_VALIDATION = [(1, 512, 1024, 32), (1, 2048, 1024, 64), (1, 4096, 4096, 16), (2, 1024, 512, 128),
+                    (1, 256, 2048, 8), (1, 8000, 1024, 192)]
 # KV budget per instance: SGLang's mem_fraction_static 0.88 of 80 GB minus the weights, so decode shapes
 # stay within what a real server could hold (batch x context tokens).
 MEM_FRACTION, GPU_GB = 0.88, 80.0
@@ -157,32 +161,46 @@ class ModelProfiler:
         self.final_norm_w = torch.ones(h, device=device, dtype=torch.bfloat16)
         self.cos, self.sin = q3.rope_tables(self.spec["head_dim"], 32768, device)
 
-    def _env(self, mode: str, n_seqs: int, seq_len: int, ctx: int) -> dict[str, Any]:
-        """Inputs and KV caches for one shape (decode: seq_len == 1 and ctx tokens already cached)."""
-        dev, nkv, hd = self.device, self.spec["num_key_value_heads"], self.spec["head_dim"]
-        tokens = n_seqs * seq_len
-        cache_len = ctx + 1 if mode == "decode" else seq_len
-        per_layer_bytes = 2 * n_seqs * nkv * cache_len * hd * 2
-        # Distinct caches per layer defeat L2 reuse; once one layer's cache is far above L2 size, layers
-        # can share one without caching effects (and the memory is needed elsewhere).
-        n_caches = len(self.weights) if per_layer_bytes < 256e6 else 1
-        kv = []
+    def _caches(self, n_seqs: int, cache_len: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Random K/V caches [n_seqs, Hkv, cache_len, D]: one per distinct layer while small, else one shared.
+
+        Distinct caches per layer defeat L2 reuse; once one layer's cache is far above the 50 MB L2,
+        layers can share one without caching effects (and the memory is needed elsewhere).
+        """
+        nkv, hd = self.spec["num_key_value_heads"], self.spec["head_dim"]
+        n_caches = len(self.weights) if 2 * n_seqs * nkv * cache_len * hd * 2 < 256e6 else 1
+        out = []
         for _ in range(n_caches):
-            k = torch.randn(n_seqs, nkv, cache_len, hd, device=dev, dtype=torch.bfloat16)
-            kv.append((k, torch.randn_like(k)))
-        pos = (torch.full((tokens,), ctx, device=dev) if mode == "decode"
-               else torch.arange(seq_len, device=dev).repeat(n_seqs))
-        ids = torch.randint(0, self.spec["vocab_size"], (tokens,), device=dev)
+            k = torch.randn(n_seqs, nkv, cache_len, hd, device=self.device, dtype=torch.bfloat16)
+            out.append((k, torch.randn_like(k)))
+        return out
+
+    def _env(self, mode: str, n_seqs: int, seq_len: int, ctx: int, dec_b: int = 0) -> dict[str, Any]:
+        """Inputs and KV caches for one shape.
+
+        decode: ``n_seqs`` sequences, seq_len == 1, ``ctx`` tokens already cached; prefill: ``n_seqs`` x
+        ``seq_len`` new tokens; mixed: that prefill plus ``dec_b`` decoding sequences at context ``ctx``.
+        """
+        dev = self.device
+        extra: dict[str, Any] = {}
+        if mode == "decode":
+            pos, kv = torch.full((n_seqs,), ctx, device=dev), self._caches(n_seqs, ctx + 1)
+        elif mode == "prefill":
+            pos, kv = torch.arange(seq_len, device=dev).repeat(n_seqs), self._caches(n_seqs, seq_len)
+        else:
+            pos = torch.cat([torch.arange(seq_len, device=dev).repeat(n_seqs), torch.full((dec_b,), ctx, device=dev)])
+            kv, extra["kv_pre"] = self._caches(dec_b, ctx + 1), self._caches(n_seqs, seq_len)
+        ids = torch.randint(0, self.spec["vocab_size"], (pos.numel(),), device=dev)
         return dict(ids=ids, cos=self.cos[pos], sin=self.sin[pos], n_seqs=n_seqs, seq_len=seq_len, kv=kv,
-                    layer=0, embed_w=self.embed_w, lm_head_w=self.lm_head_w, final_norm_w=self.final_norm_w,
+                    layer=0, **extra, embed_w=self.embed_w, lm_head_w=self.lm_head_w, final_norm_w=self.final_norm_w,
                     sdpa_ctx=sdpa_context(self.args.decode_sdpa if mode == "decode" else self.args.prefill_sdpa))
 
-    def profile_shape(self, mode: str, n_seqs: int, seq_len: int, ctx: int) -> dict[str, Any]:
+    def profile_shape(self, mode: str, n_seqs: int, seq_len: int, ctx: int, dec_b: int = 0) -> dict[str, Any]:
         """Measure one shape: per-op times, composed prediction, graph step and eager step."""
-        env = self._env(mode, n_seqs, seq_len, ctx)
+        env = self._env(mode, n_seqs, seq_len, ctx, dec_b)
         stages = q3.make_layer_stages(self.spec, mode)
         head = q3.make_head_stages(self.spec, mode)
-        n_w, n_kv = len(self.weights), len(env["kv"])
+        n_w = n_kv = len(self.weights)  # stages take env["layer"] modulo their own number of cache sets
         n_layers = self.spec["num_hidden_layers"]
 
         def step() -> None:
@@ -215,10 +233,10 @@ class ModelProfiler:
             step_ms = self.timer.graph(lambda r: step(), 1)
             eager_ms = self.timer.eager(step) if self.args.eager else None
             finite = bool(torch.isfinite(env["logits"]).all())
-        return dict(mode=mode, n_seqs=n_seqs, seq_len=seq_len, ctx=ctx,
-                    prefill_tokens=n_seqs * seq_len if mode == "prefill" else 0,
-                    decode_seqs=n_seqs if mode == "decode" else 0,
-                    context_tokens=n_seqs * ctx if mode == "decode" else 0,
+        dec = n_seqs if mode == "decode" else dec_b
+        return dict(mode=mode, n_seqs=n_seqs, seq_len=seq_len, ctx=ctx, dec_b=dec_b,
+                    prefill_tokens=n_seqs * seq_len if mode != "decode" else 0,
+                    decode_seqs=dec, context_tokens=dec * ctx,
                     step_ms=step_ms, composed_ms=composed, eager_step_ms=eager_ms, layer_ms=layer_ms,
                     ops=ops, finite_logits=finite)
 
@@ -232,15 +250,21 @@ class ModelProfiler:
         return ms * self.spec["num_hidden_layers"]
 
 
-def shapes_for(spec: dict[str, Any], smoke: bool) -> list[tuple[str, str, int, int, int]]:
-    """(split, mode, n_seqs, seq_len, ctx) for every shape to measure, decode ones within KV capacity."""
-    if smoke:
-        return [("fit", "prefill", 1, 1024, 0), ("fit", "decode", 1, 1, 1024), ("fit", "decode", 64, 1, 1024)]
+Shape = tuple[str, str, int, int, int, int]  # split, mode, n_seqs, seq_len, ctx, decode seqs (mixed)
+
+
+def shapes_for(spec: dict[str, Any], shape_set: str) -> list[Shape]:
+    """Every shape to measure for ``shape_set`` in {all, smoke, mixed}, decode ones within KV capacity."""
+    if shape_set == "smoke":
+        return [("fit", "prefill", 1, 1024, 0, 0), ("fit", "decode", 1, 1, 1024, 0),
+                ("fit", "decode", 64, 1, 1024, 0), ("mixed", "mixed", 1, 512, 1024, 16)]
     cap = kv_capacity_tokens(spec)
-    out = [("fit", "prefill", n, s, 0) for n, s in PREFILL_FIT]
-    out += [("heldout", "prefill", n, s, 0) for n, s in PREFILL_HELDOUT]
-    out += [("fit", "decode", b, 1, c) for b, c in DECODE_FIT if b * (c + 1) <= cap]
-    out += [("heldout", "decode", b, 1, c) for b, c in DECODE_HELDOUT if b * (c + 1) <= cap]
+    if shape_set == "mixed":
+        return [("mixed", "mixed", n, s, c, b) for n, s, c, b in MIXED_VALIDATION if b * (c + 1) + n * s <= cap]
+    out: list[Shape] = [("fit", "prefill", n, s, 0, 0) for n, s in PREFILL_FIT]
+    out += [("heldout", "prefill", n, s, 0, 0) for n, s in PREFILL_HELDOUT]
+    out += [("fit", "decode", b, 1, c, 0) for b, c in DECODE_FIT if b * (c + 1) <= cap]
+    out += [("heldout", "decode", b, 1, c, 0) for b, c in DECODE_HELDOUT if b * (c + 1) <= cap]
     return out
 
 
@@ -321,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the op sequence eagerly (launch overhead included)")
     p.add_argument("--compile", action="store_true", help="torch.compile the pointwise stages (fused kernels)")
-    p.add_argument("--smoke", action="store_true", help="three shapes per model, plus an SDPA backend comparison")
+    p.add_argument("--smoke", action="store_true", help="four shapes per model, plus an SDPA backend comparison")
+    p.add_argument("--shapes", default="all", choices=["all", "mixed"], help="shape set (mixed: validation only)")
     p.add_argument("--tiny", action="store_true", help="CPU test mode: the tiny-moe model, tiny shapes")
     p.add_argument("--budget-s", type=float, default=1e9,
                    help="per model: skip its remaining shapes after this many seconds")
@@ -353,17 +378,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.smoke:
                 entry["sdpa_backends"] = sdpa_comparison(prof)
                 print(f"[{name}] sdpa: {entry['sdpa_backends']}", flush=True)
-        shapes = ([("fit", "prefill", 1, 16, 0), ("heldout", "prefill", 2, 8, 0), ("fit", "decode", 1, 1, 32),
-                   ("fit", "decode", 4, 1, 8), ("heldout", "decode", 2, 1, 16)]
-                  if args.tiny else shapes_for(prof.spec, args.smoke))
-        for split, mode, n, s, c in shapes:
+        shapes: list[Shape] = ([("fit", "prefill", 1, 16, 0, 0), ("heldout", "prefill", 2, 8, 0, 0),
+                                ("fit", "decode", 1, 1, 32, 0), ("fit", "decode", 4, 1, 8, 0),
+                                ("heldout", "decode", 2, 1, 16, 0), ("mixed", "mixed", 2, 8, 16, 3)]
+                               if args.tiny else shapes_for(prof.spec, "smoke" if args.smoke else args.shapes))
+        for split, mode, n, s, c, b in shapes:
             if time.time() - t0 > args.budget_s:
-                entry["skipped"].append([split, mode, n, s, c])
+                entry["skipped"].append([split, mode, n, s, c, b])
                 continue
             try:
-                rec = prof.profile_shape(mode, n, s, c)
+                rec = prof.profile_shape(mode, n, s, c, b)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # keep the run going; record why
-                entry["skipped"].append([split, mode, n, s, c, str(exc).splitlines()[0][:200]])
+                entry["skipped"].append([split, mode, n, s, c, b, str(exc).splitlines()[0][:200]])
                 print(f"[{name}] FAILED {mode} n={n} len={s} ctx={c}: {exc}", flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -371,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             rec["split"] = split
             entry["shapes"].append(rec)
             eager = rec["eager_step_ms"]
-            print(f"[{name}] {split:7s} {mode:7s} n={n:4d} len={s:5d} ctx={c:6d}  step {rec['step_ms']:9.3f} ms"
+            print(f"[{name}] {split:7s} {mode:7s} n={n:4d} len={s:5d} ctx={c:6d} dec={b:4d}  step {rec['step_ms']:9.3f} ms"
                   f"  composed {rec['composed_ms']:9.3f}  eager {eager if eager is None else round(eager, 3)}",
                   flush=True)
         entry["seconds"] = time.time() - t0

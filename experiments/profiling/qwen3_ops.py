@@ -207,11 +207,13 @@ Stage = Callable[[Env, LayerWeights], None]
 
 
 def make_layer_stages(spec: dict[str, Any], mode: str) -> list[tuple[str, Stage]]:
-    """The ordered stages of one decoder layer for ``mode`` in {"prefill", "decode"}.
+    """The ordered stages of one decoder layer for ``mode`` in {"prefill", "decode", "mixed"}.
 
     Each stage reads its inputs from, and writes its outputs to, the ``env`` dict. Shape information
     lives in env: ``n_seqs``, ``seq_len`` (prefill: new tokens per sequence), ``cos``/``sin`` [T, D]
-    for the tokens' positions, and for decode ``kv`` -> (k_cache, v_cache) [B, Hkv, ctx+1, D] per layer.
+    for the tokens' positions, ``layer`` (which cache set to use), and the KV caches: decode ``kv`` ->
+    list of (k_cache, v_cache) [B, Hkv, ctx+1, D]; prefill ``kv`` (or ``kv_pre`` in mixed mode) ->
+    [n_seqs, Hkv, seq_len, D]. Mixed steps hold the prefill rows first, then the decode rows.
     """
     nh, nkv, hd, hs = (spec[k] for k in ("num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size"))
 
@@ -225,30 +227,50 @@ def make_layer_stages(spec: dict[str, Any], mode: str) -> list[tuple[str, Stage]
         q, k, v = POINTWISE["qk_norm_rope"](env["qkv"], w.q_norm, w.k_norm, env["cos"], env["sin"], nh, nkv, hd)
         env["q"], env["k"], env["v"] = q, k, v
 
+    def write_prefill(env: Env, k: torch.Tensor, v: torch.Tensor, key: str) -> None:
+        kc, vc = env[key][env["layer"] % len(env[key])]
+        n, s = env["n_seqs"], env["seq_len"]
+        kc[:, :, :s].copy_(k.view(n, s, nkv, hd).transpose(1, 2))
+        vc[:, :, :s].copy_(v.view(n, s, nkv, hd).transpose(1, 2))
+
+    def write_decode(env: Env, k: torch.Tensor, v: torch.Tensor) -> None:
+        # the new token goes into the last slot of each sequence's cache
+        kc, vc = env["kv"][env["layer"] % len(env["kv"])]
+        kc.select(2, kc.shape[2] - 1).copy_(k)
+        vc.select(2, vc.shape[2] - 1).copy_(v)
+
+    def attend_prefill(env: Env, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n, s = env["n_seqs"], env["seq_len"]
+        out = F.scaled_dot_product_attention(
+            q.view(n, s, nh, hd).transpose(1, 2), k.view(n, s, nkv, hd).transpose(1, 2),
+            v.view(n, s, nkv, hd).transpose(1, 2), is_causal=True, enable_gqa=True)
+        return out.transpose(1, 2).reshape(n * s, nh * hd)
+
+    def attend_decode(env: Env, q: torch.Tensor) -> torch.Tensor:
+        kc, vc = env["kv"][env["layer"] % len(env["kv"])]
+        out = F.scaled_dot_product_attention(q.unsqueeze(2), kc, vc, enable_gqa=True)  # q: [B, H, 1, D]
+        return out.reshape(q.shape[0], nh * hd)
+
     def kv_write(env: Env, w: LayerWeights) -> None:
-        kc, vc = env["kv"][env["layer"]]
-        if mode == "decode":  # the new token goes into the last slot of each sequence's cache
-            kc.select(2, kc.shape[2] - 1).copy_(env["k"])
-            vc.select(2, vc.shape[2] - 1).copy_(env["v"])
-        else:
-            n, s = env["n_seqs"], env["seq_len"]
-            kc[:, :, :s].copy_(env["k"].view(n, s, nkv, hd).transpose(1, 2))
-            vc[:, :, :s].copy_(env["v"].view(n, s, nkv, hd).transpose(1, 2))
+        if mode == "decode":
+            write_decode(env, env["k"], env["v"])
+        elif mode == "prefill":
+            write_prefill(env, env["k"], env["v"], "kv")
+        else:  # mixed: prefill rows first, then one row per decoding sequence (SGLang's mixed chunk)
+            p = env["n_seqs"] * env["seq_len"]
+            write_prefill(env, env["k"][:p], env["v"][:p], "kv_pre")
+            write_decode(env, env["k"][p:], env["v"][p:])
 
     def attention(env: Env, w: LayerWeights) -> None:
         with env["sdpa_ctx"]():
             if mode == "decode":
-                kc, vc = env["kv"][env["layer"]]
-                q = env["q"].unsqueeze(2)  # [B, H, 1, D]
-                out = F.scaled_dot_product_attention(q, kc, vc, enable_gqa=True)
-                env["attn"] = out.reshape(q.shape[0], nh * hd)
+                env["attn"] = attend_decode(env, env["q"])
+            elif mode == "prefill":
+                env["attn"] = attend_prefill(env, env["q"], env["k"], env["v"])
             else:
-                n, s = env["n_seqs"], env["seq_len"]
-                q = env["q"].view(n, s, nh, hd).transpose(1, 2)
-                k = env["k"].view(n, s, nkv, hd).transpose(1, 2)
-                v = env["v"].view(n, s, nkv, hd).transpose(1, 2)
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                env["attn"] = out.transpose(1, 2).reshape(n * s, nh * hd)
+                p = env["n_seqs"] * env["seq_len"]
+                env["attn"] = torch.cat([attend_prefill(env, env["q"][:p], env["k"][:p], env["v"][:p]),
+                                         attend_decode(env, env["q"][p:])])
 
     def o_proj(env: Env, w: LayerWeights) -> None:
         env["attn_o"] = F.linear(env["attn"], w.o)
@@ -327,8 +349,10 @@ def make_head_stages(spec: dict[str, Any], mode: str) -> list[tuple[str, Callabl
 
     def final_norm(env: Env) -> None:
         x = env["x"]
-        if mode == "prefill":
-            x = x.view(env["n_seqs"], env["seq_len"], hs)[:, -1]
+        if mode != "decode":
+            p = env["n_seqs"] * env["seq_len"]
+            last = x[:p].view(env["n_seqs"], env["seq_len"], hs)[:, -1]
+            x = last if mode == "prefill" else torch.cat([last, x[p:]])
         env["hf"] = F.rms_norm(x, (hs,), env["final_norm_w"], RMS_EPS)
 
     def lm_head(env: Env) -> None:
