@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rlroute.env import ENV_ID, RewardConfig, RoutingEnv, build_env, default_config
-from rlroute.features import SCHEMA
+from rlroute.features import SCHEMA, extract
 from rlroute.types import Action
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -152,6 +152,8 @@ def test_masks_and_decision_context() -> None:
     obs, _ = env.reset(seed=0)
     ctx = env.decision_context()
     np.testing.assert_array_equal(ctx.obs, obs)
+    # The same public function on the same typed inputs gives the env's observation (sim/live parity).
+    np.testing.assert_array_equal(extract(ctx.request, ctx.state, ctx.matches), obs)
     assert ctx.mask is not None and ctx.mask.all() and env.action_masks().all()
     assert set(ctx.matches) == {"large", "small"}
     env.cluster.pause("large")  # type: ignore[union-attr]
