@@ -123,7 +123,7 @@ def create_app(state: WorkerState) -> FastAPI:
         job = await admit(req.text, req.input_ids, max_new)
         if isinstance(job, JSONResponse):
             return job
-        seed = zlib.crc32((req.text or "").encode()[:64])
+        seed = zlib.crc32((req.text or "").encode("utf-8", "surrogatepass")[:64])
         if req.stream:
             return stream(job, t0, generate_chunk, seed)
         try:
@@ -148,7 +148,7 @@ def create_app(state: WorkerState) -> FastAPI:
         job = await admit(prompt, None, max_new)
         if isinstance(job, JSONResponse):
             return job
-        seed = zlib.crc32(prompt.encode()[:64])
+        seed = zlib.crc32(prompt.encode("utf-8", "surrogatepass")[:64])
         obj = "chat.completion" if chat else "text_completion"
         base = {"id": f"cmpl-{job.rid}", "created": int(time.time()), "model": state.model}
         if do_stream:

@@ -212,11 +212,10 @@ class Engine:
             if self.paused or not (self.waiting or self.running):
                 self._wake.clear()
                 await self._wake.wait()
-                # Idle time is not simulated: the next step starts now.
-                self._vnow = max(self._vnow, self.virtual_now())
-                continue
+                continue  # the next step starts at the new request's arrival (see _step), not at wake-up
             now = self.virtual_now()
-            self._vnow = max(self._vnow, now - 1.0)  # never replay more than 1 virtual s of backlog
+            if self.running:  # after a stall of the host, replay at most 1 virtual s of backlog
+                self._vnow = max(self._vnow, now - 1.0)
             while (self.waiting or self.running) and not self.paused and self._vnow <= now:
                 self._step()
             wait = max((self._vnow - self.virtual_now()) / self.speedup, self.min_tick_s)

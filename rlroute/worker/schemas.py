@@ -8,7 +8,7 @@ from asking for unbounded work.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,6 +16,7 @@ MAX_NEW_TOKENS = 32768  # SGLang rejects requests beyond the context length; Qwe
 DEFAULT_MAX_NEW_TOKENS = 128  # SGLang's sampling_params default
 MAX_PROMPT_CHARS = 2_000_000
 MAX_INPUT_IDS = 262_144
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]  # vocabularies are far smaller; keeps hashing in int64
 
 
 class SamplingParams(BaseModel):
@@ -31,7 +32,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     text: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-    input_ids: list[int] | None = Field(None, max_length=MAX_INPUT_IDS)
+    input_ids: list[TokenId] | None = Field(None, max_length=MAX_INPUT_IDS)
     sampling_params: SamplingParams = Field(default_factory=lambda: SamplingParams.model_validate({}))
     stream: bool = False
     rid: str | None = None

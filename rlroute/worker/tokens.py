@@ -7,7 +7,7 @@ bytes: one pseudo-token per :data:`BYTES_PER_TOKEN` bytes (English BPE tokenizer
 per token — OpenAI's tokenizer guide quotes "1 token ~= 4 chars in English"), and each block of
 ``block_size`` pseudo-tokens is hashed with BLAKE2b chained on the previous block's hash, like
 Mooncake's ``hash_ids`` and SGLang's paged radix keys. Python's ``hash`` is salted per process, so it is
-not used. Costs a few microseconds per kilobyte, which matters in the router's per-request path.
+not used. Lone surrogates (valid in JSON, not in UTF-8) are encoded with ``surrogatepass``. Costs a few microseconds per kilobyte, which matters in the router's per-request path.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ DEFAULT_BLOCK_SIZE = 64  # tokens per block, rlroute.types.Request's default
 
 def count_tokens(text: str) -> int:
     """Pseudo-token count of ``text`` (at least 1 for a non-empty prompt)."""
-    n = len(text.encode("utf-8"))
+    n = len(text.encode("utf-8", "surrogatepass"))
     return (n + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
 
 
 def text_token_ids(text: str) -> np.ndarray:
     """Pseudo-token ids of ``text``: its UTF-8 bytes read as little-endian uint32 words (zero padded)."""
-    raw = text.encode("utf-8")
+    raw = text.encode("utf-8", "surrogatepass")
     pad = (-len(raw)) % BYTES_PER_TOKEN
     return np.frombuffer(raw + b"\0" * pad, dtype="<u4")
 
@@ -56,7 +56,7 @@ def text_blocks(text: str, block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[int, .
     """
     if block_size <= 0:
         raise ValueError(f"block_size must be a positive number of tokens, got {block_size}")
-    return _chain(text.encode("utf-8"), block_size * BYTES_PER_TOKEN)
+    return _chain(text.encode("utf-8", "surrogatepass"), block_size * BYTES_PER_TOKEN)
 
 
 def id_blocks(token_ids: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[int, ...]:

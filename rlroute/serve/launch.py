@@ -1,0 +1,77 @@
+"""Start and stop a router (``rlroute serve``) as a real process on loopback, for tests and benchmarks.
+
+Workers are started with :class:`rlroute.cluster.live.launch.WorkerFleet`; this is the router's
+counterpart. The process is stopped by PID (terminate, then kill after 5 s), also when start-up fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from rlroute.cluster.live.launch import REPO, free_port
+
+
+class RouterProc:
+    """A running ``rlroute serve`` process.
+
+    Args:
+        large: worker URLs of the large pool.
+        small: worker URLs of the small pool.
+        log: file that receives the router's stdout/stderr.
+        overrides: extra Hydra overrides (``policy.path=...``, ``retries=...``).
+        env: extra environment (e.g. ``RLROUTE_ADMIN_TOKEN``).
+        startup_timeout_s: wall seconds to wait for ``/health`` to answer.
+    """
+
+    def __init__(self, large: list[str], small: list[str], log: Path, overrides: list[str] | None = None,
+                 env: dict[str, str] | None = None, startup_timeout_s: float = 60.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(log)
+        cmd = [sys.executable, "-m", "rlroute.cli", "serve", f"port={self.port}",
+               f"pools.large.workers=[{','.join(large)}]", f"pools.small.workers=[{','.join(small)}]",
+               *(overrides or [])]
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        try:
+            self._wait(startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"router exited with {self.proc.returncode}; log {self.log}:\n"
+                                   f"{self.log.read_text()[-3000:]}")
+            try:
+                httpx.get(self.url + "/health", timeout=1.0)
+                return  # any answer (200 or 503) means the server is up
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError(f"router {self.url} not answering after {timeout_s}s; log {self.log}")
+
+    def stop(self) -> None:
+        """Terminate by PID (kill after 5 s); idempotent."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def __enter__(self) -> RouterProc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,193 @@
+"""The emulated SGLang worker: endpoints and JSON shapes, streaming, prefix cache, pause, faults, bad input.
+
+One real worker process on loopback (``rlroute worker``), stopped by PID at the end; plus engine tests
+in-process on the simulator's instance model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec
+from rlroute.cluster.live.scrape import parse_metrics
+from rlroute.worker.engine import Engine
+from rlroute.worker.model import build_instance_model
+from rlroute.worker.tokens import count_tokens, text_blocks
+
+SMALL = "qwen3-4b__h100"
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    fleet = WorkerFleet([WorkerSpec("small", SMALL, speedup=200.0)], tmp_path_factory.mktemp("worker"))
+    fleet.start()
+    try:
+        yield fleet.workers[0].url
+    finally:
+        fleet.stop()
+
+
+def _post(url: str, path: str, body: object) -> httpx.Response:
+    return httpx.post(url + path, json=body, timeout=30)
+
+
+def _sse(text: str) -> list[str]:
+    return [line[len("data: "):] for line in text.split("\n\n") if line.startswith("data: ")]
+
+
+def test_generate_shape_and_prefix_cache(worker: str) -> None:
+    prompt = "The quick brown fox jumps over the lazy dog. " * 40
+    first = _post(worker, "/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 5}}).json()
+    meta = first["meta_info"]
+    assert meta["prompt_tokens"] == count_tokens(prompt)
+    assert meta["completion_tokens"] == 5 and len(first["text"].split()) == 5
+    assert meta["finish_reason"] == {"type": "length", "length": 5}
+    assert meta["e2e_latency"] > 0 and meta["cached_tokens"] == 0
+    again = _post(worker, "/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 5}}).json()
+    # every full block of the prompt is cached the second time
+    assert again["meta_info"]["cached_tokens"] == len(text_blocks(prompt)) * 64
+    ids = _post(worker, "/generate", {"input_ids": list(range(300)), "sampling_params": {"max_new_tokens": 2}}).json()
+    assert ids["meta_info"]["prompt_tokens"] == 300
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/generate", {"text": "hello there", "sampling_params": {"max_new_tokens": 4}, "stream": True}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 4, "stream": True}),
+])
+def test_streaming_ends_with_done(worker: str, path: str, body: dict[str, object]) -> None:
+    r = _post(worker, path, body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = _sse(r.text)
+    assert events[-1] == "[DONE]" and len(events) >= 2
+    last = json.loads(events[-2])
+    if path == "/generate":  # SGLang's native stream carries the cumulative text
+        assert last["meta_info"]["completion_tokens"] == 4 and len(last["text"].split()) == 4
+    else:  # OpenAI deltas add up to the whole answer
+        assert last["usage"]["completion_tokens"] == 4
+
+
+@pytest.mark.parametrize("path", ["/health", "/health_generate", "/get_load", "/get_server_info", "/get_model_info"])
+def test_get_endpoints(worker: str, path: str) -> None:
+    assert httpx.get(worker + path, timeout=10).status_code == 200
+
+
+def test_metrics_parse_into_typed_stats(worker: str) -> None:
+    text = httpx.get(worker + "/metrics", timeout=10).text
+    for name in ("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage", "sglang:cache_hit_rate"):
+        assert name in text
+    stats = parse_metrics(text)
+    assert stats.kv_capacity_tokens > 0 and stats.prompt_tokens_total > 0
+
+
+def test_pause_holds_requests_until_continue(worker: str) -> None:
+    async def run() -> tuple[int, float]:
+        async with httpx.AsyncClient(timeout=30) as c:
+            assert (await c.post(worker + "/pause_generation")).json()["success"]
+            task = asyncio.create_task(c.post(worker + "/generate", json={"text": "held", "sampling_params": {"max_new_tokens": 3}}))
+            await asyncio.sleep(0.3)
+            load = (await c.get(worker + "/get_load")).json()
+            assert not task.done()
+            await c.post(worker + "/continue_generation")
+            r = await task
+            return r.status_code, load["num_waiting_reqs"]
+
+    status, waiting = asyncio.run(run())
+    assert status == 200 and waiting >= 1
+
+
+def test_flush_and_update_weights(worker: str) -> None:
+    prompt = "flush me " * 200
+    _post(worker, "/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 1}})
+    assert httpx.post(worker + "/flush_cache", timeout=10).status_code == 200
+    after = _post(worker, "/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 1}}).json()
+    assert after["meta_info"]["cached_tokens"] == 0
+    r = _post(worker, "/update_weights_from_disk", {"model_path": "/ckpt/v2", "weight_version": "v2"})
+    assert r.json()["success"]
+    info = httpx.get(worker + "/get_server_info", timeout=10).json()
+    assert info["rlroute"]["weight_version"] == "v2" and not info["rlroute"]["paused"]
+
+
+def test_fault_knobs(worker: str) -> None:
+    try:
+        assert _post(worker, "/rlroute/faults", {"fail_first": 2, "status_code": 503}).status_code == 200
+        codes = [_post(worker, "/generate", {"text": "x"}).status_code for _ in range(3)]
+        assert codes == [503, 503, 200]
+        _post(worker, "/rlroute/faults", {"health_status": 500})
+        assert httpx.get(worker + "/health", timeout=10).status_code == 500
+        assert _post(worker, "/rlroute/faults", {"error_rate": 2.0}).status_code == 400
+        assert _post(worker, "/rlroute/faults", {"no_such_knob": 1}).status_code == 400
+    finally:
+        _post(worker, "/rlroute/faults", {"fail_first": 0, "health_status": 200, "status_code": 500})
+
+
+@pytest.mark.parametrize("body", [
+    {"sampling_params": {"max_new_tokens": 1}},  # neither text nor input_ids
+    {"text": "a", "input_ids": [1]},  # both
+    {"text": 5},
+    {"text": "a", "sampling_params": {"max_new_tokens": -1}},
+    {"text": "a", "sampling_params": {"max_new_tokens": 10**9}},
+    {"input_ids": [-3]},
+    {"text": "a", "sampling_params": {"max_new_tokens": 30000}, "extra": 1, "input_ids": None},
+])
+def test_bad_generate_is_4xx(worker: str, body: dict[str, object]) -> None:
+    r = _post(worker, "/generate", body)
+    if body.get("sampling_params", {}).get("max_new_tokens") == 30000:  # type: ignore[union-attr]
+        assert r.status_code == 200  # within limits and KV capacity: served
+    else:
+        assert 400 <= r.status_code < 500, r.text
+
+
+def test_malformed_json_is_4xx(worker: str) -> None:
+    r = httpx.post(worker + "/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_engine_prefill_and_batching_follow_the_profile() -> None:
+    async def run() -> tuple[float, float, int]:
+        model = build_instance_model(SMALL, {"policy": "lru"}, 0.88, 64)
+        engine = Engine(model, speedup=100.0)
+        engine.start()
+        try:
+            jobs = []
+            for blocks, n in (((), 10), (tuple(range(1, 65)), 64 * 64)):  # one after the other: no batching
+                job = engine.submit(blocks, n, 4)
+                while (await job.events.get())[0] != "done":
+                    pass
+                jobs.append(job)
+            short, long = jobs
+            assert short.first_token is not None and long.first_token is not None
+            return short.first_token - short.arrival, long.first_token - long.arrival, long.cached_tokens
+        finally:
+            await engine.stop()
+
+    ttft_short, ttft_long, cached = asyncio.run(run())
+    from rlroute.cluster.profiles import load_profile
+
+    prof = load_profile(SMALL)
+    # Modelled TTFT difference = the extra prefill tokens' cost (in chunks of chunked_prefill_tokens).
+    assert ttft_long - ttft_short == pytest.approx(prof.prefill_time(4096) - prof.prefill_time(10), rel=0.05)
+    assert cached == 0
+
+
+def test_kv_capacity_refusal(worker: str) -> None:
+    cap = httpx.get(worker + "/get_server_info", timeout=10).json()["max_total_num_tokens"]
+    r = _post(worker, "/generate", {"input_ids": [1] * 200_000, "sampling_params": {"max_new_tokens": 32768}})
+    assert (r.status_code == 400) == (cap < 200_000 + 32768)
+
+
+def test_worker_cli_config_is_valid(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from rlroute.worker.cli import CONF_DIR, build_state
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("worker", overrides=["speedup=10", "faults.fail_first=1"])
+    state = build_state(cfg)
+    assert state.engine.speedup == 10 and state.faults.fail_first == 1
