@@ -61,8 +61,11 @@ def main() -> None:
                          "tpot_mean": s["tpot_s"]["mean"], "hit_rate": s["token_hit_rate"],
                          "cost_per_1k_usd": 1000 * s["cost_per_request_usd"], "failed": s["failed"]})
             print(json.dumps(rows[-1]))
+    probe = instantiate(ccfg, rng=np.random.default_rng(0))
+    profiles = {n: f"{p.profile.name} ({p.profile.status})" for n, p in probe.pools.items()}
     (HERE / "results.json").write_text(json.dumps({"workload": source, "max_requests": args.max_requests,
-                                                   "seed": args.seed, "rows": rows}, indent=2) + "\n")
+                                                   "seed": args.seed, "profiles": profiles, "rows": rows},
+                                                  indent=2) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for pol in POLICIES:
         sel = [r for r in rows if r["policy"] == pol]
@@ -76,7 +79,8 @@ def main() -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle(f"rlroute simulator: {source} trace rescaled, 2 large (Qwen3-235B TP8) + 8 small (Qwen3-4B)")
+    fig.suptitle(f"rlroute simulator: {source} trace rescaled; 2 large {profiles['large']} + 8 small {profiles['small']}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(HERE / "latency_vs_load.png", dpi=120)
 
