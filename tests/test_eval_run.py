@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,17 +11,21 @@ from rlroute.eval.baselines import compose
 from rlroute.eval.cli import run_eval
 from rlroute.eval.report import write_report
 from rlroute.eval.run import EvalResult, all_large_costs, default_env_factory, evaluate
+from rlroute.policies.registry import make_policy
 
 SEEDS = [0, 1]
 POLICIES = ["all_small", "all_large", "all_hybrid", "random", "round_robin", "heuristic", "cache_aware", "oracle"]
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, EvalResult]:
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EvalResult]:
     cfg = compose(["episode_length=48"])
     env = default_env_factory(cfg, "test")
     ref = all_large_costs(cfg, "test", SEEDS, env=env)
-    return {name: evaluate(name, cfg, "test", SEEDS, reference_cost=ref, env=env) for name in POLICIES}
+    out = {name: evaluate(name, cfg, "test", SEEDS, reference_cost=ref, env=env) for name in POLICIES}
+    threshold = make_policy("threshold", max_train_requests=300, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    out["threshold"] = evaluate(threshold, cfg, "test", SEEDS, reference_cost=ref, env=env)
+    return out
 
 
 def test_reusing_the_env_gives_the_same_episodes(results: dict[str, EvalResult]) -> None:
@@ -37,6 +42,7 @@ def test_records_cover_every_decision(results: dict[str, EvalResult]) -> None:
         assert len(res.records) == 48 * len(SEEDS)
         assert {r["seed"] for r in res.records} == set(SEEDS)
         assert sum(r["failed"] for r in res.records) < len(res.records)  # latencies were measured
+    assert all(math.isfinite(r["score"]) for r in results["threshold"].records)  # swept for APGR
 
 
 def test_apgr_anchors_on_a_real_run(results: dict[str, EvalResult]) -> None:
@@ -70,6 +76,7 @@ def test_eval_cli_function_runs_named_policies(tmp_path: Path) -> None:
     assert (tmp_path / "summary.md").exists()
 
 
+@pytest.mark.slow  # trains two tiny PPO runs: ~15-25 s on the shared 2-core machine
 def test_eval_over_training_run_folders(tmp_path: Path) -> None:
     from rlroute.train.trainer import train_run
 
