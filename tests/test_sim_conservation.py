@@ -239,3 +239,16 @@ def test_random_event_storm_keeps_invariants_and_conservation(seed: int) -> None
     for pool in cl.pools.values():
         for inst in pool.instances:
             assert inst.nload == 0 and inst.cache.total_tokens == inst.cache.free_tokens
+
+
+def test_new_instances_serve_after_their_startup_time() -> None:
+    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1, "in_pool": {"policy": "round_robin"}}})
+    cl.scale("small", 2, startup_s=30.0)
+    assert [s.healthy for s in cl.state().pools["small"].instances] == [True, False]
+    cl.submit(Request(id=0, arrival=1.0, input_len=100, output_len=5), Action.SMALL)
+    cl.advance(31.0)
+    assert [s.healthy for s in cl.state().pools["small"].instances] == [True, True]
+    cl.submit(Request(id=1, arrival=31.0, input_len=100, output_len=5), Action.SMALL)
+    cl.submit(Request(id=2, arrival=31.0, input_len=100, output_len=5), Action.SMALL)
+    comps = cl.drain()
+    assert {c.instances for c in comps} == {(0,), (1,)}

@@ -12,7 +12,7 @@ Semantics (mirroring the seed's SGLang operations):
 * ``flush_cache``: drop every cached block; blocks pinned by running requests are freed when they finish.
 * ``update_weights``: pause, optionally flush, load for ``load_time_s``, then resume (the seed's
   coordinated update); the pool's ``last_weight_update`` is set to the start time.
-* ``scale``: to ``n`` instances; new ones start empty and at once; removed ones (highest indices) take
+* ``scale``: to ``n`` instances; new ones start empty, healthy after ``startup_s``; removed ones (highest indices) take
   no new requests, hand their queued requests back to the pool and leave when their running ones finish.
 """
 
@@ -108,10 +108,13 @@ class EventsMixin:
         p.weight_updates += 1
         self.schedule(self._now + load_time_s, "resume", pool)
 
-    def scale(self, pool: str, n: int) -> None:
-        """Scale ``pool`` to ``n`` serving instances."""
+    def scale(self, pool: str, n: int, startup_s: float = 0.0) -> None:
+        """Scale ``pool`` to ``n`` serving instances; brand-new ones take ``startup_s`` seconds (weight
+        loading, warm-up) before they are healthy."""
         if n < 1:
             raise ValueError(f"scale: a pool needs at least 1 instance, got n={n}")
+        if startup_s < 0:
+            raise ValueError(f"scale: startup_s must be >= 0, got {startup_s}")
         p = self._pool(pool)
         active = [i for i in p.instances if not i.retired]
         if n > len(active):
@@ -125,6 +128,9 @@ class EventsMixin:
                 new = p.add_instance()
                 new.clock = self._now
                 active.append(new)
+                if startup_s > 0:
+                    new.healthy = False
+                    self.schedule(self._now + startup_s, "recover_instance", pool, new.index)
         elif n < len(active):
             for inst in sorted(active, key=lambda x: x.index)[n:]:
                 inst.retired = True
