@@ -1,0 +1,223 @@
+"""The routing service end to end: 2 large + 2 small emulated workers and ``rlroute serve`` as real
+processes on loopback, with a freshly exported ONNX policy (``rlroute export fresh=true``).
+
+Every process a test starts is stopped by PID in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rlroute.cluster.live.launch import REPO, WorkerFleet, WorkerSpec
+from rlroute.serve.launch import RouterProc
+
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
+
+
+def exported_policy(config: pytest.Config) -> Path:
+    """A fresh exported policy, cached across runs while the feature schema is unchanged."""
+    from rlroute.features import SCHEMA
+
+    folder = Path(str(config.cache.mkdir("rlroute-fresh-policy"))) / SCHEMA.hash[:16]
+    if not (folder / "manifest.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        cmd = [sys.executable, "-m", "rlroute.cli", "export", "fresh=true", f"out={folder}", "n_verify=200"]
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def policy(request: pytest.FixtureRequest) -> Path:
+    return exported_policy(request.config)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFleet]:
+    specs = [WorkerSpec("large", LARGE, 500.0), WorkerSpec("large", LARGE, 500.0),
+             WorkerSpec("small", SMALL, 500.0), WorkerSpec("small", SMALL, 500.0)]
+    f = WorkerFleet(specs, tmp_path_factory.mktemp("fleet"))
+    f.start()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def start_router(fleet: WorkerFleet, log: Path, *overrides: str) -> RouterProc:
+    return RouterProc(fleet.urls("large"), fleet.urls("small"), log,
+                      ["scrape_interval_s=0.2", "health_interval_s=0.2", *overrides], env={"RLROUTE_ADMIN_TOKEN": TOKEN})
+
+
+@pytest.fixture(scope="module")
+def router(fleet: WorkerFleet, policy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    r = start_router(fleet, tmp_path_factory.mktemp("router") / "router.log", f"policy.path={policy}")
+    try:
+        yield r.url
+    finally:
+        r.stop()
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+BODIES = {
+    "/generate": {"text": "Explain prefix caching in two sentences.", "sampling_params": {"max_new_tokens": 6}},
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 6},
+    "/v1/completions": {"prompt": "Once upon a time", "max_tokens": 6},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", list(BODIES))
+def test_front_endpoints_answer_and_stream(router: str, path: str, stream: bool) -> None:
+    r = httpx.post(router + path, json={**BODIES[path], "stream": stream}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-rlroute-action"] in ("large", "small", "hybrid")
+    assert r.headers["x-rlroute-pool"] in ("large", "small")
+    if stream:
+        events = [e[len("data: "):] for e in r.text.split("\n\n") if e.startswith("data: ")]
+        assert events[-1] == "[DONE]" and len(events) >= 2
+    else:
+        body = r.json()
+        assert ("meta_info" in body) if path == "/generate" else (body["usage"]["completion_tokens"] > 0)
+
+
+def test_policy_decides_and_metrics_count_it(router: str) -> None:
+    before = metric(router, "rlroute_router_decisions_total", source="policy")
+    for _ in range(3):
+        r = httpx.post(router + "/generate", json=BODIES["/generate"], timeout=30)
+        assert r.headers["x-rlroute-source"] == "policy", r.headers
+    assert metric(router, "rlroute_router_decisions_total", source="policy") == before + 3
+    text = httpx.get(router + "/metrics", timeout=10).text
+    for name in ("rlroute_router_inflight", "rlroute_router_request_seconds", "rlroute_router_decision_seconds"):
+        assert name in text
+
+
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/openapi.json"])
+def test_get_endpoints(router: str, path: str) -> None:
+    assert httpx.get(router + path, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path,content", [
+    ("/generate", b"{not json"),
+    ("/generate", json.dumps({"text": 3}).encode()),
+    ("/generate", json.dumps({"sampling_params": {"max_new_tokens": 3}}).encode()),
+    ("/generate", json.dumps({"text": "a", "sampling_params": {"max_new_tokens": -5}}).encode()),
+    ("/generate", json.dumps({"text": "a", "sampling_params": {"max_new_tokens": 10**12}}).encode()),
+    ("/v1/chat/completions", json.dumps({"messages": []}).encode()),
+    ("/v1/chat/completions", json.dumps({"messages": [{"content": "no role"}]}).encode()),
+    ("/v1/completions", json.dumps({"prompt": ["a", "b"], "max_tokens": 2}).encode()),
+    ("/v1/completions", json.dumps({"prompt": "x", "max_tokens": "many"}).encode()),
+    ("/generate", b'{"text": "' + b"a" * (5 * 1024 * 1024) + b'"}'),
+])
+def test_bad_input_is_4xx_naming_the_problem(router: str, path: str, content: bytes) -> None:
+    r = httpx.post(router + path, content=content, headers={"content-type": "application/json"}, timeout=30)
+    assert 400 <= r.status_code < 500, r.text[:300]
+    assert r.text  # a message, not an empty body
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
+@pytest.mark.parametrize("path", ["/admin/policy/reload", "/admin/pools/large/update_weights"])
+def test_admin_needs_the_token(router: str, path: str, headers: dict[str, str]) -> None:
+    r = httpx.post(router + path, json={"model_path": "/w"}, headers=headers, timeout=10)
+    assert r.status_code == 401
+
+
+async def _load(url: str, n: int, during: asyncio.Future[object] | None = None) -> list[int]:
+    async with httpx.AsyncClient(timeout=60) as c:
+        async def one(i: int) -> int:
+            path = list(BODIES)[i % 3]
+            r = await c.post(url + path, json={**BODIES[path], "stream": i % 2 == 0})
+            return r.status_code
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def test_reload_under_load_drops_nothing(router: str, policy: Path, tmp_path: Path) -> None:
+    async def run() -> tuple[list[int], list[int]]:
+        async with httpx.AsyncClient(timeout=60) as c:
+            load = asyncio.create_task(_load(router, 40))
+            codes = []
+            for _ in range(3):
+                r = await c.post(router + "/admin/policy/reload", json={"path": str(policy)}, headers=AUTH)
+                codes.append(r.status_code)
+            return await load, codes
+
+    statuses, reloads = asyncio.run(run())
+    assert reloads == [200, 200, 200]
+    assert statuses == [200] * 40
+    bad = tmp_path / "missing"
+    r = httpx.post(router + "/admin/policy/reload", json={"path": str(bad)}, headers=AUTH, timeout=30)
+    assert r.status_code == 422 and "policy_missing" in r.text
+    status = httpx.get(router + "/admin/status", headers=AUTH, timeout=10).json()
+    assert status["policy"]["loaded"] and status["policy"]["path"] == str(policy)  # old one kept
+
+
+@pytest.mark.parametrize("pool", ["large", "small"])
+def test_weight_update_under_load_drops_nothing(router: str, pool: str) -> None:
+    async def run() -> tuple[list[int], dict[str, object]]:
+        async with httpx.AsyncClient(timeout=60) as c:
+            load = asyncio.create_task(_load(router, 40))
+            await asyncio.sleep(0.05)
+            r = await c.post(router + f"/admin/pools/{pool}/update_weights",
+                             json={"model_path": "/ckpt/step-2", "weight_version": "2"}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            return await load, r.json()
+
+    statuses, result = asyncio.run(run())
+    assert statuses == [200] * 40
+    assert result["interruption_s"] > 0 and set(result["steps"]) >= {"pause_s", "flush_s", "update_s", "continue_s"}
+    for url in [w["url"] for w in httpx.get(router + "/admin/status", headers=AUTH).json()["pools"][pool]["workers"]]:
+        assert httpx.get(url + "/get_server_info").json()["rlroute"]["weight_version"] == "2"
+
+
+def _corrupt(policy: Path, dst: Path) -> Path:
+    shutil.copytree(policy, dst)
+    data = (dst / "policy.onnx").read_bytes()
+    (dst / "policy.onnx").write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def _mismatch(policy: Path, dst: Path) -> Path:
+    shutil.copytree(policy, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["feature_schema"]["hash"] = "0" * 64
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+@pytest.mark.parametrize("make,reason", [(_corrupt, "policy_corrupt"), (_mismatch, "schema_mismatch"),
+                                         (None, "policy_missing")])
+def test_untrusted_policy_falls_back_with_reason(fleet: WorkerFleet, policy: Path, tmp_path: Path,
+                                                 make: object, reason: str) -> None:
+    path = make(policy, tmp_path / "p") if callable(make) else tmp_path / "absent"
+    r = start_router(fleet, tmp_path / "router.log", f"policy.path={path}")
+    try:
+        for _ in range(2):
+            resp = httpx.post(r.url + "/generate", json=BODIES["/generate"], timeout=30)
+            assert resp.status_code == 200
+            assert resp.headers["x-rlroute-source"] == "fallback"
+            assert resp.headers["x-rlroute-fallback-reason"] == reason
+        assert metric(r.url, "rlroute_router_fallbacks_total", reason=reason) == 2
+    finally:
+        r.stop()
