@@ -43,12 +43,18 @@ MEASURED = [
     ("qwen3-30b-a3b__h100", "qwen3-30b-a3b", "run1_measurements.json", "Qwen3-30B-A3B"),
 ]
 DERIVED_STEM, DERIVED_KEY, DERIVED_FILE = "qwen3-235b-a22b-fp8__h100x8", "qwen3-235b-a22b-tp8-rank", "run2_measurements.json"
+MIXED_FILE = "run3_mixed_measurements.json"  # mixed prefill+decode steps: validation of additivity only
+FP8_FILE = "run3_fp8_gemm.json"
 
 # --- assumptions of the TP8 derivation (not measurable on the single GPU that was available) ---
 TP = 8
 # FP8 (e4m3, per-block scales as in Qwen3-235B-A22B-FP8) GEMMs vs bf16: half the weight bytes (memory-
 # bound decode) and twice the dense tensor-core peak (989 -> 1979 TFLOP/s, H100 SXM datasheet), less
-# the scaling/quantisation overhead of block-wise FP8; 1.6x assumed for every GEMM stage.
+# the scaling/quantisation overhead of block-wise FP8; 1.6x assumed for every GEMM stage. This is an
+# assumption about SGLang's FP8 kernels (DeepGEMM / fused-quant Triton): torch 2.11's stock FP8 path
+# (dynamic quantisation + _scaled_mm / _scaled_grouped_mm, fp8_gemm_bench.py) was *slower* than bf16 at
+# most shapes on the H100 (results/run3_fp8_gemm.json), so it could not serve as the measurement; the
+# README gives the derived numbers for a 1.0x factor as well.
 FP8_SPEEDUP = 1.6
 GEMM_STAGES = ("qkv_proj", "o_proj", "moe_experts", "lm_head")
 # Tensor-parallel all-reduce of the hidden state (bf16), two per layer (after attention and after the MoE)
@@ -88,7 +94,7 @@ def all_reduce_s(tokens: int) -> float:
     return AR_LATENCY_S + 2 * (TP - 1) / TP * nbytes / AR_BUSBW
 
 
-def derive_tp8_step(shape: dict[str, Any]) -> float:
+def derive_tp8_step(shape: dict[str, Any], fp8_speedup: float = FP8_SPEEDUP) -> float:
     """Derived 8xH100 FP8 step time (s) of one shape from the measured bf16 TP8-rank shape.
 
     The measured CUDA-graph step is scaled by the ratio of the per-operator composition with GEMM stages
@@ -96,11 +102,11 @@ def derive_tp8_step(shape: dict[str, Any]) -> float:
     """
     ops, n_layers = shape["ops"], LAYERS_235B
     layer_ops = {k: v for k, v in ops.items() if k not in ("embed", "final_norm", "lm_head", "sample")}
-    head = ops["embed"] + ops["final_norm"] + ops["lm_head"] / FP8_SPEEDUP + ops["sample"]
-    layer_fp8 = sum(v / FP8_SPEEDUP if k in GEMM_STAGES else v for k, v in layer_ops.items())
+    head = ops["embed"] + ops["final_norm"] + ops["lm_head"] / fp8_speedup + ops["sample"]
+    layer_fp8 = sum(v / fp8_speedup if k in GEMM_STAGES else v for k, v in layer_ops.items())
     composed_fp8 = head + n_layers * layer_fp8
     rank_ms = shape["step_ms"] * composed_fp8 / shape["composed_ms"]
-    tokens = shape["prefill_tokens"] or shape["decode_seqs"]
+    tokens = shape["prefill_tokens"] + shape["decode_seqs"]
     comm_s = (2 * n_layers + 1) * all_reduce_s(tokens) + AR_LATENCY_S  # + logits all-gather (small)
     return float(rank_ms / 1e3 + comm_s)
 
@@ -145,6 +151,32 @@ def evaluate(shapes: list[dict[str, Any]], y: np.ndarray) -> dict[str, Any]:
         median_rel_error_decode=float(np.median(rel[is_dec])), median_rel_error_prefill=float(np.median(rel[~is_dec])),
         pred=pred.tolist(), measured=y.tolist(), split=[s["split"] for s in shapes], mode=[s["mode"] for s in shapes],
     )
+
+
+def mixed_validation(shapes: list[dict[str, Any]], y: np.ndarray, ev: dict[str, Any]) -> dict[str, Any]:
+    """Relative error of the fitted model on mixed prefill+decode steps (never used in the fit)."""
+    c = ev["coeffs"]
+    pred = design(shapes) @ np.array([c["a"], c["b"], c["c"], c["d"]])
+    rel = np.abs(pred - y) / y
+    out: dict[str, Any] = dict(points=len(shapes), median_rel_error=round(float(np.median(rel)), 4),
+                               max_rel_error=round(float(rel.max()), 4), pred=pred.tolist(), measured=y.tolist())
+    ext = ev.get("moe_extension")
+    if ext:
+        x = design(shapes)
+        x5 = np.c_[x, experts_touched(x[:, 1] + x[:, 2], ext["num_experts"], ext["top_k"])]
+        rel5 = np.abs(x5 @ np.array([ext["coeffs"][k] for k in "abcde"]) - y) / y
+        out["moe_extension_median_rel_error"] = round(float(np.median(rel5)), 4)
+    return out
+
+
+def fp8_table() -> dict[str, dict[str, float]]:
+    """bf16 time / FP8 time per GEMM stage and token count from fp8_gemm_bench.py (> 1: FP8 faster)."""
+    try:
+        cases = load(FP8_FILE)["cases"]
+    except SystemExit:
+        return {}
+    return {t: {k: round(v["bf16_ms"] / v["fp8_ms"], 3) for k, v in row.items() if "fp8_ms" in v}
+            for t, row in cases.items()}
 
 
 def headline(shapes: list[dict[str, Any]], step_s: np.ndarray) -> dict[str, float]:
@@ -211,6 +243,7 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(evals), figsize=(4.2 * len(evals), 4.2))
     for ax, (stem, ev) in zip(np.atleast_1d(axes), evals.items(), strict=True):
@@ -221,13 +254,21 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
             if m.any():
                 ax.scatter(y[m], p[m], marker=marker, s=18, facecolors=color if split == "fit" else "none",
                            edgecolors=color, label=f"{split} {mode}")
+        if "mixed" in ev:
+            my, mp = np.array(ev["mixed"]["measured"]) * 1e3, np.array(ev["mixed"]["pred"]) * 1e3
+            ax.scatter(my, mp, marker="^", s=26, facecolors="none", edgecolors="tab:green", label="mixed (validation)")
+            y, p = np.r_[y, my], np.r_[p, mp]
         lo, hi = min(y.min(), p.min()) * 0.8, max(y.max(), p.max()) * 1.25
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15, label="±10 %")
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured step (ms)",
                ylabel="a+b·P+c·D+d·C (ms)",
-               title=f"{stem}\nfit med {ev['median_rel_error']:.1%}, held-out med {ev['heldout_median_rel_error']:.1%}")
+               title=f"{stem}\nfit med {ev['median_rel_error']:.1%}, held-out med {ev['heldout_median_rel_error']:.1%}"
+                     + (f", mixed med {ev['mixed']['median_rel_error']:.1%}" if "mixed" in ev else ""))
         ax.title.set_fontsize(9)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=130)
@@ -259,8 +300,18 @@ def main(argv: list[str] | None = None) -> int:
             ev["moe_extension"] = doc["step_time_moe"]
         write_yaml(args.profiles_dir / f"{stem}.measured.yaml", doc,
                    f"Written by {FIT_COMMAND} from experiments/profiling/results/{file}; see experiments/profiling/README.md")
+        mixed = load(MIXED_FILE)["models"].get(key)
+        if mixed and mixed["shapes"]:
+            ms = mixed["shapes"]
+            ev["mixed"] = mixed_validation(ms, np.array([m["step_ms"] for m in ms]) / 1e3, ev)
+            doc["fit"]["mixed_points"] = ev["mixed"]["points"]
+            doc["fit"]["mixed_median_rel_error"] = ev["mixed"]["median_rel_error"]
+            write_yaml(args.profiles_dir / f"{stem}.measured.yaml", doc,
+                       f"Written by {FIT_COMMAND} from experiments/profiling/results/{file} and {MIXED_FILE}; "
+                       "see experiments/profiling/README.md")
         evals[stem] = ev
-        summary[stem] = dict({k: v for k, v in ev.items() if k not in ("pred", "measured", "split", "mode")},
+        summary[stem] = dict({k: v for k, v in ev.items() if k not in ("pred", "measured", "split", "mode", "mixed")},
+                             mixed={k: v for k, v in ev.get("mixed", {}).items() if k not in ("pred", "measured")},
                              headline=headline(shapes, y), composed_vs_graph=composed_error(shapes),
                              hf_eager_prefill_ms=entry.get("hf_eager_prefill_ms"), hf_check_rel_err=entry["hf_check_rel_err"])
 
@@ -281,15 +332,24 @@ def main(argv: list[str] | None = None) -> int:
     doc = profile_doc(DERIVED_STEM, "Qwen3-235B-A22B-FP8", "derived", ev, env, memory, TP, "fp8", source)
     doc["step_time_moe"] = moe_extension(shapes, y, 128, 8)
     ev["moe_extension"] = doc["step_time_moe"]
+    mixed = load(MIXED_FILE)["models"].get(DERIVED_KEY)
+    if mixed and mixed["shapes"]:
+        ms = mixed["shapes"]
+        ev["mixed"] = mixed_validation(ms, np.array([derive_tp8_step(m) for m in ms]), ev)
+        doc["fit"]["mixed_points"] = ev["mixed"]["points"]
+        doc["fit"]["mixed_median_rel_error"] = ev["mixed"]["median_rel_error"]
     doc["derivation"] = dict(measured_rank=DERIVED_KEY, fp8_gemm_speedup=FP8_SPEEDUP, gemm_stages=list(GEMM_STAGES),
                              allreduce_latency_s=AR_LATENCY_S, allreduce_busbw_bytes_per_s=AR_BUSBW,
                              allreduces_per_step=2 * LAYERS_235B + 1)
     write_yaml(args.profiles_dir / f"{DERIVED_STEM}.derived.yaml", doc,
                f"Written by {FIT_COMMAND} from experiments/profiling/results/{DERIVED_FILE}; see experiments/profiling/README.md")
     evals[DERIVED_STEM] = ev
-    summary[DERIVED_STEM] = dict({k: v for k, v in ev.items() if k not in ("pred", "measured", "split", "mode")},
+    summary[DERIVED_STEM] = dict({k: v for k, v in ev.items() if k not in ("pred", "measured", "split", "mode", "mixed")},
+                                 mixed={k: v for k, v in ev.get("mixed", {}).items() if k not in ("pred", "measured")},
                                  headline=headline(shapes, y), headline_rank_bf16_no_comm=headline(shapes, rank_y),
+                                 headline_fp8_speedup_1=headline(shapes, np.array([derive_tp8_step(s, 1.0) for s in shapes])),
                                  composed_vs_graph=composed_error(shapes))
+    summary["fp8_gemm_bf16_over_fp8"] = fp8_table()
 
     rep = load(DERIVED_FILE)["models"].get("qwen3-4b")
     if rep:  # the same Qwen3-4B shapes measured again in the second run on another H100 lease
@@ -306,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             c = s["coeffs"]
             print(f"{stem:30s} a={c['a']:.3e} b={c['b']:.3e} c={c['c']:.3e} d={c['d']:.3e}  fit med "
                   f"{s['median_rel_error']:.1%} held-out med {s['heldout_median_rel_error']:.1%} max {s['max_rel_error']:.1%}"
+                  f"  mixed med {s['mixed'].get('median_rel_error')}"
                   f"  headline {json.dumps({k: round(v, 2) for k, v in s['headline'].items()})}")
         else:
             print(stem, s)
