@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -19,9 +20,20 @@ WORKLOADS = sorted(p.stem for p in (CONF / "workload").glob("*.yaml"))
 SHARED_DATA = Path(os.environ.get("RLROUTE_SHARED_DATA", CONF.parents[1] / "shared" / "data"))
 
 
-def make(*overrides: str, split: str = "train", **kw: object) -> RoutingEnv:
+def fresh(*overrides: str, split: str = "train", **kw: object) -> RoutingEnv:
     cfg = default_config(["episode_length=64", *overrides])
     return build_env(cfg, split=split, **kw)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(overrides: tuple[str, ...]) -> RoutingEnv:
+    return fresh(*overrides)
+
+
+def make(*overrides: str, **kw: object) -> RoutingEnv:
+    """An env for ``overrides``, shared between tests (building fits the quality model: ~2 s). Every
+    test resets it, and reset rebuilds cluster and stream, so sharing leaks no state."""
+    return fresh(*overrides, **kw) if kw else _cached(tuple(overrides))
 
 
 def in_bounds(obs: np.ndarray) -> bool:
@@ -113,7 +125,7 @@ def test_idle_and_overloaded_cluster() -> None:
 
 
 def test_same_seed_same_episode() -> None:
-    a, b = rollout(make(), seed=11), rollout(make(), seed=11)
+    a, b = rollout(make(), seed=11), rollout(fresh(), seed=11)  # two independent instances
     assert len(a) == len(b)
     for (oa, ra, ia), (ob, rb, ib) in zip(a, b, strict=True):
         np.testing.assert_array_equal(oa, ob)
