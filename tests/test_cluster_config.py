@@ -104,3 +104,12 @@ def test_action_for_a_missing_pool_is_a_clear_error() -> None:
     cl = SimCluster(pools={"small": SMALL})
     with pytest.raises(ValueError, match="needs pool 'large'"):
         cl.submit(Request(id=1, arrival=0.0, input_len=10, output_len=5), Action.HYBRID)
+
+
+@pytest.mark.parametrize(("preset", "kind", "large_in"), [
+    ("tokens", TokenPriceCost, 0.70), ("tokens_models_dev", TokenPriceCost, 0.287), ("gpu_seconds", GpuSecondsCost, None)])
+def test_cost_model_is_a_config_group(preset: str, kind: type, large_in: float | None) -> None:
+    cl = instantiate(cluster_cfg("cluster=default", f"cluster/cost={preset}"))
+    assert isinstance(cl.cost_model, kind)
+    if large_in is not None:
+        assert cl.cost_model.request_cost("large", 10**6, 0, 0) == pytest.approx(large_in)

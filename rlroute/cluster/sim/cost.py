@@ -3,12 +3,20 @@
 Both answer ``request_cost(pool, prompt_tokens, cached_tokens, output_tokens)`` so the environment can
 price a decision when it is made; the simulator bills completions with the same function (per stage).
 
-Default token prices (USD per 1M tokens) are ASSUMPTIONS labelled as such. They follow Alibaba Cloud
-Model Studio's international list prices for the open Qwen3 models as published in 2025 (qwen3-235b-a22b
-non-thinking: $0.70 input / $2.80 output; qwen3-4b non-thinking: $0.11 input / $0.42 output), recalled
-from the pricing page, not re-verified from this offline machine; the cached-input price is 20 % of the
-input price, Model Studio's implicit context-cache rule (its pricing JSON for qwen-flash lists
-``input_cache_hit`` = 0.2 x ``input``). Override them in ``conf/cluster/*.yaml`` (``cost.prices``).
+Token prices (USD per 1M tokens) are chosen by the config group ``conf/cluster/cost/``:
+
+* ``tokens`` (default, also :data:`DEFAULT_PRICES`): an ASSUMPTION, recalled and not re-verified from
+  this offline machine: Alibaba Cloud Model Studio's international 2025 list prices, non-thinking mode,
+  qwen3-235b-a22b $0.70 in / $2.80 out, qwen3-4b $0.11 in / $0.42 out. The reward's ``cost_weight`` is
+  calibrated to these.
+* ``tokens_models_dev``: the verifiable listing found offline, models.dev
+  (github.com/anomalyco/models.dev ``providers/alibaba-cn/models/qwen3-235b-a22b.toml`` @735cde7,
+  ``providers/alibaba/models/qwen3-8b.toml`` @438ce6e): qwen3-235b-a22b $0.287 / $1.147, qwen3-8b
+  $0.072 / $0.287 (no Qwen3-4B listing; the 8B price is used as an upper bound).
+
+In both the cached-input price is 20 % of the input price, Model Studio's implicit context-cache rule (its
+pricing JSON for qwen-flash lists ``input_cache_hit`` = 0.2 x ``input``; models.dev lists the same ratio
+for Alibaba's glm-5.2 ``cache_read``).
 
 The GPU-seconds model prices the marginal engine time a request adds to a batch, from the serving profile:
 ``b*(prompt - cached) + output*(c + d*(prompt + output/2) + a/ref_batch)`` seconds on ``num_gpus`` GPUs at
