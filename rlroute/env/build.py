@@ -70,8 +70,10 @@ def build_env(cfg: Any, split: str = "train", **kwargs: Any) -> RoutingEnv:
         **kwargs: extra :class:`RoutingEnv` arguments (override ``cfg.env``).
 
     Returns:
-        A :class:`RoutingEnv`; call ``reset(seed=cfg.seed)`` for the configured seed.
+        A :class:`RoutingEnv` whose ``np_random`` is seeded with ``cfg.seed`` (``reset(seed=...)``
+        reseeds it, as usual).
     """
+    from gymnasium.utils import seeding
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -106,4 +108,7 @@ def build_env(cfg: Any, split: str = "train", **kwargs: Any) -> RoutingEnv:
     )
     env.split = split
     env.default_seed = int(_get(cfg, "seed", 0))
+    # Seeded from cfg.seed, so even a first reset() without a seed is reproducible (STYLE.md §9).
+    env.np_random, _ = seeding.np_random(env.default_seed)
+    env.action_space.seed(env.default_seed)
     return env
