@@ -111,20 +111,57 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
     from rlroute.policies.base import DecisionContext
 
     rows: dict[int, dict[str, Any]] = {}
+    done = []
     with LiveCluster(pools, speedup=speedup) as live:
         live.reset()
         for r in reqs:
-            live.advance(r.arrival)
+            done += live.advance(r.arrival)
             state = live.state()
             matches = live.prefix_match(r)
             ctx = DecisionContext(r, state, matches, extract(r, state, matches))
             live.submit(r, policy.act(ctx))
-        done = live.drain(timeout_s=600)
+        done += live.drain(timeout_s=600)
     for c in done:
         rows[c.request_id] = {"id": c.request_id, "action": int(c.action), "ok": not c.failed,
                               "ttft": c.ttft, "e2e": c.e2e, "cached": c.cached_tokens, "prompt": c.prompt_tokens,
-                              "cost": c.cost, "quality": bool(c.quality_ok), "error": c.fail_reason}
+                              "cost": c.cost, "quality": bool(c.quality_ok), "error": c.fail_reason,
+                              "retries": c.retries}
     return [rows[r.id] for r in reqs]
+
+
+def run_fault(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup: float, fleet: WorkerFleet,
+              every_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rlroute arm while a worker is killed (SIGKILL) every ``every_s`` trace seconds and restarted.
+
+    Victims cycle over the workers of pools with at least two instances (a pool's only worker dying is an
+    outage, not a fault the router can hide). Returns the rows and the kill/restart events.
+    """
+    import threading
+
+    victims = [i for i, w in enumerate(fleet.workers) if len(fleet.urls(w.spec.pool)) >= 2]
+    events: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        k = 0
+        t0 = time.monotonic()
+        while not stop.wait(every_s / speedup):
+            i = victims[k % len(victims)]
+            t = time.monotonic() - t0
+            fleet.kill(i)
+            fleet.restart(i)
+            events.append({"worker": fleet.workers[i].url, "killed_at_wall_s": round(t, 3),
+                           "back_after_wall_s": round(time.monotonic() - t0 - t, 3)})
+            k += 1
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    try:
+        rows = run_rlroute(policy, reqs, pools, speedup)
+    finally:
+        stop.set()
+        th.join()
+    return rows, events
 
 
 def run_sglang(reqs: list[Request], endpoints: dict[str, str], large_share: float, speedup: float,
@@ -203,6 +240,8 @@ def main() -> None:
     ap.add_argument("--split-large", type=float, default=0.3, help="large share of the fixed-ratio split arm")
     ap.add_argument("--quality", default="labelled")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--fault-every", type=float, default=0.0,
+                    help="fault run only: kill+restart a worker every this many trace seconds (heuristic arm)")
     args = ap.parse_args()
     from rlroute.cluster.profiles import load_profile
     from rlroute.cluster.sim.cost import build_cost_model
@@ -237,6 +276,18 @@ def main() -> None:
             arms["sglang_split"] = lambda reqs: run_sglang(reqs, {"large": large_url, "small": small_url},
                                                            args.split_large, args.speedup, cost_model)
             arms["all_small"] = lambda reqs: run_sglang(reqs, {"small": small_url}, 0.0, args.speedup, cost_model)
+            if args.fault_every > 0:
+                reqs = window(args.n, 0, args.quality)
+                rows, events = run_fault(SeedHeuristic(), reqs, pools, args.speedup, fleet, args.fault_every)
+                answered = [x for x in rows if x["ok"]]
+                fault = {"submitted": len(reqs), "completions": len(rows), "lost": len(reqs) - len(rows),
+                         "answered": len(answered), "retried_and_answered": sum(1 for x in answered if x["retries"]),
+                         "failed": len(rows) - len(answered), "availability": len(answered) / len(reqs),
+                         "kills": len(events), "events": events,
+                         "fail_reasons": sorted({str(x["error"])[:120] for x in rows if not x["ok"]})}
+                (args.out / "fault.json").write_text(json.dumps(fault, indent=2))
+                print(json.dumps(fault, indent=2))
+                return
             for rep in range(args.reps):
                 reqs = window(args.n, rep, args.quality)
                 for arm, fn in arms.items():

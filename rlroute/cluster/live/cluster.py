@@ -40,7 +40,9 @@ class LiveCluster:
         cost: the simulator's cost config (``mode: tokens|gpu_seconds``, ...).
         hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}``.
         speedup: modelled seconds per wall second (the emulated workers' ``speedup``).
-        max_retries: other instances tried after a connection error or 5xx.
+        max_retries: further attempts after a connection error or 5xx (on other instances first).
+        revive_wait_s: wall seconds a stage waits for a downed instance to answer ``/health`` again when
+            no healthy instance is left in its pool.
         slo: ``{ttft_s, tpot_s}`` for the pools' SLO-violation rate.
         scrape_interval_s: minimum wall time between two scrapes of the workers.
         request_timeout_s: wall timeout of one HTTP request.
@@ -48,7 +50,7 @@ class LiveCluster:
     """
 
     def __init__(self, pools: Mapping[str, Mapping[str, Any]], cost: Mapping[str, Any] | None = None,
-                 hybrid: Any = None, speedup: float = 1.0, max_retries: int = 2,
+                 hybrid: Any = None, speedup: float = 1.0, max_retries: int = 3, revive_wait_s: float = 10.0,
                  slo: Mapping[str, float] | None = None, scrape_interval_s: float = 0.05,
                  request_timeout_s: float = 60.0, seed: int = 0) -> None:
         from rlroute.cluster.profiles import load_profile
@@ -60,6 +62,7 @@ class LiveCluster:
             raise ValueError(f"cluster.speedup must be > 0, got {speedup}")
         self.speedup = float(speedup)
         self.max_retries = int(max_retries)
+        self.revive_wait_s = float(revive_wait_s)
         self.scrape_interval_s = float(scrape_interval_s)
         self.slo_ttft = float((slo or {}).get("ttft_s", 2.0))
         self.slo_tpot = float((slo or {}).get("tpot_s", 0.1))
@@ -261,7 +264,7 @@ class LiveCluster:
                 pool = self.pools[stage.pool]
                 try:
                     res, inst, tries = await pool.run_stage(req, stage, self._io.client, self._lock,
-                                                            self.max_retries, self.now)
+                                                            self.max_retries, self.revive_wait_s)
                 except StageError as e:
                     failed, retries = str(e), retries + e.retries
                     break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -204,30 +205,57 @@ class LivePool:
             cache_hit_rate=hit / tok if tok > 0 else 0.0, slo_violation_rate=self.slo_rate,
             cost_rate=self.r_cost * math.exp(-max(0.0, now - self.r_t) / TAU) / TAU, cost=self.cost)
 
+    async def probe(self, client: httpx.AsyncClient, lock: threading.Lock) -> None:
+        """``GET /health`` on the unhealthy instances; a 200 brings one back before the next scrape."""
+        down = [i for i in self.instances if not i.healthy]
+
+        async def one(inst: LiveInstance) -> None:
+            try:
+                ok = (await client.get(inst.url + "/health", timeout=1.0)).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                with lock:
+                    inst.healthy, inst.error = True, ""
+
+        await asyncio.gather(*(one(i) for i in down))
+
     async def run_stage(self, req: Request, stage: Stage, client: httpx.AsyncClient, lock: threading.Lock,
-                        max_retries: int, now: float) -> tuple[StageResult, LiveInstance, int]:
+                        max_retries: int, revive_wait_s: float) -> tuple[StageResult, LiveInstance, int]:
         """Choose an instance, POST ``/generate``, retry elsewhere on connection errors and 5xx.
 
+        When every instance has been tried or is down, waits up to ``revive_wait_s`` (wall) for one to answer
+        ``/health`` again (a restarted worker) before giving up.
+
         Raises:
-            StageError: no healthy instance left, retries exhausted, or a 4xx answer (not retried).
+            StageError: retries exhausted, nothing healthy within ``revive_wait_s``, or a 4xx answer.
         """
         prompt = req.input_len + stage.extra_tokens
         covered = min(len(req.blocks) * req.block_size, req.input_len)
         body = generate_payload(req, stage.max_new_tokens, stage.extra_tokens)
         tried: set[int] = set()
         errors: list[str] = []
+        deadline = time.monotonic() + revive_wait_s
         while True:
             with lock:
                 cands = [i for i in self.instances if i.healthy and not i.stats.paused and i.index not in tried]
                 if not cands:
                     cands = [i for i in self.instances if i.healthy and i.index not in tried]
-                if not cands:
+                if cands:
+                    matched = [i.tree.match(req.blocks, req.block_size, covered) for i in cands]
+                    inst = cast(LiveInstance, self.policy.choose(cast(Any, cands), matched, prompt))
+                    inst.inflight += 1
+                    inst.tree.insert(req.blocks, req.block_size)
+            if not cands:
+                if time.monotonic() >= deadline:
                     why = "; ".join(errors) or "all instances unhealthy"
-                    raise StageError(f"no healthy instance left in pool {self.name!r} ({why})", len(tried))
-                matched = [i.tree.match(req.blocks, req.block_size, covered) for i in cands]
-                inst = cast(LiveInstance, self.policy.choose(cast(Any, cands), matched, prompt))
-                inst.inflight += 1
-                inst.tree.insert(req.blocks, req.block_size)
+                    raise StageError(f"no healthy instance in pool {self.name!r} within {revive_wait_s}s ({why})",
+                                     len(errors))
+                await asyncio.sleep(0.2)
+                await self.probe(client, lock)
+                if len(tried) >= len(self.instances):
+                    tried.clear()  # every instance failed once: the restarted ones may be tried again
+                continue
             r: httpx.Response | None = None
             try:
                 r = await client.post(inst.url + "/generate", json=body)
@@ -240,17 +268,17 @@ class LivePool:
                     with lock:
                         inst.inflight -= 1
                     raise StageError(f"{inst.url} refused the request: HTTP {r.status_code} {r.text[:200]}",
-                                     len(tried))
+                                     len(errors))
                 try:
-                    return parse_meta(r.json()), inst, len(tried)
+                    return parse_meta(r.json()), inst, len(errors)
                 except (KeyError, TypeError, ValueError) as e:
                     err = f"{inst.url}: unreadable /generate answer ({e})"
             with lock:
                 inst.inflight -= 1
                 if r is None:
-                    inst.healthy, inst.error = False, err  # connection-level: out until the next good scrape
+                    inst.healthy, inst.error = False, err  # connection-level: out until /health or a scrape
             tried.add(inst.index)
             errors.append(err)
-            if len(tried) > max_retries:
-                raise StageError(f"pool {self.name!r}: gave up after {len(tried)} attempts ({'; '.join(errors)})",
-                                 len(tried))
+            if len(errors) > max_retries:
+                raise StageError(f"pool {self.name!r}: gave up after {len(errors)} attempts ({'; '.join(errors)})",
+                                 len(errors))
