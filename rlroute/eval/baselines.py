@@ -101,7 +101,7 @@ def run_workload(wl: dict[str, Any], policies: list[str], seeds: list[int], epis
         env.close()
         results += [by_name[p] for p in policies if p in by_name]
     meta = {"workload": wl, "seeds": seeds, "episode_length": episode_length, "policies": policies}
-    write_report(results, out_dir / wl["name"], wl["name"], meta)
+    write_report(results, out_dir / wl["name"], wl["name"], meta, records_name="records.csv.gz")
     return results
 
 
@@ -109,7 +109,7 @@ def write_combined(all_results: list[EvalResult], workloads: list[dict[str, Any]
                    suite: dict[str, Any], out_dir: Path, command: str, seconds: float) -> None:
     """``README.md`` with every workload's table, and ``results.json`` / ``results.csv``."""
     lines = ["# Baseline reference results", "",
-             f"Produced by `{command}` from `baselines/suite.yaml` in {seconds / 60:.1f} CPU minutes.",
+             f"Produced by `{command}` from `baselines/suite.yaml` in {seconds / 60:.1f} minutes (wall clock, 2-core machine).",
              f"Seeds {suite['seeds']}, {suite['episode_length']} decisions per episode; every cell is the mean "
              "± the 95 % Student-t half-width over seeds. Quality = share of acceptable answers; cost in the "
              "simulator's cost-model units; saving vs the all-large policy on the same seeds; PGR/APGR/CPT as "

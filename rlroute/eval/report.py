@@ -9,6 +9,7 @@ the empirical CDF of TTFT and end-to-end latency per policy.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 from collections.abc import Sequence
@@ -42,14 +43,20 @@ MIX = ("mix_large", "mix_small", "mix_hybrid")
 
 
 def write_records(results: Sequence[EvalResult], path: Path) -> None:
-    """All per-request records of ``results`` as one CSV (columns :data:`RECORD_FIELDS`, plus workload)."""
+    """All per-request records of ``results`` as one CSV (columns :data:`RECORD_FIELDS`, plus workload).
+
+    Floats are written with 7 significant digits (sub-microsecond for latencies); a ``.gz`` suffix writes
+    gzip-compressed CSV (the baseline suite's records run to tens of MB otherwise).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", newline="") as fh:  # type: ignore[operator]
         writer = csv.DictWriter(fh, fieldnames=[*RECORD_FIELDS, "workload"], extrasaction="ignore")
         writer.writeheader()
         for res in results:
             for rec in res.records:
-                writer.writerow({**rec, "workload": res.workload})
+                row = {k: (f"{v:.7g}" if isinstance(v, float) else v) for k, v in rec.items()}
+                writer.writerow({**row, "workload": res.workload})
 
 
 def summary_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
@@ -208,10 +215,16 @@ def plot_latency_cdfs(results: Sequence[EvalResult], path: Path, title: str = ""
     plt.close(fig)
 
 
-def write_report(results: Sequence[EvalResult], out_dir: Path, title: str, meta: dict[str, Any] | None = None) -> str:
-    """Records CSV, summary JSON/CSV, ``summary.md`` and both plots for one workload; returns the markdown."""
+def write_report(
+    results: Sequence[EvalResult],
+    out_dir: Path,
+    title: str,
+    meta: dict[str, Any] | None = None,
+    records_name: str = "records.csv",
+) -> str:
+    """Records CSV, summary JSON/CSV, ``summary.md`` and the plots for one workload; returns the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_records(results, out_dir / "records.csv")
+    write_records(results, out_dir / records_name)
     write_summary(results, out_dir, meta)
     splits = list(dict.fromkeys(r.split for r in results))
     md = [f"## {title}", "", markdown_table(results), ""]
