@@ -104,14 +104,18 @@ def find_runs(folders: Sequence[str | Path]) -> list[Path]:
 
 
 def gap_recovered(rows: Sequence[Row], learned: str = "ppo") -> tuple[str, float]:
-    """Best heuristic by reward and the share of its reward gap to the oracle the learned policy recovers."""
+    """Best heuristic by reward and the share of its reward gap to the oracle the learned policy recovers.
+
+    NaN when the oracle (which picks the cheapest *acceptable* action, not the reward-optimal one) does not
+    out-earn the best heuristic: there is then no gap to recover.
+    """
     by_name = {r.policy: r for r in rows}
     heur = [r for r in rows if r.policy in HEURISTICS and r.policy in by_name]
     if learned not in by_name or "oracle" not in by_name or not heur:
         return "", math.nan
     best = max(heur, key=lambda r: r.mean("reward"))
     gap = by_name["oracle"].mean("reward") - best.mean("reward")
-    if not math.isfinite(gap) or abs(gap) < 1e-12:
+    if not math.isfinite(gap) or gap <= 1e-12:
         return best.policy, math.nan
     return best.policy, (by_name[learned].mean("reward") - best.mean("reward")) / gap
 

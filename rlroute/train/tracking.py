@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from stable_baselines3.common.logger import KVWriter, Logger, make_output_format
 
 
@@ -120,9 +120,3 @@ class Tracker:
             self.run.finish()
             self.run = None
 
-
-def config_dict(cfg: DictConfig) -> dict[str, Any]:
-    """The cfg as a plain dict for summaries (interpolations resolved)."""
-    out = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(out, dict)
-    return out  # type: ignore[return-value]
