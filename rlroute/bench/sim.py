@@ -127,6 +127,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "requests": len(reqs),
         "workload": source,
         "cluster": "conf/cluster/default.yaml (2 large + 8 small)",
+        "profiles": {n: f"{p.profile.name} ({p.profile.status})" for n, p in build(args.seed).pools.items()},
         "policy": "uniform random over large/small/hybrid",
         "repeats": args.repeats,
         "seed": args.seed,

@@ -168,7 +168,10 @@ class SimCluster(EventsMixin):
         return out
 
     def submit(self, request: Request, action: Action | int) -> None:
-        """Route ``request`` with ``action`` at the current time (advancing first if it arrives later)."""
+        """Route ``request`` with ``action`` at the current time (advancing first if it arrives later).
+
+        Latencies (queue, TTFT, e2e) count from the submit time, which equals ``request.arrival`` when the
+        caller advances to each arrival before submitting (as the env and ``run`` do)."""
         if request.input_len < 1:
             raise ValueError(f"request {request.id}: input_len must be >= 1, got {request.input_len}")
         if request.output_len < 1:
