@@ -30,8 +30,10 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PROFILE_DIR = HERE.parents[1] / "rlroute" / "cluster" / "profiles"
 SCRIPT = "experiments/profiling/profile_models.py"
-RUN_COMMAND = ("PYTHONUNBUFFERED=1 python3 -W ignore experiments/profiling/profile_models.py --compile "
-               "--prefill-sdpa cudnn --decode-sdpa cudnn --budget-s 165 --out $OUT")
+_PROFILE = "PYTHONUNBUFFERED=1 python3 -W ignore experiments/profiling/profile_models.py"
+_FLAGS = "--compile --prefill-sdpa cudnn --decode-sdpa cudnn"
+RUN_COMMAND = f"{_PROFILE} {_FLAGS} --budget-s 165 --out $OUT"  # run 1
+RUN2_COMMAND = f"{_PROFILE} --models qwen3-235b-a22b-tp8-rank,qwen3-4b {_FLAGS} --budget-s 170 --out $OUT"
 FIT_COMMAND = ".venv/bin/python experiments/profiling/fit_profiles.py"
 GPU_MEMORY_GB = 80
 LIMITS = {"max_running_requests": 256, "chunked_prefill_tokens": 8192}  # SGLang defaults for one H100 server
@@ -214,7 +216,7 @@ def coefficient_sources(kind: str, n: int, date: str) -> dict[str, str]:
 
 
 def profile_doc(stem: str, model: str, status: str, ev: dict[str, Any], env: dict[str, Any], memory: dict[str, Any],
-                num_gpus: int, dtype: str, source: str) -> dict[str, Any]:
+                num_gpus: int, dtype: str, source: str, command: str = RUN_COMMAND) -> dict[str, Any]:
     """The serving-profile mapping in the agreed format (coord/PROFILE_FORMAT.md)."""
     srcs = coefficient_sources(status, ev["points"], env["date"])
     doc: dict[str, Any] = dict(
@@ -226,7 +228,7 @@ def profile_doc(stem: str, model: str, status: str, ev: dict[str, Any], env: dic
                  max_rel_error=round(ev["max_rel_error"], 4)),
         measured=dict(date=env["date"], driver=env.get("driver"), torch=env["torch"],
                       transformers=env.get("transformers"), script=SCRIPT,
-                      command=f"{RUN_COMMAND}  &&  {FIT_COMMAND}"),
+                      command=f"{command}  &&  {FIT_COMMAND}"),
     )
     return doc
 
@@ -329,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     source = ("Derived: one TP8 rank of Qwen3-235B-A22B measured in bf16 on one H100 (CUDA graphs), GEMM stages "
               f"x1/{FP8_SPEEDUP} for FP8, plus {2 * LAYERS_235B + 1} TP all-reduces per step (assumed "
               f"{AR_LATENCY_S * 1e6:.0f} us + {AR_BUSBW / 1e9:.0f} GB/s); see experiments/profiling/README.md")
-    doc = profile_doc(DERIVED_STEM, "Qwen3-235B-A22B-FP8", "derived", ev, env, memory, TP, "fp8", source)
+    doc = profile_doc(DERIVED_STEM, "Qwen3-235B-A22B-FP8", "derived", ev, env, memory, TP, "fp8", source,
+                      command=RUN2_COMMAND)
     doc["step_time_moe"] = moe_extension(shapes, y, 128, 8)
     ev["moe_extension"] = doc["step_time_moe"]
     mixed = load(MIXED_FILE)["models"].get(DERIVED_KEY)
