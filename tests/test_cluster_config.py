@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from rlroute.cluster.sim import EVENTS, SimCluster, build_cluster
+from rlroute.cluster.sim import EVENTS, SimCluster, build_cluster, cluster_factory
 from rlroute.cluster.sim.cost import GpuSecondsCost, TokenPriceCost
 from rlroute.types import Action, Request
 
@@ -28,8 +28,10 @@ def test_every_cluster_config_instantiates(name: str) -> None:
     cl = instantiate(cfg, rng=np.random.default_rng(0))
     assert isinstance(cl, SimCluster)
     same = build_cluster(cfg, np.random.default_rng(0))
-    assert {k: (len(p.instances), p.kv_cap) for k, p in cl.pools.items()} == \
-           {k: (len(p.instances), p.kv_cap) for k, p in same.pools.items()}
+    fast = cluster_factory(cfg)(np.random.default_rng(0))
+    for other in (same, fast):
+        assert {k: (len(p.instances), p.kv_cap, p.eviction, p.ttl_s) for k, p in cl.pools.items()} == \
+               {k: (len(p.instances), p.kv_cap, p.eviction, p.ttl_s) for k, p in other.pools.items()}
 
 
 def test_default_cluster_carries_the_seed_presets() -> None:

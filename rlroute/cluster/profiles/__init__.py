@@ -14,6 +14,7 @@ to a ``.yaml`` file loads exactly that file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,17 @@ def _need(d: dict[str, Any], key: str, path: Path, kind: type | tuple[type, ...]
 
 
 def parse_profile(path: Path) -> ServingProfile:
-    """Read and validate one profile file."""
+    """Read and validate one profile file (memoised per file version: clusters are rebuilt per episode)."""
+    st = path.stat()
+    return _parse_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _parse_cached(name: str, mtime_ns: int, size: int) -> ServingProfile:
+    return _parse(Path(name))
+
+
+def _parse(path: Path) -> ServingProfile:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -351,11 +351,40 @@ class SimCluster(EventsMixin):
         heapq.heappush(self._heap, (float(time), next(self._tick), call, -1))
 
 
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(cfg):
+            out = OmegaConf.to_container(cfg, resolve=True)
+            assert isinstance(out, dict)
+            return {str(k): v for k, v in out.items()}
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a core dependency
+        pass
+    return dict(cfg)
+
+
 def build_cluster(cfg: Mapping[str, Any], rng: np.random.Generator | None = None, **overrides: Any) -> SimCluster:
     """Build a :class:`SimCluster` from the ``cluster`` config group (with or without ``_target_``)."""
-    kwargs = {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}
+    kwargs = {k: v for k, v in _plain(cfg).items() if not k.startswith("_")}
     kwargs.update(overrides)
     return SimCluster(rng=rng, **kwargs)
 
 
-__all__ = ["HYBRID_MODES", "Job", "SimCluster", "build_cluster", "load_profile"]
+def cluster_factory(cfg: Mapping[str, Any], **overrides: Any) -> Callable[[np.random.Generator], SimCluster]:
+    """A ``rng -> SimCluster`` builder that resolves the config once.
+
+    ``hydra.utils.instantiate`` costs ~15 ms per call (config copies); building from a plain dict costs
+    ~0.3 ms, which matters when an env builds a fresh cluster every episode.
+    """
+    kwargs = {k: v for k, v in _plain(cfg).items() if not k.startswith("_")}
+    kwargs.update(overrides)
+    build_cluster(kwargs)  # fail on a bad config now, not at the first episode
+
+    def make(rng: np.random.Generator) -> SimCluster:
+        return SimCluster(rng=rng, **kwargs)
+
+    return make
+
+
+__all__ = ["HYBRID_MODES", "Job", "SimCluster", "build_cluster", "cluster_factory", "load_profile"]
