@@ -318,9 +318,20 @@ def main() -> None:
                     p.kill()
     keys = ["quality", "cost_per_1k", "large_share", "p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate",
             "availability"]
+    ratios: dict[str, list[dict[str, float]]] = {}
+    for arm in [a for a in results if a.startswith("rlroute")]:
+        for ref in ("sglang_all_large", "sglang_split"):
+            if ref in results:
+                ratios[f"{arm} / {ref}"] = [
+                    {k: r[k] / q[k] if q[k] else float("nan") for k in ("cost_per_1k", "p99_ttft", "hit_rate",
+                                                                         "quality")}
+                    for r, q in zip(results[arm], results[ref], strict=True)]
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                       "arms": results, "sim_vs_live": gaps}, indent=2))
+                                                       "arms": results, "ratios": ratios,
+                                                       "sim_vs_live": gaps}, indent=2))
     md = ["## Arms (mean [95% t-interval] over repetitions)", "", table(results, keys), "",
+          "## Headline ratios (per repetition, then mean [95% t-interval])", "",
+          table(ratios, ["cost_per_1k", "p99_ttft", "hit_rate", "quality"]), "",
           "## Sim-vs-live gap (heuristic arm; relative, live/sim - 1)", "",
           table({"gap": gaps}, ["p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate"])]
     (args.out / "results.md").write_text("\n".join(md) + "\n")

@@ -211,6 +211,7 @@ def export_policy(
             "verification": report.to_json(),
         }
         write_manifest(tmp, manifest)
+        tmp.chmod(0o755)  # mkdtemp makes it private; an exported policy is meant to be read by the router
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
