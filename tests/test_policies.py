@@ -106,6 +106,23 @@ def test_oracle_cheapest_acceptable(ok: tuple[bool, bool, bool], expected: Actio
     assert HindsightOracle().act(ctx(ok=ok)) == expected
 
 
+def test_oracle_prices_actions_when_it_can() -> None:
+    # Input-heavy request: hybrid (large prefill + small) costs more than large.
+    prices = {L: 4.0, S: 1.0, H: 5.0}
+    oracle = HindsightOracle(price_fn=lambda req, a: prices[a])
+    assert oracle.act(ctx(ok=(True, False, True))) == L
+    assert oracle.act(ctx(ok=(True, True, True))) == S
+    assert HindsightOracle(priced=False, price_fn=lambda req, a: prices[a]).act(ctx(ok=(True, False, True))) == H
+
+    class Env:
+        def _expected_cost(self, req: Request, a: Action) -> float:
+            return prices[a]
+
+    bound = HindsightOracle()
+    bound.bind_env(Env())
+    assert bound.act(ctx(ok=(True, False, True))) == L
+
+
 def test_oracle_respects_availability_and_needs_draw() -> None:
     assert HindsightOracle().act(ctx(ok=(True, False, True), large_up=False)) == S  # hybrid needs large
     assert HindsightOracle(use_hybrid=False).act(ctx(ok=(True, False, True))) == L

@@ -93,6 +93,9 @@ def run_episode(env: Any, policy: Policy, seed: int, split: str = "test") -> tup
     name = policy_name(policy)
     env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
+    bind = getattr(policy, "bind_env", None)
+    if callable(bind):
+        bind(env)  # e.g. the oracle prices actions as the env's reward does
     scorer = getattr(policy, "score", None)
     decisions: list[dict[str, Any]] = []
     completions: dict[int, Completion] = {}
