@@ -280,7 +280,8 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Fit every profile, write the YAML files, the plot and results/fit_summary.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profiles-dir", type=Path, default=PROFILE_DIR)
+    ap.add_argument("--profiles-dir", type=Path, default=PROFILE_DIR, help="where the profile YAML files go")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS, help="where the plot and fit_summary.json go")
     args = ap.parse_args(argv)
     summary: dict[str, Any] = {}
     evals: dict[str, dict[str, Any]] = {}
@@ -362,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                  if (k := (s["mode"], s["n_seqs"], s["seq_len"], s["ctx"])) in first]
         summary["repeatability_qwen3-4b"] = dict(shapes=len(diffs), median_rel_diff=float(np.median(diffs)),
                                                  max_rel_diff=float(np.max(diffs)))
-    plot(evals, RESULTS / "predicted_vs_measured.png")
-    (RESULTS / "fit_summary.json").write_text(json.dumps(summary, indent=1))
+    plot(evals, args.out_dir / "predicted_vs_measured.png")
+    (args.out_dir / "fit_summary.json").write_text(json.dumps(summary, indent=1))
     for stem, s in summary.items():
         if "coeffs" in s:
             c = s["coeffs"]

@@ -61,7 +61,12 @@ MODEL_SPECS: dict[str, dict[str, Any]] = {
         vocab_size=151936 // 8, tie_word_embeddings=False, num_experts=128, num_experts_per_tok=8,
         moe_intermediate_size=1536 // 8, norm_topk_prob=True,
     ),
-    # Test-only miniature (not a real model): lets the whole pipeline run on a CPU in seconds.
+    # Test-only miniatures (not real models): let the whole pipeline run on a CPU in seconds.
+    "tiny-dense": dict(
+        arch="tiny", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=256,
+        tie_word_embeddings=True,
+    ),
     "tiny-moe": dict(
         arch="tiny", hidden_size=64, intermediate_size=128, num_hidden_layers=3,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=256,

@@ -1,0 +1,75 @@
+"""GPU-profiling pipeline (experiments/profiling): explicit Qwen3 stages, step-model fit, profile files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+PROFILING = Path(__file__).resolve().parents[1] / "experiments" / "profiling"
+sys.path.insert(0, str(PROFILING))
+
+import fit_profiles as fp  # noqa: E402
+import qwen3_ops as q3  # noqa: E402
+
+pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("model", ["tiny-dense", "tiny-moe"])
+def test_explicit_stages_compute_the_transformers_layer(model: str) -> None:
+    cfg = q3.build_config(model)
+    layer = q3.build_hf_layer(cfg, 0, torch.device("cpu"), seed=3)
+    w = q3.weights_from_hf_layer(layer)
+    spec = q3.MODEL_SPECS[model]
+    assert q3.check_against_hf(spec, layer, w, 32, contextlib.nullcontext) < 2e-2
+    # the check must fail when the stages compute something else: swap the k-norm gain
+    w.k_norm = w.k_norm * 3.0
+    assert q3.check_against_hf(spec, layer, w, 32, contextlib.nullcontext) > 2e-2
+
+
+def test_fit_recovers_known_coefficients() -> None:
+    rng = np.random.default_rng(0)
+    truth = np.array([4e-3, 2e-5, 3e-5, 5e-8])
+    x = np.c_[np.ones(40), rng.integers(0, 8192, 40), rng.integers(0, 256, 40), rng.integers(0, 500_000, 40)]
+    beta = fp.fit_step_model(x.astype(float), x @ truth)
+    np.testing.assert_allclose(beta, truth, rtol=1e-6)
+
+
+@pytest.mark.parametrize("tokens,expected", [(1, 8.0), (10_000, 128.0)])
+def test_experts_touched_limits(tokens: int, expected: float) -> None:
+    assert fp.experts_touched(np.array([tokens]), 128, 8)[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_committed_profiles_are_reproduced_by_the_fit(tmp_path: Path) -> None:
+    if not (fp.RESULTS / "run1_measurements.json").is_file():
+        pytest.skip("no committed measurements in experiments/profiling/results")
+    assert fp.main(["--profiles-dir", str(tmp_path), "--out-dir", str(tmp_path)]) == 0
+    from rlroute.cluster.profiles import load_profile
+
+    for stem in ("qwen3-4b__h100", "qwen3-8b__h100", "qwen3-30b-a3b__h100", "qwen3-235b-a22b-fp8__h100x8"):
+        fresh, committed = load_profile(stem, tmp_path), load_profile(stem)
+        assert fresh.status in ("measured", "derived") and committed.status == fresh.status
+        assert (fresh.a, fresh.b, fresh.c, fresh.d) == (committed.a, committed.b, committed.c, committed.d)
+        fit = yaml.safe_load(Path(fresh.path).read_text())["fit"]
+        assert fit["heldout_points"] > 0 and 0 <= fit["heldout_median_rel_error"] < 0.2
+    assert json.loads((tmp_path / "fit_summary.json").read_text())["qwen3-4b__h100"]["points"] > 10
+
+
+def test_tiny_profiling_run_on_cpu(tmp_path: Path) -> None:
+    import profile_models as pm
+
+    assert pm.main(["--tiny", "--out", str(tmp_path), "--runs", "1", "--reps", "1"]) == 0
+    data = json.loads((tmp_path / "measurements.json").read_text())
+    entry = data["models"]["tiny-moe"]
+    assert entry["hf_check_rel_err"] < 2e-2 and not entry["skipped"]
+    modes = {s["mode"] for s in entry["shapes"]}
+    assert modes == {"prefill", "decode", "mixed"}
+    for s in entry["shapes"]:
+        assert s["step_ms"] > 0 and s["composed_ms"] > 0 and s["finite_logits"]
+        assert s["prefill_tokens"] + s["decode_seqs"] > 0
