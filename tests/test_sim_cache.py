@@ -142,3 +142,28 @@ def test_cluster_evicts_under_kv_pressure_in_lru_order() -> None:
     # (7,8) -> evict (5,6) (released before the second (1,2))
     assert cache.eviction_log == [1, 2, 3, 4, 5, 6]
     assert cache.hit_tokens == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pool_match_agrees_with_cache_probe(seed: int) -> None:
+    """The pool's inlined multi-instance match equals each cache's probe on random chained prefixes."""
+    import numpy as np
+
+    from rlroute.cluster.sim.synthetic import conversation_requests
+
+    rng = np.random.default_rng(seed)
+    reqs = conversation_requests(300, 20.0, rng, block_size=BS * 50)
+    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 4,
+                                     "in_pool": {"policy": "round_robin"}}})
+    pool = cl.pools["small"]
+    for r in reqs:
+        cl.advance(r.arrival)
+        got = cl.prefix_match(r)["small"]
+        covered = min(len(r.blocks) * r.block_size, r.input_len)
+        want = []
+        for inst in pool.instances:
+            m = inst.cache.probe(r.blocks)[0]
+            want.append(covered if m == len(r.blocks) else m * r.block_size)
+        assert got == want
+        cl.submit(r, Action.SMALL)
+    assert any(max(cl.prefix_match(r)["small"]) > 0 for r in reqs[-50:])

@@ -90,11 +90,31 @@ class SimPool:
             cache = inst.cache
             if now >= cache.expire_at:
                 cache.expire(now)
-            if b0 not in cache.nodes or not inst.healthy:  # most instances miss on the first block
+            nodes = cache.nodes
+            seg = nodes.get(b0)
+            if seg is None or seg.depth or not inst.healthy:
                 out.append(0)
                 continue
-            m = cache.probe(blocks)[0]
-            out.append(covered if m == nb else m * bs)
+            # PrefixCache.probe inlined (this runs for every instance of the pool on every decision)
+            i = 0
+            while True:
+                sb = seg.blocks
+                n_sb = len(sb)
+                if blocks[i:i + n_sb] == sb:
+                    i += n_sb
+                    if i >= nb:
+                        break
+                    seg = nodes.get(blocks[i])
+                    if seg is None or seg.depth != i:
+                        break
+                    continue
+                j = 1
+                lim = min(n_sb, nb - i)
+                while j < lim and blocks[i + j] == sb[j]:
+                    j += 1
+                i += j
+                break
+            out.append(covered if i == nb else i * bs)
         return out
 
     def record(self, t: float, ttft: float, tpot: float, e2e: float, cost: float, slo_miss: bool) -> None:
