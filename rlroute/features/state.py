@@ -83,24 +83,24 @@ def _pool_raw(
             al = [row[2] + row[3] for row in arows]
             best_avail = max(am)
             ll_m = am[al.index(min(al))]
-            kv_free = float(sum([row[5] - row[4] for row in arows]))
+            kv_free = sum([row[5] - row[4] for row in arows])
         else:
             best_avail = ll_m = 0
             kv_free = 0.0
         system = [
-            float(n), nh / n, n_paused / n, 1.0 if n_avail else 0.0,
-            qs / nh, max(q), min(q), rs / nh, max(r), min(r), float(qs), float(rs), load,
+            n, nh / n, n_paused / n, 1.0 if n_avail else 0.0,
+            qs / nh, max(q), min(q), rs / nh, max(r), min(r), qs, rs, load,
             sum(kv) / nh, max(kv), min(kv), kv_free,
             pool.recent_ttft, max(tt), pool.recent_tpot, max(tp),
             pool.recent_e2e, pool.throughput, pool.throughput / nh,
             pool.slo_violation_rate, pool.cost_rate, since, updated,
         ]  # fmt: skip
         cache = [
-            best_m * inv, float(best_m), sum(hm) * inv / nh, best_avail * inv,
+            best_m * inv, best_m, sum(hm) * inv / nh, best_avail * inv,
             1.0 if best_avail * inv > SGLANG_CACHE_THRESHOLD else 0.0,
-            ll_m * inv, float(ll_m), float(qr[hm.index(best_m)]),
+            ll_m * inv, ll_m, qr[hm.index(best_m)],
             (nh - hm.count(0)) / nh, sum(util) / nh, max(util),
-            pool.cache_hit_rate, max(hr), float(sum(ev)), float(max(ev)), float(sum(ct)),
+            pool.cache_hit_rate, max(hr), sum(ev), max(ev), sum(ct),
         ]  # fmt: skip
     else:
         system = [float(n), 0.0, n_paused / n, 0.0] + [0.0] * 8 + [load] + [0.0] * 4
