@@ -66,6 +66,8 @@ class EventsMixin:
         reason = f"instance {pool}[{i}] failed at t={self._now:.3f}s"
         for s in inst.evacuate():
             self._retry(s, reason, self._now)
+        if inst.retired:  # was being scaled away: nothing left to drain
+            self._pool(pool).prune()
 
     def recover_instance(self, pool: str, i: int) -> None:
         """Instance ``i`` of ``pool`` is healthy again, with an empty cache."""
