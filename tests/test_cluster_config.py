@@ -96,10 +96,16 @@ def test_scheduled_events_from_config_run_at_their_time() -> None:
     assert called == [12.0]
 
 
-def test_bad_request_is_a_clear_error() -> None:
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"input_len": 0}, "input_len must be >= 1"),
+    ({"output_len": 0}, "output_len must be >= 1"),
+    ({"block_size": 0, "blocks": (1, 2)}, "block_size must be >= 1"),
+])
+def test_bad_request_is_a_clear_error(fields: dict, message: str) -> None:
     cl = SimCluster(pools={"small": SMALL})
-    with pytest.raises(ValueError, match="output_len must be >= 1"):
-        cl.submit(Request(id=1, arrival=0.0, input_len=10, output_len=0), Action.SMALL)
+    req = Request(**{"id": 1, "arrival": 0.0, "input_len": 10, "output_len": 5, **fields})
+    with pytest.raises(ValueError, match=message):
+        cl.submit(req, Action.SMALL)
 
 
 def test_action_for_a_missing_pool_is_a_clear_error() -> None:

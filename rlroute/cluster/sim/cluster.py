@@ -176,6 +176,8 @@ class SimCluster(EventsMixin):
             raise ValueError(f"request {request.id}: input_len must be >= 1, got {request.input_len}")
         if request.output_len < 1:
             raise ValueError(f"request {request.id}: output_len must be >= 1, got {request.output_len}")
+        if request.block_size < 1:
+            raise ValueError(f"request {request.id}: block_size must be >= 1, got {request.block_size}")
         if request.arrival > self._now:
             self._run(request.arrival)
         act = Action(action)
