@@ -240,6 +240,7 @@ def main() -> None:
     ap.add_argument("--split-large", type=float, default=0.3, help="large share of the fixed-ratio split arm")
     ap.add_argument("--quality", default="labelled")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--arms", nargs="*", default=None, help="run only these arms (default: all)")
     ap.add_argument("--fault-every", type=float, default=0.0,
                     help="fault run only: kill+restart a worker every this many trace seconds (heuristic arm)")
     args = ap.parse_args()
@@ -276,6 +277,11 @@ def main() -> None:
             arms["sglang_split"] = lambda reqs: run_sglang(reqs, {"large": large_url, "small": small_url},
                                                            args.split_large, args.speedup, cost_model)
             arms["all_small"] = lambda reqs: run_sglang(reqs, {"small": small_url}, 0.0, args.speedup, cost_model)
+            if args.arms:
+                unknown = set(args.arms) - set(arms)
+                if unknown:
+                    raise SystemExit(f"--arms: unknown {sorted(unknown)}; choose from {sorted(arms)}")
+                arms = {k: v for k, v in arms.items() if k in args.arms}
             if args.fault_every > 0:
                 reqs = window(args.n, 0, args.quality)
                 rows, events = run_fault(SeedHeuristic(), reqs, pools, args.speedup, fleet, args.fault_every)

@@ -139,6 +139,9 @@ class OnnxPolicy:
 
     Raises:
         PolicyLoadError: the folder is missing, corrupt, or was exported for another feature schema.
+
+    Not thread-safe: :meth:`logits` reuses one bound input/output buffer, so use one instance per thread
+    (an asyncio router deciding on its event loop shares one safely).
     """
 
     path: str | Path
