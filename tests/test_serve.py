@@ -221,3 +221,32 @@ def test_untrusted_policy_falls_back_with_reason(fleet: WorkerFleet, policy: Pat
         assert metric(r.url, "rlroute_router_fallbacks_total", reason=reason) == 2
     finally:
         r.stop()
+
+
+@pytest.mark.parametrize("path", list(BODIES))
+def test_hybrid_plans_on_large_and_answers_on_small(fleet: WorkerFleet, path: str) -> None:
+    """Plan-and-execute for real: the large pool writes plan_tokens, the small pool answers with the plan."""
+    from rlroute.serve.app import create_app
+    from rlroute.serve.config import parse_config
+    from rlroute.serve.decision import Outcome
+    from rlroute.types import Action
+
+    cfg = parse_config({"pools": {"large": {"workers": fleet.urls("large")}, "small": {"workers": fleet.urls("small")}},
+                        "hybrid": {"plan_tokens": 12}})
+    app = create_app(cfg)
+    app.state.router.slot.decide = lambda *a: Outcome(Action.HYBRID, "policy", None, 0.0)
+
+    async def run() -> tuple[httpx.Response, httpx.Response]:
+        async with (app.router.lifespan_context(app),
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as c,
+                    httpx.AsyncClient() as plain):
+            direct = await plain.post(fleet.urls("small")[0] + path, json=BODIES[path])
+            return await c.post(path, json=BODIES[path], timeout=30), direct
+
+    r, direct = asyncio.run(run())
+    assert r.status_code == 200, r.text
+    assert r.headers["x-rlroute-action"] == "hybrid" and r.headers["x-rlroute-pool"] == "small"
+    assert int(r.headers["x-rlroute-plan-tokens"]) > 0
+    key = "meta_info" if path == "/generate" else "usage"
+    # the small pool saw the prompt plus the plan: a longer prompt than the request alone
+    assert r.json()[key]["prompt_tokens"] > direct.json()[key]["prompt_tokens"]
