@@ -7,6 +7,7 @@ arguments. Config is read when an env is built, never at import.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,13 +41,22 @@ def default_config(overrides: Sequence[str] = ()) -> DictConfig:
 def cluster_factory(cfg: Any) -> Callable[[np.random.Generator], Cluster]:
     """A function building a fresh cluster per episode from the ``cluster`` config group.
 
+    When the module of the config's ``_target_`` offers its own ``cluster_factory(cfg)`` (the simulator
+    does: it resolves the config once, ~0.3 ms per cluster instead of ~15 ms through ``instantiate``),
+    that is used; otherwise ``hydra.utils.instantiate(cfg, rng=rng)`` runs at every reset.
+
     Args:
         cfg: the ``cluster`` config (with ``_target_``, e.g. ``rlroute.cluster.sim.SimCluster``).
     """
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
 
     if cfg is None:
         raise ValueError("config has no 'cluster' group: add e.g. cluster=default")
+    target = _get(cfg, "_target_")
+    if target is not None:
+        fast = getattr(importlib.import_module(get_class(str(target)).__module__), "cluster_factory", None)
+        if callable(fast):
+            return fast(cfg)  # type: ignore[no-any-return]
 
     def make(rng: np.random.Generator) -> Cluster:
         return instantiate(cfg, rng=rng)  # type: ignore[no-any-return]
