@@ -220,3 +220,11 @@ def test_short_stream_truncates_and_refuses_more_steps() -> None:
 def test_build_env_is_seeded_from_config() -> None:
     a, b = fresh("seed=3"), fresh("seed=3")
     np.testing.assert_array_equal(a.reset()[0], b.reset()[0])  # no seed passed: cfg.seed decides
+
+
+def test_calibrate_prints_rule_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from rlroute.env import calibrate
+
+    assert calibrate.main(["--seeds", "0", "--episode-length", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines[2:]] == list(calibrate.RULES)

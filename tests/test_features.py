@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,16 @@ def test_minilm_text_representation() -> None:
 def test_unknown_text_representation_is_named() -> None:
     with pytest.raises(ValueError, match="unknown features text representation 'bert'"):
         FeatureExtractor("bert")
+
+
+def test_bench_features_emits_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from rlroute.bench import features as bench
+
+    out = tmp_path / "features.json"
+    result = bench.main(["--n", "50", "--repeats", "2", "--tokens", "256", "--out", str(out)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["value"] == result["value"] > 0 and last["unit"].startswith("us")
+    assert result["cold_request_block_us"] > 0 and result["obs_in_bounds"] is True
+    assert json.loads(out.read_text())["schema"]["hash"] == SCHEMA.hash
