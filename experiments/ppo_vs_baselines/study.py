@@ -24,6 +24,7 @@ from rlroute.train.compare import (
     find_runs,
     gap_recovered,
     learned_row,
+    paired_difference,
     reference_costs,
     write_results,
 )
@@ -50,6 +51,7 @@ def targets(rows: list[Row]) -> dict[str, Any]:
         "reward_ppo": ppo.mean("reward"),
         "reward_best_heuristic": by[best].mean("reward") if best else math.nan,
         "beats_best_heuristic": bool(best) and ppo.mean("reward") > by[best].mean("reward"),
+        "reward_minus_best_heuristic_paired": paired_difference(ppo, by[best]).as_dict() if best else None,
         "cost_saving": ppo.mean("cost_saving"),
         "quality_kept_vs_all_large": quality_kept,
         "cost_target_met": ppo.mean("cost_saving") >= 0.40 and quality_kept >= 0.95,

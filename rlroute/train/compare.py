@@ -36,6 +36,7 @@ class Row:
     policy: str
     split: str
     values: dict[str, Interval]
+    per_seed: list[dict[str, float]] | None = None  # per test seed (averaged over runs), for paired tests
 
     def mean(self, key: str) -> float:
         """The metric's mean (NaN when absent)."""
@@ -60,7 +61,7 @@ def baseline_row(name: str, cfg: Any, split: str, seeds: Sequence[int], referenc
     from rlroute.eval.run import evaluate
 
     result = evaluate(name, cfg, split, [int(s) for s in seeds], reference_cost=reference)
-    return Row(name, split, {k: v for k, v in result.summary.items() if k in METRICS})
+    return Row(name, split, {k: v for k, v in result.summary.items() if k in METRICS}, result.per_seed)
 
 
 def learned_row(
@@ -79,14 +80,23 @@ def learned_row(
     if not run_dirs:
         raise ValueError("learned_row: no run folders given")
     per_run: list[dict[str, float]] = []
-    per_seed: list[dict[str, float]] = []
+    by_run: list[list[dict[str, float]]] = []
     for run in run_dirs:
         policy = SB3Policy(run, zero_blocks=list(zero_blocks), name=name)
         result = evaluate(policy, cfg, split, [int(s) for s in seeds], reference_cost=reference)
-        per_seed.extend(result.per_seed)
+        by_run.append(result.per_seed)
         per_run.append({k: float(np.nanmean([m[k] for m in result.per_seed])) for k in METRICS})
+    per_seed = [{k: float(np.nanmean([run[i][k] for run in by_run])) for k in METRICS} for i in range(len(seeds))]
     rows = per_run if len(per_run) > 1 else per_seed
-    return Row(name, split, {k: t_interval([r[k] for r in rows]) for k in METRICS})
+    return Row(name, split, {k: t_interval([r[k] for r in rows]) for k in METRICS}, per_seed)
+
+
+def paired_difference(a: Row, b: Row, key: str = "reward") -> Interval:
+    """``a - b`` on ``key``, paired by test seed (both rows evaluated on the same seeds): the seeds' shared
+    workload variation cancels, so this interval is much tighter than the rows' own intervals."""
+    if not a.per_seed or not b.per_seed or len(a.per_seed) != len(b.per_seed):
+        raise ValueError(f"paired_difference: {a.policy} and {b.policy} lack per-seed values on the same seeds")
+    return t_interval([x[key] - y[key] for x, y in zip(a.per_seed, b.per_seed, strict=True)])
 
 
 def find_runs(folders: Sequence[str | Path]) -> list[Path]:

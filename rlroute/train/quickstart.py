@@ -52,7 +52,7 @@ def export(cfg: DictConfig, run_dir: Path, out: Path) -> Path | None:
 def report(cfg: DictConfig, out: Path, rows: list[Any], metrics: dict[str, Any], exported: Path | None,
            seconds: dict[str, float]) -> Path:
     """Write ``report.md`` (+ PNGs) and return its path."""
-    from rlroute.train.compare import gap_recovered, markdown_table, write_results
+    from rlroute.train.compare import gap_recovered, markdown_table, paired_difference, write_results
 
     split = str(cfg.quickstart.split)
     paths = write_results(rows, out, f"results_{split}", f"quickstart: PPO vs baselines ({split} split)")
@@ -71,6 +71,9 @@ def report(cfg: DictConfig, out: Path, rows: list[Any], metrics: dict[str, Any],
         f"Reward per decision: PPO {ppo:.4f}; all-small {by['all_small'].mean('reward'):.4f}; "
         f"all-large {by['all_large'].mean('reward'):.4f}. Beats all-small: **{beats.get('all_small')}**, "
         f"beats all-large: **{beats.get('all_large')}**.",
+        "Paired over test seeds (same requests): PPO − all-small reward "
+        f"{paired_difference(by['ppo'], by['all_small']).fmt(4)}, PPO − all-large "
+        f"{paired_difference(by['ppo'], by['all_large']).fmt(4)}.",
         f"Best heuristic by reward: `{best}`; share of its reward gap to the oracle recovered by PPO: "
         f"{recovered:.2f}.",
         "",
