@@ -152,12 +152,15 @@ def summarise(
     if ci == "bootstrap" and records:
         rows = list(records)
         rng = np.random.default_rng(0)
+        # One metrics pass per resample serves every key (episode_metrics is the costly part).
+        draws = [episode_metrics([rows[i] for i in rng.integers(0, len(rows), len(rows))], *slo)
+                 for _ in range(n_boot)]
+        point = episode_metrics(rows, *slo)
         for key in BOOTSTRAP_KEYS:
-
-            def stat(idx: np.ndarray, k: str = key) -> float:
-                return episode_metrics([rows[i] for i in idx], *slo)[k]
-
-            out[key] = bootstrap_interval(len(rows), stat, rng, n_boot, confidence)
+            vals = np.array([d[key] for d in draws], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            lo, hi = np.quantile(vals, [0.5 - confidence / 2, 0.5 + confidence / 2]) if vals.size else (np.nan,) * 2
+            out[key] = Interval(point[key], float(lo), float(hi), len(rows))
     return out
 
 
