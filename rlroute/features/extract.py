@@ -14,8 +14,36 @@ from rlroute.features.encoders import TextEncoder, make_text_encoder
 from rlroute.features.schema import FeatureSchema
 from rlroute.features.spec import TEXT_DIMS, build_schema
 from rlroute.features.state import state_raw
-from rlroute.features.text import request_scalars
+from rlroute.features.text import request_scalars, requested_output
 from rlroute.types import FloatArray, Request
+
+# Process-level memo of request blocks by request content (per schema key), shared by every extractor
+# of the process: each env reset materialises new Request objects for prompts seen before, and the
+# block (text hashing of ~2k token ids, cues, complexity: ~200-500 us) is a pure function of the fields
+# in :func:`content_key`. Read-only arrays, so sharing them is safe. Cleared when full.
+_BLOCK_MEMO: dict[str, dict[tuple[object, ...], FloatArray]] = {}
+BLOCK_MEMO_MAX = 65536
+
+
+def content_key(request: Request) -> tuple[object, ...]:
+    """Everything the request block depends on, as a hashable key.
+
+    Token ids enter as ``(len, hash)`` (not the tuple itself, which would keep ~2k ints alive per
+    entry); two different id sequences of one prompt would also need equal length and equal 64-bit
+    hash to collide. Block hashes only matter when the request has neither ids nor text.
+    """
+    ids = request.token_ids
+    has_text = bool(ids) or bool(request.prompt)
+    return (
+        request.prompt,
+        (len(ids), hash(ids)) if ids else None,
+        None if has_text else request.blocks,
+        request.input_len,
+        requested_output(request),
+        request.turn,
+        request.session_id is not None,
+        request.category,
+    )
 
 
 class FeatureExtractor:
@@ -41,12 +69,19 @@ class FeatureExtractor:
         hit = request.cache.get(self._key)
         if hit is not None:
             return hit  # type: ignore[return-value]
-        raw = np.empty(self._req_slice.stop - self._req_slice.start, dtype=np.float64)
-        raw[:TEXT_DIMS] = self.encoder(request)
-        raw[TEXT_DIMS:] = request_scalars(request)
-        block = np.empty(raw.shape, dtype=np.float32)
-        self._req_tf(raw, block)
-        block.flags.writeable = False
+        key = content_key(request)
+        memo = _BLOCK_MEMO.setdefault(self._key, {})
+        block = memo.get(key)
+        if block is None:
+            raw = np.empty(self._req_slice.stop - self._req_slice.start, dtype=np.float64)
+            raw[:TEXT_DIMS] = self.encoder(request)
+            raw[TEXT_DIMS:] = request_scalars(request)
+            block = np.empty(raw.shape, dtype=np.float32)
+            self._req_tf(raw, block)
+            block.flags.writeable = False
+            if len(memo) >= BLOCK_MEMO_MAX:
+                memo.clear()
+            memo[key] = block
         request.cache[self._key] = block
         return block
 

@@ -47,6 +47,12 @@ _IS_OP = np.zeros(256, dtype=bool)
 _IS_OP[np.frombuffer(b"+-*/^=<>", dtype=np.uint8)] = True
 
 
+# Process-level memo of cues by prompt text (a pure function of it; ~100-300 us per prompt to compute,
+# and prompts recur across env resets). Cleared when full.
+_CUES_MEMO: dict[str, tuple[bool, bool, int, int]] = {}
+_CUES_MEMO_MAX = 65536
+
+
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser on a uint64 array (wrapping arithmetic), in place."""
     h ^= h >> np.uint64(30)
@@ -138,13 +144,19 @@ def cues(request: Request) -> tuple[bool, bool, int, int]:
     hit = request.cache.get("features.cues")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    text = (request.prompt or "")[-CUE_WINDOW_CHARS:].lower()
-    out = (
-        any(c in text for c in _CODE_CUES),
-        any(c in text for c in _MATH_CUES) or _has_arithmetic(text),
-        text.count("?"),
-        sum(text.count(c) for c in _REASONING_CUES),
-    )
+    prompt = request.prompt or ""
+    out = _CUES_MEMO.get(prompt)
+    if out is None:
+        text = prompt[-CUE_WINDOW_CHARS:].lower()
+        out = (
+            any(c in text for c in _CODE_CUES),
+            any(c in text for c in _MATH_CUES) or _has_arithmetic(text),
+            text.count("?"),
+            sum(text.count(c) for c in _REASONING_CUES),
+        )
+        if len(_CUES_MEMO) >= _CUES_MEMO_MAX:
+            _CUES_MEMO.clear()
+        _CUES_MEMO[prompt] = out
     request.cache["features.cues"] = out
     return out
 

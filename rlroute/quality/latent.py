@@ -52,6 +52,11 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(32)  # probabilists' Hermite: 
 _GH_W = _GH_W / _GH_W.sum()
 
 
+# Process-level memo of eps_r by (prompt, salt); cleared when full (a pure function of its key).
+_HIDDEN_MEMO: dict[tuple[str, int], float] = {}
+_HIDDEN_MEMO_MAX = 65536
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -141,8 +146,18 @@ class LatentDifficultyQuality:
 
     def hidden(self, request: Request) -> float:
         """The request's fixed unobservable difficulty ``eps_r ~ N(0, 1)``."""
-        key = request.prompt if request.prompt else f"{request.id}/{request.input_len}/{request.blocks[:1]}"
-        return _normal_from_hash(stable_hash(key, self.seed))
+        if request.prompt:
+            # Hashing a multi-kB prompt costs ~30 us; a prompt recurs across resets, so memoise.
+            key = (request.prompt, self.seed)
+            eps = _HIDDEN_MEMO.get(key)
+            if eps is None:
+                eps = _normal_from_hash(stable_hash(request.prompt, self.seed))
+                if len(_HIDDEN_MEMO) >= _HIDDEN_MEMO_MAX:
+                    _HIDDEN_MEMO.clear()
+                _HIDDEN_MEMO[key] = eps
+            return eps
+        key_s = f"{request.id}/{request.input_len}/{request.blocks[:1]}"
+        return _normal_from_hash(stable_hash(key_s, self.seed))
 
     def difficulty(self, request: Request) -> float:
         """``d_r`` in logits."""

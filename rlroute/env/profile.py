@@ -1,0 +1,123 @@
+"""Env step cost and where it goes: ``python -m rlroute.env.profile [--overrides ...]``.
+
+Runs ``--episodes`` episodes of ``rlroute/Routing-v0`` (built with :func:`rlroute.env.build.build_env` from
+``conf/config.yaml`` plus overrides) under a uniformly random policy, and reports CPU time
+(``time.process_time``: the machine is shared, so wall time would count other processes):
+
+* ``steps_per_s``: decisions per CPU second over whole episodes, resets included (what training pays);
+* ``warm_steps_per_s``: the same once every episode's stream has been seen once (a second pass over the
+  same seeds: process-level caches of tokens, request blocks and quality inputs are then warm);
+* with ``--profile``, a cProfile split of the warm pass into workload (materialising requests),
+  quality, features, simulator and the rest (reward bookkeeping, Gymnasium), by the module whose
+  function is on the stack (cumulative time of the outermost call into each area).
+
+The first pass includes construction-time warm-up that training amortises over millions of steps, so
+the warm figure is the one to compare against ``rlroute bench train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import time
+from typing import Any
+
+import numpy as np
+
+AREAS = {
+    "workload": ("rlroute/workload/",),
+    "quality": ("rlroute/quality/",),
+    "features": ("rlroute/features/",),
+    "simulator": ("rlroute/cluster/",),
+}
+# The env's own calls into each area: cumulative time of these is the area's cost per step.
+_ENTRY = {
+    "workload": ("routing.py", "_pull"),
+    "features": ("extract.py", "extract"),
+}
+
+
+def _episodes(env: Any, seeds: list[int], rng: np.random.Generator) -> int:
+    steps = 0
+    for s in seeds:
+        env.reset(seed=s)
+        done = False
+        while not done:
+            _, _, term, trunc, _ = env.step(int(rng.integers(0, 3)))
+            done = term or trunc
+            steps += 1
+    return steps
+
+
+def _split(prof: cProfile.Profile, steps: int) -> dict[str, float]:
+    """Microseconds per step by area, from the outermost call into each area's files."""
+    st = pstats.Stats(prof)
+    stats: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    for area, prefixes in AREAS.items():
+        total = 0.0
+        for (fname, _line, func), (_cc, _nc, _tt, ct, callers) in stats.items():
+            if not any(p in fname for p in prefixes):
+                continue
+            # outermost: no caller inside the same area
+            if any(any(p in c[0] for p in prefixes) for c in callers):
+                continue
+            del func
+            total += ct
+        out[area] = round(total / steps * 1e6, 1)
+    total_ct = sum(v[2] for v in stats.values())
+    out["total_profiled"] = round(total_ct / steps * 1e6, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run and print the JSON result."""
+    ap = argparse.ArgumentParser(prog="python -m rlroute.env.profile", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. workload=mmlu_mooncake")
+    ap.add_argument("--episodes", type=int, default=4)
+    ap.add_argument("--episode-length", type=int, default=512)
+    ap.add_argument("--profile", action="store_true", help="cProfile split of the warm pass")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from rlroute.env.build import build_env, default_config
+
+    cpu = time.process_time
+    t = cpu()
+    cfg = default_config([*args.overrides, f"episode_length={args.episode_length}"])
+    env = build_env(cfg, split="train")
+    build_s = cpu() - t
+    seeds = [args.seed + k for k in range(args.episodes)]
+    t = cpu()
+    n1 = _episodes(env, seeds, np.random.default_rng(0))
+    first_s = cpu() - t
+    prof = cProfile.Profile() if args.profile else None
+    t = cpu()
+    if prof is not None:
+        prof.enable()
+    n2 = _episodes(env, seeds, np.random.default_rng(0))
+    if prof is not None:
+        prof.disable()
+    warm_s = cpu() - t
+    result: dict[str, Any] = {
+        "overrides": args.overrides,
+        "episodes": args.episodes,
+        "steps": n1,
+        "build_cpu_s": round(build_s, 2),
+        "steps_per_s": round(n1 / first_s, 1),
+        "us_per_step": round(first_s / n1 * 1e6, 1),
+        "warm_steps_per_s": round(n2 / warm_s, 1),
+        "warm_us_per_step": round(warm_s / n2 * 1e6, 1),
+    }
+    if prof is not None:
+        result["profiled_us_per_step"] = _split(prof, n2)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Process-level memos of request blocks, cues and quality cues: a hit equals a fresh computation."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import numpy as np
+import pytest
+
+from rlroute.features import FeatureExtractor, complexity
+from rlroute.quality import difficulty
+from rlroute.quality.latent import _HIDDEN_MEMO, LatentDifficultyQuality
+from rlroute.types import Request
+
+# The package re-exports functions named like these modules, so fetch the modules themselves.
+extract_mod = importlib.import_module("rlroute.features.extract")
+text_mod = importlib.import_module("rlroute.features.text")
+
+
+def clear_memos() -> None:
+    extract_mod._BLOCK_MEMO.clear()
+    text_mod._CUES_MEMO.clear()
+    difficulty._TEXT_MEMO.clear()
+    _HIDDEN_MEMO.clear()
+
+
+def make(**kw: object) -> Request:
+    base: dict[str, object] = dict(
+        id=1, arrival=0.0, input_len=40, output_len=100, prompt="User: Why does 3 + 4 = 7? def f(x): return x",
+        token_ids=tuple(range(100, 140)), blocks=(11,), category="math", session_id=3, turn=1,
+    )  # fmt: skip
+    base.update(kw)
+    return Request(**base)  # type: ignore[arg-type]
+
+
+VARIANTS: list[dict[str, object]] = [
+    {"token_ids": tuple(range(101, 141))},
+    {"token_ids": None},
+    {"prompt": "User: Tell me a story."},
+    {"prompt": None, "token_ids": None},
+    {"prompt": None, "token_ids": None, "blocks": (12,)},
+    {"input_len": 41},
+    {"max_new_tokens": 4096},
+    {"turn": 0},
+    {"session_id": None},
+    {"category": "chat"},
+]
+
+
+@pytest.mark.parametrize("change", VARIANTS)
+def test_request_block_memo_hit_equals_fresh(change: dict[str, object]) -> None:
+    clear_memos()
+    ex = FeatureExtractor("hash")
+    a = ex.request_block(make())
+    b = ex.request_block(make(**change))  # different content: must not reuse a's block
+    clear_memos()
+    fresh_b = ex.request_block(make(**change))
+    assert np.array_equal(b, fresh_b)
+    assert not np.array_equal(a, b)
+    hit = ex.request_block(make(**change))  # same content, new object: a memo hit, same values
+    assert hit is fresh_b
+
+
+def test_cues_and_complexity_memo_match_fresh() -> None:
+    clear_memos()
+    r = make()
+    first = (text_mod.cues(r), complexity(r))
+    r2 = dataclasses.replace(r, cache={})
+    assert (text_mod.cues(r2), complexity(r2)) == first
+    clear_memos()
+    r3 = dataclasses.replace(r, cache={})
+    assert (text_mod.cues(r3), complexity(r3)) == first
+
+
+@pytest.mark.parametrize("category", ["math", "chat", None])
+def test_quality_memo_matches_fresh(category: str | None) -> None:
+    clear_memos()
+    q = LatentDifficultyQuality(reference_requests=200)
+    r = make(category=category)
+    p1 = q.probs(r)
+    clear_memos()
+    p2 = q.probs(dataclasses.replace(r, cache={}))
+    p3 = q.probs(dataclasses.replace(r, cache={}))  # memo hit
+    assert p1 == p2 == p3
+    other = q.probs(make(category=category, prompt="User: Prove that the integral of x^2 is x^3/3."))
+    assert other != p1
