@@ -20,7 +20,8 @@ from rlroute.cluster.live import LiveCluster
 from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec
 from rlroute.types import Action, Request
 
-LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
+# Pinned to the estimate profiles (the experiment ran on them; measured/derived files may appear later).
+LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8.estimate", "qwen3-4b__h100.estimate"
 SPEEDUP = 50.0
 # Same instance model on both sides: KV share and eviction policy as the worker's flags.
 MEM, EVICTION = 0.88, "lru"

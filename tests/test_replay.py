@@ -18,7 +18,7 @@ SPEEDUP = 100.0
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with WorkerFleet([WorkerSpec("small", "qwen3-4b__h100", SPEEDUP)], tmp_path_factory.mktemp("w")) as f:
+    with WorkerFleet([WorkerSpec("small", "qwen3-4b__h100.estimate", SPEEDUP)], tmp_path_factory.mktemp("w")) as f:
         yield f.workers[0].url
 
 

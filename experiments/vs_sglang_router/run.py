@@ -41,7 +41,8 @@ from rlroute.cluster.live.scrape import parse_metrics
 from rlroute.types import Action, Request
 
 HERE = Path(__file__).resolve().parent
-LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
+# Pinned to the estimate profiles (the experiment ran on them; measured/derived files may appear later).
+LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8.estimate", "qwen3-4b__h100.estimate"
 
 
 def window(n: int, rep: int, quality_cfg: str) -> list[Request]:
@@ -89,14 +90,16 @@ def start_router(urls: list[str], log: Path) -> tuple[subprocess.Popen[bytes], s
     raise TimeoutError(f"sglang-router on {url} not healthy; log {log}")
 
 
-def counters(urls: list[str]) -> tuple[float, float]:
-    """Summed (cached, prompt) token counters of the workers' /metrics."""
+def counters(urls: list[str]) -> tuple[float, float, list[float]]:
+    """Summed (cached, prompt) token counters of the workers' /metrics, and requests per worker."""
     cached = prompt = 0.0
+    per_worker = []
     for u in urls:
         s = parse_metrics(httpx.get(u + "/metrics", timeout=10).text)
         cached += s.cached_tokens_total
         prompt += s.prompt_tokens_total
-    return cached, prompt
+        per_worker.append(s.requests_total)
+    return cached, prompt, per_worker
 
 
 def reset_workers(urls: list[str]) -> None:
@@ -240,6 +243,8 @@ def main() -> None:
     ap.add_argument("--split-large", type=float, default=0.3, help="large share of the fixed-ratio split arm")
     ap.add_argument("--quality", default="labelled")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--rlroute-extra", nargs="*", default=[],
+                    help="more rlroute arms with registry policies (e.g. all_large: same routing as sglang_all_large)")
     ap.add_argument("--arms", nargs="*", default=None, help="run only these arms (default: all)")
     ap.add_argument("--fault-every", type=float, default=0.0,
                     help="fault run only: kill+restart a worker every this many trace seconds (heuristic arm)")
@@ -255,7 +260,10 @@ def main() -> None:
     pools_sim = {p: {"profile": prof, "instances": n, "in_pool": {"policy": "cache_aware"},
                      "cache": {"mem_fraction_static": 0.88, "eviction": "lru"}}
                  for p, prof, n in (("large", LARGE, args.large), ("small", SMALL, args.small))}
+    from rlroute.policies.registry import make_policy
+
     policies: dict[str, Any] = {"rlroute_heuristic": SeedHeuristic()}
+    policies.update({f"rlroute_{name}": make_policy(name) for name in args.rlroute_extra})
     if args.policy is not None:
         from rlroute.policies.onnx import OnnxPolicy
 
@@ -298,14 +306,15 @@ def main() -> None:
                 reqs = window(args.n, rep, args.quality)
                 for arm, fn in arms.items():
                     reset_workers(all_urls)
-                    c0, p0 = counters(all_urls)
+                    c0, p0, n0 = counters(all_urls)
                     t = time.monotonic()
                     rows = fn(reqs)
-                    c1, p1 = counters(all_urls)
+                    c1, p1, n1 = counters(all_urls)
                     s = summary(rows, (c1 - c0) / (p1 - p0) if p1 > p0 else 0.0)
                     s["wall_s"] = time.monotonic() - t
                     results.setdefault(arm, []).append(s)
-                    print(f"rep {rep} {arm}: {json.dumps({k: round(v, 4) for k, v in s.items()})}", flush=True)
+                    print(f"rep {rep} {arm}: {json.dumps({k: round(v, 4) for k, v in s.items()})} "
+                          f"requests per worker {[int(b - a) for a, b in zip(n0, n1, strict=True)]}", flush=True)
                     if arm == "rlroute_heuristic":
                         sim = summary(run_sim(reqs, [x["action"] for x in rows], pools_sim))
                         live_s = summary(rows)
