@@ -125,14 +125,28 @@ class Router:
                 pool = "small"
             else:
                 pool = "large" if out.action == Action.LARGE else "small"
-            op = await self.proxy.open_with_fallback(pool, path, json.dumps(payload).encode(), req)
+            body = json.dumps(payload).encode()
+            for attempt in range(self.cfg.retries + 1):
+                op = await self.proxy.open_with_fallback(pool, path, body, req)
+                headers["x-rlroute-pool"] = op.pool
+                headers["x-rlroute-worker"] = op.worker.url
+                headers["x-rlroute-attempts"] = str(op.attempts + attempt)
+                if stream:
+                    resp = await self.proxy.respond(op, headers, stream)
+                    break
+                try:  # a whole answer: nothing reached the client yet, so a body cut short is retried too
+                    resp = await self.proxy.respond(op, headers, stream)
+                    break
+                except Exception:  # noqa: BLE001 - the worker died while sending its body
+                    op.worker.breaker.failure()
+                    m.upstream.labels(op.pool, "read_error").inc()
+            else:
+                m.requests.labels(endpoint, "502").inc()
+                return unavailable(f"pool {pool!r}: workers failed while answering ({self.cfg.retries + 1} attempts)",
+                                   502)
         except NoUpstream as e:
             m.requests.labels(endpoint, "503").inc()
             return unavailable(str(e))
-        headers["x-rlroute-pool"] = op.pool
-        headers["x-rlroute-worker"] = op.worker.url
-        headers["x-rlroute-attempts"] = str(op.attempts)
-        resp = await self.proxy.respond(op, headers, stream)
         m.requests.labels(endpoint, str(resp.status_code)).inc()
         m.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return resp
@@ -150,7 +164,7 @@ class Router:
             op = await self.proxy.open("large", "/generate", json.dumps(body).encode(), req)
             status, content, _ = await self.proxy.read(op)
             plan = str(json.loads(content)["text"]) if status == 200 else ""
-        except (NoUpstream, ValueError, KeyError, TypeError):
+        except Exception:  # noqa: BLE001 - no plan (pool down, worker died, odd answer): answer without one
             plan = ""
         headers["x-rlroute-plan-tokens"] = str(count_tokens(plan))
         return plan_edit(payload, plan) if plan else payload

@@ -74,7 +74,8 @@ class Proxy:
                 req = self.client.build_request("POST", w.url + path, content=body,
                                                 headers={"content-type": "application/json"})
                 r = await self.client.send(req, stream=True)
-            except httpx.HTTPError as e:
+            except Exception as e:  # noqa: BLE001 - httpcore can raise non-httpx errors (e.g. AttributeError
+                # from anyio) when the peer dies mid-connect; any failure before the head is a retryable one
                 self._done(w, pool)
                 w.breaker.failure()
                 self.metrics.upstream.labels(pool, "connect_error").inc()
@@ -160,7 +161,7 @@ class Proxy:
         try:
             async for chunk in op.response.aiter_raw():
                 yield chunk
-        except httpx.HTTPError as e:
+        except Exception as e:  # noqa: BLE001 - transport failures of any kind once streaming has begun
             # Bytes already reached the client: no retry is possible; end the stream with an SSE error.
             self.metrics.upstream.labels(op.pool, "midstream_error").inc()
             msg = {"error": {"message": f"upstream {op.worker.url} failed mid-stream: {type(e).__name__}",
