@@ -1,0 +1,76 @@
+"""Router parts without processes: config validation, circuit breaker, request hashing, policy loading."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rlroute.serve.config import ServeConfigError, parse_config
+from rlroute.serve.decision import load
+from rlroute.serve.upstream import Breaker
+from rlroute.worker.tokens import count_tokens, id_blocks, text_blocks
+
+POOLS = {"large": {"workers": ["http://127.0.0.1:1"]}, "small": {"workers": ["http://127.0.0.1:2"]}}
+
+
+@pytest.mark.parametrize("cfg,field", [
+    ({"pools": {"large": POOLS["large"]}}, "serve.pools"),
+    ({"pools": {**POOLS, "small": {"workers": []}}}, "serve.pools.small.workers"),
+    ({"pools": {**POOLS, "small": {"workers": ["127.0.0.1:2"]}}}, "serve.pools.small"),
+    ({"pools": POOLS, "backend": "nginx"}, "serve.backend"),
+    ({"pools": POOLS, "backend": "sglang_router"}, "router_url"),
+    ({"pools": POOLS, "retries": -1}, "serve.retries"),
+    ({"pools": POOLS, "port": "eighty"}, "serve.port"),
+])
+def test_bad_config_names_the_field(cfg: dict[str, Any], field: str) -> None:
+    with pytest.raises(ServeConfigError, match=field.replace(".", r"\.")):
+        parse_config(cfg)
+
+
+def test_sglang_router_backend_uses_one_upstream_per_pool() -> None:
+    pools = {p: {"router_url": f"http://127.0.0.1:{i}/"} for i, p in enumerate(("large", "small"), 1)}
+    cfg = parse_config({"pools": pools, "backend": "sglang_router"})
+    assert cfg.pools["large"].workers == ["http://127.0.0.1:1"] and cfg.pools["small"].workers == ["http://127.0.0.1:2"]
+
+
+def test_breaker_opens_half_opens_and_closes() -> None:
+    b = Breaker(threshold=2, cooldown_s=0.05)
+    b.failure()
+    assert b.state == "closed"
+    b.failure()
+    assert b.state == "open" and not b.allows()
+    time.sleep(0.06)
+    assert b.state == "half_open" and b.allows()
+    b.failure()  # the trial failed: open again for a whole cooldown
+    assert b.state == "open"
+    time.sleep(0.06)
+    b.success()
+    assert b.state == "closed" and b.failures == 0
+
+
+@pytest.mark.parametrize("a,b,shared", [("x" * 1000, "x" * 1000 + "tail", 3), ("y" * 600 + "a", "y" * 600 + "b", 2),
+                                        ("abc", "abc", 0)])
+def test_blocks_share_exactly_the_common_prefix(a: str, b: str, shared: int) -> None:
+    ba, bb = text_blocks(a), text_blocks(b)
+    common = next((i for i, (x, y) in enumerate(zip(ba, bb, strict=False)) if x != y), min(len(ba), len(bb)))
+    assert common == shared
+    assert count_tokens(a) == -(-len(a) // 4)
+    assert id_blocks(list(range(128)))[:1] == id_blocks(list(range(64)) + [7] * 64)[:1]
+
+
+def test_lone_surrogate_prompt_is_hashable() -> None:
+    assert count_tokens("\ud800" * 10) > 0 and text_blocks("\ud800" * 400, 16)
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda p: None, "policy_missing"),
+    (lambda p: str(p / "absent"), "policy_missing"),
+    (lambda p: (p.mkdir(exist_ok=True), str(p))[1], "policy_missing"),  # a folder without its files
+    (lambda p: (p.mkdir(exist_ok=True), (p / "manifest.json").write_text("{not json"), str(p))[2], "policy_corrupt"),
+])
+def test_untrusted_folders_become_fallback_reasons(tmp_path: Path, make: Any, reason: str) -> None:
+    got = load(make(tmp_path / "p"), None)
+    assert got.policy is None and got.reason == reason and got.extractor is not None
