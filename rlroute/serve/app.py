@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi import Request as FastAPIRequest
 from fastapi.responses import JSONResponse, Response
 
 from rlroute.serve.config import ServeConfig
@@ -103,8 +104,8 @@ class Router:
         return Request(id=next(self.ids), arrival=time.monotonic() - self.t0, input_len=n, output_len=max_new,
                        blocks=blocks, block_size=bs, prompt=text, max_new_tokens=max_new)
 
-    async def route(self, endpoint: str, path: str, payload: dict[str, Any], req: Request, stream: bool,
-                    plan_edit: Callable[[dict[str, Any], str], dict[str, Any]]) -> Response:
+    async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
+                    stream: bool, plan_edit: Callable[[dict[str, Any], str], dict[str, Any]]) -> Response:
         """Decide and forward one request; never raises for upstream trouble (503 instead)."""
         t0 = time.perf_counter()
         m = self.metrics
@@ -121,11 +122,11 @@ class Router:
             headers["x-rlroute-fallback-reason"] = out.reason
         try:
             if out.action == Action.HYBRID:
-                payload = await self._plan(req, payload, plan_edit, headers)
+                body = json.dumps(await self._plan(req, payload, plan_edit, headers)).encode()
                 pool = "small"
-            else:
+            else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
+                body = raw
                 pool = "large" if out.action == Action.LARGE else "small"
-            body = json.dumps(payload).encode()
             for attempt in range(self.cfg.retries + 1):
                 op = await self.proxy.open_with_fallback(pool, path, body, req)
                 headers["x-rlroute-pool"] = op.pool
@@ -211,23 +212,23 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app.state.router = router
 
     @app.post("/generate", summary="SGLang native generation (text or input_ids; stream for SSE)")
-    async def generate(body: schemas.GenerateRequest) -> Response:
-        payload = body.model_dump(exclude_none=True)
+    async def generate(body: schemas.GenerateRequest, request: FastAPIRequest) -> Response:
         req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens)
-        return await router.route("generate", "/generate", payload, req, body.stream, _edit_generate)
+        return await router.route("generate", "/generate", body.model_dump(exclude_none=True), await request.body(),
+                                  req, body.stream, _edit_generate)
 
     @app.post("/v1/chat/completions", summary="OpenAI chat completions (stream for SSE)")
-    async def chat(body: schemas.ChatRequest) -> Response:
+    async def chat(body: schemas.ChatRequest, request: FastAPIRequest) -> Response:
         payload = body.model_dump(exclude_none=True)
-        text = chat_prompt(payload["messages"])
-        req = router.build_request(text, None, body.max_new())
-        return await router.route("chat", "/v1/chat/completions", payload, req, body.stream, _edit_chat)
+        req = router.build_request(chat_prompt(payload["messages"]), None, body.max_new())
+        return await router.route("chat", "/v1/chat/completions", payload, await request.body(), req, body.stream,
+                                  _edit_chat)
 
     @app.post("/v1/completions", summary="OpenAI completions (stream for SSE)")
-    async def completions(body: schemas.CompletionRequest) -> Response:
-        payload = body.model_dump(exclude_none=True)
+    async def completions(body: schemas.CompletionRequest, request: FastAPIRequest) -> Response:
         req = router.build_request(body.prompt, None, body.max_tokens)
-        return await router.route("completions", "/v1/completions", payload, req, body.stream, _edit_completion)
+        return await router.route("completions", "/v1/completions", body.model_dump(exclude_none=True),
+                                  await request.body(), req, body.stream, _edit_completion)
 
     @app.get("/health", summary="200 when some pool can serve, else 503")
     async def health() -> Response:
