@@ -54,6 +54,12 @@ def test_replay_is_open_loop(worker: str) -> None:
     assert all(r.ok for r in recs)
 
 
+def test_non_streaming_replay(worker: str) -> None:
+    recs = asyncio.run(replay(worker, _conversation(4), time_scale=1.0 / SPEEDUP, stream=False))
+    assert all(r.ok and r.ttft_s is None and r.e2e_s and r.model_ttft_s is not None for r in recs)
+    assert recs[-1].cached_tokens > 0
+
+
 def test_dead_endpoint_is_recorded_not_hung() -> None:
     recs = asyncio.run(replay(f"http://127.0.0.1:{free_port()}", _conversation(3), time_scale=0.001))
     s = summarise(recs)

@@ -168,13 +168,14 @@ def run_fault(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup: 
 
 
 def run_sglang(reqs: list[Request], endpoints: dict[str, str], large_share: float, speedup: float,
-               cost_model: Any) -> list[dict[str, Any]]:
+               cost_model: Any, stream: bool = False) -> list[dict[str, Any]]:
     """Open-loop replay through sglang-router(s); requests go large by id hash with ``large_share``."""
     to_large = {r.id: (zlib.crc32(str(r.id).encode()) % 10_000) / 10_000 < large_share for r in reqs}
     parts = {p: [r for r in reqs if to_large[r.id] == (p == "large")] for p in endpoints}
 
     async def both() -> list[Any]:
-        return await asyncio.gather(*(replay(endpoints[p], parts[p], 1.0 / speedup) for p in endpoints))
+        return await asyncio.gather(*(replay(endpoints[p], parts[p], 1.0 / speedup, stream=stream)
+                                       for p in endpoints))
 
     rows = {}
     for p, recs in zip(endpoints, asyncio.run(both()), strict=True):
@@ -245,6 +246,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--rlroute-extra", nargs="*", default=[],
                     help="more rlroute arms with registry policies (e.g. all_large: same routing as sglang_all_large)")
+    ap.add_argument("--stream", action="store_true",
+                    help="sglang arms stream (SSE); default non-streaming like the rlroute arms (see README)")
     ap.add_argument("--arms", nargs="*", default=None, help="run only these arms (default: all)")
     ap.add_argument("--fault-every", type=float, default=0.0,
                     help="fault run only: kill+restart a worker every this many trace seconds (heuristic arm)")
@@ -281,10 +284,12 @@ def main() -> None:
                      "small": {"urls": fleet.urls("small"), "profile": SMALL}}
             arms: dict[str, Any] = {name: (lambda reqs, p=pol: run_rlroute(p, reqs, pools, args.speedup))
                                     for name, pol in policies.items()}
-            arms["sglang_all_large"] = lambda reqs: run_sglang(reqs, {"large": large_url}, 1.0, args.speedup, cost_model)
+            arms["sglang_all_large"] = lambda reqs: run_sglang(reqs, {"large": large_url}, 1.0, args.speedup, cost_model,
+                                                               args.stream)
             arms["sglang_split"] = lambda reqs: run_sglang(reqs, {"large": large_url, "small": small_url},
-                                                           args.split_large, args.speedup, cost_model)
-            arms["all_small"] = lambda reqs: run_sglang(reqs, {"small": small_url}, 0.0, args.speedup, cost_model)
+                                                           args.split_large, args.speedup, cost_model, args.stream)
+            arms["all_small"] = lambda reqs: run_sglang(reqs, {"small": small_url}, 0.0, args.speedup, cost_model,
+                                                        args.stream)
             if args.arms:
                 unknown = set(args.arms) - set(arms)
                 if unknown:

@@ -79,12 +79,28 @@ def prompt_text(req: Request) -> str:
     return text
 
 
-async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRecord, t_start: float) -> None:
-    body = {"text": prompt_text(req), "stream": True,
+async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRecord, t_start: float,
+               stream: bool = True) -> None:
+    body = {"text": prompt_text(req), "stream": stream,
             "sampling_params": {"max_new_tokens": int(req.output_len), "temperature": 0.0}}
     t0 = time.monotonic()
     rec.sent = t0 - t_start
     last: dict[str, Any] = {}
+    if not stream:  # one JSON answer: no client-side TTFT, the worker's meta_info still has its own
+        try:
+            r = await client.post(url + "/generate", json=body)
+            rec.status = r.status_code
+            rec.headers = {k: v for k, v in r.headers.items() if k.lower().startswith("x-rlroute")}
+            if r.status_code >= 300:
+                rec.error = r.text[:300]
+                return
+            last = r.json()
+            rec.e2e_s = time.monotonic() - t0
+        except (httpx.HTTPError, json.JSONDecodeError) as e:
+            rec.error = f"{type(e).__name__}: {e}"[:300]
+            return
+        _fill(rec, req, last)
+        return
     try:
         async with client.stream("POST", url + "/generate", json=body) as r:
             rec.status = r.status_code
@@ -105,9 +121,13 @@ async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRec
     except (httpx.HTTPError, json.JSONDecodeError) as e:
         rec.error = f"{type(e).__name__}: {e}"[:300]
         return
+    _fill(rec, req, last)
+
+
+def _fill(rec: ReplayRecord, req: Request, last: dict[str, Any]) -> None:
     meta = last.get("meta_info") or {}
     if not meta:
-        rec.error = "stream ended without meta_info"
+        rec.error = "answer without meta_info"
         return
     rec.prompt_tokens = int(meta.get("prompt_tokens", 0))
     rec.output_tokens = int(meta.get("completion_tokens", 0))
@@ -119,8 +139,11 @@ async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRec
 
 
 async def replay(url: str, requests: list[Request], time_scale: float, max_connections: int = 1024,
-                 timeout_s: float = 300.0) -> list[ReplayRecord]:
-    """Send ``requests`` open-loop at ``arrival * time_scale`` wall seconds; return one record each."""
+                 timeout_s: float = 300.0, stream: bool = True) -> list[ReplayRecord]:
+    """Send ``requests`` open-loop at ``arrival * time_scale`` wall seconds; return one record each.
+
+    ``stream=False`` asks for one JSON answer (no client-side TTFT; the worker's ``meta_info`` has its own).
+    """
     if not requests:
         return []
     base = requests[0].arrival
@@ -133,7 +156,7 @@ async def replay(url: str, requests: list[Request], time_scale: float, max_conne
             delay = (req.arrival - base) * time_scale - (time.monotonic() - t_start)
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start)))
+            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start, stream)))
         await asyncio.gather(*tasks)
     return recs
 
@@ -189,6 +212,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                     help="wall seconds per trace second (e.g. 1/speedup of the emulated workers)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-stream", action="store_true", help="non-streaming requests (no client-side TTFT)")
     ap.add_argument("--records", type=Path, default=None, help="write per-request records (JSONL)")
     ap.add_argument("--out", default=None, help="summary JSON (default bench-results/replay.json)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides selecting the workload (workload=...)")
@@ -196,7 +220,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     if args.n < 1 or args.time_scale <= 0:
         ap.error("--n must be >= 1 and --time-scale > 0")
     requests = load_requests(args.overrides, args.split, args.n, args.seed)
-    recs = asyncio.run(replay(args.endpoint, requests, args.time_scale))
+    recs = asyncio.run(replay(args.endpoint, requests, args.time_scale, stream=not args.no_stream))
     if args.records:
         args.records.parent.mkdir(parents=True, exist_ok=True)
         with args.records.open("w") as f:
