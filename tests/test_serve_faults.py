@@ -117,6 +117,22 @@ def test_pool_without_healthy_worker(fleet: WorkerFleet, tmp_path: Path) -> None
         r.stop()
 
 
+def test_overload_is_shed_with_a_clear_503(fleet: WorkerFleet, tmp_path: Path) -> None:
+    r = router(fleet, tmp_path, "max_inflight=2")
+    try:
+        async def run() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as c:
+                body = {"text": "long answer please", "sampling_params": {"max_new_tokens": 3000}}
+                return list(await asyncio.gather(*(c.post(r.url + "/generate", json=body) for _ in range(6))))
+
+        codes = sorted(x.status_code for x in asyncio.run(run()))
+        assert codes.count(200) >= 2 and set(codes) <= {200, 503} and 503 in codes
+        shed = httpx.get(r.url + "/metrics").text
+        assert 'rlroute_router_requests_total{endpoint="generate",status="503"}' in shed
+    finally:
+        r.stop()
+
+
 def test_worker_killed_under_load_loses_no_request(fleet: WorkerFleet, tmp_path: Path) -> None:
     r = router(fleet, tmp_path)
     try:

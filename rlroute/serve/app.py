@@ -109,6 +109,9 @@ class Router:
         """Decide and forward one request; never raises for upstream trouble (503 instead)."""
         t0 = time.perf_counter()
         m = self.metrics
+        if self.upstreams.inflight() >= self.cfg.max_inflight:  # shed load instead of queueing without bound
+            m.requests.labels(endpoint, "503").inc()
+            return unavailable(f"router overloaded: {self.cfg.max_inflight} requests already in flight; retry later")
         if not (self.upstreams.available("large") or self.upstreams.available("small")):
             m.requests.labels(endpoint, "503").inc()
             return unavailable("no pool has a usable worker (all unhealthy, breaker open or paused)")

@@ -53,6 +53,7 @@ class ServeConfig:
     request_timeout_s: float = 300.0
     max_body_bytes: int = 4 * 1024 * 1024
     max_connections: int = 512
+    max_inflight: int = 2048
     admin_token: str | None = None
     admin_token_env: str = "RLROUTE_ADMIN_TOKEN"
     warmup_max_new_tokens: int = 1
@@ -122,6 +123,7 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         request_timeout_s=_num(c, "request_timeout_s", 300.0, float, 0.01),
         max_body_bytes=_num(c, "max_body_bytes", 4 * 1024 * 1024, int, 1024),
         max_connections=_num(c, "max_connections", 512, int, 1),
+        max_inflight=_num(c, "max_inflight", 2048, int, 1),
         admin_token=os.environ.get(env) or None,
         admin_token_env=env,
         warmup_max_new_tokens=_num(c, "warmup_max_new_tokens", 1, int, 0),

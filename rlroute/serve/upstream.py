@@ -114,6 +114,10 @@ class Upstreams:
         """The pool can take a request now (not paused by the router, some worker usable)."""
         return not self.paused[pool] and any(w.usable for w in self.workers(pool))
 
+    def inflight(self) -> int:
+        """Requests the router has in flight to any worker."""
+        return sum(w.inflight for pool in self.pools.values() for w in pool.instances)
+
     # -- state ------------------------------------------------------------------------------------------
     def state(self) -> ClusterState:
         """Typed snapshot for features and policies; router-paused pools report paused instances."""
