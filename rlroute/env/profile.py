@@ -7,6 +7,10 @@ Runs ``--episodes`` episodes of ``rlroute/Routing-v0`` (built with :func:`rlrout
 * ``steps_per_s``: decisions per CPU second over whole episodes, resets included (what training pays);
 * ``warm_steps_per_s``: the same once every episode's stream has been seen once (a second pass over the
   same seeds: process-level caches of tokens, request blocks and quality inputs are then warm);
+* ``split_wall_us_per_step``: a third (warm) pass with timers around the env's calls into the workload
+  stream, ``quality.draw``, ``extractor.extract``, the cluster (``advance``/``submit``/``state``/
+  ``prefix_match`` and construction at reset) and the env's decision-time pricing (``_expected_cost``), plus the rest (env bookkeeping,
+  reward, Gymnasium checks, timer overhead ~0.1 us per call). Wall time: repeat on a loaded machine;
 * with ``--profile``, a cProfile split of the warm pass into workload (materialising requests),
   quality, features, simulator and the rest (reward bookkeeping, Gymnasium), by the module whose
   function is on the stack (cumulative time of the outermost call into each area).
@@ -22,6 +26,7 @@ import cProfile
 import json
 import pstats
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -49,6 +54,55 @@ def _episodes(env: Any, seeds: list[int], rng: np.random.Generator) -> int:
             done = term or trunc
             steps += 1
     return steps
+
+
+class _Timer:
+    """Accumulates wall time (``perf_counter``, ~50 ns per read) of wrapped calls, by area."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    def wrap(self, area: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        totals = self.totals
+        totals.setdefault(area, 0.0)
+        clock = time.perf_counter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[area] += clock() - t
+
+        return timed
+
+
+def instrument(env: Any) -> _Timer:
+    """Wrap the env's calls into workload, quality, features and simulator with timers (in place)."""
+    timer = _Timer()
+    workload = env.workload
+    requests = workload.requests
+
+    def timed_requests(rng: np.random.Generator) -> Iterator[Any]:
+        it = iter(requests(rng))
+        nxt = timer.wrap("workload", lambda: next(it, None))
+        while (r := nxt()) is not None:
+            yield r
+
+    workload.requests = timed_requests
+    env.quality.draw = timer.wrap("quality", env.quality.draw)
+    env.extractor.extract = timer.wrap("features", env.extractor.extract)
+    factory = env.cluster_factory
+
+    def timed_factory(rng: np.random.Generator) -> Any:
+        cluster = factory(rng)
+        for name in ("advance", "submit", "state", "prefix_match"):
+            setattr(cluster, name, timer.wrap("simulator", getattr(cluster, name)))
+        return cluster
+
+    env.cluster_factory = timer.wrap("simulator", timed_factory)
+    env._expected_cost = timer.wrap("reward_cost", env._expected_cost)
+    return timer
 
 
 def _split(prof: cProfile.Profile, steps: int) -> dict[str, float]:
@@ -81,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--episode-length", type=int, default=512)
     ap.add_argument("--profile", action="store_true", help="cProfile split of the warm pass")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cold-split", action="store_true", help="only the first pass, split by timed calls")
     args = ap.parse_args(argv)
 
     from rlroute.env.build import build_env, default_config
@@ -91,9 +146,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = build_env(cfg, split="train")
     build_s = cpu() - t
     seeds = [args.seed + k for k in range(args.episodes)]
-    t = cpu()
+    cold_timer = instrument(env) if args.cold_split else None
+    t, w = cpu(), time.perf_counter()
     n1 = _episodes(env, seeds, np.random.default_rng(0))
-    first_s = cpu() - t
+    first_s, first_wall = cpu() - t, time.perf_counter() - w
+    if cold_timer is not None:
+        result_cold = {k: round(v / n1 * 1e6, 1) for k, v in cold_timer.totals.items()}
+        result_cold["env_and_rest"] = round(first_wall / n1 * 1e6 - sum(result_cold.values()), 1)
+        print(json.dumps({"cold_split_wall_us_per_step": result_cold, "cold_cpu_us_per_step": first_s / n1 * 1e6}))
+        return {"cold_split_wall_us_per_step": result_cold}
     prof = cProfile.Profile() if args.profile else None
     t = cpu()
     if prof is not None:
@@ -115,6 +176,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if prof is not None:
         result["profiled_us_per_step"] = _split(prof, n2)
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    # Split of a third pass (warm) by timed calls: wall time, so repeat on a loaded machine.
+    timer = instrument(env)
+    t, w = cpu(), time.perf_counter()
+    n3 = _episodes(env, seeds, np.random.default_rng(0))
+    cpu3, wall3 = cpu() - t, time.perf_counter() - w
+    split = {k: round(v / n3 * 1e6, 1) for k, v in timer.totals.items()}
+    split["env_and_rest"] = round(wall3 / n3 * 1e6 - sum(split.values()), 1)
+    result["split_wall_us_per_step"] = split
+    result["split_pass_cpu_us_per_step"] = round(cpu3 / n3 * 1e6, 1)
     print(json.dumps(result))
     return result
 

@@ -12,7 +12,7 @@ Conventions: statistics "over healthy instances" are 0 when a pool has none; an 
 from __future__ import annotations
 
 import math
-from operator import add, attrgetter, truediv
+from operator import add, attrgetter, sub, truediv
 
 from rlroute.cluster.base import ClusterState, PoolState
 from rlroute.features.spec import POOL_CACHE, POOL_SYSTEM, SGLANG_CACHE_THRESHOLD
@@ -43,47 +43,56 @@ def _pool_raw(
         raise ValueError(
             f"prefix_match for pool {pool.name!r} has {len(match)} entries but the pool has {n} instances"
         )
-    rows = list(map(_ROW, insts))  # one C-level pass over the dataclasses
-    since = max(now - pool.last_weight_update, 0.0) if pool.last_weight_update is not None else _NEVER
-    updated = 0.0 if pool.last_weight_update is None else 1.0
+    lwu = pool.last_weight_update
+    since, updated = (_NEVER, 0.0) if lwu is None else (max(now - lwu, 0.0), 1.0)
     if not n:
         system = [0.0] * 12 + [256.0] + [0.0] * 4
         system += [pool.recent_ttft, 0.0, pool.recent_tpot, 0.0, pool.recent_e2e, pool.throughput, 0.0]
         system += [pool.slo_violation_rate, pool.cost_rate, since, updated]
         return system, [0.0] * _N_CACHE, 0.0, 0.0
-    cols = tuple(zip(*rows, strict=True))
-    h_all, p_all, q_all, r_all, ev = cols[0], cols[1], cols[2], cols[3], cols[10]
+    rows = list(map(_ROW, insts))  # one C-level pass over the dataclasses
+    h_all, p_all, q_all, r_all, kvu_all, kvc_all, ct_all, tt_all, tp_all, hr_all, ev = zip(*rows, strict=True)
+    qs_all, rs_all = sum(q_all), sum(r_all)
     # Requests also sit on paused/unhealthy instances (held or being retried): count them in the pool load.
-    in_pool = float(sum(q_all) + sum(r_all))
+    in_pool = float(qs_all + rs_all)
     n_paused = sum(p_all)
+    # Common case first (every instance healthy, none paused): the columns are used as they are, and
+    # the per-element work runs in C through map() over operator functions.
     if all(h_all):
-        hrows, hm, hcols = rows, match, cols
+        nh, hm = n, match
+        q, r, kvu, kvc, ct, tt, tp, hr = q_all, r_all, kvu_all, kvc_all, ct_all, tt_all, tp_all, hr_all
+        qs, rs = qs_all, rs_all
     else:
         hrows = [row for row in rows if row[0]]
         hm = [m for m, row in zip(match, rows, strict=True) if row[0]]
-        hcols = tuple(zip(*hrows, strict=True))
-    nh = len(hrows)
+        nh = len(hrows)
+        if nh:
+            _, _, q, r, kvu, kvc, ct, tt, tp, hr, _ = zip(*hrows, strict=True)
+            qs, rs = sum(q), sum(r)
     if n_paused == 0:
-        arows, am = hrows, hm
+        n_avail = nh
     else:
-        arows = [row for row in hrows if not row[1]]
-        am = [m for m, row in zip(hm, hrows, strict=True) if not row[1]]
-    n_avail = len(arows)
+        apos = [i for i, row in enumerate(rows) if row[0] and not row[1]]
+        n_avail = len(apos)
     load = in_pool / n_avail if n_avail else 256.0
     inv = 1.0 / max(input_len, 1)
     if nh:
-        _, _, q, r, kvu, kvc, ct, tt, tp, hr, _ = hcols
-        cap = [c or 1 for c in kvc]
+        cap = kvc if 0 not in kvc else [c or 1 for c in kvc]
         kv = list(map(truediv, kvu, cap))
         util = list(map(truediv, ct, cap))
-        qr = list(map(add, q, r))
-        qs, rs = sum(q), sum(r)
         best_m = max(hm)
+        ib = hm.index(best_m)
         if n_avail:
-            al = [row[2] + row[3] for row in arows]
+            if n_paused == 0:
+                al = list(map(add, q, r))
+                am = hm
+                kv_free = sum(map(sub, kvc, kvu))
+            else:
+                al = [q_all[i] + r_all[i] for i in apos]
+                am = [match[i] for i in apos]
+                kv_free = sum([kvc_all[i] - kvu_all[i] for i in apos])
             best_avail = max(am)
             ll_m = am[al.index(min(al))]
-            kv_free = sum([row[5] - row[4] for row in arows])
         else:
             best_avail = ll_m = 0
             kv_free = 0.0
@@ -98,7 +107,7 @@ def _pool_raw(
         cache = [
             best_m * inv, best_m, sum(hm) * inv / nh, best_avail * inv,
             1.0 if best_avail * inv > SGLANG_CACHE_THRESHOLD else 0.0,
-            ll_m * inv, ll_m, qr[hm.index(best_m)],
+            ll_m * inv, ll_m, q[ib] + r[ib],
             (nh - hm.count(0)) / nh, sum(util) / nh, max(util),
             pool.cache_hit_rate, max(hr), sum(ev), max(ev), sum(ct),
         ]  # fmt: skip

@@ -41,6 +41,11 @@ from rlroute.workload.traces import SPLIT_WINDOWS, TraceData, check_split
 log = logging.getLogger(__name__)
 
 SPLIT_IDS = {name: i for i, name in enumerate(SPLIT_WINDOWS)}
+# Process-level memo of tokenised turns shared by every PromptWorkload (see PromptWorkload._tokens);
+# entries are the same objects the per-instance memos hold, so sharing costs no extra memory for them.
+_SHARED_TOKENS: OrderedDict[tuple[object, ...], tuple[IntArray, tuple[int, ...], int, str]] = OrderedDict()
+_SHARED_TOKEN_COUNT = 0
+SHARED_MAX_TOKENS = 10_000_000
 DEFAULT_OUTPUT = LogNormal(200, 0.8, 8, 2048)  # unknown replies: ShareGPT-like (assumption)
 
 
@@ -143,18 +148,41 @@ class PromptWorkload:
         if hit is not None:
             self._memo.move_to_end(key)
             return hit
+        # Another workload of the process (another env of a vector env, the quality model's reference
+        # stream) may have built it: the key holds everything the result depends on.
+        shared_key = (
+            conv.key, k, conv.system, conv.turns[: k + 1], conv.replies[: k + 1], conv.category,
+            self.block_size, self.output_len,
+        )  # fmt: skip
+        out = _SHARED_TOKENS.get(shared_key)
+        if out is None:
+            out = self._build_tokens(conv, k)
+            _SHARED_TOKENS[shared_key] = out
+            _SHARED_TOKENS.move_to_end(shared_key)
+            global _SHARED_TOKEN_COUNT
+            _SHARED_TOKEN_COUNT += int(out[0].shape[0])
+            while _SHARED_TOKEN_COUNT > SHARED_MAX_TOKENS and len(_SHARED_TOKENS) > 1:
+                _, old = _SHARED_TOKENS.popitem(last=False)
+                _SHARED_TOKEN_COUNT -= int(old[0].shape[0])
+        else:
+            _SHARED_TOKENS.move_to_end(shared_key)
+        self._remember(key, out)
+        return out
+
+    def _build_tokens(self, conv: Conversation, k: int) -> tuple[IntArray, tuple[int, ...], int, str]:
         parts = self._parts(conv, k)
         reply = conv.replies[k] if k < len(conv.replies) else None
         enc = token_cache().encode(parts + ([reply] if reply is not None else []))
         ids = np.concatenate(enc[: len(parts)])
         known = int(enc[-1].shape[0]) if reply is not None else -1
-        out = (ids, chain_blocks(ids, self.block_size), known, "\n\n".join(parts))
+        return ids, chain_blocks(ids, self.block_size), known, "\n\n".join(parts)
+
+    def _remember(self, key: tuple[str, int], out: tuple[IntArray, tuple[int, ...], int, str]) -> None:
         self._memo[key] = out
-        self._memo_tokens += int(ids.shape[0])
+        self._memo_tokens += int(out[0].shape[0])
         while self._memo_tokens > self.max_memo_tokens and len(self._memo) > 1:
             _, old = self._memo.popitem(last=False)
             self._memo_tokens -= int(old[0].shape[0])
-        return out
 
     def _out_dist(self, conv: Conversation) -> LogNormal:
         return self.output_len or OUTPUT_LENGTHS.get(conv.category or "", DEFAULT_OUTPUT)

@@ -253,6 +253,13 @@ class SyntheticPrompts:
         self._system_cdf = np.cumsum(ranks / ranks.sum())
         self.name = "synthetic"
         self._pools: dict[str, _LazyPool] = {}
+        # Everything make() depends on: instances built from the same config (one per env of a vector
+        # env, the quality model's reference workload...) share one process-level conversation store.
+        self.fingerprint = (
+            self.pool_seed, tuple(self.categories.items()), self.xdomain_categories, self.n_system_prompts,
+            float(system_zipf), float(p_system), self.mean_turns, self.max_turns,
+            tuple(sorted(self.lengths.items())),
+        )  # fmt: skip
 
     def conversations(self, split: str = "all") -> Sequence[Conversation]:
         """A lazily generated, fixed pool of the split's conversations."""
@@ -285,12 +292,17 @@ class SyntheticPrompts:
         return Conversation(f"synthetic/{split}/{index}", tuple(turns), replies, cat, None, system)
 
 
+# (SyntheticPrompts.fingerprint, split) -> generated conversations by index, shared by every instance
+# of the process with the same parameters (generation is deterministic in them: ~0.5 ms each).
+_SHARED_POOLS: dict[tuple[object, str], dict[int, Conversation]] = {}
+
+
 class _LazyPool(Sequence[Conversation]):
     """A read-only sequence whose items are generated on first access and then kept."""
 
     def __init__(self, owner: SyntheticPrompts, split: str, size: int) -> None:
         self.owner, self.split, self.size = owner, split, size
-        self._items: dict[int, Conversation] = {}
+        self._items: dict[int, Conversation] = _SHARED_POOLS.setdefault((owner.fingerprint, split), {})
 
     def __len__(self) -> int:
         return self.size
