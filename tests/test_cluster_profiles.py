@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlroute.cluster.profiles import PROFILE_DIR, STATUS_PREFERENCE, ProfileError, load_profile, parse_profile
+from rlroute.cluster.profiles import (
+    PROFILE_DIR,
+    STATUS_PREFERENCE,
+    ProfileError,
+    attended_pairs,
+    load_profile,
+    parse_profile,
+)
 
 SMALL = "qwen3-4b__h100"
+LARGE = "qwen3-235b-a22b-fp8__h100x8"
 
 
 @pytest.mark.parametrize("path", sorted(PROFILE_DIR.glob("*.yaml")), ids=lambda p: p.name)
@@ -68,3 +76,64 @@ def test_kv_capacity_follows_mem_fraction_static() -> None:
     assert prof.kv_capacity_tokens(0.9) > prof.kv_capacity_tokens(0.7)
     with pytest.raises(ProfileError, match="leaves no KV memory"):
         prof.kv_capacity_tokens(0.1)
+
+
+def test_without_extended_block_the_model_is_exactly_four_term(tmp_path: Path) -> None:
+    raw = yaml.safe_load((PROFILE_DIR / f"{SMALL}.measured.yaml").read_text())
+    raw.pop("step_time_attn")
+    path = tmp_path / "plain.measured.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    p = parse_profile(path)
+    assert p.ext is None
+    for shape in [(0, 1, 1024), (8192, 0, 0), (512, 32, 32768)]:
+        pp, d, c = shape
+        assert p.step_time(*shape) == p.a + p.b * pp + p.c * d + p.d * c
+    assert p.prefill_time(20000) == 3 * p.a + p.b * 20000
+
+
+@pytest.mark.parametrize(("stem", "kind"), [(SMALL, "attn"), ("qwen3-8b__h100", "attn"),
+                                            ("qwen3-30b-a3b__h100", "moe"), (LARGE, "moe")])
+def test_measured_profiles_carry_an_extended_block(stem: str, kind: str) -> None:
+    p = load_profile(stem)
+    blk = yaml.safe_load(Path(p.path).read_text())[f"step_time_{kind}"]
+    assert p.ext is not None and p.ext.kind == kind
+    assert (p.ext.a, p.ext.b, p.ext.c, p.ext.d, p.ext.f) == tuple(blk["coeffs"][k] for k in "abcdf")
+    assert p.ext.e == blk["coeffs"].get("e", 0.0) and p.ext.num_experts == blk.get("num_experts", 0)
+    # attention is quadratic in a prompt's chunk; a packed chunk of 8 prompts attends 8x fewer pairs
+    assert p.ext.f > 0
+    quad = p.step_time(8192, 0, 0) - p.step_time(8192, 0, 0, prefill_pairs=0.0)
+    assert quad == pytest.approx(p.ext.f * 8192 * 8193 / 2, rel=1e-9)
+    assert p.step_time(8192, 0, 0, prefill_pairs=8 * attended_pairs(0, 1024)) < p.step_time(8192, 0, 0)
+    # idle prefill: one step per chunk, the second chunk attends to the first
+    chunk = p.chunked_prefill_tokens
+    want = p.step_time(chunk, 0, 0) + p.step_time(100, 0, 0, prefill_pairs=attended_pairs(chunk, 100))
+    assert p.prefill_time(chunk + 100) == pytest.approx(want, rel=1e-12)
+
+
+def test_attended_pairs_counts_causal_query_key_pairs() -> None:
+    assert attended_pairs(0, 1) == 1 and attended_pairs(0, 4) == 10  # 1 + 2 + 3 + 4
+    assert attended_pairs(3, 2) == 4 + 5  # tokens 4 and 5 attend to 4 and 5 keys
+
+
+def _large_raw() -> dict:
+    return yaml.safe_load((PROFILE_DIR / f"{LARGE}.derived.yaml").read_text())
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r["step_time_moe"].pop("num_experts"), "step_time_moe.num_experts"),
+    (lambda r: r["step_time_moe"].__setitem__("top_k", 999), "step_time_moe.top_k"),
+    (lambda r: r["step_time_moe"]["coeffs"].pop("e"), "step_time_moe.coeffs.e is missing"),
+    (lambda r: r["step_time_moe"]["coeffs"].__setitem__("e", -1.0), "step_time_moe.coeffs.e must be a number >= 0"),
+    (lambda r: r["step_time_moe"]["coeffs"].__setitem__("g", 1.0), "unknown keys"),
+    (lambda r: r["step_time_moe"].pop("source"), "step_time_moe.source"),
+    (lambda r: r.__setitem__("step_time_moe", [1, 2]), "step_time_moe must be a mapping"),
+    (lambda r: r.__setitem__("step_time_attn", {"source": "x", "coeffs": {}}), "at most one extended"),
+])
+def test_malformed_extended_block_names_file_and_field(tmp_path: Path, edit, message: str) -> None:
+    raw = _large_raw()
+    edit(raw)
+    path = tmp_path / "bad.derived.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ProfileError, match=message) as err:
+        parse_profile(path)
+    assert str(path) in str(err.value)

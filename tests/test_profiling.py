@@ -41,6 +41,15 @@ def test_fit_recovers_known_coefficients() -> None:
     np.testing.assert_allclose(beta, truth, rtol=1e-6)
 
 
+@pytest.mark.parametrize(("n_seqs", "seq_len", "expected"), [(1, 4, 10.0), (16, 512, 16 * 512 * 513 / 2)])
+def test_prefill_pairs_match_the_simulator_rule(n_seqs: int, seq_len: int, expected: float) -> None:
+    from rlroute.cluster.profiles import attended_pairs
+
+    shape = {"n_seqs": n_seqs, "seq_len": seq_len, "prefill_tokens": n_seqs * seq_len}
+    assert fp.prefill_pairs(shape) == expected == n_seqs * attended_pairs(0, seq_len)
+    assert fp.prefill_pairs({"n_seqs": 8, "seq_len": 1, "prefill_tokens": 0}) == 0.0  # decode-only
+
+
 @pytest.mark.parametrize("tokens,expected", [(1, 8.0), (10_000, 128.0)])
 def test_experts_touched_limits(tokens: int, expected: float) -> None:
     assert fp.experts_touched(np.array([tokens]), 128, 8)[0] == pytest.approx(expected, rel=1e-6)
@@ -56,8 +65,12 @@ def test_committed_profiles_are_reproduced_by_the_fit(tmp_path: Path) -> None:
         fresh, committed = load_profile(stem, tmp_path), load_profile(stem)
         assert fresh.status in ("measured", "derived") and committed.status == fresh.status
         assert (fresh.a, fresh.b, fresh.c, fresh.d) == (committed.a, committed.b, committed.c, committed.d)
+        assert fresh.ext is not None and fresh.ext == committed.ext  # the extended model the simulator runs
         fit = yaml.safe_load(Path(fresh.path).read_text())["fit"]
         assert fit["heldout_points"] > 0 and 0 <= fit["heldout_median_rel_error"] < 0.2
+        # the simulator's own step_time (rounded file coefficients) on the held-out shapes: issue 8's target
+        assert fit["simulator_model"] == f"step_time_{fresh.ext.kind}"
+        assert 0 < fit["simulator_heldout_median_rel_error"] <= 0.10
     assert json.loads((tmp_path / "fit_summary.json").read_text())["qwen3-4b__h100"]["points"] > 10
 
 

@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
-from rlroute.cluster.profiles import ServingProfile, load_profile
+from rlroute.cluster.profiles import PROFILE_DIR, ServingProfile, load_profile
 from rlroute.cluster.sim import SimCluster
 from rlroute.types import Action, Request
 
-PROFILES = ["qwen3-4b__h100", "qwen3-235b-a22b-fp8__h100x8"]
-POOL = {"qwen3-4b__h100": "small", "qwen3-235b-a22b-fp8__h100x8": "large"}
+LARGE = "qwen3-235b-a22b-fp8__h100x8"
+# the 4-term estimate; measured 4B (step_time_attn); derived 235B and measured 30B-A3B (step_time_moe,
+# with the attention term); "moe-only": the 235B's MoE block without the attention term
+PROFILES = ["qwen3-4b__h100.estimate", "qwen3-4b__h100", LARGE, "qwen3-30b-a3b__h100", "moe-only"]
+SMALL_PROFILES = {"qwen3-4b__h100.estimate", "qwen3-4b__h100"}
 
 
-def single(profile: str) -> SimCluster:
-    """One instance of ``profile`` with an ample KV pool and no cache reuse (requests carry no blocks)."""
-    pool = POOL[profile]
-    return SimCluster(pools={pool: {"profile": profile, "instances": 1, "cache": {"kv_capacity_tokens": 10**8}}})
+def materialise(profile: str, tmp_path: Path) -> str:
+    """A loadable profile name; ``moe-only`` is written to ``tmp_path`` from the derived large profile."""
+    if profile != "moe-only":
+        return profile
+    raw = yaml.safe_load((PROFILE_DIR / f"{LARGE}.derived.yaml").read_text())
+    raw["step_time_moe"]["coeffs"].pop("f")
+    path = tmp_path / "moe-only.derived.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def pool_of(profile: str) -> str:
+    return "small" if profile in SMALL_PROFILES else "large"
+
+
+def action(profile: str) -> Action:
+    return Action.SMALL if profile in SMALL_PROFILES else Action.LARGE
+
+
+def single(profile: str, name: str | None = None) -> SimCluster:
+    """One instance of ``profile`` (loaded as ``name`` if given) with an ample KV pool and no cache reuse
+    (requests carry no blocks)."""
+    return SimCluster(pools={pool_of(profile): {"profile": name or profile, "instances": 1,
+                                                "cache": {"kv_capacity_tokens": 10**8}}})
 
 
 def reference(p: ServingProfile, reqs: list[tuple[float, int, int]]) -> list[float]:
@@ -33,9 +59,11 @@ def reference(p: ServingProfile, reqs: list[tuple[float, int, int]]) -> list[flo
         if not prefill and not dec:
             t = reqs[pending[0]][0]
             continue
-        chunk, budget, done = 0, p.chunked_prefill_tokens, []
+        chunk, budget, done, pairs = 0, p.chunked_prefill_tokens, [], 0.0
         for item in prefill:
             take = min(item[1], budget - chunk)
+            start = reqs[item[0]][1] - item[1]  # prompt tokens already prefilled (no cache reuse here)
+            pairs += take * start + take * (take + 1) / 2  # causal attention pairs of this chunk
             chunk += take
             if take == item[1]:
                 done.append(item[0])
@@ -43,7 +71,7 @@ def reference(p: ServingProfile, reqs: list[tuple[float, int, int]]) -> list[flo
             if chunk == budget:
                 break
         ctx = sum(reqs[i][1] + g for i, g in dec.items())
-        t += p.step_time(chunk, len(dec), ctx)
+        t += p.step_time(chunk, len(dec), ctx, prefill_pairs=pairs)
         for i in list(dec):
             dec[i] += 1
             if dec[i] == reqs[i][2]:
@@ -60,49 +88,49 @@ def reference(p: ServingProfile, reqs: list[tuple[float, int, int]]) -> list[flo
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_event_driven_matches_step_by_step_reference(profile: str, seed: int) -> None:
+def test_event_driven_matches_step_by_step_reference(profile: str, seed: int, tmp_path: Path) -> None:
+    name = materialise(profile, tmp_path)
     rng = np.random.default_rng(seed)
     n = 25
     arrivals = np.sort(rng.uniform(0, 3.0, n))
     reqs = [(float(a), int(rng.integers(1, 12000)), int(rng.integers(1, 150))) for a in arrivals]
-    cl = single(profile)
+    cl = single(profile, name)
     comps = []
     for k, (a, n_in, n_out) in enumerate(reqs):
         comps += cl.advance(a)
-        cl.submit(Request(id=k, arrival=a, input_len=n_in, output_len=n_out), Action.SMALL if POOL[profile] == "small"
-                  else Action.LARGE)
+        cl.submit(Request(id=k, arrival=a, input_len=n_in, output_len=n_out), action(profile))
     comps += cl.drain()
     got = {c.request_id: c.finish for c in comps}
-    want = reference(load_profile(profile), reqs)
+    want = reference(load_profile(name), reqs)
     assert len(got) == n
     np.testing.assert_allclose([got[k] for k in range(n)], want, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("n_in", [1024, 20000])
-def test_idle_ttft_equals_profile_prefill_time(profile: str, n_in: int) -> None:
-    cl = single(profile)
-    cl.submit(Request(id=0, arrival=0.0, input_len=n_in, output_len=5), Action.SMALL if POOL[profile] == "small"
-              else Action.LARGE)
+def test_idle_ttft_equals_profile_prefill_time(profile: str, n_in: int, tmp_path: Path) -> None:
+    name = materialise(profile, tmp_path)
+    cl = single(profile, name)
+    cl.submit(Request(id=0, arrival=0.0, input_len=n_in, output_len=5), action(profile))
     (c,) = cl.drain()
-    p = load_profile(profile)
+    p = load_profile(name)
     assert c.ttft == pytest.approx(p.prefill_time(n_in), rel=1e-12)
     assert c.queue_time == 0.0
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_step_time_grows_with_batch_and_context(profile: str) -> None:
-    """TPOT of a batch of identical requests follows a + c*n + d*context, rising in n and in prompt length."""
-    p = load_profile(profile)
+def test_step_time_grows_with_batch_and_context(profile: str, tmp_path: Path) -> None:
+    """TPOT of a batch of identical requests follows the profile's step time, rising in n and prompt length."""
+    name = materialise(profile, tmp_path)
+    p = load_profile(name)
     tpot = {}
-    pool = POOL[profile]
+    pool = pool_of(profile)
     for n in (1, 8, 32):
         for n_in in (100, 250):  # n * n_in <= one prefill chunk, so all start decoding together
-            cl = single(profile)
+            cl = single(profile, name)
             cl.pause(pool)  # queue the whole batch first, then start it in one step
             for k in range(n):
-                cl.submit(Request(id=k, arrival=0.0, input_len=n_in, output_len=33),
-                          Action.SMALL if pool == "small" else Action.LARGE)
+                cl.submit(Request(id=k, arrival=0.0, input_len=n_in, output_len=33), action(profile))
             cl.resume(pool)
             comps = cl.drain()
             tp = {round(c.tpot, 12) for c in comps}
@@ -157,3 +185,34 @@ def test_recent_rates_decay_exponentially_across_clock_rebases() -> None:
         assert st.pools["small"].throughput == pytest.approx(want, rel=1e-9)
         assert st.arrival_rate == pytest.approx(sum(np.exp(-(now - t) / TAU) for t in (0, 3000, 7300)) / TAU,
                                                 rel=1e-9)
+
+
+def moe_formula(raw: dict, p: int, d: int, c: int, q: float) -> float:
+    """The ``step_time_moe`` formula written out from the file's numbers (independent of the loader)."""
+    blk = raw["step_time_moe"]
+    co, e_num, k = blk["coeffs"], blk["num_experts"], blk["top_k"]
+    return (co["a"] + co["b"] * p + co["c"] * d + co["d"] * c + co["e"] * e_num * (1 - (1 - k / e_num) ** (p + d))
+            + co.get("f", 0.0) * q)
+
+
+@pytest.mark.parametrize("profile", [LARGE, "qwen3-30b-a3b__h100"])
+@pytest.mark.parametrize(("n", "n_in"), [(1, 1000), (16, 300), (64, 100)])
+def test_moe_profile_step_time_is_the_file_formula(profile: str, n: int, n_in: int) -> None:
+    """Simulated prefill and decode steps of a MoE profile equal the step_time_moe formula of its file."""
+    p = load_profile(profile)
+    raw = yaml.safe_load(Path(p.path).read_text())
+    assert p.ext is not None and p.ext.kind == "moe"
+    assert p.step_time(0, n, n * 2048) == pytest.approx(moe_formula(raw, 0, n, n * 2048, 0.0), rel=1e-12)
+    cl = single(profile)
+    cl.pause("large")  # n prompts of n_in tokens prefilled together in one step, then decoded together
+    for k in range(n):
+        cl.submit(Request(id=k, arrival=0.0, input_len=n_in, output_len=17), Action.LARGE)
+    cl.resume("large")
+    comps = cl.drain()
+    ttft = moe_formula(raw, n * n_in, 0, 0, n * n_in * (n_in + 1) / 2)
+    tpot = sum(moe_formula(raw, 0, n, n * (n_in + 1 + j), 0.0) for j in range(16)) / 16
+    for c in comps:
+        assert c.ttft == pytest.approx(ttft, rel=1e-9)
+        assert c.tpot == pytest.approx(tpot, rel=1e-9)
+    # the MoE term saturates: the 64th sequence costs far less than the first
+    assert p.step_time(0, 64, 0) - p.step_time(0, 63, 0) < 0.2 * (p.step_time(0, 1, 0) - p.step_time(0, 0, 0))

@@ -10,6 +10,15 @@ the real architecture was measured in bf16 on one H100; its GEMM stages are sped
 factor and the tensor-parallel all-reduces, which one GPU cannot measure, are added from an assumed
 latency/bandwidth model. The derived step times are then fitted like the measured ones.
 
+Each profile also gets ONE optional extended block that the simulator uses instead of the 4-term model
+(format: ``rlroute/cluster/profiles/__init__.py``): ``step_time_moe`` for MoE models (``+ e*experts
+touched(P + D) + f*Q``) and ``step_time_attn`` for dense ones (``+ f*Q``), Q = attended (query, key)
+pairs of the prefill chunk (causal attention is quadratic in the chunk length). Both are fitted the same
+way on the same ``fit`` shapes. After writing a file the script loads it with the simulator's loader and
+reports ``fit.simulator_*``: the error of ``ServingProfile.step_time`` itself (rounded coefficients,
+the model the simulator runs) on the fit, held-out and mixed shapes. ``fit_summary.json`` lists every
+variant (4-term, +MoE, +attention, both) for comparison.
+
 Run (CPU, seconds)::
 
     .venv/bin/python experiments/profiling/fit_profiles.py
@@ -82,6 +91,26 @@ def design(shapes: list[dict[str, Any]]) -> np.ndarray:
     return np.array([[1.0, s["prefill_tokens"], s["decode_seqs"], s["context_tokens"]] for s in shapes])
 
 
+def prefill_pairs(shape: dict[str, Any]) -> float:
+    """Attended (query, key) pairs of the shape's prefill part: ``n_seqs`` prompts of ``seq_len`` tokens
+    from position 0 (``rlroute.cluster.profiles.attended_pairs``); 0 for decode-only shapes."""
+    if shape["prefill_tokens"] == 0:
+        return 0.0
+    n, length = shape["n_seqs"], shape["seq_len"]
+    return float(n * length * (length + 1) / 2)
+
+
+def design_ext(shapes: list[dict[str, Any]], terms: str, n_experts: int = 0, top_k: int = 0) -> np.ndarray:
+    """4-term rows plus ``e`` (experts touched) and/or ``f`` (attended pairs) columns, in that order."""
+    x = design(shapes)
+    cols = [x]
+    if "e" in terms:
+        cols.append(experts_touched(x[:, 1] + x[:, 2], n_experts, top_k)[:, None])
+    if "f" in terms:
+        cols.append(np.array([prefill_pairs(s) for s in shapes])[:, None])
+    return np.hstack(cols)
+
+
 def fit_step_model(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative least squares on the relative error: min ||(X beta - y) / y||, beta >= 0."""
     scale = np.abs(x).max(axis=0)
@@ -118,23 +147,88 @@ def experts_touched(tokens: np.ndarray, n_experts: int, top_k: int) -> np.ndarra
     return np.asarray(n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens))
 
 
-def moe_extension(shapes: list[dict[str, Any]], y: np.ndarray, n_experts: int, top_k: int) -> dict[str, Any]:
-    """Fit a + b*P + c*D + d*C + e*experts_touched(P + D): MoE weight traffic saturates with the batch.
+def variant_errors(shapes: list[dict[str, Any]], y: np.ndarray, mixed: list[dict[str, Any]], ym: np.ndarray,
+                   terms: str, n_experts: int = 0, top_k: int = 0) -> dict[str, Any]:
+    """Fit ``a..d`` + ``terms`` (subset of "ef") on the fit shapes; median errors on fit / held-out / mixed."""
+    x = design_ext(shapes, terms, n_experts, top_k)
+    is_fit = np.array([s["split"] == "fit" for s in shapes])
+    beta = fit_step_model(x[is_fit], y[is_fit])
+    rel = np.abs(x @ beta - y) / y
+    out: dict[str, Any] = dict(coeffs=dict(zip("abcd" + terms, (float(v) for v in beta), strict=True)),
+                               median_rel_error=float(np.median(rel[is_fit])),
+                               heldout_median_rel_error=float(np.median(rel[~is_fit])), max_rel_error=float(rel.max()))
+    if mixed:
+        out["mixed_median_rel_error"] = float(np.median(np.abs(design_ext(mixed, terms, n_experts, top_k) @ beta - ym) / ym))
+    return out
+
+
+def extension_block(shapes: list[dict[str, Any]], y: np.ndarray, mixed: list[dict[str, Any]], ym: np.ndarray,
+                    n_experts: int, top_k: int, n_fit: int, date: str) -> tuple[str, dict[str, Any]]:
+    """The optional extended block the simulator uses: ``step_time_moe`` (n_experts > 0) or ``step_time_attn``.
 
     The agreed 4-term model is linear in decode_seqs, but an MoE decode step reads only the experts its
-    tokens touch (8 at batch 1, nearly all 128 by batch ~64), which no single c can follow. This optional
-    block is what a simulator could use instead; the 4-term coefficients stay the profile's default.
+    tokens touch (8 at batch 1, nearly all 128 by batch ~64), which no single c can follow: the ``e`` term
+    follows that saturation. Causal attention makes prefill quadratic in the chunk length (a single
+    8k-token chunk was under-predicted by ~25 % without it): the ``f`` term counts attended pairs.
     """
-    x = design(shapes)
-    x5 = np.c_[x, experts_touched(x[:, 1] + x[:, 2], n_experts, top_k)]
+    terms = "ef" if n_experts else "f"
+    v = variant_errors(shapes, y, mixed, ym, terms, n_experts, top_k)
+    moe = "e*E*(1-(1-k/E)^(prefill_tokens+decode_seqs)) + " if n_experts else ""
+    blk: dict[str, Any] = dict(
+        formula=f"a + b*prefill_tokens + c*decode_seqs + d*context_tokens + {moe}f*attended_pairs",
+        source=(f"relative-error-weighted NNLS fit to the same {n_fit} fit-split step times as step_time ({date}, "
+                "fit_profiles.py); attended_pairs = sum over the chunk's prompts of t*(s + (t+1)/2) for t new tokens "
+                "after s already in the KV cache (measured shapes have s = 0)"))
+    if n_experts:
+        blk.update(num_experts=n_experts, top_k=top_k)
+    blk.update(coeffs={k: float(f"{c:.4g}") for k, c in v["coeffs"].items()},
+               median_rel_error=round(v["median_rel_error"], 4),
+               heldout_median_rel_error=round(v["heldout_median_rel_error"], 4), max_rel_error=round(v["max_rel_error"], 4))
+    if "mixed_median_rel_error" in v:
+        blk["mixed_median_rel_error"] = round(v["mixed_median_rel_error"], 4)
+    return ("step_time_moe" if n_experts else "step_time_attn"), blk
+
+
+def simulator_errors(path: Path, shapes: list[dict[str, Any]], y: np.ndarray, mixed: list[dict[str, Any]],
+                     ym: np.ndarray) -> dict[str, Any]:
+    """Errors of the simulator's own step-time model (``ServingProfile.step_time`` of the written file)."""
+    from rlroute.cluster.profiles import parse_profile
+
+    prof = parse_profile(path)
+
+    def pred(ss: list[dict[str, Any]]) -> np.ndarray:
+        return np.array([prof.step_time(s["prefill_tokens"], s["decode_seqs"], s["context_tokens"], prefill_pairs(s))
+                         for s in ss])
+
+    p = pred(shapes)
+    rel = np.abs(p - y) / y
     is_fit = np.array([s["split"] == "fit" for s in shapes])
-    beta = fit_step_model(x5[is_fit], y[is_fit])
-    rel = np.abs(x5 @ beta - y) / y
-    return dict(formula="a + b*prefill_tokens + c*decode_seqs + d*context_tokens + e*E*(1-(1-k/E)^(prefill_tokens+decode_seqs))",
-                num_experts=n_experts, top_k=top_k,
-                coeffs={k: float(f"{v:.4g}") for k, v in zip("abcde", beta, strict=True)},
-                median_rel_error=round(float(np.median(rel[is_fit])), 4),
-                heldout_median_rel_error=round(float(np.median(rel[~is_fit])), 4), max_rel_error=round(float(rel.max()), 4))
+    out: dict[str, Any] = dict(simulator_model="step_time_" + prof.ext.kind if prof.ext else "step_time (4-term)",
+                               simulator_median_rel_error=round(float(np.median(rel[is_fit])), 4),
+                               simulator_heldout_median_rel_error=round(float(np.median(rel[~is_fit])), 4),
+                               simulator_max_rel_error=round(float(rel.max()), 4), pred=p.tolist())
+    if mixed:
+        pm = pred(mixed)
+        out.update(simulator_mixed_median_rel_error=round(float(np.median(np.abs(pm - ym) / ym)), 4), mixed_pred=pm.tolist())
+    return out
+
+
+def finish_profile(path: Path, doc: dict[str, Any], header: str, shapes: list[dict[str, Any]], y: np.ndarray,
+                   mixed: list[dict[str, Any]], ym: np.ndarray, ev: dict[str, Any], n_experts: int, top_k: int) -> None:
+    """Add the extended block, write the file, then record the simulator model's errors in ``fit`` and ``ev``."""
+    name, blk = extension_block(shapes, y, mixed, ym, n_experts, top_k, ev["points"], doc["measured"]["date"])
+    doc[name] = blk
+    ev["variants"] = {"4-term": {k: ev[k] for k in ("median_rel_error", "heldout_median_rel_error", "max_rel_error")}
+                      | ({"mixed_median_rel_error": ev["mixed"]["median_rel_error"]} if "mixed" in ev else {})}
+    for label, terms in ((("+moe", "e"), ("+attn", "f"), ("+moe+attn", "ef")) if n_experts else (("+attn", "f"),)):
+        ev["variants"][label] = {k: v for k, v in variant_errors(shapes, y, mixed, ym, terms, n_experts, top_k).items()
+                                 if k != "coeffs"}
+    write_yaml(path, doc, header)
+    sim = simulator_errors(path, shapes, y, mixed, ym)
+    ev["sim_pred"], ev["sim_mixed_pred"] = sim.pop("pred"), sim.pop("mixed_pred", [])
+    doc["fit"].update(sim)
+    ev["simulator"] = sim
+    write_yaml(path, doc, header)
 
 
 def evaluate(shapes: list[dict[str, Any]], y: np.ndarray) -> dict[str, Any]:
@@ -160,15 +254,8 @@ def mixed_validation(shapes: list[dict[str, Any]], y: np.ndarray, ev: dict[str, 
     c = ev["coeffs"]
     pred = design(shapes) @ np.array([c["a"], c["b"], c["c"], c["d"]])
     rel = np.abs(pred - y) / y
-    out: dict[str, Any] = dict(points=len(shapes), median_rel_error=round(float(np.median(rel)), 4),
-                               max_rel_error=round(float(rel.max()), 4), pred=pred.tolist(), measured=y.tolist())
-    ext = ev.get("moe_extension")
-    if ext:
-        x = design(shapes)
-        x5 = np.c_[x, experts_touched(x[:, 1] + x[:, 2], ext["num_experts"], ext["top_k"])]
-        rel5 = np.abs(x5 @ np.array([ext["coeffs"][k] for k in "abcde"]) - y) / y
-        out["moe_extension_median_rel_error"] = round(float(np.median(rel5)), 4)
-    return out
+    return dict(points=len(shapes), median_rel_error=round(float(np.median(rel)), 4),
+                max_rel_error=round(float(rel.max()), 4), pred=pred.tolist(), measured=y.tolist())
 
 
 def fp8_table() -> dict[str, dict[str, float]]:
@@ -240,7 +327,8 @@ def write_yaml(path: Path, doc: dict[str, Any], header: str) -> None:
 
 
 def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
-    """Predicted-vs-measured scatter, one panel per profile, fit vs held-out and prefill vs decode."""
+    """Predicted-vs-measured scatter of the simulator's step model (the extended block), one panel per
+    profile, fit vs held-out and prefill vs decode; the title also gives the 4-term model's errors."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,7 +337,7 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
 
     fig, axes = plt.subplots(1, len(evals), figsize=(4.2 * len(evals), 4.2))
     for ax, (stem, ev) in zip(np.atleast_1d(axes), evals.items(), strict=True):
-        y, p = np.array(ev["measured"]) * 1e3, np.array(ev["pred"]) * 1e3
+        y, p = np.array(ev["measured"]) * 1e3, np.array(ev["sim_pred"]) * 1e3
         for split, mode, marker, color in (("fit", "prefill", "o", "tab:blue"), ("fit", "decode", "s", "tab:blue"),
                                            ("heldout", "prefill", "o", "tab:red"), ("heldout", "decode", "s", "tab:red")):
             m = np.array([(s == split and md == mode) for s, md in zip(ev["split"], ev["mode"], strict=True)])
@@ -257,17 +345,21 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
                 ax.scatter(y[m], p[m], marker=marker, s=18, facecolors=color if split == "fit" else "none",
                            edgecolors=color, label=f"{split} {mode}")
         if "mixed" in ev:
-            my, mp = np.array(ev["mixed"]["measured"]) * 1e3, np.array(ev["mixed"]["pred"]) * 1e3
+            my, mp = np.array(ev["mixed"]["measured"]) * 1e3, np.array(ev["sim_mixed_pred"]) * 1e3
             ax.scatter(my, mp, marker="^", s=26, facecolors="none", edgecolors="tab:green", label="mixed (validation)")
             y, p = np.r_[y, my], np.r_[p, mp]
         lo, hi = min(y.min(), p.min()) * 0.8, max(y.max(), p.max()) * 1.25
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15, label="±10 %")
+        sim = ev["simulator"]
         ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured step (ms)",
-               ylabel="a+b·P+c·D+d·C (ms)",
-               title=f"{stem}\nfit med {ev['median_rel_error']:.1%}, held-out med {ev['heldout_median_rel_error']:.1%}"
-                     + (f", mixed med {ev['mixed']['median_rel_error']:.1%}" if "mixed" in ev else ""))
-        ax.title.set_fontsize(9)
+               ylabel=f"simulator ({sim['simulator_model']}) (ms)",
+               title=f"{stem}\nsimulator model: fit {sim['simulator_median_rel_error']:.1%}, held-out "
+                     f"{sim['simulator_heldout_median_rel_error']:.1%}"
+                     + (f", mixed {sim['simulator_mixed_median_rel_error']:.1%}" if "mixed" in ev else "")
+                     + f"\n4-term: fit {ev['median_rel_error']:.1%}, held-out {ev['heldout_median_rel_error']:.1%}"
+                     + (f", mixed {ev['mixed']['median_rel_error']:.1%}" if "mixed" in ev else ""))
+        ax.title.set_fontsize(8)
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -275,6 +367,9 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=130)
     plt.close(fig)
+
+
+_PER_POINT = ("pred", "measured", "split", "mode", "mixed", "sim_pred", "sim_mixed_pred")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,22 +393,19 @@ def main(argv: list[str] | None = None) -> int:
         doc = profile_doc(stem, arch, "measured", ev, env, memory, 1, "bf16", source)
         doc["fit"]["composed_vs_graph_median_rel_error"] = round(composed_error(shapes), 4)
         spec = entry["spec"]
-        if spec.get("num_experts"):
-            doc["step_time_moe"] = moe_extension(shapes, y, spec["num_experts"], spec["num_experts_per_tok"])
-            ev["moe_extension"] = doc["step_time_moe"]
-        write_yaml(args.profiles_dir / f"{stem}.measured.yaml", doc,
-                   f"Written by {FIT_COMMAND} from experiments/profiling/results/{file}; see experiments/profiling/README.md")
         mixed = load(MIXED_FILE)["models"].get(key)
-        if mixed and mixed["shapes"]:
-            ms = mixed["shapes"]
-            ev["mixed"] = mixed_validation(ms, np.array([m["step_ms"] for m in ms]) / 1e3, ev)
+        ms = mixed["shapes"] if mixed else []
+        ym = np.array([m["step_ms"] for m in ms]) / 1e3
+        if ms:
+            ev["mixed"] = mixed_validation(ms, ym, ev)
             doc["fit"]["mixed_points"] = ev["mixed"]["points"]
             doc["fit"]["mixed_median_rel_error"] = ev["mixed"]["median_rel_error"]
-            write_yaml(args.profiles_dir / f"{stem}.measured.yaml", doc,
-                       f"Written by {FIT_COMMAND} from experiments/profiling/results/{file} and {MIXED_FILE}; "
-                       "see experiments/profiling/README.md")
+        finish_profile(args.profiles_dir / f"{stem}.measured.yaml", doc,
+                       f"Written by {FIT_COMMAND} from experiments/profiling/results/{file}"
+                       + (f" and {MIXED_FILE}" if ms else "") + "; see experiments/profiling/README.md",
+                       shapes, y, ms, ym, ev, int(spec.get("num_experts") or 0), int(spec.get("num_experts_per_tok") or 0))
         evals[stem] = ev
-        summary[stem] = dict({k: v for k, v in ev.items() if k not in ("pred", "measured", "split", "mode", "mixed")},
+        summary[stem] = dict({k: v for k, v in ev.items() if k not in _PER_POINT},
                              mixed={k: v for k, v in ev.get("mixed", {}).items() if k not in ("pred", "measured")},
                              headline=headline(shapes, y), composed_vs_graph=composed_error(shapes),
                              hf_eager_prefill_ms=entry.get("hf_eager_prefill_ms"), hf_check_rel_err=entry["hf_check_rel_err"])
@@ -334,21 +426,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{AR_LATENCY_S * 1e6:.0f} us + {AR_BUSBW / 1e9:.0f} GB/s); see experiments/profiling/README.md")
     doc = profile_doc(DERIVED_STEM, "Qwen3-235B-A22B-FP8", "derived", ev, env, memory, TP, "fp8", source,
                       command=RUN2_COMMAND)
-    doc["step_time_moe"] = moe_extension(shapes, y, 128, 8)
-    ev["moe_extension"] = doc["step_time_moe"]
     mixed = load(MIXED_FILE)["models"].get(DERIVED_KEY)
-    if mixed and mixed["shapes"]:
-        ms = mixed["shapes"]
-        ev["mixed"] = mixed_validation(ms, np.array([derive_tp8_step(m) for m in ms]), ev)
+    ms = mixed["shapes"] if mixed else []
+    ym = np.array([derive_tp8_step(m) for m in ms])
+    if ms:
+        ev["mixed"] = mixed_validation(ms, ym, ev)
         doc["fit"]["mixed_points"] = ev["mixed"]["points"]
         doc["fit"]["mixed_median_rel_error"] = ev["mixed"]["median_rel_error"]
     doc["derivation"] = dict(measured_rank=DERIVED_KEY, fp8_gemm_speedup=FP8_SPEEDUP, gemm_stages=list(GEMM_STAGES),
                              allreduce_latency_s=AR_LATENCY_S, allreduce_busbw_bytes_per_s=AR_BUSBW,
                              allreduces_per_step=2 * LAYERS_235B + 1)
-    write_yaml(args.profiles_dir / f"{DERIVED_STEM}.derived.yaml", doc,
-               f"Written by {FIT_COMMAND} from experiments/profiling/results/{DERIVED_FILE}; see experiments/profiling/README.md")
+    spec = entry["spec"]
+    finish_profile(args.profiles_dir / f"{DERIVED_STEM}.derived.yaml", doc,
+                   f"Written by {FIT_COMMAND} from experiments/profiling/results/{DERIVED_FILE}"
+                   + (f" and {MIXED_FILE}" if ms else "") + "; see experiments/profiling/README.md",
+                   shapes, y, ms, ym, ev, int(spec["num_experts"]), int(spec["num_experts_per_tok"]))
     evals[DERIVED_STEM] = ev
-    summary[DERIVED_STEM] = dict({k: v for k, v in ev.items() if k not in ("pred", "measured", "split", "mode", "mixed")},
+    summary[DERIVED_STEM] = dict({k: v for k, v in ev.items() if k not in _PER_POINT},
                                  mixed={k: v for k, v in ev.get("mixed", {}).items() if k not in ("pred", "measured")},
                                  headline=headline(shapes, y), headline_rank_bf16_no_comm=headline(shapes, rank_y),
                                  headline_fp8_speedup_1=headline(shapes, np.array([derive_tp8_step(s, 1.0) for s in shapes])),
@@ -370,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             c = s["coeffs"]
             print(f"{stem:30s} a={c['a']:.3e} b={c['b']:.3e} c={c['c']:.3e} d={c['d']:.3e}  fit med "
                   f"{s['median_rel_error']:.1%} held-out med {s['heldout_median_rel_error']:.1%} max {s['max_rel_error']:.1%}"
-                  f"  mixed med {s['mixed'].get('median_rel_error')}"
+                  f"  mixed med {s['mixed'].get('median_rel_error')}  | simulator model: "
+                  + " ".join(f"{k.removeprefix('simulator_')}={v}" for k, v in s["simulator"].items()) + "\n   "
                   f"  headline {json.dumps({k: round(v, 2) for k, v in s['headline'].items()})}")
         else:
             print(stem, s)

@@ -9,6 +9,27 @@ The file format is agreed in ``/work/coord/PROFILE_FORMAT.md``: one file per mod
 over the estimate, so dropping a ``*.measured.yaml`` beside an estimate upgrades every simulation
 without a config change. A name that already ends in a status (``qwen3-4b__h100.estimate``) or a path
 to a ``.yaml`` file loads exactly that file.
+
+Step-time model. Every file carries the agreed 4-term block ``step_time`` (``a + b*P + c*D + d*C`` with
+P = new prompt tokens computed in the step, D = decoding sequences, C = context tokens they attend). A
+measured/derived file may add ONE optional extended block, fitted to the same measurements by
+``experiments/profiling/fit_profiles.py``; when present, :meth:`ServingProfile.step_time` (and so the
+simulator and the worker) uses it instead of the 4-term block:
+
+* ``step_time_moe`` (mixture-of-experts models): ``a + b*P + c*D + d*C + e*X + f*Q`` where
+  ``X = num_experts * (1 - (1 - top_k/num_experts)**(P + D))`` is the expected number of distinct experts
+  the step's P + D tokens route to under uniform routing (a decode step reads only the experts its tokens
+  touch: ``top_k`` at batch 1, nearly all by batch ~64), and ``Q`` the attended (query, key) pairs of the
+  prefill chunk (below). Required: ``num_experts`` (int >= 1), ``top_k`` (int, 1..num_experts),
+  ``coeffs: {a, b, c, d, e}`` (numbers >= 0, seconds per unit) and ``source`` (text); ``f`` is optional (0).
+* ``step_time_attn`` (dense models): ``a + b*P + c*D + d*C + f*Q``; required ``coeffs: {a, b, c, d, f}``
+  and ``source``.
+
+``Q`` (:func:`attended_pairs`) makes causal prefill attention quadratic: a chunk of ``t`` new tokens of a
+prompt whose first ``s`` tokens are already in the KV cache (cached prefix or earlier chunks) attends
+``t*s + t*(t+1)/2`` pairs; summed over the prompts in the chunk. The measurements only have ``s = 0``
+chunks, so the ``t*s`` part is the FLOP count extrapolated, not fitted. Other keys of the blocks (formula,
+fit errors) are documentation. Without an extended block the model is exactly the 4-term one.
 """
 
 from __future__ import annotations
@@ -23,10 +44,54 @@ import yaml
 PROFILE_DIR = Path(__file__).resolve().parent
 STATUS_PREFERENCE: tuple[str, ...] = ("measured", "derived", "estimate")
 _COEFFS = ("a", "b", "c", "d")
+# extended blocks: name -> (kind, required coefficients, optional coefficients)
+_EXT_BLOCKS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "step_time_moe": ("moe", ("a", "b", "c", "d", "e"), ("f",)),
+    "step_time_attn": ("attn", ("a", "b", "c", "d", "f"), ()),
+}
 
 
 class ProfileError(ValueError):
     """A profile file is missing or malformed; the message names the file and field."""
+
+
+def attended_pairs(start: int, take: int) -> float:
+    """Causal-attention (query, key) pairs of a prefill chunk of ``take`` tokens after ``start`` tokens of
+    the same prompt already in the KV cache: ``take*start + take*(take+1)/2``."""
+    return take * (start + (take + 1) * 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeExtension:
+    """Extended step-time model of an optional ``step_time_moe`` / ``step_time_attn`` block (module doc).
+
+    ``a + b*P + c*D + d*C + e*experts_touched(P + D) + f*Q`` seconds; ``e`` is 0 for ``attn`` blocks.
+    """
+
+    kind: str
+    a: float
+    b: float
+    c: float
+    d: float
+    e: float = 0.0
+    f: float = 0.0
+    num_experts: int = 0
+    top_k: int = 0
+
+    def experts_touched(self, tokens: int) -> float:
+        """Expected distinct experts that ``tokens`` tokens route to (uniform top-k routing)."""
+        if self.num_experts == 0 or tokens <= 0:
+            return 0.0
+        return self.num_experts * (1.0 - (1.0 - self.top_k / self.num_experts) ** tokens)
+
+    def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int, prefill_pairs: float) -> float:
+        """Seconds for one engine step (``prefill_pairs`` = Q of the module doc)."""
+        t = self.a + self.b * prefill_tokens + self.c * decode_seqs + self.d * context_tokens
+        if self.e:
+            t += self.e * self.experts_touched(prefill_tokens + decode_seqs)
+        if self.f:
+            t += self.f * prefill_pairs
+        return t
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +99,9 @@ class ServingProfile:
     """Step-time and memory model of one serving instance (one SGLang server, ``num_gpus`` GPUs).
 
     Step time of one continuous-batching engine step is
-    ``a + b * prefill_tokens + c * decode_seqs + d * context_tokens`` seconds.
+    ``a + b * prefill_tokens + c * decode_seqs + d * context_tokens`` seconds, or the extended model
+    ``ext`` when the file has a ``step_time_moe`` / ``step_time_attn`` block (module doc). ``a..d`` are
+    always the 4-term block's values (a linear approximation, e.g. for the GPU-seconds cost model).
     """
 
     name: str
@@ -54,16 +121,37 @@ class ServingProfile:
     max_running_requests: int
     chunked_prefill_tokens: int
     path: str = ""
+    ext: StepTimeExtension | None = None
 
-    def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
-        """Seconds for one engine step with this batch composition."""
-        return self.a + self.b * prefill_tokens + self.c * decode_seqs + self.d * context_tokens
+    def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int,
+                  prefill_pairs: float | None = None) -> float:
+        """Seconds for one engine step with this batch composition.
+
+        Args:
+            prefill_tokens: new prompt tokens computed in the step.
+            decode_seqs: sequences generating one token in the step.
+            context_tokens: context tokens those sequences attend.
+            prefill_pairs: attended pairs of the prefill chunk (:func:`attended_pairs`, summed over its
+                prompts); only the extended model uses it. ``None``: one prompt from position 0.
+        """
+        x = self.ext
+        if x is None:
+            return self.a + self.b * prefill_tokens + self.c * decode_seqs + self.d * context_tokens
+        if prefill_pairs is None:
+            prefill_pairs = attended_pairs(0, prefill_tokens)
+        return x.step_time(prefill_tokens, decode_seqs, context_tokens, prefill_pairs)
 
     def prefill_time(self, tokens: int) -> float:
         """Seconds to prefill ``tokens`` new tokens on an idle instance (chunked, one chunk per step)."""
         chunk = self.chunked_prefill_tokens
         steps = max(1, -(-tokens // chunk))
-        return steps * self.a + self.b * tokens
+        if self.ext is None:
+            return steps * self.a + self.b * tokens
+        total = 0.0
+        for i in range(steps):
+            take = min(chunk, tokens - i * chunk)
+            total += self.ext.step_time(take, 0, 0, attended_pairs(i * chunk, take))
+        return total
 
     def kv_capacity_tokens(self, mem_fraction_static: float) -> int:
         """KV pool size in tokens: SGLang's ``mem_fraction_static`` covers weights + KV pool."""
@@ -85,6 +173,49 @@ def _need(d: dict[str, Any], key: str, path: Path, kind: type | tuple[type, ...]
     if not isinstance(val, kind) or isinstance(val, bool):
         raise ProfileError(f"{path}: field {key!r} must be {kind}, got {val!r}")
     return val
+
+
+def _parse_extension(raw: dict[str, Any], path: Path) -> StepTimeExtension | None:
+    """The optional extended step-time block, validated (module doc); ``None`` when there is none."""
+    present = [k for k in _EXT_BLOCKS if raw.get(k) is not None]
+    if not present:
+        return None
+    if len(present) > 1:
+        raise ProfileError(f"{path}: at most one extended step-time block allowed, got {present}")
+    name = present[0]
+    kind, required, optional = _EXT_BLOCKS[name]
+    blk = raw[name]
+    if not isinstance(blk, dict):
+        raise ProfileError(f"{path}: {name} must be a mapping, got {blk!r}")
+    if not isinstance(blk.get("source"), str) or not blk["source"]:
+        raise ProfileError(f"{path}: {name}.source is empty: the extended coefficients need a source")
+    co = blk.get("coeffs")
+    if not isinstance(co, dict):
+        raise ProfileError(f"{path}: {name}.coeffs must be a mapping {{{', '.join(required)}}}, got {co!r}")
+    unknown = set(co) - set(required) - set(optional)
+    if unknown:
+        raise ProfileError(f"{path}: {name}.coeffs has unknown keys {sorted(unknown)}; "
+                           f"expected {list(required)} (+ optional {list(optional)})")
+    vals: dict[str, float] = {}
+    for k in required + optional:
+        if k not in co:
+            if k in required:
+                raise ProfileError(f"{path}: {name}.coeffs.{k} is missing")
+            continue
+        v = co[k]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ProfileError(f"{path}: {name}.coeffs.{k} must be a number >= 0, got {v!r}")
+        vals[k] = float(v)
+    if kind == "moe":
+        e_num, top_k = blk.get("num_experts"), blk.get("top_k")
+        if not isinstance(e_num, int) or isinstance(e_num, bool) or e_num < 1:
+            raise ProfileError(f"{path}: {name}.num_experts must be an integer >= 1, got {e_num!r}")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= e_num:
+            raise ProfileError(f"{path}: {name}.top_k must be an integer in [1, num_experts={e_num}], got {top_k!r}")
+    else:
+        e_num = top_k = 0
+    return StepTimeExtension(kind=kind, a=vals["a"], b=vals["b"], c=vals["c"], d=vals["d"], e=vals.get("e", 0.0),
+                             f=vals.get("f", 0.0), num_experts=e_num, top_k=top_k)
 
 
 def parse_profile(path: Path) -> ServingProfile:
@@ -136,6 +267,7 @@ def _parse(path: Path) -> ServingProfile:
         max_running_requests=int(_need(lim, "max_running_requests", path, int)),
         chunked_prefill_tokens=int(_need(lim, "chunked_prefill_tokens", path, int)),
         path=str(path),
+        ext=_parse_extension(raw, path),
         **coeffs,
     )
 
@@ -171,5 +303,5 @@ def load_profile(name: str, directory: Path | None = None) -> ServingProfile:
     return parse_profile(resolve_profile_path(name, directory))
 
 
-__all__ = ["PROFILE_DIR", "STATUS_PREFERENCE", "ProfileError", "ServingProfile", "load_profile", "parse_profile",
-           "resolve_profile_path"]
+__all__ = ["PROFILE_DIR", "STATUS_PREFERENCE", "ProfileError", "ServingProfile", "StepTimeExtension",
+           "attended_pairs", "load_profile", "parse_profile", "resolve_profile_path"]

@@ -1,13 +1,15 @@
 """One simulated serving instance: continuous batching with chunked prefill and a prefix KV cache.
 
-Engine steps follow the profile's model ``a + b*prefill_tokens + c*decode_seqs + d*context_tokens``.
-The instance is event driven, never stepped one token at a time:
+Engine steps follow the profile's ``a + b*prefill_tokens + c*decode_seqs + d*context_tokens`` plus, with an
+extended block (``rlroute.cluster.profiles``), ``e*experts_touched(P + D)`` (MoE) and ``f*attended_pairs``
+of the prefill chunk. The instance is event driven, never stepped one token at a time:
 
 * a *prefill step* runs while admitted requests still have prompt tokens to compute; it takes up to
   ``chunked_prefill_tokens`` of them (FIFO) and every decoding sequence also gains a token (mixed batch);
 * otherwise a *decode run* covers all steps up to the next sequence to finish. The batch is constant
   over the run, and the context grows by ``n`` tokens per step, so K steps take
-  ``K*(a + c*n + d*C) + d*n*K*(K-1)/2`` seconds (an arithmetic series) and are skipped in O(1);
+  ``K*(a + c*n + d*C) + d*n*K*(K-1)/2`` seconds (an arithmetic series) and are skipped in O(1) (the MoE
+  term depends only on the step's token count, ``n`` in a run: a constant in ``a + c*n``; no prefill pairs);
 * a new request interrupts a decode run at the end of the step in progress (solving the quadratic for
   that step), so it is admitted at a real step boundary.
 
@@ -112,7 +114,7 @@ class Instance:
     """A serving instance. ``push(time, instance, version)`` schedules its next boundary in the cluster's
     event heap; ``done(instance, seq, time)`` and ``reject(instance, seq, reason, time)`` report back."""
 
-    __slots__ = ("a", "b", "c", "cache", "chunk", "clock", "ctx_base", "d", "dec", "done", "healthy",
+    __slots__ = ("a", "b", "c", "cache", "e_tot", "f", "q", "chunk", "clock", "ctx_base", "d", "dec", "done", "healthy",
                  "index", "kv_cap", "max_running", "paused", "pool", "prefill", "private", "profile", "push",
                  "r_evict", "r_hit", "r_out", "dclock", "r_tok", "recent_e2e", "recent_tpot", "recent_ttft",
                  "reject", "retired", "seg", "seg_base", "seg_chunk", "seg_h", "seg_steps", "seg_t0", "step",
@@ -124,7 +126,12 @@ class Instance:
         self.pool = pool
         self.index = index
         self.profile = profile
-        self.a, self.b, self.c, self.d = profile.a, profile.b, profile.c, profile.d
+        ext = profile.ext  # a step adds e_tot*(1 - q**tokens) (= e*experts touched) + f*pairs; None: 4-term
+        x = ext or profile
+        self.a, self.b, self.c, self.d = x.a, x.b, x.c, x.d
+        self.f = ext.f if ext else 0.0
+        self.e_tot, self.q = (ext.e * ext.num_experts, 1.0 - ext.top_k / ext.num_experts) if ext and ext.num_experts \
+            else (0.0, 1.0)
         self.chunk = profile.chunked_prefill_tokens
         self.max_running = profile.max_running_requests
         self.kv_cap = kv_cap
@@ -281,12 +288,27 @@ class Instance:
         if prefill:
             chunk = 0
             budget = self.chunk
-            for s in prefill:
-                chunk += s.prefill_left
-                if chunk >= budget:
-                    chunk = budget
-                    break
-            dt = self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step)
+            f = self.f
+            if f:
+                pairs = 0.0
+                for s in prefill:
+                    left = s.prefill_left
+                    take = budget - chunk if chunk + left > budget else left
+                    # causal attention of this chunk: take new tokens after prompt - left already in the KV
+                    pairs += take * (s.prompt - left + (take + 1) * 0.5)
+                    chunk += take
+                    if chunk >= budget:
+                        break
+                dt = self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step) + f * pairs
+            else:
+                for s in prefill:
+                    chunk += s.prefill_left
+                    if chunk >= budget:
+                        chunk = budget
+                        break
+                dt = self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step)
+            if self.e_tot:
+                dt += self.e_tot * (1.0 - self.q ** (chunk + n))
             self.seg = PREFILL
             self.seg_chunk = chunk
             self.seg_t0 = t
@@ -295,6 +317,8 @@ class Instance:
         elif n:
             k = dec[0][0] - self.step
             base = self.a + self.c * n + self.d * (self.ctx_base + n * self.step)
+            if self.e_tot:  # same n tokens every step of the run: a constant per step
+                base += self.e_tot * (1.0 - self.q ** n)
             h = self.d * n
             self.seg = DECODE
             self.seg_steps = k
