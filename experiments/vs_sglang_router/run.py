@@ -115,6 +115,7 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
 
     rows: dict[int, dict[str, Any]] = {}
     done = []
+    lags: list[float] = []
     with LiveCluster(pools, speedup=speedup) as live:
         live.reset()
         for r in reqs:
@@ -123,12 +124,15 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
             matches = live.prefix_match(r)
             ctx = DecisionContext(r, state, matches, extract(r, state, matches))
             live.submit(r, policy.act(ctx))
+            lags.append(live.now - r.arrival)  # how late (trace s) the decision loop sent it
         done += live.drain(timeout_s=600)
     for c in done:
         rows[c.request_id] = {"id": c.request_id, "action": int(c.action), "ok": not c.failed,
                               "ttft": c.ttft, "e2e": c.e2e, "cached": c.cached_tokens, "prompt": c.prompt_tokens,
                               "cost": c.cost, "quality": bool(c.quality_ok), "error": c.fail_reason,
                               "retries": c.retries}
+    print(f"  send lag (trace s): p50 {np.percentile(lags, 50):.3f} p99 {np.percentile(lags, 99):.3f} "
+          f"max {max(lags):.3f}", flush=True)
     return [rows[r.id] for r in reqs]
 
 

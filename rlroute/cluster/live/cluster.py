@@ -8,8 +8,8 @@
   simulator. Connection errors and 5xx are retried on another instance of the pool.
 * **Completions** use the latencies the worker reports in ``meta_info`` (modelled seconds; HTTP overhead,
   which is real wall time and not sped up, is excluded). A hybrid's latency is the sum of its stages.
-* **state** comes from scraping ``/metrics`` and ``/get_load`` (at most every ``scrape_interval_s`` of
-  wall time), parsed once into :class:`~rlroute.cluster.live.scrape.WorkerStats`; recent rates decay with
+* **state** comes from scraping ``/metrics`` and ``/get_load`` — a background task on the I/O loop every
+  ``scrape_interval_s`` of wall time, so a decision never waits for HTTP —, parsed once into :class:`~rlroute.cluster.live.scrape.WorkerStats`; recent rates decay with
   the simulator's time constant, latency averages are EWMAs of completions as in the simulator.
 """
 
@@ -44,14 +44,14 @@ class LiveCluster:
         revive_wait_s: wall seconds a stage waits for a downed instance to answer ``/health`` again when
             no healthy instance is left in its pool.
         slo: ``{ttft_s, tpot_s}`` for the pools' SLO-violation rate.
-        scrape_interval_s: minimum wall time between two scrapes of the workers.
+        scrape_interval_s: wall seconds between two background scrapes of every worker.
         request_timeout_s: wall timeout of one HTTP request.
         seed: seeds the in-pool policy's randomness (power_of_two).
     """
 
     def __init__(self, pools: Mapping[str, Mapping[str, Any]], cost: Mapping[str, Any] | None = None,
                  hybrid: Any = None, speedup: float = 1.0, max_retries: int = 3, revive_wait_s: float = 10.0,
-                 slo: Mapping[str, float] | None = None, scrape_interval_s: float = 0.05,
+                 slo: Mapping[str, float] | None = None, scrape_interval_s: float = 0.1,
                  request_timeout_s: float = 60.0, seed: int = 0) -> None:
         from rlroute.cluster.profiles import load_profile
         from rlroute.cluster.sim.cost import build_cost_model
@@ -84,6 +84,7 @@ class LiveCluster:
         self._t0 = time.monotonic()
         self._anchor = True  # the first submit/advance sets the clock (see advance)
         self.scrape(force=True)
+        self._io.spawn(self._scrape_forever())
 
     def __call__(self, rng: np.random.Generator | None = None) -> LiveCluster:
         """Episode factory for ``RoutingEnv(cluster=...)``: reset for a new episode and return ``self``.
@@ -110,8 +111,7 @@ class LiveCluster:
         return (time.monotonic() - self._t0) * self.speedup
 
     def state(self) -> ClusterState:
-        """A fresh snapshot: scraped worker stats + the router's in-flight counts and completion averages."""
-        self.scrape()
+        """A fresh snapshot: the latest scraped worker stats + the router's in-flight counts and averages."""
         now = self.now
         with self._lock:
             pools = {name: pool.snapshot(now) for name, pool in self.pools.items()}
@@ -212,17 +212,30 @@ class LiveCluster:
                 inst.tree.clear()
 
     def scrape(self, force: bool = False) -> None:
-        """Refresh every worker's stats (concurrently) unless the last scrape is recent."""
-        wall = time.monotonic()
-        if not force and wall - self._last_scrape < self.scrape_interval_s:
+        """Scrape every worker now (concurrently) and wait for it; the background task does this on its own.
+
+        Args:
+            force: scrape even if the last scrape is younger than ``scrape_interval_s``.
+        """
+        if not force and time.monotonic() - self._last_scrape < self.scrape_interval_s:
             return
-        self._last_scrape = wall
+        self._io.call(self._scrape_once(), timeout=30.0)
+
+    async def _scrape_once(self) -> None:
+        self._last_scrape = time.monotonic()
         insts = [i for p in self.pools.values() for i in p.instances]
-        results = self._io.call(self._scrape_all(insts), timeout=30.0)
+        results = await self._scrape_all(insts)
         now = self.now
         with self._lock:
             for inst, res in zip(insts, results, strict=True):
                 inst.absorb(res, now)
+
+    async def _scrape_forever(self) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.scrape_interval_s)
+            await self._scrape_once()
 
     def close(self) -> None:
         """Stop the background loop and close connections (in-flight requests are abandoned)."""
