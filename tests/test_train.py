@@ -64,9 +64,9 @@ def test_every_config_group_option_composes(group: str, option: str) -> None:
 
 def test_tiny_train_through_hydra_cli(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = run_cli(["train", "experiment=tiny", "logger=csv", f"hydra.run.dir={run_dir}"], tmp_path)
+    proc = run_cli(["train", "experiment=tiny", "logger=csv", f"hydra.run.dir={run_dir}", *TINY[:-1]], tmp_path)
     metrics = check_run_folder(run_dir)
-    assert metrics["experiment"] == "tiny" and metrics["agent"] == "ppo"
+    assert metrics["experiment"] == "tiny" and metrics["agent"] == "ppo" and (run_dir / "checkpoints").is_dir()
     header = (run_dir / "progress.csv").read_text().splitlines()[0].split(",")
     for prefix in ("rollout/", "train/", "route/", "cluster/", "eval/"):
         assert any(k.startswith(prefix) for k in header), f"no {prefix} metric in progress.csv: {header}"
@@ -77,11 +77,11 @@ def test_multirun_of_two_seeds_and_aggregate(tmp_path: Path) -> None:
     from rlroute.train.compare import find_runs, learned_row, reference_costs
 
     sweep = tmp_path / "multi"
-    run_cli(["train", "-m", "experiment=tiny", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    run_cli(["train", "-m", "experiment=tiny", "seed=0,1", f"hydra.sweep.dir={sweep}", *TINY], tmp_path)
     runs = find_runs([sweep])
     assert len(runs) == 2 and [check_run_folder(r)["seed"] for r in runs] == [0, 1]
     assert runs[0].name.endswith("ppo-seed0") and runs[1].name.endswith("ppo-seed1")
-    cfg = cfg_of(["experiment=tiny"])
+    cfg = cfg_of(["experiment=tiny", *TINY])
     row = learned_row(runs, cfg, "test", [2000], reference_costs(cfg, "test", [2000]))
     assert row.values["reward"].n == 2 and np.isfinite(row.values["quality"].mean)
 
@@ -92,7 +92,7 @@ def test_wandb_offline_run_logs_curves(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    result = train_run(cfg_of(["experiment=tiny", "logger=wandb"]), tmp_path / "run")
+    result = train_run(cfg_of(["experiment=tiny", "logger=wandb", *TINY]), tmp_path / "run")
     check_run_folder(result.run_dir)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     logs = list(runs[0].glob("*.wandb")) if len(runs) == 1 else []

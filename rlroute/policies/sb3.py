@@ -35,15 +35,21 @@ CONFIG_FILE = "config.yaml"
 
 
 def _algo_class(run_dir: Path) -> Any:
-    """The SB3 algorithm class recorded in the run's config (``agent.algo._target_``), PPO if absent."""
+    """The SB3 algorithm class recorded in the run's config (``agent.algo._target_``), PPO if absent.
+
+    Raises:
+        ValueError: the config names a class that cannot be imported.
+    """
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
-    cfg_path = run_dir / CONFIG_FILE
     target = "stable_baselines3.PPO"
-    if cfg_path.is_file():
-        cfg = OmegaConf.load(cfg_path)
-        target = str(OmegaConf.select(cfg, "agent.algo._target_", default=target))
+    # A snapshot folder (best/, last/) sits inside the run folder that holds the config.
+    for cfg_path in (run_dir / CONFIG_FILE, run_dir.parent / CONFIG_FILE):
+        if cfg_path.is_file():
+            cfg = OmegaConf.load(cfg_path)
+            target = str(OmegaConf.select(cfg, "agent.algo._target_", default=target))
+            break
     return get_class(target)
 
 
