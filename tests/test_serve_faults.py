@@ -117,6 +117,21 @@ def test_pool_without_healthy_worker(fleet: WorkerFleet, tmp_path: Path) -> None
         r.stop()
 
 
+def test_crash_knob_kills_the_worker_and_the_router_retries(fleet: WorkerFleet, tmp_path: Path) -> None:
+    r = router(fleet, tmp_path)
+    victim = fleet.workers[3]
+    try:
+        httpx.post(victim.url + "/rlroute/faults", json={"crash_after": 1}).raise_for_status()
+        for i in range(6):
+            resp = httpx.post(r.url + "/generate", json={"text": f"c{i}" * 40, "sampling_params": {"max_new_tokens": 2}},
+                              timeout=30)
+            assert resp.status_code == 200
+        victim.proc.wait(timeout=10)  # the knob really ended the process
+        assert victim.proc.returncode == 3
+    finally:
+        r.stop()
+
+
 def test_overload_is_shed_with_a_clear_503(fleet: WorkerFleet, tmp_path: Path) -> None:
     r = router(fleet, tmp_path, "max_inflight=2")
     try:
