@@ -250,3 +250,57 @@ def test_hybrid_plans_on_large_and_answers_on_small(fleet: WorkerFleet, path: st
     key = "meta_info" if path == "/generate" else "usage"
     # the small pool saw the prompt plus the plan: a longer prompt than the request alone
     assert r.json()[key]["prompt_tokens"] > direct.json()[key]["prompt_tokens"]
+
+
+def _sglang_router(urls: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real sglang-router (the Rust wheel, cache_aware) over ``urls``; the caller stops it by PID."""
+    import time
+
+    from rlroute.cluster.live.launch import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
+           "--worker-urls", *urls, "--policy", "cache_aware", "--prometheus-port", str(free_port()),
+           "--log-level", "warn"]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"sglang-router did not come up; log {log}:\n{log.read_text()[-1500:]}")
+
+
+def test_sglang_router_backend(fleet: WorkerFleet, policy: Path, tmp_path: Path) -> None:
+    """backend=sglang_router: one sglang-router per pool; rlroute decides the pool, sglang-router the worker."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        urls = {}
+        for pool in ("large", "small"):
+            proc, urls[pool] = _sglang_router(fleet.urls(pool), tmp_path / f"sglang-router-{pool}.log")
+            procs.append(proc)
+        r = start_router(fleet, tmp_path / "router.log", f"policy.path={policy}", "backend=sglang_router",
+                         f"pools.large.router_url={urls['large']}", f"pools.small.router_url={urls['small']}")
+        try:
+            for path, body in BODIES.items():
+                if path.startswith("/v1/"):  # sglang-router requires OpenAI's mandatory "model" field
+                    body = {**body, "model": "default"}
+                resp = httpx.post(r.url + path, json=body, timeout=30)
+                assert resp.status_code == 200, resp.text
+                assert resp.headers["x-rlroute-worker"] in urls.values()
+        finally:
+            r.stop()
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
