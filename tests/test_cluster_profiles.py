@@ -12,7 +12,7 @@ from rlroute.cluster.profiles import (
     PROFILE_DIR,
     STATUS_PREFERENCE,
     ProfileError,
-    attended_pairs,
+    chunk_pairs,
     load_profile,
     parse_profile,
 )
@@ -97,22 +97,30 @@ def test_measured_profiles_carry_an_extended_block(stem: str, kind: str) -> None
     p = load_profile(stem)
     blk = yaml.safe_load(Path(p.path).read_text())[f"step_time_{kind}"]
     assert p.ext is not None and p.ext.kind == kind
-    assert (p.ext.a, p.ext.b, p.ext.c, p.ext.d, p.ext.f) == tuple(blk["coeffs"][k] for k in "abcdf")
+    assert (p.ext.a, p.ext.b, p.ext.c, p.ext.d, p.ext.f, p.ext.g) == tuple(blk["coeffs"][k] for k in "abcdfg")
     assert p.ext.e == blk["coeffs"].get("e", 0.0) and p.ext.num_experts == blk.get("num_experts", 0)
     # attention is quadratic in a prompt's chunk; a packed chunk of 8 prompts attends 8x fewer pairs
-    assert p.ext.f > 0
+    assert p.ext.f > 0 and 0 < p.ext.g < p.ext.f
     quad = p.step_time(8192, 0, 0) - p.step_time(8192, 0, 0, prefill_pairs=0.0)
     assert quad == pytest.approx(p.ext.f * 8192 * 8193 / 2, rel=1e-9)
-    assert p.step_time(8192, 0, 0, prefill_pairs=8 * attended_pairs(0, 1024)) < p.step_time(8192, 0, 0)
-    # idle prefill: one step per chunk, the second chunk attends to the first
+    assert p.step_time(8192, 0, 0, prefill_pairs=8 * chunk_pairs(1024)) < p.step_time(8192, 0, 0)
+    # idle prefill: one step per chunk, the second chunk attends to the first (g per pair)
     chunk = p.chunked_prefill_tokens
-    want = p.step_time(chunk, 0, 0) + p.step_time(100, 0, 0, prefill_pairs=attended_pairs(chunk, 100))
+    want = p.step_time(chunk, 0, 0) + p.step_time(100, 0, 0, prefill_pairs=chunk_pairs(100), prefix_pairs=100 * chunk)
     assert p.prefill_time(chunk + 100) == pytest.approx(want, rel=1e-12)
 
 
-def test_attended_pairs_counts_causal_query_key_pairs() -> None:
-    assert attended_pairs(0, 1) == 1 and attended_pairs(0, 4) == 10  # 1 + 2 + 3 + 4
-    assert attended_pairs(3, 2) == 4 + 5  # tokens 4 and 5 attend to 4 and 5 keys
+def test_chunk_pairs_counts_causal_query_key_pairs() -> None:
+    assert chunk_pairs(1) == 1 and chunk_pairs(4) == 10  # 1 + 2 + 3 + 4
+
+
+def test_g_defaults_to_f(tmp_path: Path) -> None:
+    raw = yaml.safe_load((PROFILE_DIR / f"{SMALL}.measured.yaml").read_text())
+    raw["step_time_attn"]["coeffs"].pop("g")
+    path = tmp_path / "nog.measured.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    ext = parse_profile(path).ext
+    assert ext is not None and ext.g == ext.f == raw["step_time_attn"]["coeffs"]["f"]
 
 
 def _large_raw() -> dict:
@@ -124,7 +132,7 @@ def _large_raw() -> dict:
     (lambda r: r["step_time_moe"].__setitem__("top_k", 999), "step_time_moe.top_k"),
     (lambda r: r["step_time_moe"]["coeffs"].pop("e"), "step_time_moe.coeffs.e is missing"),
     (lambda r: r["step_time_moe"]["coeffs"].__setitem__("e", -1.0), "step_time_moe.coeffs.e must be a number >= 0"),
-    (lambda r: r["step_time_moe"]["coeffs"].__setitem__("g", 1.0), "unknown keys"),
+    (lambda r: r["step_time_moe"]["coeffs"].__setitem__("h", 1.0), "unknown keys"),
     (lambda r: r["step_time_moe"].pop("source"), "step_time_moe.source"),
     (lambda r: r.__setitem__("step_time_moe", [1, 2]), "step_time_moe must be a mapping"),
     (lambda r: r.__setitem__("step_time_attn", {"source": "x", "coeffs": {}}), "at most one extended"),

@@ -43,10 +43,10 @@ def test_fit_recovers_known_coefficients() -> None:
 
 @pytest.mark.parametrize(("n_seqs", "seq_len", "expected"), [(1, 4, 10.0), (16, 512, 16 * 512 * 513 / 2)])
 def test_prefill_pairs_match_the_simulator_rule(n_seqs: int, seq_len: int, expected: float) -> None:
-    from rlroute.cluster.profiles import attended_pairs
+    from rlroute.cluster.profiles import chunk_pairs
 
     shape = {"n_seqs": n_seqs, "seq_len": seq_len, "prefill_tokens": n_seqs * seq_len}
-    assert fp.prefill_pairs(shape) == expected == n_seqs * attended_pairs(0, seq_len)
+    assert fp.prefill_pairs(shape) == expected == n_seqs * chunk_pairs(seq_len)
     assert fp.prefill_pairs({"n_seqs": 8, "seq_len": 1, "prefill_tokens": 0}) == 0.0  # decode-only
 
 

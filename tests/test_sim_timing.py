@@ -14,7 +14,7 @@ from rlroute.types import Action, Request
 
 LARGE = "qwen3-235b-a22b-fp8__h100x8"
 # the 4-term estimate; measured 4B (step_time_attn); derived 235B and measured 30B-A3B (step_time_moe,
-# with the attention term); "moe-only": the 235B's MoE block without the attention term
+# with the attention terms); "moe-only": the 235B's MoE block without the attention terms
 PROFILES = ["qwen3-4b__h100.estimate", "qwen3-4b__h100", LARGE, "qwen3-30b-a3b__h100", "moe-only"]
 SMALL_PROFILES = {"qwen3-4b__h100.estimate", "qwen3-4b__h100"}
 
@@ -25,6 +25,7 @@ def materialise(profile: str, tmp_path: Path) -> str:
         return profile
     raw = yaml.safe_load((PROFILE_DIR / f"{LARGE}.derived.yaml").read_text())
     raw["step_time_moe"]["coeffs"].pop("f")
+    raw["step_time_moe"]["coeffs"].pop("g")
     path = tmp_path / "moe-only.derived.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)
@@ -59,11 +60,12 @@ def reference(p: ServingProfile, reqs: list[tuple[float, int, int]]) -> list[flo
         if not prefill and not dec:
             t = reqs[pending[0]][0]
             continue
-        chunk, budget, done, pairs = 0, p.chunked_prefill_tokens, [], 0.0
+        chunk, budget, done, q_in, q_pre = 0, p.chunked_prefill_tokens, [], 0.0, 0.0
         for item in prefill:
             take = min(item[1], budget - chunk)
             start = reqs[item[0]][1] - item[1]  # prompt tokens already prefilled (no cache reuse here)
-            pairs += take * start + take * (take + 1) / 2  # causal attention pairs of this chunk
+            q_in += take * (take + 1) / 2  # causal attention pairs among the chunk's new tokens of this prompt
+            q_pre += take * start  # and to the prompt's earlier chunks
             chunk += take
             if take == item[1]:
                 done.append(item[0])
@@ -71,7 +73,7 @@ def reference(p: ServingProfile, reqs: list[tuple[float, int, int]]) -> list[flo
             if chunk == budget:
                 break
         ctx = sum(reqs[i][1] + g for i, g in dec.items())
-        t += p.step_time(chunk, len(dec), ctx, prefill_pairs=pairs)
+        t += p.step_time(chunk, len(dec), ctx, prefill_pairs=q_in, prefix_pairs=q_pre)
         for i in list(dec):
             dec[i] += 1
             if dec[i] == reqs[i][2]:
@@ -187,12 +189,12 @@ def test_recent_rates_decay_exponentially_across_clock_rebases() -> None:
                                                 rel=1e-9)
 
 
-def moe_formula(raw: dict, p: int, d: int, c: int, q: float) -> float:
+def moe_formula(raw: dict, p: int, d: int, c: int, q: float, s: float = 0.0) -> float:
     """The ``step_time_moe`` formula written out from the file's numbers (independent of the loader)."""
     blk = raw["step_time_moe"]
     co, e_num, k = blk["coeffs"], blk["num_experts"], blk["top_k"]
     return (co["a"] + co["b"] * p + co["c"] * d + co["d"] * c + co["e"] * e_num * (1 - (1 - k / e_num) ** (p + d))
-            + co.get("f", 0.0) * q)
+            + co.get("f", 0.0) * q + co.get("g", co.get("f", 0.0)) * s)
 
 
 @pytest.mark.parametrize("profile", [LARGE, "qwen3-30b-a3b__h100"])
@@ -203,6 +205,10 @@ def test_moe_profile_step_time_is_the_file_formula(profile: str, n: int, n_in: i
     raw = yaml.safe_load(Path(p.path).read_text())
     assert p.ext is not None and p.ext.kind == "moe"
     assert p.step_time(0, n, n * 2048) == pytest.approx(moe_formula(raw, 0, n, n * 2048, 0.0), rel=1e-12)
+    # idle prefill of a prompt longer than a chunk: the second chunk also attends to the first one's KV
+    ch, extra = p.chunked_prefill_tokens, n_in
+    want = moe_formula(raw, ch, 0, 0, ch * (ch + 1) / 2) + moe_formula(raw, extra, 0, 0, extra * (extra + 1) / 2, extra * ch)
+    assert p.prefill_time(ch + extra) == pytest.approx(want, rel=1e-12)
     cl = single(profile)
     cl.pause("large")  # n prompts of n_in tokens prefilled together in one step, then decoded together
     for k in range(n):

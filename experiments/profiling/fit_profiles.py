@@ -118,9 +118,11 @@ def derive_tp8_step(shape: dict[str, Any], fp8_speedup: float = FP8_SPEEDUP) -> 
 
 
 def finish_profile(path: Path, doc: dict[str, Any], header: str, shapes: list[dict[str, Any]], y: np.ndarray,
-                   mixed: list[dict[str, Any]], ym: np.ndarray, ev: dict[str, Any], n_experts: int, top_k: int) -> None:
+                   mixed: list[dict[str, Any]], ym: np.ndarray, ev: dict[str, Any], spec: dict[str, Any]) -> None:
     """Add the extended block, write the file, then record the simulator model's errors in ``fit`` and ``ev``."""
-    name, blk = extension_block(shapes, y, mixed, ym, n_experts, top_k, ev["points"], doc["measured"]["date"])
+    n_experts, top_k = int(spec.get("num_experts") or 0), int(spec.get("num_experts_per_tok") or 0)
+    name, blk = extension_block(shapes, y, mixed, ym, n_experts, top_k, ev["points"], doc["measured"]["date"],
+                                int(spec["num_hidden_layers"]))
     doc[name] = blk
     ev["variants"] = {"4-term": {k: ev[k] for k in ("median_rel_error", "heldout_median_rel_error", "max_rel_error")}
                       | ({"mixed_median_rel_error": ev["mixed"]["median_rel_error"]} if "mixed" in ev else {})}
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         finish_profile(args.profiles_dir / f"{stem}.measured.yaml", doc,
                        f"Written by {FIT_COMMAND} from experiments/profiling/results/{file}"
                        + (f" and {MIXED_FILE}" if ms else "") + "; see experiments/profiling/README.md",
-                       shapes, y, ms, ym, ev, int(spec.get("num_experts") or 0), int(spec.get("num_experts_per_tok") or 0))
+                       shapes, y, ms, ym, ev, spec)
         evals[stem] = ev
         summary[stem] = dict({k: v for k, v in ev.items() if k not in _PER_POINT},
                              mixed={k: v for k, v in ev.get("mixed", {}).items() if k not in ("pred", "measured")},
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     finish_profile(args.profiles_dir / f"{DERIVED_STEM}.derived.yaml", doc,
                    f"Written by {FIT_COMMAND} from experiments/profiling/results/{DERIVED_FILE}"
                    + (f" and {MIXED_FILE}" if ms else "") + "; see experiments/profiling/README.md",
-                   shapes, y, ms, ym, ev, int(spec["num_experts"]), int(spec["num_experts_per_tok"]))
+                   shapes, y, ms, ym, ev, spec)
     evals[DERIVED_STEM] = ev
     summary[DERIVED_STEM] = dict({k: v for k, v in ev.items() if k not in _PER_POINT},
                                  mixed={k: v for k, v in ev.get("mixed", {}).items() if k not in ("pred", "measured")},

@@ -16,20 +16,22 @@ measured/derived file may add ONE optional extended block, fitted to the same me
 ``experiments/profiling/fit_profiles.py``; when present, :meth:`ServingProfile.step_time` (and so the
 simulator and the worker) uses it instead of the 4-term block:
 
-* ``step_time_moe`` (mixture-of-experts models): ``a + b*P + c*D + d*C + e*X + f*Q`` where
+* ``step_time_moe`` (mixture-of-experts models): ``a + b*P + c*D + d*C + e*X + f*Q + g*S`` where
   ``X = num_experts * (1 - (1 - top_k/num_experts)**(P + D))`` is the expected number of distinct experts
   the step's P + D tokens route to under uniform routing (a decode step reads only the experts its tokens
-  touch: ``top_k`` at batch 1, nearly all by batch ~64), and ``Q`` the attended (query, key) pairs of the
-  prefill chunk (below). Required: ``num_experts`` (int >= 1), ``top_k`` (int, 1..num_experts),
-  ``coeffs: {a, b, c, d, e}`` (numbers >= 0, seconds per unit) and ``source`` (text); ``f`` is optional (0).
-* ``step_time_attn`` (dense models): ``a + b*P + c*D + d*C + f*Q``; required ``coeffs: {a, b, c, d, f}``
-  and ``source``.
+  touch: ``top_k`` at batch 1, nearly all by batch ~64), and ``Q``, ``S`` count prefill attention pairs
+  (below). Required: ``num_experts`` (int >= 1), ``top_k`` (int, 1..num_experts), ``coeffs: {a, b, c, d,
+  e}`` (numbers >= 0, seconds per unit) and ``source`` (text); ``f`` is optional (0), ``g`` too (= f).
+* ``step_time_attn`` (dense models): ``a + b*P + c*D + d*C + f*Q + g*S``; required ``coeffs: {a, b, c, d,
+  f}`` and ``source``; ``g`` optional (= f).
 
-``Q`` (:func:`attended_pairs`) makes causal prefill attention quadratic: a chunk of ``t`` new tokens of a
-prompt whose first ``s`` tokens are already in the KV cache (cached prefix or earlier chunks) attends
-``t*s + t*(t+1)/2`` pairs; summed over the prompts in the chunk. The measurements only have ``s = 0``
-chunks, so the ``t*s`` part is the FLOP count extrapolated, not fitted. Other keys of the blocks (formula,
-fit errors) are documentation. Without an extended block the model is exactly the 4-term one.
+Causal prefill attention is quadratic. A chunk of ``t`` new tokens of a prompt whose first ``s`` tokens are
+already in the KV cache (cached prefix or earlier chunks) attends ``t*(t+1)/2`` pairs among themselves
+(``Q``, :func:`chunk_pairs`) and ``t*s`` pairs to the earlier KV (``S``); both are summed over the prompts in
+the chunk. The measurements only have ``s = 0`` chunks, so ``f`` is fitted and ``g`` is set from the
+attention kernel's measured time per pair (see experiments/profiling/README.md). Other keys of the
+blocks (formula, fit errors) are documentation. Without an extended block the model is exactly the
+4-term one.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ STATUS_PREFERENCE: tuple[str, ...] = ("measured", "derived", "estimate")
 _COEFFS = ("a", "b", "c", "d")
 # extended blocks: name -> (kind, required coefficients, optional coefficients)
 _EXT_BLOCKS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "step_time_moe": ("moe", ("a", "b", "c", "d", "e"), ("f",)),
-    "step_time_attn": ("attn", ("a", "b", "c", "d", "f"), ()),
+    "step_time_moe": ("moe", ("a", "b", "c", "d", "e"), ("f", "g")),
+    "step_time_attn": ("attn", ("a", "b", "c", "d", "f"), ("g",)),
 }
 
 
@@ -55,17 +57,17 @@ class ProfileError(ValueError):
     """A profile file is missing or malformed; the message names the file and field."""
 
 
-def attended_pairs(start: int, take: int) -> float:
-    """Causal-attention (query, key) pairs of a prefill chunk of ``take`` tokens after ``start`` tokens of
-    the same prompt already in the KV cache: ``take*start + take*(take+1)/2``."""
-    return take * (start + (take + 1) * 0.5)
+def chunk_pairs(take: int) -> float:
+    """Causal-attention (query, key) pairs among the ``take`` new tokens of one prompt in a prefill chunk
+    (``Q`` of the module doc); the pairs to ``s`` earlier tokens of the prompt are ``take * s`` (``S``)."""
+    return take * (take + 1) * 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class StepTimeExtension:
     """Extended step-time model of an optional ``step_time_moe`` / ``step_time_attn`` block (module doc).
 
-    ``a + b*P + c*D + d*C + e*experts_touched(P + D) + f*Q`` seconds; ``e`` is 0 for ``attn`` blocks.
+    ``a + b*P + c*D + d*C + e*experts_touched(P + D) + f*Q + g*S`` seconds; ``e`` is 0 for ``attn`` blocks.
     """
 
     kind: str
@@ -75,6 +77,7 @@ class StepTimeExtension:
     d: float
     e: float = 0.0
     f: float = 0.0
+    g: float = 0.0
     num_experts: int = 0
     top_k: int = 0
 
@@ -84,14 +87,13 @@ class StepTimeExtension:
             return 0.0
         return self.num_experts * (1.0 - (1.0 - self.top_k / self.num_experts) ** tokens)
 
-    def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int, prefill_pairs: float) -> float:
-        """Seconds for one engine step (``prefill_pairs`` = Q of the module doc)."""
+    def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int, prefill_pairs: float,
+                  prefix_pairs: float = 0.0) -> float:
+        """Seconds for one engine step (``prefill_pairs`` = Q, ``prefix_pairs`` = S of the module doc)."""
         t = self.a + self.b * prefill_tokens + self.c * decode_seqs + self.d * context_tokens
         if self.e:
             t += self.e * self.experts_touched(prefill_tokens + decode_seqs)
-        if self.f:
-            t += self.f * prefill_pairs
-        return t
+        return t + self.f * prefill_pairs + self.g * prefix_pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,22 +126,23 @@ class ServingProfile:
     ext: StepTimeExtension | None = None
 
     def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int,
-                  prefill_pairs: float | None = None) -> float:
+                  prefill_pairs: float | None = None, prefix_pairs: float = 0.0) -> float:
         """Seconds for one engine step with this batch composition.
 
         Args:
             prefill_tokens: new prompt tokens computed in the step.
             decode_seqs: sequences generating one token in the step.
             context_tokens: context tokens those sequences attend.
-            prefill_pairs: attended pairs of the prefill chunk (:func:`attended_pairs`, summed over its
-                prompts); only the extended model uses it. ``None``: one prompt from position 0.
+            prefill_pairs: attention pairs among each prompt's new tokens (:func:`chunk_pairs`, summed over
+                the chunk's prompts); only the extended model uses it. ``None``: one prompt, ``chunk_pairs(P)``.
+            prefix_pairs: pairs between the new tokens and their prompt's earlier KV (``sum t*s``).
         """
         x = self.ext
         if x is None:
             return self.a + self.b * prefill_tokens + self.c * decode_seqs + self.d * context_tokens
         if prefill_pairs is None:
-            prefill_pairs = attended_pairs(0, prefill_tokens)
-        return x.step_time(prefill_tokens, decode_seqs, context_tokens, prefill_pairs)
+            prefill_pairs = chunk_pairs(prefill_tokens)
+        return x.step_time(prefill_tokens, decode_seqs, context_tokens, prefill_pairs, prefix_pairs)
 
     def prefill_time(self, tokens: int) -> float:
         """Seconds to prefill ``tokens`` new tokens on an idle instance (chunked, one chunk per step)."""
@@ -150,7 +153,7 @@ class ServingProfile:
         total = 0.0
         for i in range(steps):
             take = min(chunk, tokens - i * chunk)
-            total += self.ext.step_time(take, 0, 0, attended_pairs(i * chunk, take))
+            total += self.ext.step_time(take, 0, 0, chunk_pairs(take), take * i * chunk)
         return total
 
     def kv_capacity_tokens(self, mem_fraction_static: float) -> int:
@@ -214,8 +217,9 @@ def _parse_extension(raw: dict[str, Any], path: Path) -> StepTimeExtension | Non
             raise ProfileError(f"{path}: {name}.top_k must be an integer in [1, num_experts={e_num}], got {top_k!r}")
     else:
         e_num = top_k = 0
+    f = vals.get("f", 0.0)
     return StepTimeExtension(kind=kind, a=vals["a"], b=vals["b"], c=vals["c"], d=vals["d"], e=vals.get("e", 0.0),
-                             f=vals.get("f", 0.0), num_experts=e_num, top_k=top_k)
+                             f=f, g=vals.get("g", f), num_experts=e_num, top_k=top_k)
 
 
 def parse_profile(path: Path) -> ServingProfile:
@@ -304,4 +308,4 @@ def load_profile(name: str, directory: Path | None = None) -> ServingProfile:
 
 
 __all__ = ["PROFILE_DIR", "STATUS_PREFERENCE", "ProfileError", "ServingProfile", "StepTimeExtension",
-           "attended_pairs", "load_profile", "parse_profile", "resolve_profile_path"]
+           "chunk_pairs", "load_profile", "parse_profile", "resolve_profile_path"]

@@ -1,8 +1,8 @@
 """One simulated serving instance: continuous batching with chunked prefill and a prefix KV cache.
 
 Engine steps follow the profile's ``a + b*prefill_tokens + c*decode_seqs + d*context_tokens`` plus, with an
-extended block (``rlroute.cluster.profiles``), ``e*experts_touched(P + D)`` (MoE) and ``f*attended_pairs``
-of the prefill chunk. The instance is event driven, never stepped one token at a time:
+extended block (``rlroute.cluster.profiles``), ``e*experts_touched(P + D)`` (MoE) and the prefill chunk's
+attention pairs ``f*Q + g*S``. The instance is event driven, never stepped one token at a time:
 
 * a *prefill step* runs while admitted requests still have prompt tokens to compute; it takes up to
   ``chunked_prefill_tokens`` of them (FIFO) and every decoding sequence also gains a token (mixed batch);
@@ -114,7 +114,7 @@ class Instance:
     """A serving instance. ``push(time, instance, version)`` schedules its next boundary in the cluster's
     event heap; ``done(instance, seq, time)`` and ``reject(instance, seq, reason, time)`` report back."""
 
-    __slots__ = ("a", "b", "c", "cache", "e_tot", "f", "q", "chunk", "clock", "ctx_base", "d", "dec", "done", "healthy",
+    __slots__ = ("a", "b", "c", "cache", "e_tot", "f", "g", "q", "chunk", "clock", "ctx_base", "d", "dec", "done", "healthy",
                  "index", "kv_cap", "max_running", "paused", "pool", "prefill", "private", "profile", "push",
                  "r_evict", "r_hit", "r_out", "dclock", "r_tok", "recent_e2e", "recent_tpot", "recent_ttft",
                  "reject", "retired", "seg", "seg_base", "seg_chunk", "seg_h", "seg_steps", "seg_t0", "step",
@@ -126,10 +126,10 @@ class Instance:
         self.pool = pool
         self.index = index
         self.profile = profile
-        ext = profile.ext  # a step adds e_tot*(1 - q**tokens) (= e*experts touched) + f*pairs; None: 4-term
+        ext = profile.ext  # a step adds e_tot*(1 - q**tokens) (= e*experts touched) + f*Q + g*S; None: 4-term
         x = ext or profile
         self.a, self.b, self.c, self.d = x.a, x.b, x.c, x.d
-        self.f = ext.f if ext else 0.0
+        self.f, self.g = (ext.f, ext.g) if ext else (0.0, 0.0)
         self.e_tot, self.q = (ext.e * ext.num_experts, 1.0 - ext.top_k / ext.num_experts) if ext and ext.num_experts \
             else (0.0, 1.0)
         self.chunk = profile.chunked_prefill_tokens
@@ -286,20 +286,19 @@ class Instance:
         dec = self.dec
         n = len(dec)
         if prefill:
-            chunk = 0
-            budget = self.chunk
-            f = self.f
-            if f:
-                pairs = 0.0
+            chunk, budget, f, g = 0, self.chunk, self.f, self.g
+            if f or g:
+                q_in = q_pre = 0.0  # attention pairs among the new tokens / to the prompt's earlier KV
                 for s in prefill:
                     left = s.prefill_left
                     take = budget - chunk if chunk + left > budget else left
-                    # causal attention of this chunk: take new tokens after prompt - left already in the KV
-                    pairs += take * (s.prompt - left + (take + 1) * 0.5)
+                    q_in += take * (take + 1) * 0.5
+                    q_pre += take * (s.prompt - left)
                     chunk += take
                     if chunk >= budget:
                         break
-                dt = self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step) + f * pairs
+                dt = (self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step) + f * q_in
+                      + g * q_pre)
             else:
                 for s in prefill:
                     chunk += s.prefill_left
