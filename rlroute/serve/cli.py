@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -25,5 +26,11 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point of ``rlroute serve``."""
-    run(cfg)
+    """Hydra entry point of ``rlroute serve``; a bad config exits with status 2 and the field at fault."""
+    from rlroute.serve.config import ServeConfigError
+
+    try:
+        run(cfg)
+    except ServeConfigError as e:
+        print(f"rlroute serve: {e}", file=sys.stderr)
+        raise SystemExit(2) from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,25 @@ def build_state(cfg: DictConfig | dict[str, Any]) -> Any:
 
 def run(cfg: DictConfig) -> None:
     """Serve until interrupted."""
+    serve_state(cfg, build_state(cfg))
+
+
+def serve_state(cfg: DictConfig, state: Any) -> None:
+    """Run uvicorn over an already built worker state."""
     import uvicorn
 
     from rlroute.worker.app import create_app
 
-    app = create_app(build_state(cfg))
+    app = create_app(state)
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level), access_log=False)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="worker")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point of ``rlroute worker``."""
-    run(cfg)
+    """Hydra entry point of ``rlroute worker``; a bad config exits with status 2 and the field at fault."""
+    try:
+        state = build_state(cfg)
+    except (ValueError, KeyError, FileNotFoundError) as e:  # ProfileError is a ValueError
+        print(f"rlroute worker: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    serve_state(cfg, state)
