@@ -74,3 +74,18 @@ def test_lone_surrogate_prompt_is_hashable() -> None:
 def test_untrusted_folders_become_fallback_reasons(tmp_path: Path, make: Any, reason: str) -> None:
     got = load(make(tmp_path / "p"), None)
     assert got.policy is None and got.reason == reason and got.extractor is not None
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["serve", "backend=bogus"], "serve.backend"),
+    (["worker", "faults.error_rate=3"], "faults.error_rate"),
+])
+def test_cli_config_errors_exit_2_naming_the_field(argv: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    from rlroute.cluster.live.launch import REPO
+
+    out = subprocess.run([sys.executable, "-m", "rlroute.cli", *argv], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
