@@ -85,3 +85,33 @@ def test_quality_memo_matches_fresh(category: str | None) -> None:
     assert p1 == p2 == p3
     other = q.probs(make(category=category, prompt="User: Prove that the integral of x^2 is x^3/3."))
     assert other != p1
+
+
+def test_workload_token_array_gives_the_same_text_vector() -> None:
+    from rlroute.workload.tokens import TOKEN_ARRAY_KEY
+
+    ids = tuple(range(200, 900, 3))
+    plain = text_mod.hashed_text(make(token_ids=ids))
+    tagged = make(token_ids=ids, cache={TOKEN_ARRAY_KEY: (ids, np.asarray(ids, dtype=np.int32))})
+    assert np.array_equal(text_mod.hashed_text(tagged), plain)
+    # A request rebuilt with other ids but the old cache ignores the stale array.
+    stale = dataclasses.replace(tagged, token_ids=ids[1:])
+    assert np.array_equal(text_mod.hashed_text(stale), text_mod.hashed_text(make(token_ids=ids[1:])))
+
+
+def _arithmetic_reference(text: str) -> bool:
+    b = [c for c in text.encode("utf-8") if c != 32]
+    return any(
+        chr(b[i]).isdigit() and chr(b[i + 1]) in "+-*/^=<>" and chr(b[i + 2]).isdigit() for i in range(len(b) - 2)
+    )
+
+
+def test_has_arithmetic_prefilter_agrees_with_reference() -> None:
+    import random
+
+    rng = random.Random(1)
+    alphabet = "ab 12+-=x^/<>*é."
+    texts = ["", "3 + 4", "x^2=9", "no maths here", "a-b", "1 2 3", "7 -\u00e9 8"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    for t in texts:
+        assert text_mod._has_arithmetic(t) == _arithmetic_reference(t), t

@@ -18,6 +18,7 @@ import numpy as np
 
 from rlroute.features.spec import CATEGORY_BUCKETS, TEXT_DIMS
 from rlroute.types import Request
+from rlroute.workload.tokens import TOKEN_ARRAY_KEY
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
@@ -106,6 +107,15 @@ def hash_blocks(blocks: tuple[int, ...]) -> np.ndarray:
     return _signed_hist(keys, _SALT["block"])
 
 
+def token_array(request: Request) -> tuple[int, ...] | np.ndarray:
+    """``request.token_ids``, as the workload's int32 array when it attached one for exactly this tuple
+    (identity check: a request rebuilt with other ids but a copied cache falls back to the tuple)."""
+    tagged = request.cache.get(TOKEN_ARRAY_KEY)
+    if isinstance(tagged, tuple) and len(tagged) == 2 and tagged[0] is request.token_ids:
+        return tagged[1]  # type: ignore[no-any-return]
+    return request.token_ids or ()
+
+
 def hashed_text(request: Request) -> np.ndarray:
     """The ``TEXT_DIMS`` text vector of the hashing representation, L2-normalised (zeros if no content).
 
@@ -113,7 +123,7 @@ def hashed_text(request: Request) -> np.ndarray:
     byte n-grams would add cost, not signal), else the prompt's byte 3/5-grams, else the block hashes.
     """
     if request.token_ids:
-        return _unit(hash_tokens(request.token_ids))
+        return _unit(hash_tokens(token_array(request)))
     if request.prompt:
         return _unit(hash_bytes(request.prompt))
     if request.blocks:
@@ -123,6 +133,9 @@ def hashed_text(request: Request) -> np.ndarray:
 
 def _has_arithmetic(text: str) -> bool:
     """True if the text holds ``digit op digit`` (spaces ignored), e.g. ``3 + 4`` or ``x^2=9``."""
+    # Single-character `in` is a memchr: ruling out texts without any operator or digit costs ~1 us.
+    if not any(c in text for c in "+-*/^=<>") or not any(d in text for d in "0123456789"):
+        return False
     b = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     b = b[b != 32]
     if b.size < 3:

@@ -35,7 +35,7 @@ from rlroute.workload.arrivals import ArrivalProcess, TraceArrivals
 from rlroute.workload.base import WorkloadError
 from rlroute.workload.prompts import Conversation, PromptSet
 from rlroute.workload.synthetic import OUTPUT_LENGTHS, LogNormal, filler
-from rlroute.workload.tokens import IntArray, chain_blocks, stable_hash, token_cache
+from rlroute.workload.tokens import TOKEN_ARRAY_KEY, IntArray, chain_blocks, stable_hash, token_cache
 from rlroute.workload.traces import SPLIT_WINDOWS, TraceData, check_split
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,7 @@ class PromptWorkload:
         # An empty reply in the data (~0.3 % of ShareGPT turns) still costs one decode step (the EOS token);
         # a zero-length generation is not a request any engine serves.
         out = max(out, 1)
+        token_ids = tuple(ids.tolist()) if self.with_token_ids else None
         return Request(
             id=rid,
             arrival=t,
@@ -283,12 +284,15 @@ class PromptWorkload:
             blocks=blocks,
             block_size=block_size,
             prompt=prompt,
-            token_ids=tuple(ids.tolist()) if self.with_token_ids else None,
+            token_ids=token_ids,
             session_id=session,
             turn=k,
             category=conv.category,
             labels=dict(conv.labels) if (conv.labels is not None and k == 0) else None,
             max_new_tokens=max(self.max_new_tokens, out),
+            # The ids as the int32 array they came from, tagged with the tuple they equal, so feature
+            # hashing skips converting ~1k Python ints (see rlroute.features.text.token_array).
+            cache={TOKEN_ARRAY_KEY: (token_ids, ids)} if token_ids is not None else {},
         )
 
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 IntArray = npt.NDArray[np.int32]  # MiniLM's vocabulary has 30,522 ids; int32 halves the cache
+# ``request.cache`` key of ``(token_ids tuple, the same ids as an int32 array)`` set by text workloads.
+TOKEN_ARRAY_KEY = "workload.token_array"
 
 # BERT pre-tokenisation of lower-cased ASCII: runs of letters/digits, or one punctuation character.
 _WORD_RE = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
