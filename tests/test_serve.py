@@ -304,3 +304,43 @@ def test_sglang_router_backend(fleet: WorkerFleet, policy: Path, tmp_path: Path)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
+
+
+@pytest.mark.parametrize("fault,reason", [
+    ("nan", "non_finite"),
+    ("raise", "inference_error"),
+    ("slow", "inference_timeout"),
+    ("pool_down", "pool_unavailable"),
+])
+def test_runtime_faults_fall_back_with_reason(policy: Path, fault: str, reason: str) -> None:
+    """The router's decision procedure on the real exported policy with an injected runtime fault."""
+    import time
+
+    import numpy as np
+
+    from rlroute.cluster.base import ClusterState, InstanceState, PoolState
+    from rlroute.serve.decision import PolicySlot
+    from rlroute.types import Action, Request
+
+    slot = PolicySlot(str(policy), timeout_ms=1000.0 if fault != "slow" else 0.001, fallback={})
+    pol = slot.current.policy
+    assert pol is not None
+    real = pol.logits
+    if fault == "nan":
+        pol.logits = lambda obs: np.full(3, np.nan, np.float32)
+    elif fault == "raise":
+        def boom(obs: np.ndarray) -> np.ndarray:
+            raise RuntimeError("onnxruntime exploded")
+        pol.logits = boom
+    elif fault == "slow":
+        pol.logits = lambda obs: (time.sleep(0.002), real(obs))[1]
+    elif fault == "pool_down":  # whatever the policy picks, its pool is paused
+        pol.logits = lambda obs: np.array([5.0, 0.0, 0.0], np.float32)
+    pools = {p: PoolState(p, [InstanceState(0, paused=(fault == "pool_down" and p == "large"))])
+             for p in ("large", "small")}
+    state = ClusterState(time=0.0, pools=pools)
+    req = Request(id=0, arrival=0.0, input_len=10, output_len=4, prompt="what is 2+2?", max_new_tokens=4)
+    out = slot.decide(req, state, {"large": [0], "small": [0]})
+    assert out.source == "fallback" and out.reason == reason
+    if fault == "pool_down":
+        assert out.action == Action.SMALL  # the heuristic avoids the paused pool
