@@ -132,6 +132,25 @@ def test_crash_knob_kills_the_worker_and_the_router_retries(fleet: WorkerFleet, 
         r.stop()
 
 
+@pytest.mark.parametrize("cross", [True, False])
+def test_failing_pool_goes_to_the_other_pool_only_if_allowed(fleet: WorkerFleet, tmp_path: Path, cross: bool) -> None:
+    # Small workers pass health checks but answer 500: the decision picks small, every attempt there fails.
+    r = router(fleet, tmp_path, f"allow_cross_pool={str(cross).lower()}", "breaker_failures=100")
+    try:
+        for w in fleet.workers[2:]:
+            httpx.post(w.url + "/rlroute/faults", json={"error_rate": 1.0}).raise_for_status()
+        resp = httpx.post(r.url + "/generate", json={"text": "short and simple", "sampling_params": {"max_new_tokens": 2}},
+                          timeout=30)
+        if cross:
+            assert resp.status_code == 200 and resp.headers["x-rlroute-action"] == "small"
+            assert resp.headers["x-rlroute-pool"] == "large"
+            assert 'rlroute_router_cross_pool_total{from_pool="small"} 1.0' in httpx.get(r.url + "/metrics").text
+        else:
+            assert resp.status_code == 503 and "pool 'small'" in resp.json()["error"]["message"]
+    finally:
+        r.stop()
+
+
 def test_overload_is_shed_with_a_clear_503(fleet: WorkerFleet, tmp_path: Path) -> None:
     r = router(fleet, tmp_path, "max_inflight=2")
     try:
