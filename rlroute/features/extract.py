@@ -63,6 +63,7 @@ class FeatureExtractor:
         self._state_slice = slice(self.schema.slices["system"].start, self.schema.slices["cache"].stop)
         self._state_tf = self.schema.transformer("system", "cache")
         self._key = f"features.request.v{self.schema.version}.{text}"
+        self._size = len(self.schema)
 
     def request_block(self, request: Request) -> FloatArray:
         """The 128 request features (memoised in ``request.cache``); do not modify the result."""
@@ -96,7 +97,7 @@ class FeatureExtractor:
         Returns:
             A new float32 array of shape ``(224,)`` inside ``[schema.low, schema.high]``.
         """
-        out = np.empty(len(self.schema), dtype=np.float32)
+        out = np.empty(self._size, dtype=np.float32)
         out[self._req_slice] = self.request_block(request)
         raw = np.array(state_raw(state, matches, request.input_len), dtype=np.float64)
         self._state_tf(raw, out[self._state_slice])

@@ -191,8 +191,11 @@ class BlockTransform:
         high: np.ndarray,
     ) -> None:
         self.is_log = is_log.copy()
+        # Gather/scatter by index: ~0.7 us for the state block where log1p(where=mask) costs ~1.7 us.
+        self.log_idx = np.flatnonzero(is_log)
         self.mul = np.where(is_log, inv_unit, scale)
         self.post = np.where(is_log, inv_norm, 1.0)
+        self._post_log = self.post[self.log_idx]
         self.low = low.astype(np.float64)
         self.high = high.astype(np.float64)
         self.size = len(is_log)
@@ -201,8 +204,8 @@ class BlockTransform:
         """Write the transformed ``raw`` (float64, block length; overwritten) into ``out`` (float32 view)."""
         np.multiply(raw, self.mul, out=raw)
         # Raw counts/times are >= 0; a misreporting live source (< -unit) gives NaN here, mapped to low below.
-        np.log1p(raw, out=raw, where=self.is_log)
-        raw *= self.post
+        # ``post`` is 1 outside the log features, so it is applied to those alone (same products).
+        li = self.log_idx
+        raw[li] = np.log1p(raw[li]) * self._post_log
         np.fmax(raw, self.low, out=raw)
-        np.fmin(raw, self.high, out=raw)
-        out[:] = raw
+        np.fmin(raw, self.high, out=out, casting="same_kind")  # float64 result, rounded into float32

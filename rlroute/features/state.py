@@ -51,7 +51,8 @@ def _pool_raw(
         system += [pool.slo_violation_rate, pool.cost_rate, since, updated]
         return system, [0.0] * _N_CACHE, 0.0, 0.0
     rows = list(map(_ROW, insts))  # one C-level pass over the dataclasses
-    h_all, p_all, q_all, r_all, kvu_all, kvc_all, ct_all, tt_all, tp_all, hr_all, ev = zip(*rows, strict=True)
+    # Every row comes from the same attrgetter, so the columns have equal length (no strict= check).
+    h_all, p_all, q_all, r_all, kvu_all, kvc_all, ct_all, tt_all, tp_all, hr_all, ev = zip(*rows)  # noqa: B905
     qs_all, rs_all = sum(q_all), sum(r_all)
     # Requests also sit on paused/unhealthy instances (held or being retried): count them in the pool load.
     in_pool = float(qs_all + rs_all)
@@ -87,11 +88,12 @@ def _pool_raw(
                 al = list(map(add, q, r))
                 am = hm
                 kv_free = sum(map(sub, kvc, kvu))
+                best_avail = best_m
             else:
                 al = [q_all[i] + r_all[i] for i in apos]
                 am = [match[i] for i in apos]
                 kv_free = sum([kvc_all[i] - kvu_all[i] for i in apos])
-            best_avail = max(am)
+                best_avail = max(am)
             ll_m = am[al.index(min(al))]
         else:
             best_avail = ll_m = 0
@@ -151,4 +153,5 @@ def state_raw(state: ClusterState, matches: dict[str, list[int]], input_len: int
         kvm[0] - kvm[1],
         (loads[0] - loads[1]) / (loads[0] + loads[1] + 1.0),
     ]
-    return system + cache
+    system += cache
+    return system
