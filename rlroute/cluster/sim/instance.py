@@ -287,18 +287,17 @@ class Instance:
         n = len(dec)
         if prefill:
             chunk, budget, f, g = 0, self.chunk, self.f, self.g
-            if f or g:
-                q_in = q_pre = 0.0  # attention pairs among the new tokens / to the prompt's earlier KV
+            if f or g:  # attention: f per pair among a prompt's new tokens, g per pair to its earlier KV
+                hf = 0.5 * f
+                att = 0.0
                 for s in prefill:
                     left = s.prefill_left
                     take = budget - chunk if chunk + left > budget else left
-                    q_in += take * (take + 1) * 0.5
-                    q_pre += take * (s.prompt - left)
+                    att += take * (hf * (take + 1) + g * (s.prompt - left))
                     chunk += take
                     if chunk >= budget:
                         break
-                dt = (self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step) + f * q_in
-                      + g * q_pre)
+                dt = self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step) + att
             else:
                 for s in prefill:
                     chunk += s.prefill_left
