@@ -188,3 +188,14 @@ def test_non_finite_observation_goes_to_fallback(cfg: Any, run_and_policy: tuple
     wrong_size = OnnxPolicy(run_and_policy[1]).decide(np.zeros(10, dtype=np.float32))
     assert wrong_size.reason == "inference_error" and wrong_size.action is None
     env.close()
+
+
+def test_bench_decision_runs_on_an_exported_policy(cfg: Any, run_and_policy: tuple[Path, Path]) -> None:
+    """`rlroute bench decision`'s measurement on a tiny budget: stages reported, nothing refused."""
+    from rlroute.bench.decision import run
+
+    result = run(run_and_policy[1], cfg, iters=200, warm_steps=20, seed=0)
+    assert result["unit"] == "us_p99_per_decision" and result["value"] == result["p99_us"] > 0
+    for stage in ("features", "onnx_inference", "guard", "features_request_block_memoised"):
+        assert 0 < result[stage]["p50_us"] <= result[stage]["p99_us"]
+    assert result["guard_refusals"] == {} and result["request"]["input_len"] > 0

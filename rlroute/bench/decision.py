@@ -1,8 +1,9 @@
 """``rlroute bench decision``: latency of one routing decision — features + ONNX + guard — per request.
 
 What is timed, per iteration, on one core: :func:`rlroute.features.extract` for a median-length prompt of
-the workload with the request block computed fresh (``request.cache`` cleared, as the router sees every
-request for the first time), :meth:`OnnxPolicy.decide` (copy into the bound input, onnxruntime, guard with
+the workload with the request block computed fresh (a copy of the request with unique text each time, so
+neither ``request.cache`` nor the features' content memo can answer — the router sees every request for
+the first time), :meth:`OnnxPolicy.decide` (copy into the bound input, onnxruntime, guard with
 the action mask and pool availability). The cluster state and prefix matches come from a real env after a
 warm-up under load (they are inputs to the decision; scraping them is the router's background work).
 
@@ -17,6 +18,7 @@ trained one: the default SB3 MLP, 2x64). Headline ``value``: p99 microseconds (t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.bench import emit
+from rlroute.types import Request
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 TARGET_P99_US = 100.0
@@ -74,9 +77,15 @@ def run(policy_dir: Path, cfg: Any, iters: int, warm_steps: int, seed: int) -> d
     ctx = ctxs[int(np.argsort(lengths)[len(lengths) // 2])]
     req, state, matches, mask = ctx.request, ctx.state, ctx.matches, ctx.mask
     policy = OnnxPolicy(policy_dir)
-    for _ in range(500):  # warm caches, allocator and onnxruntime's first-run paths
-        req.cache.clear()
-        policy.decide(extract(req, state, matches), mask, state)
+
+    def fresh(i: int) -> Request:
+        # A new request with unique text each time: the features code also memoises request blocks by
+        # content, and in serving every request's text is new.
+        text = f"{req.prompt} #{i}" if req.prompt is not None else None
+        return dataclasses.replace(req, id=req.id + i, prompt=text, cache={})
+
+    for i in range(500):  # warm caches, allocator and onnxruntime's first-run paths
+        policy.decide(extract(fresh(-1 - i), state, matches), mask, state)
     total = np.empty(iters, dtype=np.int64)
     feat = np.empty(iters, dtype=np.int64)
     infer = np.empty(iters, dtype=np.int64)
@@ -84,9 +93,9 @@ def run(policy_dir: Path, cfg: Any, iters: int, warm_steps: int, seed: int) -> d
     clock = time.perf_counter_ns
     reasons: dict[str, int] = {}
     for i in range(iters):
-        req.cache.clear()
+        r = fresh(i)
         t0 = clock()
-        obs = extract(req, state, matches)
+        obs = extract(r, state, matches)
         t1 = clock()
         d = policy.decide(obs, mask, state)
         t2 = clock()
@@ -95,6 +104,7 @@ def run(policy_dir: Path, cfg: Any, iters: int, warm_steps: int, seed: int) -> d
             reasons[d.reason] = reasons.get(d.reason, 0) + 1
     # Stages apart (same inputs) to show where the time goes.
     feat_cached = np.empty(iters, dtype=np.int64)
+    extract(req, state, matches)
     for i in range(iters):
         t0 = clock()
         extract(req, state, matches)  # request block memoised: the system + cache blocks only
