@@ -39,3 +39,15 @@ def test_cold_and_warm_memos_give_the_same_episode() -> None:
     assert np.array_equal(cold[0], warm[0])
     assert np.array_equal(cold[1], warm[1])
     assert cold[2] == warm[2]
+
+
+def test_completions_info_is_a_list_shared_by_deepcopy() -> None:
+    import copy
+
+    env = build_env(default_config(["episode_length=64"]), split="train")
+    env.reset(seed=1)
+    infos = [env.step(1)[4] for _ in range(64)]
+    lists = [i["completions"] for i in infos]
+    assert any(lists) and all(isinstance(c, list) for c in lists)
+    copied = copy.deepcopy(infos)  # what SB3's DummyVecEnv does at every step
+    assert all(a["completions"] is b["completions"] for a, b in zip(infos, copied, strict=True))
