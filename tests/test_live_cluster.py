@@ -163,3 +163,22 @@ def test_killed_worker_loses_no_request(fleet: WorkerFleet) -> None:
     assert sorted(x.request_id for x in done) == list(range(24))
     assert not [x for x in done if x.failed], [x.fail_reason for x in done if x.failed]
     assert sum(x.retries for x in done) >= 1
+
+
+def test_paused_pool_is_seen_and_refused_by_the_guard(live: LiveCluster) -> None:
+    """/pause_generation on the workers shows in the scraped state; the ONNX guard refuses that pool."""
+    from rlroute.policies.onnx import guard
+
+    live.pause("small")
+    try:
+        live.scrape(force=True)
+        state = live.state()
+        assert all(i.paused for i in state.pools["small"].instances) and not state.pools["small"].available
+        assert state.pools["large"].available
+        prefers_small = np.array([0.0, 5.0, 1.0], dtype=np.float32)
+        assert guard(prefers_small, None, state).reason == "pool_unavailable"
+        assert guard(np.array([5.0, 1.0, 0.0], dtype=np.float32), None, state).reason is None
+    finally:
+        live.resume("small")
+    live.scrape(force=True)
+    assert live.state().pools["small"].available
