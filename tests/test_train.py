@@ -166,11 +166,16 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path) -> None:
     assert len(find_runs([sweep])) == 2
 
 
-@pytest.mark.slow
-def test_quickstart_tiny_writes_report(tmp_path: Path) -> None:
+def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rlroute.train.quickstart import run
 
-    path = run([*TINY, "quickstart.test_seeds=[2000]", "quickstart.export_verify=64"], tmp_path / "qs")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    path = run([*TINY, "logger=wandb", "quickstart.test_seeds=[2000]", "quickstart.export_verify=64"], tmp_path / "qs")
     text = path.read_text()
-    assert "| ppo |" in text and "| oracle |" in text
+    assert "| ppo |" in text and "| oracle |" in text and "Paired over test seeds" in text
     assert (tmp_path / "qs" / "results_test_pareto.png").stat().st_size > 0
+    assert (tmp_path / "qs" / "policy" / "manifest.json").is_file(), "the policy was not exported"
+    (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert list((wandb_run / "files" / "media" / "images").rglob("*.png")), "Pareto plot not logged to W&B"
+    assert b"policy-quickstart-ppo-seed0" in next(wandb_run.glob("*.wandb")).read_bytes(), "policy artifact not logged"

@@ -53,6 +53,7 @@ class Tracker:
         formats = [str(f) for f in logger_cfg.get("formats", [])]
         writers: list[KVWriter] = [make_output_format(f, str(run_dir)) for f in formats]
         self.run: Any = None
+        self.log_artifacts = bool((logger_cfg.get("wandb") or {}).get("log_artifact", False))
         if logger_cfg.get("wandb") is not None:
             self.run = self._start_wandb(logger_cfg.wandb, run_dir, cfg, name)
             writers.append(WandbOutputFormat(self.run))
@@ -104,7 +105,7 @@ class Tracker:
 
     def log_artifact(self, folder: str | Path, name: str, kind: str = "model") -> None:
         """A folder (the exported policy, or the run's model files) as a W&B artifact."""
-        if self.run is None or not Path(folder).is_dir():
+        if self.run is None or not self.log_artifacts or not Path(folder).is_dir():
             return
         import wandb
 
