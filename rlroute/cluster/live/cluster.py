@@ -130,8 +130,9 @@ class LiveCluster:
         if request.input_len < 1 or request.output_len < 1:
             raise ValueError(f"request {request.id}: input_len and output_len must be >= 1, got "
                              f"{request.input_len}/{request.output_len}")
-        if self._anchor:
-            self.advance(request.arrival)
+        if self._anchor:  # first event of an episode: the clock starts at this arrival
+            self._t0 = time.monotonic() - request.arrival / self.speedup
+            self._anchor = False
         if request.arrival > self.now:
             time.sleep((request.arrival - self.now) / self.speedup)
         act = Action(action)
