@@ -76,3 +76,12 @@ def test_chain_blocks_depends_on_all_earlier_blocks() -> None:
     ha, hb = chain_blocks(a, 64), chain_blocks(b, 64)
     assert all(x != y for x, y in zip(ha, hb, strict=True))
     assert chain_blocks(np.zeros(0, dtype=np.int64), 64) == ()
+
+
+def test_word_memo_overflow_keeps_every_needed_word() -> None:
+    # Clearing the word memo when it is full must not drop words the same batch still needs.
+    ref = TokenCache()
+    small = TokenCache(max_words=6)
+    small.encode(["alpha beta gamma"])
+    texts = ["alpha beta delta epsilon zeta eta", "gamma theta"]
+    assert all(np.array_equal(a, b) for a, b in zip(small.encode(texts), ref.encode(texts), strict=True))

@@ -86,6 +86,7 @@ class TokenCache:
         if new:
             if len(self._words) + len(new) > self.max_words:
                 self._words.clear()
+                new = list({w for ws in split for w in ws})  # the cleared words are needed again too
             for w, enc in zip(new, load_tokenizer().encode_batch(new, add_special_tokens=False), strict=True):
                 self._words[w] = enc.ids
         out = []
