@@ -115,3 +115,14 @@ def test_has_arithmetic_prefilter_agrees_with_reference() -> None:
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
     for t in texts:
         assert text_mod._has_arithmetic(t) == _arithmetic_reference(t), t
+
+
+def test_text_memo_is_bounded_by_entries_and_chars() -> None:
+    from rlroute.workload.tokens import TextMemo
+
+    memo: TextMemo[str, int] = TextMemo(max_entries=3, max_chars=10)
+    for i, key in enumerate(["a", "b", "c", "d"]):
+        memo.put(key, i, 1)
+    assert len(memo) == 1 and memo.get("d") == 3  # the 4th entry cleared the full memo
+    memo.put("long", 9, 10)  # 1 + 10 chars > 10: cleared first
+    assert len(memo) == 1 and memo.chars == 10 and memo.get("d") is None

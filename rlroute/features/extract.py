@@ -16,13 +16,13 @@ from rlroute.features.spec import TEXT_DIMS, build_schema
 from rlroute.features.state import state_raw
 from rlroute.features.text import request_scalars, requested_output
 from rlroute.types import FloatArray, Request
+from rlroute.workload.tokens import TextMemo
 
 # Process-level memo of request blocks by request content (per schema key), shared by every extractor
 # of the process: each env reset materialises new Request objects for prompts seen before, and the
 # block (text hashing of ~2k token ids, cues, complexity: ~200-500 us) is a pure function of the fields
-# in :func:`content_key`. Read-only arrays, so sharing them is safe. Cleared when full.
-_BLOCK_MEMO: dict[str, dict[tuple[object, ...], FloatArray]] = {}
-BLOCK_MEMO_MAX = 65536
+# in :func:`content_key`. Read-only arrays, so sharing them is safe. Bounded (see TextMemo).
+_BLOCK_MEMO: dict[str, TextMemo[tuple[object, ...], FloatArray]] = {}
 
 
 def content_key(request: Request) -> tuple[object, ...]:
@@ -71,7 +71,9 @@ class FeatureExtractor:
         if hit is not None:
             return hit  # type: ignore[return-value]
         key = content_key(request)
-        memo = _BLOCK_MEMO.setdefault(self._key, {})
+        memo = _BLOCK_MEMO.get(self._key)
+        if memo is None:
+            memo = _BLOCK_MEMO[self._key] = TextMemo()
         block = memo.get(key)
         if block is None:
             raw = np.empty(self._req_slice.stop - self._req_slice.start, dtype=np.float64)
@@ -80,9 +82,7 @@ class FeatureExtractor:
             block = np.empty(raw.shape, dtype=np.float32)
             self._req_tf(raw, block)
             block.flags.writeable = False
-            if len(memo) >= BLOCK_MEMO_MAX:
-                memo.clear()
-            memo[key] = block
+            memo.put(key, block, len(request.prompt or ""))
         request.cache[self._key] = block
         return block
 

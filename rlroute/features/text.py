@@ -18,7 +18,7 @@ import numpy as np
 
 from rlroute.features.spec import CATEGORY_BUCKETS, TEXT_DIMS
 from rlroute.types import Request
-from rlroute.workload.tokens import TOKEN_ARRAY_KEY
+from rlroute.workload.tokens import TOKEN_ARRAY_KEY, TextMemo
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
@@ -49,9 +49,8 @@ _IS_OP[np.frombuffer(b"+-*/^=<>", dtype=np.uint8)] = True
 
 
 # Process-level memo of cues by prompt text (a pure function of it; ~100-300 us per prompt to compute,
-# and prompts recur across env resets). Cleared when full.
-_CUES_MEMO: dict[str, tuple[bool, bool, int, int]] = {}
-_CUES_MEMO_MAX = 65536
+# and prompts recur across env resets). Bounded (see TextMemo).
+_CUES_MEMO: TextMemo[str, tuple[bool, bool, int, int]] = TextMemo()
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -167,9 +166,7 @@ def cues(request: Request) -> tuple[bool, bool, int, int]:
             text.count("?"),
             sum(text.count(c) for c in _REASONING_CUES),
         )
-        if len(_CUES_MEMO) >= _CUES_MEMO_MAX:
-            _CUES_MEMO.clear()
-        _CUES_MEMO[prompt] = out
+        _CUES_MEMO.put(prompt, out, len(prompt))
     request.cache["features.cues"] = out
     return out
 

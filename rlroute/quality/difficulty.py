@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from rlroute.types import Request
+from rlroute.workload.tokens import TextMemo
 
 _CODE_ALTS = (
     r"```", r"\bdef ", r"\breturn\b", r"\bclass ", r"[{};]", r"==", r"\bfunction\b", r"\bimport\b", r"\w+\(.*?\)",
@@ -131,9 +132,8 @@ def last_user_message(prompt: str) -> str:
 # Process-level memo of text cues, keyed by (prompt, category): the regex scans cost ~50-500 us per
 # prompt, and every env reset materialises new Request objects for prompts seen before (a synthetic
 # pool or a prompt set has a few thousand distinct prompts). The prompt string usually is the same
-# object the workload memoised, so its hash is cached and a hit costs ~0.2 us. Cleared when full.
-_TEXT_MEMO: dict[tuple[str, str | None], RequestProperties] = {}
-TEXT_MEMO_MAX = 65536
+# object the workload memoised, so its hash is cached and a hit costs ~0.2 us. Bounded (TextMemo).
+_TEXT_MEMO: TextMemo[tuple[str, str | None], RequestProperties] = TextMemo()
 
 
 def _text_properties(prompt: str, category: str | None) -> RequestProperties:
@@ -149,9 +149,7 @@ def _text_properties(prompt: str, category: str | None) -> RequestProperties:
         math=_count_matches(text, _MATH_ALTS, _MATH_NEEDS, _MATH_RE) / 10.0,
         questions=min(text.count("?"), 5) / 5.0,
     )
-    if len(_TEXT_MEMO) >= TEXT_MEMO_MAX:
-        _TEXT_MEMO.clear()
-    _TEXT_MEMO[key] = props
+    _TEXT_MEMO.put(key, props, len(prompt))
     return props
 
 

@@ -37,7 +37,7 @@ from rlroute.quality.difficulty import (
 from rlroute.quality.hybrid import HybridMode, PlanAndExecute
 from rlroute.types import QualityDraw, Request
 from rlroute.workload.base import Workload
-from rlroute.workload.tokens import stable_hash
+from rlroute.workload.tokens import TextMemo, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,8 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(32)  # probabilists' Hermite: 
 _GH_W = _GH_W / _GH_W.sum()
 
 
-# Process-level memo of eps_r by (prompt, salt); cleared when full (a pure function of its key).
-_HIDDEN_MEMO: dict[tuple[str, int], float] = {}
-_HIDDEN_MEMO_MAX = 65536
+# Process-level memo of eps_r by (prompt, salt), a pure function of its key; bounded (TextMemo).
+_HIDDEN_MEMO: TextMemo[tuple[str, int], float] = TextMemo()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -152,9 +151,7 @@ class LatentDifficultyQuality:
             eps = _HIDDEN_MEMO.get(key)
             if eps is None:
                 eps = _normal_from_hash(stable_hash(request.prompt, self.seed))
-                if len(_HIDDEN_MEMO) >= _HIDDEN_MEMO_MAX:
-                    _HIDDEN_MEMO.clear()
-                _HIDDEN_MEMO[key] = eps
+                _HIDDEN_MEMO.put(key, eps, len(request.prompt))
             return eps
         key_s = f"{request.id}/{request.input_len}/{request.blocks[:1]}"
         return _normal_from_hash(stable_hash(key_s, self.seed))

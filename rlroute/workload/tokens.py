@@ -18,7 +18,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,8 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+K = TypeVar("K")
+V = TypeVar("V")
 IntArray = npt.NDArray[np.int32]  # MiniLM's vocabulary has 30,522 ids; int32 halves the cache
 # ``request.cache`` key of ``(token_ids tuple, the same ids as an int32 array)`` set by text workloads.
 TOKEN_ARRAY_KEY = "workload.token_array"
@@ -123,6 +125,45 @@ class TokenCache:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+class TextMemo(Generic[K, V]):
+    """A process-level memo of a pure function of request text (cues, request blocks...).
+
+    Bounded by entries and by the characters of the prompts its keys keep alive (prompts of multi-turn
+    corpora reach ~100 kB); passing either bound clears it, which is cheap and only costs recomputation.
+    The default character bound (~100 MB of ASCII text; the memos of one process mostly share the same
+    prompt strings) holds the built-in synthetic workload's train pool plus its reference stream
+    (~55 M characters) without clearing.
+
+    Args:
+        max_entries: entries kept at most.
+        max_chars: total ``chars`` (as passed to :meth:`put`) kept at most.
+    """
+
+    def __init__(self, max_entries: int = 65536, max_chars: int = 100_000_000) -> None:
+        self._d: dict[K, V] = {}
+        self.max_entries, self.max_chars = max_entries, max_chars
+        self.chars = 0
+
+    def get(self, key: K) -> V | None:
+        """The memoised value, or ``None``."""
+        return self._d.get(key)
+
+    def put(self, key: K, value: V, chars: int) -> None:
+        """Store ``value``; ``chars`` is the text size the key holds (e.g. ``len(prompt)``)."""
+        if len(self._d) >= self.max_entries or self.chars + chars > self.max_chars:
+            self.clear()
+        self._d[key] = value
+        self.chars += chars
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self._d.clear()
+        self.chars = 0
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 @lru_cache(maxsize=1)
