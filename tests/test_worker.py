@@ -191,3 +191,58 @@ def test_worker_cli_config_is_valid(tmp_path: Path) -> None:
         cfg = compose("worker", overrides=["speedup=10", "faults.fail_first=1"])
     state = build_state(cfg)
     assert state.engine.speedup == 10 and state.faults.fail_first == 1
+
+
+def _clocked_engine(profile: str) -> tuple[Engine, list[float]]:
+    """An engine on a hand-driven wall clock (speedup 1: wall seconds = modelled seconds)."""
+    t = [0.0]
+    return Engine(build_instance_model(profile, {"policy": "lru"}, 0.88, 64), clock=lambda: t[0]), t
+
+
+def _run_until_done(engine: Engine, *jobs: object) -> None:
+    for _ in range(100_000):
+        if all(getattr(j, "finish", None) is not None for j in jobs):
+            return
+        engine._step()
+    raise AssertionError("engine did not finish the jobs")
+
+
+def test_engine_admission_is_causal_when_the_loop_lags() -> None:
+    """A request submitted while the loop still replays older steps joins only a step starting after it."""
+    engine, t = _clocked_engine(SMALL)
+    first = engine.submit((), 5000, 50)
+    t[0] = 0.5  # the loop has not run yet: every step from 0 to ~0.5 s is still to be replayed
+    late = engine.submit((), 100, 4)
+    _run_until_done(engine, first, late)
+    assert late.arrival == 0.5
+    assert late.first_token is not None and late.finish is not None
+    assert late.arrival < late.first_token <= late.finish
+    # Its prefill step started at or after its arrival: TTFT is at least one prefill step of its prompt.
+    assert late.first_token - late.arrival >= engine.model.step_time(100, 0, 0)
+
+
+def test_engine_prices_prefill_like_the_simulator() -> None:
+    """Same two requests (multi-chunk prompt, then one reusing part of it) through the engine and SimCluster
+    on the measured profile with attention terms: identical TTFT, e2e and cached tokens."""
+    from rlroute.cluster.sim import SimCluster
+    from rlroute.types import Action, Request
+
+    reqs = [Request(id=0, arrival=0.0, input_len=64 * 300, output_len=8, blocks=tuple(range(1, 301)), block_size=64),
+            Request(id=1, arrival=50.0, input_len=64 * 350, output_len=8,
+                    blocks=tuple(range(1, 201)) + tuple(range(1001, 1151)), block_size=64)]
+    sim = SimCluster(pools={p: {"profile": prof, "instances": 1, "cache": {"mem_fraction_static": 0.88, "eviction": "lru"}}
+                            for p, prof in (("large", "qwen3-235b-a22b-fp8__h100x8"), ("small", SMALL))}, seed=0)
+    for r in reqs:
+        sim.submit(r, Action.SMALL)
+    done = {c.request_id: c for c in sim.drain()}
+    engine, t = _clocked_engine(SMALL)
+    assert engine.model.chunked_prefill_tokens < reqs[0].input_len  # several chunks: prefix pairs matter
+    for r in reqs:
+        t[0] = r.arrival
+        job = engine.submit(r.blocks, r.input_len, r.output_len)
+        _run_until_done(engine, job)
+        assert job.first_token is not None and job.finish is not None
+        c = done[r.id]
+        assert job.cached_tokens == c.cached_tokens
+        assert job.first_token - job.arrival == pytest.approx(c.ttft, rel=1e-9)
+        assert job.finish - job.arrival == pytest.approx(c.e2e, rel=1e-9)

@@ -41,8 +41,9 @@ from rlroute.cluster.live.scrape import parse_metrics
 from rlroute.types import Action, Request
 
 HERE = Path(__file__).resolve().parent
-# Pinned to the estimate profiles (the experiment ran on them; measured/derived files may appear later).
-LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8.estimate", "qwen3-4b__h100.estimate"
+# The default serving profiles (load_profile: measured > derived > estimate), as conf/cluster/default.yaml;
+# --estimate-profiles pins the hand-written *.estimate files the first results were produced with.
+LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
 
 
 def window(n: int, rep: int, quality_cfg: str) -> list[Request]:
@@ -252,21 +253,25 @@ def main() -> None:
                     help="more rlroute arms with registry policies (e.g. all_large: same routing as sglang_all_large)")
     ap.add_argument("--stream", action="store_true",
                     help="sglang arms stream (SSE); default non-streaming like the rlroute arms (see README)")
+    ap.add_argument("--estimate-profiles", action="store_true",
+                    help="pin the hand-written *.estimate serving profiles instead of the defaults")
     ap.add_argument("--arms", nargs="*", default=None, help="run only these arms (default: all)")
     ap.add_argument("--fault-every", type=float, default=0.0,
                     help="fault run only: kill+restart a worker every this many trace seconds (heuristic arm)")
     args = ap.parse_args()
+    sfx = ".estimate" if args.estimate_profiles else ""
+    large_p, small_p = LARGE + sfx, SMALL + sfx
     from rlroute.cluster.profiles import load_profile
     from rlroute.cluster.sim.cost import build_cost_model
     from rlroute.policies.heuristic import SeedHeuristic
 
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.out / "logs"
-    specs = [WorkerSpec("large", LARGE, args.speedup)] * args.large + [WorkerSpec("small", SMALL, args.speedup)] * args.small
-    cost_model = build_cost_model(None, {"large": load_profile(LARGE), "small": load_profile(SMALL)})
+    specs = [WorkerSpec("large", large_p, args.speedup)] * args.large + [WorkerSpec("small", small_p, args.speedup)] * args.small
+    cost_model = build_cost_model(None, {"large": load_profile(large_p), "small": load_profile(small_p)})
     pools_sim = {p: {"profile": prof, "instances": n, "in_pool": {"policy": "cache_aware"},
                      "cache": {"mem_fraction_static": 0.88, "eviction": "lru"}}
-                 for p, prof, n in (("large", LARGE, args.large), ("small", SMALL, args.small))}
+                 for p, prof, n in (("large", large_p, args.large), ("small", small_p, args.small))}
     from rlroute.policies.registry import make_policy
 
     policies: dict[str, Any] = {"rlroute_heuristic": SeedHeuristic()}
@@ -284,8 +289,8 @@ def main() -> None:
             sp, small_url = start_router(fleet.urls("small"), logs / "router-small.log")
             routers += [lp, sp]
             all_urls = fleet.urls("large") + fleet.urls("small")
-            pools = {"large": {"urls": fleet.urls("large"), "profile": LARGE},
-                     "small": {"urls": fleet.urls("small"), "profile": SMALL}}
+            pools = {"large": {"urls": fleet.urls("large"), "profile": large_p},
+                     "small": {"urls": fleet.urls("small"), "profile": small_p}}
             arms: dict[str, Any] = {name: (lambda reqs, p=pol: run_rlroute(p, reqs, pools, args.speedup))
                                     for name, pol in policies.items()}
             arms["sglang_all_large"] = lambda reqs: run_sglang(reqs, {"large": large_url}, 1.0, args.speedup, cost_model,

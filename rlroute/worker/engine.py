@@ -8,6 +8,12 @@ CPU. Token events go to each request's asyncio queue, which the HTTP layer turns
 SSE stream. One step follows SGLang's scheduler in outline: admit waiting requests while KV memory and
 ``max_running_requests`` allow (prefix-cache hits need no prefill), prefill up to
 ``chunked_prefill_tokens`` new tokens, decode one token for every running sequence.
+
+Two rules keep it the simulator's instance (``rlroute.cluster.sim.instance``): admission is causal — a
+request joins only a step that starts at or after its arrival, even when the loop replays a backlog of
+steps that began before it was submitted — and a prefill chunk is priced with its attention pairs per
+prompt (``chunk_pairs(take)`` among the chunk's new tokens, ``take * s`` to the ``s`` tokens of the prompt
+already in KV: cached prefix and earlier chunks), exactly as the simulator charges them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rlroute.cluster.profiles import chunk_pairs
 from rlroute.worker.model import InstanceModel
 
 
@@ -152,6 +159,10 @@ class Engine:
         limit = self.model.max_running_requests
         while self.waiting and len(self.running) < limit:
             job = self.waiting[0]
+            if job.arrival > self._vnow:
+                # Causal admission, as the simulator's instance: a request joins only a step that starts
+                # at or after its arrival (the loop may replay steps that began before it was submitted).
+                break
             got = self.model.admit(job.blocks, job.prompt_tokens, job.max_new_tokens, self._vnow)
             if got is None:
                 break  # head-of-line blocking, as SGLang's FCFS scheduler does when memory is short
@@ -171,15 +182,19 @@ class Engine:
         self._admit()
         budget = self.model.chunked_prefill_tokens
         prefill = 0
+        pairs = 0.0  # causal attention among each prompt's new tokens (Q of the profile's step model)
+        prefix_pairs = 0.0  # new tokens x the prompt's tokens already in KV: cached prefix + earlier chunks (S)
         decoding = [j for j in self.running if j.prefill_left == 0]
         for job in self.running:
             if job.prefill_left and budget > 0:
                 take = min(job.prefill_left, budget)
+                pairs += chunk_pairs(take)
+                prefix_pairs += take * (job.prompt_tokens - job.prefill_left)
                 job.prefill_left -= take
                 budget -= take
                 prefill += take
         context = sum(j.prompt_tokens + j.generated for j in decoding)
-        dt = self.model.step_time(prefill, len(decoding), context)
+        dt = self.model.step_time(prefill, len(decoding), context, pairs, prefix_pairs)
         end = self._vnow + dt
         # A request whose prefill completed this step emits its first token at the step's end.
         finished: list[Job] = []

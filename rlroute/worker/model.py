@@ -22,7 +22,8 @@ class InstanceModel:
 
     Attributes:
         step_time_fn: seconds of one engine step given (prefill tokens, decoding sequences, context
-            tokens of the decoding sequences).
+            tokens of the decoding sequences, prefill attention pairs, prefix attention pairs), as
+            :meth:`rlroute.cluster.profiles.ServingProfile.step_time`.
         cache: the simulator's prefix cache (block ids, ``block_size`` tokens each).
         block_size: tokens per cache block.
         kv_capacity_tokens: KV pool size in tokens (profile memory and ``mem_fraction_static``).
@@ -31,7 +32,7 @@ class InstanceModel:
         profile_name: the serving profile it came from.
     """
 
-    step_time_fn: Callable[[int, int, int], float]
+    step_time_fn: Callable[[int, int, int, float | None, float], float]
     cache: PrefixCache
     block_size: int
     kv_capacity_tokens: int
@@ -40,9 +41,15 @@ class InstanceModel:
     profile_name: str = ""
     reserved_tokens: int = 0  # KV of running requests outside the cache: partial tail + generation budget
 
-    def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
-        """Virtual seconds of one step; never zero, so the engine always advances."""
-        return max(1e-6, float(self.step_time_fn(prefill_tokens, decode_seqs, context_tokens)))
+    def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int,
+                  prefill_pairs: float | None = None, prefix_pairs: float = 0.0) -> float:
+        """Virtual seconds of one step; never zero, so the engine always advances.
+
+        ``prefill_pairs`` / ``prefix_pairs``: the chunk's attention pairs (``Q`` / ``S`` of
+        :mod:`rlroute.cluster.profiles`); ``None`` prices the chunk as one prompt from position 0.
+        """
+        t = self.step_time_fn(prefill_tokens, decode_seqs, context_tokens, prefill_pairs, prefix_pairs)
+        return max(1e-6, float(t))
 
     @property
     def kv_used_tokens(self) -> int:
