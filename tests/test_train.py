@@ -76,8 +76,8 @@ def test_tiny_train_through_hydra_cli(tmp_path: Path) -> None:
 def test_multirun_of_two_seeds_and_aggregate(tmp_path: Path) -> None:
     from rlroute.train.compare import find_runs, learned_row, reference_costs
 
-    sweep = tmp_path / "multi"
-    run_cli(["train", "-m", "experiment=tiny", "seed=0,1", f"hydra.sweep.dir={sweep}", *TINY], tmp_path)
+    run_cli(["train", "-m", "experiment=tiny", "seed=0,1", *TINY], tmp_path)
+    (sweep,) = (tmp_path / "multirun" / "train" / "tiny").iterdir()  # folders named by the choices
     runs = find_runs([sweep])
     assert len(runs) == 2 and [check_run_folder(r)["seed"] for r in runs] == [0, 1]
     assert runs[0].name.endswith("ppo-seed0") and runs[1].name.endswith("ppo-seed1")

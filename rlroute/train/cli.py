@@ -8,7 +8,7 @@ Examples::
     rlroute train -m experiment=quickstart sweep=optuna
 
 Run folders are named by the choices made: ``outputs/train/<experiment>/<agent>-seed<seed>-<time>`` for a
-single run, ``multirun/train/<experiment>/<time>/<job>-<agent>-seed<seed>`` for each job of a multirun.
+single run, ``multirun/train/<experiment>/<time>/<job>-<agent>-seed<seed>`` (``default`` without an experiment) for each job of a multirun.
 The function returns the mean validation reward, which Hydra's Optuna sweeper maximises.
 """
 
@@ -26,17 +26,19 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # by every subcommand, so training's folder naming lives with training).
 RUN_DEFAULTS: dict[str, str] = {
     "hydra.job.name": "train",
-    "hydra.run.dir": "outputs/train/${hydra:runtime.choices.experiment}/"
-    "${hydra:runtime.choices.agent}-seed${seed}-${now:%Y%m%d-%H%M%S}",
-    "hydra.sweep.dir": "multirun/train/${hydra:runtime.choices.experiment}/${now:%Y%m%d-%H%M%S}",
-    "hydra.sweep.subdir": "${hydra.job.num}-${hydra:runtime.choices.agent}-seed${seed}",
+    "hydra.run.dir": "outputs/train/${oc.select:experiment_name,default}/"
+    "${agent.name}-seed${seed}-${now:%Y%m%d-%H%M%S}",
+    "hydra.sweep.dir": "multirun/train/${oc.select:experiment_name,default}/"
+    "${now:%Y%m%d-%H%M%S}",
+    "hydra.sweep.subdir": "${hydra.job.num}-${agent.name}-seed${seed}",
 }
 
 
 def with_run_defaults(argv: list[str]) -> list[str]:
     """``argv`` plus the :data:`RUN_DEFAULTS` overrides it does not set itself."""
     given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
-    return [*argv, *(f"{k}={v}" for k, v in RUN_DEFAULTS.items() if k not in given)]
+    # Quoted: the override grammar would read the comma of oc.select as a sweep.
+    return [*argv, *(f"{k}='{v}'" for k, v in RUN_DEFAULTS.items() if k not in given)]
 
 
 # Absolute path: a relative one is read as a Python module path when rlroute is imported as a package.
