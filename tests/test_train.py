@@ -179,3 +179,17 @@ def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeyp
     (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert list((wandb_run / "files" / "media" / "images").rglob("*.png")), "Pareto plot not logged to W&B"
     assert b"policy-quickstart-ppo-seed0" in next(wandb_run.glob("*.wandb")).read_bytes(), "policy artifact not logged"
+
+
+@pytest.mark.parametrize(("logger", "pattern"), [("none", None), ("csv", "progress.csv"),
+                                                 ("tensorboard", "events.out.tfevents.*")])
+def test_each_logger_writes_its_files(logger: str, pattern: str | None, tmp_path: Path) -> None:
+    from rlroute.train.trainer import train_run
+
+    result = train_run(cfg_of(["experiment=tiny", f"logger={logger}", *TINY]), tmp_path / "run")
+    check_run_folder(result.run_dir)
+    written = sorted(p.name for p in result.run_dir.glob("*") if p.is_file())
+    if pattern is None:
+        assert not [n for n in written if n.startswith(("progress", "events"))], written
+    else:
+        assert list(result.run_dir.glob(pattern)), f"logger={logger} wrote no {pattern}: {written}"
