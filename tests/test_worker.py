@@ -246,3 +246,21 @@ def test_engine_prices_prefill_like_the_simulator() -> None:
         assert job.cached_tokens == c.cached_tokens
         assert job.first_token - job.arrival == pytest.approx(c.ttft, rel=1e-9)
         assert job.finish - job.arrival == pytest.approx(c.e2e, rel=1e-9)
+
+
+def test_engine_hold_keeps_arrival_order_and_time() -> None:
+    """A request held while its body is parsed keeps its arrival time and goes before later arrivals."""
+    engine, t = _clocked_engine(SMALL)
+    hold = engine.hold()
+    t[0] = 0.2  # parsing + tokenizing the long prompt took (modelled) time; a short request came meanwhile
+    short = engine.submit((), 100, 4)
+    long = engine.submit((), 9000, 4, hold=hold)
+    assert long.arrival == 0.0 and short.arrival == 0.2
+    assert list(engine.waiting) == [long, short]
+    engine.release(hold)  # idempotent after submit
+    _run_until_done(engine, long, short)
+    assert long.first_token is not None and short.first_token is not None
+    from rlroute.cluster.profiles import load_profile
+
+    assert long.first_token - long.arrival == pytest.approx(load_profile(SMALL).prefill_time(9000))
+    assert short.first_token > long.first_token  # FIFO: the short one waited behind the long prefill

@@ -62,6 +62,35 @@ def _meta(state: WorkerState, job: Job, t0: float) -> dict[str, Any]:
     }
 
 
+_GENERATION_PATHS = frozenset({"/generate", "/v1/chat/completions", "/v1/completions"})
+
+
+class _HoldArrival:
+    """ASGI middleware: a generation request's arrival is stamped when its headers arrive, before the body
+    is read, parsed and tokenized (:meth:`Engine.hold`); the hold id goes to the handler in the request
+    state and is released however the request ends."""
+
+    def __init__(self, app: Any, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in _GENERATION_PATHS:
+            await self.app(scope, receive, send)
+            return
+        hold = self.engine.hold()
+        scope.setdefault("state", {})["rlroute_hold"] = hold
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.engine.release(hold)
+
+
+def hold_of(request: Request) -> int | None:
+    """The arrival hold :class:`_HoldArrival` stamped for this request (None outside the middleware)."""
+    return getattr(request.state, "rlroute_hold", None)
+
+
 def create_app(state: WorkerState) -> FastAPI:
     """Build the worker app around ``state`` (the engine starts with the server's event loop)."""
 
@@ -75,8 +104,13 @@ def create_app(state: WorkerState) -> FastAPI:
 
     app = FastAPI(title="rlroute emulated SGLang worker", lifespan=lifespan)
     app.state.worker = state
+    app.add_middleware(_HoldArrival, engine=state.engine)
 
-    async def admit(prompt: str | None, ids: list[int] | None, max_new: int) -> Job | JSONResponse:
+    async def admit(prompt: str | None, ids: list[int] | None, max_new: int, request: Request) -> Job | JSONResponse:
+        hold = hold_of(request)
+        if state.faults.latency_ms or state.faults.hang:
+            state.engine.release(hold)  # an injected delay must not hold back the engine: arrival after it
+            hold = None
         status = await state.faults.apply()
         if status is not None:
             return _error(status, f"injected fault (status {status})")
@@ -88,7 +122,7 @@ def create_app(state: WorkerState) -> FastAPI:
         if n + max_new > state.engine.model.kv_capacity_tokens:
             return _error(400, f"prompt ({n} tokens) + max_new_tokens ({max_new}) exceeds the KV capacity "
                           f"({state.engine.model.kv_capacity_tokens} tokens)")
-        return state.engine.submit(blocks, n, max_new)
+        return state.engine.submit(blocks, n, max_new, hold=hold)
 
     async def events(job: Job) -> AsyncIterator[int]:
         """Yield the token count each time the engine emits, coalescing tokens that arrived together."""
@@ -117,10 +151,10 @@ def create_app(state: WorkerState) -> FastAPI:
         return {"text": filler_text(n, seed), "meta_info": _meta(state, job, t0), "index": 0}
 
     @app.post("/generate")
-    async def generate(req: schemas.GenerateRequest) -> Response:
+    async def generate(req: schemas.GenerateRequest, request: Request) -> Response:
         t0 = time.monotonic()
         max_new = req.sampling_params.max_new_tokens
-        job = await admit(req.text, req.input_ids, max_new)
+        job = await admit(req.text, req.input_ids, max_new, request)
         if isinstance(job, JSONResponse):
             return job
         seed = zlib.crc32((req.text or "").encode("utf-8", "surrogatepass")[:64])
@@ -143,9 +177,9 @@ def create_app(state: WorkerState) -> FastAPI:
             "prompt_tokens_details": {"cached_tokens": job.cached_tokens},
         }
 
-    async def openai(prompt: str, max_new: int, do_stream: bool, chat: bool) -> Response:
+    async def openai(prompt: str, max_new: int, do_stream: bool, chat: bool, request: Request) -> Response:
         t0 = time.monotonic()
-        job = await admit(prompt, None, max_new)
+        job = await admit(prompt, None, max_new, request)
         if isinstance(job, JSONResponse):
             return job
         seed = zlib.crc32(prompt.encode("utf-8", "surrogatepass")[:64])
@@ -183,12 +217,13 @@ def create_app(state: WorkerState) -> FastAPI:
         return JSONResponse({**base, "object": obj, "choices": [choice], "usage": usage(job)})
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: schemas.ChatRequest) -> Response:
-        return await openai(chat_prompt([m.model_dump() for m in req.messages]), req.max_new(), req.stream, True)
+    async def chat_completions(req: schemas.ChatRequest, request: Request) -> Response:
+        return await openai(chat_prompt([m.model_dump() for m in req.messages]), req.max_new(), req.stream, True,
+                            request)
 
     @app.post("/v1/completions")
-    async def completions(req: schemas.CompletionRequest) -> Response:
-        return await openai(req.prompt, req.max_tokens, req.stream, False)
+    async def completions(req: schemas.CompletionRequest, request: Request) -> Response:
+        return await openai(req.prompt, req.max_tokens, req.stream, False, request)
 
     @app.get("/health")
     async def health() -> Response:

@@ -4,7 +4,7 @@ The engine runs the simulator's instance model (step time from a serving profile
 KV capacity) on a virtual clock ``(wall - start) * speedup``. Each loop turn it executes every engine
 step whose virtual end time has passed, then sleeps until the next step ends — but at least
 ``min_tick_s`` of wall time, so a large speed-up batches many steps per wake-up instead of spinning the
-CPU. Token events go to each request's asyncio queue, which the HTTP layer turns into a response or an
+CPU; after a host stall the backlog is replayed in full, never skipped. Token events go to each request's asyncio queue, which the HTTP layer turns into a response or an
 SSE stream. One step follows SGLang's scheduler in outline: admit waiting requests while KV memory and
 ``max_running_requests`` allow (prefix-cache hits need no prefill), prefill up to
 ``chunked_prefill_tokens`` new tokens, decode one token for every running sequence.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._ids = itertools.count()
         self._task: asyncio.Task[None] | None = None
+        self._holds: dict[int, float] = {}  # received, not yet submitted requests -> their arrival
+        self._hold_ids = itertools.count()
 
     # -- time -------------------------------------------------------------------------------------------
     def virtual_now(self) -> float:
@@ -116,16 +119,45 @@ class Engine:
             self._task = None
 
     # -- requests ---------------------------------------------------------------------------------------
-    def submit(self, blocks: tuple[int, ...], prompt_tokens: int, max_new_tokens: int) -> Job:
-        """Queue a request; its events (``("token", i)`` then ``("done", n)``) arrive on ``job.events``."""
+    def hold(self) -> int:
+        """Stamp a request's arrival now, before its body is parsed and tokenized; returns a hold id.
+
+        Until :meth:`submit` (or :meth:`release`) the engine plans no step starting at or after that
+        arrival, so the wall time spent parsing and counting tokens — sped up ``speedup`` times it would
+        be modelled seconds no real server spends — neither shortens the request's modelled TTFT nor lets
+        a shorter request received later overtake it.
+        """
+        hid = next(self._hold_ids)
+        self._holds[hid] = self.virtual_now()
+        return hid
+
+    def release(self, hold: int | None) -> None:
+        """Drop a hold whose request will not be submitted (error, injected fault); idempotent."""
+        if hold is not None and self._holds.pop(hold, None) is not None:
+            self._wake.set()
+
+    def submit(self, blocks: tuple[int, ...], prompt_tokens: int, max_new_tokens: int, hold: int | None = None) -> Job:
+        """Queue a request; its events (``("token", i)`` then ``("done", n)``) arrive on ``job.events``.
+
+        Args:
+            blocks: chained block ids of the prompt.
+            prompt_tokens: prompt length in tokens.
+            max_new_tokens: tokens to generate.
+            hold: the request's :meth:`hold` (its arrival time; released here); ``None``: arrives now.
+        """
+        arrival = self._holds.pop(hold, None) if hold is not None else None
         job = Job(
             rid=f"{next(self._ids):x}",
             blocks=blocks,
             prompt_tokens=max(1, prompt_tokens),
             max_new_tokens=max_new_tokens,
-            arrival=self.virtual_now(),
+            arrival=self.virtual_now() if arrival is None else arrival,
         )
-        self.waiting.append(job)
+        # FIFO by arrival: a request held while parsing goes before later arrivals submitted meanwhile.
+        i = len(self.waiting)
+        while i > 0 and self.waiting[i - 1].arrival > job.arrival:
+            i -= 1
+        self.waiting.insert(i, job)
         self.stats.requests_total += 1
         self._wake.set()
         return job
@@ -229,9 +261,14 @@ class Engine:
                 await self._wake.wait()
                 continue  # the next step starts at the new request's arrival (see _step), not at wake-up
             now = self.virtual_now()
-            if self.running:  # after a stall of the host, replay at most 1 virtual s of backlog
-                self._vnow = max(self._vnow, now - 1.0)
+            # After a stall of the host the whole backlog is replayed (steps cost microseconds of CPU):
+            # skipping virtual time would make the modelled latencies shorter than the instance model's.
+            # A held request (received, still parsing) could join a step starting at or after its arrival:
+            # no such step is planned before it is submitted.
+            frontier = min(self._holds.values(), default=math.inf)
             while (self.waiting or self.running) and not self.paused and self._vnow <= now:
+                if (self._vnow if self.running else self.waiting[0].arrival) >= frontier:
+                    break
                 self._step()
             wait = max((self._vnow - self.virtual_now()) / self.speedup, self.min_tick_s)
             await asyncio.sleep(wait)
