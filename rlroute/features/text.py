@@ -67,7 +67,10 @@ _DIGITS = tuple(bytes([c]) for c in b"0123456789")
 # so a match in the UTF-8 bytes is a match in the text, at the same rank (counts are identical).
 _ALL_CUES = tuple(c.encode() for c in (*_CODE_CUES, *_MATH_CUES, *_REASONING_CUES))
 _N_CODE, _N_MATH = len(_CODE_CUES), len(_MATH_CUES)
-_HASH_MUL = np.uint32(0x9E3779B1)
+# Any odd multiplier is correct (flagged offsets are confirmed); this one was picked among 3,000 random
+# ones for the fewest false candidates on the synthetic and MMLU prompts (42 vs 3,092 for the golden-ratio
+# constant over 1.6 M offsets: common 4-grams such as "e re" no longer share a slot with a cue).
+_HASH_MUL = np.uint32(0xBCA3AA73)
 _SHIFT16 = np.uint32(16)
 
 
