@@ -4,8 +4,8 @@ The engine runs the simulator's instance model (step time from a serving profile
 KV capacity) on a virtual clock ``(wall - start) * speedup``. Each loop turn it executes every engine
 step whose virtual end time has passed, then sleeps until the next step ends — but at least
 ``min_tick_s`` of wall time, so a large speed-up batches many steps per wake-up instead of spinning the
-CPU; after a host stall the backlog is replayed in full, never skipped. Token events go to each request's asyncio queue, which the HTTP layer turns into a response or an
-SSE stream. One step follows SGLang's scheduler in outline: admit waiting requests while KV memory and
+CPU; after a host stall the backlog is replayed in full, never skipped. Token events go to each request's
+asyncio queue, which the HTTP layer turns into a response or an SSE stream. One step follows SGLang's scheduler in outline: admit waiting requests while KV memory and
 ``max_running_requests`` allow (prefix-cache hits need no prefill), prefill up to
 ``chunked_prefill_tokens`` new tokens, decode one token for every running sequence.
 
@@ -13,7 +13,10 @@ Two rules keep it the simulator's instance (``rlroute.cluster.sim.instance``): a
 request joins only a step that starts at or after its arrival, even when the loop replays a backlog of
 steps that began before it was submitted — and a prefill chunk is priced with its attention pairs per
 prompt (``chunk_pairs(take)`` among the chunk's new tokens, ``take * s`` to the ``s`` tokens of the prompt
-already in KV: cached prefix and earlier chunks), exactly as the simulator charges them.
+already in KV: cached prefix and earlier chunks), exactly as the simulator charges them. A request's
+arrival is stamped when the HTTP layer receives it (:meth:`Engine.hold`), and no step past a held arrival
+is planned until the request is submitted, so parsing and tokenizing — wall time, sped up into modelled
+time — neither shortens its TTFT nor reorders it behind later arrivals.
 """
 
 from __future__ import annotations
