@@ -9,7 +9,9 @@
   does not), and the request's true ``output_len`` (the simulator knows it).
 * **latency**: Park-style integral of the number of requests in the system over the step, in
   request-seconds; summed over an episode it is the total time requests spent in the system inside it.
-* **slo_violations**: completions in the step that missed the TTFT or TPOT SLO, or failed.
+* **slo_violations**: completions in the step that missed the TTFT or TPOT SLO, or failed. A hybrid's TTFT
+  includes the large model's plan, so ``slo_ttft_hybrid_s`` (optional; ``None`` = ``slo_ttft_s``) lets a
+  preset give plan-and-execute its own TTFT target instead of counting nearly every hybrid as a miss.
 
 Weights and SLOs come from ``conf/reward/*.yaml`` (plain parameters, see default.yaml for the reasoning).
 """
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from rlroute.types import Completion
+from rlroute.types import Action, Completion
 
 QUALITY_SIGNALS = ("p", "ok")
 
@@ -36,10 +38,13 @@ class RewardConfig:
     slo_ttft_s: float = 2.0
     slo_tpot_s: float = 0.1
     quality: str = "p"
+    slo_ttft_hybrid_s: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "slo_ttft_hybrid_s" and v is None:
+                continue
             if f.name == "quality":
                 if v not in QUALITY_SIGNALS:
                     raise ValueError(f"reward.quality must be one of {QUALITY_SIGNALS}, got {v!r}")
@@ -54,12 +59,17 @@ class RewardConfig:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ValueError(f"unknown reward config key(s) {unknown}; expected some of {sorted(known)}")
-        kwargs: dict[str, Any] = {k: (str(v) if k == "quality" else float(v)) for k, v in cfg.items()}
+        kwargs: dict[str, Any] = {
+            k: (str(v) if k == "quality" else None if v is None else float(v)) for k, v in cfg.items()
+        }
         return cls(**kwargs)
 
     def violates(self, c: Completion) -> bool:
-        """True when a completion failed or missed the TTFT or TPOT SLO."""
-        return c.failed or c.ttft > self.slo_ttft_s or c.tpot > self.slo_tpot_s
+        """True when a completion failed or missed the TTFT (hybrid: ``slo_ttft_hybrid_s``) or TPOT SLO."""
+        ttft_slo = self.slo_ttft_s
+        if self.slo_ttft_hybrid_s is not None and c.action == Action.HYBRID:
+            ttft_slo = self.slo_ttft_hybrid_s
+        return c.failed or c.ttft > ttft_slo or c.tpot > self.slo_tpot_s
 
     def reward(self, quality: float, cost: float, latency: float, violations: int) -> float:
         """Combine the four raw terms."""
