@@ -131,6 +131,16 @@ def _plt() -> Any:
     return plt
 
 
+
+def _finish(plt: Any, fig: Any, ax: Any, path: Path) -> None:
+    """Grid, legend, save as PNG (creating the folder) and close: the common tail of the scatter plots."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
 def plot_pareto(results: Sequence[EvalResult], path: Path, title: str = "") -> None:
     """Cost–quality plane: every policy (oracle starred) with 95 % error bars over seeds."""
     plt = _plt()
@@ -145,12 +155,7 @@ def plot_pareto(results: Sequence[EvalResult], path: Path, title: str = "") -> N
     ax.set_xlabel("cost per 1000 requests (cost-model units, USD)")
     ax.set_ylabel("quality (share of acceptable answers)")
     ax.set_title(title or "cost–quality")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, path)
 
 
 def plot_call_curve(results: Sequence[EvalResult], path: Path, title: str = "") -> None:
@@ -184,12 +189,7 @@ def plot_call_curve(results: Sequence[EvalResult], path: Path, title: str = "") 
     ax.set_xlabel("strong-model calls (share of requests: large + hybrid)")
     ax.set_ylabel("quality (drawn outcome of the chosen action)")
     ax.set_title(title or "quality vs strong-model calls")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, path)
 
 
 def plot_latency_cdfs(results: Sequence[EvalResult], path: Path, title: str = "") -> None:
