@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def exported_policy(config: pytest.Config) -> Path:
     """A fresh exported policy, cached across runs while the feature schema is unchanged."""
     from rlroute.features import SCHEMA
 
-    folder = Path(str(config.cache.mkdir("rlroute-fresh-policy"))) / SCHEMA.hash[:16]
+    cache = getattr(config, "cache", None)  # absent under `-p no:cacheprovider`: export into a temp dir
+    root = Path(str(cache.mkdir("rlroute-fresh-policy"))) if cache else Path(tempfile.mkdtemp(prefix="rlroute-"))
+    folder = root / SCHEMA.hash[:16]
     if not (folder / "manifest.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         cmd = [sys.executable, "-m", "rlroute.cli", "export", "fresh=true", f"out={folder}", "n_verify=200"]
