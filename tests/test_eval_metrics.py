@@ -53,6 +53,12 @@ def test_episode_metrics_by_hand() -> None:
     assert m["cpt50"] == 0.5 and math.isnan(m["cpt80"])
 
 
+def test_hybrid_has_its_own_ttft_target_when_the_reward_gives_one() -> None:
+    rows = recs([1, 0, 1, 2])  # ttft 0.1, 0.2, 0.3, 0.4; the last is the hybrid
+    assert episode_metrics(rows, slo_ttft=0.25)["slo_attainment"] == 0.5
+    assert episode_metrics(rows, slo_ttft=0.25, slo_ttft_hybrid=0.5)["slo_attainment"] == 0.75
+
+
 def test_failed_requests_count_as_bad_and_are_left_out_of_latency() -> None:
     rs = recs([0, 0, 0, 0])
     rs[0].update(failed=True, ttft=math.nan, e2e=math.nan)

@@ -148,6 +148,7 @@ def episode_metrics(
     records: Sequence[Record],
     slo_ttft: float | None = None,
     slo_tpot: float | None = None,
+    slo_ttft_hybrid: float | None = None,
     reference_cost: float | None = None,
 ) -> dict[str, float]:
     """All per-episode metrics of the module doc from one episode's records.
@@ -156,6 +157,8 @@ def episode_metrics(
         records: one episode's per-request records.
         slo_ttft: TTFT SLO in seconds (None: not checked).
         slo_tpot: TPOT SLO in seconds (None: not checked).
+        slo_ttft_hybrid: TTFT SLO for hybrid requests, whose TTFT includes the plan (None: ``slo_ttft``),
+            the same target the reward applies (``reward.slo_ttft_hybrid_s``).
         reference_cost: total cost of the all-large policy on the same seed, for ``cost_saving``.
     """
     n = len(records)
@@ -173,7 +176,10 @@ def episode_metrics(
     routing = routing_metrics(action, ok, col("score"))
     slo_ok = done.copy()
     if slo_ttft is not None:
-        slo_ok &= col("ttft") <= slo_ttft
+        target = np.full(n, slo_ttft)
+        if slo_ttft_hybrid is not None:
+            target[action == 2] = slo_ttft_hybrid
+        slo_ok &= col("ttft") <= target
     if slo_tpot is not None:
         slo_ok &= col("tpot") <= slo_tpot
     prompt = col("prompt_tokens").sum()

@@ -55,11 +55,12 @@ def default_env_factory(cfg: Any, split: str) -> Any:
     return build_env(cfg, split=split)
 
 
-def slo_targets(cfg: Any) -> tuple[float | None, float | None]:
-    """TTFT and TPOT SLOs (seconds) from ``cfg.reward`` (``slo_ttft_s`` / ``slo_tpot_s``, conf/reward/)."""
+def slo_targets(cfg: Any) -> tuple[float | None, float | None, float | None]:
+    """TTFT, TPOT and hybrid-TTFT SLOs (seconds) from ``cfg.reward`` (``slo_ttft_s`` / ``slo_tpot_s`` /
+    ``slo_ttft_hybrid_s``, conf/reward/), so SLO attainment counts what the reward counts."""
     reward = cfg.get("reward") if hasattr(cfg, "get") else None
     if not reward:
-        return None, None
+        return None, None, None
     slo = reward.get("slo") or {}
 
     def pick(*vals: Any) -> float | None:
@@ -69,7 +70,8 @@ def slo_targets(cfg: Any) -> tuple[float | None, float | None]:
         return None
 
     return (pick(reward.get("slo_ttft_s"), reward.get("slo_ttft"), slo.get("ttft") if slo else None),
-            pick(reward.get("slo_tpot_s"), reward.get("slo_tpot"), slo.get("tpot") if slo else None))
+            pick(reward.get("slo_tpot_s"), reward.get("slo_tpot"), slo.get("tpot") if slo else None),
+            pick(reward.get("slo_ttft_hybrid_s")))
 
 
 def _record(decision: dict[str, Any], done: Completion | None) -> Record:
@@ -128,7 +130,7 @@ def summarise(
     ci: str = "t",
     confidence: float = 0.95,
     n_boot: int = 1000,
-    slo: tuple[float | None, float | None] = (None, None),
+    slo: tuple[float | None, float | None, float | None] = (None, None, None),
 ) -> dict[str, Interval]:
     """Mean and CI of every metric over seeds (``ci="t"``) or, for per-request metrics, by bootstrapping
     the pooled requests (``ci="bootstrap"``; see :mod:`rlroute.eval.stats` for why it is optimistic).
