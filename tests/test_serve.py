@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rlroute.cluster.live.launch import REPO, WorkerFleet, WorkerSpec
+from rlroute.cluster.live.launch import REPO, WorkerFleet
 from rlroute.serve.launch import RouterProc
+from tests.fleet import four_workers
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
 
 
 def exported_policy(config: pytest.Config) -> Path:
@@ -48,14 +48,7 @@ def policy(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFleet]:
-    specs = [WorkerSpec("large", LARGE, 500.0), WorkerSpec("large", LARGE, 500.0),
-             WorkerSpec("small", SMALL, 500.0), WorkerSpec("small", SMALL, 500.0)]
-    f = WorkerFleet(specs, tmp_path_factory.mktemp("fleet"))
-    f.start()
-    try:
-        yield f
-    finally:
-        f.stop()
+    yield from four_workers(tmp_path_factory, 500.0)
 
 
 def start_router(fleet: WorkerFleet, log: Path, *overrides: str) -> RouterProc:

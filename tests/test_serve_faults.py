@@ -10,24 +10,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec
+from rlroute.cluster.live.launch import WorkerFleet
 from rlroute.serve.launch import RouterProc
+from tests.fleet import four_workers
 
-LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
 AUTH = {"Authorization": "Bearer t"}
 
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFleet]:
     # Slow enough (speed-up 50) that requests are in flight when a worker dies.
-    specs = [WorkerSpec("large", LARGE, 50.0), WorkerSpec("large", LARGE, 50.0),
-             WorkerSpec("small", SMALL, 50.0), WorkerSpec("small", SMALL, 50.0)]
-    f = WorkerFleet(specs, tmp_path_factory.mktemp("fleet"))
-    f.start()
-    try:
-        yield f
-    finally:
-        f.stop()
+    yield from four_workers(tmp_path_factory, 50.0)
 
 
 @pytest.fixture

@@ -150,6 +150,16 @@ def create_app(state: WorkerState) -> FastAPI:
     def generate_chunk(job: Job, n: int, t0: float, seed: int) -> dict[str, Any]:
         return {"text": filler_text(n, seed), "meta_info": _meta(state, job, t0), "index": 0}
 
+    async def run_to_end(job: Job) -> None:
+        """Wait for a non-streamed job; abort it if the client went away, then count it."""
+        try:
+            async for _ in events(job):
+                pass
+        finally:
+            if job.finish is None:
+                state.engine.abort(job)
+        state.metrics.observe(job)
+
     @app.post("/generate")
     async def generate(req: schemas.GenerateRequest, request: Request) -> Response:
         t0 = time.monotonic()
@@ -160,13 +170,7 @@ def create_app(state: WorkerState) -> FastAPI:
         seed = zlib.crc32((req.text or "").encode("utf-8", "surrogatepass")[:64])
         if req.stream:
             return stream(job, t0, generate_chunk, seed)
-        try:
-            async for _ in events(job):
-                pass
-        finally:
-            if job.finish is None:
-                state.engine.abort(job)
-        state.metrics.observe(job)
+        await run_to_end(job)
         return JSONResponse({"text": filler_text(job.generated, seed), "meta_info": _meta(state, job, t0)})
 
     def usage(job: Job) -> dict[str, Any]:
@@ -204,13 +208,7 @@ def create_app(state: WorkerState) -> FastAPI:
                 return out
 
             return stream(job, t0, chunk, seed)
-        try:
-            async for _ in events(job):
-                pass
-        finally:
-            if job.finish is None:
-                state.engine.abort(job)
-        state.metrics.observe(job)
+        await run_to_end(job)
         text = filler_text(job.generated, seed)
         choice = {"index": 0, "finish_reason": "length"}
         choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
