@@ -10,7 +10,6 @@ saving), then the rest, and writes per-workload records, tables and plots plus a
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rlroute.eval.report import markdown_table, side_by_side, summary_rows, write_report
+from rlroute.eval.report import markdown_table, side_by_side, summary_rows, write_report, write_rows_csv
 from rlroute.eval.run import EvalResult, default_env_factory, evaluate
 
 log = logging.getLogger(__name__)
@@ -128,13 +127,7 @@ def write_combined(all_results: list[EvalResult], workloads: list[dict[str, Any]
     rows = summary_rows(all_results)
     (out_dir / "results.json").write_text(json.dumps({"suite": suite, "notes": notes, "command": command,
                                                       "results": rows}, indent=2, default=str))
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    with (out_dir / "results.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_csv(rows, out_dir / "results.csv")
 
 
 def main(argv: list[str] | None = None) -> int:

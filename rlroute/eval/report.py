@@ -82,10 +82,15 @@ def write_summary(results: Sequence[EvalResult], out_dir: Path, meta: dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(results)
     (out_dir / "summary.json").write_text(json.dumps({"meta": meta or {}, "results": rows}, indent=2, default=str))
+    write_rows_csv(rows, out_dir / "summary.csv")
+
+
+def write_rows_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Rows as CSV; the header is the union of the rows' keys in first-seen order."""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
-    with (out_dir / "summary.csv").open("w", newline="") as fh:
+    with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
