@@ -197,10 +197,6 @@ class OnnxPolicy:
         self._session.run_with_iobinding(self._binding)
         return self._out[0].copy()
 
-    def logits_batch(self, obs: np.ndarray) -> np.ndarray:
-        """Logits for ``float32[n, obs_dim]`` raw observations (evaluation, verification)."""
-        return np.asarray(self._session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(obs, dtype=np.float32)})[0])
-
     def decide(
         self, obs: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None
     ) -> Decision:
