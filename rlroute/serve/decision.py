@@ -115,7 +115,7 @@ class PolicySlot:
             if d.reason is None and d.action is not None:
                 return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0)
             reason, detail = d.reason, d.detail
-        ctx = DecisionContext(request, state, matches, obs if obs is not None else np.zeros(224, np.float32))
+        ctx = DecisionContext(request, state, matches, obs if obs is not None else np.zeros(len(gen.extractor.schema), np.float32))
         try:
             action = self.heuristic.act(ctx)
         except Exception as e:
