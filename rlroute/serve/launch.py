@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from rlroute.cluster.live.launch import REPO, free_port
+from rlroute.cluster.live.launch import REPO, free_port, terminate
 
 
 class RouterProc:
@@ -62,13 +62,7 @@ class RouterProc:
 
     def stop(self) -> None:
         """Terminate by PID (kill after 5 s); idempotent."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate([self.proc])
 
     def __enter__(self) -> RouterProc:
         return self

@@ -27,6 +27,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def terminate(procs: list[subprocess.Popen[bytes]], grace_s: float = 5.0) -> None:
+    """SIGTERM every process still running, then SIGKILL those not gone after ``grace_s``; idempotent."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=grace_s)
+
+
 @dataclass(slots=True)
 class WorkerSpec:
     """One emulated worker: pool, serving profile and ``rlroute worker`` overrides."""
@@ -128,15 +141,7 @@ class WorkerFleet:
 
     def stop(self) -> None:
         """Terminate every started process by PID (kill after 5 s); idempotent."""
-        for w in self.workers:
-            if w.proc.poll() is None:
-                w.proc.terminate()
-        for w in self.workers:
-            try:
-                w.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                w.proc.kill()
-                w.proc.wait(timeout=5)
+        terminate([w.proc for w in self.workers])
 
     def __enter__(self) -> WorkerFleet:
         return self.start()
