@@ -71,6 +71,17 @@ class RewardConfig:
             ttft_slo = self.slo_ttft_hybrid_s
         return c.failed or c.ttft > ttft_slo or c.tpot > self.slo_tpot_s
 
+    def request_reward(self, quality: float, cost: float, c: Completion) -> float:
+        """One request's own reward: its quality term and decision-time cost, its own time in the system
+        (``c.e2e``, request-seconds) and whether *it* violated the SLO.
+
+        Summed over the requests of a drained episode, the latency part equals the Park-style integral
+        (total time in system), but each decision is credited only with its own request's outcome. This
+        is the contract every per-request consumer uses (credited training reward, hindsight oracle,
+        look-ahead, supervised labels), so they all optimise the same number.
+        """
+        return self.reward(quality, cost, c.e2e, int(self.violates(c)))
+
     def reward(self, quality: float, cost: float, latency: float, violations: int) -> float:
         """Combine the four raw terms."""
         return (
