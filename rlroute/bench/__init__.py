@@ -24,6 +24,7 @@ BENCHES = {
     "router": "latency the router adds over calling a worker directly",
     "replay": "open-loop trace replay against an endpoint",
     "workload": "workload materialisation time (cold, warm, reseeded)",
+    "fork": "simulator fork time mid-episode; decisions/s of the fork references",
 }
 
 

@@ -14,6 +14,7 @@ carry ``fail_reason``), so conservation holds by construction and is tested unde
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -342,8 +343,8 @@ class SimCluster(EventsMixin):
         (``fail_instance``, ``recover_instance``, ``pause``, ``resume``, ``flush_cache``,
         ``update_weights``, ``scale``) with its arguments, or a zero-argument callable."""
         if isinstance(event, str):
-            fn = self.event(event)
-            call: Callable[[], Any] = lambda: fn(*args, **kwargs)  # noqa: E731
+            # A partial of a bound method, not a closure: the event heap stays copyable (sim.fork).
+            call: Callable[[], Any] = functools.partial(self.event(event), *args, **kwargs)
         elif callable(event):
             call = event
         else:

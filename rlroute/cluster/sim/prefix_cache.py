@@ -51,6 +51,18 @@ class Seg:
         self.detached = False  # flushed or lost while pinned: freed on release instead of cached
         self.next: Seg | None = None  # tail split off this segment (pins cover both)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Positional state for copying (rlroute.cluster.sim.fork): ~2x faster to load than a slots dict.
+        return _seg, (self.blocks, self.tokens, self.depth, self.ref, self.freq, self.last, self.ver,
+                      self.detached, self.next)
+
+
+def _seg(blocks: tuple[int, ...], tokens: int, depth: int, ref: int, freq: int, last: float, ver: int,
+         detached: bool, nxt: Seg | None) -> Seg:
+    seg = Seg(blocks, tokens, depth, last)
+    seg.ref, seg.freq, seg.ver, seg.detached, seg.next = ref, freq, ver, detached, nxt
+    return seg
+
 
 Pin = tuple[Seg, int]  # (segment, number of its blocks pinned, following seg.next when split)
 
@@ -93,6 +105,26 @@ class PrefixCache:
         self.evicted_blocks = self.evicted_tokens = self.expired_blocks = 0
         self.eviction_log: list[int] | None = [] if log_evictions else None
         self.expire_at = float("inf")  # no unreferenced block can expire before this time
+
+    # -- copying (rlroute.cluster.sim.fork) ------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Compact state: ``nodes`` as its distinct segments (rebuilt from their blocks) and the heaps
+        without stale entries (never popped as victims, so dropping them changes no eviction)."""
+        state = self.__dict__.copy()
+        state["nodes"] = list(dict.fromkeys(self.nodes.values()))
+        for key in ("heap", "theap"):
+            state[key] = [e for e in state[key] if (s := e[-2]).ver == e[-1] and s.ref == 0 and not s.detached]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        segs: list[Seg] = state["nodes"]
+        nodes: dict[int, Seg] = {}
+        for seg in segs:
+            nodes.update(dict.fromkeys(seg.blocks, seg))
+        self.__dict__.update(state)
+        self.nodes = nodes
+        heapq.heapify(self.heap)
+        heapq.heapify(self.theap)
 
     # -- lookup ---------------------------------------------------------------------------------------
     def probe(self, blocks: tuple[int, ...]) -> tuple[int, int]:
