@@ -118,10 +118,11 @@ def test_idle_and_overloaded_cluster() -> None:
     steps = rollout(env, seed=0, policy=lambda e: int(Action.LARGE))
     assert all(in_bounds(o) for o, _, _ in steps)
     last_obs, _, last_info = steps[-1]
-    assert last_info["in_system"] > 100  # one large instance cannot keep up with 100 req/s
-    assert last_obs[q] > 0.3  # so requests queue
+    assert steps[-2][2]["in_system"] > 100  # one large instance cannot keep up with 100 req/s
+    assert last_info["in_system"] == 0  # truncation drained them
+    assert last_obs[q] > 0.3  # so requests queue (the final observation is taken before the drain)
     assert last_obs[SCHEMA.index["system.large.running_mean"]] > 0.9
-    assert sum(i["latency_integral"] for _, _, i in steps) > 0
+    assert sum(i["latency"] for _, _, i in steps) > 0
 
 
 def test_same_seed_same_episode() -> None:
@@ -135,22 +136,43 @@ def test_same_seed_same_episode() -> None:
     assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c, strict=False))
 
 
-def test_info_and_latency_integral_accounting() -> None:
+def test_request_credit_sums_to_own_rewards_of_a_drained_episode() -> None:
     env = make("episode_length=96")
     steps = rollout(env, seed=5)
-    t_end = steps[-1][2]["time"]
     done = [c for _, _, i in steps for c in i["completions"]]
-    done += env.drain()
-    assert len(done) == len(steps)  # every decision completes exactly once
+    assert env.drain() == []  # truncation already drained the cluster
+    assert len(done) == len(steps)  # every decision completes exactly once, inside the episode
     assert len({c.request_id for c in done}) == len(steps)
-    # Park-style: the step integrals sum to the time requests spent in the system within the episode.
-    expected = sum(min(c.finish, t_end) - c.arrival for c in done)
-    assert sum(i["latency_integral"] for _, _, i in steps) == pytest.approx(expected, rel=1e-6)
     rc = env.reward_cfg
+    by_id = {i["request_id"]: i for _, _, i in steps}
+    own = {c.request_id: rc.request_reward(0.0 if c.failed else by_id[c.request_id]["quality"], c.cost, c)
+           for c in done}
+    assert sum(r for _, r, _ in steps) == pytest.approx(sum(own.values()), rel=1e-9)
+    credits = [cr for _, _, i in steps for cr in i["credits"]]
+    assert sorted(cr.request_id for cr in credits) == sorted(own)
+    for cr in credits:  # each credit names its own decision's step and carries its own reward
+        assert steps[cr.step][2]["request_id"] == cr.request_id
+        assert cr.reward == pytest.approx(own[cr.request_id])
     for _, r, i in steps:
         assert r == pytest.approx(sum(i["reward_terms"].values()))
+        assert r == pytest.approx(sum(cr.reward for cr in i["credits"]))
         assert i["slo_violations"] == sum(rc.violates(c) for c in i["completions"])
         assert i["quality"] == pytest.approx(i["quality_p"])
+
+
+def test_park_credit_latency_integral_is_total_time_in_system() -> None:
+    env = make("episode_length=96", "reward.credit=park")
+    steps = rollout(env, seed=5)
+    done = [c for _, _, i in steps for c in i["completions"]]
+    assert len(done) == len(steps)
+    # The step integrals sum to the time requests spent in the system (drained: nothing cut off).
+    expected = sum(c.finish - c.arrival for c in done)
+    assert sum(i["latency"] for _, _, i in steps) == pytest.approx(expected, rel=1e-6)
+    rc = env.reward_cfg
+    for _, r, i in steps:  # a step pays its own decision's quality and cost, and everyone's latency
+        assert i["reward_terms"]["quality"] == pytest.approx(rc.quality_weight * i["quality"])
+        assert i["reward_terms"]["cost"] == pytest.approx(-rc.cost_weight * i["cost"])
+        assert r == pytest.approx(sum(i["reward_terms"].values()))
 
 
 def test_quality_signal_ok_is_binary() -> None:
@@ -187,6 +209,8 @@ def test_bad_reward_config_is_named() -> None:
         RewardConfig.from_mapping({"cost_weigth": 1.0})
     with pytest.raises(ValueError, match="reward.quality"):
         RewardConfig.from_mapping({"quality": "maybe"})
+    with pytest.raises(ValueError, match="reward.credit"):
+        RewardConfig.from_mapping({"credit": "later"})
 
 
 def test_default_reward_has_a_real_tradeoff() -> None:

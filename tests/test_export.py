@@ -117,7 +117,7 @@ def test_manifest_contents(exported: tuple[str, Any, Path, Path]) -> None:
     m = json.loads((folder / MANIFEST_FILE).read_text())
     assert m["feature_schema"] == {"version": SCHEMA.version, "hash": SCHEMA.hash, "dim": 224, "text": "hash"}
     assert m["action_map"] == ACTION_MAP == {"0": "large", "1": "small", "2": "hybrid"}
-    assert m["env"] == {"id": "rlroute/Routing-v0", "version": 0}
+    assert m["env"] == {"id": "rlroute/Routing-v1", "version": 1}
     assert m["onnx"]["sha256"] == sha256_file(folder / ONNX_FILE)
     assert m["onnx"]["obs_dim"] == 224 and m["onnx"]["n_actions"] == 3
     norm = m["obs_norm"]
@@ -154,6 +154,6 @@ def test_cli_fresh_export_records_from_env(tmp_path: Path) -> None:
     assert rc == 0
     m = json.loads((out / MANIFEST_FILE).read_text())
     assert m["source"]["fresh"] and m["verification"]["n_obs"] == 300
-    assert m["verification"]["obs_source"].startswith("env:rlroute/Routing-v0")
+    assert m["verification"]["obs_source"].startswith("env:rlroute/Routing-v1")
     with pytest.raises(FileExistsError, match="overwrite"):
         export_policy(out, compose_cfg(), fresh=True, n_verify=10)

@@ -15,7 +15,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-import rlroute.env  # noqa: F401  (registers rlroute/Routing-v0)
+import rlroute.env  # noqa: F401  (registers rlroute/Routing-v1)
 from rlroute.cluster.live import LiveCluster
 from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec
 from rlroute.types import Action, Completion, Request
@@ -54,7 +54,7 @@ def episode(fleet: WorkerFleet) -> list[Completion]:
     from rlroute.features import SCHEMA
 
     with LiveCluster(pools_cfg(fleet), speedup=SPEEDUP) as live:
-        env = gymnasium.make("rlroute/Routing-v0", cluster=live, episode_length=48)
+        env = gymnasium.make("rlroute/Routing-v1", cluster=live, episode_length=48)
         obs, _ = env.reset(seed=3)
         rng = np.random.default_rng(3)
         completions: list[Completion] = []

@@ -1,6 +1,6 @@
-"""rlroute.env: the Gymnasium routing environment, registered as ``rlroute/Routing-v0`` on import.
+"""rlroute.env: the Gymnasium routing environment, registered as ``rlroute/Routing-v1`` on import.
 
-``gymnasium.make("rlroute/Routing-v0")`` builds it from ``conf/config.yaml``;
+``gymnasium.make("rlroute/Routing-v1")`` builds it from ``conf/config.yaml``;
 :func:`build_env` builds it from an already composed Hydra config (``rlroute train`` / ``eval``).
 """
 
@@ -12,7 +12,7 @@ from rlroute.env.build import build_env, default_config
 from rlroute.env.reward import RewardConfig
 from rlroute.env.routing import RoutingEnv
 
-ENV_ID = "rlroute/Routing-v0"
+ENV_ID = "rlroute/Routing-v1"
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="rlroute.env.routing:RoutingEnv")

@@ -1,7 +1,7 @@
 """Building a :class:`RoutingEnv` from Hydra config: ``build_env(cfg, split)`` and the built-in defaults.
 
 ``conf/`` sits at the repository root next to ``rlroute/``; :func:`default_config` composes
-``conf/config.yaml`` with Hydra's compose API so ``gymnasium.make("rlroute/Routing-v0")`` works without
+``conf/config.yaml`` with Hydra's compose API so ``gymnasium.make("rlroute/Routing-v1")`` works without
 arguments. Config is read when an env is built, never at import.
 """
 

@@ -1,6 +1,6 @@
 """Env step cost and where it goes: ``python -m rlroute.env.profile [--overrides ...]``.
 
-Runs ``--episodes`` episodes of ``rlroute/Routing-v0`` (built with :func:`rlroute.env.build.build_env` from
+Runs ``--episodes`` episodes of ``rlroute/Routing-v1`` (built with :func:`rlroute.env.build.build_env` from
 ``conf/config.yaml`` plus overrides) under a uniformly random policy, and reports CPU time
 (``time.process_time``: the machine is shared, so wall time would count other processes):
 

@@ -1,13 +1,31 @@
-"""The routing reward: ``w_q*quality - w_c*cost - w_l*latency_integral - w_slo*slo_violations`` per step.
+"""The routing reward: ``w_q*quality - w_c*cost - w_l*latency - w_slo*slo_violations``.
+
+How the terms reach a step is the ``credit`` scheme (``reward.credit``):
+
+* ``request`` (default): **each request's own reward** (:meth:`RewardConfig.request_reward`: its quality,
+  its billed cost, its own time in the system ``e2e`` and whether *it* missed the SLO) is paid when the
+  request completes, in the step where it completes; the episode is drained at truncation so the final
+  step pays every request still in flight. ``info["credits"]`` says which decision each paid reward
+  belongs to, and training moves it there (:mod:`rlroute.train.credit`), so every decision is credited
+  with exactly its own outcome. Summed over a drained episode the step rewards equal the sum of
+  ``request_reward`` over its requests.
+* ``park``: the v0 scheme, kept to reproduce ``experiments/scenarios/reward_credit.md`` (where it loses):
+  quality and decision-time cost of the step's own decision, minus the Park-style latency integral and the
+  SLO misses of whatever completed during the step (other requests' outcomes).
+
+The terms:
 
 * **quality**: the chosen action's success probability ``request.quality.p[action]`` (``quality: p``,
   default: an unbiased, lower-variance estimate of the drawn outcome) or the drawn outcome
   ``request.quality.ok[action]`` as 0/1 (``quality: ok``). Known at decision time in the simulator.
-* **cost** (USD): ``cluster.cost_model.request_cost`` of the stages the action implies, with the expected
+  A failed request's quality is 0 under ``credit: request`` (it returned no answer).
+* **cost** (USD): under ``credit: request`` the completion's billed cost (``Completion.cost``, the cost
+  model applied to the stages it actually ran with their actual cached tokens). Under ``park``,
+  ``cluster.cost_model.request_cost`` of the stages the action implies, with the expected
   cached tokens = the best prefix match over the pool's available instances (SGLang's cache-aware rule
   sends a request to its best match when the match ratio exceeds the threshold; an approximation when it
   does not), and the request's true ``output_len`` (the simulator knows it).
-* **latency**: Park-style integral of the number of requests in the system over the step, in
+* **latency** (request-seconds): under ``request`` the request's own ``e2e``; under ``park`` the integral of the number of requests in the system over the step, in
   request-seconds; summed over an episode it is the total time requests spent in the system inside it.
 * **slo_violations**: completions in the step that missed the TTFT or TPOT SLO, or failed. A hybrid's TTFT
   includes the large model's plan, so ``slo_ttft_hybrid_s`` (optional; ``None`` = ``slo_ttft_s``) lets a
@@ -25,6 +43,8 @@ from typing import Any
 from rlroute.types import Action, Completion
 
 QUALITY_SIGNALS = ("p", "ok")
+CREDIT_SCHEMES = ("request", "park")
+_STR_FIELDS = ("quality", "credit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +59,7 @@ class RewardConfig:
     slo_tpot_s: float = 0.1
     quality: str = "p"
     slo_ttft_hybrid_s: float | None = None
+    credit: str = "request"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -48,6 +69,9 @@ class RewardConfig:
             if f.name == "quality":
                 if v not in QUALITY_SIGNALS:
                     raise ValueError(f"reward.quality must be one of {QUALITY_SIGNALS}, got {v!r}")
+            elif f.name == "credit":
+                if v not in CREDIT_SCHEMES:
+                    raise ValueError(f"reward.credit must be one of {CREDIT_SCHEMES}, got {v!r}")
             elif not isinstance(v, int | float) or v < 0:
                 raise ValueError(f"reward.{f.name} must be a number >= 0, got {v!r}")
 
@@ -60,7 +84,7 @@ class RewardConfig:
         if unknown:
             raise ValueError(f"unknown reward config key(s) {unknown}; expected some of {sorted(known)}")
         kwargs: dict[str, Any] = {
-            k: (str(v) if k == "quality" else None if v is None else float(v)) for k, v in cfg.items()
+            k: (str(v) if k in _STR_FIELDS else None if v is None else float(v)) for k, v in cfg.items()
         }
         return cls(**kwargs)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -20,9 +20,21 @@ from rlroute.workload.base import Workload
 _SEED_HIGH = 2**62
 
 
-class CompletionList(list[Completion]):
-    """``info["completions"]``: a plain list of the step's :class:`~rlroute.types.Completion` records
-    whose deep copy is itself.
+class Credit(NamedTuple):
+    """One request's own reward, paid in the step where the request completed (``info["credits"]``).
+
+    ``step`` is the episode step (0-based) of the request's routing decision, the step the reward belongs
+    to; ``reward`` is :meth:`RewardConfig.request_reward` of its quality, billed cost and completion.
+    """
+
+    request_id: int
+    step: int
+    reward: float
+
+
+class CompletionList(list[Any]):
+    """``info["completions"]`` / ``info["credits"]``: a plain list of the step's
+    :class:`~rlroute.types.Completion` (or :class:`Credit`) records whose deep copy is itself.
 
     SB3's ``DummyVecEnv`` deep-copies every info dict at every step; copying the completion dataclasses
     was ~9 % of a profiled PPO training step (docs/performance.md). The env never touches the list or
@@ -66,13 +78,20 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     ## Rewards
 
-    ``r = w_q * quality - w_c * cost - w_l * latency_integral - w_slo * slo_violations``
-    (:mod:`rlroute.env.reward`): quality is the chosen action's success probability (or drawn outcome);
-    cost (USD) is priced at decision time by ``cluster.cost_model.request_cost`` with the expected cached
-    tokens; latency_integral is the number of requests in the system integrated over the step
-    (request-seconds; sums to total time in system over an episode, as in Park's load balancing env);
-    slo_violations counts completions of the step that missed the TTFT/TPOT SLO or failed. Defaults and
-    their rationale: ``conf/reward/default.yaml``.
+    Each request has its own reward (:meth:`RewardConfig.request_reward`):
+    ``w_q * quality - w_c * cost - w_l * e2e - w_slo * violated`` -- the chosen action's success
+    probability (or drawn outcome; 0 when the request failed), its billed cost (USD), its own time in the
+    system (seconds) and whether *it* missed the TTFT/TPOT SLO or failed. With ``reward.credit: request``
+    (default) the reward of step ``t`` is the sum of the own rewards of the requests that completed during
+    step ``t`` (between this decision and the next arrival); ``info["credits"]`` lists them as
+    :class:`Credit` ``(request_id, step, reward)`` where ``step`` is the step of the request's decision.
+    At truncation the cluster is drained and every request still in flight is paid in the final step, so
+    an episode's return is exactly the sum of its requests' own rewards. Training moves each credit back
+    to its decision step before computing returns (:mod:`rlroute.train.credit`); evaluation sums episode
+    returns. With ``reward.credit: park`` (the v0 scheme, kept for ``experiments/scenarios/reward_credit.md``)
+    a step pays its own decision's quality and decision-time cost minus the Park-style integral of
+    requests in the system over the step and the SLO misses of the step's completions. Defaults and their
+    rationale: ``conf/reward/default.yaml``.
 
     ## Starting State
 
@@ -88,12 +107,12 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
       observation is then the last request's, recomputed on the final state, and ``step`` raises until
       ``reset``).
 
-    Requests still in flight at truncation are not in the reward; :meth:`drain` finishes them and returns
-    their completions (for evaluation).
+    At truncation the cluster is drained (:meth:`drain`): requests still in flight finish, their
+    completions are in the final step's ``info["completions"]`` and their rewards in its reward.
 
     ## Arguments
 
-    ``gymnasium.make("rlroute/Routing-v0")`` builds everything from ``conf/config.yaml``; pass
+    ``gymnasium.make("rlroute/Routing-v1")`` builds everything from ``conf/config.yaml``; pass
     ``overrides=["workload=...", ...]`` for Hydra overrides, or objects directly:
 
     * ``workload``: a :class:`~rlroute.workload.base.Workload` (or its config with ``_target_``).
@@ -106,14 +125,20 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
       ``random_start=true`` to start anywhere in their window). From config: ``+env.max_offset=N``.
     * ``features``: text representation of the request block, ``hash`` (default) or ``minilm``.
 
-    ``info`` of ``step``: ``request_id``, ``action``, ``action_name``, ``action_valid``, ``quality``
-    (the reward's quality term), ``quality_p``, ``quality_ok``, ``cost``, ``latency_integral``,
-    ``slo_violations``, ``reward_terms`` (weighted terms), ``completions`` (the step's
+    ``info`` of ``step``: ``request_id``, ``step`` (this decision's episode step), ``action``,
+    ``action_name``, ``action_valid``, ``quality`` (the decision's quality term), ``quality_p``,
+    ``quality_ok``, ``cost`` (decision-time estimate), ``latency`` (request-seconds charged in this step),
+    ``slo_violations`` (completions of the step that missed the SLO), ``reward_terms`` (the weighted terms
+    of this step's reward), ``credits`` (:class:`Credit` list, see Rewards), ``completions`` (the step's
     :class:`~rlroute.types.Completion` list), ``in_system``, ``time``.
 
     ## Version History
 
-    * v0: initial version (feature schema version 1).
+    * v1: per-request reward credit (``reward.credit: request``); episodes drained at truncation so no
+      in-flight request is dropped from the return; a failed request's quality is 0; ``info`` gains
+      ``credits`` and ``step``, ``latency_integral`` became ``latency``.
+    * v0: initial version (feature schema version 1): Park-style step reward, in-flight requests at
+      truncation left out of the return.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -173,6 +198,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self._steps = 0
         self._in_system = 0
         self._exhausted = False
+        self._open: dict[int, tuple[int, float]] = {}  # request id -> (decision step, quality term)
 
     # -- construction -------------------------------------------------------------------------------
     @staticmethod
@@ -212,6 +238,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self._steps = 0
         self._in_system = 0
         self._exhausted = False
+        self._open = {}
         self.cluster.advance(first.arrival)
         self._observe(first)
         return self._obs.copy(), {"request_id": first.id, "time": self.cluster.now, "offset": offset}
@@ -230,32 +257,32 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         valid = bool(self._mask[a])
         q = req.quality
         assert q is not None  # drawn in _pull
-        q_term = q.p[a] if self.reward_cfg.quality == "p" else float(q.ok[a])
+        rc = self.reward_cfg
+        q_term = q.p[a] if rc.quality == "p" else float(q.ok[a])
         cost = self._expected_cost(req, a)
+        step = self._steps
+        self._open[req.id] = (step, float(q_term))
         t0 = cluster.now
         cluster.submit(req, a)
         n = self._in_system + 1
         nxt = self._pull()
         t1 = nxt.arrival if nxt is not None else t0
         done = cluster.advance(t1)
-        # Requests in system: n on [t0, t1) minus each completion from its finish time to t1.
-        latency = n * (t1 - t0) - sum(t1 - c.finish for c in done)
-        self._in_system = n - len(done)
-        rc = self.reward_cfg
-        violations = sum(1 for c in done if rc.violates(c))
-        terms = {
-            "quality": rc.quality_weight * q_term,
-            "cost": -rc.cost_weight * cost,
-            "latency": -rc.latency_weight * latency,
-            "slo": -rc.slo_weight * violations,
-        }
-        reward = terms["quality"] + terms["cost"] + terms["latency"] + terms["slo"]
         self._steps += 1
         self._exhausted = nxt is None
         truncated = self._steps >= self.episode_length or self._exhausted
-        self._observe(nxt if nxt is not None else req)
+        self._observe(nxt if nxt is not None else req)  # the state at the next arrival, before any drain
+        self._in_system = n - len(done)
+        if truncated:
+            done = done + self.drain()  # in-flight requests finish and are paid in this final step
+        # Requests in system: n on [t0, t1) minus each completion from its finish time to t1 (drained
+        # completions finish after t1 and add their time beyond it).
+        latency_integral = n * (t1 - t0) - sum(t1 - c.finish for c in done)
+        credits, terms, latency = self._pay(done, float(q_term), cost, latency_integral)
+        reward = terms["quality"] + terms["cost"] + terms["latency"] + terms["slo"]
         info = {
             "request_id": req.id,
+            "step": step,
             "action": int(a),
             "action_name": ACTION_NAMES[a],
             "action_valid": valid,
@@ -263,14 +290,39 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             "quality_p": float(q.p[a]),
             "quality_ok": bool(q.ok[a]),
             "cost": float(cost),
-            "latency_integral": float(latency),
-            "slo_violations": violations,
+            "latency": float(latency),
+            "slo_violations": sum(1 for c in done if rc.violates(c)),
             "reward_terms": terms,
+            "credits": credits,
             "completions": CompletionList(done),
             "in_system": self._in_system,
             "time": cluster.now,
         }
         return self._obs.copy(), float(reward), False, truncated, info
+
+    def _pay(
+        self, done: list[Completion], q_term: float, cost: float, latency_integral: float
+    ) -> tuple[CompletionList, dict[str, float], float]:
+        """Credits of the completed requests and this step's weighted reward terms (see Rewards)."""
+        rc = self.reward_cfg
+        credits = CompletionList()
+        q_sum = cost_sum = e2e_sum = 0.0
+        misses = 0
+        for c in done:
+            step, q_c = self._open.pop(c.request_id, (-1, 0.0))
+            q_c = 0.0 if c.failed else q_c
+            credits.append(Credit(c.request_id, step, rc.request_reward(q_c, c.cost, c)))
+            q_sum, cost_sum, e2e_sum = q_sum + q_c, cost_sum + c.cost, e2e_sum + c.e2e
+            misses += int(rc.violates(c))
+        if rc.credit == "park":
+            q_sum, cost_sum, e2e_sum = q_term, cost, latency_integral
+        terms = {
+            "quality": rc.quality_weight * q_sum,
+            "cost": -rc.cost_weight * cost_sum,
+            "latency": -rc.latency_weight * e2e_sum,
+            "slo": -rc.slo_weight * misses,
+        }
+        return credits, terms, e2e_sum
 
     def action_masks(self) -> np.ndarray:
         """``bool[3]``: large / small allowed when the pool has a healthy unpaused instance; hybrid when
@@ -291,7 +343,8 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         )
 
     def drain(self) -> list[Completion]:
-        """Finish every request still in flight (after an episode) and return their completions."""
+        """Finish every request still in flight and return their completions (``step`` calls it at
+        truncation and pays them; afterwards there is nothing left and it returns ``[]``)."""
         if self.cluster is None:
             return []
         drain = getattr(self.cluster, "drain", None)

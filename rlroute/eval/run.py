@@ -2,8 +2,10 @@
 
 One episode per seed: ``env.reset(seed=seed)``, then at every step the policy acts on
 ``env.decision_context()`` (the same typed context the serving router builds), the env steps, and the
-step's ``info["completions"]`` are collected; after truncation ``env.drain()`` finishes the requests still
-in flight so that every decision has its latency and cost. Decisions and completions are joined by
+step's ``info["completions"]`` are collected; the env drains the requests still in flight at truncation
+(``env.drain()`` is called again for envs that do not), so every decision has its latency and cost, and
+the episode return is the sum of every request's own reward (``reward.credit: request``, the accounting
+training uses; :mod:`rlroute.env.reward`). Decisions and completions are joined by
 request id into per-request records (see :mod:`rlroute.eval.metrics`), metrics are computed per seed and
 summarised with a confidence interval over seeds (:mod:`rlroute.eval.stats`).
 """

@@ -35,7 +35,7 @@ from rlroute.export.manifest import (
 )
 from rlroute.export.verify import LOGIT_ATOL, Recorded, record_observations, verify
 
-ENV_ID = "rlroute/Routing-v0"
+ENV_ID = "rlroute/Routing-v1"
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 

@@ -28,6 +28,7 @@ from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
 from rlroute.seeding import seed_everything
 from rlroute.train.callbacks import RouteMetricsCallback, ValidationCallback
+from rlroute.train.credit import CreditCallback, buffer_class, check_alignment, credit_scheme
 from rlroute.train.envs import EnvBuilder, default_builder, make_vec_env, plain_cfg, wrap_normalize
 from rlroute.train.tracking import Tracker
 from rlroute.train.validation import Validator
@@ -76,6 +77,9 @@ def train_run(
         finish: close the tracker (W&B run) before returning.
     """
     cfg = cfg.copy()
+    per_request = credit_scheme(cfg) == "request"
+    if per_request:
+        check_alignment(cfg)  # before anything is built or written
     run_dir = Path(run_dir if run_dir is not None else cfg.out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
@@ -89,14 +93,16 @@ def train_run(
     agent = cfg.agent
     venv = wrap_normalize(make_vec_env(cfg, "train", builder=builder), cfg)
     tracker = Tracker(cfg.logger, run_dir, cfg, run_name(cfg))
-    model = instantiate(agent.algo)(env=venv, seed=int(cfg.seed), verbose=0)
+    algo = instantiate(agent.algo)
+    extra = {"rollout_buffer_class": buffer_class(algo.func)} if per_request else {}
+    model = algo(env=venv, seed=int(cfg.seed), verbose=0, **extra)
     model.set_logger(tracker.logger)
 
     n_envs = int(agent.n_envs)
     seeds = [int(s) for s in agent.eval.seeds]
     validator = Validator(cfg, "val", seeds, builder)
     val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic))
-    callbacks: list[Any] = [RouteMetricsCallback(), val_cb]
+    callbacks: list[Any] = [RouteMetricsCallback(), val_cb, *([CreditCallback()] if per_request else [])]
     if int(agent.checkpoint_freq) > 0:
         callbacks.append(CheckpointCallback(
             save_freq=max(int(agent.checkpoint_freq) // n_envs, 1), save_path=str(run_dir / "checkpoints"),

@@ -89,7 +89,7 @@ class LiveCluster:
     def __call__(self, rng: np.random.Generator | None = None) -> LiveCluster:
         """Episode factory for ``RoutingEnv(cluster=...)``: reset for a new episode and return ``self``.
 
-        ``gymnasium.make("rlroute/Routing-v0", cluster=live)`` calls this at every ``reset``; the live pools
+        ``gymnasium.make("rlroute/Routing-v1", cluster=live)`` calls this at every ``reset``; the live pools
         persist across episodes, so they are drained and flushed instead of rebuilt.
         """
         self.reset()
