@@ -54,6 +54,10 @@ class Request:
         blocks: chained hashes of the prompt's KV blocks, ``block_size`` tokens each; equal ids mean equal
             prefixes (Mooncake ``hash_ids`` or hashed token-id blocks for text prompts).
         block_size: tokens per block in ``blocks``.
+        output_blocks: chained ids of the full blocks of prompt + output past the prompt's full blocks, i.e.
+            the ids the next turn's prompt carries for this answer (``blocks[:input_len // block_size] +
+            output_blocks`` are the full blocks of the finished sequence); ``()`` when unknown. Instances
+            insert them into the cache when the request finishes (SGLang ``cache_finished_req``).
         prompt: prompt text when the workload has it (prompt sets, ShareGPT), else ``None`` (traces).
         token_ids: prompt token ids when tokenised, else ``None``.
         session_id: conversation id for multi-turn workloads, else ``None``.
@@ -71,6 +75,7 @@ class Request:
     output_len: int
     blocks: tuple[int, ...] = ()
     block_size: int = 64
+    output_blocks: tuple[int, ...] = ()
     prompt: str | None = None
     token_ids: tuple[int, ...] | None = None
     session_id: int | None = None

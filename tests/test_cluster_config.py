@@ -54,6 +54,20 @@ def test_cache_preset_is_a_config_group() -> None:
     assert (cl.pools["small"].eviction, cl.pools["small"].ttl_s) == ("lru", None)
 
 
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "cluster" / "scheduler").glob("*.yaml")))
+def test_scheduler_preset_is_a_config_group(preset: str) -> None:
+    from rlroute.cluster.sim.legacy_instance import LegacyInstance
+    from rlroute.cluster.sim.sglang_instance import SGLangInstance
+
+    cl = instantiate(cluster_cfg("cluster=default", f"cluster/scheduler@cluster.pools.large.scheduler={preset}"))
+    large, small = cl.pools["large"], cl.pools["small"]
+    want = LegacyInstance if preset == "legacy" else SGLangInstance
+    assert all(type(i) is want for i in large.instances)
+    assert all(type(i) is SGLangInstance for i in small.instances)  # the default
+    assert large.sched.mixed_chunk == (preset == "sglang_mixed")
+    assert large.sched.schedule_policy == ("lpm" if preset == "sglang_lpm" else "fcfs")
+
+
 def test_in_pool_policy_switch_by_override() -> None:
     cl = instantiate(cluster_cfg("cluster=small8", "cluster.pools.small.in_pool.policy=round_robin"))
     assert type(cl.pools["small"].policy).__name__ == "RoundRobin"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from rlroute.cluster.sim import SimCluster
@@ -167,3 +170,75 @@ def test_pool_match_agrees_with_cache_probe(seed: int) -> None:
         assert got == want
         cl.submit(r, Action.SMALL)
     assert any(max(cl.prefix_match(r)["small"]) > 0 for r in reqs[-50:])
+
+
+@pytest.mark.parametrize("kind", ["sglang", "legacy"])
+@pytest.mark.parametrize("insert", [True, False])
+def test_next_turn_hits_its_own_previous_answer(kind: str, insert: bool) -> None:
+    """Turn 1 (1000-token prompt, 200-token answer, 64-token blocks) finishes; its answer's full blocks
+    (depths 15-17) enter the cache, so turn 2 (prompt = turn 1 + answer + 100 new tokens) matches 18
+    blocks, not only turn 1's 15 full prompt blocks."""
+    bs = 64
+    prompt1 = tuple(range(1, 17))  # 15 full blocks + the partial block 16 (1000 = 15 * 64 + 40)
+    answer = (100, 101, 102)  # (1000 + 200) // 64 = 18 full blocks of prompt + answer
+    t1 = Request(id=0, arrival=0.0, input_len=1000, output_len=200, blocks=prompt1, block_size=bs,
+                 output_blocks=answer)
+    t2 = Request(id=1, arrival=100.0, input_len=1300, output_len=5, block_size=bs,
+                 blocks=prompt1[:15] + answer + (200, 201, 202))  # ceil(1300 / 64) = 21 blocks
+    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1, "scheduler": {"kind": kind},
+                                     "cache": {"insert_outputs": insert}}})
+    cl.submit(t1, Action.SMALL)
+    assert cl.advance(t2.arrival)
+    want = 18 * bs if insert else 15 * bs
+    assert cl.prefix_match(t2)["small"] == [want]
+    cl.submit(t2, Action.SMALL)
+    (c,) = cl.drain()
+    assert c.cached_tokens == want
+    cache = cl.pools["small"].instances[0].cache
+    # prompt blocks (1000 tokens incl. the partial one) + the answer's 3 blocks, then turn 2's new blocks
+    assert cache.total_tokens == 1000 + (3 * bs if insert else 0) + (1300 - want)
+
+
+def test_workload_output_blocks_are_the_next_turns_prompt_blocks() -> None:
+    """Synthetic conversations, Mooncake-like generator and text workload at token-level pages."""
+    import itertools
+
+    import numpy as np
+
+    from rlroute.cluster.sim.synthetic import conversation_requests
+    from rlroute.workload.arrivals import PoissonArrivals
+    from rlroute.workload.compose import PromptWorkload
+    from rlroute.workload.synthetic import SyntheticPrompts
+
+    streams = [conversation_requests(400, 5.0, np.random.default_rng(0))]
+    for bs in (64, 1):
+        wl = PromptWorkload(SyntheticPrompts(pool_size=50), PoissonArrivals(2.0), block_size=bs)
+        streams.append(list(itertools.islice(wl.requests(np.random.default_rng(1)), 150)))
+    for reqs in streams:
+        last: dict[int, Request] = {}
+        pairs = 0
+        for r in reqs:
+            prev = last.get(r.session_id)  # type: ignore[arg-type]
+            if prev is not None and prev.turn == r.turn - 1:
+                bs = r.block_size
+                lo, hi = prev.input_len // bs, (prev.input_len + prev.output_len) // bs
+                assert len(prev.output_blocks) == hi - lo
+                assert r.blocks[lo:hi] == prev.output_blocks
+                pairs += int(hi > lo)
+            last[r.session_id] = r  # type: ignore[index]
+        assert pairs > 5
+
+
+def test_trace_output_blocks_follow_the_next_turns_hash_ids(tmp_path: Path) -> None:
+    from rlroute.workload.traces import parse_mooncake
+
+    rows = [
+        {"timestamp": 0, "input_length": 1100, "output_length": 600, "hash_ids": [0, 1, 2]},
+        {"timestamp": 5, "input_length": 600, "output_length": 10, "hash_ids": [0, 9]},  # another session
+        {"timestamp": 9, "input_length": 2000, "output_length": 5, "hash_ids": [0, 1, 3, 4]},  # turn 2 of row 0
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    tr = parse_mooncake(str(path))
+    # row 0: 2 full prompt blocks; (1100 + 600) // 512 = 3 -> the next turn's block at depth 2
+    assert tr.output_blocks == [(3,), (), ()]

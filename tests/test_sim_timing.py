@@ -39,15 +39,17 @@ def action(profile: str) -> Action:
     return Action.SMALL if profile in SMALL_PROFILES else Action.LARGE
 
 
-def single(profile: str, name: str | None = None) -> SimCluster:
+def single(profile: str, name: str | None = None, kind: str = "sglang") -> SimCluster:
     """One instance of ``profile`` (loaded as ``name`` if given) with an ample KV pool and no cache reuse
-    (requests carry no blocks)."""
+    (requests carry no blocks), under the ``kind`` scheduler."""
     return SimCluster(pools={pool_of(profile): {"profile": name or profile, "instances": 1,
-                                                "cache": {"kv_capacity_tokens": 10**8}}})
+                                                "cache": {"kv_capacity_tokens": 10**8},
+                                                "scheduler": {"kind": kind}}})
 
 
 def reference(p: ServingProfile, reqs: list[tuple[float, int, int]]) -> list[float]:
-    """One engine step at a time: FIFO chunked prefill mixed with decoding; returns finish times."""
+    """The legacy scheduler one engine step at a time: FIFO chunked prefill mixed with decoding; returns
+    finish times. (SGLang's scheduler has its own reference in ``test_sim_scheduler.py``.)"""
     pending = sorted(range(len(reqs)), key=lambda i: reqs[i][0])
     prefill: list[list[int]] = []  # [index, prompt tokens left]
     dec: dict[int, int] = {}  # index -> tokens generated
@@ -96,7 +98,7 @@ def test_event_driven_matches_step_by_step_reference(profile: str, seed: int, tm
     n = 25
     arrivals = np.sort(rng.uniform(0, 3.0, n))
     reqs = [(float(a), int(rng.integers(1, 12000)), int(rng.integers(1, 150))) for a in arrivals]
-    cl = single(profile, name)
+    cl = single(profile, name, kind="legacy")
     comps = []
     for k, (a, n_in, n_out) in enumerate(reqs):
         comps += cl.advance(a)
@@ -156,8 +158,8 @@ def test_profiles_land_near_public_figures() -> None:
 
 
 def test_admission_waits_for_kv_and_max_running() -> None:
-    """Two requests that each need 60 % of the KV pool run one after the other."""
-    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1,
+    """Legacy scheduler: two requests that each need 60 % of the KV pool run one after the other."""
+    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1, "scheduler": {"kind": "legacy"},
                                      "cache": {"kv_capacity_tokens": 1000}}})
     for k in range(2):
         cl.submit(Request(id=k, arrival=0.0, input_len=500, output_len=100), Action.SMALL)

@@ -41,9 +41,12 @@ from rlroute.workload.traces import SPLIT_WINDOWS, TraceData, check_split
 log = logging.getLogger(__name__)
 
 SPLIT_IDS = {name: i for i, name in enumerate(SPLIT_WINDOWS)}
+# A tokenised turn: prompt ids, their chained blocks, the known reply's tokens (-1: unknown), the prompt
+# text, and the reply's blocks as the next turn carries them (Request.output_blocks; () when unknown).
+Turn = tuple[IntArray, tuple[int, ...], int, str, tuple[int, ...]]
 # Process-level memo of tokenised turns shared by every PromptWorkload (see PromptWorkload._tokens);
 # entries are the same objects the per-instance memos hold, so sharing costs no extra memory for them.
-_SHARED_TOKENS: OrderedDict[tuple[object, ...], tuple[IntArray, tuple[int, ...], int, str]] = OrderedDict()
+_SHARED_TOKENS: OrderedDict[tuple[object, ...], Turn] = OrderedDict()
 _SHARED_TOKEN_COUNT = 0
 SHARED_MAX_TOKENS = 10_000_000
 DEFAULT_OUTPUT = LogNormal(200, 0.8, 8, 2048)  # unknown replies: ShareGPT-like (assumption)
@@ -122,7 +125,7 @@ class PromptWorkload:
         self.dropped_turns = 0
         # (conversation key, turn) -> (token ids, blocks, known reply tokens or -1, prompt text); LRU,
         # bounded by total tokens so replaying a long corpus (ShareGPT) cannot exhaust memory.
-        self._memo: OrderedDict[tuple[str, int], tuple[IntArray, tuple[int, ...], int, str]] = OrderedDict()
+        self._memo: OrderedDict[tuple[str, int], Turn] = OrderedDict()
         self._memo_tokens = 0
         self.max_memo_tokens = 10_000_000  # ~40 MB of ids + ~40 MB of prompt text at most
 
@@ -142,7 +145,7 @@ class PromptWorkload:
         parts += [f"User: {conv.turns[k]}", "Assistant:"]
         return parts
 
-    def _tokens(self, conv: Conversation, k: int) -> tuple[IntArray, tuple[int, ...], int, str]:
+    def _tokens(self, conv: Conversation, k: int) -> Turn:
         key = (conv.key, k)
         hit = self._memo.get(key)
         if hit is not None:
@@ -169,15 +172,22 @@ class PromptWorkload:
         self._remember(key, out)
         return out
 
-    def _build_tokens(self, conv: Conversation, k: int) -> tuple[IntArray, tuple[int, ...], int, str]:
+    def _build_tokens(self, conv: Conversation, k: int) -> Turn:
         parts = self._parts(conv, k)
         reply = conv.replies[k] if k < len(conv.replies) else None
         enc = token_cache().encode(parts + ([reply] if reply is not None else []))
         ids = np.concatenate(enc[: len(parts)])
         known = int(enc[-1].shape[0]) if reply is not None else -1
-        return ids, chain_blocks(ids, self.block_size), known, "\n\n".join(parts)
+        bs, n = self.block_size, int(ids.shape[0])
+        out_blocks: tuple[int, ...] = ()
+        if known > 0 and (n + known) // bs > n // bs:
+            # turn k + 1's prompt is these ids + the reply's ids + more (see _parts): its full blocks over
+            # prompt + reply are this turn's answer as the cache will hold it after this turn finishes
+            seq = np.concatenate([ids, enc[-1]])[: (n + known) // bs * bs]
+            out_blocks = chain_blocks(seq, bs)[n // bs:]
+        return ids, chain_blocks(ids, bs), known, "\n\n".join(parts), out_blocks
 
-    def _remember(self, key: tuple[str, int], out: tuple[IntArray, tuple[int, ...], int, str]) -> None:
+    def _remember(self, key: tuple[str, int], out: Turn) -> None:
         self._memo[key] = out
         self._memo_tokens += int(out[0].shape[0])
         while self._memo_tokens > self.max_memo_tokens and len(self._memo) > 1:
@@ -255,7 +265,7 @@ class PromptWorkload:
         g: np.random.Generator,
         trace: TraceData | None,
     ) -> Request | None:
-        ids, blocks, known_out, prompt = self._tokens(conv, k)
+        ids, blocks, known_out, prompt, out_blocks = self._tokens(conv, k)
         if row is None and ids.shape[0] > self.max_context_tokens:
             self.dropped_turns += 1
             if self.dropped_turns in (1, 10, 100, 1000):
@@ -270,8 +280,11 @@ class PromptWorkload:
         if row is not None and trace is not None:
             input_len, out = int(trace.input_len[row]), int(trace.output_len[row])
             blocks, block_size = trace.blocks[row], trace.block_size
+            out_blocks = trace.output_blocks[row]
         else:
             out = known_out if known_out >= 0 else int(self._out_dist(conv).sample(g))
+            if out != known_out:
+                out_blocks = ()
         # An empty reply in the data (~0.3 % of ShareGPT turns) still costs one decode step (the EOS token);
         # a zero-length generation is not a request any engine serves.
         out = max(out, 1)
@@ -283,6 +296,7 @@ class PromptWorkload:
             output_len=out,
             blocks=blocks,
             block_size=block_size,
+            output_blocks=out_blocks,
             prompt=prompt,
             token_ids=token_ids,
             session_id=session,
@@ -340,7 +354,7 @@ class TraceWorkload:
         tr = self.arrival_process.trace
         g = split_rng(rng, self.split)
         arrivals = self.arrival_process.arrivals(g, self.split, self.rate)
-        inp, outl = tr.input_len.tolist(), tr.output_len.tolist()
+        inp, outl, outb = tr.input_len.tolist(), tr.output_len.tolist(), tr.output_blocks
         for i, a in enumerate(itertools.islice(arrivals, self.max_requests)):
             r = a.row
             assert r is not None
@@ -351,5 +365,6 @@ class TraceWorkload:
                 output_len=outl[r],
                 blocks=tr.blocks[r],
                 block_size=tr.block_size,
+                output_blocks=outb[r],
                 max_new_tokens=max(self.max_new_tokens, outl[r]),
             )

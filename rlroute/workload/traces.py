@@ -64,14 +64,44 @@ class TraceData:
     lines: npt.NDArray[np.int64]  # 1-based source line of each kept row
     skipped: int = 0
     errors: list[str] = field(default_factory=list)  # first few skip reasons, for the report
+    _output_blocks: list[tuple[int, ...]] | None = None
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
 
     @property
+    def output_blocks(self) -> list[tuple[int, ...]]:
+        """Per row, the ids its answer's full blocks carry in the next turn (``Request.output_blocks``).
+
+        A trace has no session ids, so the next turn is found through ``hash_ids``: the first later row
+        whose prompt holds this row's full prompt blocks, continues past them and is at least as long as
+        prompt + output (as a next turn re-sending the conversation is). Its blocks from this row's last
+        full prompt block up to ``(input + output) // block_size`` are the answer's blocks; ``()`` when no
+        such row exists (last turns, single-turn requests, prompts shorter than one block). Computed once.
+        """
+        if self._output_blocks is None:
+            self._output_blocks = _next_turn_blocks(self.blocks, self.input_len.tolist(), self.output_len.tolist(),
+                                                    self.block_size)
+        return self._output_blocks
+
+    @property
     def duration(self) -> float:
         """Seconds from the first to the last row."""
         return float(self.timestamps[-1]) if len(self) else 0.0
+
+
+def _next_turn_blocks(blocks: list[tuple[int, ...]], inp: list[int], out: list[int], bs: int) -> list[tuple[int, ...]]:
+    """See :attr:`TraceData.output_blocks`: one reverse pass, keeping the earliest later row per block id."""
+    res: list[tuple[int, ...]] = [()] * len(blocks)
+    latest: dict[int, int] = {}
+    for i in range(len(blocks) - 1, -1, -1):
+        h, nf = blocks[i], inp[i] // bs
+        if nf >= 1:
+            j = latest.get(h[nf - 1])
+            if j is not None and inp[j] >= inp[i] + out[i] and blocks[j][:nf] == h[:nf]:
+                res[i] = blocks[j][nf:min((inp[i] + out[i]) // bs, inp[j] // bs)]
+        latest.update(dict.fromkeys(h, i))
+    return res
 
 
 def shared_data_dir() -> Path:

@@ -42,7 +42,7 @@ class Job:
     __slots__ = ("action", "cached", "cost", "insts", "out", "pools", "prompt", "queue", "req", "retries",
                  "stage", "stages", "t0")
 
-    def __init__(self, req: Request, action: Action, stages: list[tuple[str, int, int]], t0: float) -> None:
+    def __init__(self, req: Request, action: Action, stages: list[tuple[str, int, int, int]], t0: float) -> None:
         self.req = req
         self.action = action
         self.stages = stages
@@ -133,8 +133,9 @@ class SimCluster(EventsMixin):
         self.hybrid_mode, self.plan_tokens = mode, plan
 
     def _new_instance(self, pool: SimPool, index: int) -> Instance:
-        return Instance(pool.name, index, pool.profile, pool.new_cache(index, self._log), pool.kv_cap,
-                        self._push, self._on_done, self._on_reject, self.dclock)
+        return pool.instance_cls(pool.name, index, pool.profile, pool.new_cache(index, self._log), pool.kv_cap,
+                                 self._push, self._on_done, self._on_reject, self.dclock, pool.sched,
+                                 pool.insert_outputs)
 
     def rescale(self, f: float) -> None:
         """Decay clock rebase."""
@@ -183,16 +184,19 @@ class SimCluster(EventsMixin):
             self._run(request.arrival)
         act = Action(action)
         n_in, n_out = request.input_len, request.output_len
+        # what a scheduler may know of the output: the client's cap (the plan's length for a plan stage)
+        cap = request.max_new_tokens if request.max_new_tokens is not None else n_out
         if act == Action.LARGE:
-            stages = [("large", n_in, n_out)]
+            stages = [("large", n_in, n_out, cap)]
         elif act == Action.SMALL:
-            stages = [("small", n_in, n_out)]
+            stages = [("small", n_in, n_out, cap)]
         elif self.hybrid_mode == "plan_and_execute":
-            stages = [("large", n_in, self.plan_tokens), ("small", n_in + self.plan_tokens, n_out)]
+            stages = [("large", n_in, self.plan_tokens, self.plan_tokens), ("small", n_in + self.plan_tokens, n_out, cap)]
         else:
             q = request.quality
-            stages = [("small", n_in, n_out)] + ([("large", n_in, n_out)] if q is not None and q.escalated else [])
-        for pool, _, _ in stages:
+            stages = [("small", n_in, n_out, cap)] + ([("large", n_in, n_out, cap)] if q is not None and q.escalated
+                                                      else [])
+        for pool, _, _, _ in stages:
             if pool not in self.pools:
                 raise ValueError(f"action {act.name.lower()} needs pool {pool!r}, but this cluster has only "
                                  f"{sorted(self.pools)} (check the cluster config or mask the action)")
@@ -252,9 +256,9 @@ class SimCluster(EventsMixin):
             self._now = until
 
     def _launch(self, job: Job, t: float) -> None:
-        pool, prompt, output = job.stages[job.stage]
+        pool, prompt, output, max_new = job.stages[job.stage]
         req = job.req
-        seq = Seq(job, prompt, output, req.blocks, req.block_size, next(self._uid))
+        seq = Seq(job, prompt, output, req.blocks, req.block_size, next(self._uid), max_new)
         self._route(self.pools[pool], seq, t)
 
     def _route(self, pool: SimPool, seq: Seq, t: float) -> None:
@@ -323,8 +327,8 @@ class SimCluster(EventsMixin):
         if job.retries > self.max_retries:
             self._fail(job, f"{reason}; gave up after {self.max_retries} retries", t)
             return
-        pool, prompt, output = job.stages[job.stage]
-        seq = Seq(job, prompt, output, job.req.blocks, job.req.block_size, next(self._uid))
+        pool, prompt, output, max_new = job.stages[job.stage]
+        seq = Seq(job, prompt, output, job.req.blocks, job.req.block_size, next(self._uid), max_new)
         self._route(self.pools[pool], seq, t)
 
     def _fail(self, job: Job, reason: str, t: float) -> None:

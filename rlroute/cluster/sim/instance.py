@@ -1,35 +1,32 @@
-"""One simulated serving instance: continuous batching with chunked prefill and a prefix KV cache.
+"""One simulated serving instance: the parts every scheduler shares (see :mod:`scheduler` for the options).
 
-Engine steps follow the profile's ``a + b*prefill_tokens + c*decode_seqs + d*context_tokens`` plus, with an
-extended block (``rlroute.cluster.profiles``), ``e*experts_touched(P + D)`` (MoE) and the prefill chunk's
-attention pairs ``f*Q + g*S``. The instance is event driven, never stepped one token at a time:
+An instance is event driven, never stepped one token at a time. Its scheduler subclass
+(:class:`rlroute.cluster.sim.sglang_instance.SGLangInstance`, the default, or
+:class:`rlroute.cluster.sim.legacy_instance.LegacyInstance`) plans the next *segment* — one prefill step,
+or a *decode run* covering every decode step up to the next event that could change the batch — and pushes
+its end time on the cluster's heap. Both share the step-time model of the profile:
+``a + b*prefill_tokens + c*decode_seqs + d*context_tokens`` plus, with an extended block
+(``rlroute.cluster.profiles``), ``e*experts_touched(P + D)`` (MoE) and the prefill chunk's attention pairs
+``f*Q + g*S``. In a decode run the batch is constant and the context grows by ``n`` tokens per step, so K
+steps take ``K*(a + c*n + d*C) + d*n*K*(K-1)/2`` seconds (an arithmetic series), skipped in O(1); a run is
+cut at a real step boundary when something must be looked at earlier (:meth:`Instance.interrupt`).
 
-* a *prefill step* runs while admitted requests still have prompt tokens to compute; it takes up to
-  ``chunked_prefill_tokens`` of them (FIFO) and every decoding sequence also gains a token (mixed batch);
-* otherwise a *decode run* covers all steps up to the next sequence to finish. The batch is constant
-  over the run, and the context grows by ``n`` tokens per step, so K steps take
-  ``K*(a + c*n + d*C) + d*n*K*(K-1)/2`` seconds (an arithmetic series) and are skipped in O(1) (the MoE
-  term depends only on the step's token count, ``n`` in a run: a constant in ``a + c*n``; no prefill pairs);
-* a new request interrupts a decode run at the end of the step in progress (solving the quadratic for
-  that step), so it is admitted at a real step boundary.
-
-Decoding sequences sit in a heap keyed by the global step at which they finish, and the batch's total
+Decoding sequences sit in a heap keyed by the decode step at which they finish, and the batch's total
 context is ``ctx_base + n*step`` (``ctx_base`` sums each sequence's context minus its join step), so a
 boundary costs O(log n) per finishing sequence, not O(n).
 
-KV accounting (tokens): prompt blocks live in the prefix cache (shared, pinned while used); the output
-and any prompt tail not covered by blocks are private to the request and reserved in full at admission
-(SGLang reserves incrementally with a decaying new-token ratio; full reservation is the conservative
-simplification). Admission is FIFO and waits while the KV pool cannot fit the head request even after
-evicting every unreferenced cached block, or while ``max_running_requests`` are running.
-Generated tokens are not inserted into the cache (traces only give block ids for prompts). A prompt's
-new blocks enter the cache at admission rather than chunk by chunk as SGLang inserts them, so a request
-sharing the prefix that arrives during that prefill already matches it (a small optimism; one prefill).
+KV (tokens): prompt blocks live in the prefix cache (shared, pinned while used); what is not in blocks is
+the request's private KV (``Seq.private``, plus what a scheduler adds while it decodes). When a request
+finishes, its output is inserted into the cache (SGLang ``RadixCache.cache_finished_req``, ``mem_cache/
+radix_cache.py``) when the request knows the chained ids its next turn's prompt will carry for the output
+(``Request.output_blocks``), so the next turn of a session matches its own previous answer. Only whole
+blocks are inserted (SGLang inserts page-aligned tokens); ``cache.insert_outputs: false`` turns it off.
+A prompt's new blocks enter the cache at admission rather than chunk by chunk as SGLang inserts them, so
+a request sharing the prefix that arrives during that prefill already matches it (a small optimism).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlroute.cluster.profiles import ServingProfile
 from rlroute.cluster.sim.prefix_cache import Pin, PrefixCache
+from rlroute.cluster.sim.scheduler import SchedulerConfig
 
 if TYPE_CHECKING:
     from rlroute.cluster.sim.cluster import Job
@@ -86,15 +84,21 @@ class DecayClock:
 
 
 class Seq:
-    """One placement of one stage of a job on an instance (a retry or a hybrid stage is a new Seq)."""
+    """One placement of one stage of a job on an instance (a retry or a hybrid stage is a new Seq).
 
-    __slots__ = ("blocks", "bs", "c0", "cached", "covered", "job", "nblocks", "output", "pinned", "prefill_left",
-                 "private", "prompt", "t_admit", "t_enq", "t_first", "uid")
+    ``max_new`` is what the scheduler may read about the output (the client's ``max_new_tokens``);
+    ``output`` is the true length, used only to know when the sequence finishes. ``gen`` counts tokens
+    generated before its current prefill (non-zero after a retraction)."""
 
-    def __init__(self, job: Job, prompt: int, output: int, blocks: tuple[int, ...], bs: int, uid: int) -> None:
+    __slots__ = ("blocks", "bs", "c0", "cached", "clip", "covered", "gen", "job", "join", "max_new", "nblocks", "output",
+                 "pinned", "prefill_left", "private", "prompt", "t_admit", "t_enq", "t_first", "uid")
+
+    def __init__(self, job: Job, prompt: int, output: int, blocks: tuple[int, ...], bs: int, uid: int,
+                 max_new: int | None = None) -> None:
         self.job = job
         self.prompt = prompt
         self.output = output
+        self.max_new = max(output, max_new) if max_new is not None else output
         covered = min(len(blocks) * bs, job.req.input_len, prompt)
         nb = -(-covered // bs)
         self.blocks = blocks if nb == len(blocks) else blocks[:nb]
@@ -105,34 +109,42 @@ class Seq:
         self.cached = 0
         self.prefill_left = 0
         self.private = 0
+        self.gen = 0
+        self.join = 0
+        self.clip = 0
         self.pinned: list[Pin] = []
         self.c0 = 0
-        self.t_enq = self.t_admit = self.t_first = 0.0
+        self.t_enq = self.t_admit = self.t_first = -1.0
 
 
 class Instance:
-    """A serving instance. ``push(time, instance, version)`` schedules its next boundary in the cluster's
-    event heap; ``done(instance, seq, time)`` and ``reject(instance, seq, reason, time)`` report back."""
+    """A serving instance (shared part). ``push(time, instance, version)`` schedules its next boundary in
+    the cluster's event heap; ``done(instance, seq, time)`` and ``reject(instance, seq, reason, time)``
+    report back. Subclasses implement :meth:`boundary` and :meth:`_schedule`."""
 
-    __slots__ = ("a", "b", "c", "cache", "e_tot", "f", "g", "q", "chunk", "clock", "ctx_base", "d", "dec", "done", "healthy",
-                 "index", "kv_cap", "max_running", "paused", "pool", "prefill", "private", "profile", "push",
-                 "r_evict", "r_hit", "r_out", "dclock", "r_tok", "recent_e2e", "recent_tpot", "recent_ttft",
-                 "reject", "retired", "seg", "seg_base", "seg_chunk", "seg_h", "seg_steps", "seg_t0", "step",
-                 "ver", "waiting", "cost", "busy_time", "completed", "_ev_seen", "routed_new", "nload")
+    __slots__ = ("a", "b", "c", "cache", "e_tot", "f", "g", "q", "chunk", "clock", "ctx_base", "d", "dec", "done",
+                 "healthy", "index", "insert_outputs", "kv_cap", "max_running", "paused", "pool", "prefill",
+                 "private", "profile", "push", "r_evict", "r_hit", "r_out", "dclock", "r_tok", "recent_e2e",
+                 "recent_tpot", "recent_ttft", "reject", "retired", "sched", "seg", "seg_base", "seg_chunk",
+                 "seg_h", "seg_steps", "seg_t0", "step", "ver", "waiting", "cost", "busy_time", "completed",
+                 "_ev_seen", "routed_new", "nload")
 
     def __init__(self, pool: str, index: int, profile: ServingProfile, cache: PrefixCache, kv_cap: int,
                  push: Callable[[float, Instance, int], None], done: Callable[[Instance, Seq, float], None],
-                 reject: Callable[[Instance, Seq, str, float], None], dclock: DecayClock | None = None) -> None:
+                 reject: Callable[[Instance, Seq, str, float], None], dclock: DecayClock | None = None,
+                 sched: SchedulerConfig | None = None, insert_outputs: bool = True) -> None:
         self.pool = pool
         self.index = index
         self.profile = profile
+        self.sched = sched if sched is not None else SchedulerConfig()
+        self.insert_outputs = insert_outputs
         ext = profile.ext  # a step adds e_tot*(1 - q**tokens) (= e*experts touched) + f*Q + g*S; None: 4-term
         x = ext or profile
         self.a, self.b, self.c, self.d = x.a, x.b, x.c, x.d
         self.f, self.g = (ext.f, ext.g) if ext else (0.0, 0.0)
         self.e_tot, self.q = (ext.e * ext.num_experts, 1.0 - ext.top_k / ext.num_experts) if ext and ext.num_experts \
             else (0.0, 1.0)
-        self.chunk = profile.chunked_prefill_tokens
+        self.chunk = self.sched.chunk_size(profile.gpu_memory_gb, profile.chunked_prefill_tokens)
         self.max_running = profile.max_running_requests
         self.kv_cap = kv_cap
         self.cache = cache
@@ -165,7 +177,7 @@ class Instance:
     # -- load figures -------------------------------------------------------------------------------------
     @property
     def running(self) -> int:
-        return len(self.prefill) + len(self.dec)
+        return self.nload - len(self.waiting)
 
     @property
     def load(self) -> int:
@@ -178,7 +190,8 @@ class Instance:
 
     # -- entry points ---------------------------------------------------------------------------------------
     def enqueue(self, seq: Seq, now: float) -> None:
-        """Queue a request; an idle instance starts at once, a decode run is cut at the current step."""
+        """Queue a request; an idle instance starts at once, a decode run is cut when the scheduler would
+        look at the new request at the next step (:meth:`_wants_interrupt`)."""
         seq.t_enq = now
         self.waiting.append(seq)
         self.nload += 1
@@ -187,8 +200,18 @@ class Instance:
         if self.seg == IDLE:
             self.clock = now
             self._schedule(now)
-        elif self.seg == DECODE and len(self.dec) + len(self.prefill) < self.max_running:
+        elif self.seg == DECODE and self._wants_interrupt():
             self.interrupt(now)
+
+    def _wants_interrupt(self) -> bool:
+        raise NotImplementedError
+
+    def boundary(self, t: float) -> None:
+        """Event handler: the current segment (prefill step or decode run) ended at ``t``."""
+        raise NotImplementedError
+
+    def _schedule(self, t: float) -> None:
+        raise NotImplementedError
 
     def interrupt(self, now: float) -> None:
         """Shorten the current decode run to end at the first step boundary at or after ``now``."""
@@ -213,41 +236,20 @@ class Instance:
         self.ver += 1
         self.push(self.seg_t0 + k * base + h * k * (k - 1) * 0.5, self, self.ver)
 
-    def boundary(self, t: float) -> None:
-        """Event handler: the current segment (prefill step or decode run) ended at ``t``."""
-        self.busy_time += t - self.seg_t0
-        self.clock = t
-        seg = self.seg
-        self.seg = IDLE
-        if seg == PREFILL:
-            self.step += 1
-            step = self.step
-            left = self.seg_chunk
-            prefill = self.prefill
-            while left > 0 and prefill:
-                s = prefill[0]
-                take = s.prefill_left if s.prefill_left < left else left
-                s.prefill_left -= take
-                left -= take
-                if s.prefill_left == 0:
-                    prefill.popleft()
-                    s.t_first = t
-                    if s.output <= 1:
-                        self._finish(s, t)
-                    else:
-                        s.c0 = s.prompt + 1 - step
-                        self.ctx_base += s.c0
-                        heapq.heappush(self.dec, (step + s.output - 1, s.uid, s))
-        elif seg == DECODE:
-            self.step += self.seg_steps
-        dec = self.dec
-        step = self.step
-        while dec and dec[0][0] <= step:
-            s = heapq.heappop(dec)[2]
-            self.ctx_base -= s.c0
-            self._finish(s, t)
-        if self.healthy and not self.paused:
-            self._schedule(t)
+    def _decode_run(self, t: float, k: int) -> None:
+        """Plan ``k`` decode steps of the current batch from ``t`` (one event at their end)."""
+        n = len(self.dec)
+        base = self.a + self.c * n + self.d * (self.ctx_base + n * self.step)
+        if self.e_tot:  # same n tokens every step of the run: a constant per step
+            base += self.e_tot * (1.0 - self.q ** n)
+        h = self.d * n
+        self.seg = DECODE
+        self.seg_steps = k
+        self.seg_t0 = t
+        self.seg_base = base
+        self.seg_h = h
+        self.ver += 1
+        self.push(t + k * base + h * k * (k - 1) * 0.5, self, self.ver)
 
     def resume(self, now: float) -> None:
         """Continue generation after a pause."""
@@ -267,110 +269,64 @@ class Instance:
         self.nload = 0
         self.seg = IDLE
         self.ver += 1
+        self._reset_batch()
         self.cache.clear()
         return seqs
 
+    def _reset_batch(self) -> None:
+        """Scheduler state to forget on a failure (subclasses)."""
+
     # -- internals -------------------------------------------------------------------------------------------
     def _finish(self, s: Seq, t: float) -> None:
-        self.cache.release(s.pinned, t)
+        cache = self.cache
+        cache.release(s.pinned, t)
         s.pinned = []
         self.private -= s.private
+        if self.insert_outputs:
+            req = s.job.req
+            ob = req.output_blocks
+            if ob and s.prompt == req.input_len and s.output == req.output_len and s.bs == req.block_size:
+                nfull = req.input_len // s.bs
+                if cache.insert(req.blocks[:nfull] + ob, s.bs, t, nfull):
+                    over = cache.total_tokens + self.private - self.kv_cap
+                    if over > 0:
+                        cache.make_room(over)
         self.nload -= 1
         self.completed += 1
         self.done(self, s, t)
 
-    def _schedule(self, t: float) -> None:
-        if self.waiting:
-            self._admit(t)
-        prefill = self.prefill
-        dec = self.dec
-        n = len(dec)
-        if prefill:
-            chunk, budget, f, g = 0, self.chunk, self.f, self.g
-            if f or g:  # attention: f per pair among a prompt's new tokens, g per pair to its earlier KV
-                hf = 0.5 * f
-                att = 0.0
-                for s in prefill:
-                    left = s.prefill_left
-                    take = budget - chunk if chunk + left > budget else left
-                    att += take * (hf * (take + 1) + g * (s.prompt - left))
-                    chunk += take
-                    if chunk >= budget:
-                        break
-                dt = self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step) + att
-            else:
-                for s in prefill:
-                    chunk += s.prefill_left
-                    if chunk >= budget:
-                        chunk = budget
-                        break
-                dt = self.a + self.b * chunk + self.c * n + self.d * (self.ctx_base + n * self.step)
-            if self.e_tot:
-                dt += self.e_tot * (1.0 - self.q ** (chunk + n))
-            self.seg = PREFILL
-            self.seg_chunk = chunk
-            self.seg_t0 = t
-            self.ver += 1
-            self.push(t + dt, self, self.ver)
-        elif n:
-            k = dec[0][0] - self.step
-            base = self.a + self.c * n + self.d * (self.ctx_base + n * self.step)
-            if self.e_tot:  # same n tokens every step of the run: a constant per step
-                base += self.e_tot * (1.0 - self.q ** n)
-            h = self.d * n
-            self.seg = DECODE
-            self.seg_steps = k
-            self.seg_t0 = t
-            self.seg_base = base
-            self.seg_h = h
-            self.ver += 1
-            self.push(t + k * base + h * k * (k - 1) * 0.5, self, self.ver)
+    def _reject_too_long(self, s: Seq, t: float, need: int = 0) -> bool:
+        """Reject a request that can never fit the KV pool: prompt + output, or ``need`` tokens (what the
+        scheduler must reserve to admit it; SGLang would leave it waiting forever); True if rejected."""
+        need = max(need, s.prompt + s.output)
+        if need <= self.kv_cap:
+            return False
+        self.nload -= 1
+        self.reject(self, s, f"request needs {need} KV tokens (prompt {s.prompt}, output {s.output}, max_new "
+                             f"{s.max_new}), more than the KV pool ({self.kv_cap} tokens) of {self.pool}[{self.index}]", t)
+        return True
 
-    def _admit(self, t: float) -> None:
+    def _count_admission(self, s: Seq, m: int, t: float) -> None:
+        """Cache statistics of a first admission (``m`` blocks matched, ``s.cached`` tokens)."""
         cache = self.cache
-        if t >= cache.expire_at:
-            cache.expire(t)
-        waiting = self.waiting
-        cap = self.kv_cap
-        while waiting:
-            if len(self.prefill) + len(self.dec) >= self.max_running:
-                return
-            s = waiting[0]
-            bs = s.bs
-            # probe the match and how much of it is currently evictable (must not count as free room)
-            m, matched_free = cache.probe(s.blocks)
-            covered = s.covered
-            matched_tokens = covered if m == s.nblocks else m * bs
-            private = s.prompt - covered + s.output
-            need = covered - matched_tokens + private
-            if s.prompt + s.output > cap:
-                waiting.popleft()
-                self.nload -= 1
-                self.reject(self, s, f"prompt+output {s.prompt + s.output} tokens exceed the KV pool "
-                               f"({cap} tokens) of {self.pool}[{self.index}]", t)
-                continue
-            room = cap - cache.total_tokens - self.private + cache.free_tokens - matched_free
-            if need > room:
-                return
-            waiting.popleft()
-            s.pinned, _, _ = cache.acquire(s.blocks, bs, covered, t)
-            over = cache.total_tokens + self.private + private - cap
-            if over > 0:
-                cache.make_room(over)
-            self.private += private
-            s.private = private
-            cached = matched_tokens if matched_tokens < s.prompt else s.prompt - 1
-            s.cached = cached
-            s.prefill_left = s.prompt - cached
-            s.t_admit = t
-            cache.hit_tokens += cached
-            cache.miss_tokens += s.prompt - cached
-            cache.hit_blocks += m
-            cache.miss_blocks += s.nblocks - m
-            w = self.dclock.weight(t)
-            self.r_hit += cached * w
-            self.r_tok += s.prompt * w
-            self.prefill.append(s)
+        cached = s.cached
+        cache.hit_tokens += cached
+        cache.miss_tokens += s.prompt - cached
+        cache.hit_blocks += m
+        cache.miss_blocks += s.nblocks - m
+        w = self.dclock.weight(t)
+        self.r_hit += cached * w
+        self.r_tok += s.prompt * w
+
+    def _prefill_time(self, chunk: int, att: float, n: int) -> float:
+        """Seconds of one step computing ``chunk`` prompt tokens (``att``: their attention-pair term) while
+        ``n`` sequences decode."""
+        dt = self.a + self.b * chunk + att
+        if n:
+            dt += self.c * n + self.d * (self.ctx_base + n * self.step)
+        if self.e_tot:
+            dt += self.e_tot * (1.0 - self.q ** (chunk + n))
+        return dt
 
     def rescale(self, f: float) -> None:
         """Decay clock rebase."""

@@ -9,12 +9,16 @@ import numpy as np
 
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.sim.instance import TAU, DecayClock, Instance
+from rlroute.cluster.sim.legacy_instance import LegacyInstance
 from rlroute.cluster.sim.prefix_cache import PrefixCache
 from rlroute.cluster.sim.routing import InPoolPolicy, build_in_pool_policy
+from rlroute.cluster.sim.scheduler import SchedulerConfig, parse_scheduler
+from rlroute.cluster.sim.sglang_instance import SGLangInstance
 
 EWMA = 0.1
-_POOL_KEYS = {"profile", "instances", "cache", "in_pool"}
-_CACHE_KEYS = {"mem_fraction_static", "eviction", "ttl_s", "kv_capacity_tokens"}
+_POOL_KEYS = {"profile", "instances", "cache", "in_pool", "scheduler"}
+_CACHE_KEYS = {"mem_fraction_static", "eviction", "ttl_s", "kv_capacity_tokens", "insert_outputs"}
+INSTANCE_CLASSES: dict[str, type[Instance]] = {"sglang": SGLangInstance, "legacy": LegacyInstance}
 
 
 class SimPool:
@@ -22,8 +26,9 @@ class SimPool:
 
     Args:
         name: pool name (``large`` / ``small``).
-        cfg: ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s, kv_capacity_tokens},
-            in_pool: {...}}``.
+        cfg: ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s, kv_capacity_tokens,
+            insert_outputs}, in_pool: {...}, scheduler: {kind: sglang|legacy, ...}}``
+            (:mod:`rlroute.cluster.sim.scheduler`; absent = SGLang's defaults).
         rng: generator for randomised in-pool policies.
         factory: builds an :class:`Instance` for this pool at an index (the cluster wires callbacks).
         dclock: the cluster's decay clock for recent rates.
@@ -56,6 +61,10 @@ class SimPool:
         self.kv_cap = int(kv) if kv is not None else self.profile.kv_capacity_tokens(self.mem_fraction_static)
         if self.kv_cap < 1:
             raise ValueError(f"cluster.pools.{name}.cache.kv_capacity_tokens must be >= 1, got {kv}")
+        # cache_finished_req: a finished request's output enters the cache (instance module doc)
+        self.insert_outputs = bool(cache.get("insert_outputs", True))
+        self.sched: SchedulerConfig = parse_scheduler(cfg.get("scheduler"), f"cluster.pools.{name}.scheduler")
+        self.instance_cls = INSTANCE_CLASSES[self.sched.kind]
         self.policy: InPoolPolicy = build_in_pool_policy(cfg.get("in_pool"), rng)
         self._factory = factory
         n = int(cfg.get("instances", 1))

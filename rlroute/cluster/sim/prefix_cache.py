@@ -159,28 +159,15 @@ class PrefixCache:
         """Number of leading ``blocks`` cached."""
         return self.probe(blocks)[0]
 
-    # -- pin / release --------------------------------------------------------------------------------
-    def acquire(self, blocks: tuple[int, ...], bs: int, covered: int, now: float) -> tuple[list[Pin], int, int]:
-        """Pin the matched prefix and insert the rest of ``blocks`` as one new pinned segment.
-
-        Args:
-            blocks: the prompt's chained block ids.
-            bs: tokens per block; the blocks cover ``covered`` prompt tokens (the last may be partial).
-            covered: prompt tokens the blocks cover.
-            now: cluster time.
-
-        Returns:
-            The pins, the number of blocks matched and the tokens inserted. The caller checks capacity
-            beforehand and calls :meth:`make_room` afterwards.
-        """
-        if self.bs is None:
-            self.bs = bs
-        elif bs != self.bs:
-            raise ValueError(f"block_size {bs} differs from this cache's block size {self.bs}")
+    # -- pin / release / insert -----------------------------------------------------------------------
+    def _descend(self, blocks: tuple[int, ...], pin_at: float | None = None) -> tuple[list[Pin], int]:
+        """Walk the cached prefix of ``blocks``, splitting a partly matched segment (and pinning each
+        segment at time ``pin_at`` when given); returns the path ``(segment, blocks used)`` and the number
+        of blocks matched."""
         nodes = self.nodes
         n = len(blocks)
         i = 0
-        pins: list[Pin] = []
+        path: list[Pin] = []
         while i < n:
             seg = nodes.get(blocks[i])
             if seg is None or seg.depth != i:
@@ -196,25 +183,80 @@ class PrefixCache:
                 if j < L:
                     self._split(seg, j)
                     L = j
-            self._pin(seg, now)
-            pins.append((seg, L))
+            if pin_at is not None:
+                self._pin(seg, pin_at)
+            path.append((seg, L))
             i += L
             if not full:
                 break
+        return path, i
+
+    def _check_bs(self, bs: int) -> None:
+        if self.bs is None:
+            self.bs = bs
+        elif bs != self.bs:
+            raise ValueError(f"block_size {bs} differs from this cache's block size {self.bs}")
+
+    def _new_seg(self, rest: tuple[int, ...], tokens: int, depth: int, now: float) -> Seg:
+        nodes = self.nodes
+        if not nodes.keys().isdisjoint(rest):
+            raise ValueError("block ids must be chained hashes (an id of this prompt is cached at another "
+                             "prefix position)")
+        seg = Seg(rest, tokens, depth, now)
+        seg.freq = 1
+        nodes.update(dict.fromkeys(rest, seg))
+        self.total_tokens += tokens
+        return seg
+
+    def acquire(self, blocks: tuple[int, ...], bs: int, covered: int, now: float) -> tuple[list[Pin], int, int]:
+        """Pin the matched prefix and insert the rest of ``blocks`` as one new pinned segment.
+
+        Args:
+            blocks: the prompt's chained block ids.
+            bs: tokens per block; the blocks cover ``covered`` prompt tokens (the last may be partial).
+            covered: prompt tokens the blocks cover.
+            now: cluster time.
+
+        Returns:
+            The pins, the number of blocks matched and the tokens inserted. The caller checks capacity
+            beforehand and calls :meth:`make_room` afterwards.
+        """
+        self._check_bs(bs)
+        pins, i = self._descend(blocks, now)
         new_tokens = 0
-        if i < n:
+        if i < len(blocks):
             rest = blocks[i:]
-            if not nodes.keys().isdisjoint(rest):
-                raise ValueError("block ids must be chained hashes (an id of this prompt is cached at another "
-                                 "prefix position)")
             new_tokens = covered - i * bs
-            seg = Seg(rest, new_tokens, i, now)
+            seg = self._new_seg(rest, new_tokens, i, now)
             seg.ref = 1
-            seg.freq = 1
-            nodes.update(dict.fromkeys(rest, seg))
-            self.total_tokens += new_tokens
             pins.append((seg, len(rest)))
         return pins, i, new_tokens
+
+    def insert(self, blocks: tuple[int, ...], bs: int, now: float, depth: int = 0) -> int:
+        """SGLang ``RadixCache.cache_finished_req``: cache a finished sequence's full blocks, unpinned.
+
+        ``blocks`` are the chained ids of the full blocks of prompt + output (SGLang inserts only whole
+        pages); the part not cached yet (the output, and the prompt too if it was flushed meanwhile) becomes
+        one evictable segment used at ``now``. ``depth``: blocks before it are known to be the cached path
+        (the finished request pinned them), which allows skipping the walk. The caller calls
+        :meth:`make_room` afterwards. Returns the tokens inserted."""
+        self._check_bs(bs)
+        n = len(blocks)
+        nodes = self.nodes
+        # fast path: nothing past ``depth`` cached and the segment holding block depth-1 ends there
+        parent = nodes.get(blocks[depth - 1]) if depth else None
+        if (depth and parent is not None and parent.depth + len(parent.blocks) == depth
+                and blocks[depth] not in nodes and parent.blocks[-1] == blocks[depth - 1]):
+            i = depth
+        else:
+            i = self._descend(blocks)[1]
+        if i >= n:
+            return 0
+        seg = self._new_seg(blocks[i:], (n - i) * bs, i, now)
+        self.free_tokens += seg.tokens
+        self.n_free += 1
+        self._push(seg)
+        return int(seg.tokens)
 
     def _pin(self, seg: Seg, now: float) -> None:
         if seg.ref == 0:

@@ -48,7 +48,7 @@ def conversation_requests(n: int, rate: float, rng: np.random.Generator, block_s
     sys_blocks = [new_ids(int(rng.integers(1, 5))) for _ in range(n_system)]
     pop = 1.0 / np.arange(1, n_system + 1)
     pop /= pop.sum()
-    rows: list[tuple[float, int, int, tuple[int, ...], int, int]] = []
+    rows: list[tuple[float, int, int, tuple[int, ...], int, int, tuple[int, ...]]] = []
     t = 0.0
     session = 0
     while len(rows) < n:
@@ -66,13 +66,14 @@ def conversation_requests(n: int, rate: float, rng: np.random.Generator, block_s
                 full += new_ids(nb - len(full))
             blocks = tuple(full[:nb])
             out = max(1, min(2000, int(_lognormal(rng, 340.0, 0.9))))
-            rows.append((at, length, out, blocks, session, k))
-            # the next turn re-sends this prompt and the answer: the last (partial) block changes
-            if length % block_size:
-                full = full[:-1]
+            # the next turn re-sends this prompt and the answer: the last (partial) block changes, and the
+            # answer's full blocks get ids now, so the request can carry them (Request.output_blocks)
+            lo, hi = length // block_size, (length + out) // block_size
+            full = full[:lo] + new_ids(hi - lo)
+            rows.append((at, length, out, blocks, session, k, tuple(full[lo:hi])))
             length += out
             at += 0.02 * out + float(rng.exponential(think_s))
         session += 1
     rows.sort(key=lambda r: r[0])
     return [Request(id=i, arrival=r[0], input_len=r[1], output_len=r[2], blocks=r[3], block_size=block_size,
-                    session_id=r[4], turn=r[5]) for i, r in enumerate(rows[:n])]
+                    session_id=r[4], turn=r[5], output_blocks=r[6]) for i, r in enumerate(rows[:n])]
