@@ -14,7 +14,7 @@ from rlroute.eval.run import EvalResult, all_large_costs, default_env_factory, e
 from rlroute.policies.registry import make_policy
 
 SEEDS = [0, 1]
-POLICIES = ["all_small", "all_large", "all_hybrid", "random", "round_robin", "heuristic", "cache_aware", "oracle"]
+POLICIES = ["all_small", "all_large", "all_hybrid", "random", "round_robin", "heuristic", "cache_aware", "quality_oracle"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_apgr_anchors_on_a_real_run(results: dict[str, EvalResult]) -> None:
 
 
 def test_oracle_is_an_upper_bound_at_no_more_cost(results: dict[str, EvalResult]) -> None:
-    oracle = results["oracle"]
+    oracle = results["quality_oracle"]
     for k, m in enumerate(oracle.per_seed):
         for name, res in results.items():
             assert m["quality_drawn"] >= res.per_seed[k]["quality_drawn"] - 1e-12, name
@@ -66,7 +66,7 @@ def test_report_files(results: dict[str, EvalResult], tmp_path: Path) -> None:
     text = write_report(list(results.values()), tmp_path, "synthetic")
     for name in ("records.csv", "summary.json", "summary.csv", "summary.md", "pareto.png", "latency_cdf.png", "calls_quality.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    assert "| oracle | test |" in text and "±" in text
+    assert "| quality_oracle | test |" in text and "±" in text
 
 
 def test_eval_cli_function_runs_named_policies(tmp_path: Path) -> None:

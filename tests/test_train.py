@@ -173,7 +173,7 @@ def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeyp
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     path = run([*TINY, "logger=wandb", "quickstart.test_seeds=[2000]", "quickstart.export_verify=64"], tmp_path / "qs")
     text = path.read_text()
-    assert "| ppo |" in text and "| oracle |" in text and "Paired over test seeds" in text
+    assert "| ppo |" in text and "| quality_oracle |" in text and "Paired over test seeds" in text
     assert (tmp_path / "qs" / "results_test_pareto.png").stat().st_size > 0
     assert (tmp_path / "qs" / "policy" / "manifest.json").is_file(), "the policy was not exported"
     (wandb_run,) = (tmp_path / "wandb").glob("offline-run-*")

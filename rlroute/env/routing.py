@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
@@ -189,6 +190,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self.action_space = gym.spaces.Discrete(len(ACTION_NAMES))
         self.cluster: Cluster | None = None
         self._stream: Iterator[Request] = iter(())
+        self._ahead: deque[Request] = deque()  # requests pulled by upcoming() and not yet pending
         self._pending: Request | None = None
         self._state: ClusterState | None = None
         self._matches: dict[str, list[int]] = {}
@@ -226,6 +228,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             configure(hybrid)  # plan length / cascade mode are the quality config's assumptions
         self._q_rng = np.random.default_rng(s_q)
         self._stream = islice(self.workload.requests(np.random.default_rng(s_wl)), offset, None)
+        self._ahead.clear()
         first = self._pull()
         if first is None and offset:
             offset = 0  # the stream is shorter than the offset: start at its beginning
@@ -342,6 +345,17 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             mask=self._mask.copy(),
         )
 
+    def upcoming(self, k: int) -> list[Request]:
+        """The next ``k`` requests after the pending one (fewer at the end of the stream), quality drawn,
+        without consuming them: the episode is the same whether or not this is called. For what-if
+        references that route later arrivals in a simulator fork (:mod:`rlroute.policies.whatif`)."""
+        while len(self._ahead) < k:
+            req = self._draw(next(self._stream, None))
+            if req is None:
+                break
+            self._ahead.append(req)
+        return list(islice(self._ahead, k))
+
     def drain(self) -> list[Completion]:
         """Finish every request still in flight and return their completions (``step`` calls it at
         truncation and pays them; afterwards there is nothing left and it returns ``[]``)."""
@@ -357,9 +371,13 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     # -- internals -------------------------------------------------------------------------------------------
     def _pull(self) -> Request | None:
         """Next request of the stream with its quality outcomes drawn (None at the end of the stream)."""
-        req = next(self._stream, None)
+        if self._ahead:
+            return self._ahead.popleft()
+        return self._draw(next(self._stream, None))
+
+    def _draw(self, req: Request | None) -> Request | None:
         if req is not None:
-            req.quality = self.quality.draw(req, self._q_rng)
+            req.quality = self.quality.draw(req, self._q_rng)  # in stream order, peeked or not
         return req
 
     def _observe(self, req: Request) -> None:

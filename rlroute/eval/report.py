@@ -152,7 +152,7 @@ def plot_pareto(results: Sequence[EvalResult], path: Path, title: str = "") -> N
     fig, ax = plt.subplots(figsize=(7, 5))
     for res in results:
         c, q = res.summary["cost_per_1k"], res.summary["quality"]
-        marker = "*" if res.policy == "oracle" else "o"
+        marker = "*" if res.policy.endswith("oracle") else "o"
         xerr = None if not math.isfinite(c.half_width) else c.half_width
         yerr = None if not math.isfinite(q.half_width) else q.half_width
         ax.errorbar(c.mean, q.mean, xerr=xerr, yerr=yerr, fmt=marker, ms=12 if marker == "*" else 6, capsize=3,
@@ -183,7 +183,7 @@ def plot_call_curve(results: Sequence[EvalResult], path: Path, title: str = "") 
         q_weak, q_strong = float(ok[:, 1].mean()), float(ok[:, 0].mean())
         share = float(np.isin(action, (0, 2)).mean())
         quality = float(ok[np.arange(len(recs)), action].mean())
-        (line,) = ax.plot([share], [quality], "*" if res.policy == "oracle" else "o", ms=10, label=res.policy)
+        (line,) = ax.plot([share], [quality], "*" if res.policy.endswith("oracle") else "o", ms=10, label=res.policy)
         scores = np.array([r["score"] for r in recs], dtype=np.float64)
         if np.isfinite(scores).all():
             xs, qs = threshold_sweep(scores, ok[:, 0], ok[:, 1])

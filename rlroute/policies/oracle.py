@@ -1,4 +1,7 @@
-"""The hindsight oracle: the upper bound of quality-per-cost routing.
+"""The quality oracle (``quality_oracle``): the hindsight bound of quality-per-cost routing.
+
+Not the reward-maximising reference: that is ``reward_oracle`` (:mod:`rlroute.policies.forked`), which
+also sees latency and SLO outcomes by forking the simulator.
 
 It reads ``request.quality`` — the outcome of every action, drawn once when the request was materialised
 (simulator only) — and picks the cheapest action whose answer is acceptable; when none is acceptable it
@@ -36,7 +39,7 @@ class HindsightOracle:
         price_fn: an explicit ``(request, action) -> cost`` (tests, live pools); overrides the env's.
     """
 
-    name = "oracle"
+    name = "quality_oracle"
 
     def __init__(self, use_hybrid: bool = True, priced: bool = True, price_fn: PriceFn | None = None) -> None:
         self.use_hybrid = use_hybrid
@@ -57,7 +60,7 @@ class HindsightOracle:
         draw = ctx.request.quality
         if draw is None:
             raise ValueError(
-                f"oracle: request {ctx.request.id} has no quality draw (request.quality is None); the "
+                f"quality_oracle: request {ctx.request.id} has no quality draw (request.quality is None); the "
                 "hindsight oracle needs the simulator's per-action outcomes"
             )
         order = [a for a in COST_ORDER if self.use_hybrid or a != Action.HYBRID]

@@ -27,7 +27,9 @@ POLICIES: dict[str, str] = {
     "heuristic": "rlroute.policies.heuristic:SeedHeuristic",
     "cache_aware": "rlroute.policies.heuristic:CacheAwarePolicy",
     "threshold": "rlroute.policies.threshold:ThresholdRouter",
-    "oracle": "rlroute.policies.oracle:HindsightOracle",
+    "quality_oracle": "rlroute.policies.oracle:HindsightOracle",
+    "reward_oracle": "rlroute.policies.forked:RewardOracle",
+    "lookahead": "rlroute.policies.forked:LookAhead",
     "sb3": "rlroute.policies.sb3:SB3Policy",
     "onnx": "rlroute.policies.onnx:OnnxPolicy",
 }
@@ -35,8 +37,10 @@ POLICIES: dict[str, str] = {
 # The hand-written baselines, in the order tables list them.
 BASELINES: tuple[str, ...] = (
     "all_small", "all_large", "all_hybrid", "random", "round_robin", "heuristic", "cache_aware", "threshold",
-    "oracle",
+    "quality_oracle",
 )
+# References that fork the simulator at every decision (not deployable, ~10-100x slower than a baseline).
+FORK_REFERENCES: tuple[str, ...] = ("reward_oracle", "lookahead")
 
 
 def register(name: str) -> Callable[[type], type]:

@@ -24,7 +24,7 @@ from rlroute.eval.stats import Interval, t_interval
 METRICS: tuple[str, ...] = ("reward", "quality", "cost_saving", "ttft_p99", "cache_hit_rate", "apgr",
                             "mix_large", "mix_small", "mix_hybrid")
 BASELINES: tuple[str, ...] = ("all_large", "all_small", "all_hybrid", "random", "round_robin", "heuristic",
-                              "cache_aware", "threshold", "oracle")
+                              "cache_aware", "threshold", "quality_oracle")
 HEURISTICS: tuple[str, ...] = ("random", "round_robin", "all_large", "all_small", "all_hybrid", "heuristic",
                                "cache_aware", "threshold")
 
@@ -121,10 +121,10 @@ def gap_recovered(rows: Sequence[Row], learned: str = "ppo") -> tuple[str, float
     """
     by_name = {r.policy: r for r in rows}
     heur = [r for r in rows if r.policy in HEURISTICS and r.policy in by_name]
-    if learned not in by_name or "oracle" not in by_name or not heur:
+    if learned not in by_name or "quality_oracle" not in by_name or not heur:
         return "", math.nan
     best = max(heur, key=lambda r: r.mean("reward"))
-    gap = by_name["oracle"].mean("reward") - best.mean("reward")
+    gap = by_name["quality_oracle"].mean("reward") - best.mean("reward")
     if not math.isfinite(gap) or gap <= 1e-12:
         return best.policy, math.nan
     return best.policy, (by_name[learned].mean("reward") - best.mean("reward")) / gap

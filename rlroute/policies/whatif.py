@@ -1,0 +1,129 @@
+"""What-if rewards of one routing decision, by forking the simulator at the decision.
+
+For the env's pending request and each allowed action: restore a copy of the cluster
+(:class:`rlroute.cluster.sim.fork.Snapshot`, taken once per decision), submit the request with that action,
+and run the copy until it has completed (``drain``). The action's score is the per-request reward contract,
+:meth:`RewardConfig.request_reward` of the env's reward config:
+
+* quality term: ``ok`` (the realised, hindsight outcome, 0/1) for the reward oracle, ``p`` (the quality
+  model's success probability, known before the answer) for the look-ahead;
+* cost: the env's decision-time price of the action (``RoutingEnv._expected_cost``), as the env's reward;
+* latency and SLO: the request's own e2e and SLO outcome in the fork.
+
+**Later arrivals.** With ``horizon = 0`` (default) nothing arrives in the fork after the request: the
+request meets the queues, batches and caches present at the decision, but not the load that arrives
+while it is served (optimistic under heavy load). With ``horizon = h > 0`` the next ``h`` arrivals of the
+env's stream (:meth:`RoutingEnv.upcoming`, hindsight about *when* and *what* arrives) are submitted at
+their arrival times, routed by the reference ``rule`` (the seed heuristic by default; it reads only typed
+state, so no features are computed in the fork); the score then adds their request rewards (cost: the
+simulator's realised cost of each, latency/SLO from the fork), so the action's congestion externality on
+the next ``h`` requests counts. Neither variant is an upper bound under congestion: a greedy per-request
+choice can hurt later requests beyond the horizon (see :func:`rlroute.eval.references.oracle_dominates`).
+
+Needs the simulator: the env's cluster must be copyable by :mod:`rlroute.cluster.sim.fork`, and requests
+must carry quality draws. References using this are not deployable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rlroute.cluster.sim.fork import Snapshot
+from rlroute.policies.base import DecisionContext, Policy
+from rlroute.types import Action, Completion, Request
+
+QUALITY_TERMS = ("ok", "p")
+
+
+def _quality(req: Request, a: Action, term: str) -> float:
+    q = req.quality
+    if q is None:
+        raise ValueError(f"what-if: request {req.id} has no quality draw; forked references need the "
+                         "simulator's per-action outcomes")
+    return float(q.ok[a]) if term == "ok" else float(q.p[a])
+
+
+class WhatIf:
+    """Per-action what-if rewards of the pending decision of a bound :class:`~rlroute.env.RoutingEnv`.
+
+    Args:
+        quality: ``ok`` (hindsight outcome) or ``p`` (expected quality) as the quality term.
+        horizon: later arrivals simulated in each fork (see the module docstring); 0 = none.
+        rule: policy routing those later arrivals (a registry name); only used when ``horizon > 0``.
+    """
+
+    def __init__(self, quality: str = "ok", horizon: int = 0, rule: str = "heuristic") -> None:
+        if quality not in QUALITY_TERMS:
+            raise ValueError(f"what-if quality must be one of {QUALITY_TERMS}, got {quality!r}")
+        if horizon < 0:
+            raise ValueError(f"what-if horizon must be >= 0, got {horizon}")
+        self.quality = quality
+        self.horizon = int(horizon)
+        self.rule_name = rule
+        self._rule: Policy | None = None
+        self.env: Any = None
+
+    def bind(self, env: Any) -> None:
+        """Read decisions, the cluster, the reward config and the price of actions from ``env``."""
+        env = getattr(env, "unwrapped", env)
+        for attr in ("cluster", "reward_cfg", "_expected_cost", "upcoming"):
+            if not hasattr(env, attr):
+                raise TypeError(f"what-if: {type(env).__name__} has no {attr!r}; bind a RoutingEnv")
+        self.env = env
+        if self.horizon and self._rule is None:
+            from rlroute.policies.registry import make_policy
+
+            self._rule = make_policy(self.rule_name)
+
+    def rewards(self, ctx: DecisionContext) -> np.ndarray:
+        """``float[3]``: the score of each action for ``ctx.request`` (NaN where ``ctx.mask`` forbids it)."""
+        env = self.env
+        if env is None:
+            raise RuntimeError("what-if: no env bound; the evaluator calls bind_env(env) before acting")
+        req = ctx.request
+        pending = env.decision_context().request
+        if pending.id != req.id:
+            raise RuntimeError(f"what-if: context request {req.id} is not the env's pending request {pending.id}")
+        allowed = ctx.mask if ctx.mask is not None else np.ones(3, dtype=bool)
+        later = env.upcoming(self.horizon) if self.horizon else []
+        snap = Snapshot(env.cluster)
+        rc = env.reward_cfg
+        out = np.full(3, np.nan)
+        for a in Action:
+            if not allowed[a]:
+                continue
+            sim = snap.restore()
+            sim.submit(req, a)
+            done = self._run(sim, later)
+            own = done[req.id]
+            score = rc.request_reward(_quality(req, a, self.quality), env._expected_cost(req, a), own)
+            for r, la in later_actions(done, later):
+                c = done[r.id]
+                score += rc.request_reward(_quality(r, la, self.quality), c.cost, c)
+            out[a] = score
+        return out
+
+    def _run(self, sim: Any, later: list[Request]) -> dict[int, Completion]:
+        done: list[Completion] = []
+        rule = self._rule
+        for r in later:
+            done += sim.advance(r.arrival)
+            assert rule is not None
+            sim.submit(r, int(rule.act(_context(sim, r))))
+        done += sim.drain()
+        return {c.request_id: c for c in done}
+
+
+def later_actions(done: dict[int, Completion], later: list[Request]) -> list[tuple[Request, Action]]:
+    """The later arrivals of a fork with the action each was routed with (read from its completion)."""
+    return [(r, Action(done[r.id].action)) for r in later if r.id in done]
+
+
+def _context(sim: Any, req: Request) -> DecisionContext:
+    """A decision context for a later arrival in a fork: typed state and matches, the mask derived from
+    the state (``mask=None``); no feature vector (the rule must read typed fields only, as the seed
+    heuristic does)."""
+    return DecisionContext(request=req, state=sim.state(), matches=sim.prefix_match(req),
+                           obs=np.zeros(0, dtype=np.float32), mask=None)
