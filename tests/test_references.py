@@ -11,7 +11,7 @@ from rlroute.env.build import default_config
 from rlroute.eval.references import Dominance, gap_recovered, oracle_dominates, per_seed_rewards
 from rlroute.eval.run import evaluate
 from rlroute.policies.forked import LookAhead, RewardOracle
-from rlroute.policies.registry import BASELINES
+from rlroute.policies.registry import BASELINES, make_policy
 from rlroute.types import Action
 
 SEEDS = [0, 1, 2]
@@ -101,3 +101,24 @@ def test_fork_references_need_the_env_and_use_expected_vs_realised_quality() -> 
     env.close()
     with pytest.raises(ValueError, match="horizon must be >= 0"):
         LookAhead(horizon=-1)
+
+
+@pytest.mark.parametrize(("name", "quality"), [("reward_oracle", "ok"), ("lookahead", "p")])
+def test_fork_score_is_the_envs_credit_at_the_last_decision(name: str, quality: str) -> None:
+    # At an episode's last decision nothing more is submitted in the env either (it drains at truncation),
+    # so the fork's score of the chosen action must equal the credit the env pays that request.
+    cfg = default_config(["episode_length=50", f"reward.quality={quality}"])
+    env = build_env(cfg, split="test")
+    for seed in (0, 1, 2):
+        env.reset(seed=seed)
+        pol = make_policy(name)
+        pol.bind_env(env)
+        for _ in range(49):
+            env.step(1)
+        ctx = env.decision_context()
+        a = pol.act(ctx)
+        _, _, _, truncated, info = env.step(int(a))
+        assert truncated
+        paid = {c.request_id: c.reward for c in info["credits"]}
+        assert paid[ctx.request.id] == pytest.approx(pol.last_rewards[a], rel=1e-9, abs=1e-12)
+    env.close()

@@ -7,7 +7,7 @@
 * :class:`LookAhead` (``lookahead``): a model-predictive router: the same forks with the *expected*
   quality (``p``), i.e. what a router with a perfect simulator but no hindsight could achieve.
 
-Both read the env (cluster, pending request, quality draw, reward config, prices) through ``bind_env``,
+Both read the env (cluster, pending request and its quality draw, reward config, next arrivals) through ``bind_env``,
 which the evaluator (:func:`rlroute.eval.run.run_episode`) calls after each ``reset``; how forks are scored
 and how later arrivals are treated (``horizon``) is in :mod:`rlroute.policies.whatif`. Ties go to the
 cheaper action (small < hybrid < large).
@@ -58,14 +58,14 @@ class ForkPolicy:
 
 
 class RewardOracle(ForkPolicy):
-    """Hindsight reward oracle: realised quality (``ok``) + forked latency/SLO + decision-time cost."""
+    """Hindsight reward oracle: realised quality (``ok``) + the fork's billed cost, latency and SLO."""
 
     name = "reward_oracle"
     quality = "ok"
 
 
 class LookAhead(ForkPolicy):
-    """One-step look-ahead: expected quality (``p``) + forked latency/SLO + decision-time cost."""
+    """One-step look-ahead: expected quality (``p``) + the fork's billed cost, latency and SLO."""
 
     name = "lookahead"
     quality = "p"

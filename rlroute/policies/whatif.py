@@ -6,18 +6,19 @@ and run the copy until it has completed (``drain``). The action's score is the p
 :meth:`RewardConfig.request_reward` of the env's reward config:
 
 * quality term: ``ok`` (the realised, hindsight outcome, 0/1) for the reward oracle, ``p`` (the quality
-  model's success probability, known before the answer) for the look-ahead;
-* cost: the env's decision-time price of the action (``RoutingEnv._expected_cost``), as the env's reward;
-* latency and SLO: the request's own e2e and SLO outcome in the fork.
+  model's success probability, known before the answer) for the look-ahead; 0 when the request failed;
+* cost: the request's billed cost in the fork; latency and SLO: its own e2e and SLO outcome in the fork —
+
+exactly what ``RoutingEnv`` credits a completed request (``RoutingEnv._pay``), so a reference's choice is
+scored by the same number the evaluator sums.
 
 **Later arrivals.** With ``horizon = 0`` (default) nothing arrives in the fork after the request: the
 request meets the queues, batches and caches present at the decision, but not the load that arrives
 while it is served (optimistic under heavy load). With ``horizon = h > 0`` the next ``h`` arrivals of the
 env's stream (:meth:`RoutingEnv.upcoming`, hindsight about *when* and *what* arrives) are submitted at
 their arrival times, routed by the reference ``rule`` (the seed heuristic by default; it reads only typed
-state, so no features are computed in the fork); the score then adds their request rewards (cost: the
-simulator's realised cost of each, latency/SLO from the fork), so the action's congestion externality on
-the next ``h`` requests counts. Neither variant is an upper bound under congestion: a greedy per-request
+state, so no features are computed in the fork); the score then adds their credits, so the action's
+congestion externality on the next ``h`` requests counts. Neither variant is an upper bound under congestion: a greedy per-request
 choice can hurt later requests beyond the horizon (see :func:`rlroute.eval.references.oracle_dominates`).
 
 Needs the simulator: the env's cluster must be copyable by :mod:`rlroute.cluster.sim.fork`, and requests
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.cluster.sim.fork import Snapshot
+from rlroute.env.reward import RewardConfig
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.types import Action, Completion, Request
 
@@ -68,7 +70,7 @@ class WhatIf:
     def bind(self, env: Any) -> None:
         """Read decisions, the cluster, the reward config and the price of actions from ``env``."""
         env = getattr(env, "unwrapped", env)
-        for attr in ("cluster", "reward_cfg", "_expected_cost", "upcoming"):
+        for attr in ("cluster", "reward_cfg", "upcoming"):
             if not hasattr(env, attr):
                 raise TypeError(f"what-if: {type(env).__name__} has no {attr!r}; bind a RoutingEnv")
         self.env = env
@@ -97,11 +99,9 @@ class WhatIf:
             sim = snap.restore()
             sim.submit(req, a)
             done = self._run(sim, later)
-            own = done[req.id]
-            score = rc.request_reward(_quality(req, a, self.quality), env._expected_cost(req, a), own)
+            score = credit(rc, _quality(req, a, self.quality), done[req.id])
             for r, la in later_actions(done, later):
-                c = done[r.id]
-                score += rc.request_reward(_quality(r, la, self.quality), c.cost, c)
+                score += credit(rc, _quality(r, la, self.quality), done[r.id])
             out[a] = score
         return out
 
@@ -114,6 +114,11 @@ class WhatIf:
             sim.submit(r, int(rule.act(_context(sim, r))))
         done += sim.drain()
         return {c.request_id: c for c in done}
+
+
+def credit(rc: RewardConfig, quality: float, c: Completion) -> float:
+    """A completed request's own reward as ``RoutingEnv`` credits it: quality 0 when it failed, billed cost."""
+    return rc.request_reward(0.0 if c.failed else quality, c.cost, c)
 
 
 def later_actions(done: dict[int, Completion], later: list[Request]) -> list[tuple[Request, Action]]:
