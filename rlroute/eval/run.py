@@ -101,6 +101,7 @@ def run_episode(env: Any, policy: Policy, seed: int, split: str = "test") -> tup
     if callable(bind):
         bind(env)  # e.g. the oracle prices actions as the env's reward does
     scorer = getattr(policy, "score", None)
+    learn = getattr(policy, "observe", None)  # online learners get each request's credit at completion
     decisions: list[dict[str, Any]] = []
     completions: dict[int, Completion] = {}
     total_reward, done = 0.0, False
@@ -118,6 +119,8 @@ def run_episode(env: Any, policy: Policy, seed: int, split: str = "test") -> tup
         })
         _, reward, terminated, truncated, info = env.step(int(action))
         total_reward += float(reward)
+        if callable(learn):
+            learn(info.get("credits", ()))
         for c in info.get("completions", ()):
             completions[c.request_id] = c
         done = bool(terminated or truncated)

@@ -30,6 +30,8 @@ POLICIES: dict[str, str] = {
     "quality_oracle": "rlroute.policies.oracle:HindsightOracle",
     "reward_oracle": "rlroute.policies.forked:RewardOracle",
     "lookahead": "rlroute.policies.forked:LookAhead",
+    "linucb": "rlroute.policies.bandit:LinUCB",
+    "supervised": "rlroute.policies.supervised:SupervisedRouter",
     "sb3": "rlroute.policies.sb3:SB3Policy",
     "onnx": "rlroute.policies.onnx:OnnxPolicy",
 }

@@ -202,6 +202,13 @@ class PromptWorkload:
         n = len(conv.turns)
         return n if self.max_turns is None else min(n, self.max_turns)
 
+    def prompt_texts(self) -> Iterator[str]:
+        """Every prompt text this split can produce (each conversation's turns with their history), for
+        held-out checks: the supervised router drops training decisions whose prompt a test split has."""
+        for conv in self.prompts.conversations(self.split):
+            for k in range(self._turns(conv)):
+                yield "\n\n".join(self._parts(conv, k))
+
     def mean_turns(self, convs: Sequence[Conversation]) -> float:
         """Mean turns per session over (up to 256 of) the split's conversations."""
         if self.prefix == "trace":
