@@ -2,7 +2,7 @@
 
 For the env's pending request and each allowed action: restore a copy of the cluster
 (:class:`rlroute.cluster.sim.fork.Snapshot`, taken once per decision), submit the request with that action,
-and run the copy until it has completed (``drain``). The action's score is the per-request reward contract,
+and run the copy until it has completed (no later arrivals: as ``drain`` would, stopping once it is done). The action's score is the per-request reward contract,
 :meth:`RewardConfig.request_reward` of the env's reward config:
 
 * quality term: ``ok`` (the realised, hindsight outcome, 0/1) for the reward oracle, ``p`` (the quality
@@ -37,6 +37,7 @@ from rlroute.policies.base import DecisionContext, Policy
 from rlroute.types import Action, Completion, Request
 
 QUALITY_TERMS = ("ok", "p")
+MAX_WINDOW_S = 2.0**20  # stop stepping after ~12 days of simulated time and drain (a paused pool)
 
 
 def _quality(req: Request, a: Action, term: str) -> float:
@@ -98,22 +99,30 @@ class WhatIf:
                 continue
             sim = snap.restore()
             sim.submit(req, a)
-            done = self._run(sim, later)
+            done = self._run(sim, req, later)
             score = credit(rc, _quality(req, a, self.quality), done[req.id])
             for r, la in later_actions(done, later):
                 score += credit(rc, _quality(r, la, self.quality), done[r.id])
             out[a] = score
         return out
 
-    def _run(self, sim: Any, later: list[Request]) -> dict[int, Completion]:
-        done: list[Completion] = []
+    def _run(self, sim: Any, req: Request, later: list[Request]) -> dict[int, Completion]:
+        done: dict[int, Completion] = {}
         rule = self._rule
         for r in later:
-            done += sim.advance(r.arrival)
+            done.update((c.request_id, c) for c in sim.advance(r.arrival))
             assert rule is not None
             sim.submit(r, int(rule.act(_context(sim, r))))
-        done += sim.drain()
-        return {c.request_id: c for c in done}
+        # Advance in doubling windows until the scored requests completed (the events up to then are the
+        # ones a full drain would run first, so outcomes are identical); the others' tails are skipped.
+        want = {req.id, *(r.id for r in later)}
+        dt = 1.0
+        while not want <= done.keys() and sim.in_flight and dt < MAX_WINDOW_S:
+            done.update((c.request_id, c) for c in sim.advance(sim.now + dt))
+            dt *= 2.0
+        if not want <= done.keys():
+            done.update((c.request_id, c) for c in sim.drain())  # never finishes otherwise: drain fails it
+        return done
 
 
 def credit(rc: RewardConfig, quality: float, c: Completion) -> float:
