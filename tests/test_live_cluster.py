@@ -10,6 +10,7 @@ Every worker process is started and stopped (by PID) by the module fixture.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -87,56 +88,141 @@ def test_live_latencies_are_causal(episode: list[Completion]) -> None:
         (c.request_id, c.ttft, c.e2e) for c in episode if not (c.e2e > 0 and 0 <= c.ttft <= c.e2e)]
 
 
-def _requests() -> list[Request]:
-    """Three shared 'documents' (8 blocks of 64 tokens) asked about in turns, 1 s apart."""
-    reqs = []
-    for i in range(18):
-        doc = i % 3
-        own = 3 + i // 3  # later turns carry more of their own context
-        blocks = tuple(1000 * (doc + 1) + k for k in range(8)) + tuple(10_000 + 100 * i + k for k in range(own))
-        reqs.append(Request(id=i, arrival=1.0 * i, input_len=64 * len(blocks) - 20, output_len=24 + 4 * doc,
-                            blocks=blocks, block_size=64))
-    return reqs
+DOCS = tuple(f"Document {d}: " + " ".join(f"fact-{d}-{k} about topic {d}" for k in range(130)) for d in range(3))
 
 
-def test_sim_and_live_in_the_same_state_give_the_same_features(live: LiveCluster) -> None:
-    """Same requests, same actions, same instance model: features agree within the stated tolerances.
+def _texts() -> list[str]:
+    """Three shared 'documents' (~8 blocks of 64 tokens) asked about in turns, 4 s apart (80 ms of wall time
+    at SPEEDUP 50: the requests must reach the workers in order, also on a loaded machine)."""
+    return [DOCS[i % 3] + f"\nQuestion {i}: " + " ".join(f"detail {i}-{k}" for k in range(40 + 12 * (i // 3)))
+            for i in range(18)]
+
+
+def _request(i: int, text: str, arrival: float, max_new: int) -> Request:
+    """The request as the router builds it from a ``/generate`` body (bytes of the text, no tokenizer)."""
+    from rlroute.worker.tokens import count_tokens, text_blocks
+
+    return Request(id=i, arrival=arrival, input_len=count_tokens(text), output_len=max_new,
+                   blocks=text_blocks(text, 64), block_size=64, prompt=text, max_new_tokens=max_new)
+
+
+def _sim() -> object:
+    from rlroute.cluster.sim import SimCluster
+
+    return SimCluster(pools={p: {"profile": prof, "instances": n, "cache": {"mem_fraction_static": MEM,
+                                                                            "eviction": EVICTION},
+                                 "in_pool": {"policy": "cache_aware"}}
+                             for p, prof, n in (("large", LARGE, 1), ("small", SMALL, 2))}, seed=0)
+
+
+def _drive_live_cluster(fleet: WorkerFleet, reqs: list[Request], actions: list[Action],
+                        probe: Request) -> tuple[list[Completion], float, float, np.ndarray, dict[str, list[int]]]:
+    """Send through LiveCluster; returns completions, the probe's time, day offset, observation and matches."""
+    from rlroute.features import extract
+
+    with LiveCluster(pools_cfg(fleet), speedup=SPEEDUP) as live:
+        live.reset()
+        for r, a in zip(reqs, actions, strict=True):
+            live.submit(r, a)
+        done = live.drain()
+        live.advance(max(live.now, reqs[-1].arrival) + 5.0)
+        live.scrape(force=True)
+        state, matches = live.state(), live.prefix_match(probe)
+        return done, state.time, state.day_offset, extract(probe, state, matches), matches
+
+
+def _drive_router(fleet: WorkerFleet, reqs: list[Request], actions: list[Action], probe: Request,
+                  tmp: Path) -> tuple[list[Completion], float, float, np.ndarray, dict[str, list[int]]]:
+    """Send through ``rlroute serve`` over HTTP (actions forced with the admin token); the probe's observation
+    is the one the running router computes (``/admin/observe``)."""
+    import asyncio
+
+    import httpx
+
+    from rlroute.serve.launch import RouterProc
+
+    for url in fleet.urls("large") + fleet.urls("small"):
+        httpx.post(url + "/flush_cache", timeout=10.0).raise_for_status()
+    auth = {"authorization": "Bearer parity-test"}
+    with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
+                    [f"speedup={SPEEDUP}", "scrape_interval_s=0.02"],
+                    env={"RLROUTE_ADMIN_TOKEN": "parity-test"}) as router:
+        def observe(r: Request) -> dict[str, object]:
+            body = {"text": r.prompt, "sampling_params": {"max_new_tokens": r.max_new_tokens}}
+            out = httpx.post(router.url + "/admin/observe", json=body, headers=auth, timeout=10.0)
+            out.raise_for_status()
+            return dict(out.json())
+
+        t_base = float(observe(probe)["time"])  # type: ignore[arg-type]
+
+        async def send() -> list[dict[str, object]]:
+            async with httpx.AsyncClient(timeout=60.0) as client:
+                async def one(r: Request, a: Action) -> dict[str, object]:
+                    await asyncio.sleep(r.arrival / SPEEDUP)
+                    body = {"text": r.prompt, "sampling_params": {"max_new_tokens": r.max_new_tokens}}
+                    resp = await client.post(router.url + "/generate", json=body,
+                                             headers={**auth, "x-rlroute-force-action": a.name.lower()})
+                    resp.raise_for_status()
+                    return {**resp.json()["meta_info"], "id": r.id, "action": a}
+
+                return await asyncio.gather(*(one(r, a) for r, a in zip(reqs, actions, strict=True)))
+
+        answers = asyncio.run(send())
+        import time
+
+        time.sleep(5.0 / SPEEDUP + 0.3)  # 5 modelled seconds, and a few scrapes
+        seen = observe(probe)
+    done = [Completion(request_id=int(str(a["id"])), action=a["action"], arrival=0.0, finish=0.0,  # type: ignore[arg-type]
+                       queue_time=0.0, ttft=0.0, tpot=0.0, e2e=0.0, prompt_tokens=int(str(a["prompt_tokens"])),
+                       cached_tokens=int(str(a["cached_tokens"])), output_tokens=int(str(a["completion_tokens"])),
+                       cost=0.0, quality_ok=None, pools=(), instances=())
+            for a in answers]
+    obs = np.array(seen["observation"], dtype=np.float32)
+    return done, float(seen["time"]) - t_base, float(seen["day_offset"]) + t_base, obs, seen["matches"]  # type: ignore[return-value,arg-type]
+
+
+@pytest.mark.parametrize("user", ["live_cluster", "router"])
+def test_sim_and_live_in_the_same_state_give_the_same_features(fleet: WorkerFleet, user: str,
+                                                                tmp_path: Path) -> None:
+    """Same requests, same actions, same instance model: features agree within the stated tolerances, for
+    both users of the live state keeper (the live env's ``LiveCluster`` and the ``rlroute serve`` router).
 
     Tolerances (absolute, on the normalised features): request block exact (same request); cache block
     0.05 (prefix matches and cache sizes come from the router's estimate vs the simulator's real cache, hit
     rates from scraped counters); system block 0.10 (latency EWMAs: the worker executes engine steps at
     wall-clock ticks of ``min_tick_s`` x speedup modelled seconds and arrivals jitter with HTTP timing).
+    The router is driven with large and small only: its hybrid plan prompt is real text (a plan request),
+    which the simulator models as ``plan_tokens`` more prompt tokens, so caches would differ by design.
     """
-    from rlroute.cluster.sim import SimCluster
     from rlroute.features import SCHEMA, extract
 
-    sim = SimCluster(pools={p: {"profile": prof, "instances": n, "cache": {"mem_fraction_static": MEM,
-                                                                           "eviction": EVICTION},
-                                "in_pool": {"policy": "cache_aware"}}
-                            for p, prof, n in (("large", LARGE, 1), ("small", SMALL, 2))}, seed=0)
-    reqs = _requests()
-    for r in reqs:
-        a = Action(r.id % 3)
-        sim.submit(r, a)
-        live.submit(r, a)
-    done_sim, done_live = sim.drain(), live.drain()
+    texts = _texts()
+    reqs = [_request(i, t, 4.0 * i, 24 + 4 * (i % 3)) for i, t in enumerate(texts)]
+    kinds = 3 if user == "live_cluster" else 2
+    actions = [Action(i % kinds) for i in range(len(reqs))]
+    probe = _request(99, DOCS[0] + "\nQuestion 99: what else?", 0.0, 16)
+    if user == "live_cluster":
+        done_live, t, day, f_live, m_live = _drive_live_cluster(fleet, reqs, actions, probe)
+    else:
+        done_live, t, day, f_live, m_live = _drive_router(fleet, reqs, actions, probe, tmp_path)
+    sim = _sim()
+    for r, a in zip(reqs, actions, strict=True):
+        sim.submit(r, a)  # type: ignore[attr-defined]
+    done_sim = sim.drain()  # type: ignore[attr-defined]
     assert len(done_sim) == len(done_live) == len(reqs) and not [c for c in done_live if c.failed]
-    t = max(sim.now, live.now) + 5.0
-    sim.advance(t)
-    live.advance(t)
-    live.scrape(force=True)
-    probe = Request(id=99, arrival=t, input_len=64 * 10, output_len=16,
-                    blocks=tuple(1000 + k for k in range(8)) + (77, 78), block_size=64)
-    m_sim, m_live = sim.prefix_match(probe), live.prefix_match(probe)
+    sim.day_offset = day  # type: ignore[attr-defined]  # live time of day follows the wall clock: align
+    sim.advance(t)  # type: ignore[attr-defined]
+    m_sim = sim.prefix_match(probe)  # type: ignore[attr-defined]
     assert m_sim == m_live, "router-side prefix estimate should equal the simulator's cache (no eviction here)"
-    f_sim = extract(probe, sim.state(), m_sim)
-    f_live = extract(probe, live.state(), m_live)
+    f_sim = extract(probe, sim.state(), m_sim)  # type: ignore[attr-defined]
     diff = np.abs(f_sim - f_live)
-    blocks = SCHEMA.slices
-    worst = {b: (float(diff[s].max()), SCHEMA.names[s.start + int(diff[s].argmax())]) for b, s in blocks.items()}
+    worst = {b: (float(diff[s].max()), SCHEMA.names[s.start + int(diff[s].argmax())])
+             for b, s in SCHEMA.slices.items()}
     assert worst["request"][0] == 0.0, worst
     assert worst["cache"][0] <= 0.05, worst
     assert worst["system"][0] <= 0.10, worst
+    rate = SCHEMA.names.index("system.arrival_rate")
+    assert f_live[rate] > 0.0, "the live arrival rate must be populated"
     # Per-request agreement: the worker's cached tokens equal the simulator's for every request.
     cached_sim = {c.request_id: c.cached_tokens for c in done_sim}
     cached_live = {c.request_id: c.cached_tokens for c in done_live}

@@ -63,6 +63,7 @@ class ClusterState:
     time: float
     pools: dict[str, PoolState]
     arrival_rate: float = 0.0  # requests per second, recent estimate
+    day_offset: float = 0.0  # second of the day at time 0: the wall clock's for live pools, 0 for trace time
 
 
 @runtime_checkable

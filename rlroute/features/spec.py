@@ -103,8 +103,9 @@ POOL_SYSTEM = (
 
 GLOBAL_SYSTEM = (
     ("arrival_rate", "log", "arrival rate estimate, requests per second", 1000, 0.1),
-    ("time_of_day_sin", "lin", "sin(2*pi*time/86400), cluster time (trace time for replays)", -1, 1),
-    ("time_of_day_cos", "lin", "cos(2*pi*time/86400)", -1, 1),
+    ("time_of_day_sin", "lin", "sin(2*pi*t/86400), t = day_offset + cluster time: the wall clock's time of day "
+     "for live pools, trace time from midnight in the simulator", -1, 1),
+    ("time_of_day_cos", "lin", "cos(2*pi*t/86400)", -1, 1),
     ("in_system", "log", "queued + running requests over all pools", 4096, 1),
     ("large_share", "lin", "share of in-system requests that sit in the large pool", 0, 0),
     ("cost_rate_total", "log", "cost per second over all pools", 10, 0.001),

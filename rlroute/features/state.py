@@ -142,7 +142,7 @@ def state_raw(state: ClusterState, matches: dict[str, list[int]], input_len: int
         kvm[k] = s[_KV_MEAN]
         cost_rate += pool.cost_rate
     total = in_sys[0] + in_sys[1]
-    phase = _TWO_PI * (now % _DAY) / _DAY
+    phase = _TWO_PI * ((state.day_offset + now) % _DAY) / _DAY
     system += [
         state.arrival_rate,
         math.sin(phase),

@@ -10,6 +10,11 @@ worker (running requests are held in place, not dropped) → ``/flush_cache`` wh
 the cached KV wrong (``flush: true``, the default; a LoRA-free refresh of the same weights may skip it) →
 ``/update_weights_from_disk`` → ``/continue_generation`` → one warm-up request per worker → the pool
 takes traffic again. The interruption (pool closed to new requests) is timed and returned per step.
+
+Inspection (what the decision path saw, read from the running server — ``rlroute bench parity`` relies on
+it): ``POST /admin/observe`` returns the observation and action the router would decide for a generation
+body now, without sending it; ``GET /admin/decisions`` the last ``decision_log`` decisions with their
+observations.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
+
+from rlroute.worker import schemas
 
 if TYPE_CHECKING:
     from rlroute.serve.app import Router
@@ -61,12 +68,31 @@ def add_admin_routes(app: FastAPI, router: Router) -> None:
         return {
             "policy": router.slot.describe(),
             "pools": {
-                name: {"paused": up.paused[name], "available": up.available(name), "workers": [
+                name: {"paused": up.pools[name].held, "available": up.available(name), "workers": [
                     {"url": w.url, "usable": w.usable, "health_ok": w.health_ok, "breaker": w.breaker.state,
                      "inflight": w.inflight, "paused": w.stats.paused, "error": w.error}
                     for w in up.workers(name)]}
                 for name in up.pools},
         }
+
+    @app.post("/admin/observe", dependencies=[Depends(auth)],
+              summary="The observation and action the router would decide for a /generate body now (not sent)")
+    async def observe(body: schemas.GenerateRequest) -> dict[str, Any]:
+        req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens)
+        state, matches = router.upstreams.state(), router.upstreams.matches(req)
+        out = router.slot.decide(req, state, matches)
+        return {"observation": None if out.obs is None else [float(x) for x in out.obs], "action": int(out.action),
+                "source": out.source, "reason": out.reason, "matches": matches, "time": state.time,
+                "day_offset": state.day_offset,
+                "input_len": req.input_len}
+
+    @app.get("/admin/decisions", dependencies=[Depends(auth)], summary="The last decision_log decisions")
+    async def decisions(after: int = -1) -> dict[str, Any]:
+        if router.decisions is None:
+            raise HTTPException(409, "decision log is off: start the router with decision_log=N (N > 0)")
+        rows = [{**d, "obs": None if d["obs"] is None else [float(x) for x in d["obs"]]}
+                for d in list(router.decisions) if d["id"] > after]
+        return {"decisions": rows}
 
     @app.post("/admin/policy/reload", dependencies=[Depends(auth)], summary="Load a policy folder, swap atomically")
     async def reload(body: ReloadRequest) -> Any:
@@ -84,7 +110,7 @@ def add_admin_routes(app: FastAPI, router: Router) -> None:
         up = router.upstreams
         if pool not in up.pools:
             raise HTTPException(404, f"unknown pool {pool!r}; pools are {sorted(up.pools)}")
-        if up.paused[pool]:
+        if up.pools[pool].held:
             raise HTTPException(409, f"pool {pool!r} is already being updated")
         workers = [w for w in up.workers(pool) if w.health_ok]
         if not workers:
@@ -107,18 +133,18 @@ def add_admin_routes(app: FastAPI, router: Router) -> None:
             steps[name] = time.perf_counter() - t
 
         t0 = time.perf_counter()
-        up.paused[pool] = True
+        up.pools[pool].held = True
         try:
             await step("pause_s", "/pause_generation")
             try:
                 if body.flush_cache:
                     await step("flush_s", "/flush_cache")
-                    for w in workers:
-                        w.tree.clear()  # the router's prefix estimate is now wrong too
+                    up.monitor.forget_prefixes(pool)  # the router's prefix estimate is now wrong too
                 payload: dict[str, Any] = {"model_path": body.model_path}
                 if body.weight_version:
                     payload["weight_version"] = body.weight_version
                 await step("update_s", "/update_weights_from_disk", payload)
+                up.monitor.weights_updated(pool)
             finally:
                 await step("continue_s", "/continue_generation")  # never leave workers paused
             if body.warmup:
@@ -128,7 +154,7 @@ def add_admin_routes(app: FastAPI, router: Router) -> None:
             raise HTTPException(502, f"weight update of pool {pool!r} failed: {type(e).__name__}: {e}") from e
         finally:
             await up.refresh(health=False)  # read the workers' un-paused state before reopening the pool
-            up.paused[pool] = False
+            up.pools[pool].held = False
         interruption = time.perf_counter() - t0
         router.metrics.weight_update.labels(pool).set(interruption)
         return {"pool": pool, "workers": [w.url for w in workers], "interruption_s": interruption,

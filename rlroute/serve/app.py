@@ -11,9 +11,11 @@ prompt's prefix blocks stay cacheable on the small pool). Admin endpoints live i
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -93,7 +95,22 @@ class Router:
         self.transport = httpx.AsyncHTTPTransport(limits=limits)
         self.proxy = Proxy(self.upstreams, self.transport, timeout, self.metrics, cfg.retries, cfg.allow_cross_pool)
         self.ids = itertools.count()
-        self.t0 = time.monotonic()
+        # Decisions kept for /admin/decisions (the parity bench reads the vectors the router decided on).
+        self.decisions: deque[dict[str, Any]] | None = deque(maxlen=cfg.decision_log) if cfg.decision_log else None
+
+    def forced_action(self, headers: Any) -> Action | None:
+        """The action named by ``x-rlroute-force-action`` when the request carries the admin bearer token
+        (tests and the parity bench drive the pools with given actions); None otherwise."""
+        name = headers.get("x-rlroute-force-action")
+        if name is None or not self.cfg.admin_token:
+            return None
+        auth = headers.get("authorization") or ""
+        if not hmac.compare_digest(auth.encode(), f"Bearer {self.cfg.admin_token}".encode()):
+            return None
+        try:
+            return Action(ACTION_NAMES.index(name))
+        except ValueError:
+            return None
 
     def build_request(self, text: str | None, ids: list[int] | None, max_new: int) -> Request:
         """The routing view of a prompt: token estimate and chained block hashes from its bytes."""
@@ -102,11 +119,12 @@ class Router:
             blocks, n = id_blocks(ids, bs), len(ids)
         else:
             blocks, n = text_blocks(text or "", bs), count_tokens(text or "")
-        return Request(id=next(self.ids), arrival=time.monotonic() - self.t0, input_len=n, output_len=max_new,
+        return Request(id=next(self.ids), arrival=self.upstreams.now(), input_len=n, output_len=max_new,
                        blocks=blocks, block_size=bs, prompt=text, max_new_tokens=max_new)
 
     async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
-                    stream: bool, plan_edit: Callable[[dict[str, Any], str], dict[str, Any]]) -> Response:
+                    stream: bool, plan_edit: Callable[[dict[str, Any], str], dict[str, Any]],
+                    forced: Action | None = None) -> Response:
         """Decide and forward one request; never raises for upstream trouble (503 instead)."""
         t0 = time.perf_counter()
         m = self.metrics
@@ -117,6 +135,12 @@ class Router:
             m.requests.labels(endpoint, "503").inc()
             return unavailable("no pool has a usable worker (all unhealthy, breaker open or paused)")
         out = self.slot.decide(req, self.upstreams.state(), self.upstreams.matches(req))
+        self.upstreams.monitor.arrived()  # after the decision, as the simulator counts a request at its submit
+        if forced is not None:
+            out.action, out.source = forced, "forced"
+        if self.decisions is not None:
+            self.decisions.append({"id": req.id, "time": req.arrival, "action": int(out.action), "source": out.source,
+                                   "reason": out.reason, "obs": out.obs})
         m.decision_latency.observe(out.elapsed_s)
         m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
         if out.reason is not None:
@@ -125,14 +149,15 @@ class Router:
         if out.reason:
             headers["x-rlroute-fallback-reason"] = out.reason
         try:
+            extra = 0
             if out.action == Action.HYBRID:
                 body = json.dumps(await self._plan(req, payload, plan_edit, headers)).encode()
-                pool = "small"
+                pool, extra = "small", int(headers["x-rlroute-plan-tokens"])
             else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
                 body = raw
                 pool = "large" if out.action == Action.LARGE else "small"
             for attempt in range(self.cfg.retries + 1):
-                op = await self.proxy.open_with_fallback(pool, path, body, req)
+                op = await self.proxy.open_with_fallback(pool, path, body, req, extra)
                 headers["x-rlroute-pool"] = op.pool
                 headers["x-rlroute-worker"] = op.worker.url
                 headers["x-rlroute-attempts"] = str(op.attempts + attempt)
@@ -220,20 +245,21 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def generate(body: schemas.GenerateRequest, request: FastAPIRequest) -> Response:
         req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens)
         return await router.route("generate", "/generate", body.model_dump(exclude_none=True), await request.body(),
-                                  req, body.stream, _edit_generate)
+                                  req, body.stream, _edit_generate, router.forced_action(request.headers))
 
     @app.post("/v1/chat/completions", summary="OpenAI chat completions (stream for SSE)")
     async def chat(body: schemas.ChatRequest, request: FastAPIRequest) -> Response:
         payload = body.model_dump(exclude_none=True)
         req = router.build_request(chat_prompt(payload["messages"]), None, body.max_new())
         return await router.route("chat", "/v1/chat/completions", payload, await request.body(), req, body.stream,
-                                  _edit_chat)
+                                  _edit_chat, router.forced_action(request.headers))
 
     @app.post("/v1/completions", summary="OpenAI completions (stream for SSE)")
     async def completions(body: schemas.CompletionRequest, request: FastAPIRequest) -> Response:
         req = router.build_request(body.prompt, None, body.max_tokens)
         return await router.route("completions", "/v1/completions", body.model_dump(exclude_none=True),
-                                  await request.body(), req, body.stream, _edit_completion)
+                                  await request.body(), req, body.stream, _edit_completion,
+                                  router.forced_action(request.headers))
 
     @app.get("/health", summary="200 when some pool can serve, else 503")
     async def health() -> Response:

@@ -27,6 +27,7 @@ class PoolConfig:
     workers: list[str]
     router_url: str | None = None
     in_pool: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None  # serving profile: the cost model's GPU-seconds (cost.mode=gpu_seconds)
 
 
 @dataclass(slots=True)
@@ -58,6 +59,10 @@ class ServeConfig:
     admin_token_env: str = "RLROUTE_ADMIN_TOKEN"
     warmup_max_new_tokens: int = 1
     log_level: str = "warning"
+    cost: dict[str, Any] = field(default_factory=dict)
+    slo: dict[str, float] = field(default_factory=dict)
+    speedup: float = 1.0
+    decision_log: int = 0
 
 
 def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float | None = None) -> Any:
@@ -99,8 +104,13 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         for u in workers:
             if not u.startswith(("http://", "https://")):
                 raise ServeConfigError(f"serve.pools.{name}: worker URL must start with http:// or https://, got {u!r}")
-        pools[name] = PoolConfig(name, workers, router_url, dict(p.get("in_pool") or {}))
+        profile = p.get("profile")
+        pools[name] = PoolConfig(name, workers, router_url, dict(p.get("in_pool") or {}),
+                                 str(profile) if profile else None)
     env = str(c.get("admin_token_env") or "RLROUTE_ADMIN_TOKEN")
+    slo = c.get("slo") or {}
+    if not isinstance(slo, dict) or set(slo) - {"ttft_s", "tpot_s"}:
+        raise ServeConfigError(f"serve.slo: expected {{ttft_s, tpot_s}}, got {slo!r}")
     policy = c.get("policy") or {}
     return ServeConfig(
         pools=pools,
@@ -128,4 +138,8 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         admin_token_env=env,
         warmup_max_new_tokens=_num(c, "warmup_max_new_tokens", 1, int, 0),
         log_level=str(c.get("log_level", "warning")),
+        cost=dict(c.get("cost") or {}),
+        slo={k: _num(slo, k, 1.0, float, 0.0) for k in slo},
+        speedup=_num(c, "speedup", 1.0, float, 1e-6),
+        decision_log=_num(c, "decision_log", 0, int, 0),
     )

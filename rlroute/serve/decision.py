@@ -47,6 +47,7 @@ class Outcome:
     reason: str | None
     elapsed_s: float
     detail: str | None = None
+    obs: np.ndarray | None = None  # the observation decided on (None when features failed)
 
 
 def load(path: str | None, timeout_s: float | None) -> Loaded:
@@ -113,7 +114,7 @@ class PolicySlot:
         if obs is not None and gen.policy is not None:
             d = gen.policy.decide(obs, None, state)
             if d.reason is None and d.action is not None:
-                return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0)
+                return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0, None, obs)
             reason, detail = d.reason, d.detail
         ctx = DecisionContext(request, state, matches, obs if obs is not None else np.zeros(len(gen.extractor.schema), np.float32))
         try:
@@ -123,7 +124,7 @@ class PolicySlot:
             action = next((Action(i) for i, p in ((1, "small"), (0, "large")) if state.pools[p].available),
                           Action.SMALL)
             detail = f"{detail or ''}; heuristic failed: {type(e).__name__}: {e}"
-        return Outcome(action, "fallback", reason or REASON_HEURISTIC, time.perf_counter() - t0, detail)
+        return Outcome(action, "fallback", reason or REASON_HEURISTIC, time.perf_counter() - t0, detail, obs)
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for ``/admin/status`` and reload answers."""

@@ -5,6 +5,10 @@ answer has reached the client — after a connection error, a timeout before the
 head. A 4xx head is the request's own fault and is passed through. When the pool has no worker left and
 ``allow_cross_pool`` is on, the request goes to the other pool; otherwise the client gets a 503 naming
 the pool and the errors seen.
+
+Every answer is accounted in the live state keeper (:meth:`rlroute.cluster.live.monitor.Monitor.complete`:
+latency averages, cost, SLO outcome), whole or streamed, from what the answer says
+(:func:`rlroute.cluster.live.monitor.answer_result`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from rlroute.cluster.live.monitor import answer_result
 from rlroute.serve.metrics import RouterMetrics
 from rlroute.serve.upstream import RouterWorker, Upstreams
 from rlroute.types import Request
@@ -41,6 +46,7 @@ class Opened:
     worker: RouterWorker
     pool: str
     attempts: int
+    t_sent: float  # perf_counter when the request went upstream
 
 
 class Proxy:
@@ -60,7 +66,7 @@ class Proxy:
         self.retries = retries
         self.allow_cross_pool = allow_cross_pool
 
-    async def open(self, pool: str, path: str, body: bytes, request: Request) -> Opened:
+    async def open(self, pool: str, path: str, body: bytes, request: Request, extra_tokens: int = 0) -> Opened:
         """Send ``body`` to a worker of ``pool`` and return once a non-5xx response head arrived.
 
         Raises:
@@ -69,11 +75,10 @@ class Proxy:
         tried: set[int] = set()
         errors: list[str] = []
         while len(tried) <= self.retries:
-            w = self.up.choose(pool, request, tried)
+            w = self.up.choose(pool, request, tried, extra_tokens)
             if w is None:
                 break
             tried.add(w.index)
-            w.inflight += 1
             self.metrics.inflight.labels(pool).inc()
             t0 = time.perf_counter()
             try:
@@ -97,17 +102,37 @@ class Proxy:
                 continue
             w.breaker.success()
             self.metrics.upstream.labels(pool, "ok" if r.status_code < 400 else "4xx").inc()
-            return Opened(r, w, pool, len(tried))
+            return Opened(r, w, pool, len(tried), t0)
         raise NoUpstream(pool, errors)
 
     def _done(self, w: RouterWorker, pool: str) -> None:
-        w.inflight -= 1
+        """Release ``w`` with nothing to record (no answer, or an error answer)."""
+        self.up.monitor.release(w)
         self.metrics.inflight.labels(pool).dec()
 
-    async def open_with_fallback(self, pool: str, path: str, body: bytes, request: Request) -> Opened:
+    def _finish(self, op: Opened, last: bytes, t_first: float | None, chunks: int) -> None:
+        """Release the worker and account the stage from its answer (``last``: the whole body, or a stream's
+        last ``data:`` payload)."""
+        res = None
+        if op.response.status_code == 200 and last.startswith(b"{"):
+            t_end = time.perf_counter()
+            try:
+                body = json.loads(last)
+            except ValueError:
+                body = None
+            res = answer_result(body, (t_first or t_end) - op.t_sent, t_end - op.t_sent, chunks,
+                                self.up.monitor.clock.speedup)
+        if res is None:
+            self._done(op.worker, op.pool)
+            return
+        self.up.monitor.complete(op.pool, op.worker, res)
+        self.metrics.inflight.labels(op.pool).dec()
+
+    async def open_with_fallback(self, pool: str, path: str, body: bytes, request: Request,
+                                 extra_tokens: int = 0) -> Opened:
         """:meth:`open` on ``pool``, then on the other pool when allowed."""
         try:
-            return await self.open(pool, path, body, request)
+            return await self.open(pool, path, body, request, extra_tokens)
         except NoUpstream as first:
             other = "small" if pool == "large" else "large"
             if not self.allow_cross_pool or not self.up.available(other):
@@ -120,37 +145,14 @@ class Proxy:
 
     async def read(self, op: Opened) -> tuple[int, bytes, dict[str, str]]:
         """Read a whole upstream answer and release the worker."""
+        content = b""
         try:
             content = await op.response.aread()
         finally:
             await op.response.aclose()
-            self._done(op.worker, op.pool)
-        self._record(op, content)
+            self._finish(op, content, None, 0)
         headers = {k: v for k, v in op.response.headers.items() if k.lower() not in _HOP}
         return op.response.status_code, content, headers
-
-    def _record(self, op: Opened, content: bytes) -> None:
-        # Modelled latency from SGLang's meta_info feeds the pool's recent-latency state (as in the live
-        # cluster); answers without it (OpenAI shapes) leave the averages alone.
-        if op.response.status_code != 200 or not content.startswith(b"{"):
-            return
-        try:
-            meta = json.loads(content).get("meta_info")
-        except ValueError:
-            return
-        if isinstance(meta, dict) and isinstance(meta.get("e2e_latency"), int | float):
-            e2e = float(meta["e2e_latency"])
-            ttft = float(meta.get("ttft") or e2e)
-            n = max(1, int(meta.get("completion_tokens") or 1))
-            w, p = op.worker, self.up.pools[op.pool]
-            w.recent_e2e += 0.1 * (e2e - w.recent_e2e)
-            w.recent_ttft += 0.1 * (ttft - w.recent_ttft)
-            p.recent_e2e += 0.1 * (e2e - p.recent_e2e)
-            p.recent_ttft += 0.1 * (ttft - p.recent_ttft)
-            if n > 1:
-                tpot = (e2e - ttft) / (n - 1)
-                w.recent_tpot += 0.1 * (tpot - w.recent_tpot)
-                p.recent_tpot += 0.1 * (tpot - p.recent_tpot)
 
     async def respond(self, op: Opened, extra: dict[str, str], stream: bool) -> Response:
         """Turn an opened upstream answer into the client's response (streamed or whole)."""
@@ -164,8 +166,15 @@ class Proxy:
                                  media_type=op.response.headers.get("content-type", "text/event-stream"))
 
     async def _relay(self, op: Opened) -> AsyncIterator[bytes]:
+        t_first: float | None = None
+        chunks = 0
+        tail = b""  # the stream's end, enough to hold its last data payload (usage / meta_info)
         try:
             async for chunk in op.response.aiter_raw():
+                if t_first is None:
+                    t_first = time.perf_counter()
+                chunks += chunk.count(b"data:")
+                tail = (tail + chunk)[-_TAIL:]
                 yield chunk
         except Exception as e:  # noqa: BLE001 - transport failures of any kind once streaming has begun
             # Bytes already reached the client: no retry is possible; end the stream with an SSE error.
@@ -175,7 +184,21 @@ class Proxy:
             yield b"data: " + json.dumps(msg).encode() + b"\n\ndata: [DONE]\n\n"
         finally:
             await op.response.aclose()
-            self._done(op.worker, op.pool)
+            self._finish(op, _last_data(tail), t_first, max(0, chunks - 1))
+
+
+_TAIL = 65536
+
+
+def _last_data(tail: bytes) -> bytes:
+    """The last SSE ``data:`` payload of a stream other than ``[DONE]`` (b"" when there is none)."""
+    for event in reversed(tail.split(b"\n\n")):
+        line = event.strip()
+        if line.startswith(b"data:"):
+            payload = line[5:].strip()
+            if payload != b"[DONE]":
+                return payload
+    return b""
 
 
 def unavailable(message: str, status: int = 503) -> JSONResponse:

@@ -1,10 +1,10 @@
-"""The router's view of its upstreams: workers per pool, their scraped state, health and circuit breakers.
+"""The router's view of its upstreams: the live state keeper plus circuit breakers, health checks and pause.
 
-Per worker the router reuses the live cluster's bookkeeping (:class:`rlroute.cluster.live.pool.
-LiveInstance`: ``/metrics`` + ``/get_load`` parsed once into typed stats, the router's in-flight count and
-an approximate prefix tree of the blocks it sent), so the features a served policy sees mean what they
-meant in training. On top it adds what serving needs: a circuit breaker, a router-side pause flag (set
-during a coordinated weight update) and a background loop that scrapes and health-checks every worker.
+The pools' state is the :class:`rlroute.cluster.live.monitor.Monitor` that ``LiveCluster`` (the live env)
+uses as well — scraped worker stats, arrival rate, in-pool choice with its prefix tree, latency, cost and
+SLO accounting —, so the features a served policy sees are built as in training. On top the router adds
+what serving needs: a circuit breaker per worker, a router-side hold of a pool (set during a coordinated
+weight update) and a background loop that scrapes and health-checks every worker.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
+from rlroute.cluster.live.monitor import Monitor
 from rlroute.cluster.live.pool import LiveInstance, LivePool
 from rlroute.serve.config import ServeConfig
 from rlroute.types import Request
@@ -67,18 +68,13 @@ class RouterWorker(LiveInstance):
         self.health_ok = True
 
     @property
-    def nload(self) -> int:
-        """Load as the in-pool policies read it (queued + running, at least the router's in-flight)."""
-        return self.load
-
-    @property
-    def usable(self) -> bool:
-        """Healthy, breaker not open and generation not paused."""
-        return self.health_ok and self.breaker.allows() and not self.stats.paused
+    def up(self) -> bool:
+        """Answers its health checks and the breaker is not open."""
+        return self.health_ok and self.breaker.allows()
 
 
 class Upstreams:
-    """Both pools' workers, their state loop and the in-pool choice.
+    """Both pools' workers: the monitor (state, in-pool choice) and the health / breaker loop.
 
     Args:
         cfg: the router config.
@@ -86,33 +82,35 @@ class Upstreams:
     """
 
     def __init__(self, cfg: ServeConfig, client: httpx.AsyncClient) -> None:
+        from rlroute.cluster.profiles import load_profile
+        from rlroute.cluster.sim.cost import build_cost_model
+
         self.cfg = cfg
         self.client = client
-        self.pools: dict[str, LivePool] = {}
-        self.paused: dict[str, bool] = {}
-        self.resumed: dict[str, asyncio.Event] = {}
+        pools: dict[str, LivePool] = {}
         for name, pc in cfg.pools.items():
             pool = LivePool(name, {"urls": pc.workers, "in_pool": pc.in_pool}, np.random.default_rng(0))
             pool.instances = [
                 RouterWorker(name, i, u, Breaker(cfg.breaker_failures, cfg.breaker_cooldown_s))
                 for i, u in enumerate(pc.workers)
             ]
-            self.pools[name] = pool
-            self.paused[name] = False
-        self._t0 = time.monotonic()
+            pools[name] = pool
+        profiles = {n: load_profile(pc.profile) for n, pc in cfg.pools.items() if pc.profile}
+        self.monitor = Monitor(pools, build_cost_model(cfg.cost, profiles), cfg.slo, cfg.speedup)
+        self.pools = self.monitor.pools
         self._task: asyncio.Task[None] | None = None
 
     def now(self) -> float:
-        """Seconds since the router started (the live cluster's clock)."""
-        return time.monotonic() - self._t0
+        """Modelled seconds since the router started (the monitor's clock)."""
+        return self.monitor.now
 
     def workers(self, pool: str) -> list[RouterWorker]:
         """The pool's workers."""
         return [w for w in self.pools[pool].instances if isinstance(w, RouterWorker)]
 
     def available(self, pool: str) -> bool:
-        """The pool can take a request now (not paused by the router, some worker usable)."""
-        return not self.paused[pool] and any(w.usable for w in self.workers(pool))
+        """The pool can take a request now (not held by the router, some worker usable)."""
+        return not self.pools[pool].held and any(w.usable for w in self.workers(pool))
 
     def inflight(self) -> int:
         """Requests the router has in flight to any worker."""
@@ -120,32 +118,18 @@ class Upstreams:
 
     # -- state ------------------------------------------------------------------------------------------
     def state(self) -> ClusterState:
-        """Typed snapshot for features and policies; router-paused pools report paused instances."""
-        now = self.now()
-        pools = {}
-        for name, pool in self.pools.items():
-            ps = pool.snapshot(now)
-            for inst, w in zip(ps.instances, self.workers(name), strict=True):
-                inst.healthy = w.health_ok and w.breaker.allows()
-                inst.paused = inst.paused or self.paused[name]
-            pools[name] = ps
-        return ClusterState(time=now, pools=pools)
+        """Typed snapshot for features and policies (the monitor's; held pools report paused instances)."""
+        return self.monitor.state()
 
     def matches(self, request: Request) -> dict[str, list[int]]:
         """Router-estimated cached prompt tokens per worker, per pool."""
-        covered = min(len(request.blocks) * request.block_size, request.input_len)
-        return {name: pool.match(request, covered) for name, pool in self.pools.items()}
+        return self.monitor.prefix_match(request)
 
-    def choose(self, pool: str, request: Request, exclude: set[int]) -> RouterWorker | None:
-        """The in-pool policy's pick among usable workers not yet tried (None when none is left)."""
-        cands = [w for w in self.workers(pool) if w.usable and w.index not in exclude]
-        if not cands:
-            return None
-        covered = min(len(request.blocks) * request.block_size, request.input_len)
-        matched = [w.tree.match(request.blocks, request.block_size, covered) for w in cands]
-        w = self.pools[pool].policy.choose(cands, matched, request.input_len)  # type: ignore[arg-type]
-        assert isinstance(w, RouterWorker)
-        w.tree.insert(request.blocks, request.block_size)
+    def choose(self, pool: str, request: Request, exclude: set[int], extra_tokens: int = 0) -> RouterWorker | None:
+        """The in-pool policy's pick among usable workers not yet tried (None when none is left); the pick's
+        in-flight count is raised (released by the monitor's ``complete`` or ``release``)."""
+        w = self.monitor.choose(pool, request, extra_tokens, exclude)
+        assert w is None or isinstance(w, RouterWorker)
         return w
 
     # -- background loop ----------------------------------------------------------------------------------
@@ -173,7 +157,7 @@ class Upstreams:
         if isinstance(res, BaseException):
             w.error = f"{type(res).__name__}: {res}"
             return
-        w.absorb(res, self.now())
+        self.monitor.absorb(w, res)
 
     async def refresh(self, health: bool = True) -> None:
         """Scrape (and optionally health-check) every worker once, concurrently."""

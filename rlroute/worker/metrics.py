@@ -55,6 +55,8 @@ class _EngineCollector:
         yield counter("sglang:generation_tokens", "Number of generation tokens processed.", st.generation_tokens_total)
         yield counter("sglang:cached_tokens", "Number of cached prompt tokens.", st.cached_tokens_total)
         yield counter("sglang:num_requests", "Number of requests processed.", st.requests_total)
+        yield counter("sglang:evicted_tokens", "Number of tokens evicted from the prefix cache.",
+                      m.cache.evicted_tokens)
         yield gauge("rlroute_worker_paused", "1 while generation is paused.", 1.0 if e.paused else 0.0)
         yield gauge("rlroute_worker_cache_tokens", "Tokens held by the prefix cache.", m.cache.total_tokens)
 

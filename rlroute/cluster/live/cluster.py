@@ -8,27 +8,31 @@
   simulator. Connection errors and 5xx are retried on another instance of the pool.
 * **Completions** use the latencies the worker reports in ``meta_info`` (modelled seconds; HTTP overhead,
   which is real wall time and not sped up, is excluded). A hybrid's latency is the sum of its stages.
-* **state** comes from scraping ``/metrics`` and ``/get_load`` — a background task on the I/O loop every
-  ``scrape_interval_s`` of wall time, so a decision never waits for HTTP —, parsed once into :class:`~rlroute.cluster.live.scrape.WorkerStats`; recent rates decay with
-  the simulator's time constant, latency averages are EWMAs of completions as in the simulator.
+* **state** is kept by the :class:`~rlroute.cluster.live.monitor.Monitor` the router uses too (arrival
+  rate, in-pool choice, latency/cost/SLO accounting, scraped worker stats); scraping ``/metrics`` and
+  ``/get_load`` runs as a background task on the I/O loop every ``scrape_interval_s`` of wall time, so a
+  decision never waits for HTTP.
+
+``LiveCluster`` is that monitor plus its job runner (this module: stages over HTTP, retries, revival).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
-from rlroute.cluster.live.client import LoopThread
-from rlroute.cluster.live.pool import TAU, LiveInstance, LivePool, Stage, StageError
+from rlroute.cluster.live.client import LoopThread, generate_payload
+from rlroute.cluster.live.monitor import Monitor
+from rlroute.cluster.live.pool import LiveInstance, LivePool, Stage, StageError, StageResult, parse_meta
 from rlroute.types import Action, Completion, Request
-
-EWMA = 0.1  # the simulator's weight of the newest completion in recent averages
 
 
 class LiveCluster:
@@ -64,24 +68,22 @@ class LiveCluster:
         self.max_retries = int(max_retries)
         self.revive_wait_s = float(revive_wait_s)
         self.scrape_interval_s = float(scrape_interval_s)
-        self.slo_ttft = float((slo or {}).get("ttft_s", 2.0))
-        self.slo_tpot = float((slo or {}).get("tpot_s", 0.1))
         h = hybrid if isinstance(hybrid, Mapping) else ({} if hybrid is None else vars(hybrid))
         self.hybrid_mode = str(h.get("mode", "plan_and_execute"))
         self.plan_tokens = int(h.get("plan_tokens", 64))
         rng = np.random.default_rng(seed)
-        self.pools = {name: LivePool(name, dict(p), rng) for name, p in pools.items()}
-        self.cost_model = build_cost_model(
+        live = {name: LivePool(name, dict(p), rng) for name, p in pools.items()}
+        cost_model = build_cost_model(
             cost, {n: load_profile(str(p["profile"])) for n, p in pools.items() if "profile" in p} or {})
-        self._lock = threading.Lock()
+        self.monitor = Monitor(live, cost_model, slo, self.speedup)
+        self.pools = self.monitor.pools
+        self.cost_model = cost_model
+        self._lock = threading.Lock()  # completions and the in-flight count (pool state: the monitor's lock)
         self._done: list[Completion] = []
         self._inflight = 0
         self._idle = threading.Condition(self._lock)
         self._io = LoopThread(timeout_s=request_timeout_s)
         self._last_scrape = -math.inf
-        self.r_arr = 0.0
-        self.r_arr_t = 0.0
-        self._t0 = time.monotonic()
         self._anchor = True  # the first submit/advance sets the clock (see advance)
         self.scrape(force=True)
         self._io.spawn(self._scrape_forever())
@@ -108,22 +110,15 @@ class LiveCluster:
     @property
     def now(self) -> float:
         """Modelled seconds since the clock was (re)started."""
-        return (time.monotonic() - self._t0) * self.speedup
+        return self.monitor.now
 
     def state(self) -> ClusterState:
-        """A fresh snapshot: the latest scraped worker stats + the router's in-flight counts and averages."""
-        now = self.now
-        with self._lock:
-            pools = {name: pool.snapshot(now) for name, pool in self.pools.items()}
-            self._decay_arrivals(now)
-            rate = self.r_arr / TAU
-        return ClusterState(time=now, pools=pools, arrival_rate=rate)
+        """A fresh snapshot from the monitor: scraped worker stats, in-flight counts, averages and rates."""
+        return self.monitor.state()
 
     def prefix_match(self, request: Request) -> dict[str, list[int]]:
         """Prompt tokens ``request`` would find cached per instance (router-side estimate; 0 if unhealthy)."""
-        covered = min(len(request.blocks) * request.block_size, request.input_len)
-        with self._lock:
-            return {name: pool.match(request, covered) for name, pool in self.pools.items()}
+        return self.monitor.prefix_match(request)
 
     def submit(self, request: Request, action: Action | int) -> None:
         """Send ``request`` (waiting for its arrival time first); returns before the workers answer."""
@@ -131,7 +126,7 @@ class LiveCluster:
             raise ValueError(f"request {request.id}: input_len and output_len must be >= 1, got "
                              f"{request.input_len}/{request.output_len}")
         if self._anchor:  # first event of an episode: the clock starts at this arrival
-            self._t0 = time.monotonic() - request.arrival / self.speedup
+            self.monitor.clock.restart(request.arrival)
             self._anchor = False
         if request.arrival > self.now:
             time.sleep((request.arrival - self.now) / self.speedup)
@@ -150,8 +145,7 @@ class LiveCluster:
         now = self.now
         with self._lock:
             self._inflight += 1
-            self._decay_arrivals(now)
-            self.r_arr += 1.0
+        self.monitor.arrived()
         self._io.spawn(self._run_job(request, act, stages, now))
 
     def advance(self, until: float) -> list[Completion]:
@@ -161,7 +155,7 @@ class LiveCluster:
         starts at a trace offset does not wait for it.
         """
         if self._anchor:
-            self._t0 = time.monotonic() - until / self.speedup
+            self.monitor.clock.restart(until)
             self._anchor = False
         ahead = until - self.now
         if ahead > 0:
@@ -189,12 +183,8 @@ class LiveCluster:
         self.drain()
         if flush_cache:
             self._io.call(self._all("POST", "/flush_cache"), timeout=30.0)
-        with self._lock:
-            for pool in self.pools.values():
-                pool.reset()
-            self.r_arr, self.r_arr_t = 0.0, 0.0
-            self._t0 = time.monotonic()
-            self._anchor = True
+        self.monitor.reset()
+        self._anchor = True
         self.scrape(force=True)
 
     def pause(self, pool: str) -> None:
@@ -208,9 +198,13 @@ class LiveCluster:
     def flush_cache(self, pool: str) -> None:
         """``/flush_cache`` on every worker of ``pool`` (and forget the router's prefix estimates)."""
         self._io.call(self._all("POST", "/flush_cache", pool), timeout=30.0)
-        with self._lock:
-            for inst in self.pools[pool].instances:
-                inst.tree.clear()
+        self.monitor.forget_prefixes(pool)
+
+    def update_weights(self, pool: str, model_path: str) -> None:
+        """``/update_weights_from_disk`` on every worker of ``pool``; ``since_weight_update`` restarts."""
+        self._io.call(self._all("POST", "/update_weights_from_disk", pool, {"model_path": model_path}),
+                      timeout=60.0)
+        self.monitor.weights_updated(pool)
 
     def scrape(self, force: bool = False) -> None:
         """Scrape every worker now (concurrently) and wait for it; the background task does this on its own.
@@ -226,10 +220,8 @@ class LiveCluster:
         self._last_scrape = time.monotonic()
         insts = [i for p in self.pools.values() for i in p.instances]
         results = await self._scrape_all(insts)
-        now = self.now
-        with self._lock:
-            for inst, res in zip(insts, results, strict=True):
-                inst.absorb(res, now)
+        for inst, res in zip(insts, results, strict=True):
+            self.monitor.absorb(inst, res)
 
     async def _scrape_forever(self) -> None:
         import asyncio
@@ -249,23 +241,83 @@ class LiveCluster:
         self.close()
 
     # -- internals -------------------------------------------------------------------------------------
-    def _decay_arrivals(self, now: float) -> None:
-        dt = now - self.r_arr_t
-        if dt > 0:
-            self.r_arr *= math.exp(-dt / TAU)
-            self.r_arr_t = now
-
     async def _scrape_all(self, insts: list[LiveInstance]) -> list[Any]:
         import asyncio
 
         return await asyncio.gather(*(i.fetch(self._io.client) for i in insts), return_exceptions=True)
 
-    async def _all(self, method: str, path: str, pool: str | None = None) -> None:
-        import asyncio
-
+    async def _all(self, method: str, path: str, pool: str | None = None, body: Any = None) -> None:
         insts = [i for n, p in self.pools.items() if pool in (None, n) for i in p.instances]
-        await asyncio.gather(*(self._io.client.request(method, i.url + path) for i in insts),
+        await asyncio.gather(*(self._io.client.request(method, i.url + path, json=body) for i in insts),
                              return_exceptions=True)
+
+    async def _probe(self, pool: LivePool) -> None:
+        """``GET /health`` on the pool's down instances; a 200 brings one back before the next scrape."""
+        client = self._io.client
+
+        async def one(inst: LiveInstance) -> None:
+            try:
+                ok = (await client.get(inst.url + "/health", timeout=1.0)).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                with self.monitor.lock:
+                    inst.healthy, inst.error = True, ""
+
+        await asyncio.gather(*(one(i) for i in pool.instances if not i.up))
+
+    async def _run_stage(self, pool: LivePool, req: Request, stage: Stage) -> tuple[StageResult, LiveInstance, int]:
+        """Choose an instance (the monitor's in-pool choice), POST ``/generate``, retry elsewhere on connection
+        errors and 5xx.
+
+        When every instance has been tried or is down, waits up to ``revive_wait_s`` (wall) for one to answer
+        ``/health`` again (a restarted worker) before giving up.
+
+        Raises:
+            StageError: retries exhausted, nothing healthy within ``revive_wait_s``, or a 4xx answer.
+        """
+        mon, client = self.monitor, self._io.client
+        body = generate_payload(req, stage.max_new_tokens, stage.extra_tokens)
+        tried: set[int] = set()
+        errors: list[str] = []
+        deadline = time.monotonic() + self.revive_wait_s
+        while True:
+            inst = mon.choose(pool.name, req, stage.extra_tokens, tried, allow_paused=True)
+            if inst is None:
+                if time.monotonic() >= deadline:
+                    why = "; ".join(errors) or "all instances unhealthy"
+                    raise StageError(f"no healthy instance in pool {pool.name!r} within {self.revive_wait_s}s "
+                                     f"({why})", len(errors))
+                await asyncio.sleep(0.2)
+                await self._probe(pool)
+                if len(tried) >= len(pool.instances):
+                    tried.clear()  # every instance failed once: the restarted ones may be tried again
+                continue
+            r: httpx.Response | None = None
+            try:
+                r = await client.post(inst.url + "/generate", json=body)
+            except httpx.HTTPError as e:
+                err = f"{inst.url}: {type(e).__name__}"
+            else:
+                err = f"{inst.url}: HTTP {r.status_code}" if r.status_code >= 500 else ""
+            if r is not None and not err:
+                if r.status_code >= 400:  # 4xx: the request itself is bad; another worker would refuse it too
+                    mon.release(inst)
+                    raise StageError(f"{inst.url} refused the request: HTTP {r.status_code} {r.text[:200]}",
+                                     len(errors))
+                try:
+                    return parse_meta(r.json()), inst, len(errors)
+                except (KeyError, TypeError, ValueError) as e:
+                    err = f"{inst.url}: unreadable /generate answer ({e})"
+            mon.release(inst)
+            if r is None:
+                with mon.lock:
+                    inst.healthy, inst.error = False, err  # connection-level: out until /health or a scrape
+            tried.add(inst.index)
+            errors.append(err)
+            if len(errors) > self.max_retries:
+                raise StageError(f"pool {pool.name!r}: gave up after {len(errors)} attempts ({'; '.join(errors)})",
+                                 len(errors))
 
     async def _run_job(self, req: Request, action: Action, stages: list[Stage], t0: float) -> None:
         pools: list[str] = []
@@ -277,17 +329,12 @@ class LiveCluster:
             for stage in stages:
                 pool = self.pools[stage.pool]
                 try:
-                    res, inst, tries = await pool.run_stage(req, stage, self._io.client, self._lock,
-                                                            self.max_retries, self.revive_wait_s)
+                    res, inst, tries = await self._run_stage(pool, req, stage)
                 except StageError as e:
                     failed, retries = str(e), retries + e.retries
                     break
                 retries += tries
-                stage_cost = self.cost_model.request_cost(stage.pool, res.prompt_tokens, res.cached_tokens,
-                                                          res.output_tokens)
-                with self._lock:
-                    inst.record(res, stage_cost, self.now)
-                    pool.record(res, stage_cost, self.now, res.ttft > self.slo_ttft or res.tpot > self.slo_tpot)
+                stage_cost = self.monitor.complete(stage.pool, inst, res)
                 ttft = elapsed + res.ttft
                 tpot, elapsed = res.tpot, elapsed + res.e2e
                 queue += res.queue_time

@@ -1,4 +1,4 @@
-"""Live pools and instances: per-worker bookkeeping, in-pool choice and one stage's HTTP round trip.
+"""Live pools and instances: per-worker bookkeeping read and written by :mod:`rlroute.cluster.live.monitor`.
 
 State semantics follow the simulator (:mod:`rlroute.cluster.sim`) so features mean the same in both:
 recent hit rate and throughput decay with ``TAU``; recent TTFT/TPOT/e2e are EWMAs of completions;
@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
-import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import numpy as np
 
 from rlroute.cluster.base import InstanceState, PoolState
-from rlroute.cluster.live.client import generate_payload
 from rlroute.cluster.live.scrape import WorkerStats, apply_load, parse_metrics
 from rlroute.cluster.live.trees import BlockLRU
 from rlroute.types import Request
@@ -87,9 +84,19 @@ class LiveInstance:
         self.routed_new = 0  # cache_aware's "tree size": uncached prompt tokens routed here (sim.routing)
         self.tree.clear()
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.cost = 0.0
-        self.r_hit = self.r_tok = self.r_out = 0.0
+        self.r_hit = self.r_tok = self.r_out = self.r_evict = 0.0
         self.r_t = 0.0
-        self._seen: tuple[float, float, float] | None = None
+        self._seen: tuple[float, float, float, float] | None = None
+
+    @property
+    def up(self) -> bool:
+        """The worker answers (last scrape or health check); the router adds its circuit breaker."""
+        return self.healthy
+
+    @property
+    def usable(self) -> bool:
+        """May take a new request now: up and generation not paused."""
+        return self.up and not self.stats.paused
 
     @property
     def load(self) -> int:
@@ -114,11 +121,13 @@ class LiveInstance:
             self.healthy, self.error = False, f"{type(res).__name__}: {res}"
             return
         self._decay(now)
-        counters = (res.cached_tokens_total, res.prompt_tokens_total, res.generation_tokens_total)
+        counters = (res.cached_tokens_total, res.prompt_tokens_total, res.generation_tokens_total,
+                    res.evicted_tokens_total)
         if self._seen is not None and all(c >= s for c, s in zip(counters, self._seen, strict=True)):
             self.r_hit += counters[0] - self._seen[0]
             self.r_tok += counters[1] - self._seen[1]
             self.r_out += counters[2] - self._seen[2]
+            self.r_evict += counters[3] - self._seen[3]
         self._seen = counters  # a counter that went down means the worker restarted: skip that delta
         self.stats, self.healthy, self.error = res, True, ""
         self.tree.capacity_tokens = res.kv_capacity_tokens
@@ -130,29 +139,29 @@ class LiveInstance:
             self.r_hit *= f
             self.r_tok *= f
             self.r_out *= f
+            self.r_evict *= f
             self.r_t = now
 
-    def record(self, res: StageResult, cost: float, now: float) -> None:
-        """A stage finished here: update latency averages and cost."""
-        self.inflight -= 1
+    def record(self, res: StageResult, cost: float) -> None:
+        """A stage finished here: update latency averages and cost (the monitor releases the in-flight count)."""
         self.recent_ttft += EWMA * (res.ttft - self.recent_ttft)
         self.recent_tpot += EWMA * (res.tpot - self.recent_tpot)
         self.recent_e2e += EWMA * (res.e2e - self.recent_e2e)
         self.cost += cost
 
-    def snapshot(self, now: float) -> InstanceState:
-        """The instance's typed state (the features read these fields)."""
+    def snapshot(self, now: float, held: bool = False) -> InstanceState:
+        """The instance's typed state (the features read these fields); ``held``: the router holds the pool."""
         self._decay(now)
         s = self.stats
         running = s.running
         queued = max(s.queued, self.inflight - running)
         return InstanceState(
-            index=self.index, healthy=self.healthy, paused=s.paused, queued=queued, running=running,
+            index=self.index, healthy=self.up, paused=s.paused or held, queued=queued, running=running,
             kv_used_tokens=s.kv_used_tokens, kv_capacity_tokens=max(1, s.kv_capacity_tokens),
             cache_tokens=s.cache_tokens if s.cache_tokens is not None else self.tree.total_tokens,
             recent_ttft=self.recent_ttft, recent_tpot=self.recent_tpot, recent_e2e=self.recent_e2e,
             throughput=self.r_out / TAU, cache_hit_rate=self.r_hit / self.r_tok if self.r_tok > 0 else 0.0,
-            evictions_rate=0.0, cost=self.cost)
+            evictions_rate=self.r_evict / TAU, cost=self.cost)
 
 
 class LivePool:
@@ -175,10 +184,12 @@ class LivePool:
             inst.reset()
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = self.cost = 0.0
         self.r_cost, self.r_t = 0.0, 0.0
+        self.held = False  # the router stops choosing this pool (coordinated weight update)
+        self.last_weight_update: float | None = None
 
     def match(self, request: Request, covered: int) -> list[int]:
         """Router-estimated cached prompt tokens per instance (0 for unhealthy ones)."""
-        return [i.tree.match(request.blocks, request.block_size, covered) if i.healthy else 0
+        return [i.tree.match(request.blocks, request.block_size, covered) if i.up else 0
                 for i in self.instances]
 
     def record(self, res: StageResult, cost: float, now: float, slo_miss: bool) -> None:
@@ -196,89 +207,12 @@ class LivePool:
 
     def snapshot(self, now: float) -> PoolState:
         """Typed pool state with instance snapshots and recent-window aggregates."""
-        insts = [i.snapshot(now) for i in self.instances]
+        insts = [i.snapshot(now, self.held) for i in self.instances]
         hit = sum(i.r_hit for i in self.instances)
         tok = sum(i.r_tok for i in self.instances)
         return PoolState(
             name=self.name, instances=insts, recent_ttft=self.recent_ttft, recent_tpot=self.recent_tpot,
             recent_e2e=self.recent_e2e, throughput=sum(s.throughput for s in insts),
             cache_hit_rate=hit / tok if tok > 0 else 0.0, slo_violation_rate=self.slo_rate,
-            cost_rate=self.r_cost * math.exp(-max(0.0, now - self.r_t) / TAU) / TAU, cost=self.cost)
-
-    async def probe(self, client: httpx.AsyncClient, lock: threading.Lock) -> None:
-        """``GET /health`` on the unhealthy instances; a 200 brings one back before the next scrape."""
-        down = [i for i in self.instances if not i.healthy]
-
-        async def one(inst: LiveInstance) -> None:
-            try:
-                ok = (await client.get(inst.url + "/health", timeout=1.0)).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                with lock:
-                    inst.healthy, inst.error = True, ""
-
-        await asyncio.gather(*(one(i) for i in down))
-
-    async def run_stage(self, req: Request, stage: Stage, client: httpx.AsyncClient, lock: threading.Lock,
-                        max_retries: int, revive_wait_s: float) -> tuple[StageResult, LiveInstance, int]:
-        """Choose an instance, POST ``/generate``, retry elsewhere on connection errors and 5xx.
-
-        When every instance has been tried or is down, waits up to ``revive_wait_s`` (wall) for one to answer
-        ``/health`` again (a restarted worker) before giving up.
-
-        Raises:
-            StageError: retries exhausted, nothing healthy within ``revive_wait_s``, or a 4xx answer.
-        """
-        prompt = req.input_len + stage.extra_tokens
-        covered = min(len(req.blocks) * req.block_size, req.input_len)
-        body = generate_payload(req, stage.max_new_tokens, stage.extra_tokens)
-        tried: set[int] = set()
-        errors: list[str] = []
-        deadline = time.monotonic() + revive_wait_s
-        while True:
-            with lock:
-                cands = [i for i in self.instances if i.healthy and not i.stats.paused and i.index not in tried]
-                if not cands:
-                    cands = [i for i in self.instances if i.healthy and i.index not in tried]
-                if cands:
-                    matched = [i.tree.match(req.blocks, req.block_size, covered) for i in cands]
-                    inst = cast(LiveInstance, self.policy.choose(cast(Any, cands), matched, prompt))
-                    inst.inflight += 1
-                    inst.tree.insert(req.blocks, req.block_size)
-            if not cands:
-                if time.monotonic() >= deadline:
-                    why = "; ".join(errors) or "all instances unhealthy"
-                    raise StageError(f"no healthy instance in pool {self.name!r} within {revive_wait_s}s ({why})",
-                                     len(errors))
-                await asyncio.sleep(0.2)
-                await self.probe(client, lock)
-                if len(tried) >= len(self.instances):
-                    tried.clear()  # every instance failed once: the restarted ones may be tried again
-                continue
-            r: httpx.Response | None = None
-            try:
-                r = await client.post(inst.url + "/generate", json=body)
-            except httpx.HTTPError as e:
-                err = f"{inst.url}: {type(e).__name__}"
-            else:
-                err = f"{inst.url}: HTTP {r.status_code}" if r.status_code >= 500 else ""
-            if r is not None and not err:
-                if r.status_code >= 400:  # 4xx: the request itself is bad; another worker would refuse it too
-                    with lock:
-                        inst.inflight -= 1
-                    raise StageError(f"{inst.url} refused the request: HTTP {r.status_code} {r.text[:200]}",
-                                     len(errors))
-                try:
-                    return parse_meta(r.json()), inst, len(errors)
-                except (KeyError, TypeError, ValueError) as e:
-                    err = f"{inst.url}: unreadable /generate answer ({e})"
-            with lock:
-                inst.inflight -= 1
-                if r is None:
-                    inst.healthy, inst.error = False, err  # connection-level: out until /health or a scrape
-            tried.add(inst.index)
-            errors.append(err)
-            if len(errors) > max_retries:
-                raise StageError(f"pool {self.name!r}: gave up after {len(errors)} attempts ({'; '.join(errors)})",
-                                 len(errors))
+            cost_rate=self.r_cost * math.exp(-max(0.0, now - self.r_t) / TAU) / TAU, cost=self.cost,
+            last_weight_update=self.last_weight_update)

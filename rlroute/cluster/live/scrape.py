@@ -32,6 +32,7 @@ _COUNTERS: dict[str, str] = {
     "sglang:generation_tokens": "generation_tokens_total",
     "sglang:cached_tokens": "cached_tokens_total",
     "sglang:num_requests": "requests_total",
+    "sglang:evicted_tokens": "evicted_tokens_total",
 }
 
 
@@ -54,6 +55,7 @@ class WorkerStats:
     generation_tokens_total: float = 0.0
     cached_tokens_total: float = 0.0
     requests_total: float = 0.0
+    evicted_tokens_total: float = 0.0  # prefix-cache tokens evicted (SGLang's counter; 0 where not exported)
     paused: bool = False
     cache_tokens: int | None = None
 

@@ -78,6 +78,8 @@ class SimCluster(EventsMixin):
         seed: seeds the in-pool ``power_of_two`` sampler when ``rng`` is not given.
         rng: generator for in-pool randomness.
         log_evictions: record evicted block ids per instance (tests).
+        day_offset: second of the day at cluster time 0, for the time-of-day features (0: the trace's time
+            counts from midnight; live pools use the wall clock's, see ``rlroute.cluster.live.monitor``).
 
     ``state()`` returns a live view: the same objects are updated in place on each call, so copy what you
     keep. Build from Hydra with ``hydra.utils.instantiate(cfg.cluster)`` or :func:`build_cluster`.
@@ -86,7 +88,7 @@ class SimCluster(EventsMixin):
     def __init__(self, pools: Mapping[str, Mapping[str, Any]], cost: Mapping[str, Any] | None = None,
                  hybrid: Any = None, max_retries: int = 3, slo: Mapping[str, float] | None = None,
                  events: Sequence[Mapping[str, Any]] = (), seed: int = 0, rng: np.random.Generator | None = None,
-                 log_evictions: bool = False) -> None:
+                 log_evictions: bool = False, day_offset: float = 0.0) -> None:
         if not pools:
             raise ValueError("cluster.pools is empty: configure at least one pool")
         self._rng = rng if rng is not None else np.random.default_rng(seed)
@@ -102,6 +104,7 @@ class SimCluster(EventsMixin):
         self.max_retries = int(max_retries)
         self.slo_ttft = float(_get(slo, "ttft_s", 2.0))
         self.slo_tpot = float(_get(slo, "tpot_s", 0.1))
+        self.day_offset = float(day_offset)
         self.dclock = DecayClock()
         self.dclock.members.append(self)
         self.r_arr = 0.0  # forward-decayed arrival count

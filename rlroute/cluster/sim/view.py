@@ -28,6 +28,7 @@ class StateView:
         c = self.cluster
         st = self.state
         st.time = now
+        st.day_offset = c.day_offset
         f = c.dclock.factor(now) / TAU  # one exp for every recent rate below (forward decay)
         st.arrival_rate = c.r_arr * f
         for name, pool in c.pools.items():
