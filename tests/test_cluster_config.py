@@ -38,15 +38,36 @@ def test_every_cluster_config_instantiates(name: str) -> None:
                {k: (len(p.instances), p.kv_cap, p.eviction, p.ttl_s) for k, p in other.pools.items()}
 
 
-def test_default_cluster_carries_the_seed_presets() -> None:
+def test_default_cluster_is_the_deployable_dedicated_one() -> None:
     cl = instantiate(cluster_cfg("cluster=default"), rng=np.random.default_rng(0))
+    large, small = cl.pools["large"], cl.pools["small"]
+    assert (len(large.instances), len(small.instances)) == (4, 8)
+    assert large.profile.name == "qwen3-235b-a22b-fp8__h100x4" and large.profile.num_gpus == 4
+    # SGLang's dedicated-server defaults on an H100 (81,559 MiB): TP4 0.824, TP1 0.835; the seed's eviction/TTL
+    assert (large.mem_fraction_static, large.eviction, large.ttl_s) == (0.824, "lru", 14400.0)
+    assert (small.mem_fraction_static, small.eviction, small.ttl_s) == (0.835, "lfu", 1800.0)
+    # KV from the model config: 94 layers x 1 KV head x 128 x 2 x 2 B per rank, 4 ranks; 1 GB/GPU overhead
+    assert large.kv_cap == int(((85.52 * 0.824 - 1.0) * 4 - 236.3) * 1e9 / (94 * 128 * 2 * 2 * 4))
+    assert small.kv_cap == int((85.52 * 0.835 - 8.04) * 1e9 / 147456)
+    assert cl.max_retries == 4 and cl.faults.detection == "health_check"
+    pol = small.policy
+    assert (pol.cache_threshold, pol.abs, pol.rel) == (0.3, 64, 1.5)  # type: ignore[attr-defined]
+
+
+def test_colocated_cluster_carries_the_seed_presets() -> None:
+    cl = instantiate(cluster_cfg("cluster=colocated"), rng=np.random.default_rng(0))
     large, small = cl.pools["large"], cl.pools["small"]
     assert (len(large.instances), len(small.instances)) == (2, 8)
     assert (large.mem_fraction_static, large.eviction, large.ttl_s) == (0.5, "lru", 14400.0)
     assert (small.mem_fraction_static, small.eviction, small.ttl_s) == (0.7, "lfu", 1800.0)
     assert large.profile.num_gpus == 8 and small.profile.num_gpus == 1
-    pol = small.policy
-    assert (pol.cache_threshold, pol.abs, pol.rel) == (0.3, 64, 1.5)  # type: ignore[attr-defined]
+
+
+def test_tp8ep_cluster_runs_the_expert_parallel_profile() -> None:
+    cl = instantiate(cluster_cfg("cluster=tp8ep"), rng=np.random.default_rng(0))
+    large = cl.pools["large"]
+    assert large.profile.name == "qwen3-235b-a22b-fp8-ep__h100x8" and large.mem_fraction_static == 0.818
+    assert len(large.instances) * large.profile.num_gpus == 16  # the same GPUs as the default's 4 x TP4
 
 
 def test_cache_preset_is_a_config_group() -> None:
@@ -92,6 +113,10 @@ def test_token_cost_uses_list_prices_and_gpu_seconds_is_selectable() -> None:
     ({"pools": {"small": SMALL}, "cost": {"mode": "flat"}}, "cost.mode must be"),
     ({"pools": {"small": SMALL}, "events": [{"time": 1.0}]}, "need 'time' and 'event'"),
     ({"pools": {"small": SMALL}, "events": [{"time": 1.0, "event": "explode"}]}, "unknown cluster event"),
+    ({"pools": {"small": {**SMALL, "cache": {"mem_fraction_static": 1.5}}}}, "mem_fraction_static must be a number"),
+    ({"pools": {"small": SMALL}, "fault_handling": {"detection": "never"}}, "fault_handling.detection must be"),
+    ({"pools": {"small": SMALL}, "fault_handling": {"retry_budget": 3}}, r"fault_handling: unknown keys \['retry_budget'\]"),
+    ({"pools": {"small": SMALL}, "fault_handling": {"health_check_interval_s": 0}}, "health_check_interval_s must be > 0"),
 ])
 def test_bad_config_is_a_clear_error(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -99,7 +124,7 @@ def test_bad_config_is_a_clear_error(kwargs: dict, message: str) -> None:
 
 
 def test_scheduled_events_from_config_run_at_their_time() -> None:
-    cl = SimCluster(pools={"small": SMALL}, events=[{"time": 5.0, "event": "fail_instance", "pool": "small", "i": 1},
+    cl = SimCluster(pools={"small": SMALL}, fault_handling={"detection": "instant"}, events=[{"time": 5.0, "event": "fail_instance", "pool": "small", "i": 1},
                                                    {"time": 9.0, "event": "recover_instance", "pool": "small", "i": 1}])
     assert set(EVENTS) >= {"fail_instance", "update_weights", "scale"}
     cl.advance(4.9)

@@ -145,3 +145,22 @@ def test_malformed_extended_block_names_file_and_field(tmp_path: Path, edit, mes
     with pytest.raises(ProfileError, match=message) as err:
         parse_profile(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(("mib", "tp", "want"), [(81559, 1, 0.835), (81559, 4, 0.824), (81559, 8, 0.818),
+                                                  (143771, 4, 0.9)])
+def test_sglang_default_mem_fraction_static(mib: int, tp: int, want: float) -> None:
+    from rlroute.cluster.profiles.sglang_defaults import sglang_mem_fraction_static
+
+    # reserved = 512 + 8192 x 1.5 + cuda_graph_max_bs x 2 + tp / 8 x 1024 MiB (max_bs 256 below TP4, else 512)
+    reserved = 512 + 12288 + (256 if tp < 4 else 512) * 2 + tp / 8 * 1024
+    assert sglang_mem_fraction_static(mib, tp) == want == round((mib - reserved) / mib, 3)
+
+
+def test_kv_capacity_subtracts_the_per_gpu_overhead() -> None:
+    prof = load_profile("qwen3-235b-a22b-fp8__h100x4")
+    assert prof.overhead_gb_per_gpu == 1.0 and prof.num_gpus == 4
+    assert prof.kv_capacity_tokens(0.824) == int(((prof.gpu_memory_gb * 0.824 - 1.0) * 4 - prof.weights_gb) * 1e9
+                                                 / prof.kv_bytes_per_token)
+    with pytest.raises(ProfileError, match="leaves no KV memory"):
+        prof.kv_capacity_tokens(0.5)  # TP4 at the seed's colocated 0.5: 59 GB of weights per GPU do not fit

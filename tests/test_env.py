@@ -121,7 +121,8 @@ def test_idle_and_overloaded_cluster() -> None:
     assert steps[-2][2]["in_system"] > 100  # one large instance cannot keep up with 100 req/s
     assert last_info["in_system"] == 0  # truncation drained them
     assert last_obs[q] > 0.3  # so requests queue (the final observation is taken before the drain)
-    assert last_obs[SCHEMA.index["system.large.running_mean"]] > 0.9
+    # a full batch: the TP4 instance's 216k KV tokens hold ~150 of these requests (log scale to 256: 0.90)
+    assert last_obs[SCHEMA.index["system.large.running_mean"]] > 0.85
     assert sum(i["latency"] for _, _, i in steps) > 0
 
 

@@ -86,3 +86,34 @@ def test_tiny_profiling_run_on_cpu(tmp_path: Path) -> None:
     for s in entry["shapes"]:
         assert s["step_ms"] > 0 and s["composed_ms"] > 0 and s["finite_logits"]
         assert s["prefill_tokens"] + s["decode_seqs"] > 0
+
+
+def test_deployable_profiles_are_reproduced_by_their_derivation(tmp_path: Path) -> None:
+    if not (fp.RESULTS / fp.DERIVED_FILE).is_file():
+        pytest.skip("no committed measurements in experiments/profiling/results")
+    import derive_deployments as dd
+
+    assert dd.main(["--profiles-dir", str(tmp_path)]) == 0
+    from rlroute.cluster.profiles import load_profile
+
+    for dep in dd.DEPLOYMENTS.values():
+        fresh, committed = load_profile(dep["stem"], tmp_path), load_profile(dep["stem"])
+        assert fresh.status == committed.status == "derived" and fresh.num_gpus == dep["gpus"]
+        assert (fresh.a, fresh.b, fresh.c, fresh.d, fresh.ext) == (committed.a, committed.b, committed.c, committed.d,
+                                                                   committed.ext)
+        assert fresh.kv_bytes_per_token == 94 * 128 * 2 * 2 * dep["gpus"] and fresh.overhead_gb_per_gpu == 1.0
+        fit = yaml.safe_load(Path(fresh.path).read_text())["fit"]
+        assert 0 < fit["simulator_heldout_median_rel_error"] <= 0.10
+
+
+def test_ep_busiest_rank_load_exceeds_the_mean_at_small_batches() -> None:
+    import derive_deployments as dd
+
+    # 1 token: 8 distinct experts over 8 ranks of 16; the busiest rank gets ~2.5 of them (mean 1)
+    assert 2.3 < dd.ep_imbalance(1, "touched") < 2.8
+    assert dd.ep_imbalance(64, "touched") < dd.ep_imbalance(64, "pairs")  # touched experts saturate at 16
+    assert 1.0 <= dd.ep_imbalance(8192, "pairs") < 1.05
+    tp4 = dd.rank_ops({"ops": {k: 1.0 for k in ("qkv_proj", "o_proj", "moe_experts", "attention", "lm_head", "sample",
+                                                "qk_norm_rope", "moe_router")},
+                       "prefill_tokens": 0, "decode_seqs": 4}, "tp4")
+    assert (tp4["o_proj"], tp4["moe_experts"], tp4["attention"], tp4["moe_router"]) == (2.0, 2.0, 1.0, 1.0)

@@ -87,7 +87,7 @@ def test_conservation_under_failures_weight_updates_and_scaling(seed: int) -> No
 
 
 def test_pool_down_fails_with_reason_and_retries_are_bounded() -> None:
-    cl = cluster(max_retries=1)
+    cl = cluster(max_retries=1, fault_handling={"detection": "instant"})  # the router sees failures at once
     cl.fail_instance("large", 0)
     cl.fail_instance("large", 1)
     req = Request(id=7, arrival=0.0, input_len=100, output_len=10)

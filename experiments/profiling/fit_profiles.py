@@ -52,7 +52,8 @@ _FLAGS = "--compile --prefill-sdpa cudnn --decode-sdpa cudnn"
 RUN_COMMAND = f"{_PROFILE} {_FLAGS} --budget-s 165 --out $OUT"  # run 1
 RUN2_COMMAND = f"{_PROFILE} --models qwen3-235b-a22b-tp8-rank,qwen3-4b {_FLAGS} --budget-s 170 --out $OUT"
 FIT_COMMAND = ".venv/bin/python experiments/profiling/fit_profiles.py"
-GPU_MEMORY_GB = 80
+# An H100 80GB HBM3 reports 81,559 MiB total (nvidia-smi), the figure SGLang sizes mem_fraction_static against
+GPU_MEMORY_GB = round(81559 * 2**20 / 1e9, 2)  # 85.52
 LIMITS = {"max_running_requests": 256, "chunked_prefill_tokens": 8192}  # SGLang defaults for one H100 server
 
 # (profile stem, model key in the measurements, results file, HF architecture name)

@@ -102,23 +102,27 @@ class InstanceModel:
         return before
 
 
-def build_instance_model(profile: str, cache: dict[str, Any], mem_fraction_static: float, block_size: int) -> InstanceModel:
+def build_instance_model(profile: str, cache: dict[str, Any], mem_fraction_static: float | str,
+                         block_size: int) -> InstanceModel:
     """Build the instance model of ``profile`` with the simulator's profile and cache classes.
 
     Args:
         profile: serving profile name (``load_profile``: measured > derived > estimate file of that stem).
         cache: prefix-cache config of the pool (``policy``: lru | lfu | ttl, ``ttl_s``).
-        mem_fraction_static: SGLang's share of GPU memory for weights + KV pool.
+        mem_fraction_static: SGLang's share of GPU memory for weights + KV pool, or ``auto`` (SGLang's
+            default for a dedicated server, :func:`rlroute.cluster.profiles.sglang_defaults.resolve_mem_fraction`).
         block_size: tokens per cache block.
     """
     from rlroute.cluster.profiles import load_profile
+    from rlroute.cluster.profiles.sglang_defaults import resolve_mem_fraction
 
     prof = load_profile(profile)
+    mfs = resolve_mem_fraction(mem_fraction_static, prof, "worker")
     return InstanceModel(
         step_time_fn=prof.step_time,
         cache=PrefixCache(policy=str(cache.get("policy", "lru")), ttl_s=cache.get("ttl_s"), block_size=block_size),
         block_size=block_size,
-        kv_capacity_tokens=prof.kv_capacity_tokens(mem_fraction_static),
+        kv_capacity_tokens=prof.kv_capacity_tokens(mfs),
         max_running_requests=prof.max_running_requests,
         chunked_prefill_tokens=prof.chunked_prefill_tokens,
         profile_name=prof.name,

@@ -56,7 +56,8 @@ def _worker_overrides(pool: str, cache: Any) -> list[str]:
         raise ValueError(f"cluster.pools.{pool}.cache: expected a mapping, got {cache!r}")
     out = []
     if cache.get("mem_fraction_static") is not None:
-        out.append(f"mem_fraction_static={float(cache['mem_fraction_static'])}")
+        v = cache["mem_fraction_static"]
+        out.append(f"mem_fraction_static={v if v == 'auto' else float(v)}")
     if cache.get("eviction") is not None:
         out.append(f"cache.policy={cache['eviction']}")
     if cache.get("ttl_s") is not None:

@@ -124,6 +124,7 @@ class ServingProfile:
     chunked_prefill_tokens: int
     path: str = ""
     ext: StepTimeExtension | None = None
+    overhead_gb_per_gpu: float = 0.0
 
     def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int,
                   prefill_pairs: float | None = None, prefix_pairs: float = 0.0) -> float:
@@ -157,14 +158,19 @@ class ServingProfile:
         return total
 
     def kv_capacity_tokens(self, mem_fraction_static: float) -> int:
-        """KV pool size in tokens: SGLang's ``mem_fraction_static`` covers weights + KV pool."""
+        """KV pool size in tokens, as SGLang sizes it (``ModelRunner.profile_max_num_token``): the memory
+        still free after loading the weights minus ``(1 - mem_fraction_static)`` of the GPU, i.e.
+        ``gpu_memory * mem_fraction_static - weights - overhead`` per GPU (``overhead_gb_per_gpu``: CUDA
+        context and communication buffers allocated before the KV pool; 0 when the file gives none)."""
         if not 0.0 < mem_fraction_static <= 1.0:
             raise ProfileError(f"{self.name}: mem_fraction_static must be in (0, 1], got {mem_fraction_static}")
-        free_gb = self.gpu_memory_gb * self.num_gpus * mem_fraction_static - self.weights_gb
+        free_gb = ((self.gpu_memory_gb * mem_fraction_static - self.overhead_gb_per_gpu) * self.num_gpus
+                   - self.weights_gb)
         if free_gb <= 0:
             raise ProfileError(
                 f"{self.name}: mem_fraction_static={mem_fraction_static} leaves no KV memory "
-                f"({self.gpu_memory_gb}GB x {self.num_gpus} x {mem_fraction_static} <= weights {self.weights_gb}GB)"
+                f"({self.gpu_memory_gb}GB x {mem_fraction_static} - {self.overhead_gb_per_gpu}GB overhead, x "
+                f"{self.num_gpus} GPUs <= weights {self.weights_gb}GB)"
             )
         return int(free_gb * 1e9 / self.kv_bytes_per_token)
 
@@ -176,6 +182,13 @@ def _need(d: dict[str, Any], key: str, path: Path, kind: type | tuple[type, ...]
     if not isinstance(val, kind) or isinstance(val, bool):
         raise ProfileError(f"{path}: field {key!r} must be {kind}, got {val!r}")
     return val
+
+
+def _overhead(mem: dict[str, Any], path: Path) -> float:
+    v = mem.get("overhead_gb_per_gpu", 0.0)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise ProfileError(f"{path}: memory.overhead_gb_per_gpu must be a number >= 0 (GB), got {v!r}")
+    return float(v)
 
 
 def _parse_extension(raw: dict[str, Any], path: Path) -> StepTimeExtension | None:
@@ -270,6 +283,7 @@ def _parse(path: Path) -> ServingProfile:
         kv_bytes_per_token=int(_need(mem, "kv_bytes_per_token", path, int)),
         max_running_requests=int(_need(lim, "max_running_requests", path, int)),
         chunked_prefill_tokens=int(_need(lim, "chunked_prefill_tokens", path, int)),
+        overhead_gb_per_gpu=_overhead(mem, path),
         path=str(path),
         ext=_parse_extension(raw, path),
         **coeffs,

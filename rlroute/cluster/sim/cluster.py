@@ -14,10 +14,10 @@ carry ``fail_reason``), so conservation holds by construction and is tested unde
 
 from __future__ import annotations
 
-import functools
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from itertools import count
 from typing import Any
 
@@ -25,8 +25,9 @@ import numpy as np
 
 from rlroute.cluster.base import ClusterState
 from rlroute.cluster.profiles import ServingProfile, load_profile
-from rlroute.cluster.sim.cost import CostModel, build_cost_model
+from rlroute.cluster.sim.cost import CostModel, GpuSecondsCost, build_cost_model
 from rlroute.cluster.sim.events import EventsMixin
+from rlroute.cluster.sim.faults import FaultHandling
 from rlroute.cluster.sim.instance import DecayClock, Instance, Seq
 from rlroute.cluster.sim.pool import SimPool
 from rlroute.cluster.sim.view import StateView
@@ -72,7 +73,11 @@ class SimCluster(EventsMixin):
         cost: ``{mode: tokens|gpu_seconds, prices: {...}, usd_per_gpu_hour, ref_batch}``.
         hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}`` (a mapping or any object with those
             attributes, e.g. the quality config's ``hybrid`` block); default plan-and-execute, 64 tokens.
-        max_retries: re-queues allowed per request after instance failures before it fails.
+        max_retries: re-sends allowed per request after failed attempts before it fails (sglang-router's
+            ``retry_max_retries`` 5 attempts = 4 re-sends).
+        fault_handling: the router's failure detection, circuit breaker, retry backoff and request timeout
+            (:class:`rlroute.cluster.sim.faults.FaultHandling`; default sglang-router's defaults;
+            ``{detection: instant}`` = failures seen at once, re-sent without backoff).
         slo: ``{ttft_s, tpot_s}`` used for the pools' ``slo_violation_rate``.
         events: scheduled operator events, ``[{time, event, **kwargs}]`` (see :meth:`schedule`).
         seed: seeds the in-pool ``power_of_two`` sampler when ``rng`` is not given.
@@ -86,9 +91,10 @@ class SimCluster(EventsMixin):
     """
 
     def __init__(self, pools: Mapping[str, Mapping[str, Any]], cost: Mapping[str, Any] | None = None,
-                 hybrid: Any = None, max_retries: int = 3, slo: Mapping[str, float] | None = None,
+                 hybrid: Any = None, max_retries: int = 4, slo: Mapping[str, float] | None = None,
                  events: Sequence[Mapping[str, Any]] = (), seed: int = 0, rng: np.random.Generator | None = None,
-                 log_evictions: bool = False, day_offset: float = 0.0) -> None:
+                 log_evictions: bool = False, day_offset: float = 0.0,
+                 fault_handling: Mapping[str, Any] | None = None) -> None:
         if not pools:
             raise ValueError("cluster.pools is empty: configure at least one pool")
         self._rng = rng if rng is not None else np.random.default_rng(seed)
@@ -102,6 +108,7 @@ class SimCluster(EventsMixin):
         self._memo: tuple[int, int, dict[str, list[int]]] | None = None
         self._log = log_evictions
         self.max_retries = int(max_retries)
+        self.faults = FaultHandling.from_config(fault_handling)
         self.slo_ttft = float(_get(slo, "ttft_s", 2.0))
         self.slo_tpot = float(_get(slo, "tpot_s", 0.1))
         self.day_offset = float(day_offset)
@@ -113,6 +120,7 @@ class SimCluster(EventsMixin):
             self.pools[name] = SimPool(name, pcfg, self._rng, self._new_instance, self.dclock)
         profiles: dict[str, ServingProfile] = {n: p.profile for n, p in self.pools.items()}
         self.cost_model: CostModel = build_cost_model(cost, profiles)
+        self.gpu_clock = GpuSecondsCost(profiles=profiles)  # GPU-seconds of work lost to failures
         self.hybrid_mode = "plan_and_execute"
         self.plan_tokens = 64
         self.configure_hybrid(hybrid)
@@ -258,11 +266,14 @@ class SimCluster(EventsMixin):
         if until > self._now:
             self._now = until
 
-    def _launch(self, job: Job, t: float) -> None:
-        pool, prompt, output, max_new = job.stages[job.stage]
+    def _new_seq(self, job: Job) -> Seq:
+        """A fresh placement of the job's current stage (first attempt or a re-send)."""
+        _, prompt, output, max_new = job.stages[job.stage]
         req = job.req
-        seq = Seq(job, prompt, output, req.blocks, req.block_size, next(self._uid), max_new)
-        self._route(self.pools[pool], seq, t)
+        return Seq(job, prompt, output, req.blocks, req.block_size, next(self._uid), max_new)
+
+    def _launch(self, job: Job, t: float) -> None:
+        self._route(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
 
     def _route(self, pool: SimPool, seq: Seq, t: float) -> None:
         cands = pool.candidates()
@@ -282,6 +293,9 @@ class SimCluster(EventsMixin):
                     full = pool.match(seq.blocks, seq.bs, seq.covered, t)
                 matched = [full[i.index] for i in cands]
             inst = pool.policy.choose(cands, matched, seq.prompt)
+        if not inst.healthy:  # down, but the router has not noticed yet
+            self.hit_dead(inst, seq, t)
+            return
         inst.enqueue(seq, t)
 
     def _on_done(self, inst: Instance, s: Seq, t: float) -> None:
@@ -325,14 +339,13 @@ class SimCluster(EventsMixin):
         self._fail(s.job, reason, t)
 
     def _retry(self, s: Seq, reason: str, t: float) -> None:
+        """Re-send at once (``detection: instant``)."""
         job = s.job
         job.retries += 1
         if job.retries > self.max_retries:
             self._fail(job, f"{reason}; gave up after {self.max_retries} retries", t)
             return
-        pool, prompt, output, max_new = job.stages[job.stage]
-        seq = Seq(job, prompt, output, job.req.blocks, job.req.block_size, next(self._uid), max_new)
-        self._route(self.pools[pool], seq, t)
+        self._route(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
 
     def _fail(self, job: Job, reason: str, t: float) -> None:
         self._active -= 1
@@ -351,7 +364,7 @@ class SimCluster(EventsMixin):
         ``update_weights``, ``scale``) with its arguments, or a zero-argument callable."""
         if isinstance(event, str):
             # A partial of a bound method, not a closure: the event heap stays copyable (sim.fork).
-            call: Callable[[], Any] = functools.partial(self.event(event), *args, **kwargs)
+            call: Callable[[], Any] = partial(self.event(event), *args, **kwargs)
         elif callable(event):
             call = event
         else:

@@ -3,10 +3,14 @@ weight update and scaling. Each is a method usable directly or by name through `
 
 Semantics (mirroring the seed's SGLang operations):
 
-* ``fail_instance``: the instance stops at once and loses its KV pool and cache; each request it held
-  (queued or running) restarts from scratch on another healthy instance of the pool, counting a retry,
-  or fails with the failure as its reason when none is left or ``max_retries`` is exceeded.
-* ``recover_instance``: back to healthy with an empty cache.
+* ``fail_instance`` (``mode`` crash | hang): the instance stops at once and loses its KV pool and cache;
+  the work done on the requests it held is billed (:mod:`rlroute.cluster.sim.faults`). With the default
+  ``fault_handling`` (sglang-router's), the router notices only after its health checks (or circuit
+  breaker) do: until then new requests are still sent there and fail; every failed attempt is re-sent
+  after a backoff, up to ``max_retries``, then the request fails with the failure as its reason. With
+  ``detection: instant`` each held request is re-sent at once to a healthy instance (the earlier model).
+* ``recover_instance``: back with an empty cache; after a detected failure it takes traffic again once
+  the health checks pass (``health_success_threshold``).
 * ``pause`` / ``resume``: SGLang ``pause_generation`` / ``continue_generation``; running requests keep
   their KV and stop at the end of the step in progress; new requests queue.
 * ``flush_cache``: drop every cached block; blocks pinned by running requests are freed when they finish.
@@ -19,7 +23,10 @@ Semantics (mirroring the seed's SGLang operations):
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
+
+from rlroute.cluster.sim.faults import FAIL_MODES, FaultsMixin
 
 if TYPE_CHECKING:
     from rlroute.cluster.sim.instance import Instance, Seq
@@ -29,11 +36,8 @@ EVENTS: tuple[str, ...] = ("fail_instance", "recover_instance", "pause", "resume
                            "update_weights", "scale")
 
 
-class EventsMixin:
+class EventsMixin(FaultsMixin):
     """Event methods of :class:`~rlroute.cluster.sim.cluster.SimCluster`."""
-
-    pools: dict[str, SimPool]
-    _now: float
 
     def _retry(self, s: Seq, reason: str, t: float) -> None: ...
     def _route(self, pool: SimPool, seq: Seq, t: float) -> None: ...
@@ -57,26 +61,55 @@ class EventsMixin:
             raise ValueError(f"pool {pool!r} has no instance {i} (has {len(p.instances)})")
         return p.instances[i]
 
-    def fail_instance(self, pool: str, i: int) -> None:
-        """Instance ``i`` of ``pool`` fails now; its requests are re-queued or failed (never lost)."""
+    def fail_instance(self, pool: str, i: int, mode: str = "crash") -> None:
+        """Instance ``i`` of ``pool`` fails now (``crash`` or ``hang``); its requests are re-sent or failed,
+        never lost, and the work already done on them is billed."""
+        if mode not in FAIL_MODES:
+            raise ValueError(f"fail_instance: mode must be one of {FAIL_MODES}, got {mode!r}")
         inst = self._inst(pool, i)
         if not inst.healthy:
             return
+        now = self._now
+        self.bill_lost_work(inst, now)
         inst.healthy = False
-        reason = f"instance {pool}[{i}] failed at t={self._now:.3f}s"
-        for s in inst.evacuate():
-            self._retry(s, reason, self._now)
+        seqs = inst.evacuate()
+        p = self._pool(pool)
+        reason = f"instance {pool}[{i}] failed at t={now:.3f}s"
+        if self.faults.detection == "instant":
+            for s in seqs:
+                self._retry(s, reason, now)
+        else:
+            epoch = p.fail_epoch.get(i, 0) + 1
+            p.fail_epoch[i], p.undetected[i], p.fail_time[i], p.fail_mode[i] = epoch, now, now, mode
+            p.cb_fails[i] = 0
+            p.unroutable.discard(i)
+            self._at(self.faults.detected_at(now), partial(self.detect, pool, i, epoch))
+            for s in seqs:
+                if mode == "crash":  # open connections reset now
+                    self.attempt_failed(inst, s, reason + ": connection reset", now)
+                else:  # a hung server answers nothing: each request times out on the router's clock
+                    t_out = max(now, s.t_enq + self.faults.request_timeout_s)
+                    self._at(t_out, partial(self.attempt_failed, inst, s, reason + ": request timed out", t_out))
         if inst.retired:  # was being scaled away: nothing left to drain
-            self._pool(pool).prune()
+            p.prune()
 
     def recover_instance(self, pool: str, i: int) -> None:
-        """Instance ``i`` of ``pool`` is healthy again, with an empty cache."""
+        """Instance ``i`` of ``pool`` is up again, with an empty cache; after a detected failure the router
+        sends it traffic once its health checks pass."""
         inst = self._inst(pool, i)
         if inst.healthy:
             return
+        p = self._pool(pool)
         inst.healthy = True
-        inst.paused = self._pool(pool).paused
+        inst.paused = p.paused
         inst.clock = self._now
+        if i in p.undetected:  # back before the router noticed
+            del p.undetected[i]
+            p.fail_epoch.pop(i, None)
+        elif i in p.fail_epoch:
+            epoch = p.fail_epoch[i] = p.fail_epoch[i] + 1
+            p.unroutable.add(i)
+            self._at(self.faults.routable_at(self._now), partial(self.make_routable, pool, i, epoch))
 
     def pause(self, pool: str) -> None:
         """Pause generation on every instance of ``pool`` (after the step in progress)."""

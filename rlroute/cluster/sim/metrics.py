@@ -80,6 +80,9 @@ def summarize(completions: Sequence[Completion], cluster: SimCluster) -> dict[st
             "utilisation": busy / (horizon * len(pool.instances)),
             "cost_usd": pool.cost,
             "weight_updates": pool.weight_updates,
+            "lost_cost_usd": pool.lost_cost,
+            "lost_gpu_s": pool.lost_gpu_s,
+            "failure_detection_delays_s": [round(d - f, 6) for f, d in pool.detections],
         }
     return {"overall": overall, "actions": actions, "pools": pools}
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.cluster.profiles import ServingProfile, load_profile
+from rlroute.cluster.profiles.sglang_defaults import resolve_mem_fraction
 from rlroute.cluster.sim.instance import TAU, DecayClock, Instance
 from rlroute.cluster.sim.legacy_instance import LegacyInstance
 from rlroute.cluster.sim.prefix_cache import PrefixCache
@@ -48,7 +49,8 @@ class SimPool:
         bad = set(cache) - _CACHE_KEYS
         if bad:
             raise ValueError(f"cluster.pools.{name}.cache: unknown keys {sorted(bad)}; expected {sorted(_CACHE_KEYS)}")
-        self.mem_fraction_static = float(cache.get("mem_fraction_static", 0.85))
+        self.mem_fraction_static = resolve_mem_fraction(cache.get("mem_fraction_static", "auto"), self.profile,
+                                                        f"cluster.pools.{name}.cache")
         self.eviction = str(cache.get("eviction", "lru"))
         ttl = cache.get("ttl_s")
         self.ttl_s = float(ttl) if ttl is not None else None
@@ -79,14 +81,35 @@ class SimPool:
         self.r_cost = 0.0  # forward-decayed cost (see DecayClock)
         self.dclock = dclock if dclock is not None else DecayClock()
         self.dclock.members.append(self)
+        # the router's view of failures (rlroute.cluster.sim.faults): down but not yet detected (index ->
+        # failure time), back up but not yet taking traffic, and the bookkeeping of each failure
+        self.undetected: dict[int, float] = {}
+        self.unroutable: set[int] = set()
+        self.fail_epoch: dict[int, int] = {}
+        self.fail_time: dict[int, float] = {}
+        self.fail_mode: dict[int, str] = {}
+        self.cb_fails: dict[int, int] = {}
+        self.detections: list[tuple[float, float]] = []  # (failed at, detected at)
+        self.lost_cost = 0.0  # cost of work thrown away by failures (also in the requests' cost)
+        self.lost_gpu_s = 0.0  # its GPU-seconds (engine seconds x GPUs)
+
+    def routable(self, inst: Instance) -> bool:
+        """Whether the router sends new requests to ``inst``: serving and not retired, or down but not yet
+        detected (it still looks healthy to the router)."""
+        if inst.retired:
+            return False
+        i = inst.index
+        return (inst.healthy and i not in self.unroutable) or i in self.undetected
 
     def new_cache(self, index: int, log: bool) -> PrefixCache:
         """A fresh, empty cache for instance ``index``."""
         return PrefixCache(self.eviction, self.ttl_s, None, log)
 
     def candidates(self) -> list[Instance]:
-        """Instances that may take new requests (healthy and not being scaled away)."""
-        return [i for i in self.instances if i.healthy and not i.retired]
+        """Instances the router may send new requests to (:meth:`routable`)."""
+        if not (self.undetected or self.unroutable):
+            return [i for i in self.instances if i.healthy and not i.retired]
+        return [i for i in self.instances if self.routable(i)]
 
     def match(self, blocks: tuple[int, ...], bs: int, covered: int, now: float) -> list[int]:
         """Cached prompt tokens of a prompt (``blocks`` covering ``covered`` tokens) on every instance."""
@@ -155,4 +178,8 @@ class SimPool:
         """Drop drained, retired instances from the tail (indices of the others stay stable)."""
         insts = self.instances
         while len(insts) > 1 and insts[-1].retired and not insts[-1].load:
-            insts.pop().cache.clear()
+            gone = insts.pop()
+            gone.cache.clear()
+            for d in (self.undetected, self.fail_epoch, self.fail_time, self.fail_mode, self.cb_fails):
+                d.pop(gone.index, None)
+            self.unroutable.discard(gone.index)

@@ -37,6 +37,7 @@ class StateView:
             if len(ps.instances) != len(insts):
                 ps.instances = [InstanceState(index=i) for i in range(len(insts))]
             thr = hit = tok = 0.0
+            faulty = bool(pool.undetected or pool.unroutable)
             for inst, s in zip(insts, ps.instances, strict=True):
                 cache = inst.cache
                 if now >= cache.expire_at:
@@ -44,7 +45,8 @@ class StateView:
                 if cache.evicted_tokens != inst._ev_seen:
                     inst.note_evictions(now)
                 r_tok = inst.r_tok
-                s.healthy = inst.healthy and not inst.retired
+                # the router's view: a failed instance counts as healthy until its failure is detected
+                s.healthy = pool.routable(inst) if faulty else inst.healthy and not inst.retired
                 s.paused = inst.paused
                 s.queued = len(inst.waiting)
                 s.running = inst.nload - s.queued
