@@ -46,8 +46,9 @@ def test_rate_override_and_seed() -> None:
     assert not np.array_equal(_times(p, seed=7, n=100), _times(p, seed=8, n=100))
 
 
-def test_diurnal_follows_its_rate_curve() -> None:
-    d = DiurnalArrivals(rate=10.0, amplitude=0.8, period_s=1000.0)
+@pytest.mark.parametrize("cv", [1.0, 2.0])
+def test_diurnal_follows_its_rate_curve(cv: float) -> None:
+    d = DiurnalArrivals(rate=10.0, amplitude=0.8, period_s=1000.0, cv=cv)
     t = _times(d, n=50_000)
     periods = int(t[-1] // 1000)
     t = t[t < periods * 1000]
@@ -59,6 +60,16 @@ def test_diurnal_follows_its_rate_curve() -> None:
     trough = np.sum((phase > 0.625) & (phase < 0.875))
     s = 0.8 * (2 * math.sqrt(2) / math.pi)
     assert peak / trough == pytest.approx((1 + s) / (1 - s), rel=0.08)
+
+
+def test_bursty_diurnal_is_burstier_than_poisson_diurnal() -> None:
+    def gap_cv(cv: float) -> float:
+        gaps = np.diff(_times(DiurnalArrivals(rate=10.0, amplitude=0.3, period_s=1000.0, cv=cv), n=50_000))
+        return float(gaps.std() / gaps.mean())
+
+    poisson, bursty = gap_cv(1.0), gap_cv(2.5)
+    assert poisson == pytest.approx(1.0, abs=0.1)  # the sinusoid alone adds little
+    assert 1.5 < bursty < 2.5  # thinning dilutes the candidates' CV 2.5 but keeps bursts
 
 
 @pytest.mark.parametrize(

@@ -47,14 +47,16 @@ class _Credit:
         self.credit = np.zeros(shape, dtype=np.float32)  # own reward of the request decided at each step
         self.credited = np.zeros(shape, dtype=bool)
         self.paid = np.zeros(shape, dtype=np.float32)  # the env's reward of the step as SB3 received it
+        self.shaping = np.zeros(shape, dtype=np.float32)  # training-only terms, e.g. a budget's Lagrangian penalty
         self.uncredited = 0
 
     def apply_credit(self) -> None:
-        """Replace each step's paid reward by its own request's credit (timeout bootstrap kept)."""
+        """Replace each step's paid reward by its own request's credit plus its shaping term (timeout
+        bootstrap kept)."""
         known = self.credited
         self.uncredited = int((~known).sum())
         fill = float(self.credit[known].mean()) if known.any() else 0.0
-        self.rewards += np.where(known, self.credit, fill) - self.paid
+        self.rewards += np.where(known, self.credit, fill) - self.paid + self.shaping
 
     def compute_returns_and_advantage(self, last_values: Any, dones: np.ndarray) -> None:
         self.apply_credit()

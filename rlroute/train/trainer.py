@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
 from rlroute.seeding import seed_everything
+from rlroute.train.budget import budget_callback
 from rlroute.train.callbacks import RouteMetricsCallback, ValidationCallback
 from rlroute.train.credit import CreditCallback, buffer_class, check_alignment, credit_scheme
 from rlroute.train.envs import EnvBuilder, default_builder, make_vec_env, plain_cfg, wrap_normalize
@@ -80,6 +81,9 @@ def train_run(
     per_request = credit_scheme(cfg) == "request"
     if per_request:
         check_alignment(cfg)  # before anything is built or written
+    budget = budget_callback(cfg.get("budget"))
+    if budget is not None and not per_request:
+        raise ValueError("a budget (cfg.budget) needs reward.credit=request: its penalty rides on the credited buffer")
     run_dir = Path(run_dir if run_dir is not None else cfg.out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
@@ -102,7 +106,8 @@ def train_run(
     seeds = [int(s) for s in agent.eval.seeds]
     validator = Validator(cfg, "val", seeds, builder)
     val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic))
-    callbacks: list[Any] = [RouteMetricsCallback(), val_cb, *([CreditCallback()] if per_request else [])]
+    callbacks: list[Any] = [RouteMetricsCallback(), val_cb, *([CreditCallback()] if per_request else []),
+                            *([budget] if budget is not None else [])]
     if int(agent.checkpoint_freq) > 0:
         callbacks.append(CheckpointCallback(
             save_freq=max(int(agent.checkpoint_freq) // n_envs, 1), save_path=str(run_dir / "checkpoints"),

@@ -108,15 +108,23 @@ class DiurnalArrivals:
         amplitude: relative swing in [0, 1).
         period_s: length of one cycle in seconds.
         phase: phase offset in radians (0 starts at the mean, rising).
+        cv: burstiness. 1 (default) = the Poisson process above. Above 1, the candidates thinned are a
+            gamma renewal process at the peak rate with gap CV ``cv`` (as :class:`GammaArrivals`), so
+            arrivals come in bursts on top of the diurnal swing. Thinning keeps the rate profile exact
+            but dilutes the burstiness: the kept gaps' CV lies between 1 and ``cv`` (closer to ``cv`` near
+            the peak, where few candidates are dropped).
     """
 
     def __init__(
-        self, rate: float = 1.0, amplitude: float = 0.5, period_s: float = 3600.0, phase: float = 0.0
+        self, rate: float = 1.0, amplitude: float = 0.5, period_s: float = 3600.0, phase: float = 0.0,
+        cv: float = 1.0,
     ) -> None:
-        if rate <= 0 or not 0 <= amplitude < 1 or period_s <= 0:
+        if rate <= 0 or not 0 <= amplitude < 1 or period_s <= 0 or cv <= 0:
             raise ValueError(
-                f"DiurnalArrivals needs rate > 0, 0 <= amplitude < 1, period_s > 0; got {rate}, {amplitude}, {period_s}"
+                "DiurnalArrivals needs rate > 0, 0 <= amplitude < 1, period_s > 0, cv > 0; "
+                f"got {rate}, {amplitude}, {period_s}, {cv}"
             )
+        self.cv = float(cv)
         self.rate = float(rate)
         self.amplitude = float(amplitude)
         self.period_s = float(period_s)
@@ -130,12 +138,17 @@ class DiurnalArrivals:
     def arrivals(
         self, rng: np.random.Generator, split: str = "all", rate: float | None = None
     ) -> Iterator[Arrival]:
-        """Thinned Poisson arrivals."""
+        """Thinned Poisson (or, with ``cv`` > 1, gamma-renewal) arrivals."""
         lam = float(rate or self.rate)
         peak = lam * (1.0 + self.amplitude)
         t = 0.0
         while True:
-            cand = t + np.cumsum(rng.exponential(1.0 / peak, _CHUNK))
+            if self.cv == 1.0:
+                gaps = rng.exponential(1.0 / peak, _CHUNK)
+            else:
+                shape = 1.0 / self.cv**2
+                gaps = rng.gamma(shape, 1.0 / (peak * shape), _CHUNK)
+            cand = t + np.cumsum(gaps)
             keep = rng.random(_CHUNK) * peak < self.rate_at(cand, lam)
             for x in cand[keep].tolist():
                 yield Arrival(x)
