@@ -120,9 +120,10 @@ def test_retract_decode_recomputes_the_request_with_fewest_tokens() -> None:
         got[c.request_id] = c
     assert inst.ratio == (351 + 20) / 400  # set by the retraction: (decoded + 20 * bs) / max_new of those kept
     assert [s.job.req.id for s in inst.waiting] == [2] and inst.waiting[0].gen == 350
+    assert inst.retracted_total == 1
     for c in cl.drain():
         got[c.request_id] = c
-    t5 = t4 + dec(1, 101 + 350)  # A decodes once; then B does not fit (500 >= 449 - 0.9265*48): batch full
+    t5 = t4 + dec(1, 101 + 350)  # A decodes once; then B does not fit (500 >= 449 - 0.9275*48): batch full
     a_end = t5 + sum(dec(1, 101 + x) for x in range(351, 399))
     t7 = a_end + pre(450)  # B recomputes prompt + 350 generated tokens: its 351st token
     b_end = t7 + sum(dec(1, 52 + x) for x in range(399, 448))

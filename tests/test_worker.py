@@ -264,3 +264,42 @@ def test_engine_hold_keeps_arrival_order_and_time() -> None:
 
     assert long.first_token - long.arrival == pytest.approx(load_profile(SMALL).prefill_time(9000))
     assert short.first_token > long.first_token  # FIFO: the short one waited behind the long prefill
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_engine_runs_the_simulators_scheduler(mixed: bool) -> None:
+    """The retraction scenario of tests/test_sim_scheduler.py (KV 900: B retracted at decode step 350 and
+    recomputed) through the engine and through SimCluster: the same first-token and finish times."""
+    from rlroute.cluster.profiles import load_profile
+    from rlroute.cluster.sim import SimCluster
+    from rlroute.cluster.sim.prefix_cache import PrefixCache
+    from rlroute.cluster.sim.scheduler import parse_scheduler
+    from rlroute.types import Action, Request
+    from rlroute.worker.model import InstanceModel
+
+    est = "qwen3-4b__h100.estimate"
+    reqs = [(100, 400), (10, 2), (100, 400)]
+    sim = SimCluster(pools={"small": {"profile": est, "instances": 1, "scheduler": {"mixed_chunk": mixed},
+                                      "cache": {"kv_capacity_tokens": 900}}})
+    sim.pause("small")
+    for i, (n_in, n_out) in enumerate(reqs):
+        sim.submit(Request(id=i, arrival=0.0, input_len=n_in, output_len=n_out, max_new_tokens=n_out), Action.SMALL)
+    sim.resume("small")
+    done = {c.request_id: c for c in sim.drain()}
+    assert sum(1 for _ in done) == 3
+    t = [0.0]
+    model = InstanceModel(load_profile(est), PrefixCache(block_size=64), 64, 900,
+                          parse_scheduler({"mixed_chunk": mixed}, "worker.scheduler"))
+    engine = Engine(model, clock=lambda: t[0])
+    engine.pause()
+    jobs = [engine.submit((), n_in, n_out) for n_in, n_out in reqs]
+    engine.resume()
+    _run_until_done(engine, *jobs)
+    for i, job in enumerate(jobs):
+        assert job.first_token is not None and job.finish is not None
+        assert job.first_token == pytest.approx(done[i].ttft, rel=1e-12)
+        assert job.finish == pytest.approx(done[i].finish, rel=1e-12)
+        assert job.generated == reqs[i][1]
+    assert not engine.inst.waiting
+    if not mixed:
+        assert engine.inst.retracted_total == 1  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ def build_state(cfg: DictConfig | dict[str, Any]) -> Any:
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     assert isinstance(c, dict)
     model = build_instance_model(str(c["profile"]), dict(c.get("cache") or {}),
-                                 c["mem_fraction_static"], int(c["block_size"]))
+                                 c["mem_fraction_static"], int(c["block_size"]), c.get("scheduler"))
     engine = Engine(model, speedup=float(c["speedup"]), min_tick_s=float(c["min_tick_s"]))
     faults = Faults(**dict(c.get("faults") or {}))
     return WorkerState(engine, faults, model=str(c["model"]), pool=str(c["pool"]),

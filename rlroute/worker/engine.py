@@ -1,36 +1,35 @@
-"""Continuous batching in wall-clock time: the emulated worker's engine.
+"""The emulated worker's engine: the simulator's instance run on a sped-up wall clock.
 
-The engine runs the simulator's instance model (step time from a serving profile, a block prefix cache,
-KV capacity) on a virtual clock ``(wall - start) * speedup``. Each loop turn it executes every engine
-step whose virtual end time has passed, then sleeps until the next step ends — but at least
-``min_tick_s`` of wall time, so a large speed-up batches many steps per wake-up instead of spinning the
-CPU; after a host stall the backlog is replayed in full, never skipped. Token events go to each request's
-asyncio queue, which the HTTP layer turns into a response or an SSE stream. One step follows SGLang's scheduler in outline: admit waiting requests while KV memory and
-``max_running_requests`` allow (prefix-cache hits need no prefill), prefill up to
-``chunked_prefill_tokens`` new tokens, decode one token for every running sequence.
+The engine owns one :class:`rlroute.cluster.sim.instance.Instance` (SGLang's scheduler by default,
+:mod:`rlroute.worker.model`) and a private event heap, and replays it exactly as :class:`SimCluster` does
+— the same objects and code, so the emulated worker and the simulator follow one instance model: prefill
+and decode steps, admission, ``retract_decode``, the prefix cache. Time is virtual:
+``(wall - start) * speedup``. Each loop turn processes, in time order, every instance event and every
+submitted arrival up to the virtual now (an arrival at the same time as an event goes after it, as
+``SimCluster.advance`` then ``submit``), streams the tokens generated so far, then sleeps until the next
+decode step ends or the next event is due — at least ``min_tick_s`` of wall time, so a large speed-up
+batches many steps per wake-up instead of spinning the CPU; after a host stall the backlog is replayed in
+full, never skipped.
 
-Two rules keep it the simulator's instance (``rlroute.cluster.sim.instance``): admission is causal — a
-request joins only a step that starts at or after its arrival, even when the loop replays a backlog of
-steps that began before it was submitted — and a prefill chunk is priced with its attention pairs per
-prompt (``chunk_pairs(take)`` among the chunk's new tokens, ``take * s`` to the ``s`` tokens of the prompt
-already in KV: cached prefix and earlier chunks), exactly as the simulator charges them. A request's
-arrival is stamped when the HTTP layer receives it (:meth:`Engine.hold`), and no step past a held arrival
-is planned until the request is submitted, so parsing and tokenizing — wall time, sped up into modelled
-time — neither shortens its TTFT nor reorders it behind later arrivals.
+Arrivals are causal: a request's arrival is stamped when the HTTP layer receives it (:meth:`Engine.hold`),
+and nothing at or after a held arrival is processed until the request is submitted (or released), so
+parsing and tokenizing — wall time, sped up into modelled time — neither shortens its TTFT nor lets a later
+arrival overtake it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from rlroute.cluster.profiles import chunk_pairs
+from rlroute.cluster.sim.instance import Instance, Seq
+from rlroute.types import Request
 from rlroute.worker.model import InstanceModel
 
 
@@ -40,20 +39,17 @@ class _Clock(Protocol):
 
 @dataclass(slots=True, eq=False)
 class Job:
-    """One request inside the engine."""
+    """One request inside the engine (``req`` is what the instance model reads of it)."""
 
     rid: str
-    blocks: tuple[int, ...]
+    req: Request
     prompt_tokens: int
     max_new_tokens: int
     arrival: float  # virtual seconds
     events: asyncio.Queue[tuple[str, int]] = field(default_factory=asyncio.Queue)
+    seq: Seq | None = None
     cached_tokens: int = 0
-    prefill_left: int = 0
     generated: int = 0
-    reserved: int = 0  # KV tokens reserved at admission
-    pinned: list[Any] = field(default_factory=list)  # prefix-cache blocks pinned while running
-    admitted: bool = False
     first_token: float | None = None
     finish: float | None = None
     aborted: bool = False
@@ -67,15 +63,14 @@ class EngineStats:
     prompt_tokens_total: int = 0
     cached_tokens_total: int = 0
     generation_tokens_total: int = 0
-    steps_total: int = 0
     recent_gen_throughput: float = 0.0  # tokens per virtual second, exponentially weighted
 
 
 class Engine:
-    """Continuous-batching engine over an :class:`InstanceModel` on a sped-up wall clock.
+    """The instance model on a sped-up wall clock (module doc).
 
     Args:
-        model: step-time model, KV capacity and prefix cache of one instance.
+        model: profile, KV capacity, scheduler options and prefix cache of one instance.
         speedup: virtual seconds per wall second (1 = real time).
         min_tick_s: shortest wall sleep between engine wake-ups.
         clock: wall clock (monotonic seconds); injectable for tests.
@@ -91,16 +86,41 @@ class Engine:
         self.min_tick_s = float(min_tick_s)
         self._clock = clock
         self._start = clock()
-        self._vnow = 0.0  # virtual time the engine has simulated up to
-        self.waiting: deque[Job] = deque()
-        self.running: list[Job] = []
-        self.paused = False
+        self._vnow = 0.0  # virtual time the instance has been simulated up to
+        self._heap: list[tuple[float, int, int]] = []  # (virtual time, tie-break, instance version)
+        self._ticks = itertools.count()
+        self.inst: Instance = model.new_instance(self._push, self._done, self._reject)
+        self._pending: list[Job] = []  # submitted, not yet handed to the instance, by arrival
         self.stats = EngineStats()
         self._wake = asyncio.Event()
         self._ids = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self._holds: dict[int, float] = {}  # received, not yet submitted requests -> their arrival
         self._hold_ids = itertools.count()
+        self._t_rate = 0.0  # virtual time of the last throughput update
+
+    # -- the instance's callbacks -------------------------------------------------------------------------
+    def _push(self, t: float, inst: Instance, ver: int) -> None:
+        heapq.heappush(self._heap, (t, next(self._ticks), ver))
+
+    def _done(self, inst: Instance, s: Seq, t: float) -> None:
+        job: Job = s.job  # type: ignore[assignment]
+        job.finish = t
+        job.first_token = s.t_first
+        job.cached_tokens = s.cached
+        self._emit(job, s.output)
+        job.events.put_nowait(("done", job.generated))
+
+    def _reject(self, inst: Instance, s: Seq, reason: str, t: float) -> None:
+        job: Job = s.job  # type: ignore[assignment]
+        job.finish = t
+        job.events.put_nowait(("done", job.generated))
+
+    def _emit(self, job: Job, n: int) -> None:
+        if n > job.generated and not job.aborted:
+            self.stats.generation_tokens_total += n - job.generated
+            job.generated = n
+            job.events.put_nowait(("token", n))
 
     # -- time -------------------------------------------------------------------------------------------
     def virtual_now(self) -> float:
@@ -125,10 +145,10 @@ class Engine:
     def hold(self) -> int:
         """Stamp a request's arrival now, before its body is parsed and tokenized; returns a hold id.
 
-        Until :meth:`submit` (or :meth:`release`) the engine plans no step starting at or after that
-        arrival, so the wall time spent parsing and counting tokens — sped up ``speedup`` times it would
-        be modelled seconds no real server spends — neither shortens the request's modelled TTFT nor lets
-        a shorter request received later overtake it.
+        Until :meth:`submit` (or :meth:`release`) nothing at or after that arrival is processed, so the wall
+        time spent parsing and counting tokens — sped up ``speedup`` times it would be modelled seconds no
+        real server spends — neither shortens the request's modelled TTFT nor lets a shorter request
+        received later overtake it.
         """
         hid = next(self._hold_ids)
         self._holds[hid] = self.virtual_now()
@@ -140,27 +160,28 @@ class Engine:
             self._wake.set()
 
     def submit(self, blocks: tuple[int, ...], prompt_tokens: int, max_new_tokens: int, hold: int | None = None) -> Job:
-        """Queue a request; its events (``("token", i)`` then ``("done", n)``) arrive on ``job.events``.
+        """Queue a request; its events (``("token", n)`` with n tokens so far, then ``("done", n)``) arrive on
+        ``job.events``.
 
         Args:
-            blocks: chained block ids of the prompt.
+            blocks: chained block ids of the prompt (``model.block_size`` tokens each).
             prompt_tokens: prompt length in tokens.
-            max_new_tokens: tokens to generate.
+            max_new_tokens: tokens to generate (the emulated model always generates all of them).
             hold: the request's :meth:`hold` (its arrival time; released here); ``None``: arrives now.
         """
         arrival = self._holds.pop(hold, None) if hold is not None else None
-        job = Job(
-            rid=f"{next(self._ids):x}",
-            blocks=blocks,
-            prompt_tokens=max(1, prompt_tokens),
-            max_new_tokens=max_new_tokens,
-            arrival=self.virtual_now() if arrival is None else arrival,
-        )
-        # FIFO by arrival: a request held while parsing goes before later arrivals submitted meanwhile.
-        i = len(self.waiting)
-        while i > 0 and self.waiting[i - 1].arrival > job.arrival:
+        n_in = max(1, prompt_tokens)
+        rid = next(self._ids)
+        t = self.virtual_now() if arrival is None else arrival
+        req = Request(id=rid, arrival=t, input_len=n_in, output_len=max(1, max_new_tokens), blocks=blocks,
+                      block_size=self.model.block_size, max_new_tokens=max(1, max_new_tokens))
+        job = Job(rid=f"{rid:x}", req=req, prompt_tokens=n_in, max_new_tokens=max_new_tokens, arrival=t)
+        job.seq = Seq(job, n_in, req.output_len, blocks, req.block_size, rid, req.max_new_tokens)  # type: ignore[arg-type]
+        # by arrival: a request held while parsing goes before later arrivals submitted meanwhile
+        i = len(self._pending)
+        while i > 0 and self._pending[i - 1].arrival > t:
             i -= 1
-        self.waiting.insert(i, job)
+        self._pending.insert(i, job)
         self.stats.requests_total += 1
         self._wake.set()
         return job
@@ -168,110 +189,103 @@ class Engine:
     def abort(self, job: Job) -> None:
         """Drop a request whose client went away; frees its KV and cache references."""
         job.aborted = True
-        if job in self.waiting:
-            self.waiting.remove(job)
-        elif job in self.running:
-            self.running.remove(job)
-            self.model.release(job.pinned, job.reserved, self._vnow)
+        if job in self._pending:
+            self._pending.remove(job)
+        elif job.seq is not None and job.finish is None:
+            self.inst.abort(job.seq, self._vnow)
 
     def pause(self) -> None:
-        """Stop stepping; queued and running requests are held in place (SGLang ``in_place`` mode)."""
-        self.paused = True
+        """Stop at the end of the step in progress; queued and running requests are held in place (SGLang
+        ``pause_generation``, ``in_place`` mode)."""
+        self.inst.paused = True
+        self.inst.interrupt(max(self._vnow, self.virtual_now()))
 
     def resume(self) -> None:
         """Resume stepping after :meth:`pause`."""
-        self.paused = False
+        now = max(self._vnow, self.virtual_now())
+        self._advance(now)
+        self._vnow = now
+        self.inst.resume(now)
         self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return self.inst.paused
 
     # -- load -------------------------------------------------------------------------------------------
     @property
+    def waiting(self) -> list[Job]:
+        """Queued requests (in the instance's queue, then those not handed to it yet)."""
+        return [s.job for s in self.inst.waiting] + self._pending  # type: ignore[misc, return-value]
+
+    @property
+    def running(self) -> list[Job]:
+        """Admitted, unfinished requests."""
+        return [s.job for s in self.inst.prefill] + [e[2].job for e in self.inst.dec]  # type: ignore[misc, return-value]
+
+    @property
     def kv_used_tokens(self) -> int:
         """Tokens held in KV memory by running requests plus cached prefix blocks."""
-        return self.model.kv_used_tokens
+        return self.inst.kv_used
 
     # -- stepping ---------------------------------------------------------------------------------------
-    def _admit(self) -> None:
-        limit = self.model.max_running_requests
-        while self.waiting and len(self.running) < limit:
-            job = self.waiting[0]
-            if job.arrival > self._vnow:
-                # Causal admission, as the simulator's instance: a request joins only a step that starts
-                # at or after its arrival (the loop may replay steps that began before it was submitted).
-                break
-            got = self.model.admit(job.blocks, job.prompt_tokens, job.max_new_tokens, self._vnow)
-            if got is None:
-                break  # head-of-line blocking, as SGLang's FCFS scheduler does when memory is short
-            self.waiting.popleft()
-            job.pinned, matched, job.reserved = got
-            job.cached_tokens = min(matched, job.prompt_tokens - 1)  # SGLang always computes >= 1 token
-            job.prefill_left = job.prompt_tokens - job.cached_tokens
-            job.admitted = True
-            self.stats.prompt_tokens_total += job.prompt_tokens
-            self.stats.cached_tokens_total += job.cached_tokens
-            self.running.append(job)
+    def _next_time(self) -> float:
+        """Virtual time of the next event or arrival the engine may process (``inf``: none, or held)."""
+        t = min(self._heap[0][0] if self._heap else math.inf, self._pending[0].arrival if self._pending else math.inf)
+        return t if t < min(self._holds.values(), default=math.inf) else math.inf
 
     def _step(self) -> float:
-        """Plan one engine step; returns its duration in virtual seconds and applies its effects."""
-        if not self.running and self.waiting:
-            self._vnow = max(self._vnow, self.waiting[0].arrival)  # an idle engine starts on arrival
-        self._admit()
-        budget = self.model.chunked_prefill_tokens
-        prefill = 0
-        pairs = 0.0  # causal attention among each prompt's new tokens (Q of the profile's step model)
-        prefix_pairs = 0.0  # new tokens x the prompt's tokens already in KV: cached prefix + earlier chunks (S)
-        decoding = [j for j in self.running if j.prefill_left == 0]
-        for job in self.running:
-            if job.prefill_left and budget > 0:
-                take = min(job.prefill_left, budget)
-                pairs += chunk_pairs(take)
-                prefix_pairs += take * (job.prompt_tokens - job.prefill_left)
-                job.prefill_left -= take
-                budget -= take
-                prefill += take
-        context = sum(j.prompt_tokens + j.generated for j in decoding)
-        dt = self.model.step_time(prefill, len(decoding), context, pairs, prefix_pairs)
-        end = self._vnow + dt
-        # A request whose prefill completed this step emits its first token at the step's end.
-        finished: list[Job] = []
-        for job in self.running:
-            if job.prefill_left:
-                continue
-            if job.generated < job.max_new_tokens:
-                job.generated += 1
-                if job.first_token is None:
-                    job.first_token = end
-                job.events.put_nowait(("token", job.generated))
-            if job.generated >= job.max_new_tokens:
-                finished.append(job)
-        emitted = sum(1 for j in self.running if j.prefill_left == 0)
-        self.stats.generation_tokens_total += emitted
-        self.stats.steps_total += 1
-        if dt > 0:
-            rate = emitted / dt
-            self.stats.recent_gen_throughput += 0.05 * (rate - self.stats.recent_gen_throughput)
-        for job in finished:
-            self.running.remove(job)
-            job.finish = end
-            self.model.release(job.pinned, job.reserved, end)
-            job.events.put_nowait(("done", job.generated))
-        self._vnow = end
-        return dt
+        """Process the next instance event or arrival; returns its virtual time (``inf``: nothing to do)."""
+        t = self._next_time()
+        if t == math.inf:
+            return t
+        self._vnow = max(self._vnow, t)
+        if self._heap and self._heap[0][0] == t:
+            _, _, ver = heapq.heappop(self._heap)
+            if ver == self.inst.ver:
+                self.inst.boundary(t)
+        else:
+            job = self._pending.pop(0)
+            assert job.seq is not None
+            self.inst.enqueue(job.seq, t)
+        return t
+
+    def _advance(self, now: float) -> None:
+        """Process everything due by ``now``, then stream the tokens generated by then."""
+        while self._next_time() <= now:
+            self._step()
+        horizon = min(now, min(self._holds.values(), default=math.inf))
+        inst = self.inst
+        st = self.stats
+        before = st.generation_tokens_total
+        for s in inst.prefill:
+            job: Job = s.job  # type: ignore[assignment]
+            job.cached_tokens = s.cached
+        for e in inst.dec:
+            s = e[2]
+            job = s.job  # type: ignore[assignment]
+            if job.first_token is None:
+                job.first_token = s.t_first
+                job.cached_tokens = s.cached
+            self._emit(job, inst.generated(s, horizon))
+        cache = self.model.cache
+        st.prompt_tokens_total = cache.hit_tokens + cache.miss_tokens
+        st.cached_tokens_total = cache.hit_tokens
+        dt = horizon - self._t_rate
+        if dt > 0:  # exponential average over ~0.4 modelled seconds (20 steps of ~20 ms: an assumption)
+            st.recent_gen_throughput += min(1.0, dt / 0.4) * (
+                (st.generation_tokens_total - before) / dt - st.recent_gen_throughput)
+            self._t_rate = horizon
 
     async def _loop(self) -> None:
         while True:
-            if self.paused or not (self.waiting or self.running):
-                self._wake.clear()
-                await self._wake.wait()
-                continue  # the next step starts at the new request's arrival (see _step), not at wake-up
             now = self.virtual_now()
-            # After a stall of the host the whole backlog is replayed (steps cost microseconds of CPU):
-            # skipping virtual time would make the modelled latencies shorter than the instance model's.
-            # A held request (received, still parsing) could join a step starting at or after its arrival:
-            # no such step is planned before it is submitted.
-            frontier = min(self._holds.values(), default=math.inf)
-            while (self.waiting or self.running) and not self.paused and self._vnow <= now:
-                if (self._vnow if self.running else self.waiting[0].arrival) >= frontier:
-                    break
-                self._step()
-            wait = max((self._vnow - self.virtual_now()) / self.speedup, self.min_tick_s)
-            await asyncio.sleep(wait)
+            self._advance(now)
+            nxt = min(self._next_time(), self.inst.next_step_end(now))
+            self._wake.clear()
+            if nxt == math.inf:
+                await self._wake.wait()  # idle, paused or held: a submit, release or resume wakes it
+                continue
+            wait = max((nxt - self.virtual_now()) / self.speedup, self.min_tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)

@@ -1,99 +1,66 @@
-"""The simulator's instance model, wrapped for the emulated worker's engine.
+"""The simulator's instance model, configured for the emulated worker's engine.
 
-The worker does not model serving itself: step time, KV capacity and limits come from the serving
-profile the simulator uses, and the prefix cache is the simulator's
-:class:`rlroute.cluster.sim.prefix_cache.PrefixCache` (LRU / LFU / TTL over chained block ids), so a live
-run and a simulated run of the same trace share one model. This module adds only the KV bookkeeping of
-running requests that the engine needs.
+The worker does not model serving itself: it runs the simulator's instance class
+(:class:`rlroute.cluster.sim.sglang_instance.SGLangInstance` by default, or the legacy model — the same
+``scheduler`` options as a simulated pool, :mod:`rlroute.cluster.sim.scheduler`) with the serving profile's
+step time, KV capacity and limits and the simulator's :class:`~rlroute.cluster.sim.prefix_cache.PrefixCache`,
+so a live run and a simulated run of the same trace share one model, line for line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rlroute.cluster.sim.prefix_cache import Pin, PrefixCache
+from rlroute.cluster.profiles import ServingProfile
+from rlroute.cluster.sim.instance import Instance, Seq
+from rlroute.cluster.sim.pool import INSTANCE_CLASSES
+from rlroute.cluster.sim.prefix_cache import PrefixCache
+from rlroute.cluster.sim.scheduler import SchedulerConfig, parse_scheduler
 
 
 @dataclass
 class InstanceModel:
-    """Step-time model, memory and prefix cache of one serving instance.
+    """Profile, memory, scheduler options and prefix cache of one serving instance.
 
     Attributes:
-        step_time_fn: seconds of one engine step given (prefill tokens, decoding sequences, context
-            tokens of the decoding sequences, prefill attention pairs, prefix attention pairs), as
-            :meth:`rlroute.cluster.profiles.ServingProfile.step_time`.
+        profile: the serving profile (step time, memory, limits).
         cache: the simulator's prefix cache (block ids, ``block_size`` tokens each).
-        block_size: tokens per cache block.
+        block_size: tokens per cache block (the page size the worker matches prompts at).
         kv_capacity_tokens: KV pool size in tokens (profile memory and ``mem_fraction_static``).
-        max_running_requests: batch limit.
-        chunked_prefill_tokens: prefill tokens per step at most.
-        profile_name: the serving profile it came from.
+        sched: scheduler options (``kind: sglang`` by default).
     """
 
-    step_time_fn: Callable[[int, int, int, float | None, float], float]
+    profile: ServingProfile
     cache: PrefixCache
     block_size: int
     kv_capacity_tokens: int
-    max_running_requests: int
-    chunked_prefill_tokens: int
-    profile_name: str = ""
-    reserved_tokens: int = 0  # KV of running requests outside the cache: partial tail + generation budget
+    sched: SchedulerConfig
+
+    @property
+    def profile_name(self) -> str:
+        return self.profile.name
+
+    @property
+    def max_running_requests(self) -> int:
+        return self.profile.max_running_requests
+
+    @property
+    def chunked_prefill_tokens(self) -> int:
+        return self.sched.chunk_size(self.profile.gpu_memory_gb, self.profile.chunked_prefill_tokens)
 
     def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int,
                   prefill_pairs: float | None = None, prefix_pairs: float = 0.0) -> float:
-        """Virtual seconds of one step; never zero, so the engine always advances.
+        """Seconds of one step (:meth:`rlroute.cluster.profiles.ServingProfile.step_time`)."""
+        return self.profile.step_time(prefill_tokens, decode_seqs, context_tokens, prefill_pairs, prefix_pairs)
 
-        ``prefill_pairs`` / ``prefix_pairs``: the chunk's attention pairs (``Q`` / ``S`` of
-        :mod:`rlroute.cluster.profiles`); ``None`` prices the chunk as one prompt from position 0.
-        """
-        t = self.step_time_fn(prefill_tokens, decode_seqs, context_tokens, prefill_pairs, prefix_pairs)
-        return max(1e-6, float(t))
-
-    @property
-    def kv_used_tokens(self) -> int:
-        """Tokens of KV memory in use: running requests' reservations plus every cached block."""
-        return self.reserved_tokens + self.cache.total_tokens
-
-    def admit(
-        self, blocks: tuple[int, ...], prompt_tokens: int, max_new_tokens: int, now: float
-    ) -> tuple[list[Pin], int, int] | None:
-        """Reserve KV for a request and pin its blocks, as the simulator's instance admits a sequence.
-
-        The matched prefix's evictable tokens do not count as free room (pinning them keeps them), then
-        unreferenced blocks are evicted to make room for the rest.
-
-        Returns:
-            ``(pins, cached prompt tokens, private tokens)``, or None when it cannot fit now.
-        """
-        cache = self.cache
-        if now >= cache.expire_at:
-            cache.expire(now)
-        bs = self.block_size
-        covered = min(len(blocks) * bs, prompt_tokens)
-        m, matched_free = cache.probe(blocks)
-        matched = min(m * bs, covered)
-        private = prompt_tokens - covered + max_new_tokens  # partial tail + generation budget
-        need = covered - matched + private
-        room = self.kv_capacity_tokens - cache.total_tokens - self.reserved_tokens + cache.free_tokens - matched_free
-        if need > room:
-            return None
-        pins, _, _ = cache.acquire(blocks, bs, covered, now)
-        over = cache.total_tokens + self.reserved_tokens + private - self.kv_capacity_tokens
-        if over > 0:
-            cache.make_room(over)
-        self.reserved_tokens += private
-        cache.hit_tokens += matched
-        cache.miss_tokens += prompt_tokens - matched
-        cache.hit_blocks += m
-        cache.miss_blocks += len(blocks) - m
-        return pins, matched, private
-
-    def release(self, pins: list[Pin], reserved: int, now: float) -> None:
-        """Unpin a finished request's blocks (they stay cached, evictable) and free its private KV."""
-        self.cache.release(pins, now)
-        self.reserved_tokens = max(0, self.reserved_tokens - reserved)
+    def new_instance(self, push: Callable[[float, Instance, int], None], done: Callable[[Instance, Seq, float], None],
+                     reject: Callable[[Instance, Seq, str, float], None]) -> Instance:
+        """The instance this model describes, wired to the engine's event heap and callbacks."""
+        cls = INSTANCE_CLASSES[self.sched.kind]
+        return cls("worker", 0, self.profile, self.cache, self.kv_capacity_tokens, push, done, reject,
+                   sched=self.sched, insert_outputs=True)
 
     def flush(self) -> int:
         """SGLang ``flush_cache``; returns the cached tokens dropped (pinned ones go when released)."""
@@ -102,9 +69,9 @@ class InstanceModel:
         return before
 
 
-def build_instance_model(profile: str, cache: dict[str, Any], mem_fraction_static: float | str,
-                         block_size: int) -> InstanceModel:
-    """Build the instance model of ``profile`` with the simulator's profile and cache classes.
+def build_instance_model(profile: str, cache: Mapping[str, Any], mem_fraction_static: float | str, block_size: int,
+                         scheduler: Mapping[str, Any] | None = None) -> InstanceModel:
+    """Build the instance model of ``profile`` with the simulator's profile, cache and scheduler classes.
 
     Args:
         profile: serving profile name (``load_profile``: measured > derived > estimate file of that stem).
@@ -112,6 +79,7 @@ def build_instance_model(profile: str, cache: dict[str, Any], mem_fraction_stati
         mem_fraction_static: SGLang's share of GPU memory for weights + KV pool, or ``auto`` (SGLang's
             default for a dedicated server, :func:`rlroute.cluster.profiles.sglang_defaults.resolve_mem_fraction`).
         block_size: tokens per cache block.
+        scheduler: ``{kind: sglang|legacy, mixed_chunk, chunked_prefill_size, ...}``; ``None``: SGLang's.
     """
     from rlroute.cluster.profiles import load_profile
     from rlroute.cluster.profiles.sglang_defaults import resolve_mem_fraction
@@ -119,11 +87,9 @@ def build_instance_model(profile: str, cache: dict[str, Any], mem_fraction_stati
     prof = load_profile(profile)
     mfs = resolve_mem_fraction(mem_fraction_static, prof, "worker")
     return InstanceModel(
-        step_time_fn=prof.step_time,
+        profile=prof,
         cache=PrefixCache(policy=str(cache.get("policy", "lru")), ttl_s=cache.get("ttl_s"), block_size=block_size),
         block_size=block_size,
         kv_capacity_tokens=prof.kv_capacity_tokens(mfs),
-        max_running_requests=prof.max_running_requests,
-        chunked_prefill_tokens=prof.chunked_prefill_tokens,
-        profile_name=prof.name,
+        sched=parse_scheduler(scheduler, "worker.scheduler"),
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 
-from rlroute.cluster.sim.instance import DECODE, IDLE, PREFILL, Instance
+from rlroute.cluster.sim.instance import DECODE, IDLE, PREFILL, Instance, Seq
 
 
 class LegacyInstance(Instance):
@@ -28,6 +28,14 @@ class LegacyInstance(Instance):
 
     def _wants_interrupt(self) -> bool:
         return len(self.dec) + len(self.prefill) < self.max_running
+
+    def generated(self, s: Seq, now: float) -> int:
+        """Tokens of decoding ``s`` by ``now``: the prefill's one plus one per step since it joined (every
+        step decodes, so ``step - join``, with ``join = prompt + 1 - c0``)."""
+        return 1 + self.step + self._run_steps_by(now) - (s.prompt + 1 - s.c0)
+
+    def _drop_decoding(self, s: Seq) -> None:
+        self.ctx_base -= s.c0
 
     def boundary(self, t: float) -> None:
         """Event handler: the current segment (prefill step or decode run) ended at ``t``."""

@@ -52,7 +52,8 @@ class SGLangInstance(Instance):
     """SGLang scheduler semantics (module doc)."""
 
     __slots__ = ("batch", "clip", "clip_heap", "clip_tok", "decay", "full", "min_ratio", "mixed", "n_clipped",
-                 "n_unclipped", "ratio", "res_a", "retracted")
+                 "n_unclipped", "ratio", "res_a", "retracted",
+                 "retracted_total")
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
@@ -63,6 +64,7 @@ class SGLangInstance(Instance):
         self.full = False  # SGLang batch_is_full
         self.ratio = self.sched.init_new_token_ratio
         self.retracted = False  # the decode step after a retraction sets the ratio instead of decaying it
+        self.retracted_total = 0  # requests retracted so far (SGLang's total_retracted_reqs)
         # reservation of the running batch at decode step X: n_clipped*CLIP + res_a - n_unclipped*X
         self.res_a = self.n_unclipped = self.n_clipped = self.clip_tok = 0
         self.clip_heap: list[tuple[int, int, Seq, int]] = []  # (step the clip ends, uid, seq, its clip token)
@@ -105,6 +107,14 @@ class SGLangInstance(Instance):
         else:
             self.res_a -= s.max_new - s.gen + s.join
             self.n_unclipped -= 1
+
+    def generated(self, s: Seq, now: float) -> int:
+        """Tokens of decoding ``s`` by ``now``: those before it joined plus one per decode step since."""
+        return s.gen + self.step + self._run_steps_by(now) - s.join
+
+    def _drop_decoding(self, s: Seq) -> None:
+        self._leave(s)
+        self.full = False
 
     def _unclip(self) -> None:
         heap, step = self.clip_heap, self.step
@@ -314,5 +324,6 @@ class SGLangInstance(Instance):
         decoded = sum(s.gen + step - s.join for s in keep)
         self.ratio = min(1.0, (decoded + sc.retract_decode_steps * len(keep)) / sum(s.max_new for s in keep))
         self.waiting.extend(retracted)
+        self.retracted_total += len(retracted)
         self.full = False
         self.retracted = True
