@@ -201,20 +201,25 @@ def run_sim(reqs: list[Request], actions: list[int], pools_sim: dict[str, Any],
 
     ``arrivals``: replay at these times (the live run's send times) instead of the trace's, so the gap
     measures the instance model alone, not the harness's send lag within bursts of simultaneous arrivals.
+
+    The simulator gets what the live workers get: ``max_new_tokens`` = the output length (``LiveCluster``
+    sends it as ``sampling_params.max_new_tokens``, and an emulated worker generates exactly that many
+    tokens) and no ``output_blocks`` (a worker cannot know the ids the next turn will carry for its
+    answer), so both run SGLang's reservation and cache on the same inputs.
     """
     import copy
 
     from rlroute.cluster.sim import SimCluster
 
     sim = SimCluster(pools=pools_sim, seed=0)
-    order = list(zip(reqs, actions, strict=True))
-    if arrivals is not None:
-        moved = []
-        for (r, a), t in zip(order, arrivals, strict=True):
-            r2 = copy.copy(r)
-            r2.arrival = max(0.0, float(t))
-            moved.append((r2, a))
-        order = sorted(moved, key=lambda x: x[0].arrival)
+    order = []
+    for i, (r, a) in enumerate(zip(reqs, actions, strict=True)):
+        r2 = copy.copy(r)
+        r2.max_new_tokens, r2.output_blocks = r.output_len, ()
+        if arrivals is not None:
+            r2.arrival = max(0.0, float(arrivals[i]))
+        order.append((r2, a))
+    order.sort(key=lambda x: x[0].arrival)
     for r, a in order:
         sim.submit(r, Action(a))
     done = {c.request_id: c for c in sim.drain()}
