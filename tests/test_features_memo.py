@@ -34,17 +34,18 @@ def make(**kw: object) -> Request:
     return Request(**base)  # type: ignore[arg-type]
 
 
+# Schema v2: the prompt text wins over token ids, the count comes from the text, and the category is not
+# read; variants change what the block depends on (the prompt, else the ids, else blocks and length).
 VARIANTS: list[dict[str, object]] = [
-    {"token_ids": tuple(range(101, 141))},
-    {"token_ids": None},
+    {"prompt": None},
+    {"prompt": None, "token_ids": tuple(range(101, 141))},
     {"prompt": "User: Tell me a story."},
     {"prompt": None, "token_ids": None},
     {"prompt": None, "token_ids": None, "blocks": (12,)},
-    {"input_len": 41},
+    {"prompt": None, "token_ids": None, "input_len": 41},
     {"max_new_tokens": 4096},
     {"turn": 0},
-    {"session_id": None},
-    {"category": "chat"},
+    {"session_id": None, "turn": 0},
 ]
 
 

@@ -80,8 +80,10 @@ def test_other_target_and_unseen_requests(workload: PromptWorkload) -> None:
     )
     fresh = list(itertools.islice(workload.requests(np.random.default_rng(123)), 2000))
     got = q.expected_joint(fresh)
+    # 2,000 unseen requests differ in composition from the 2,000 the model was fitted on: a cell moves by
+    # up to ~1.3 points between streams (seeds 7, 8, 123 of this workload: 0.2-1.3), hence 1.5 points.
     for c in CELLS:
-        assert got[c] == pytest.approx(target[c], abs=0.01), c
+        assert got[c] == pytest.approx(target[c], abs=0.015), c
 
 
 def test_difficulty_is_observable(model: LatentDifficultyQuality, sample: list[Request]) -> None:

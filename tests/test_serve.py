@@ -219,33 +219,46 @@ def test_untrusted_policy_falls_back_with_reason(fleet: WorkerFleet, policy: Pat
         r.stop()
 
 
-@pytest.mark.parametrize("path", list(BODIES))
-def test_hybrid_plans_on_large_and_answers_on_small(fleet: WorkerFleet, path: str) -> None:
-    """Plan-and-execute for real: the large pool writes plan_tokens, the small pool answers with the plan."""
+HYBRID_CASES = [(p, BODIES[p]) for p in BODIES] + [
+    ("/generate", {"input_ids": list(range(100, 260)), "sampling_params": {"max_new_tokens": 6}})]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path,body", HYBRID_CASES, ids=["generate", "chat", "completions", "generate_ids"])
+def test_hybrid_plans_on_large_and_answers_on_small(fleet: WorkerFleet, path: str, body: dict[str, object],
+                                                    stream: bool) -> None:
+    """Plan-and-execute for real, streamed or not: the large pool writes the plan (a chat's through the chat
+    endpoint; an ``input_ids`` request's as the large model's ``output_ids``), the small pool answers with it."""
     from rlroute.serve.app import create_app
     from rlroute.serve.config import parse_config
     from rlroute.serve.decision import Outcome
+    from rlroute.serve.proxy import _last_data
     from rlroute.types import Action
 
     cfg = parse_config({"pools": {"large": {"workers": fleet.urls("large")}, "small": {"workers": fleet.urls("small")}},
                         "hybrid": {"plan_tokens": 12}})
     app = create_app(cfg)
     app.state.router.slot.decide = lambda *a: Outcome(Action.HYBRID, "policy", None, 0.0)
+    sent = {**body, "stream": stream}
 
     async def run() -> tuple[httpx.Response, httpx.Response]:
         async with (app.router.lifespan_context(app),
                     httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as c,
                     httpx.AsyncClient() as plain):
-            direct = await plain.post(fleet.urls("small")[0] + path, json=BODIES[path])
-            return await c.post(path, json=BODIES[path], timeout=30), direct
+            direct = await plain.post(fleet.urls("small")[0] + path, json=body)
+            return await c.post(path, json=sent, timeout=30), direct
 
     r, direct = asyncio.run(run())
     assert r.status_code == 200, r.text
     assert r.headers["x-rlroute-action"] == "hybrid" and r.headers["x-rlroute-pool"] == "small"
-    assert int(r.headers["x-rlroute-plan-tokens"]) > 0
+    plan = int(r.headers["x-rlroute-plan-tokens"])
+    assert plan > 0
+    answer = json.loads(_last_data(r.content)) if stream else r.json()
     key = "meta_info" if path == "/generate" else "usage"
     # the small pool saw the prompt plus the plan: a longer prompt than the request alone
-    assert r.json()[key]["prompt_tokens"] > direct.json()[key]["prompt_tokens"]
+    assert answer[key]["prompt_tokens"] > direct.json()[key]["prompt_tokens"]
+    if "input_ids" in body:  # exactly the plan's ids appended (no bytes of its text)
+        assert answer[key]["prompt_tokens"] == direct.json()[key]["prompt_tokens"] + plan == 160 + 12
 
 
 def _sglang_router(urls: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:

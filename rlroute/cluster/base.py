@@ -6,8 +6,9 @@ serves the simulator and the live router. Times are seconds, latencies are secon
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from rlroute.types import Action, Completion, Request
 
@@ -90,3 +91,26 @@ class Cluster(Protocol):
     def advance(self, until: float) -> list[Completion]:
         """Run until cluster time ``until``; return the completions (and failures) that happened."""
         ...
+
+
+def state_to_json(state: ClusterState) -> dict[str, object]:
+    """A snapshot as plain JSON types (floats round-trip exactly through ``json``)."""
+    return asdict(state)
+
+
+def state_from_json(data: Mapping[str, Any]) -> ClusterState:
+    """Rebuild a snapshot written by :func:`state_to_json`.
+
+    Raises:
+        ValueError: naming the field that is missing or malformed.
+    """
+    try:
+        pools = {}
+        for name, p in dict(data["pools"]).items():
+            fields = {k: v for k, v in dict(p).items() if k != "instances"}
+            pools[str(name)] = PoolState(instances=[InstanceState(**dict(i)) for i in p["instances"]], **fields)
+        return ClusterState(time=float(data["time"]), pools=pools, arrival_rate=float(data.get("arrival_rate", 0.0)),
+                            day_offset=float(data.get("day_offset", 0.0)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"cluster state: expected {{time, pools: {{name: {{instances: [...], ...}}}}, "
+                         f"arrival_rate, day_offset}}, got an unreadable snapshot ({type(e).__name__}: {e})") from e

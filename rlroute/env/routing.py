@@ -137,7 +137,12 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     * v1: per-request reward credit (``reward.credit: request``); episodes drained at truncation so no
       in-flight request is dropped from the return; a failed request's quality is 0; ``info`` gains
-      ``credits`` and ``step``, ``latency_integral`` became ``latency``.
+      ``credits`` and ``step``, ``latency_integral`` became ``latency``. Same wave, feature schema
+      version 2 (one text path, issue 12): the request block is computed from what a client sends, as the
+      router computes it — text dims hash the prompt's bytes (token ids only when a client sends ids),
+      ``input_tokens`` counts UTF-8 bytes / 4, ``output_tokens`` is the client's cap (workloads draw it;
+      the true output is cut at it), ``in_session`` is 1 only for conversations of more than one turn,
+      the category dims are reserved (0); policies exported under version 1 are refused by schema hash.
     * v0: initial version (feature schema version 1): Park-style step reward, in-flight requests at
       truncation left out of the return.
     """

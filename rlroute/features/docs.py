@@ -25,22 +25,29 @@ simulator env, the evaluator and the serving router, so a policy sees the same o
 * **Schema version** {version}, text representation `{text}`, **hash** `{hash}`
   (sha256 of version, text representation, names, order and transforms; an exported policy carries it
   and the router falls back to its heuristic on a mismatch).
-* **Request block** (0-127): computed once per request and memoised in `request.cache`. The text part
-  (0-111) is signed feature hashing, vectorised with numpy: token-id unigrams + bigrams when the
-  request has token ids, else byte 3/5-grams of the lower-cased prompt, else the KV block hashes
-  (timing-only traces: requests sharing a prefix look alike), L2-normalised. With `features.text=minilm`
+* **Request block** (0-127): computed once per request and memoised in `request.cache`, from what a
+  client sends and identically in training and in the router (schema v2: no tokeniser on the router's
+  hot path). The text part (0-111) is signed feature hashing, vectorised with numpy: byte 3/5-grams of
+  the lower-cased prompt text, else token-id unigrams + bigrams when the client sends only `input_ids`,
+  else the KV block hashes (timing-only traces: requests sharing a prefix look alike), L2-normalised.
+  `input_tokens` is the router's count (UTF-8 bytes / 4, or the ids sent), `output_tokens` the client's
+  cap (workloads draw it independently of the true output, `rlroute/workload/caps.py`), `turn` the
+  earlier assistant messages of a chat (or the requests seen in the client's `x-rlroute-session`),
+  `in_session` 1 only for conversations of more than one turn; indices 122-127 are reserved (always 0:
+  a router sees no category). With `features.text=minilm`
   it is instead the offline all-MiniLM-L6-v2 embedding under a fixed random projection 384 -> 112
   (slow: ~14 ms/prompt; the hash changes with it). Cues (code, math, questions, reasoning) are substring
   tests on the last 4096 characters of the lower-cased prompt (where the newest message is).
 * **Complexity** (index 121) is the seed heuristic's score, `rlroute.features.complexity(request)`,
   with `ramp(x, lo, hi) = clip(log(x/lo)/log(hi/lo), 0, 1)`: with text
-  `clip(0.45 ramp(input_len, 32, 32768) + 0.35 code + 0.35 math + 0.15 min(questions,3)/3 +
+  `clip(0.45 ramp(input_tokens, 32, 32768) + 0.35 code + 0.35 math + 0.15 min(questions,3)/3 +
   0.10 min(reasoning,3)/3, 0, 1)`; without text `ramp(input_len, 128, 131072)`. Hand-set weights, not
   fitted to labels; the seed heuristic routes scores > 0.7 to the large pool (about the hardest 7 % of
   the built-in synthetic prompts).
 * **System block** (128-191): per pool (large, then small) 28 load/latency/cost/health features, then 8
-  global ones. Statistics "over healthy instances" are 0 when a pool has none. Time of day is cluster
-  time modulo 24 h (trace time for trace replays).
+  global ones. Statistics "over healthy instances" are 0 when a pool has none. Time of day is
+  `day_offset + time` modulo 24 h: the wall clock's for live pools (LiveCluster and the router share one
+  state keeper, `rlroute/cluster/live/monitor.py`), trace time from midnight in the simulator.
 * **Cache block** (192-223): per pool 16 prefix-cache features; matches are the matched prompt tokens per
   instance from `cluster.prefix_match(request)`, aligned with `pool.instances`.
 

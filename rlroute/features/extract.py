@@ -14,7 +14,7 @@ from rlroute.features.encoders import TextEncoder, make_text_encoder
 from rlroute.features.schema import FeatureSchema
 from rlroute.features.spec import TEXT_DIMS, build_schema
 from rlroute.features.state import state_raw
-from rlroute.features.text import request_scalars, requested_output
+from rlroute.features.text import prompt_tokens, request_scalars, requested_output
 from rlroute.types import FloatArray, Request
 from rlroute.workload.tokens import TextMemo
 
@@ -42,7 +42,6 @@ def content_key(request: Request) -> tuple[object, ...]:
         requested_output(request),
         request.turn,
         request.session_id is not None,
-        request.category,
     )
 
 
@@ -99,7 +98,8 @@ class FeatureExtractor:
         """
         out = np.empty(self._size, dtype=np.float32)
         out[self._req_slice] = self.request_block(request)
-        raw = np.array(state_raw(state, matches, request.input_len), dtype=np.float64)
+        # Match ratios over the prompt length as the router counts it (the request block's input_tokens).
+        raw = np.array(state_raw(state, matches, prompt_tokens(request)), dtype=np.float64)
         self._state_tf(raw, out[self._state_slice])
         return out
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from rlroute.types import FloatArray
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

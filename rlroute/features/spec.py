@@ -1,4 +1,8 @@
-"""The feature list of schema version 1: 128 request + 64 system + 32 cache = 224 indices.
+"""The feature list of schema version 2: 128 request + 64 system + 32 cache = 224 indices.
+
+Version 2 (one text path): the request block is computed from what a client sends — the bytes of its
+text (or the ids it sends), its token cap, its chat turns or session —, identically in training and in the
+router; the category dims are reserved (a router sees no category unless a client names one).
 
 Scales (``unit``/``cap``) are chosen so the values a 2-pool SGLang deployment produces spread over
 [0, 1]: e.g. queue lengths up to a few hundred requests per instance, TTFT 0.05 s-2 min, prompts of
@@ -12,7 +16,7 @@ from rlroute.features.schema import SCHEMA_VERSION, Feature, FeatureSchema, lin,
 from rlroute.types import POOLS
 
 TEXT_DIMS = 112  # hashed text (or projected sentence-encoder) dimensions of the request block
-CATEGORY_BUCKETS = 5  # hashed one-hot of the request's category
+RESERVED_DIMS = 6  # request dims kept at 0 (v1's category features), so the blocks stay 128/64/32
 SGLANG_CACHE_THRESHOLD = 0.3  # sglang-router cache_aware default (--cache-threshold)
 
 
@@ -22,24 +26,27 @@ def _request() -> list[Feature]:
         lin(
             f"request.text_{i:03d}",
             b,
-            "signed feature hash of the prompt, L2-normalised over the text dims: token-id uni+bigrams, else byte "
-            "3/5-grams, else KV block hashes (traces); or a projected sentence embedding (text=minilm)",
+            "signed feature hash of what the client sent, L2-normalised over the text dims: byte 3/5-grams of the "
+            "prompt text, else token-id uni+bigrams (input_ids), else KV block hashes (traces); or a projected "
+            "sentence embedding (text=minilm)",
             low=-1.0,
             high=1.0,
         )
         for i in range(TEXT_DIMS)
     ]
     feats += [
-        log("request.input_tokens", b, "prompt length, tokens", cap=32768, unit=16),
+        log("request.input_tokens", b, "prompt length as the router counts it: UTF-8 bytes / 4 of the text, else "
+            "ids sent, else the trace's length", cap=32768, unit=16),
         log(
             "request.output_tokens",
             b,
-            "requested output tokens (max_new_tokens, else output_len)",
+            "the client's output cap (max_new_tokens / max_tokens; 0 if none), never the true output length",
             cap=8192,
             unit=16,
         ),
-        log("request.turn", b, "0-based conversation turn", cap=32),
-        lin("request.in_session", b, "1 if the request belongs to a multi-turn session"),
+        log("request.turn", b, "0-based conversation turn (earlier assistant messages, or the session's count)",
+            cap=32),
+        lin("request.in_session", b, "1 if the request continues a conversation (turn > 0) or names a session"),
         lin(
             "request.has_code",
             b,
@@ -60,11 +67,10 @@ def _request() -> list[Feature]:
             b,
             "the seed's complexity score in [0, 1] (rlroute.features.text.complexity)",
         ),
-        lin("request.has_category", b, "1 if the workload gives a category (e.g. the MMLU subject)"),
     ]
     feats += [
-        lin(f"request.category_{k}", b, f"hashed one-hot of the category, bucket {k} of {CATEGORY_BUCKETS}")
-        for k in range(CATEGORY_BUCKETS)
+        lin(f"request.reserved_{k}", b, "reserved: always 0 (no category is visible to a router)")
+        for k in range(RESERVED_DIMS)
     ]
     return feats
 
@@ -159,7 +165,7 @@ def _rows(prefix: str, block: str, rows: tuple[tuple[str, str, str, float, float
 
 
 def build_schema(text: str = "hash") -> FeatureSchema:
-    """Build the version-1 schema (224 features) for the text representation ``text``."""
+    """Build the version-2 schema (224 features) for the text representation ``text``."""
     feats = _request()
     for pool in POOLS:
         feats += _rows(f"system.{pool}", "system", POOL_SYSTEM)

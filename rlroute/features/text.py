@@ -1,8 +1,9 @@
 """The request block: vectorised signed feature hashing, structural cues and the complexity score.
 
 Pure-Python character n-gram hashing costs ~1 ms per prompt (../shared/DESIGN.md, lesson 3), so the text
-is hashed with numpy: token-id unigrams and bigrams (word-like units, already computed for the prefix
-cache) or, without token ids, byte 3- and 5-grams of the lower-cased prompt (character n-grams), each
+is hashed with numpy from what a client sends, identically in training and serving (schema v2): byte 3-
+and 5-grams of the lower-cased prompt text (character n-grams), or, for a client that sends ``input_ids``
+only, token-id unigrams and bigrams; each
 key mixed with the splitmix64 finaliser; bit 31 gives the sign, the high 32 bits (multiply-shift) the
 bucket. The histogram is L2-normalised, so every text dim is in [-1, 1] and a prompt's length does not
 leak into its text vector (length has its own feature). Everything here
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 
 import numpy as np
 
-from rlroute.features.spec import CATEGORY_BUCKETS, TEXT_DIMS
+from rlroute.features.spec import RESERVED_DIMS, TEXT_DIMS
 from rlroute.types import Request
+from rlroute.worker.tokens import count_tokens
 from rlroute.workload.tokens import TOKEN_ARRAY_KEY, TextMemo
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -252,16 +253,17 @@ def token_array(request: Request) -> tuple[int, ...] | np.ndarray:
 def hashed_text(request: Request) -> np.ndarray:
     """The ``TEXT_DIMS`` text vector of the hashing representation, L2-normalised (zeros if no content).
 
-    Source, first available: token ids (uni+bigrams; word-piece ids carry sub-word information, so the
-    byte n-grams would add cost, not signal), else the prompt's byte 3/5-grams, else the block hashes.
+    Source, first available — what the router can compute from the client's body without tokenising
+    (tokenising a 2k-token prompt costs ~3 ms): the prompt's byte 3/5-grams, else the token ids the client
+    sent (uni+bigrams), else the block hashes (timing-only traces).
     """
-    if request.token_ids:
-        return _unit(hash_tokens(token_array(request)))
     if request.prompt:
         data = lower_utf8(request.prompt)
         # The cues scan the same lower-cased bytes when the prompt fits their window: hand them over.
         request.cache[_LOWER_KEY] = (request.prompt, data)
         return _unit(hash_utf8(data))
+    if request.token_ids:
+        return _unit(hash_tokens(token_array(request)))
     if request.blocks:
         return _unit(hash_blocks(request.blocks))
     return np.zeros(TEXT_DIMS, dtype=np.float64)
@@ -294,8 +296,29 @@ def cues(request: Request) -> tuple[bool, bool, int, int]:
 
 
 def requested_output(request: Request) -> int:
-    """Output tokens the client asked for: ``max_new_tokens`` when set, else the trace's ``output_len``."""
-    return request.max_new_tokens if request.max_new_tokens is not None else request.output_len
+    """Output tokens the client asked for (its ``max_new_tokens`` / ``max_tokens``), 0 when it set none.
+
+    Never the request's true output length: workloads draw the client's cap independently of it
+    (:mod:`rlroute.workload.caps`).
+    """
+    return request.max_new_tokens if request.max_new_tokens is not None else 0
+
+
+def prompt_tokens(request: Request) -> int:
+    """The prompt length as the router counts it from the client's body: pseudo-tokens of the text's UTF-8
+    bytes (:func:`rlroute.worker.tokens.count_tokens`), else the number of ids sent, else ``input_len``
+    (timing-only traces, whose only length is the trace's). Memoised in ``request.cache``."""
+    hit = request.cache.get("features.prompt_tokens")
+    if hit is not None:
+        return hit  # type: ignore[return-value]
+    if request.prompt:
+        n = count_tokens(request.prompt)
+    elif request.token_ids:
+        n = len(request.token_ids)
+    else:
+        n = request.input_len
+    request.cache["features.prompt_tokens"] = n
+    return n
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -327,7 +350,7 @@ def complexity(request: Request) -> float:
         return hit  # type: ignore[return-value]
     if request.prompt:
         code, math_, q, r = cues(request)
-        length = _ramp(float(request.input_len), 32.0, 32768.0)
+        length = _ramp(float(prompt_tokens(request)), 32.0, 32768.0)
         score = 0.45 * length + 0.35 * code + 0.35 * math_ + 0.15 * min(q, 3) / 3 + 0.10 * min(r, 3) / 3
     else:
         score = _ramp(float(request.input_len), 128.0, 131072.0)
@@ -336,28 +359,24 @@ def complexity(request: Request) -> float:
     return score
 
 
-def category_bucket(category: str) -> int:
-    """Stable bucket of a category name (crc32, independent of PYTHONHASHSEED)."""
-    return zlib.crc32(category.encode("utf-8")) % CATEGORY_BUCKETS
-
-
 def request_scalars(request: Request) -> list[float]:
-    """The 16 raw non-text request features, in schema order (see rlroute.features.spec)."""
+    """The 16 raw non-text request features, in schema order (see rlroute.features.spec).
+
+    ``in_session``: the request continues a conversation (``turn > 0``) or its client named a session
+    (a session header; workloads set ``session_id`` only for conversations of more than one turn). The
+    category is not read: a router sees none unless the client says so, so the schema reserves those dims.
+    """
     code, math_, q, r = cues(request)
-    cat = [0.0] * CATEGORY_BUCKETS
-    if request.category:
-        cat[category_bucket(request.category)] = 1.0
     return [
-        float(request.input_len),
+        float(prompt_tokens(request)),
         float(requested_output(request)),
         float(request.turn),
-        1.0 if request.session_id is not None else 0.0,
+        1.0 if (request.session_id is not None or request.turn > 0) else 0.0,
         float(code),
         float(math_),
         float(q),
         float(r),
         1.0 if (request.prompt or request.token_ids) else 0.0,
         complexity(request),
-        1.0 if request.category else 0.0,
-        *cat,
+        *([0.0] * RESERVED_DIMS),
     ]

@@ -13,8 +13,9 @@ takes traffic again. The interruption (pool closed to new requests) is timed and
 
 Inspection (what the decision path saw, read from the running server — ``rlroute bench parity`` relies on
 it): ``POST /admin/observe`` returns the observation and action the router would decide for a generation
-body now, without sending it; ``GET /admin/decisions`` the last ``decision_log`` decisions with their
-observations.
+body (with the request's headers, e.g. its session) without sending it — on the live state, or on a
+given frozen pool state and prefix matches; ``GET /admin/decisions`` the last ``decision_log`` decisions
+with their observations.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from rlroute.worker import schemas
@@ -38,6 +39,15 @@ class ReloadRequest(BaseModel):
     """``POST /admin/policy/reload``: a new folder, or none to re-read the current one."""
 
     path: str | None = Field(None, max_length=4096)
+
+
+class ObserveRequest(BaseModel):
+    """``POST /admin/observe``: a ``/generate`` body, and optionally the pool state to decide on."""
+
+    request: schemas.GenerateRequest
+    state: dict[str, Any] | None = None  # rlroute.cluster.base.state_to_json; None = the live state
+    matches: dict[str, list[int]] | None = None  # with ``state``: the prefix matches to use
+    remember: bool = False  # count the request in its session (x-rlroute-session), as /generate does
 
 
 class WeightUpdateRequest(BaseModel):
@@ -77,9 +87,20 @@ def add_admin_routes(app: FastAPI, router: Router) -> None:
 
     @app.post("/admin/observe", dependencies=[Depends(auth)],
               summary="The observation and action the router would decide for a /generate body now (not sent)")
-    async def observe(body: schemas.GenerateRequest) -> dict[str, Any]:
-        req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens)
-        state, matches = router.upstreams.state(), router.upstreams.matches(req)
+    async def observe(body: ObserveRequest, request: Request) -> dict[str, Any]:
+        from rlroute.cluster.base import state_from_json
+
+        g = body.request
+        req = router.build_request(g.text, g.input_ids, g.sampling_params.max_new_tokens, request.headers,
+                                   remember=body.remember)
+        if body.state is not None:
+            try:
+                state = state_from_json(body.state)
+            except ValueError as e:
+                raise HTTPException(422, str(e)) from e
+            matches = body.matches or {}
+        else:
+            state, matches = router.upstreams.state(), router.upstreams.matches(req)
         out = router.slot.decide(req, state, matches)
         return {"observation": None if out.obs is None else [float(x) for x in out.obs], "action": int(out.action),
                 "source": out.source, "reason": out.reason, "matches": matches, "time": state.time,

@@ -27,12 +27,13 @@ from fastapi.responses import JSONResponse, Response
 
 from rlroute.serve.config import ServeConfig
 from rlroute.serve.decision import PolicySlot
+from rlroute.serve.intake import SESSION_HEADER, SessionTable, client_request
 from rlroute.serve.metrics import RouterMetrics
 from rlroute.serve.proxy import NoUpstream, Proxy, unavailable
 from rlroute.serve.upstream import Upstreams
 from rlroute.types import ACTION_NAMES, Action, Request
 from rlroute.worker import schemas
-from rlroute.worker.tokens import chat_prompt, count_tokens, id_blocks, text_blocks, text_token_ids
+from rlroute.worker.tokens import chat_prompt, count_tokens
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -95,6 +96,7 @@ class Router:
         self.transport = httpx.AsyncHTTPTransport(limits=limits)
         self.proxy = Proxy(self.upstreams, self.transport, timeout, self.metrics, cfg.retries, cfg.allow_cross_pool)
         self.ids = itertools.count()
+        self.sessions = SessionTable()
         # Decisions kept for /admin/decisions (the parity bench reads the vectors the router decided on).
         self.decisions: deque[dict[str, Any]] | None = deque(maxlen=cfg.decision_log) if cfg.decision_log else None
 
@@ -112,18 +114,16 @@ class Router:
         except ValueError:
             return None
 
-    def build_request(self, text: str | None, ids: list[int] | None, max_new: int) -> Request:
-        """The routing view of a prompt: token estimate and chained block hashes from its bytes."""
-        bs = self.cfg.block_size
-        if ids is not None:
-            blocks, n = id_blocks(ids, bs), len(ids)
-        else:
-            blocks, n = text_blocks(text or "", bs), count_tokens(text or "")
-        return Request(id=next(self.ids), arrival=self.upstreams.now(), input_len=n, output_len=max_new,
-                       blocks=blocks, block_size=bs, prompt=text, max_new_tokens=max_new)
+    def build_request(self, text: str | None, ids: list[int] | None, max_new: int, headers: Any = None,
+                      turn: int | None = None, remember: bool = True) -> Request:
+        """The routing view of what the client sent (:func:`rlroute.serve.intake.client_request`);
+        ``remember``: count it in its session (False for ``/admin/observe`` unless asked)."""
+        session = headers.get(SESSION_HEADER) if headers is not None else None
+        return client_request(next(self.ids), self.upstreams.now(), text, ids, max_new, self.cfg.block_size,
+                              self.sessions, session, turn, remember)
 
     async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
-                    stream: bool, plan_edit: Callable[[dict[str, Any], str], dict[str, Any]],
+                    stream: bool, plan_edit: PlanEdit,
                     forced: Action | None = None) -> Response:
         """Decide and forward one request; never raises for upstream trouble (503 instead)."""
         t0 = time.perf_counter()
@@ -145,7 +145,8 @@ class Router:
         m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
         if out.reason is not None:
             m.fallbacks.labels(out.reason).inc()
-        headers = {"x-rlroute-action": ACTION_NAMES[out.action], "x-rlroute-source": out.source}
+        headers = {"x-rlroute-action": ACTION_NAMES[out.action], "x-rlroute-source": out.source,
+                   "x-rlroute-decision-id": str(req.id)}
         if out.reason:
             headers["x-rlroute-fallback-reason"] = out.reason
         try:
@@ -181,31 +182,55 @@ class Router:
         m.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return resp
 
-    async def _plan(self, req: Request, payload: dict[str, Any],
-                    plan_edit: Callable[[dict[str, Any], str], dict[str, Any]], headers: dict[str, str]) -> dict[str, Any]:
-        """Stage 1 of hybrid: a short plan from the large pool (the small pool answers without one if the
-        large pool cannot plan — the answer matters more than the plan)."""
-        body: dict[str, Any] = {"sampling_params": {"max_new_tokens": self.cfg.plan_tokens}, "stream": False}
-        if req.prompt is not None:
-            body["text"] = req.prompt + "\n\nWrite a short plan for answering the request above.\nPlan:"
+    async def _plan(self, req: Request, payload: dict[str, Any], plan_edit: PlanEdit,
+                    headers: dict[str, str]) -> dict[str, Any]:
+        """Stage 1 of hybrid: a short plan from the large pool, asked the way the client asked (the small pool
+        answers without one if the large pool cannot plan — the answer matters more than the plan).
+
+        A chat request's plan goes through the chat endpoint (one more user turn asking for a plan); a text
+        prompt's through ``/generate`` with the same request appended; an ``input_ids`` request's through
+        ``/generate`` with the same ids, and the plan comes back as the large model's ``output_ids`` — the
+        pools share a tokenizer, so they are appended as ids, never as bytes of the plan's text.
+        """
+        if "messages" in payload:
+            path = "/v1/chat/completions"
+            body: dict[str, Any] = {"messages": [*payload["messages"], {"role": "user", "content": PLAN_ASK}],
+                                    "max_tokens": self.cfg.plan_tokens, "stream": False}
         else:
-            body["input_ids"] = payload.get("input_ids")
+            path = "/generate"
+            body = {"sampling_params": {"max_new_tokens": self.cfg.plan_tokens}, "stream": False}
+            if req.prompt is not None:
+                body["text"] = req.prompt + "\n\n" + PLAN_ASK + "\nPlan:"
+            else:
+                body["input_ids"] = payload.get("input_ids")
+        plan: str | list[int] = ""
         try:
-            op = await self.proxy.open("large", "/generate", json.dumps(body).encode(), req)
+            op = await self.proxy.open("large", path, json.dumps(body).encode(), req)
             status, content, _ = await self.proxy.read(op)
-            plan = str(json.loads(content)["text"]) if status == 200 else ""
+            if status == 200:
+                answer = json.loads(content)
+                if "messages" in payload:
+                    plan = str(answer["choices"][0]["message"]["content"] or "")
+                elif req.prompt is not None:
+                    plan = str(answer["text"])
+                else:
+                    plan = [int(x) for x in answer.get("output_ids") or []]
         except Exception:  # noqa: BLE001 - no plan (pool down, worker died, odd answer): answer without one
             plan = ""
-        headers["x-rlroute-plan-tokens"] = str(count_tokens(plan))
+        headers["x-rlroute-plan-tokens"] = str(len(plan) if isinstance(plan, list) else count_tokens(plan))
         return plan_edit(payload, plan) if plan else payload
 
 
-def _edit_generate(payload: dict[str, Any], plan: str) -> dict[str, Any]:
+PLAN_ASK = "Write a short plan for answering the request above."
+PlanEdit = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def _edit_generate(payload: dict[str, Any], plan: str | list[int]) -> dict[str, Any]:
     out = dict(payload)
-    if "text" in out and out["text"] is not None:
-        out["text"] = f"{out['text']}\n\nPlan:{plan}\n\nAnswer:"
+    if isinstance(plan, list):
+        out["input_ids"] = list(out["input_ids"]) + plan  # the large model's own token ids (shared tokenizer)
     else:
-        out["input_ids"] = list(out["input_ids"]) + [int(x) for x in text_token_ids("\nPlan:" + plan)]
+        out["text"] = f"{out['text']}\n\nPlan:{plan}\n\nAnswer:"
     return out
 
 
@@ -243,20 +268,21 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.post("/generate", summary="SGLang native generation (text or input_ids; stream for SSE)")
     async def generate(body: schemas.GenerateRequest, request: FastAPIRequest) -> Response:
-        req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens)
+        req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens, request.headers)
         return await router.route("generate", "/generate", body.model_dump(exclude_none=True), await request.body(),
                                   req, body.stream, _edit_generate, router.forced_action(request.headers))
 
     @app.post("/v1/chat/completions", summary="OpenAI chat completions (stream for SSE)")
     async def chat(body: schemas.ChatRequest, request: FastAPIRequest) -> Response:
         payload = body.model_dump(exclude_none=True)
-        req = router.build_request(chat_prompt(payload["messages"]), None, body.max_new())
+        turn = sum(1 for m in payload["messages"] if m.get("role") == "assistant")
+        req = router.build_request(chat_prompt(payload["messages"]), None, body.max_new(), request.headers, turn)
         return await router.route("chat", "/v1/chat/completions", payload, await request.body(), req, body.stream,
                                   _edit_chat, router.forced_action(request.headers))
 
     @app.post("/v1/completions", summary="OpenAI completions (stream for SSE)")
     async def completions(body: schemas.CompletionRequest, request: FastAPIRequest) -> Response:
-        req = router.build_request(body.prompt, None, body.max_tokens)
+        req = router.build_request(body.prompt, None, body.max_tokens, request.headers)
         return await router.route("completions", "/v1/completions", body.model_dump(exclude_none=True),
                                   await request.body(), req, body.stream, _edit_completion,
                                   router.forced_action(request.headers))

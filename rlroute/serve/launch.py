@@ -27,14 +27,17 @@ class RouterProc:
         overrides: extra Hydra overrides (``policy.path=...``, ``retries=...``).
         env: extra environment (e.g. ``RLROUTE_ADMIN_TOKEN``).
         startup_timeout_s: wall seconds to wait for ``/health`` to answer.
+        launcher: the command that runs the CLI (default ``python -m rlroute.cli``); ``serve`` and the
+            overrides follow it (e.g. a script that patches the router first: the parity mutation test).
     """
 
     def __init__(self, large: list[str], small: list[str], log: Path, overrides: list[str] | None = None,
-                 env: dict[str, str] | None = None, startup_timeout_s: float = 60.0) -> None:
+                 env: dict[str, str] | None = None, startup_timeout_s: float = 60.0,
+                 launcher: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
-        cmd = [sys.executable, "-m", "rlroute.cli", "serve", f"port={self.port}",
+        cmd = [*(launcher or [sys.executable, "-m", "rlroute.cli"]), "serve", f"port={self.port}",
                f"pools.large.workers=[{','.join(large)}]", f"pools.small.workers=[{','.join(small)}]",
                *(overrides or [])]
         self.log.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from rlroute.worker import schemas
 from rlroute.worker.engine import Engine, Job
 from rlroute.worker.faults import Faults
 from rlroute.worker.metrics import WorkerMetrics
-from rlroute.worker.tokens import chat_prompt, count_tokens, filler_text, id_blocks, text_blocks
+from rlroute.worker.tokens import chat_prompt, count_tokens, filler_ids, filler_text, id_blocks, text_blocks
 
 
 class WorkerState:
@@ -171,7 +171,8 @@ def create_app(state: WorkerState) -> FastAPI:
         if req.stream:
             return stream(job, t0, generate_chunk, seed)
         await run_to_end(job)
-        return JSONResponse({"text": filler_text(job.generated, seed), "meta_info": _meta(state, job, t0)})
+        return JSONResponse({"text": filler_text(job.generated, seed), "output_ids": filler_ids(job.generated, seed),
+                             "meta_info": _meta(state, job, t0)})
 
     def usage(job: Job) -> dict[str, Any]:
         return {

@@ -27,13 +27,6 @@ def count_tokens(text: str) -> int:
     return (n + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
 
 
-def text_token_ids(text: str) -> np.ndarray:
-    """Pseudo-token ids of ``text``: its UTF-8 bytes read as little-endian uint32 words (zero padded)."""
-    raw = text.encode("utf-8", "surrogatepass")
-    pad = (-len(raw)) % BYTES_PER_TOKEN
-    return np.frombuffer(raw + b"\0" * pad, dtype="<u4")
-
-
 def _chain(raw: bytes, chunk: int) -> tuple[int, ...]:
     out: list[int] = []
     prev = b""
@@ -83,6 +76,11 @@ def chat_prompt(messages: Sequence[dict[str, object]]) -> str:
 
 
 _WORDS = ("the", "plan", "is", "to", "route", "each", "request", "with", "care", "and", "cache", "well")
+
+
+def filler_ids(n_tokens: int, seed: int = 0) -> list[int]:
+    """The emulated model's token ids of :func:`filler_text` (one per generated word; ``output_ids``)."""
+    return [1000 + (seed + i) % len(_WORDS) for i in range(n_tokens)]
 
 
 def filler_text(n_tokens: int, seed: int = 0) -> str:

@@ -27,12 +27,14 @@ import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from rlroute.types import Request
 from rlroute.workload.arrivals import ArrivalProcess, TraceArrivals
 from rlroute.workload.base import WorkloadError
+from rlroute.workload.caps import ClientCaps
 from rlroute.workload.prompts import Conversation, PromptSet
 from rlroute.workload.synthetic import OUTPUT_LENGTHS, LogNormal, filler
 from rlroute.workload.tokens import TOKEN_ARRAY_KEY, IntArray, chain_blocks, stable_hash, token_cache
@@ -73,7 +75,9 @@ class PromptWorkload:
         decode_tokens_per_s: assumed decode speed to place the next turn after a reply.
         max_turns: use at most this many turns of a conversation.
         max_context_tokens: a turn whose prompt is longer ends its session (counted in ``dropped_turns``).
-        max_new_tokens: the client's token cap (``max(max_new_tokens, output_len)`` is reported).
+        max_new_tokens: the client's token cap: an int, ``{caps, weights}`` or None for the default mix
+            (:mod:`rlroute.workload.caps`); the reply is cut at it. ``session_id`` is set only for
+            conversations of more than one turn.
         output_len: log-normal params ``{median, sigma, low, high}`` for replies the set does not give;
             default per category from :data:`~rlroute.workload.synthetic.OUTPUT_LENGTHS`.
         with_token_ids: attach ``token_ids`` (costs a tuple per request; blocks are always attached).
@@ -94,7 +98,7 @@ class PromptWorkload:
         decode_tokens_per_s: float = 50.0,
         max_turns: int | None = None,
         max_context_tokens: int = 32768,
-        max_new_tokens: int = 2048,
+        max_new_tokens: int | Mapping[str, Any] | None = None,
         output_len: Mapping[str, float] | None = None,
         with_token_ids: bool = True,
         shuffle: bool = True,
@@ -114,11 +118,8 @@ class PromptWorkload:
             float(think_time_s),
             float(decode_tokens_per_s),
         )
-        self.max_turns, self.max_context_tokens, self.max_new_tokens = (
-            max_turns,
-            int(max_context_tokens),
-            int(max_new_tokens),
-        )
+        self.max_turns, self.max_context_tokens = max_turns, int(max_context_tokens)
+        self.caps = ClientCaps(max_new_tokens)
         self.output_len = LogNormal(**output_len) if output_len else None  # type: ignore[arg-type]
         self.with_token_ids, self.shuffle = with_token_ids, shuffle
         self.name = name or f"{getattr(prompts, 'name', 'prompts')}"
@@ -293,8 +294,11 @@ class PromptWorkload:
             if out != known_out:
                 out_blocks = ()
         # An empty reply in the data (~0.3 % of ShareGPT turns) still costs one decode step (the EOS token);
-        # a zero-length generation is not a request any engine serves.
-        out = max(out, 1)
+        # a zero-length generation is not a request any engine serves. The engine stops at the client's cap.
+        cap = self.caps.draw(rid, t)
+        if out > cap:  # cut at the cap: the finished sequence's full blocks end earlier
+            out_blocks = out_blocks[: (input_len + cap) // block_size - input_len // block_size]
+        out = min(max(out, 1), cap)
         token_ids = tuple(ids.tolist()) if self.with_token_ids else None
         return Request(
             id=rid,
@@ -306,11 +310,11 @@ class PromptWorkload:
             output_blocks=out_blocks,
             prompt=prompt,
             token_ids=token_ids,
-            session_id=session,
+            session_id=session if row is None and self._turns(conv) > 1 else None,
             turn=k,
             category=conv.category,
             labels=dict(conv.labels) if (conv.labels is not None and k == 0) else None,
-            max_new_tokens=max(self.max_new_tokens, out),
+            max_new_tokens=cap,
             # The ids as the int32 array they came from, tagged with the tuple they equal, so feature
             # hashing skips converting ~1k Python ints (see rlroute.features.text.token_array).
             cache={TOKEN_ARRAY_KEY: (token_ids, ids)} if token_ids is not None else {},
@@ -327,7 +331,8 @@ class TraceWorkload:
         max_requests: stop after this many requests.
         on_error: ``raise`` on a bad row or ``skip`` it (counted in ``skipped``, logged).
         random_start: start at a random row of the window and wrap around.
-        max_new_tokens: reported client cap (``max(max_new_tokens, output_len)``).
+        max_new_tokens: the client's cap (int, ``{caps, weights}`` or None: :mod:`rlroute.workload.caps`);
+            the trace's output length is cut at it.
     """
 
     def __init__(
@@ -338,18 +343,13 @@ class TraceWorkload:
         max_requests: int | None = None,
         on_error: str = "raise",
         random_start: bool = False,
-        max_new_tokens: int = 2048,
+        max_new_tokens: int | Mapping[str, Any] | None = None,
         name: str = "trace",
     ) -> None:
         check_split(split)
         self.arrival_process = TraceArrivals(path, on_error, random_start)
-        self.split, self.rate, self.max_requests, self.max_new_tokens, self.name = (
-            split,
-            rate,
-            max_requests,
-            max_new_tokens,
-            name,
-        )
+        self.split, self.rate, self.max_requests, self.name = split, rate, max_requests, name
+        self.caps = ClientCaps(max_new_tokens)
 
     @property
     def skipped(self) -> int:
@@ -365,13 +365,14 @@ class TraceWorkload:
         for i, a in enumerate(itertools.islice(arrivals, self.max_requests)):
             r = a.row
             assert r is not None
+            cap = self.caps.draw(i, a.time)
             yield Request(
                 id=i,
                 arrival=a.time,
                 input_len=inp[r],
-                output_len=outl[r],
+                output_len=max(1, min(outl[r], cap)),
                 blocks=tr.blocks[r],
                 block_size=tr.block_size,
-                output_blocks=outb[r],
-                max_new_tokens=max(self.max_new_tokens, outl[r]),
+                output_blocks=outb[r][: (inp[r] + cap) // tr.block_size - inp[r] // tr.block_size],
+                max_new_tokens=cap,
             )

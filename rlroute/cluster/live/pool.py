@@ -2,8 +2,8 @@
 
 State semantics follow the simulator (:mod:`rlroute.cluster.sim`) so features mean the same in both:
 recent hit rate and throughput decay with ``TAU``; recent TTFT/TPOT/e2e are EWMAs of completions;
-``queued``/``running`` are the worker's scraped counts, raised to the router's own in-flight count when
-the scrape is older than the last submissions.
+``queued``/``running`` are the worker's scraped counts plus the requests the router sent since that
+scrape (running when the worker's queue was empty, as an engine admits them at once; else queued).
 """
 
 from __future__ import annotations
@@ -153,8 +153,15 @@ class LiveInstance:
         """The instance's typed state (the features read these fields); ``held``: the router holds the pool."""
         self._decay(now)
         s = self.stats
-        running = s.running
-        queued = max(s.queued, self.inflight - running)
+        running, queued = s.running, s.queued
+        unseen = self.inflight - running - queued  # sent since the last scrape (or not counted by it yet)
+        if unseen > 0:
+            # Where the simulator would have put them: an engine with an empty queue admits new requests
+            # at once (running); behind a queue, or while paused, they wait (queued).
+            if queued == 0 and not s.paused:
+                running += unseen
+            else:
+                queued += unseen
         return InstanceState(
             index=self.index, healthy=self.up, paused=s.paused or held, queued=queued, running=running,
             kv_used_tokens=s.kv_used_tokens, kv_capacity_tokens=max(1, s.kv_capacity_tokens),
