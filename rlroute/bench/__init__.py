@@ -25,6 +25,7 @@ BENCHES = {
     "replay": "open-loop trace replay against an endpoint",
     "workload": "workload materialisation time (cold, warm, reseeded)",
     "fork": "simulator fork time mid-episode; decisions/s of the fork references",
+    "parity": "env vs rlroute serve observations and actions: frozen inputs and a timed replay",
 }
 
 
