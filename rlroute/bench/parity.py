@@ -310,7 +310,7 @@ def _tier2(server: _Server, slot: Any, n: int, load: float, speedup: float, seed
     per_feature[cache] = False
     bad = np.flatnonzero(per_feature & (d_rs > limit + 1e-7))
     cache_ok = float(d_rs[cache].mean()) <= float(limit[cache].mean()) + 1e-7
-    closest = np.argsort(limit - d_rs)[:8]
+    closest = [i for i in np.argsort(limit - d_rs) if d_rs[i] > 0][:8]  # smallest margins among differing features
     shares = _shares(router_acts)
     return {
         "requests": n, "knee_req_s": knee, "knee_sweep": sweep, "rate_req_s": rate, "load_of_knee": load,
