@@ -26,8 +26,9 @@ def requests(n: int = 900, rate: float = 4.0) -> list[Request]:
     return conversation_requests(n, rate, np.random.default_rng(7), block_size=64)
 
 
-def cluster() -> SimCluster:
-    return SimCluster(pools=POOLS, events=EVENTS, rng=np.random.default_rng(3))  # type: ignore[arg-type]
+def cluster(scheduler: str = "sglang") -> SimCluster:
+    pools = {name: {**p, "scheduler": {"kind": scheduler}} for name, p in POOLS.items()}
+    return SimCluster(pools=pools, events=EVENTS, rng=np.random.default_rng(3))  # type: ignore[arg-type]
 
 
 def drive(cl: SimCluster, reqs: list[Request], actions: np.ndarray) -> list[Completion]:
@@ -38,11 +39,12 @@ def drive(cl: SimCluster, reqs: list[Request], actions: np.ndarray) -> list[Comp
     return out + cl.drain()
 
 
-def test_fork_evolves_exactly_as_the_original() -> None:
+@pytest.mark.parametrize("scheduler", ["sglang", "legacy"])
+def test_fork_evolves_exactly_as_the_original(scheduler: str) -> None:
     reqs = requests()
     actions = np.random.default_rng(0).integers(0, 3, len(reqs))
     cut = len(reqs) // 2
-    cl = cluster()
+    cl = cluster(scheduler)
     for r, a in zip(reqs[:cut], actions[:cut], strict=True):
         cl.advance(r.arrival)
         cl.submit(r, int(a))
