@@ -34,9 +34,10 @@ def test_pgr_anchors() -> None:
 
 
 @pytest.mark.parametrize(("action", "expected"), [(1, 0.0), (0, 1.0)])
-def test_apgr_all_small_zero_all_large_one(action: int, expected: float) -> None:
+def test_fixed_rules_report_one_operating_point_not_an_apgr(action: int, expected: float) -> None:
     m = episode_metrics(recs([action] * 4))
-    assert m["apgr"] == pytest.approx(expected) and m["pgr"] == pytest.approx(expected)
+    assert m["pgr"] == pytest.approx(expected) and m["strong_share"] == 1.0 - action
+    assert math.isnan(m["apgr"]) and math.isnan(m["cpt50"])  # no score, no curve: no APGR
 
 
 def test_episode_metrics_by_hand() -> None:
@@ -49,8 +50,8 @@ def test_episode_metrics_by_hand() -> None:
     assert m["cache_hit_rate"] == pytest.approx(150 / 400)
     assert m["slo_attainment"] == 0.5  # ttft 0.1, 0.2 meet 0.25; 0.3, 0.4 do not
     assert m["e2e_p50"] == pytest.approx(2.5) and m["ttft_p99"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.4], 99))
-    # single operating point: CPT(50%) = its call share since it reaches PGR 0.5; CPT(80%) unreachable
-    assert m["cpt50"] == 0.5 and math.isnan(m["cpt80"])
+    # single operating point: no curve, so no CPT
+    assert math.isnan(m["cpt50"]) and math.isnan(m["cpt80"])
 
 
 def test_hybrid_has_its_own_ttft_target_when_the_reward_gives_one() -> None:
@@ -70,7 +71,7 @@ def test_threshold_sweep_and_apgr_of_a_perfect_ranking() -> None:
     # Gains of large over small: +1, +1, 0, 0. A perfect score ranks the two +1 first.
     ok_l = np.array([1, 1, 1, 0], bool)
     ok_s = np.array([0, 0, 1, 0], bool)
-    xs, qs = threshold_sweep(np.array([0.9, 0.8, 0.1, 0.2]), ok_l, ok_s, np.array([0, 0.25, 0.5, 0.75, 1.0]))
+    xs, qs = threshold_sweep(np.array([0.9, 0.8, 0.1, 0.2]), ok_l, ok_s, n_bins=4)
     assert list(xs) == [0, 0.25, 0.5, 0.75, 1.0]
     assert list(qs) == pytest.approx([0.25, 0.5, 0.75, 0.75, 0.75])
     # PGR curve 0, .5, 1, 1, 1 → trapezoid area = (.25 + .75 + 1 + 1) / 4 = 0.75
@@ -86,9 +87,20 @@ def test_random_ranking_apgr_is_about_half() -> None:
     assert apgr(xs, qs, ok_s.mean(), ok_l.mean()) == pytest.approx(0.5, abs=0.05)
 
 
+def test_tied_scores_move_together_as_a_threshold_does() -> None:
+    # A constant score (e.g. a router that cannot tell requests apart) gives only the two end points:
+    # the straight line between all-small and all-large, APGR 0.5, as RouteLLM's qcut sweep gives.
+    ok_l, ok_s = np.array([1, 1, 1, 0], bool), np.array([0, 0, 1, 0], bool)
+    xs, qs = threshold_sweep(np.full(4, 0.3), ok_l, ok_s, n_bins=4)
+    assert set(xs.tolist()) == {0.0, 1.0}
+    assert apgr(xs, qs, 0.25, 0.75) == pytest.approx(0.5)
+    assert math.isnan(apgr([0.4], [0.5], 0.25, 0.75))  # one point: no area
+
+
 def test_scored_policy_uses_the_sweep() -> None:
     m = episode_metrics(recs([0, 0, 1, 1], scores=[0.9, 0.8, 0.1, 0.2]))
-    # The operating point recovers the whole gap (PGR 1), the swept curve's area is 0.75 (as above).
+    # The operating point recovers the whole gap (PGR 1); the swept curve (20 quantile bins of 4 scores)
+    # has the points of the perfect ranking above, area 0.75.
     assert m["pgr"] == pytest.approx(1.0) and m["apgr"] == pytest.approx(0.75)
 
 
@@ -122,10 +134,10 @@ def test_summary_ratios_are_pooled_over_seeds() -> None:
     assert math.isnan(per_seed[0]["pgr"])
     summary = summarise(per_seed, tie + win)
     # pooled: q_weak = (4 + 1) / 8, q_strong = (4 + 3) / 8, policy = (4 + 3) / 8 → PGR 1
-    assert summary["pgr"].mean == pytest.approx(1.0) and summary["pgr"].n == 8
+    assert summary["pgr"].mean == pytest.approx(1.0) and summary["pgr"].n == 2  # resampled by seed (window)
     assert summary["quality"].n == 2  # per-request metrics keep the t-interval over seeds
     anchors = summarise([episode_metrics(recs([1] * 4))], recs([1] * 4))
-    assert anchors["apgr"].mean == 0.0 and anchors["apgr"].low == anchors["apgr"].high == 0.0
+    assert anchors["pgr"].mean == 0.0 and math.isnan(anchors["apgr"].mean)
 
 
 def test_bootstrap_option_gives_request_level_intervals() -> None:
@@ -137,3 +149,12 @@ def test_bootstrap_option_gives_request_level_intervals() -> None:
     assert summary["mix_large"].n == 1  # episode-level metrics stay over seeds
     with pytest.raises(ValueError, match="eval.ci"):
         summarise([episode_metrics(rows)], rows, ci="jackknife")
+
+
+def test_learned_policy_score_is_p_large_plus_p_hybrid_over_allowed_actions() -> None:
+    from rlroute.policies.common import strong_score
+
+    assert strong_score(np.array([0.2, 0.5, 0.3])) == pytest.approx(0.5)
+    # Hybrid not allowed: its probability mass is dropped and the rest renormalised.
+    assert strong_score(np.array([0.2, 0.5, 0.3]), np.array([True, True, False])) == pytest.approx(0.2 / 0.7)
+    assert math.isnan(strong_score(np.zeros(3)))

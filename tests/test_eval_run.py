@@ -45,12 +45,12 @@ def test_records_cover_every_decision(results: dict[str, EvalResult]) -> None:
     assert all(math.isfinite(r["score"]) for r in results["threshold"].records)  # swept for APGR
 
 
-def test_apgr_anchors_on_a_real_run(results: dict[str, EvalResult]) -> None:
+def test_pgr_anchors_on_a_real_run(results: dict[str, EvalResult]) -> None:
     for m in results["all_small"].per_seed:
-        assert m["apgr"] == pytest.approx(0.0) and m["mix_small"] == 1.0
+        assert m["pgr"] == pytest.approx(0.0) and m["mix_small"] == 1.0 and math.isnan(m["apgr"])
     for m in results["all_large"].per_seed:
-        assert m["apgr"] == pytest.approx(1.0) and m["cost_saving"] == pytest.approx(0.0)
-    assert results["all_small"].summary["apgr"].mean == 0.0 and results["all_large"].summary["apgr"].mean == 1.0
+        assert m["pgr"] == pytest.approx(1.0) and m["cost_saving"] == pytest.approx(0.0)
+    assert results["all_small"].summary["pgr"].mean == 0.0 and results["all_large"].summary["pgr"].mean == 1.0
 
 
 def test_oracle_is_an_upper_bound_at_no_more_cost(results: dict[str, EvalResult]) -> None:

@@ -16,9 +16,20 @@ from rlroute.features import FeatureExtractor
 from rlroute.policies.base import DecisionContext
 from rlroute.quality.base import QualityModel
 from rlroute.types import ACTION_NAMES, POOLS, Action, Completion, FloatArray, Request
-from rlroute.workload.base import Workload
+from rlroute.workload.base import Window, Workload
 
 _SEED_HIGH = 2**62
+
+
+def _window(value: Any) -> Window | None:
+    """``options["window"]`` as a :class:`Window`: a Window, an ``(index, count)`` pair, or None."""
+    if value is None or isinstance(value, Window):
+        return value
+    try:
+        index, count = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"reset options 'window': expected (index, count) or a Window, got {value!r}") from None
+    return Window(index, count)
 
 
 class Credit(NamedTuple):
@@ -99,7 +110,9 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     A fresh cluster (empty queues, cold caches) and a fresh workload stream, both seeded from
     ``self.np_random``; the first ``offset`` requests of the stream are skipped, ``offset`` uniform in
     ``[0, max_offset]``, so episodes start at different points of a trace. The cluster is advanced to the
-    first request's arrival.
+    first request's arrival. ``reset(options={"window": (i, n)})`` (or a
+    :class:`~rlroute.workload.base.Window`) replays window ``i`` of ``n`` disjoint windows of the split
+    instead, from its start (no offset): the evaluation's "test seed i".
 
     ## Episode End
 
@@ -224,20 +237,28 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     ) -> tuple[FloatArray, dict[str, Any]]:
         """Start an episode: fresh cluster and stream seeded from ``self.np_random``."""
         super().reset(seed=seed)
+        window = _window((options or {}).get("window"))
         s_wl, s_q, s_cl = (int(x) for x in self.np_random.integers(0, _SEED_HIGH, size=3))
         offset = int(self.np_random.integers(0, self.max_offset + 1)) if self.max_offset else 0
+        if window is not None:
+            offset = 0
         self.cluster = self.cluster_factory(np.random.default_rng(s_cl))
         hybrid = getattr(self.quality, "hybrid", None)
         configure = getattr(self.cluster, "configure_hybrid", None)
         if hybrid is not None and configure is not None:
             configure(hybrid)  # plan length / cascade mode are the quality config's assumptions
         self._q_rng = np.random.default_rng(s_q)
-        self._stream = islice(self.workload.requests(np.random.default_rng(s_wl)), offset, None)
+
+        def stream() -> Iterator[Request]:
+            rng = np.random.default_rng(s_wl)
+            return self.workload.requests(rng) if window is None else self.workload.requests(rng, window)
+
+        self._stream = islice(stream(), offset, None)
         self._ahead.clear()
         first = self._pull()
         if first is None and offset:
             offset = 0  # the stream is shorter than the offset: start at its beginning
-            self._stream = iter(self.workload.requests(np.random.default_rng(s_wl)))
+            self._stream = stream()
             first = self._pull()
         if first is None:
             raise ValueError(
@@ -249,7 +270,8 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self._open = {}
         self.cluster.advance(first.arrival)
         self._observe(first)
-        return self._obs.copy(), {"request_id": first.id, "time": self.cluster.now, "offset": offset}
+        return self._obs.copy(), {"request_id": first.id, "time": self.cluster.now, "offset": offset,
+                                  "window": window}
 
     def step(self, action: int | np.integer[Any]) -> tuple[FloatArray, float, bool, bool, dict[str, Any]]:
         """Route the pending request with ``action`` and advance the cluster to the next arrival."""

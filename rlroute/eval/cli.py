@@ -62,12 +62,13 @@ def run_eval(cfg: Any, out_dir: Path | None = None) -> list[EvalResult]:
     seeds = [int(s) for s in cfg.seeds]
     splits = [str(s) for s in cfg.splits]
     specs = policy_specs(cfg)
+    windows = int(cfg.windows) if cfg.get("windows") is not None else None
     results: list[EvalResult] = []
     for split in splits:
         env = default_env_factory(cfg, split)  # one env per split, reused by every policy (reset per seed)
-        reference = all_large_costs(cfg, split, seeds, env=env)
+        reference = all_large_costs(cfg, split, seeds, env=env, windows=windows)
         split_results = [evaluate(spec, cfg, split, seeds, reference_cost=reference, ci=str(cfg.get("ci", "t")),
-                                  env=env) for spec in specs]
+                                  env=env, windows=windows) for spec in specs]
         env.close()
         if cfg.get("runs") and len(split_results) > 1:
             split_results.append(aggregate_runs(split_results, float(cfg.get("confidence", 0.95))))

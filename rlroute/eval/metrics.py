@@ -11,20 +11,26 @@ RouteLLM metrics (Ong et al., 2024, and ``routellm/evals/evaluate.py``):
 * ``PGR = (q − q_weak) / (q_strong − q_weak)``, with q_weak / q_strong the quality of sending the *same*
   requests all to small / all to large (from the per-action draws, so all-small is exactly 0 and all-large
   exactly 1 by construction).
-* APGR: RouteLLM computes ``(AUC − AUC_weak) / (AUC_strong − AUC_weak)`` with trapezoids over the router's
-  (strong-call %, quality) points. For a router with a score we sweep the threshold over a grid of strong-
-  call shares (0 %, 5 %, …, 100 %) on the episode's requests, exactly as RouteLLM's offline evaluation
-  does. A fixed policy has one operating point; the same ratio over a vanishing x-range is its PGR, so we
-  define APGR = PGR at its operating point — all-small 0, all-large 1, random ≈ its call share.
-* CPT(x %): the smallest strong-call share that reaches PGR x, interpolated linearly along the curve (as
-  RouteLLM's ``np.interp``); for a single operating point, its call share if it reaches x, else NaN.
+* APGR — one definition, RouteLLM's (``routellm/evals/evaluate.py``, ``apgr_metric``; thresholds as in
+  ``routellm/evals/benchmarks.py``, ``MMLU.evaluate``): a policy with a *score* (its estimate that the strong
+  model is needed) is swept over thresholds at the score's quantiles (``pd.qcut`` bins, duplicates kept;
+  ``score >= t`` goes strong, the last threshold ``score > max`` sends none), each threshold giving a
+  (strong-call share, quality) point with quality = the large draw where routed strong, else the small
+  draw. APGR = ``(AUC − AUC_weak) / (AUC_strong − AUC_weak)``, trapezoids over the points' share range,
+  AUC_weak / AUC_strong the flat all-small / all-large qualities over the same range. Scores: the threshold
+  router's P(large needed), a learned policy's P(large) + P(hybrid) from its action probabilities
+  (``SB3Policy.score``, ``OnnxPolicy.score``), the supervised router's predicted advantage. A policy
+  without a score (fixed rules, heuristics, oracles) has one operating point and no curve: its APGR is
+  NaN and its operating point is reported as ``pgr`` at ``strong_share`` — never under the name APGR.
+* CPT(x %): the smallest strong-call share at which the swept curve reaches PGR x, interpolated linearly
+  (as RouteLLM's ``np.interp``); NaN without a curve or when the curve never reaches x.
 * Strong-model calls count large and hybrid (hybrid calls the large model for its plan).
 
 These ratios are computed per episode (``episode_metrics``) and, for the summary, on the pooled requests
-of all seeds (``routing_metrics`` over the pooled arrays, as RouteLLM computes them on the whole set): a
-per-episode ratio explodes when that episode's gap ``q_strong − q_weak`` is near zero (a few hundred
-requests of held-out subjects where the two models tie), so the pooled value with a bootstrap interval
-over requests is the reported one (``rlroute.eval.run.summarise``).
+of all test windows (``routing_metrics`` over the pooled arrays, as RouteLLM computes them on the whole
+set): a per-episode ratio explodes when that episode's gap ``q_strong − q_weak`` is near zero, so the
+pooled value with a bootstrap interval clustered by test window is the reported one
+(``rlroute.eval.run.summarise``).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from rlroute.types import Action
 Record = dict[str, Any]
 Curve = Sequence[float] | np.ndarray
 PERCENTILES = (50, 90, 99)
-SWEEP_SHARES = np.linspace(0.0, 1.0, 21)
+SWEEP_BINS = 20  # quantile bins of the threshold sweep (RouteLLM uses --num-results 10; finer here)
 
 
 def pgr(q: float, q_weak: float, q_strong: float) -> float:
@@ -49,21 +55,22 @@ def pgr(q: float, q_weak: float, q_strong: float) -> float:
 
 
 def apgr(shares: Curve, qualities: Curve, q_weak: float, q_strong: float) -> float:
-    """RouteLLM's APGR of the (strong-call share, quality) points; one point → its PGR (module doc)."""
+    """RouteLLM's APGR of a swept (strong-call share, quality) curve; NaN without a curve (module doc)."""
     x, q = _sorted_curve(shares, qualities)
     span = float(x[-1] - x[0])
     if span <= 1e-12:
-        return pgr(float(np.mean(q)), q_weak, q_strong)
+        return float("nan")  # one operating point: no area to compare (report its PGR instead)
     auc = float(np.trapezoid(q, x))
-    return pgr(auc / span, q_weak, q_strong)
+    return pgr(auc / span, q_weak, q_strong)  # (AUC − q_weak·span) / (q_strong·span − q_weak·span)
 
 
 def cpt(shares: Curve, qualities: Curve, q_weak: float, q_strong: float, level: float) -> float:
-    """Call-performance threshold: least strong-call share reaching PGR ``level`` (NaN if never)."""
+    """Call-performance threshold: least strong-call share where the curve reaches PGR ``level`` (NaN if
+    never, or without a curve)."""
     x, q = _sorted_curve(shares, qualities)
+    if x.size == 1 or float(x[-1] - x[0]) <= 1e-12:
+        return float("nan")
     target = q_weak + level * (q_strong - q_weak)
-    if x.size == 1:
-        return float(x[0]) if q[0] >= target - 1e-12 else float("nan")
     if q[0] >= target:
         return float(x[0])
     for k in range(1, x.size):
@@ -84,21 +91,26 @@ def _sorted_curve(shares: Curve, qualities: Curve) -> tuple[np.ndarray, np.ndarr
 
 
 def threshold_sweep(
-    scores: np.ndarray, ok_large: np.ndarray, ok_small: np.ndarray, shares: np.ndarray = SWEEP_SHARES
+    scores: np.ndarray, ok_large: np.ndarray, ok_small: np.ndarray, n_bins: int = SWEEP_BINS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Quality when the top-``share`` requests by score go large and the rest small, for each share.
+    """RouteLLM's sweep: thresholds at the ``n_bins``-quantiles of ``scores``; ``score >= t`` goes large
+    (the last threshold: ``score > t``, so none), the rest small. Ties move together, as a threshold does.
 
-    Returns the realised shares (k / n) and qualities; the order of equal scores is kept stable.
+    Returns the (strong-call share, quality) points sorted by share.
     """
     n = scores.size
     if n == 0:
         raise ValueError("threshold_sweep: no requests")
-    rank = np.argsort(-scores, kind="stable")
-    gain = (ok_large.astype(np.float64) - ok_small.astype(np.float64))[rank]
-    cum = np.concatenate([[0.0], np.cumsum(gain)])
-    ks = np.unique(np.round(shares * n).astype(int))
-    quality = (ok_small.sum() + cum[ks]) / n
-    return ks / n, quality
+    if n_bins < 1:
+        raise ValueError(f"threshold_sweep: n_bins must be >= 1, got {n_bins}")
+    thresholds = np.quantile(scores, np.linspace(0.0, 1.0, n_bins + 1))
+    large, small = ok_large.astype(np.float64), ok_small.astype(np.float64)
+    strong = scores[None, :] >= thresholds[:, None]
+    strong[-1] = scores > thresholds[-1]
+    shares = strong.mean(axis=1)
+    quality = np.where(strong, large[None, :], small[None, :]).mean(axis=1)
+    order = np.argsort(shares, kind="stable")
+    return shares[order], quality[order]
 
 
 ROUTING_KEYS = ("pgr", "apgr", "cpt50", "cpt80")
@@ -110,7 +122,8 @@ def routing_metrics(action: np.ndarray, ok: np.ndarray, scores: np.ndarray) -> d
     Args:
         action: ``int[n]`` chosen actions.
         ok: ``bool[n, 3]`` drawn outcome of every action for each request.
-        scores: ``float[n]`` router scores (all finite → threshold sweep; else single operating point).
+        scores: ``float[n]`` the policy's scores (all finite → RouteLLM's threshold sweep gives APGR / CPT;
+            otherwise the policy has one operating point: ``pgr`` and ``strong_share``, APGR / CPT NaN).
     """
     n = action.size
     q_weak, q_strong = float(ok[:, Action.SMALL].mean()), float(ok[:, Action.LARGE].mean())

@@ -25,6 +25,8 @@ from rlroute.eval.stats import Interval, bootstrap_interval, t_interval
 from rlroute.policies.base import Policy
 from rlroute.policies.registry import make_policy, policy_name
 from rlroute.types import ACTION_NAMES, Action, Completion
+from rlroute.workload.base import Window
+from rlroute.workload.tokens import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "policy", "split", "seed", "request_id", "arrival", "action", "action_name", "pools", "category", "turn",
     "input_len", "ttft", "tpot", "e2e", "queue_time", "cost", "quality_ok", "ok_large", "ok_small",
     "ok_hybrid", "prompt_tokens", "cached_tokens", "output_tokens", "failed", "fail_reason", "score",
+    "prompt_id",
 )
 # Per-request metrics that a bootstrap over requests can resample (the others are per-episode ratios).
 BOOTSTRAP_KEYS = ("quality", "cost", "cache_hit_rate", "slo_attainment", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99")
@@ -92,10 +95,13 @@ def _record(decision: dict[str, Any], done: Completion | None) -> Record:
     return rec
 
 
-def run_episode(env: Any, policy: Policy, seed: int, split: str = "test") -> tuple[list[Record], float]:
-    """One episode of ``policy`` in ``env``; returns its per-request records and undiscounted return."""
+def run_episode(
+    env: Any, policy: Policy, seed: int, split: str = "test", window: Window | None = None
+) -> tuple[list[Record], float]:
+    """One episode of ``policy`` in ``env`` (on ``window`` of the split when given); returns its
+    per-request records and undiscounted return."""
     name = policy_name(policy)
-    env.reset(seed=seed)
+    env.reset(seed=seed, options={"window": window} if window is not None else None)
     policy.reset(np.random.default_rng(seed))
     bind = getattr(policy, "bind_env", None)
     if callable(bind):
@@ -116,6 +122,7 @@ def run_episode(env: Any, policy: Policy, seed: int, split: str = "test") -> tup
             "action": int(action), "action_name": ACTION_NAMES[action], "category": req.category or "",
             "turn": req.turn, "input_len": req.input_len, "ok_large": bool(ok[0]), "ok_small": bool(ok[1]),
             "ok_hybrid": bool(ok[2]), "score": float(scorer(ctx)) if callable(scorer) else math.nan,
+            "prompt_id": f"{stable_hash(req.prompt):x}" if req.prompt else "",
         })
         _, reward, terminated, truncated, info = env.step(int(action))
         total_reward += float(reward)
@@ -140,8 +147,9 @@ def summarise(
     """Mean and CI of every metric over seeds (``ci="t"``) or, for per-request metrics, by bootstrapping
     the pooled requests (``ci="bootstrap"``; see :mod:`rlroute.eval.stats` for why it is optimistic).
 
-    PGR / APGR / CPT are always computed on the pooled requests of all seeds with a bootstrap interval
-    over requests (a per-seed ratio is unstable when its gap q_strong − q_weak is near zero)."""
+    PGR / APGR / CPT are always computed on the pooled requests of all seeds (a per-seed ratio is unstable
+    when its gap q_strong − q_weak is near zero), with a bootstrap interval that resamples whole seeds
+    (test windows) when there are several, else requests (then optimistic: requests share a cluster)."""
     if ci not in ("t", "bootstrap"):
         raise ValueError(f"eval.ci: expected 't' or 'bootstrap', got {ci!r}")
     keys = list(per_seed[0]) if per_seed else []
@@ -149,13 +157,15 @@ def summarise(
     if records:
         # RouteLLM's ratios on the pooled requests (see rlroute.eval.metrics), bootstrap interval.
         action, ok, scores = pooled_routing_arrays(records)
+        seeds = np.array([r.get("seed", 0) for r in records])
+        clusters = seeds if np.unique(seeds).size > 1 else None
         rng = np.random.default_rng(0)
         for key in ROUTING_KEYS:
 
             def ratio(idx: np.ndarray, k: str = key) -> float:
                 return routing_metrics(action[idx], ok[idx], scores[idx])[k]
 
-            out[key] = bootstrap_interval(len(action), ratio, rng, min(n_boot, 300), confidence)
+            out[key] = bootstrap_interval(len(action), ratio, rng, min(n_boot, 300), confidence, clusters)
     if ci == "bootstrap" and records:
         rows = list(records)
         rng = np.random.default_rng(0)
@@ -180,6 +190,7 @@ def evaluate(
     env_factory: EnvFactory = default_env_factory,
     ci: str = "t",
     env: Any | None = None,
+    windows: int | None = None,
 ) -> EvalResult:
     """Evaluate ``policy`` on ``cfg``'s workload/cluster for ``split`` over ``seeds``.
 
@@ -195,6 +206,10 @@ def evaluate(
         env: an already built env of ``cfg``/``split`` to reuse (building one fits the quality model and
             loads the workload, which costs seconds); ``reset(seed=...)`` makes episodes independent of
             what ran before. Left open; otherwise one is built and closed.
+        windows: cut the split into this many disjoint windows and make test seed ``i`` window ``i``
+            (:class:`~rlroute.workload.base.Window`; seeds must then be ``0 <= i < windows``; the env's
+            randomness is still seeded with ``i``). ``None``: every seed replays the whole split with its
+            own random stream (draws that may overlap).
 
     Returns:
         An :class:`EvalResult` whose ``records`` can be written with :func:`rlroute.eval.report.write_records`.
@@ -212,14 +227,14 @@ def evaluate(
     per_seed: list[dict[str, float]] = []
     episodes: list[tuple[int, list[Record], float]] = []
     for seed in seeds:
-        recs, ret = run_episode(env, pol, int(seed), split)
+        recs, ret = run_episode(env, pol, int(seed), split, window_of(int(seed), windows))
         episodes.append((int(seed), recs, ret))
     is_large = policy_name(pol) == "all_large"
     if reference_cost is None:
         if is_large:
             reference_cost = {s: float(sum(r["cost"] for r in recs)) for s, recs, _ in episodes}
         else:
-            reference_cost = all_large_costs(cfg, split, seeds, env_factory, env)
+            reference_cost = all_large_costs(cfg, split, seeds, env_factory, env, windows)
     for seed, recs, ret in episodes:
         m = episode_metrics(recs, *slo, reference_cost=reference_cost.get(seed))
         m["reward"] = ret / max(len(recs), 1)
@@ -241,15 +256,26 @@ def workload_name(cfg: Any) -> str:
     return str(wl.get("name") or str(wl.get("_target_", "")).rsplit(".", 1)[-1])
 
 
+def window_of(seed: int, windows: int | None) -> Window | None:
+    """Test seed ``seed`` as window ``seed`` of ``windows`` (None without windows); a clear error when out of
+    range."""
+    if windows is None:
+        return None
+    if not 0 <= seed < windows:
+        raise ValueError(f"eval seeds: with windows={windows}, a seed is a window index 0..{windows - 1}, "
+                         f"got {seed}")
+    return Window(seed, windows)
+
+
 def all_large_costs(
     cfg: Any, split: str, seeds: Sequence[int], env_factory: EnvFactory = default_env_factory,
-    env: Any | None = None,
+    env: Any | None = None, windows: int | None = None,
 ) -> dict[int, float]:
     """Total cost of the all-large policy per seed (the reference of ``cost_saving``); reuses ``env``."""
     run_env = env if env is not None else env_factory(cfg, split)
     out = {}
     for seed in seeds:
-        recs, _ = run_episode(run_env, make_policy("all_large"), int(seed), split)
+        recs, _ = run_episode(run_env, make_policy("all_large"), int(seed), split, window_of(int(seed), windows))
         out[int(seed)] = float(sum(r["cost"] for r in recs))
     if env is None:
         run_env.close()

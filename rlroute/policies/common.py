@@ -91,3 +91,17 @@ def pool_load(ctx: DecisionContext, pool: str) -> float:
     if not serving:
         return float("inf")
     return sum(i.queued + i.running for i in serving) / len(serving)
+
+
+def strong_score(probs: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """A learned policy's score for RouteLLM's threshold sweep: P(large) + P(hybrid) (both call the strong
+    model), from its action probabilities renormalised over the allowed actions (``mask``; all if None)."""
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool).reshape(-1)
+        if m.any():
+            p = np.where(m, p, 0.0)
+    total = float(p.sum())
+    if not total > 0.0 or not np.isfinite(total):
+        return float("nan")
+    return float((p[Action.LARGE] + p[Action.HYBRID]) / total)

@@ -32,6 +32,7 @@ from rlroute.export.manifest import (
     read_manifest,
 )
 from rlroute.policies.base import DecisionContext, Policy
+from rlroute.policies.common import strong_score
 from rlroute.types import Action
 
 __all__ = [
@@ -216,6 +217,16 @@ class OnnxPolicy:
             d.reason = REASON_TIMEOUT
         self.last = d
         return d
+
+    def action_probs(self, obs: np.ndarray) -> np.ndarray:
+        """The policy's action distribution for one raw observation (softmax of :meth:`logits`)."""
+        z = self.logits(obs).astype(np.float64)
+        e = np.exp(z - z.max())
+        return e / e.sum()  # type: ignore[no-any-return]
+
+    def score(self, ctx: DecisionContext) -> float:
+        """P(large) + P(hybrid) over the allowed actions: the score RouteLLM's APGR sweep thresholds."""
+        return strong_score(self.action_probs(ctx.obs), ctx.mask)
 
     def act(self, ctx: DecisionContext) -> Action:
         """The policy's action for ``ctx``, or the fallback's when the guard refuses it (counted by reason)."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.policies.base import DecisionContext
+from rlroute.policies.common import strong_score
 from rlroute.types import Action
 
 
@@ -135,6 +136,10 @@ class SB3Policy:
             tensor, _ = self.model.policy.obs_to_tensor(x)
             dist = self.model.policy.get_distribution(tensor)
             return dist.distribution.probs.cpu().numpy()[0]
+
+    def score(self, ctx: DecisionContext) -> float:
+        """P(large) + P(hybrid) over the allowed actions: the score RouteLLM's APGR sweep thresholds."""
+        return strong_score(self.action_probs(ctx.obs), ctx.mask)
 
     def act(self, ctx: DecisionContext) -> Action:
         """Choose an action for the pending request from ``ctx.obs`` (and ``ctx.mask``)."""

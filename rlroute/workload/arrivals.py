@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from rlroute.workload.base import Window
 from rlroute.workload.traces import TraceData, load_trace, split_window
 
 _CHUNK = 1024
@@ -178,11 +179,18 @@ class TraceArrivals:
         return load_trace(self.path, self.on_error)
 
     def arrivals(
-        self, rng: np.random.Generator, split: str = "all", rate: float | None = None
+        self, rng: np.random.Generator, split: str = "all", rate: float | None = None,
+        window: Window | None = None,
     ) -> Iterator[Arrival]:
-        """The window's rows in time order, times relative to the window start (wrapping if random_start)."""
+        """The split's rows in time order, times relative to the start (wrapping if random_start).
+
+        ``window``: only that disjoint time window of the split's rows, from its first row, no wrap-around
+        (``random_start`` is ignored: a test window is replayed as it happened).
+        """
         tr = self.trace
         lo, hi = split_window(tr, split)
+        if window is not None:
+            lo, hi = window.bounds(lo, hi, f"rows of {self.path}'s {split!r} split")
         if hi <= lo:
             return
         ts = tr.timestamps[lo:hi] - tr.timestamps[lo]
@@ -193,7 +201,7 @@ class TraceArrivals:
         if rate:
             native = (hi - lo) / (span + wrap_gap)
             scale = native / float(rate)
-        start = int(rng.integers(hi - lo)) if self.random_start else 0
+        start = int(rng.integers(hi - lo)) if self.random_start and window is None else 0
         order = np.concatenate((np.arange(start, hi - lo), np.arange(0, start)))
         shifted = ts[order] - ts[start]
         if start:

@@ -33,7 +33,7 @@ import numpy as np
 
 from rlroute.types import Request
 from rlroute.workload.arrivals import ArrivalProcess, TraceArrivals
-from rlroute.workload.base import WorkloadError
+from rlroute.workload.base import Window, WorkloadError
 from rlroute.workload.caps import ClientCaps
 from rlroute.workload.prompts import Conversation, PromptSet
 from rlroute.workload.synthetic import OUTPUT_LENGTHS, LogNormal, filler
@@ -217,16 +217,25 @@ class PromptWorkload:
         n = min(len(convs), 256)
         return float(np.mean([self._turns(convs[i]) for i in range(n)])) if n else 1.0
 
-    def requests(self, rng: np.random.Generator) -> Iterator[Request]:
-        """Requests in non-decreasing arrival time (deterministic given ``rng``'s state)."""
+    def requests(self, rng: np.random.Generator, window: Window | None = None) -> Iterator[Request]:
+        """Requests in non-decreasing arrival time (deterministic given ``rng``'s state).
+
+        ``window``: only that disjoint block of the split's conversations (and, for trace timing, that
+        disjoint time window of the split's rows); see :class:`~rlroute.workload.base.Window`.
+        """
         g = split_rng(rng, self.split)
         convs = self.prompts.conversations(self.split)
         if len(convs) == 0:
             raise WorkloadError(
                 f"workload {self.name!r}: prompt set has no conversations for split {self.split!r}"
             )
+        if window is not None:
+            convs = window.take(convs, f"conversations of {self.name!r}'s {self.split!r} split")
         session_rate = self.rate / self.mean_turns(convs) if self.rate else None
-        arrivals = self.arrival_process.arrivals(g, self.split, session_rate)
+        if isinstance(self.arrival_process, TraceArrivals):
+            arrivals = self.arrival_process.arrivals(g, self.split, session_rate, window)
+        else:
+            arrivals = self.arrival_process.arrivals(g, self.split, session_rate)
         order = self._order(g, len(convs))
         trace = self.arrival_process.trace if isinstance(self.arrival_process, TraceArrivals) else None
         heap: list[tuple[float, int, int, int, int | None]] = []  # time, seq, conv index, turn, trace row
@@ -356,11 +365,12 @@ class TraceWorkload:
         """Bad rows skipped while parsing (``on_error="skip"``)."""
         return self.arrival_process.trace.skipped
 
-    def requests(self, rng: np.random.Generator) -> Iterator[Request]:
-        """The window's rows as requests (``rng`` only matters with ``random_start``)."""
+    def requests(self, rng: np.random.Generator, window: Window | None = None) -> Iterator[Request]:
+        """The split's rows as requests (``rng`` only matters with ``random_start``); ``window``: only that
+        disjoint time window of them."""
         tr = self.arrival_process.trace
         g = split_rng(rng, self.split)
-        arrivals = self.arrival_process.arrivals(g, self.split, self.rate)
+        arrivals = self.arrival_process.arrivals(g, self.split, self.rate, window)
         inp, outl, outb = tr.input_len.tolist(), tr.output_len.tolist(), tr.output_blocks
         for i, a in enumerate(itertools.islice(arrivals, self.max_requests)):
             r = a.row
