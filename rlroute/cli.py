@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("rlroute.train.cli", "main", "train a PPO routing policy (Hydra; -m for sweeps)"),
     "eval": ("rlroute.eval.cli", "main", "evaluate policies x workloads x seeds, write a report"),
     "baselines": ("rlroute.eval.baselines", "main", "evaluate every baseline, write baselines/results/"),
+    "study": ("rlroute.study.cli", "main", "the scenario study: train seeds x test windows, results.json"),
     "export": ("rlroute.export.cli", "main", "export a trained policy to ONNX + manifest"),
     "serve": ("rlroute.serve.cli", "main", "run the serving router"),
     "worker": ("rlroute.worker.cli", "main", "run an emulated SGLang-protocol worker"),

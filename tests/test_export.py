@@ -157,3 +157,23 @@ def test_cli_fresh_export_records_from_env(tmp_path: Path) -> None:
     assert m["verification"]["obs_source"].startswith("env:rlroute/Routing-v1")
     with pytest.raises(FileExistsError, match="overwrite"):
         export_policy(out, compose_cfg(), fresh=True, n_verify=10)
+
+
+def test_onnx_and_sb3_expose_the_same_apgr_score(exported: tuple[str, Any, Path, Path],
+                                                 recorded: tuple[Recorded, Path]) -> None:
+    """Both learned-policy forms give RouteLLM's sweep the same score: P(large) + P(hybrid)."""
+    from types import SimpleNamespace
+
+    from rlroute.policies.onnx import OnnxPolicy
+    from rlroute.policies.sb3 import SB3Policy
+
+    _, _, run_dir, folder = exported
+    rec, _ = recorded
+    onnx, sb3 = OnnxPolicy(folder), SB3Policy(run_dir)
+    for i in range(0, 200, 7):
+        mask = rec.masks[i] if rec.masks is not None else None
+        ctx = SimpleNamespace(obs=rec.obs[i], mask=mask)
+        probs = sb3.action_probs(rec.obs[i])
+        assert onnx.action_probs(rec.obs[i]) == pytest.approx(probs, abs=1e-5)
+        assert onnx.score(ctx) == pytest.approx(sb3.score(ctx), abs=1e-5)  # type: ignore[arg-type]
+        assert 0.0 <= sb3.score(ctx) <= 1.0  # type: ignore[arg-type]

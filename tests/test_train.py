@@ -82,8 +82,10 @@ def test_multirun_of_two_seeds_and_aggregate(tmp_path: Path) -> None:
     assert len(runs) == 2 and [check_run_folder(r)["seed"] for r in runs] == [0, 1]
     assert runs[0].name.endswith("ppo-seed0") and runs[1].name.endswith("ppo-seed1")
     cfg = cfg_of(["experiment=tiny", *TINY])
-    row = learned_row(runs, cfg, "test", [2000], reference_costs(cfg, "test", [2000]))
-    assert row.values["reward"].n == 2 and np.isfinite(row.values["quality"].mean)
+    row = learned_row(runs, cfg, "test", [2000, 2001], reference_costs(cfg, "test", [2000, 2001]))
+    assert row.matrix("reward").shape == (2, 2) and row.values["reward"].n == 2  # [run, test seed]
+    assert np.isfinite(row.values["quality"].mean) and np.isfinite(row.values["reward"].half_width)
+    assert row.per_seed is not None and row.per_seed[0]["reward"] == row.matrix("reward")[:, 0].mean()
 
 
 def test_wandb_offline_run_logs_curves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,10 @@
 Used by ``rlroute quickstart``, by the ``ppo_vs_baselines`` study and to aggregate multirun folders
 (``python -m rlroute.train.compare multirun/train/<experiment>/<time>``). Every policy runs through the
 evaluation harness (``rlroute.eval.run.evaluate``) on the same test seeds with the same all-large reference
-cost. Intervals: for baselines, Student-t over test seeds; for a learned policy trained with several seeds,
-Student-t over training runs (each run's metrics averaged over the test seeds first), which is the
-variance a reader re-running the training would see.
+cost. Intervals, the same for every row: the two-way percentile bootstrap of :mod:`rlroute.eval.stats`
+over test seeds and (for a learned policy trained with several seeds) training runs, so a learned row's
+interval holds both the traffic's and the re-training's variance; paired differences resample the same
+test seeds for both policies. APGR is RouteLLM's, on the pooled requests, averaged over runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.eval.stats import Interval, t_interval
+from rlroute.eval.stats import Interval, paired_bootstrap
 
 METRICS: tuple[str, ...] = ("reward", "quality", "cost_saving", "ttft_p99", "cache_hit_rate", "apgr",
                             "mix_large", "mix_small", "mix_hybrid")
@@ -36,7 +37,14 @@ class Row:
     policy: str
     split: str
     values: dict[str, Interval]
-    per_seed: list[dict[str, float]] | None = None  # per test seed (averaged over runs), for paired tests
+    per_seed: list[dict[str, float]] | None = None  # per test seed (averaged over runs)
+    per_run: list[list[dict[str, float]]] | None = None  # [run][test seed] metrics, for paired tests
+
+    def matrix(self, key: str) -> np.ndarray:
+        """``[run, test seed]`` values of ``key``."""
+        if not self.per_run:
+            raise ValueError(f"row {self.policy}: no per-run values")
+        return np.array([[m[key] for m in run] for run in self.per_run], dtype=np.float64)
 
     def mean(self, key: str) -> float:
         """The metric's mean (NaN when absent)."""
@@ -56,12 +64,24 @@ def reference_costs(cfg: Any, split: str, seeds: Sequence[int]) -> dict[int, flo
     return all_large_costs(cfg, split, [int(s) for s in seeds])
 
 
+def _row(name: str, split: str, results: Sequence[Any]) -> Row:
+    """A row from one evaluation result per training run (one for a baseline), all on the same seeds."""
+    from rlroute.study.results import apgr_interval, interval_or_nan
+
+    per_run = [[{k: float(m[k]) for k in METRICS if k in m} for m in res.per_seed] for res in results]
+    row = Row(name, split, {}, per_run=per_run)
+    row.values = {k: interval_or_nan(row.matrix(k)) for k in METRICS if k != "apgr"}
+    row.values["apgr"] = apgr_interval(results)
+    n = len(per_run[0])
+    row.per_seed = [{k: float(np.mean([run[i][k] for run in per_run])) for k in per_run[0][i]} for i in range(n)]
+    return row
+
+
 def baseline_row(name: str, cfg: Any, split: str, seeds: Sequence[int], reference: dict[int, float]) -> Row:
-    """A registry baseline evaluated over ``seeds`` (interval over seeds)."""
+    """A registry baseline evaluated over ``seeds``."""
     from rlroute.eval.run import evaluate
 
-    result = evaluate(name, cfg, split, [int(s) for s in seeds], reference_cost=reference)
-    return Row(name, split, {k: v for k, v in result.summary.items() if k in METRICS}, result.per_seed)
+    return _row(name, split, [evaluate(name, cfg, split, [int(s) for s in seeds], reference_cost=reference)])
 
 
 def learned_row(
@@ -73,30 +93,23 @@ def learned_row(
     name: str = "ppo",
     zero_blocks: Sequence[str] = (),
 ) -> Row:
-    """Trained run folders evaluated over ``seeds``; the interval is over runs when there are several."""
+    """Trained run folders evaluated over ``seeds``; the interval covers runs and seeds (module doc)."""
     from rlroute.eval.run import evaluate
     from rlroute.policies.sb3 import SB3Policy
 
     if not run_dirs:
         raise ValueError("learned_row: no run folders given")
-    per_run: list[dict[str, float]] = []
-    by_run: list[list[dict[str, float]]] = []
-    for run in run_dirs:
-        policy = SB3Policy(run, zero_blocks=list(zero_blocks), name=name)
-        result = evaluate(policy, cfg, split, [int(s) for s in seeds], reference_cost=reference)
-        by_run.append(result.per_seed)
-        per_run.append({k: float(np.nanmean([m[k] for m in result.per_seed])) for k in METRICS})
-    per_seed = [{k: float(np.nanmean([run[i][k] for run in by_run])) for k in METRICS} for i in range(len(seeds))]
-    rows = per_run if len(per_run) > 1 else per_seed
-    return Row(name, split, {k: t_interval([r[k] for r in rows]) for k in METRICS}, per_seed)
+    results = [evaluate(SB3Policy(run, zero_blocks=list(zero_blocks), name=name), cfg, split,
+                        [int(s) for s in seeds], reference_cost=reference) for run in run_dirs]
+    return _row(name, split, results)
 
 
 def paired_difference(a: Row, b: Row, key: str = "reward") -> Interval:
     """``a - b`` on ``key``, paired by test seed (both rows evaluated on the same seeds): the seeds' shared
     workload variation cancels, so this interval is much tighter than the rows' own intervals."""
-    if not a.per_seed or not b.per_seed or len(a.per_seed) != len(b.per_seed):
+    if not a.per_run or not b.per_run or len(a.per_run[0]) != len(b.per_run[0]):
         raise ValueError(f"paired_difference: {a.policy} and {b.policy} lack per-seed values on the same seeds")
-    return t_interval([x[key] - y[key] for x, y in zip(a.per_seed, b.per_seed, strict=True)])
+    return paired_bootstrap(a.matrix(key), b.matrix(key))
 
 
 def find_runs(folders: Sequence[str | Path]) -> list[Path]:

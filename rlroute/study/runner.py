@@ -1,0 +1,277 @@
+"""The study runner: per scenario, train PPO over seeds, evaluate every policy on disjoint test windows,
+write ``results.json``, one markdown table and two plots per scenario (``experiments/scenarios/README.md``).
+
+Everything is driven by ``conf/study.yaml``; :func:`run_study` is plain and testable, ``rlroute study``
+(:mod:`rlroute.study.cli`) is its Hydra shell. Tuning touches only ``val``: PPO keeps its best snapshot on
+``val_seeds``, the threshold router's large share is the best of ``threshold_shares`` on ``val_seeds``.
+The test split is evaluated once per (scenario, policy, training run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rlroute.env.build import CONF_DIR, default_config
+from rlroute.eval.run import EvalResult, all_large_costs, default_env_factory, evaluate
+from rlroute.policies.registry import POLICIES, make_policy
+from rlroute.study.results import (
+    PolicyRuns,
+    markdown_table,
+    plots,
+    prompt_clustered_difference,
+    scenario_entry,
+)
+
+log = logging.getLogger(__name__)
+Builder = Callable[[DictConfig, str], Any]
+SCENARIO_DIR = CONF_DIR / "scenario"
+
+
+def git_commit() -> str:
+    """HEAD's hash, with ``-dirty`` when the working tree has uncommitted changes."""
+    root = CONF_DIR.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def sim_config_hash(cfg: DictConfig) -> str:
+    """sha256 of the resolved ``cluster`` config (pools, profiles by name, caches, cost model, events)."""
+    blob = json.dumps(OmegaConf.to_container(cfg.cluster, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def schema_hash(cfg: DictConfig) -> str:
+    """The feature schema's hash for the config's text representation."""
+    from rlroute.features.spec import build_schema
+
+    features = cfg.get("features") or {}
+    return build_schema(str(features.get("text", "hash"))).hash
+
+
+def scenario_overrides(study: DictConfig) -> dict[str, list[str]]:
+    """Scenario name → root-config overrides: ``conf/scenario/`` files when that group exists, else the
+    ``builtin`` list. A requested name that does not exist is an error."""
+    if SCENARIO_DIR.is_dir() and any(SCENARIO_DIR.glob("*.yaml")):
+        root = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
+        defaults = root.get("defaults", []) if isinstance(root, dict) else []
+        in_defaults = any(isinstance(d, Mapping) and "scenario" in d for d in defaults)
+        prefix = "scenario=" if in_defaults else "+scenario="
+        known = {p.stem: [f"{prefix}{p.stem}"] for p in sorted(SCENARIO_DIR.glob("*.yaml"))}
+        where = f"{SCENARIO_DIR}"
+    else:
+        known = {str(k): [str(o) for o in v] for k, v in study.builtin.items()}
+        where = "study.builtin (conf/scenario/ does not exist)"
+    wanted = [str(s) for s in study.scenarios] if study.get("scenarios") else list(known)
+    missing = [s for s in wanted if s not in known]
+    if missing:
+        raise ValueError(f"study.scenarios: {missing} not found in {where}; known: {sorted(known)}")
+    return {s: known[s] for s in wanted}
+
+
+def compose(study: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The root config with ``overrides`` and ``study.overrides``, then the study's size knobs."""
+    cfg = default_config([*overrides, *[str(o) for o in study.get("overrides") or []]])
+    with open_dict(cfg):
+        if study.get("episode_length") is not None:
+            cfg.episode_length = int(study.episode_length)
+        if study.get("total_timesteps") is not None:
+            cfg.agent.total_timesteps = int(study.total_timesteps)
+        if study.get("eval_freq") is not None:
+            cfg.agent.eval.freq = int(study.eval_freq)
+        cfg.agent.eval.seeds = [int(s) for s in study.val_seeds]
+        cfg.agent.progress_bar = False
+        cfg.agent.checkpoint_freq = 0
+    return cfg
+
+
+def train_seeds(cfg: DictConfig, study: DictConfig, out: Path, builder: Builder | None = None) -> list[Path]:
+    """Train ``study.train_seeds`` PPO runs (seeds 0..n-1) into ``out/seed<k>``; returns the run folders."""
+    from rlroute.train.trainer import train_run
+
+    runs = []
+    for seed in range(int(study.train_seeds)):
+        run_cfg = cfg.copy()
+        with open_dict(run_cfg):
+            run_cfg.seed = seed
+        if builder is not None:
+            result = train_run(run_cfg, out / f"seed{seed}", builder=builder)
+        else:
+            result = train_run(run_cfg, out / f"seed{seed}")
+        runs.append(result.run_dir)
+    return runs
+
+
+def tuned_threshold(cfg: DictConfig, study: DictConfig) -> tuple[Any, dict[str, Any]]:
+    """The threshold router with its large share chosen on ``val`` (best mean reward over ``val_seeds``)."""
+    seeds = [int(s) for s in study.val_seeds]
+    kwargs = OmegaConf.to_container(study.get("threshold_kwargs") or OmegaConf.create({}), resolve=True)
+    assert isinstance(kwargs, dict)
+    env = default_env_factory(cfg, "val")
+    scores: dict[float, float] = {}
+    routers: dict[float, Any] = {}
+    for share in [float(s) for s in study.threshold_shares]:
+        routers[share] = make_policy("threshold", large_share=share, **{str(k): v for k, v in kwargs.items()})
+        res = evaluate(routers[share], cfg, "val", seeds, reference_cost={}, env=env)
+        scores[share] = float(np.mean([m["reward"] for m in res.per_seed]))
+    env.close()
+    best = max(scores, key=lambda s: scores[s])
+    return routers[best], {"tuned_large_share": best, "val_reward_by_share": scores}
+
+
+def _role(study: DictConfig, name: str) -> str:
+    for role, key in (("nonlearned", "nonlearned"), ("competitor", "competitors"), ("reference", "references")):
+        if name in [str(n) for n in study.get(key) or []]:
+            return role
+    raise ValueError(f"policy {name!r} has no role in the study config")
+
+
+def evaluate_scenario(
+    cfg: DictConfig, study: DictConfig, run_dirs: Sequence[Path], policies: Sequence[str],
+    tick: Callable[[str], None] = lambda _: None,
+) -> tuple[list[PolicyRuns], dict[str, str]]:
+    """Every policy (and each learned run) on the test windows of ``cfg``; skipped policies with reasons."""
+    from rlroute.policies.sb3 import SB3Policy
+
+    n = int(study.test_windows)
+    seeds = list(range(n))
+    env = default_env_factory(cfg, "test")
+    reference = all_large_costs(cfg, "test", seeds, env=env, windows=n)
+
+    def run(policy: Any) -> EvalResult:
+        return evaluate(policy, cfg, "test", seeds, reference_cost=reference, env=env, windows=n)
+
+    learned = str(study.learned)
+    out = [PolicyRuns(learned, "learned", [run(SB3Policy(d, name=learned)) for d in run_dirs])]
+    tick(learned)
+    skipped: dict[str, str] = {}
+    for name in policies:
+        if name not in POLICIES:
+            skipped[name] = "not in the policy registry (rlroute.policies.registry.POLICIES) at this commit"
+            log.warning("study: %s skipped: %s", name, skipped[name])
+            continue
+        extra: dict[str, Any] = {}
+        if name == "threshold":
+            policy, extra = tuned_threshold(cfg, study)
+        else:
+            policy = name
+        out.append(PolicyRuns(name, _role(study, name), [run(policy)], extra=extra))
+        tick(name)
+    env.close()
+    return out, skipped
+
+
+def window_facts(policies: Sequence[PolicyRuns]) -> dict[str, Any]:
+    """Decisions per window, and whether any prompt text occurs in two windows (then prompts repeat)."""
+    records = policies[0].runs[0].records
+    by_window: dict[int, set[str]] = {}
+    for r in records:
+        by_window.setdefault(int(r["seed"]), set()).add(str(r.get("prompt_id", "")))
+    sets = [s - {""} for _, s in sorted(by_window.items())]
+    repeats = any(sets[i] & sets[j] for i in range(len(sets)) for j in range(i + 1, len(sets)))
+    counts = [sum(1 for r in records if int(r["seed"]) == w) for w in sorted(by_window)]
+    return {"decisions_per_window": counts, "prompt_repeats_across_windows": bool(repeats)}
+
+
+def by_prompt(entry: dict[str, Any], policies: Sequence[PolicyRuns], learned: str) -> None:
+    """Where prompt texts recur across windows, add the request-level paired difference against the best
+    non-learned baseline clustered by prompt (``paired.learned_minus_best_nonlearned_by_prompt``)."""
+    best = entry["paired"].get("learned_minus_best_nonlearned")
+    if not entry["prompt_repeats_across_windows"] or best is None:
+        return
+    by = {p.name: p for p in policies}
+    found = prompt_clustered_difference(by[learned], by[best["baseline"]])
+    entry["paired"]["learned_minus_best_nonlearned_by_prompt"] = found if found is not None else {
+        "note": "prompts recur across windows, but the records carry no per-request reward to pair"}
+
+
+def write_outputs(results: dict[str, Any], out: Path, learned: str) -> None:
+    """``results.json`` plus ``<scenario>.md`` and the two PNGs per scenario into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, entry in results["scenarios"].items():
+        (out / f"{name}.md").write_text(markdown_table(name, entry, learned) + "\n")
+        plots(name, entry, out, learned)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    log.info("study: wrote %s", out / "results.json")
+
+
+def run_study(study: DictConfig, command: str = "rlroute study") -> dict[str, Any]:
+    """The whole study of ``study`` (``conf/study.yaml``); returns and writes ``results.json``."""
+    from rich.progress import Progress
+
+    if bool(study.get("pilot")):
+        study = study.copy()
+        with open_dict(study):
+            for key, value in study.pilot_settings.items():
+                study[key] = value
+            study.out = str(Path(str(study.out)) / "pilot")
+    if str(study.mode) == "lowo":
+        from rlroute.study.lowo import run_lowo
+
+        return run_lowo(study, command)
+    if str(study.mode) != "scenarios":
+        raise ValueError(f"study.mode: expected 'scenarios' or 'lowo', got {study.mode!r}")
+    out = Path(str(study.out))
+    scenarios = scenario_overrides(study)
+    names = [str(p) for key in ("nonlearned", "competitors", "references") for p in study.get(key) or []]
+    results: dict[str, Any] = {"commit": git_commit(), "schema_hash": "", "sim_config_hash": "",
+                               "commands": [command], "pilot": bool(study.get("pilot")), "mode": "scenarios",
+                               "settings": settings(study), "scenarios": {}}
+    hashes: dict[str, str] = {}
+    t0 = time.perf_counter()
+    with Progress() as progress:
+        for name, overrides in scenarios.items():
+            cfg = compose(study, overrides)
+            task = progress.add_task(f"{name}: train", total=int(study.train_seeds) + 1 + len(names))
+            t_train = time.perf_counter()
+            runs = []
+            for seed_dir in train_seeds(cfg, study, Path(str(study.runs_dir)) / name):
+                runs.append(seed_dir)
+                progress.advance(task)
+            progress.update(task, description=f"{name}: evaluate")
+            t_eval = time.perf_counter()
+            pols, skipped = evaluate_scenario(cfg, study, runs, names,
+                                              lambda _, t=task: progress.advance(t))  # type: ignore[misc]
+            seconds = {"train": t_eval - t_train, "evaluate": time.perf_counter() - t_eval}
+            entry = scenario_entry(pols, str(study.learned), int(study.n_boot))
+            entry["seconds"] = seconds
+            hashes[name] = sim_config_hash(cfg)
+            entry.update(window_facts(pols), skipped=skipped, sim_config_hash=hashes[name],
+                         overrides=list(overrides))
+            by_prompt(entry, pols, str(study.learned))
+            results["scenarios"][name] = entry
+            results["schema_hash"] = schema_hash(cfg)
+            results["sim_config_hash"] = _combined(hashes)
+            write_outputs(results, out, str(study.learned))  # after every scenario: partial results survive
+    results["wall_seconds"] = time.perf_counter() - t0
+    write_outputs(results, out, str(study.learned))
+    return results
+
+
+def _combined(hashes: Mapping[str, str]) -> str:
+    """One hash over every scenario's simulator-config hash (equal to it when there is one scenario)."""
+    if len(set(hashes.values())) == 1:
+        return next(iter(hashes.values()))
+    return hashlib.sha256(json.dumps(dict(sorted(hashes.items()))).encode()).hexdigest()
+
+
+def settings(study: DictConfig) -> dict[str, Any]:
+    """The study's size knobs and tuning grids, recorded in ``results.json``."""
+    keys = ("train_seeds", "test_windows", "total_timesteps", "episode_length", "eval_freq", "val_seeds",
+            "threshold_shares", "n_boot", "overrides")
+    container = OmegaConf.to_container(study, resolve=True)
+    assert isinstance(container, dict)
+    return {k: container.get(k) for k in keys}

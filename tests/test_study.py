@@ -1,0 +1,83 @@
+"""The study runner end to end on a tiny scenario (seconds), the results schema, and domain randomisation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from rlroute.env.build import CONF_DIR, default_config
+from rlroute.study import runner
+from rlroute.study.randomise import RandomisedEnv
+
+
+def _tiny_study(tmp_path: Path) -> object:
+    study = OmegaConf.load(CONF_DIR / "study.yaml")
+    study.pop("hydra")
+    study.builtin = {"tiny": ["experiment=tiny"]}
+    study.scenarios = ["tiny"]
+    study.overrides = ["workload.prompts.pool_size=200"]
+    study.train_seeds, study.test_windows, study.episode_length, study.eval_freq = 2, 2, 32, 256
+    study.val_seeds, study.threshold_shares, study.n_boot = [1000], [0.3], 200
+    study.threshold_kwargs = {"max_train_requests": 300, "cache_dir": str(tmp_path / "cache")}
+    study.nonlearned, study.competitors = ["all_small", "all_large", "threshold"], ["no_such_router"]
+    study.references = ["oracle"]
+    study.out, study.runs_dir = str(tmp_path), str(tmp_path / "runs")
+    return study
+
+
+def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "SCENARIO_DIR", tmp_path / "no_scenarios")  # use `builtin`, whatever main has
+    results = runner.run_study(_tiny_study(tmp_path), "rlroute study (test)")  # type: ignore[arg-type]
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["commands"] == ["rlroute study (test)"] and on_disk["scenarios"].keys() == {"tiny"}
+    for key in ("commit", "schema_hash", "sim_config_hash"):
+        assert isinstance(on_disk[key], str) and on_disk[key]
+    entry = results["scenarios"]["tiny"]
+    ppo = entry["policies"]["ppo"]
+    assert len(ppo["per_seed"]) == 2 and np.array(ppo["per_run"]).shape == (2, 2)
+    assert ppo["per_seed"] == pytest.approx(np.mean(ppo["per_run"], axis=0).tolist())  # mean of training seeds
+    assert set(entry["policies"]) == {"ppo", "all_small", "all_large", "threshold", "oracle"}
+    assert entry["policies"]["threshold"]["tuned_large_share"] == 0.3
+    assert entry["policies"]["all_small"]["apgr"]["mean"] is None  # no score: one operating point
+    best = entry["paired"]["learned_minus_best_nonlearned"]
+    assert best["baseline"] in ("all_small", "all_large", "threshold") and {"mean", "lo", "hi"} <= set(best)
+    assert set(entry["paired"]["learned_minus"]) == {"all_small", "all_large", "threshold", "oracle"}
+    assert entry["skipped"] == {"no_such_router": pytest.approx(entry["skipped"]["no_such_router"])}
+    assert entry["gap_recovered"]["reward_oracle"] is None or "reward_oracle" in entry["policies"]
+    assert entry["gap_recovered"]["note"]
+    assert entry["decisions_per_window"] == [32, 32]
+    for name in ("tiny.md", "tiny_pareto.png", "tiny_mix.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_unknown_scenario_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "SCENARIO_DIR", tmp_path / "no_scenarios")
+    study = _tiny_study(tmp_path)
+    study.scenarios = ["nowhere"]  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="nowhere"):
+        runner.scenario_overrides(study)  # type: ignore[arg-type]
+
+
+def test_domain_randomisation_draws_load_pools_and_prices() -> None:
+    members = [default_config(["episode_length=16"]), default_config(["episode_length=16", "workload.rate=5"])]
+    env = RandomisedEnv(members, "train", rate_scale=(0.5, 1.5), instances={"large": [1, 3], "small": [4]},
+                        cost_scale=(0.5, 2.0), seed=3)
+    drawn = []
+    for k in range(12):
+        obs, info = env.reset(seed=k if k == 0 else None)
+        assert env.observation_space.contains(obs)
+        dr = info["dr"]
+        base = [20.0, 5.0][dr["member"]]
+        assert 0.5 * base <= dr["rate"] <= 1.5 * base and 75.0 <= dr["cost_weight"] <= 300.0
+        state = env.decision_context().state
+        assert len(state.pools["large"].instances) == dr["instances"]["large"]
+        env.step(1)
+        drawn.append((dr["member"], dr["instances"]["large"]))
+    assert {m for m, _ in drawn} == {0, 1} and {n for _, n in drawn} == {1, 3}
+    with pytest.raises(ValueError, match="rate_scale"):
+        RandomisedEnv(members, rate_scale=(2.0, 1.0))
+    env.close()
