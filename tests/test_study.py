@@ -81,3 +81,13 @@ def test_domain_randomisation_draws_load_pools_and_prices() -> None:
     with pytest.raises(ValueError, match="rate_scale"):
         RandomisedEnv(members, rate_scale=(2.0, 1.0))
     env.close()
+
+
+def test_records_carry_each_requests_own_reward_summing_to_the_return() -> None:
+    from rlroute.eval.run import evaluate
+
+    cfg = default_config(["experiment=tiny", "episode_length=32", "workload.prompts.pool_size=200"])
+    res = evaluate("all_small", cfg, "test", [0, 1], reference_cost={}, windows=2)
+    for seed, m in zip((0, 1), res.per_seed, strict=True):
+        rewards = [r["reward"] for r in res.records if r["seed"] == seed]
+        assert len(rewards) == 32 and sum(rewards) == pytest.approx(m["return"], rel=1e-9, abs=1e-9)

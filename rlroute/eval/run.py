@@ -35,7 +35,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "policy", "split", "seed", "request_id", "arrival", "action", "action_name", "pools", "category", "turn",
     "input_len", "ttft", "tpot", "e2e", "queue_time", "cost", "quality_ok", "ok_large", "ok_small",
     "ok_hybrid", "prompt_tokens", "cached_tokens", "output_tokens", "failed", "fail_reason", "score",
-    "prompt_id",
+    "prompt_id", "reward",
 )
 # Per-request metrics that a bootstrap over requests can resample (the others are per-episode ratios).
 BOOTSTRAP_KEYS = ("quality", "cost", "cache_hit_rate", "slo_attainment", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99")
@@ -110,6 +110,7 @@ def run_episode(
     learn = getattr(policy, "observe", None)  # online learners get each request's credit at completion
     decisions: list[dict[str, Any]] = []
     completions: dict[int, Completion] = {}
+    credits: dict[int, float] = {}  # each request's own reward (reward.credit: request), NaN otherwise
     total_reward, done = 0.0, False
     while not done:
         ctx = env.decision_context()
@@ -130,10 +131,15 @@ def run_episode(
             learn(info.get("credits", ()))
         for c in info.get("completions", ()):
             completions[c.request_id] = c
+        for credit in info.get("credits", ()):
+            credits[credit.request_id] = float(credit.reward)
         done = bool(terminated or truncated)
     for c in env.drain():
         completions[c.request_id] = c
-    return [_record(d, completions.get(d["request_id"])) for d in decisions], total_reward
+    records = [_record(d, completions.get(d["request_id"])) for d in decisions]
+    for rec in records:
+        rec["reward"] = credits.get(rec["request_id"], math.nan)
+    return records, total_reward
 
 
 def summarise(

@@ -119,6 +119,8 @@ def prompt_clustered_difference(
         return None
     ours = [values(res) for res in learned.runs]
     theirs = values(baseline.runs[0])
+    if not all(math.isfinite(v) for table in (*ours, theirs) for v, _ in table.values()):
+        return None  # e.g. reward.credit: park has no per-request reward
     common = sorted(set(theirs).intersection(*ours))
     if not common:
         return None
