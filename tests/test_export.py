@@ -166,10 +166,12 @@ def test_onnx_and_sb3_expose_the_same_apgr_score(exported: tuple[str, Any, Path,
 
     from rlroute.policies.onnx import OnnxPolicy
     from rlroute.policies.sb3 import SB3Policy
+    from rlroute.train.envs import load_normalize
 
-    _, _, run_dir, folder = exported
+    _, model, run_dir, folder = exported
     rec, _ = recorded
-    onnx, sb3 = OnnxPolicy(folder), SB3Policy(run_dir)
+    onnx = OnnxPolicy(folder)
+    sb3 = SB3Policy.from_model(model, load_normalize(run_dir / "vecnormalize.pkl"))
     for i in range(0, 200, 7):
         mask = rec.masks[i] if rec.masks is not None else None
         ctx = SimpleNamespace(obs=rec.obs[i], mask=mask)

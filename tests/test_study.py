@@ -91,3 +91,22 @@ def test_records_carry_each_requests_own_reward_summing_to_the_return() -> None:
     for seed, m in zip((0, 1), res.per_seed, strict=True):
         rewards = [r["reward"] for r in res.records if r["seed"] == seed]
         assert len(rewards) == 32 and sum(rewards) == pytest.approx(m["return"], rel=1e-9, abs=1e-9)
+
+
+def test_leave_one_workload_out_trains_on_the_others_and_tests_on_the_held_out(tmp_path: Path) -> None:
+    study = _tiny_study(tmp_path)
+    study.mode, study.train_seeds = "lowo", 1  # type: ignore[attr-defined]
+    study.nonlearned, study.competitors, study.references = ["all_small"], [], []  # type: ignore[attr-defined]
+    study.overrides = []  # type: ignore[attr-defined]
+    small = ["experiment=tiny", "workload.prompts.pool_size=200"]
+    study.lowo = {"members": {"bursty": small, "calm": [*small, "workload.rate=5"],  # type: ignore[attr-defined]
+                              "absent": ["experiment=tiny", "workload=azure_code",
+                                         "workload.path=/nonexistent/trace.csv"]},
+                  "held_out": ["calm"]}
+    study.dr = {"rate_scale": [0.5, 1.5], "cost_scale": [1.0, 1.0], "instances": {}}  # type: ignore[attr-defined]
+    results = runner.run_study(study, "rlroute study mode=lowo (test)")  # type: ignore[arg-type]
+    entry = results["scenarios"]["lowo_calm"]
+    assert entry["trained_on"] == ["bursty"] and entry["ood_fallback_rate"] is None and entry["ood_note"]
+    assert "absent" in results["skipped_members"] and results["mode"] == "lowo"
+    assert set(entry["policies"]) == {"ppo", "all_small"}
+    assert (tmp_path / "lowo" / "results.json").is_file()

@@ -31,15 +31,27 @@ def available_members(study: DictConfig) -> tuple[dict[str, DictConfig], dict[st
 
     ok, skipped = {}, {}
     for name, overrides in study.lowo.members.items():
+        cfg = compose(study, [str(o) for o in overrides])
         try:
-            cfg = compose(study, [str(o) for o in overrides])
             build_env(cfg, split="test").close()  # loads the data: a missing file fails here, named
-        except (FileNotFoundError, OSError, ValueError) as e:
-            skipped[str(name)] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # Hydra wraps the loader's error; only missing data is a skip
+            missing = _missing_data(e)
+            if missing is None:
+                raise
+            skipped[str(name)] = f"{type(missing).__name__}: {missing}"
             log.warning("lowo: member %s skipped: %s", name, skipped[str(name)])
             continue
         ok[str(name)] = cfg
     return ok, skipped
+
+
+def _missing_data(error: BaseException | None) -> OSError | None:
+    """The ``FileNotFoundError`` / ``OSError`` behind ``error`` (following ``__cause__``), if any."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def run_lowo(study: DictConfig, command: str) -> dict[str, Any]:

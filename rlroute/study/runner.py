@@ -88,6 +88,11 @@ def compose(study: DictConfig, overrides: Sequence[str]) -> DictConfig:
     with open_dict(cfg):
         if study.get("episode_length") is not None:
             cfg.episode_length = int(study.episode_length)
+            if int(cfg.agent.algo.n_steps) % cfg.episode_length:
+                # Per-request credit needs rollouts that end where episodes end (rlroute/train/credit.py).
+                log.info("study: agent.algo.n_steps %s -> %s (a multiple of episode_length)",
+                         cfg.agent.algo.n_steps, cfg.episode_length)
+                cfg.agent.algo.n_steps = cfg.episode_length
         if study.get("total_timesteps") is not None:
             cfg.agent.total_timesteps = int(study.total_timesteps)
         if study.get("eval_freq") is not None:
