@@ -24,7 +24,7 @@ def _tiny_study(tmp_path: Path) -> object:
     study.val_seeds, study.threshold_shares, study.n_boot = [1000], [0.3], 200
     study.threshold_kwargs = {"max_train_requests": 300, "cache_dir": str(tmp_path / "cache")}
     study.nonlearned, study.competitors = ["all_small", "all_large", "threshold"], ["no_such_router"]
-    study.references = ["oracle"]
+    study.references = ["quality_oracle"]
     study.out, study.runs_dir = str(tmp_path), str(tmp_path / "runs")
     return study
 
@@ -40,12 +40,12 @@ def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch
     ppo = entry["policies"]["ppo"]
     assert len(ppo["per_seed"]) == 2 and np.array(ppo["per_run"]).shape == (2, 2)
     assert ppo["per_seed"] == pytest.approx(np.mean(ppo["per_run"], axis=0).tolist())  # mean of training seeds
-    assert set(entry["policies"]) == {"ppo", "all_small", "all_large", "threshold", "oracle"}
+    assert set(entry["policies"]) == {"ppo", "all_small", "all_large", "threshold", "quality_oracle"}
     assert entry["policies"]["threshold"]["tuned_large_share"] == 0.3
     assert entry["policies"]["all_small"]["apgr"]["mean"] is None  # no score: one operating point
     best = entry["paired"]["learned_minus_best_nonlearned"]
     assert best["baseline"] in ("all_small", "all_large", "threshold") and {"mean", "lo", "hi"} <= set(best)
-    assert set(entry["paired"]["learned_minus"]) == {"all_small", "all_large", "threshold", "oracle"}
+    assert set(entry["paired"]["learned_minus"]) == {"all_small", "all_large", "threshold", "quality_oracle"}
     assert entry["skipped"] == {"no_such_router": pytest.approx(entry["skipped"]["no_such_router"])}
     assert entry["gap_recovered"]["reward_oracle"] is None or "reward_oracle" in entry["policies"]
     assert entry["gap_recovered"]["note"]
@@ -110,3 +110,34 @@ def test_leave_one_workload_out_trains_on_the_others_and_tests_on_the_held_out(t
     assert "absent" in results["skipped_members"] and results["mode"] == "lowo"
     assert set(entry["policies"]) == {"ppo", "all_small"}
     assert (tmp_path / "lowo" / "results.json").is_file()
+
+
+def _runs(name: str, role: str, rows: list[list[float]]) -> object:
+    import math
+
+    from rlroute.eval.run import EvalResult
+    from rlroute.eval.stats import Interval
+    from rlroute.study.results import PolicyRuns
+
+    def result(row: list[float]) -> EvalResult:
+        recs = [{"seed": i, "request_id": 0, "action": 1, "ok_large": True, "ok_small": False, "ok_hybrid": False,
+                 "score": math.nan} for i in range(len(row))]
+        per_seed = [{k: v for k in ("reward", "quality", "cost_saving", "mix_large", "mix_hybrid", "strong_share",
+                                    "ttft_p99", "slo_attainment", "cache_hit_rate")} for v in row]
+        return EvalResult(name, "test", recs, per_seed, {"pgr": Interval(0.0, 0.0, 0.0, 1)})
+
+    return PolicyRuns(name, role, [result(r) for r in rows])
+
+
+def test_gap_recovered_needs_an_oracle_that_bounds_every_run_on_every_window() -> None:
+    from rlroute.study.results import scenario_entry
+
+    ppo = _runs("ppo", "learned", [[0.6, 0.7, 0.8], [0.6, 0.7, 0.8]])
+    base = _runs("all_small", "nonlearned", [[0.5, 0.6, 0.7]])
+    good = _runs("reward_oracle", "reference", [[0.7, 0.8, 0.9]])
+    entry = scenario_entry([ppo, base, good], n_boot=200)  # type: ignore[list-item]
+    assert entry["gap_recovered"]["reward_oracle"] == pytest.approx(0.5)  # (0.7 - 0.6) / (0.8 - 0.6)
+    assert entry["paired"]["learned_minus_best_nonlearned"]["mean"] == pytest.approx(0.1)
+    bad = _runs("reward_oracle", "reference", [[0.7, 0.65, 0.9]])  # ppo beats it on window 1
+    entry = scenario_entry([ppo, base, bad], n_boot=200)  # type: ignore[list-item]
+    assert entry["gap_recovered"]["reward_oracle"] is None and "not an upper bound" in entry["gap_recovered"]["note"]
