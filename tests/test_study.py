@@ -20,6 +20,7 @@ def _tiny_study(tmp_path: Path) -> object:
     study.builtin = {"tiny": ["experiment=tiny"]}
     study.scenarios = ["tiny"]
     study.overrides = ["workload.prompts.pool_size=200"]
+    study.regimes = {"dedicated": []}
     study.train_seeds, study.test_windows, study.episode_length, study.eval_freq = 2, 2, 32, 256
     study.val_seeds, study.threshold_shares, study.n_boot = [1000], [0.3], 200
     study.threshold_kwargs = {"max_train_requests": 300, "cache_dir": str(tmp_path / "cache")}
@@ -60,6 +61,9 @@ def test_unknown_scenario_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     study.scenarios = ["nowhere"]  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="nowhere"):
         runner.scenario_overrides(study)  # type: ignore[arg-type]
+    study.scenarios, study.regimes = ["tiny"], {"dedicated": [], "colocated": ["cluster=colocated"]}  # type: ignore[attr-defined]
+    assert runner.scenario_overrides(study) == {  # type: ignore[arg-type]
+        "tiny": ["experiment=tiny"], "tiny+colocated": ["experiment=tiny", "cluster=colocated"]}
 
 
 def test_domain_randomisation_draws_load_pools_and_prices() -> None:

@@ -81,5 +81,7 @@ def test_supervised_runs_in_the_evaluator_and_names_a_missing_file(trained: Path
     cfg = default_config(["episode_length=48"])
     res = evaluate(make_policy("supervised", model_path=str(trained)), cfg, seeds=[0], reference_cost={0: 1.0})
     assert len(res.records) == 48 and np.isfinite(res.per_seed[0]["reward"])
+    # Its score (predicted strong-model advantage) feeds RouteLLM's APGR sweep.
+    assert all(np.isfinite(r["score"]) for r in res.records) and np.isfinite(res.summary["apgr"].mean)
     with pytest.raises(Exception, match="no model file"):
         make_policy("supervised", model_path=str(tmp_path / "none.pt"))

@@ -138,6 +138,12 @@ class SupervisedRouter:
         with torch.no_grad():
             return self.net(torch.from_numpy(_features(obs))[None]).numpy()[0]  # type: ignore[no-any-return]
 
+    def score(self, ctx: DecisionContext) -> float:
+        """Predicted advantage of the strong model: the better of large and hybrid minus small (the score
+        RouteLLM's APGR sweep thresholds, ``rlroute/eval/metrics.py``)."""
+        pred = self.predict(ctx.obs)
+        return float(max(pred[Action.LARGE], pred[Action.HYBRID]) - pred[Action.SMALL])
+
     def act(self, ctx: DecisionContext) -> Action:
         """Best predicted allowed action (ties: cheaper first)."""
         pred = self.predict(ctx.obs)

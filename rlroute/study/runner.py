@@ -79,7 +79,14 @@ def scenario_overrides(study: DictConfig) -> dict[str, list[str]]:
     missing = [s for s in wanted if s not in known]
     if missing:
         raise ValueError(f"study.scenarios: {missing} not found in {where}; known: {sorted(known)}")
-    return {s: known[s] for s in wanted}
+    regimes = {str(k): [str(o) for o in v] for k, v in (study.get("regimes") or {"": []}).items()}
+    out = {}
+    for s in wanted:
+        for regime, extra in regimes.items():
+            # The first regime keeps the scenario's own name; the others are suffixed (`token_api+colocated`).
+            name = s if regime == next(iter(regimes)) else f"{s}+{regime}"
+            out[name] = [*known[s], *extra]
+    return out
 
 
 def compose(study: DictConfig, overrides: Sequence[str]) -> DictConfig:
