@@ -9,7 +9,11 @@ context blocks x labelled MMLU prompts — open loop, ``speedup`` modelled secon
 * ``sglang_all_large`` one sglang-router (cache_aware, the PyPI wheel) over the large pool, all traffic;
 * ``sglang_split``  one sglang-router per pool, a fixed share of requests to the large pool (by request
                     id hash; the share is ``--split-large``);
-* ``all_small``     one sglang-router over the small pool, all traffic.
+* ``all_small``     one sglang-router over the small pool, all traffic;
+* ``rlroute_http_*`` (``--http``) every request to a real ``rlroute serve`` process over HTTP
+                    (:mod:`http_arm`): ``_ppo`` with the exported policy and its OOD guard, ``_ppo_noguard``
+                    with the guard off, ``_heuristic`` without a policy (the seed heuristic decides);
+                    the in-process ``rlroute_*`` arms stay as controls of the same decision code.
 
 Latencies are the workers' modelled ``meta_info`` values (seconds of the modelled GPU servers; the real
 wall-clock HTTP overhead is not sped up and is excluded in every arm alike). Quality is the quality model's
@@ -34,6 +38,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from http_arm import arm as http_arm
+from http_arm import fallback_summary
 from rlroute.bench.replay import replay
 from rlroute.cluster.live import LiveCluster
 from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, free_port
@@ -117,6 +123,7 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
     rows: dict[int, dict[str, Any]] = {}
     done = []
     lags: list[float] = []
+    reasons: dict[int, str | None] = {}  # an OnnxPolicy's fallback reason per request (None: it decided)
     with LiveCluster(pools, speedup=speedup) as live:
         live.reset()
         for r in reqs:
@@ -125,6 +132,8 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
             matches = live.prefix_match(r)
             ctx = DecisionContext(r, state, matches, extract(r, state, matches))
             live.submit(r, policy.act(ctx))
+            if getattr(policy, "last", None) is not None:
+                reasons[r.id] = policy.last.reason
             lags.append(live.now - r.arrival)  # how late (trace s) the decision loop sent it
         done += live.drain(timeout_s=600)
     for c in done:
@@ -132,14 +141,18 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
                               "ttft": c.ttft, "e2e": c.e2e, "cached": c.cached_tokens, "prompt": c.prompt_tokens,
                               "cost": c.cost, "quality": bool(c.quality_ok), "error": c.fail_reason,
                               "retries": c.retries, "sent": c.finish - c.e2e}  # cluster time it was sent
+        if reasons:
+            rows[c.request_id] |= {"source": "fallback" if reasons.get(c.request_id) else "policy",
+                                   "reason": reasons.get(c.request_id)}
     print(f"  send lag (trace s): p50 {np.percentile(lags, 50):.3f} p99 {np.percentile(lags, 99):.3f} "
           f"max {max(lags):.3f}", flush=True)
     return [rows[r.id] for r in reqs]
 
 
-def run_fault(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup: float, fleet: WorkerFleet,
+def run_fault(runner: Any, reqs: list[Request], speedup: float, fleet: WorkerFleet,
               every_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The rlroute arm while a worker is killed (SIGKILL) every ``every_s`` trace seconds and restarted.
+    """An rlroute arm (``runner``: reqs -> rows) while a worker is killed (SIGKILL) every ``every_s`` trace
+    seconds and restarted.
 
     Victims cycle over the workers of pools with at least two instances (a pool's only worker dying is an
     outage, not a fault the router can hide). Returns the rows and the kill/restart events.
@@ -165,7 +178,7 @@ def run_fault(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup: 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
     try:
-        rows = run_rlroute(policy, reqs, pools, speedup)
+        rows = runner(reqs)
     finally:
         stop.set()
         th.join()
@@ -278,6 +291,10 @@ def main() -> None:
     ap.add_argument("--arms", nargs="*", default=None, help="run only these arms (default: all)")
     ap.add_argument("--fault-every", type=float, default=0.0,
                     help="fault run only: kill+restart a worker every this many trace seconds (heuristic arm)")
+    ap.add_argument("--http", action="store_true",
+                    help="add the arms through a real `rlroute serve` (rlroute_http_*; see http_arm.py)")
+    ap.add_argument("--fault-arm", default="rlroute_heuristic",
+                    help="the arm the fault run uses (an in-process rlroute_* arm or, with --http, rlroute_http_*)")
     args = ap.parse_args()
     sfx = ".estimate" if args.estimate_profiles else ""
     large_p, small_p = LARGE + sfx, SMALL + sfx
@@ -320,6 +337,13 @@ def main() -> None:
                                                            args.split_large, args.speedup, cost_model, args.stream)
             arms["all_small"] = lambda reqs: run_sglang(reqs, {"small": small_url}, 0.0, args.speedup, cost_model,
                                                         args.stream)
+            if args.http:
+                http = {"rlroute_http_heuristic": (None, [])}
+                if args.policy is not None:
+                    http |= {"rlroute_http_ppo": (args.policy, []),
+                             "rlroute_http_ppo_noguard": (args.policy, ["ood.enabled=false"])}
+                for name, (pol, extra) in http.items():
+                    arms[name] = http_arm(fleet, pol, logs, name, extra, args.speedup, cost_model)
             if args.arms:
                 unknown = set(args.arms) - set(arms)
                 if unknown:
@@ -327,12 +351,17 @@ def main() -> None:
                 arms = {k: v for k, v in arms.items() if k in args.arms}
             if args.fault_every > 0:
                 reqs = window(args.n, 0, args.quality)
-                rows, events = run_fault(SeedHeuristic(), reqs, pools, args.speedup, fleet, args.fault_every)
+                if args.fault_arm not in arms:
+                    raise SystemExit(f"--fault-arm: unknown {args.fault_arm!r}; choose from {sorted(arms)}")
+                rows, events = run_fault(arms[args.fault_arm], reqs, args.speedup, fleet, args.fault_every)
                 answered = [x for x in rows if x["ok"]]
                 fault = {"submitted": len(reqs), "completions": len(rows), "lost": len(reqs) - len(rows),
                          "answered": len(answered), "retried_and_answered": sum(1 for x in answered if x["retries"]),
                          "failed": len(rows) - len(answered), "availability": len(answered) / len(reqs),
-                         "kills": len(events), "events": events,
+                         "kills": len(events), "events": events, "arm": args.fault_arm,
+                         **(fallback_summary(rows) if "source" in rows[0] else {}),
+                         "fallback_reasons": {k: sum(1 for x in rows if x.get("reason") == k)
+                                              for k in sorted({str(x.get("reason")) for x in rows if x.get("reason")})},
                          "fail_reasons": sorted({str(x["error"])[:120] for x in rows if not x["ok"]})}
                 (args.out / "fault.json").write_text(json.dumps(fault, indent=2))
                 print(json.dumps(fault, indent=2))
@@ -346,6 +375,8 @@ def main() -> None:
                     rows = fn(reqs)
                     c1, p1, n1 = counters(all_urls)
                     s = summary(rows, (c1 - c0) / (p1 - p0) if p1 > p0 else 0.0)
+                    if "source" in rows[0]:  # through the router: how many decisions were not the policy's
+                        s.update(fallback_summary(rows))
                     s["wall_s"] = time.monotonic() - t
                     results.setdefault(arm, []).append(s)
                     print(f"rep {rep} {arm}: {json.dumps({k: round(v, 4) for k, v in s.items()})} "
@@ -372,6 +403,12 @@ def main() -> None:
                     p.kill()
     keys = ["quality", "cost_per_1k", "large_share", "p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate",
             "availability"]
+    if any("fallback_rate" in reps[0] for reps in results.values()):
+        keys += ["fallback_rate", "ood_rate"]
+        for reps in results.values():
+            for r in reps:
+                r.setdefault("fallback_rate", float("nan"))
+                r.setdefault("ood_rate", float("nan"))
     ratios: dict[str, list[dict[str, float]]] = {}
     for arm in [a for a in results if a.startswith("rlroute")]:
         for ref in ("sglang_all_large", "sglang_split"):

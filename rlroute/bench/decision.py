@@ -2,8 +2,11 @@
 
 What is timed, per iteration, on one core, exactly as the router's :class:`rlroute.serve.decision.PolicySlot`
 decides: the policy's :class:`~rlroute.features.FeatureExtractor` ``extract`` for a median-length prompt
-of the workload, then :meth:`OnnxPolicy.decide` (copy into the bound input, onnxruntime, guard with the
-action mask and pool availability). Every iteration routes a **new** request with unique text, built as
+of the workload, the out-of-distribution score (:meth:`rlroute.export.ood.OodGuard.check`, when the
+manifest has one), then :meth:`OnnxPolicy.decide` (copy into the bound input, onnxruntime, guard with the
+action mask and pool availability) — the graph runs even when the score would refuse the observation, so
+the figure is the cost of a decision the policy makes; ``ood_refusals`` counts the refused ones.
+Every iteration routes a **new** request with unique text, built as
 the router builds it from an HTTP body (:meth:`rlroute.serve.app.RouterApp.build_request`: prompt text,
 no token ids, pseudo-token count and block hashes of its bytes), so neither ``request.cache`` nor the
 features' content memo can answer: the request block (byte n-gram hashing, cues, complexity) is computed
@@ -114,7 +117,15 @@ def run(
     lengths = np.array([c.request.input_len for c in ctxs])
     ctx = ctxs[int(np.argsort(lengths)[len(lengths) // 2])]
     req, state, matches, mask = ctx.request, ctx.state, ctx.matches, ctx.mask
-    policy = OnnxPolicy(policy_dir)
+    # The OOD score is timed on every decision, then the graph runs whatever the score said: the cost of a
+    # decision the policy makes (an observation the guard refuses skips inference and is cheaper). How many
+    # the guard would have refused is reported as ``ood_refusals``.
+    policy = OnnxPolicy(policy_dir, ood=False)
+    ood = OnnxPolicy(policy_dir).guard
+
+    def score(obs: np.ndarray) -> tuple[bool, np.ndarray | None]:
+        return ood.check(obs) if ood is not None else (False, None)
+
     ex = FeatureExtractor(policy.feature_text)  # as the router's PolicySlot
 
     def fresh(i: int) -> Request:
@@ -124,7 +135,9 @@ def run(
         return _serving_request(req, text, i, token_ids)
 
     for i in range(500):  # warm caches, allocator and onnxruntime's first-run paths
-        policy.decide(ex.extract(fresh(-1 - i), state, matches), mask, state)
+        obs = ex.extract(fresh(-1 - i), state, matches)
+        score(obs)
+        policy.decide(obs, mask, state)
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
     load_before = os.getloadavg()
     gc0 = sum(s["collections"] for s in gc.get_stats())
@@ -132,21 +145,25 @@ def run(
     total_w = np.empty(iters, dtype=np.int64)
     total_c = np.empty(iters, dtype=np.int64)
     reasons: dict[str, int] = {}
+    ood_refusals = 0
     for i in range(iters):
         r = reqs[i]
         c0 = cpu()
         t0 = wall()
-        d = policy.decide(ex.extract(r, state, matches), mask, state)
+        obs = ex.extract(r, state, matches)
+        out, _ = score(obs)
+        d = policy.decide(obs, mask, state)
         t1 = wall()
         c1 = cpu()
         total_w[i], total_c[i] = t1 - t0, c1 - c0
+        ood_refusals += out
         if d.reason is not None:
             reasons[d.reason] = reasons.get(d.reason, 0) + 1
     gc_collections = sum(s["collections"] for s in gc.get_stats()) - gc0
     # Stages apart, on new requests again (same inputs otherwise) to show where the time goes.
     reqs = [fresh(iters + i) for i in range(iters)]
-    st_w = np.empty((4, iters), dtype=np.int64)
-    st_c = np.empty((4, iters), dtype=np.int64)
+    st_w = np.empty((5, iters), dtype=np.int64)
+    st_c = np.empty((5, iters), dtype=np.int64)
     for i in range(iters):
         r = reqs[i]
         c0, t0 = cpu(), wall()
@@ -154,17 +171,19 @@ def run(
         c1, t1 = cpu(), wall()
         obs = ex.extract(r, state, matches)  # request block from request.cache: system + cache blocks
         c2, t2 = cpu(), wall()
-        logits = policy.logits(obs)
+        score(obs)
         c3, t3 = cpu(), wall()
-        guard(logits, mask, state)
+        logits = policy.logits(obs)
         c4, t4 = cpu(), wall()
-        st_w[:, i] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
-        st_c[:, i] = (c1 - c0, c2 - c1, c3 - c2, c4 - c3)
+        guard(logits, mask, state)
+        c5, t5 = cpu(), wall()
+        st_w[:, i] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)
+        st_c[:, i] = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4)
     load_after = os.getloadavg()
     del reqs
     tot = _percentiles(total_w)
     tot_cpu = _percentiles(total_c)
-    names = ("request_block_cold", "system_cache", "onnx_inference", "guard")
+    names = ("request_block_cold", "system_cache", "ood_score", "onnx_inference", "guard")
     stages = {n: {"wall": _percentiles(st_w[k]), "cpu": _percentiles(st_c[k])} for k, n in enumerate(names)}
     return {
         "value": round(tot["p99_us"], 2),
@@ -185,6 +204,9 @@ def run(
         "features_request_block_memoised": stages["system_cache"]["wall"],
         "onnx_inference": stages["onnx_inference"]["wall"],
         "guard": stages["guard"]["wall"],
+        "ood_score": stages["ood_score"]["wall"],
+        "ood_guarded": ood is not None,
+        "ood_refusals": ood_refusals,
         "guard_refusals": reasons,
         "clock_read_ns": _clock_overhead_ns(),
         "gc_collections_in_timed_loop": gc_collections,

@@ -219,6 +219,10 @@ def evaluate(
 
     Returns:
         An :class:`EvalResult` whose ``records`` can be written with :func:`rlroute.eval.report.write_records`.
+        For a policy that counts its refusals (``OnnxPolicy.fallbacks``), the metrics include
+        ``fallback_rate`` (decisions the fallback made) and ``ood_rate`` (of them, refused as out of
+        distribution); for a batch of observations without an env, see
+        :func:`rlroute.export.ood.fallback_rate`.
     """
     if not seeds:
         raise ValueError("evaluate: expected at least one seed")
@@ -232,9 +236,17 @@ def evaluate(
     records: list[Record] = []
     per_seed: list[dict[str, float]] = []
     episodes: list[tuple[int, list[Record], float]] = []
+    fallbacks = getattr(pol, "fallbacks", None)  # OnnxPolicy: decisions the guard refused, by reason
+    refused: dict[int, dict[str, float]] = {}
     for seed in seeds:
+        before = dict(fallbacks) if fallbacks is not None else {}
         recs, ret = run_episode(env, pol, int(seed), split, window_of(int(seed), windows))
         episodes.append((int(seed), recs, ret))
+        if fallbacks is not None:
+            n = max(len(recs), 1)
+            delta = {k: v - before.get(k, 0) for k, v in fallbacks.items()}
+            refused[int(seed)] = {"fallback_rate": sum(delta.values()) / n,
+                                  "ood_rate": delta.get("out_of_distribution", 0) / n}
     is_large = policy_name(pol) == "all_large"
     if reference_cost is None:
         if is_large:
@@ -245,6 +257,7 @@ def evaluate(
         m = episode_metrics(recs, *slo, reference_cost=reference_cost.get(seed))
         m["reward"] = ret / max(len(recs), 1)
         m["return"] = ret
+        m.update(refused.get(seed, {}))  # a guarded policy's figures carry its fallback rate beside them
         per_seed.append(m)
         records.extend(recs)
     if own_env:

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from rlroute.export.manifest import (
     sha256_file,
     write_manifest,
 )
+from rlroute.export.ood import RANGE_MARGIN, TARGET_FPR, ObsStats, calibrate, text_dims
 from rlroute.export.verify import LOGIT_ATOL, Recorded, record_observations, verify
 
 ENV_ID = "rlroute/Routing-v1"
@@ -67,22 +69,21 @@ def _env_config(run_dir: Path | None, cfg: Any) -> Any:
     return cfg
 
 
+def build_env(cfg: Any, split: str) -> Any:
+    """The routing env of ``cfg`` on ``split`` (imported lazily: the env pulls the simulator)."""
+    from rlroute.env import build_env as build
+
+    return build(cfg, split=split)
+
+
 def _record(env_cfg: Any, n: int, seed: int, split: str, obs_file: str | None) -> tuple[Recorded, str]:
     if obs_file:
         # .npy: observations only; .npz: arrays ``obs`` and optionally ``masks`` (bool[n, n_actions]).
         loaded = np.load(obs_file)
         masks = None
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            if "obs" not in loaded:
-                raise ValueError(f"{obs_file}: expected an array named 'obs', found {loaded.files}")
-            obs, masks = loaded["obs"], (loaded["masks"][:n].astype(bool) if "masks" in loaded else None)
-        else:
-            obs = loaded
-        if obs.ndim != 2:
-            raise ValueError(f"{obs_file}: expected float32[n, obs_dim] observations, got shape {obs.shape}")
-        return Recorded(np.asarray(obs[:n], dtype=np.float32), masks), f"file:{obs_file}"
-    from rlroute.env import build_env
-
+        if isinstance(loaded, np.lib.npyio.NpzFile) and "masks" in loaded:
+            masks = loaded["masks"][:n].astype(bool)
+        return Recorded(load_obs(obs_file)[:n], masks), f"file:{obs_file}"
     env = build_env(env_cfg, split=split)
     try:
         rec = record_observations(env, n, seed)
@@ -93,8 +94,6 @@ def _record(env_cfg: Any, n: int, seed: int, split: str, obs_file: str | None) -
 
 def fresh_model(env_cfg: Any, algo: str, seed: int) -> Any:
     """A freshly initialised (untrained) PPO / MaskablePPO on the real env's spaces."""
-    from rlroute.env import build_env
-
     env = build_env(env_cfg, split="train")
     if algo == "MaskablePPO":
         from sb3_contrib import MaskablePPO
@@ -108,9 +107,73 @@ def fresh_model(env_cfg: Any, algo: str, seed: int) -> Any:
 
 
 def fit_norm(obs: np.ndarray, clip: float = 10.0, epsilon: float = 1e-8) -> ObsNorm:
-    """VecNormalize-style statistics of recorded observations (fresh exports exercise the baked path)."""
+    """``RangeVecNormalize``-style statistics (moments and range) of recorded observations (fresh exports
+    exercise the baked path)."""
     obs64 = obs.astype(np.float64)
-    return ObsNorm(True, obs64.mean(axis=0), obs64.var(axis=0), clip, epsilon)
+    return ObsNorm(True, obs64.mean(axis=0), obs64.var(axis=0), clip, epsilon, obs64.min(axis=0), obs64.max(axis=0),
+                   float(len(obs64)))
+
+
+def greedy_actor(model: Any, norm: ObsNorm, algo: str) -> Callable[[np.ndarray, np.ndarray], int]:
+    """``(raw obs, mask) -> action`` of the exported policy (SB3 side, normalised as the graph does)."""
+    masked = algo == "MaskablePPO"
+
+    def act(obs: np.ndarray, mask: np.ndarray) -> int:
+        x = norm.apply(obs[None, :])
+        a, _ = model.predict(x, deterministic=True, action_masks=mask[None, :]) if masked else \
+            model.predict(x, deterministic=True)
+        return int(np.asarray(a).reshape(-1)[0])
+
+    return act
+
+
+def load_obs(path: str) -> np.ndarray:
+    """Observations ``float32[n, dim]`` from a ``.npy`` file or a ``.npz`` file's array ``obs``."""
+    loaded = np.load(path)
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        if "obs" not in loaded:
+            raise ValueError(f"{path}: expected an array named 'obs', found {loaded.files}")
+        loaded = loaded["obs"]
+    if loaded.ndim != 2:
+        raise ValueError(f"{path}: expected float32[n, obs_dim] observations, got shape {loaded.shape}")
+    return np.asarray(loaded, dtype=np.float32)
+
+
+def ood_section(env_cfg: Any, stats: ObsStats, text: str, act: Callable[[np.ndarray, np.ndarray], int],
+                o: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The manifest's ``ood`` field: training ``stats`` plus thresholds calibrated on validation observations.
+
+    Two halves of ``n_calib // 2`` observations each, from different episodes of the ``val`` split driven by
+    the exported policy itself (greedy: what it will see when served); the first half sets the thresholds,
+    the second measures the false-positive rate (:func:`rlroute.export.ood.calibrate`). With
+    ``o["obs_file"]`` (observations recorded elsewhere, e.g. from the serving path), shuffled with ``seed``,
+    its first half gives the statistics instead of ``stats``, its third quarter fits the thresholds and its
+    last quarter measures.
+    """
+    from rlroute.features import build_schema
+
+    where: dict[str, Any]
+    if o.get("obs_file"):
+        obs = load_obs(str(o["obs_file"]))
+        obs = obs[np.random.default_rng(seed).permutation(len(obs))]  # a recording in time order: no trend split
+        n = len(obs)
+        stats = ObsStats.from_obs(obs[: n // 2], f"file:{o['obs_file']} (first half)")
+        halves = [obs[n // 2: 3 * n // 4], obs[3 * n // 4:]]
+        where = {"split": f"file:{o['obs_file']}", "fit": "third quarter", "holdout": "last quarter"}
+    else:
+        seeds = [seed + 101, seed + 20_101]
+        halves = []
+        for s in seeds:
+            env = build_env(env_cfg, split="val")
+            try:
+                halves.append(record_observations(env, int(o["n_calib"]) // 2, s, act).obs)
+            finally:
+                env.close()
+        where = {"split": "val", "driven_by": "the exported policy (greedy)", "seeds": seeds}
+    schema = build_schema(text)
+    guard, record = calibrate(stats, schema.slices, halves[0], halves[1], float(o["target_fpr"]),
+                              float(o["range_margin"]), text_dims(schema.names))
+    return {**guard.to_json(), "calibration": {**record, **where}}
 
 
 def export_policy(
@@ -126,6 +189,7 @@ def export_policy(
     seed: int = 0,
     overwrite: bool = False,
     logit_atol: float = LOGIT_ATOL,
+    ood: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export, verify and write a policy folder; return its manifest.
 
@@ -141,6 +205,10 @@ def export_policy(
         seed: seeds the fresh policy and the recording.
         overwrite: replace an existing ``out``.
         logit_atol: largest allowed |ONNX logit - torch logit|.
+        ood: the out-of-distribution guard's settings (``conf/export.yaml`` ``ood``): ``enabled``,
+            ``n_train`` (rollouts of the ``train`` split for the training statistics of a fresh policy, or
+            of a run without a recorded range), ``n_calib``, ``target_fpr``, ``range_margin``, ``obs_file``
+            (statistics and calibration from recorded observations instead, see :func:`ood_section`).
 
     Raises:
         ExportVerificationError: ONNX and torch disagree (nothing is written to ``out``).
@@ -156,10 +224,17 @@ def export_policy(
         (env_cfg.get("features") or {}).get("text", "hash"))
     schema = current_schema(str(text or "hash"))
     rec, source = _record(env_cfg, n_verify, seed, split, obs_file)
+    o = {"enabled": True, "n_train": 5000, "n_calib": 4000, "target_fpr": TARGET_FPR,
+         "range_margin": RANGE_MARGIN, "obs_file": None, **(ood or {})}
+    stats: ObsStats | None = None
     if fresh:
         model, algo = fresh_model(env_cfg, fresh_algo, seed), fresh_algo
         dim = int(np.prod(model.observation_space.shape))
-        norm = fit_norm(rec.obs) if fresh_norm else ObsNorm.identity(dim)
+        train_rec = None
+        if fresh_norm or o["enabled"]:  # "training" statistics of a fresh policy: rollouts of the train split
+            train_rec, train_src = _record(env_cfg, int(o["n_train"]), seed, "train", None)
+            stats = ObsStats.from_obs(train_rec.obs, train_src)
+        norm = fit_norm(train_rec.obs) if fresh_norm and train_rec is not None else ObsNorm.identity(dim)
         train_cfg, metrics = _to_container(env_cfg), dict[str, Any]()
     else:
         if rd is None:
@@ -169,6 +244,14 @@ def export_policy(
         train_cfg = _to_container(env_cfg)
         metrics_path = rd / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        stats = ObsStats.from_norm(norm, norm.count, f"run:{rd}/vecnormalize.pkl (every training observation)")
+        if stats is None and o["enabled"]:  # trained without a recorded range: the train split under this policy
+            env = build_env(env_cfg, split="train")
+            try:
+                obs = record_observations(env, int(o["n_train"]), seed, greedy_actor(model, norm, algo)).obs
+            finally:
+                env.close()
+            stats = ObsStats.from_obs(obs, f"env:{ENV_ID} split=train driven by the exported policy seed={seed}")
     n_actions = int(model.action_space.n)
     if dim != schema.dim or rec.obs.shape[1] != dim:
         raise ValueError(
@@ -210,6 +293,8 @@ def export_policy(
             "metrics": metrics,
             "verification": report.to_json(),
         }
+        if o["enabled"] and stats is not None:
+            manifest["ood"] = ood_section(env_cfg, stats, schema.text, greedy_actor(model, norm, algo), o, seed)
         write_manifest(tmp, manifest)
         tmp.chmod(0o755)  # mkdtemp makes it private; an exported policy is meant to be read by the router
         if out.exists():
@@ -241,11 +326,16 @@ def main() -> None:
             seed=int(cfg.seed),
             overwrite=bool(cfg.overwrite),
             logit_atol=float(cfg.logit_atol),
+            ood=dict(cfg.get("ood") or {}),
         )
         v = m["verification"]
         print(
             f"exported {m['source']['algo']} -> {cfg.out}: {v['n_obs']} observations, "
             f"action agreement {v['action_agreement']:.4f}, max |logit diff| {v['max_abs_logit_diff']:.2e}"
         )
+        if "ood" in m:
+            c = m["ood"]["calibration"]
+            print(f"OOD guard: false positives {c['fpr_holdout']:.4f} on {c['n_holdout']} held-out validation "
+                  f"observations (target <= {c['target_fpr']}, fit half {c['fpr_fit']:.4f})")
 
     _run()

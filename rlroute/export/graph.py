@@ -3,7 +3,9 @@
 Follows SB3's ``docs/guide/export.md``: wrap the policy in a ``torch.nn.Module`` whose ``forward`` is the
 deterministic actor (features extractor -> policy MLP -> action net), and export that. We additionally bake
 the observation normalisation into the graph, computed in float64 exactly as ``VecNormalize._normalize_obs``
-does in NumPy (then cast to float32), so ONNX and SB3 see bit-identical normalised inputs.
+does in NumPy (then cast to float32), so ONNX and SB3 see bit-identical normalised inputs — including the
+clip of each raw feature to its training range that :class:`rlroute.train.normalize.RangeVecNormalize`
+applies first (a feature constant in training stays at its training value instead of becoming ±clip).
 """
 
 from __future__ import annotations
@@ -27,13 +29,21 @@ OPSET = 20
 
 @dataclass(slots=True)
 class ObsNorm:
-    """``VecNormalize`` observation statistics; ``enabled=False`` means identity."""
+    """``VecNormalize`` observation statistics; ``enabled=False`` means identity.
+
+    ``low``/``high``: the training range each raw feature is clipped to before standardising
+    (:class:`rlroute.train.normalize.RangeVecNormalize`); ``None`` for runs trained with plain
+    ``VecNormalize`` (no range recorded: no clip, as they were trained).
+    """
 
     enabled: bool
     mean: np.ndarray
     var: np.ndarray
     clip: float
     epsilon: float
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    count: float = 0.0  # observations the statistics were updated with
 
     @classmethod
     def identity(cls, dim: int) -> ObsNorm:
@@ -49,17 +59,26 @@ class ObsNorm:
         var = np.asarray(vn.obs_rms.var, dtype=np.float64)
         if mean.shape != (dim,) or var.shape != (dim,):
             raise ValueError(f"VecNormalize obs_rms has shape {mean.shape}/{var.shape}, expected ({dim},)")
-        return cls(True, mean, var, float(vn.clip_obs), float(vn.epsilon))
+        from rlroute.train.normalize import RangeRunningMeanStd
+
+        rms = vn.obs_rms
+        low: np.ndarray | None = None
+        high: np.ndarray | None = None
+        if isinstance(rms, RangeRunningMeanStd) and rms.seen:
+            low, high = np.asarray(rms.low, dtype=np.float64), np.asarray(rms.high, dtype=np.float64)
+        return cls(True, mean, var, float(vn.clip_obs), float(vn.epsilon), low, high, float(rms.count))
 
     def apply(self, obs: np.ndarray) -> np.ndarray:
-        """NumPy reference: exactly ``VecNormalize.normalize_obs`` (float64 maths, float32 result)."""
+        """NumPy reference: exactly ``RangeVecNormalize.normalize_obs`` (float64 maths, float32 result)."""
         if not self.enabled:
             return np.asarray(obs, dtype=np.float32)
+        if self.low is not None and self.high is not None:
+            obs = np.clip(obs, self.low, self.high)
         out = np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip)
         return out.astype(np.float32)
 
     def to_json(self) -> dict[str, Any]:
-        """Manifest form; ``clip`` is null when there is no clipping."""
+        """Manifest form; ``clip`` is null when there is no clipping, ``low``/``high`` when no range clip."""
         return {
             "enabled": self.enabled,
             "baked_into_graph": True,
@@ -67,14 +86,19 @@ class ObsNorm:
             "var": self.var.tolist(),
             "clip": self.clip if np.isfinite(self.clip) else None,
             "epsilon": self.epsilon,
+            "range_clip": self.enabled and self.low is not None,
+            "low": self.low.tolist() if self.low is not None else None,
+            "high": self.high.tolist() if self.high is not None else None,
         }
 
 
 class OnnxableActor(nn.Module):
-    """Deterministic actor: raw observation -> (normalise) -> SB3 actor -> unnormalised action logits."""
+    """Deterministic actor: raw observation -> (clip to the training range, normalise) -> SB3 actor -> logits."""
 
     mean: torch.Tensor
     std: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
 
     def __init__(self, policy: Any, norm: ObsNorm) -> None:
         super().__init__()
@@ -86,12 +110,21 @@ class OnnxableActor(nn.Module):
         self.register_buffer("mean", torch.as_tensor(norm.mean, dtype=torch.float64))
         # sqrt in NumPy so the divisor is the very float64 VecNormalize divides by.
         self.register_buffer("std", torch.as_tensor(np.sqrt(norm.var + norm.epsilon), dtype=torch.float64))
+        self.range_clip = norm.enabled and norm.low is not None and norm.high is not None
+        dim = len(norm.mean)
+        self.register_buffer("low", torch.as_tensor(norm.low if norm.low is not None else np.zeros(dim),
+                                                    dtype=torch.float64))
+        self.register_buffer("high", torch.as_tensor(norm.high if norm.high is not None else np.zeros(dim),
+                                                     dtype=torch.float64))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of raw observations ``float32[batch, obs_dim]``."""
         x = obs
         if self.normalise:
-            x = ((obs.double() - self.mean) / self.std).clamp(-self.clip, self.clip).float()
+            x64 = obs.double()
+            if self.range_clip:  # np.clip(obs, low, high) = min(max(obs, low), high), as RangeVecNormalize
+                x64 = torch.minimum(torch.maximum(x64, self.low), self.high)
+            x = ((x64 - self.mean) / self.std).clamp(-self.clip, self.clip).float()
         return self.action_net(self.policy_net(self.features_extractor(x)))
 
 

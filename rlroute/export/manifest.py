@@ -19,7 +19,9 @@ format_version    version of this manifest layout (bump on incompatible changes)
 created_at        UTC creation time, ISO 8601
 rlroute_version   package version that wrote the folder
 feature_schema    ``{version, hash, dim, text}`` of the training run's feature schema (``features.text``)
-obs_norm          ``{enabled, baked_into_graph, mean[224], var[224], clip, epsilon}``
+obs_norm          ``{enabled, baked_into_graph, mean[224], var[224], clip, epsilon, range_clip, low, high}``;
+                  ``low``/``high`` (null for runs without): the training range each raw feature is clipped
+                  to before standardising, in training and in the graph (``rlroute.train.normalize``)
 action_map        ``{"0": "large", "1": "small", "2": "hybrid"}`` (logit index -> action name)
 env               ``{id, version}`` of the Gymnasium env the policy was trained on
 onnx              ``{file, sha256, opset, input, output, obs_dim, n_actions}``
@@ -27,6 +29,10 @@ source            ``{run_dir, algo, masked}`` (``run_dir`` is null for a freshly
 training_config   the run's composed Hydra config (``config.yaml``), or the config used for a fresh policy
 metrics           the run's ``metrics.json`` (evaluation at training end), ``{}`` when there is none
 verification      ONNX-vs-torch check at export: ``{n_obs, action_agreement, max_abs_logit_diff, ...}``
+ood               optional: the out-of-distribution guard (``rlroute.export.ood``): training statistics
+                  ``stats{mean, var, low, high, count, source}``, per-block ``thresholds``, ``range_margin``,
+                  ``range_exempt``, and ``calibration{fpr_fit, fpr_holdout, target_fpr, n_fit, n_holdout, split,
+                  ...}`` measured on the validation split; absent in folders exported before the guard
 ================  ==========================================================================================
 """
 

@@ -9,6 +9,7 @@ net for logits — so the check covers the wrapper and the exporter, not just th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,14 +54,16 @@ class VerifyReport:
         return asdict(self)
 
 
-def record_observations(env: Any, n: int, seed: int) -> Recorded:
-    """Step ``env`` with random allowed actions until ``n`` observations are recorded.
+def record_observations(env: Any, n: int, seed: int,
+                        act: Callable[[np.ndarray, np.ndarray], int] | None = None) -> Recorded:
+    """Step ``env`` with random allowed actions (or ``act``'s) until ``n`` observations are recorded.
 
     Args:
         env: a Gymnasium env with a ``Box`` observation (e.g. ``RoutingEnv``); ``action_masks()`` is used
             when the env has it.
         n: observations to record.
         seed: seeds ``env.reset`` and the random actions.
+        act: ``(obs, mask) -> action``: drive the env with this policy instead (e.g. the exported one).
     """
     rng = np.random.default_rng(seed)
     has_masks = callable(getattr(env, "action_masks", None))
@@ -74,7 +77,8 @@ def record_observations(env: Any, n: int, seed: int) -> Recorded:
         obs_list.append(np.asarray(obs, dtype=np.float32))
         mask_list.append(mask)
         allowed = np.flatnonzero(mask) if mask.any() else np.arange(n_actions)
-        obs, _, terminated, truncated, _ = env.step(int(rng.choice(allowed)))
+        action = int(rng.choice(allowed)) if act is None else int(act(obs_list[-1], mask))
+        obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             episode += 1
             obs, _ = env.reset(seed=seed + episode)

@@ -7,7 +7,9 @@ in, ``manifest.json``). Loading validates the manifest and raises :class:`Policy
 Per decision, :meth:`OnnxPolicy.decide` runs one observation through a single-threaded session with a
 preallocated, IO-bound input/output buffer (no per-call allocation or name lookup) and passes the logits
 through :func:`guard`: non-finite logits, no allowed action, an inference error or an over-budget call, or a
-chosen pool that is unhealthy or paused each yield a fallback reason instead of a trusted action.
+chosen pool that is unhealthy or paused each yield a fallback reason instead of a trusted action. Before
+inference, an observation unlike the policy's training observations (the manifest's ``ood`` statistics,
+:class:`rlroute.export.ood.OodGuard`) is refused as ``out_of_distribution`` without running the graph.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from rlroute.export.manifest import (
     SchemaId,
     read_manifest,
 )
+from rlroute.export.ood import BLOCKS, REASON_OOD, OodGuard
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import strong_score
 from rlroute.types import Action
@@ -59,6 +62,7 @@ FALLBACK_REASONS: tuple[str, ...] = (
     REASON_NON_FINITE,
     REASON_NO_ACTION,
     REASON_POOL,
+    REASON_OOD,
 )
 
 # Pools an action needs: hybrid plans on the large pool and executes on the small one.
@@ -86,7 +90,8 @@ class Decision:
     logits: np.ndarray
     reason: str | None = None  # None: trusted; else one of FALLBACK_REASONS
     elapsed_s: float = 0.0
-    detail: str | None = None  # the exception text of an inference error
+    detail: str | None = None  # the exception text of an inference error, the drift of an OOD refusal
+    drift2: np.ndarray | None = None  # squared per-block OOD drift (request, system, cache); None: no guard
 
 
 def masked_argmax(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -137,6 +142,10 @@ class OnnxPolicy:
         timeout_s: per-call inference budget; a slower call is reported as ``inference_timeout``.
         schema: feature schema to validate against (default: what the running features code builds for the
             manifest's text representation; ``feature_text`` tells the caller which extractor to use).
+        ood: score every observation against the manifest's training statistics and refuse those out of
+            distribution (no effect for a folder exported without ``ood``).
+        ood_scale: multiplies the calibrated per-block thresholds (> 1: fewer refusals).
+        ood_range_margin: replaces the calibrated widening of the training range (None: the manifest's).
 
     Raises:
         PolicyLoadError: the folder is missing, corrupt, or was exported for another feature schema.
@@ -149,6 +158,9 @@ class OnnxPolicy:
     fallback: Policy | None = None
     timeout_s: float | None = None
     schema: SchemaId | None = None
+    ood: bool = True
+    ood_scale: float = 1.0
+    ood_range_margin: float | None = None
     name: str = "onnx"
     manifest: dict[str, Any] = field(init=False, repr=False)
     fallbacks: Counter[str] = field(init=False, repr=False)
@@ -164,6 +176,16 @@ class OnnxPolicy:
         onnx_meta = self.manifest["onnx"]
         self.obs_dim = int(onnx_meta["obs_dim"])
         self.n_actions = int(onnx_meta["n_actions"])
+        self.guard: OodGuard | None = None
+        if self.ood and self.manifest.get("ood"):
+            try:
+                self.guard = OodGuard.from_json(self.manifest["ood"], self.ood_scale, self.ood_range_margin)
+            except ValueError as e:
+                raise PolicyLoadError(REASON_CORRUPT, f"{self.path}: {e}") from e
+            if len(self.guard.stats.mean) != self.obs_dim:
+                raise PolicyLoadError(REASON_CORRUPT, f"{self.path}: ood statistics have "
+                                      f"{len(self.guard.stats.mean)} features, the graph {self.obs_dim}")
+        self._nan = np.full(self.n_actions, np.nan, dtype=np.float32)
         opts = ort.SessionOptions()
         # One decision is a few small GEMMs: thread pools only add wake-up latency.
         opts.intra_op_num_threads = 1
@@ -201,18 +223,29 @@ class OnnxPolicy:
     def decide(
         self, obs: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None
     ) -> Decision:
-        """Run the policy on one observation and guard the result (see :func:`guard`)."""
+        """Score the observation (OOD guard), run the policy on it and guard the result (see :func:`guard`)."""
         t0 = time.perf_counter()
+        drift2 = None
         try:
+            if self.guard is not None:
+                out, drift2 = self.guard.check(obs)
+                if out:
+                    r = [f"{b} {math.sqrt(v):.2f}" for b, v in zip(BLOCKS, drift2.tolist(), strict=True)]
+                    d = Decision(None, self._nan.copy(), REASON_OOD, time.perf_counter() - t0,
+                                 "drift/threshold " + ", ".join(r) + " (or a feature outside its training range)",
+                                 drift2)
+                    self.last = d
+                    return d
             logits = self.logits(obs)
         except Exception as e:  # any runtime failure means: do not trust, fall back
-            nan = np.full(self.n_actions, np.nan, dtype=np.float32)
-            d = Decision(None, nan, REASON_INFERENCE, time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+            d = Decision(None, self._nan.copy(), REASON_INFERENCE, time.perf_counter() - t0,
+                         f"{type(e).__name__}: {e}", drift2)
             self.last = d
             return d
         elapsed = time.perf_counter() - t0
         d = guard(logits, mask, state)
         d.elapsed_s = elapsed
+        d.drift2 = drift2
         if d.reason is None and self.timeout_s is not None and elapsed > self.timeout_s:
             d.reason = REASON_TIMEOUT
         self.last = d

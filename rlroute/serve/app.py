@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from fastapi import Request as FastAPIRequest
 from fastapi.responses import JSONResponse, Response
 
+from rlroute.export.ood import BLOCKS
 from rlroute.serve.config import ServeConfig
 from rlroute.serve.decision import PolicySlot
 from rlroute.serve.intake import SESSION_HEADER, SessionTable, client_request
@@ -92,7 +93,7 @@ class Router:
         self.client = httpx.AsyncClient(limits=limits, timeout=timeout)
         self.metrics = RouterMetrics()
         self.upstreams = Upstreams(cfg, self.client)
-        self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, cfg.fallback)
+        self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, cfg.fallback, cfg.ood)
         self.transport = httpx.AsyncHTTPTransport(limits=limits)
         self.proxy = Proxy(self.upstreams, self.transport, timeout, self.metrics, cfg.retries, cfg.allow_cross_pool)
         self.ids = itertools.count()
@@ -258,6 +259,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         try:
             yield
         finally:
+            router.slot.save_recorded()
             await router.upstreams.stop()
             await router.client.aclose()
             await router.transport.aclose()
@@ -298,6 +300,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         for name in router.upstreams.pools:
             for w in router.upstreams.workers(name):
                 router.metrics.worker_up.labels(name, w.url).set(1.0 if w.usable else 0.0)
+        if router.slot.drift.n:
+            for block, v in zip(BLOCKS, router.slot.drift.values(), strict=True):
+                router.metrics.ood_drift.labels(block).set(v)
         body, ctype = router.metrics.render()
         return Response(body, media_type=ctype)
 

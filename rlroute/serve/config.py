@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlroute.serve.decision import OodSettings
 from rlroute.types import POOLS
 
 BACKENDS = ("workers", "sglang_router")
@@ -41,6 +42,7 @@ class ServeConfig:
     policy_path: str | None = None
     inference_timeout_ms: float = 5.0
     fallback: dict[str, Any] = field(default_factory=dict)
+    ood: OodSettings = field(default_factory=OodSettings)
     allow_cross_pool: bool = True
     plan_tokens: int = 64
     block_size: int = 64
@@ -111,6 +113,14 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
     slo = c.get("slo") or {}
     if not isinstance(slo, dict) or set(slo) - {"ttft_s", "tpot_s"}:
         raise ServeConfigError(f"serve.slo: expected {{ttft_s, tpot_s}}, got {slo!r}")
+    o = c.get("ood") or {}
+    if not isinstance(o, dict):
+        raise ServeConfigError(f"serve.ood: expected a mapping (enabled, scale, range_margin, halflife), got {o!r}")
+    ood = OodSettings(enabled=bool(o.get("enabled", True)), scale=_num(o, "scale", 1.0, float, 1e-9),
+                      range_margin=None if o.get("range_margin") is None else _num(o, "range_margin", 0.25, float, 0.0),
+                      halflife=_num(o, "halflife", 100.0, float, 1.0),
+                      record=str(o["record"]) if o.get("record") else None,
+                      record_max=_num(o, "record_max", 100_000, int, 1))
     policy = c.get("policy") or {}
     return ServeConfig(
         pools=pools,
@@ -120,6 +130,7 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         policy_path=str(policy["path"]) if policy.get("path") else None,
         inference_timeout_ms=_num(policy, "inference_timeout_ms", 5.0, float, 0.0),
         fallback=dict(c.get("fallback") or {}),
+        ood=ood,
         allow_cross_pool=bool(c.get("allow_cross_pool", True)),
         plan_tokens=_num(c.get("hybrid") or {}, "plan_tokens", 64, int, 1),
         block_size=_num(c, "block_size", 64, int, 1),

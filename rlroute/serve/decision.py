@@ -4,21 +4,30 @@
 one immutable :class:`Loaded` record; a reload builds a new record off the event loop and swaps the
 reference in one assignment, so a decision in progress keeps the record it started with and nothing is
 dropped. Every decision the policy does not make itself is made by the seed heuristic and reported with
-its reason (``policy_missing``, ``policy_corrupt``, ``schema_mismatch``, ``inference_error``,
-``inference_timeout``, ``non_finite``, ``pool_unavailable``, ``feature_error``).
+its reason (``policy_missing``, ``policy_corrupt``, ``schema_mismatch``, ``out_of_distribution``,
+``inference_error``, ``inference_timeout``, ``non_finite``, ``pool_unavailable``, ``feature_error``).
+
+With ``ood.record`` set, every observation decided on is kept and written to that ``.npy`` file when the
+router stops — served traffic to calibrate a guard on (``rlroute export ood.obs_file=...``).
+
+The policy scores every observation against its training statistics (:mod:`rlroute.export.ood`);
+:class:`DriftMeter` keeps an exponentially weighted mean of each block's squared drift for the
+``rlroute_router_ood_drift`` gauges (1.0 = the block's calibrated threshold).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
+from rlroute.export.ood import BLOCKS
 from rlroute.policies.base import DecisionContext
 from rlroute.types import Action, Request
 
@@ -50,7 +59,42 @@ class Outcome:
     obs: np.ndarray | None = None  # the observation decided on (None when features failed)
 
 
-def load(path: str | None, timeout_s: float | None) -> Loaded:
+@dataclass(slots=True)
+class OodSettings:
+    """The router's OOD guard settings (``conf/serve.yaml`` ``ood``)."""
+
+    enabled: bool = True
+    scale: float = 1.0  # multiplies the manifest's calibrated per-block thresholds
+    range_margin: float | None = None  # None: the manifest's
+    halflife: float = 100.0  # decisions: half-life of the drift gauges' moving average
+    record: str | None = None  # .npy file: every observation decided on is saved there at shutdown
+    record_max: int = 100_000  # observations kept for ``record`` (the first ones)
+
+
+@dataclass(slots=True)
+class DriftMeter:
+    """Exponentially weighted mean of the per-block squared drift over recent decisions (plain floats)."""
+
+    halflife: float = 100.0
+    mean2: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    n: int = 0
+
+    def update(self, drift2: np.ndarray) -> None:
+        """Fold in one decision's squared drift (request, system, cache)."""
+        a = max(1.0 / (self.n + 1), 1.0 - 0.5 ** (1.0 / self.halflife))  # plain mean until the window fills
+        m = self.mean2
+        v = drift2.tolist()
+        m[0] += a * (v[0] - m[0])
+        m[1] += a * (v[1] - m[1])
+        m[2] += a * (v[2] - m[2])
+        self.n += 1
+
+    def values(self) -> list[float]:
+        """Root of the moving mean per block: RMS drift relative to the block's threshold."""
+        return [math.sqrt(x) for x in self.mean2]
+
+
+def load(path: str | None, timeout_s: float | None, ood: OodSettings | None = None) -> Loaded:
     """Load an exported policy folder; never raises — a failure becomes a fallback reason."""
     from rlroute.export.manifest import REASON_CORRUPT, REASON_MISSING, PolicyLoadError
     from rlroute.features import FeatureExtractor
@@ -62,7 +106,9 @@ def load(path: str | None, timeout_s: float | None) -> Loaded:
 
         if not Path(path).exists():
             raise PolicyLoadError(REASON_MISSING, f"{path}: no such policy folder")
-        policy = OnnxPolicy(path, timeout_s=timeout_s)
+        o = ood or OodSettings()
+        policy = OnnxPolicy(path, timeout_s=timeout_s, ood=o.enabled, ood_scale=o.scale,
+                            ood_range_margin=o.range_margin)
         extractor = FeatureExtractor(getattr(policy, "feature_text", "hash"))
         return Loaded(policy, None, "", extractor, path, time.time())
     except PolicyLoadError as e:
@@ -78,13 +124,18 @@ class PolicySlot:
         path: exported policy folder (None: heuristic only, counted as ``policy_missing``).
         timeout_ms: inference budget per decision.
         fallback: keyword arguments of :class:`rlroute.policies.heuristic.SeedHeuristic`.
+        ood: the out-of-distribution guard's settings.
     """
 
-    def __init__(self, path: str | None, timeout_ms: float, fallback: dict[str, Any]) -> None:
+    def __init__(self, path: str | None, timeout_ms: float, fallback: dict[str, Any],
+                 ood: OodSettings | None = None) -> None:
         from rlroute.policies.heuristic import SeedHeuristic
 
         self.timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
-        self.current: Loaded = load(path, self.timeout_s)
+        self.ood = ood or OodSettings()
+        self.drift = DriftMeter(self.ood.halflife)
+        self.recorded: list[np.ndarray] = []  # observations for ``ood.record`` (calibrating on served traffic)
+        self.current: Loaded = load(path, self.timeout_s, self.ood)
         self.heuristic = SeedHeuristic(**fallback)
         self._reload_lock = asyncio.Lock()
 
@@ -95,9 +146,10 @@ class PolicySlot:
             The attempted generation (check ``reason``); the slot keeps the old one on failure.
         """
         async with self._reload_lock:
-            new = await asyncio.to_thread(load, path or self.current.path, self.timeout_s)
+            new = await asyncio.to_thread(load, path or self.current.path, self.timeout_s, self.ood)
             if new.policy is not None:
                 self.current = new  # one reference assignment: atomic for every coroutine
+                self.drift = DriftMeter(self.ood.halflife)  # drift is relative to the new policy's thresholds
             return new
 
     def decide(self, request: Request, state: ClusterState, matches: dict[str, list[int]]) -> Outcome:
@@ -111,8 +163,12 @@ class PolicySlot:
             obs = gen.extractor.extract(request, state, matches)
         except Exception as e:  # a feature bug must not take the router down
             reason, detail = REASON_FEATURES, f"{type(e).__name__}: {e}"
+        if obs is not None and self.ood.record and len(self.recorded) < self.ood.record_max:
+            self.recorded.append(obs.copy())
         if obs is not None and gen.policy is not None:
             d = gen.policy.decide(obs, None, state)
+            if d.drift2 is not None:
+                self.drift.update(d.drift2)
             if d.reason is None and d.action is not None:
                 return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0, None, obs)
             reason, detail = d.reason, d.detail
@@ -126,6 +182,16 @@ class PolicySlot:
             detail = f"{detail or ''}; heuristic failed: {type(e).__name__}: {e}"
         return Outcome(action, "fallback", reason or REASON_HEURISTIC, time.perf_counter() - t0, detail, obs)
 
+    def save_recorded(self) -> Path | None:
+        """Write the recorded observations to ``ood.record`` (``float32[n, dim]`` .npy); None when off."""
+        if not self.ood.record:
+            return None
+        path = Path(self.ood.record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dim = len(self.current.extractor.schema)
+        np.save(path, np.stack(self.recorded) if self.recorded else np.zeros((0, dim), np.float32))
+        return path
+
     def describe(self) -> dict[str, Any]:
         """What is loaded, for ``/admin/status`` and reload answers."""
         g = self.current
@@ -135,4 +201,9 @@ class PolicySlot:
             m = g.policy.manifest
             info["feature_schema"] = m.get("feature_schema")
             info["created_at"] = m.get("created_at")
+            cal = (m.get("ood") or {}).get("calibration")
+            info["ood"] = {"guarded": g.policy.guard is not None, "settings": {
+                "enabled": self.ood.enabled, "scale": self.ood.scale, "range_margin": self.ood.range_margin},
+                "calibration": cal, "drift": dict(zip(BLOCKS, self.drift.values(),
+                                                      strict=True))}
         return info

@@ -2,7 +2,9 @@
 
 Names are ``rlroute_router_*``. Decisions are counted by action and source (``policy`` or ``fallback``),
 fallbacks by reason, upstream attempts by outcome; latencies are histograms in seconds; in-flight
-requests are a gauge per pool.
+requests are a gauge per pool. ``rlroute_router_ood_drift{block}`` is the OOD guard's drift per feature
+block (request, system, cache): RMS over recent decisions of the block's drift relative to its threshold
+calibrated at export (above 1: that block alone would send the typical recent request to the fallback).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class RouterMetrics:
         self.weight_update = Gauge("rlroute_router_weight_update_interruption_seconds",
                                    "Interruption of the last coordinated weight update.", ["pool"], registry=r)
         self.worker_up = Gauge("rlroute_router_worker_usable", "1 when a worker takes traffic.", ["pool", "worker"],
+                               registry=r)
+        self.ood_drift = Gauge("rlroute_router_ood_drift", "OOD drift per feature block relative to its calibrated "
+                               "threshold (RMS over recent decisions; >1 means out of distribution).", ["block"],
                                registry=r)
         for pool in ("large", "small"):
             self.inflight.labels(pool).set(0)

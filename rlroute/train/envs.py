@@ -20,6 +20,8 @@ from omegaconf.errors import InterpolationResolutionError
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
+from rlroute.train.normalize import RangeVecNormalize
+
 EnvBuilder = Callable[[DictConfig, str], gym.Env]
 
 # Registry of vector-env kinds (`agent.vec_env`); SubprocVecEnv uses forkserver so torch threads in the
@@ -84,9 +86,11 @@ def make_vec_env(
 
 
 def wrap_normalize(venv: VecEnv, cfg: DictConfig) -> VecNormalize:
-    """Wrap ``venv`` in VecNormalize with ``cfg.agent.normalize`` (obs always tracked, reward optional)."""
+    """Wrap ``venv`` in :class:`RangeVecNormalize` with ``cfg.agent.normalize`` (obs always tracked, reward
+    optional): ``VecNormalize`` that clips each feature to its training range before standardising, so a
+    feature constant in training cannot become ±``clip_obs`` at run time (:mod:`rlroute.train.normalize`)."""
     norm = cfg.agent.normalize
-    return VecNormalize(
+    return RangeVecNormalize(
         venv,
         norm_obs=bool(norm.obs),
         norm_reward=bool(norm.reward),

@@ -1,0 +1,101 @@
+"""The HTTP-router arm of the side-by-side: every request goes to a real ``rlroute serve`` process over HTTP.
+
+Same emulated workers, same trace windows, same open-loop replay (:func:`rlroute.bench.replay.replay`, the
+client that drives the sglang-router arms, non-streaming ``/generate`` with text standing for the trace's
+blocks) and the same metrics as the other arms. A fresh router is started per arm run (its approximate
+prefix trees then start as empty as the flushed workers' caches, as ``LiveCluster`` does in the in-process
+arm) and stopped by PID afterwards.
+
+Per request the router's decision comes back in its ``x-rlroute-*`` headers: the action, who made it
+(``policy`` or ``fallback``) and why (``out_of_distribution``, ``pool_unavailable``, ...), so every row
+carries its fallback reason and the arm reports its fallback and OOD rates beside its figures.
+
+Approximations (stated where they matter): a hybrid's modelled latency is its answer stage's (the plan
+stage's ``meta_info`` stays inside the router), and its cost adds the plan stage at the large pool's
+prices for the prompt (uncached) plus ``x-rlroute-plan-tokens`` output tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from rlroute.bench.replay import replay
+from rlroute.cluster.live.launch import WorkerFleet
+from rlroute.serve.launch import RouterProc
+from rlroute.types import ACTION_NAMES, Action, Request
+
+
+def start_router(fleet: WorkerFleet, policy: Path | None, log: Path, overrides: list[str]) -> RouterProc:
+    """``rlroute serve`` over the fleet's pools (cache_aware inside each pool, as the in-process arm)."""
+    args = [*(f"policy.path={policy}" for _ in [0] if policy is not None), "scrape_interval_s=0.5", *overrides]
+    return RouterProc(fleet.urls("large"), fleet.urls("small"), log, args)
+
+
+def run_http(url: str, reqs: list[Request], speedup: float, cost_model: Any) -> list[dict[str, Any]]:
+    """Open-loop replay of ``reqs`` through the router at ``url``; one row per request."""
+    recs = asyncio.run(replay(url, reqs, 1.0 / speedup, stream=False))
+    rows = []
+    for req, rec in zip(reqs, recs, strict=True):
+        h = rec.headers
+        name = h.get("x-rlroute-action")
+        act = Action(ACTION_NAMES.index(name)) if name in ACTION_NAMES else Action.SMALL
+        pool = h.get("x-rlroute-pool", "large" if act == Action.LARGE else "small")
+        cost = 0.0
+        if rec.ok:
+            cost = cost_model.request_cost(pool, rec.prompt_tokens, rec.cached_tokens, rec.output_tokens)
+            if act == Action.HYBRID:  # the plan stage (approximation, see the module docstring)
+                cost += cost_model.request_cost("large", req.input_len, 0, int(h.get("x-rlroute-plan-tokens", 0)))
+        q = req.quality
+        rows.append({"id": req.id, "action": int(act), "ok": rec.ok, "ttft": rec.model_ttft_s, "e2e": rec.model_e2e_s,
+                     "cached": rec.cached_tokens, "prompt": rec.prompt_tokens, "cost": cost,
+                     "quality": bool(q.ok[int(act)]) if q is not None else False, "error": rec.error,
+                     "source": h.get("x-rlroute-source", "none"), "reason": h.get("x-rlroute-fallback-reason"),
+                     "retries": max(int(h.get("x-rlroute-attempts", "1")) - 1, 0)})
+    return rows
+
+
+def router_counts(url: str) -> dict[str, float]:
+    """The router's own ``/metrics`` counts: decisions by source and fallbacks by reason."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for s in fam.samples:
+            if s.name == "rlroute_router_decisions_total":
+                key = f"decisions_{s.labels['source']}"
+            elif s.name == "rlroute_router_fallbacks_total":
+                key = f"fallback_{s.labels['reason']}"
+            elif s.name == "rlroute_router_ood_drift":
+                key = f"ood_drift_{s.labels['block']}"
+            else:
+                continue
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def arm(fleet: WorkerFleet, policy: Path | None, logs: Path, name: str, overrides: list[str], speedup: float,
+        cost_model: Any) -> Any:
+    """An arm function ``reqs -> rows`` that starts a router, replays, records its counts, stops it."""
+    counts: list[dict[str, float]] = []
+
+    def run(reqs: list[Request]) -> list[dict[str, Any]]:
+        router = start_router(fleet, policy, logs / f"router-{name}-{len(counts)}.log", overrides)
+        try:
+            rows = run_http(router.url, reqs, speedup, cost_model)
+            counts.append(router_counts(router.url))
+        finally:
+            router.stop()
+        return rows
+
+    run.counts = counts  # type: ignore[attr-defined]
+    return run
+
+
+def fallback_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Shares of requests the policy did not decide, and of those refused as out of distribution."""
+    n = len(rows)
+    return {"fallback_rate": sum(r.get("source") == "fallback" for r in rows) / n,
+            "ood_rate": sum(r.get("reason") == "out_of_distribution" for r in rows) / n}

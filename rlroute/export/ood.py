@@ -1,0 +1,281 @@
+"""Out-of-distribution guard: the training observation statistics, a per-block drift score and its calibration.
+
+An exported policy carries, in its manifest's ``ood`` field, what its training observations looked like
+(per feature: mean, variance, minimum, maximum — from the run's :class:`~rlroute.train.normalize.RangeVecNormalize`,
+or from env rollouts for a fresh export) and thresholds calibrated on the **validation** split. For one
+raw observation ``x`` the guard computes, per block ``b`` (request / system / cache):
+
+* ``drift_b = sqrt(mean_{i in b} min(z_i^2, Z_CAP^2)) / tau_b`` with
+  ``z_i = (x_i - mean_i) / sqrt(var_i + VAR_FLOOR)``: the root-mean-square z-score of the block (a diagonal
+  Mahalanobis distance per dimension, each term capped so that one rarely-active hashed-text dimension
+  cannot dominate its block; a single feature's extreme is the range check's job) relative to its
+  calibrated threshold ``tau_b``; ``drift_b > 1`` flags the block;
+* a range check: some feature of the block lies outside its training range widened by
+  ``range_margin * max(high_i - low_i, WIDTH_FLOOR)`` on each side. Features in ``range_exempt`` — the
+  request block's hashed text dimensions (:func:`text_dims`): signed random projections of n-grams, whose
+  per-dimension extremes say nothing about a prompt being unusual and, over 112 dimensions, would flag
+  ordinary prompts by chance — count in their block's drift only.
+
+The observation is out of distribution when any block is flagged; the router then lets the seed heuristic
+decide (reason ``out_of_distribution``). Scoring one observation is ~10 vectorised NumPy calls on
+preallocated buffers (no Python loop over features).
+
+**Calibration.** Validation observations are split in two halves (by episode seed). The thresholds are the
+per-block ``1 - q`` quantiles of the fit half's block scores, with the largest ``q`` whose joint false-positive
+rate on the fit half (any block over its threshold, or out of range) is at most ``target_fpr / 2``; the
+other half measures the false-positive rate the manifest reports (``fpr_holdout``), which must be at most
+``target_fpr``. When the range check alone flags more than ``target_fpr / 4`` of the fit half, the margin
+is doubled until it does not (recorded). Training data are never used to measure a false-positive rate.
+
+Assumptions (parameters, not facts): ``VAR_FLOOR`` = 1e-4, i.e. a feature's spread is taken as at least
+0.01 in the schema's about-[-1, 1] units — a feature constant in training then scores z = 100 per unit
+of deviation instead of infinity; ``WIDTH_FLOOR`` = 0.05 for the range margin of (near-)constant features;
+``range_margin`` = 0.25 of the training width by default; ``Z_CAP`` = 4 (the squared z of one feature
+counts at most 16 in its block's mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+REASON_OOD = "out_of_distribution"
+BLOCKS: tuple[str, ...] = ("request", "system", "cache")
+VAR_FLOOR = 1e-4
+WIDTH_FLOOR = 0.05
+RANGE_MARGIN = 0.25
+TARGET_FPR = 0.01
+Z_CAP = 4.0
+TEXT_PREFIX = "request.text_"
+
+
+def text_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """Indices of the hashed text features (exempt from the range check) in a schema's ``names``."""
+    return tuple(i for i, n in enumerate(names) if n.startswith(TEXT_PREFIX))
+
+
+@dataclass(slots=True)
+class ObsStats:
+    """Per-feature training statistics (float64 arrays of the observation's size) and where they came from."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    count: float
+    source: str
+
+    @classmethod
+    def from_obs(cls, obs: np.ndarray, source: str) -> ObsStats:
+        """Statistics of recorded observations ``float[n, dim]``."""
+        x = np.asarray(obs, dtype=np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            raise ValueError(f"ObsStats.from_obs: expected float[n>0, dim] observations, got shape {x.shape}")
+        return cls(x.mean(axis=0), x.var(axis=0), x.min(axis=0), x.max(axis=0), float(len(x)), source)
+
+    @classmethod
+    def from_norm(cls, norm: Any, count: float, source: str) -> ObsStats | None:
+        """The training statistics of an :class:`~rlroute.export.graph.ObsNorm` with a recorded range, else None."""
+        if not norm.enabled or norm.low is None or norm.high is None:
+            return None
+        return cls(np.asarray(norm.mean, np.float64), np.asarray(norm.var, np.float64),
+                   np.asarray(norm.low, np.float64), np.asarray(norm.high, np.float64), float(count), source)
+
+    def to_json(self) -> dict[str, Any]:
+        """Manifest form."""
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "low": self.low.tolist(),
+                "high": self.high.tolist(), "count": self.count, "source": self.source}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ObsStats:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` naming a missing or malformed key."""
+        try:
+            arrays = [np.asarray(d[k], dtype=np.float64) for k in ("mean", "var", "low", "high")]
+        except KeyError as e:
+            raise ValueError(f"ood.stats: missing {e.args[0]!r}") from e
+        if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1:
+            raise ValueError(f"ood.stats: mean/var/low/high must be equal-length lists, got {[a.shape for a in arrays]}")
+        mean, var, low, high = arrays
+        return cls(mean, var, low, high, float(d.get("count", 0.0)), str(d.get("source", "")))
+
+
+@dataclass
+class OodGuard:
+    """Scores observations against training statistics (see the module docstring).
+
+    Args:
+        stats: training statistics.
+        slices: ``block -> slice`` of the observation (the schema's).
+        thresholds: per-block RMS-z threshold ``tau_b``, in :data:`BLOCKS` order.
+        range_margin: widening of the training range, as a fraction of its width.
+        range_exempt: feature indices left out of the range check (drift only).
+    """
+
+    stats: ObsStats
+    slices: dict[str, slice]
+    thresholds: np.ndarray
+    range_margin: float = RANGE_MARGIN
+    range_exempt: tuple[int, ...] = ()
+    _buf: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        dim = len(self.stats.mean)
+        self.thresholds = np.asarray(self.thresholds, dtype=np.float64)
+        if self.thresholds.shape != (len(BLOCKS),) or not np.all(self.thresholds > 0):
+            raise ValueError(f"OodGuard: thresholds must be {len(BLOCKS)} positive numbers, got {self.thresholds}")
+        self._mean = self.stats.mean.astype(np.float32)
+        self._inv_sigma = (1.0 / np.sqrt(self.stats.var + VAR_FLOOR)).astype(np.float32)
+        # mean z^2 of block b divided by tau_b^2, as one matmul: w[i, b] = 1 / (n_b tau_b^2) for i in b.
+        self._w = np.zeros((dim, len(BLOCKS)), dtype=np.float32)
+        self._block_of = np.full(dim, -1, dtype=np.int64)
+        for b, name in enumerate(BLOCKS):
+            s = self.slices[name]
+            self._w[s, b] = 1.0 / ((s.stop - s.start) * self.thresholds[b] ** 2)
+            self._block_of[s] = b
+        if (self._block_of < 0).any():
+            raise ValueError(f"OodGuard: blocks {BLOCKS} do not cover all {dim} features: {self.slices}")
+        width = np.maximum(self.stats.high - self.stats.low, WIDTH_FLOOR)
+        self._mid = ((self.stats.high + self.stats.low) / 2).astype(np.float32)
+        self._inv_half = (1.0 / ((self.stats.high - self.stats.low) / 2 + self.range_margin * width)).astype(np.float32)
+        self._inv_half[list(self.range_exempt)] = 0.0  # |x - mid| * 0 never exceeds 1
+        self._buf = np.empty(dim, dtype=np.float32)
+        self._buf2 = np.empty(dim, dtype=np.float32)
+
+    def check(self, obs: np.ndarray) -> tuple[bool, np.ndarray]:
+        """One observation: ``(out_of_distribution, drift2)`` with ``drift2[b] = drift_b ** 2``.
+
+        The per-request path: preallocated float32 buffers, one matmul for the three block scores.
+        """
+        z, u = self._buf, self._buf2
+        np.subtract(obs, self._mean, out=z)
+        np.multiply(z, self._inv_sigma, out=z)
+        np.multiply(z, z, out=z)
+        np.minimum(z, Z_CAP * Z_CAP, out=z)
+        drift2 = z @ self._w
+        np.subtract(obs, self._mid, out=u)
+        np.abs(u, out=u)
+        np.multiply(u, self._inv_half, out=u)
+        return bool(u.max() > 1.0 or drift2.max() > 1.0), drift2
+
+    def scores(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A batch ``float[n, dim]``: per-block ``drift`` (float64[n, 3]) and out-of-range flags (bool[n, 3])."""
+        x = np.asarray(obs, dtype=np.float32)
+        z = (x - self._mean) * self._inv_sigma
+        drift = np.sqrt((np.minimum(z * z, np.float32(Z_CAP * Z_CAP)) @ self._w).astype(np.float64))
+        out_f = np.abs(x - self._mid) * self._inv_half > 1.0
+        out = np.zeros((len(x), len(BLOCKS)), dtype=bool)
+        for b, name in enumerate(BLOCKS):
+            out[:, b] = out_f[:, self.slices[name]].any(axis=1)
+        return drift, out
+
+    def flags(self, obs: np.ndarray) -> np.ndarray:
+        """bool[n]: which observations of a batch are out of distribution."""
+        drift, out = self.scores(obs)
+        return np.asarray((drift > 1.0).any(axis=1) | out.any(axis=1))
+
+    def explain(self, obs: np.ndarray) -> str:
+        """Why one observation is flagged: each block's drift and its out-of-range features (for logs)."""
+        drift, out = self.scores(np.asarray(obs, dtype=np.float32)[None, :])
+        parts = [f"{name} drift {drift[0, b]:.2f}x threshold" + (" (out of training range)" if out[0, b] else "")
+                 for b, name in enumerate(BLOCKS)]
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's ``ood`` fields this guard is rebuilt from (calibration results are added beside)."""
+        return {"blocks": {b: [self.slices[b].start, self.slices[b].stop] for b in BLOCKS},
+                "thresholds": dict(zip(BLOCKS, self.thresholds.tolist(), strict=True)),
+                "range_margin": self.range_margin, "range_exempt": list(self.range_exempt),
+                "var_floor": VAR_FLOOR, "width_floor": WIDTH_FLOOR, "z_cap": Z_CAP, "stats": self.stats.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], scale: float = 1.0, range_margin: float | None = None) -> OodGuard:
+        """Rebuild from a manifest's ``ood`` field; ``scale`` multiplies every threshold, ``range_margin``
+        replaces the calibrated one. Raises ``ValueError`` naming what is missing or malformed."""
+        try:
+            slices = {b: slice(int(d["blocks"][b][0]), int(d["blocks"][b][1])) for b in BLOCKS}
+            taus = np.array([float(d["thresholds"][b]) for b in BLOCKS]) * float(scale)
+            margin = float(d["range_margin"] if range_margin is None else range_margin)
+            exempt = tuple(int(i) for i in d.get("range_exempt", ()))
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"manifest ood: missing or malformed {e}") from e
+        return cls(ObsStats.from_json(d["stats"]), slices, taus, margin, exempt)
+
+
+def _taus(drift: np.ndarray, q: float) -> np.ndarray:
+    """Per-block empirical ``1 - q`` quantile of the drift."""
+    return np.asarray(np.quantile(drift, 1.0 - q, axis=0))
+
+
+def _fpr(drift: np.ndarray, out: np.ndarray, taus: np.ndarray) -> float:
+    return float(((drift > taus).any(axis=1) | out.any(axis=1)).mean())
+
+
+def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdout: np.ndarray,
+              target_fpr: float = TARGET_FPR, range_margin: float = RANGE_MARGIN,
+              range_exempt: tuple[int, ...] = ()) -> tuple[OodGuard, dict[str, Any]]:
+    """Choose per-block thresholds on ``fit`` (validation observations) and measure ``holdout``'s false positives.
+
+    Returns:
+        The guard and the calibration record for the manifest (``fpr_fit``, ``fpr_holdout``, per-block
+        holdout rates, the quantile used, sizes, whether the holdout met ``target_fpr``).
+    """
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"ood target_fpr: expected a rate in (0, 1), got {target_fpr}")
+    if len(fit) < 50 or len(holdout) < 50:
+        raise ValueError(f"ood calibration needs >= 50 observations per half, got {len(fit)} and {len(holdout)}")
+    ones = np.ones(len(BLOCKS))
+    margin = float(range_margin)
+    while True:  # widen the range margin until it alone stays within a quarter of the budget
+        raw = OodGuard(stats, slices, ones, margin, range_exempt)
+        drift, out = raw.scores(fit)
+        if out.any(axis=1).mean() <= target_fpr / 4 or margin > 64:
+            break
+        margin *= 2
+    lo, hi = 0.0, target_fpr  # bisect the per-block tail mass q (joint FPR is monotone in q)
+    for _ in range(40):
+        q = (lo + hi) / 2
+        if _fpr(drift, out, _taus(drift, q)) <= target_fpr / 2:
+            lo = q
+        else:
+            hi = q
+    # 1e-4 relative slack: the quantile is in float64, the guard's per-observation path in float32
+    taus = np.maximum(_taus(drift, lo) * (1 + 1e-4), 1e-6)
+    guard = OodGuard(stats, slices, taus, margin, range_exempt)
+    h_drift, h_out = guard.scores(holdout)
+    f_drift, f_out = guard.scores(fit)
+    fpr_hold = _fpr(h_drift, h_out, ones)
+    record = {
+        "target_fpr": target_fpr, "quantile_tail": lo, "range_margin": margin,
+        "n_fit": int(len(fit)), "n_holdout": int(len(holdout)),
+        "fpr_fit": _fpr(f_drift, f_out, ones), "fpr_holdout": fpr_hold,
+        "fpr_holdout_by_block": {b: float(((h_drift[:, i] > 1) | h_out[:, i]).mean()) for i, b in enumerate(BLOCKS)},
+        "meets_target": fpr_hold <= target_fpr,
+    }
+    return guard, record
+
+
+def fallback_rate(manifest: dict[str, Any], obs: np.ndarray, scale: float = 1.0) -> dict[str, Any]:
+    """Share of ``obs`` (raw observations ``float[n, dim]``) the exported policy's OOD guard sends to the fallback.
+
+    For reports: every robustness figure states this rate beside it. ``manifest`` is an exported folder's
+    ``manifest.json`` (:func:`rlroute.export.manifest.read_manifest`); a manifest without ``ood`` (exported
+    before the guard existed) has no guard: rate 0 and ``guarded: False``.
+
+    Returns:
+        ``{guarded, n, rate, by_block: {block: rate}, mean_drift: {block: mean drift_b}}``.
+    """
+    x = np.asarray(obs, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"fallback_rate: expected observations float[n, dim], got shape {x.shape}")
+    if not manifest.get("ood"):
+        return {"guarded": False, "n": int(len(x)), "rate": 0.0, "by_block": {}, "mean_drift": {}}
+    guard = OodGuard.from_json(manifest["ood"], scale=scale)
+    if x.shape[1] != len(guard.stats.mean):
+        raise ValueError(f"fallback_rate: observations have {x.shape[1]} features, the policy {len(guard.stats.mean)}")
+    drift, out = guard.scores(x)
+    flagged = (drift > 1).any(axis=1) | out.any(axis=1)
+    return {"guarded": True, "n": int(len(x)), "rate": float(flagged.mean()) if len(x) else 0.0,
+            "by_block": {b: float(((drift[:, i] > 1) | out[:, i]).mean()) for i, b in enumerate(BLOCKS)},
+            "mean_drift": {b: float(drift[:, i].mean()) for i, b in enumerate(BLOCKS)}}

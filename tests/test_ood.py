@@ -1,0 +1,172 @@
+"""The OOD guard (rlroute/export/ood.py) and range-clipped normalisation (rlroute/train/normalize.py).
+
+Small real cases: Gaussian observations with the schema's block layout for the guard's calibration and
+scoring; a one-env VecNormalize for the normalisation; a tiny PPO actor exported to ONNX for the graph.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from rlroute.export.graph import ObsNorm
+from rlroute.export.ood import BLOCKS, ObsStats, OodGuard, calibrate, fallback_rate
+from rlroute.train.normalize import RangeRunningMeanStd, RangeVecNormalize
+
+DIM = 24
+SLICES = {"request": slice(0, 12), "system": slice(12, 20), "cache": slice(20, 24)}
+
+
+def gaussian(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    """``n`` observations: features 0..22 ~ N(0.2, 0.1), feature 23 constant 0.5 (a constant-in-training feature)."""
+    x = np.random.default_rng(seed).normal(0.2 + shift, 0.1, size=(n, DIM)).astype(np.float32)
+    x[:, 23] = 0.5
+    return x
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> tuple[OodGuard, dict[str, Any]]:
+    stats = ObsStats.from_obs(gaussian(20_000, 0), "test: train")
+    return calibrate(stats, SLICES, gaussian(5_000, 1), gaussian(5_000, 2), target_fpr=0.01)
+
+
+def test_calibration_meets_the_false_positive_target_on_unseen_data(calibrated: tuple[OodGuard, Any]) -> None:
+    guard, record = calibrated
+    assert record["meets_target"] and record["fpr_holdout"] <= 0.01 and record["fpr_fit"] <= 0.005
+    fresh = gaussian(20_000, 3)  # a third sample, used by nobody
+    assert guard.flags(fresh).mean() <= 0.015
+    assert set(record["fpr_holdout_by_block"]) == set(BLOCKS)
+
+
+def test_shifted_and_constant_feature_deviations_are_flagged(calibrated: tuple[OodGuard, Any]) -> None:
+    guard, _ = calibrated
+    assert guard.flags(gaussian(500, 4, shift=0.3)).mean() > 0.99  # every feature moved by 3 sigma
+    one = gaussian(500, 5)
+    one[:, 3] = 2.0  # one request feature far outside its training range, the rest typical
+    assert guard.flags(one).all()
+    const = gaussian(500, 6)
+    const[:, 23] = 0.6  # the feature that never moved in training moved by 0.1
+    drift, out = guard.scores(const)
+    assert out[:, BLOCKS.index("cache")].all() and not out[:, :2].any()
+
+
+def test_single_observation_path_agrees_with_the_batch_path(calibrated: tuple[OodGuard, Any]) -> None:
+    guard, _ = calibrated
+    x = np.concatenate([gaussian(300, 7), gaussian(300, 8, shift=0.05)])
+    x[::50, 5] = 3.0
+    batch_flags = guard.flags(x)
+    drift, _ = guard.scores(x)
+    for i in range(len(x)):
+        flagged, drift2 = guard.check(x[i])
+        assert flagged == batch_flags[i]
+        np.testing.assert_allclose(np.sqrt(drift2), drift[i], rtol=1e-5)
+
+
+def test_guard_round_trips_through_the_manifest_form(calibrated: tuple[OodGuard, Any]) -> None:
+    guard, _ = calibrated
+    again = OodGuard.from_json(guard.to_json())
+    x = gaussian(1000, 9, shift=0.02)
+    assert (again.flags(x) == guard.flags(x)).all()
+    looser = OodGuard.from_json(guard.to_json(), scale=3.0)
+    assert looser.flags(x).sum() <= guard.flags(x).sum()
+    with pytest.raises(ValueError, match="thresholds"):
+        OodGuard.from_json({k: v for k, v in guard.to_json().items() if k != "thresholds"})
+
+
+def test_fallback_rate_for_reports(calibrated: tuple[OodGuard, Any]) -> None:
+    guard, _ = calibrated
+    manifest = {"ood": guard.to_json()}
+    ok = fallback_rate(manifest, gaussian(2000, 10))
+    assert ok["guarded"] and ok["n"] == 2000 and ok["rate"] <= 0.02
+    bad = fallback_rate(manifest, gaussian(200, 11, shift=0.3))
+    assert bad["rate"] > 0.99 and min(bad["mean_drift"].values()) > 1.0
+    assert fallback_rate({}, gaussian(10, 12)) == {"guarded": False, "n": 10, "rate": 0.0, "by_block": {},
+                                                    "mean_drift": {}}
+    with pytest.raises(ValueError, match="features"):
+        fallback_rate(manifest, np.zeros((3, DIM + 1), np.float32))
+
+
+class _Walk(gym.Env[np.ndarray, int]):
+    """4 features: a random walk, its sign, a constant 0.25 and a value that is 1.0 only at reset."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.x = 0.0
+        return np.array([0.0, 0.0, 0.25, 1.0], np.float32), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.x += float(self.np_random.normal())
+        return np.array([self.x, np.sign(self.x), 0.25, 0.0], np.float32), 0.0, False, False, {}
+
+
+def _trained_norm(steps: int = 300) -> RangeVecNormalize:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    vn = RangeVecNormalize(DummyVecEnv([_Walk]), norm_reward=False, clip_obs=10.0)
+    vn.reset()
+    for _ in range(steps):
+        vn.step(np.array([0]))
+    vn.training = False
+    return vn
+
+
+def test_range_clip_keeps_a_feature_constant_in_training_at_its_training_value() -> None:
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    vn = _trained_norm()
+    rms = vn.obs_rms
+    assert isinstance(rms, RangeRunningMeanStd) and rms.low[2] == rms.high[2] == np.float32(0.25)
+    served = np.array([[0.0, 1.0, 0.9, 0.0]], np.float32)  # feature 2 never moved in training
+    plain = VecNormalize.__new__(VecNormalize)  # SB3's formula with the same moments, no range clip
+    plain.epsilon, plain.clip_obs = vn.epsilon, vn.clip_obs
+    moments = RunningMeanStd(shape=(4,))
+    moments.mean, moments.var = rms.mean, rms.var
+    assert abs(plain._normalize_obs(served, moments)[0, 2]) == 10.0  # the bug: a constant becomes +-clip
+    assert abs(vn.normalize_obs(served)[0, 2]) < 1e-3  # clipped to its training value first
+    norm = ObsNorm.from_vecnormalize(vn, 4)
+    np.testing.assert_array_equal(norm.apply(served), vn.normalize_obs(served))
+    assert norm.to_json()["range_clip"] and norm.count == rms.count
+
+
+def test_range_clip_is_the_identity_in_training() -> None:
+    """Every observation the statistics were updated with normalises exactly as plain VecNormalize would."""
+    vn = _trained_norm(50)
+    rms = vn.obs_rms
+    rng = np.random.default_rng(0)
+    inside = rng.uniform(rms.low, rms.high, size=(200, 4)).astype(np.float32)
+    expect = np.clip((inside - rms.mean) / np.sqrt(rms.var + vn.epsilon), -10, 10).astype(np.float32)
+    np.testing.assert_array_equal(vn.normalize_obs(inside), expect)
+    again = pickle.loads(pickle.dumps(vn))
+    np.testing.assert_array_equal(again.obs_rms.low, rms.low)
+    np.testing.assert_array_equal(again.normalize_obs(inside), vn.normalize_obs(inside))
+
+
+def test_onnx_graph_clips_to_the_training_range_like_training(tmp_path: Path) -> None:
+    """The exported graph, SB3 on RangeVecNormalize's output, and ObsNorm.apply agree off the training range."""
+    import onnxruntime as ort
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rlroute.export.graph import OnnxableActor, export_onnx
+
+    vn = _trained_norm()
+    model = PPO("MlpPolicy", DummyVecEnv([_Walk]), n_steps=16, batch_size=16, seed=0, device="cpu")
+    norm = ObsNorm.from_vecnormalize(vn, 4)
+    path = export_onnx(OnnxableActor(model.policy, norm), 4, tmp_path / "p.onnx", {})
+    x = np.random.default_rng(1).normal(0, 30, size=(500, 4)).astype(np.float32)  # mostly off-range
+    onnx_logits = ort.InferenceSession(str(path)).run(None, {"obs": x})[0]
+    with torch.no_grad():
+        feats = model.policy.extract_features(torch.as_tensor(vn.normalize_obs(x)), model.policy.pi_features_extractor)
+        ref = model.policy.action_net(model.policy.mlp_extractor.forward_actor(feats)).numpy()
+    np.testing.assert_allclose(onnx_logits, ref, atol=1e-5)
+    np.testing.assert_array_equal(norm.apply(x), vn.normalize_obs(x))
