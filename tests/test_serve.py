@@ -58,9 +58,9 @@ def start_router(fleet: WorkerFleet, log: Path, *overrides: str) -> RouterProc:
 
 @pytest.fixture(scope="module")
 def router(fleet: WorkerFleet, policy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # The fresh policy's OOD statistics come from env rollouts, which the router's observations do not match yet
-    # (issue 12 items 1-2): with the guard on every request would fall back. The guard is tested through the
-    # router in test_serve_ood.py; here the policy path itself is under test.
+    # The fresh policy's OOD statistics come from env rollouts of the default workload; these hand-written
+    # prompts on an idle fleet are not that distribution, so the guard is off here (it is tested through the
+    # router in test_serve_ood.py); the policy path itself is under test.
     r = start_router(fleet, tmp_path_factory.mktemp("router") / "router.log", f"policy.path={policy}",
                      "ood.enabled=false")
     try:
