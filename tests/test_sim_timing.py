@@ -147,16 +147,6 @@ def test_step_time_grows_with_batch_and_context(profile: str, tmp_path: Path) ->
     assert tpot[1, 100] < tpot[1, 250] and tpot[32, 100] < tpot[32, 250]
 
 
-def test_profiles_land_near_public_figures() -> None:
-    # the hand-written estimates must land near public figures (measured files are checked by their fit)
-    small = load_profile("qwen3-4b__h100.estimate")
-    large = load_profile("qwen3-235b-a22b-fp8__h100x8.estimate")
-    assert 0.005 <= small.step_time(0, 1, 1024) <= 0.008  # 5-8 ms/token at batch 1
-    assert 0.030 <= small.prefill_time(1024) <= 0.060  # TTFT of a 1k prompt, idle
-    assert 0.012 <= large.step_time(0, 1, 1024) <= 0.014  # 12-14 ms/token at batch 1
-    assert 16_000 <= 8192 / (large.step_time(8192, 0, 0)) <= 22_000  # ~20k prefill tokens/s
-
-
 def test_admission_waits_for_kv_and_max_running() -> None:
     """Legacy scheduler: two requests that each need 60 % of the KV pool run one after the other."""
     cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1, "scheduler": {"kind": "legacy"},

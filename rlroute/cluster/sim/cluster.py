@@ -228,6 +228,10 @@ class SimCluster(EventsMixin):
         return out
 
     # -- beyond the protocol ------------------------------------------------------------------------------
+    def next_event_time(self) -> float:
+        """Cluster time of the next scheduled event (a step boundary or an operator event); inf if none."""
+        return self._heap[0][0] if self._heap else math.inf
+
     @property
     def in_flight(self) -> int:
         """Submitted requests without a completion yet."""
