@@ -64,6 +64,8 @@ def main() -> None:
             "e2e_p99_s": float(np.percentile([c.e2e for c in ok], 99)),
             "ttft_p99_s": float(np.percentile([c.ttft for c in ok], 99)),
             "token_hit_rate": sum(c.cached_tokens for c in hit) / max(1, sum(c.prompt_tokens for c in hit)),
+            # (failed at, the router noticed at) per failure the router detected (rlroute/cluster/sim/faults.py)
+            "detections_s": [[round(f, 3), round(d, 3)] for f, d in cluster.pools["small"].detections],
         })
         print(json.dumps(rows[-1]))
     (HERE / "results.json").write_text(json.dumps({"workload": source, "requests": N, "t_update": T_UPDATE,
