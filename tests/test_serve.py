@@ -359,3 +359,36 @@ def test_runtime_faults_fall_back_with_reason(policy: Path, fault: str, reason: 
     assert out.source == "fallback" and out.reason == reason
     if fault == "pool_down":
         assert out.action == Action.SMALL  # the heuristic avoids the paused pool
+
+
+@pytest.mark.parametrize("path", list(BODIES))
+def test_streamed_answers_update_the_live_state(fleet: WorkerFleet, path: str) -> None:
+    """A streamed answer is accounted like a whole one in the monitor the router shares with LiveCluster:
+    latency averages, cost and the arrival rate move (SGLang streams carry meta_info; OpenAI streams carry
+    usage in their last chunk, timed by the router)."""
+    from rlroute.serve.app import create_app
+    from rlroute.serve.config import parse_config
+    from rlroute.serve.decision import Outcome
+    from rlroute.types import Action
+
+    cfg = parse_config({"pools": {"large": {"workers": fleet.urls("large")}, "small": {"workers": fleet.urls("small")}}})
+    app = create_app(cfg)
+    app.state.router.slot.decide = lambda *a: Outcome(Action.SMALL, "policy", None, 0.0)
+    mon = app.state.router.upstreams.monitor
+
+    async def run() -> list[httpx.Response]:
+        async with (app.router.lifespan_context(app),
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as c):
+            return [await c.post(path, json={**BODIES[path], "stream": True}, timeout=30) for _ in range(3)]
+
+    before = mon.state()
+    assert before.arrival_rate == 0.0 and before.pools["small"].cost == 0.0
+    rs = asyncio.run(run())
+    assert all(r.status_code == 200 for r in rs)
+    after = mon.state()
+    small = after.pools["small"]
+    assert after.arrival_rate > 0.0
+    assert small.cost > 0.0 and small.cost_rate > 0.0
+    assert small.recent_e2e > 0.0 and small.recent_ttft > 0.0
+    assert sum(i.cost for i in small.instances) == pytest.approx(small.cost)
+    assert all(w.inflight == 0 for p in mon.pools.values() for w in p.instances), "every stream was released"
