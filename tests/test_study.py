@@ -145,3 +145,27 @@ def test_gap_recovered_needs_an_oracle_that_bounds_every_run_on_every_window() -
     bad = _runs("reward_oracle", "reference", [[0.7, 0.65, 0.9]])  # ppo beats it on window 1
     entry = scenario_entry([ppo, base, bad], n_boot=200)  # type: ignore[list-item]
     assert entry["gap_recovered"]["reward_oracle"] is None and "not an upper bound" in entry["gap_recovered"]["note"]
+
+
+def test_budgeted_scenario_picks_the_best_baseline_within_the_budget() -> None:
+    from rlroute.study.results import scenario_entry
+
+    def with_share(runs: object, share: float) -> object:
+        for res in runs.runs:  # type: ignore[attr-defined]
+            for m in res.per_seed:
+                m["strong_share"] = share
+        return runs
+
+    ppo = with_share(_runs("ppo", "learned", [[0.6, 0.7, 0.8], [0.6, 0.7, 0.8]]), 0.2)
+    small = with_share(_runs("all_small", "nonlearned", [[0.5, 0.6, 0.7]]), 0.0)
+    large = with_share(_runs("all_large", "nonlearned", [[0.9, 0.9, 0.9]]), 1.0)  # best reward, over budget
+    entry = scenario_entry([ppo, small, large], n_boot=200)  # type: ignore[list-item]
+    assert entry["paired"]["learned_minus_best_nonlearned"]["baseline"] == "all_large"
+    entry = scenario_entry([ppo, small, large], n_boot=200, budget_share=0.2)  # type: ignore[list-item]
+    assert entry["paired"]["learned_minus_best_nonlearned"]["baseline"] == "all_small"
+    assert entry["paired"]["learned_minus_best_nonlearned"]["mean"] == pytest.approx(0.1)
+    assert entry["budget"]["over_budget"] == ["all_large"]
+    assert entry["policies"]["ppo"]["within_budget"] and not entry["policies"]["all_large"]["within_budget"]
+    over = with_share(_runs("ppo", "learned", [[0.6, 0.7, 0.8]]), 0.5)
+    entry = scenario_entry([over, small, large], n_boot=200, budget_share=0.2)  # type: ignore[list-item]
+    assert "ppo exceeds the large-model budget" in entry["gap_recovered"]["note"]

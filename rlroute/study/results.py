@@ -142,8 +142,23 @@ def per_run_scores(policies: Sequence[PolicyRuns], key: str = PRIMARY) -> dict[s
     return out
 
 
-def scenario_entry(policies: Sequence[PolicyRuns], learned: str = "ppo", n_boot: int = 4000) -> dict[str, Any]:
-    """The ``scenarios.<name>`` entry of ``results.json`` (schema in the study README)."""
+def within_budget(p: PolicyRuns, large_share: float) -> bool:
+    """A policy meets a large-model budget when its share of requests on the large model (``large`` or
+    ``hybrid``: ``strong_share``), averaged over its training runs and test windows, is at most
+    ``large_share`` -- the expected-share constraint the Lagrangian of ``rlroute/train/budget.py`` trains
+    for (a window may overshoot by chance)."""
+    return float(p.matrix("strong_share").mean()) <= large_share + 1e-9
+
+
+def scenario_entry(
+    policies: Sequence[PolicyRuns], learned: str = "ppo", n_boot: int = 4000, budget_share: float | None = None
+) -> dict[str, Any]:
+    """The ``scenarios.<name>`` entry of ``results.json`` (schema in the study README).
+
+    With ``budget_share`` (a budgeted scenario's ``budget.large_share``) the scenario reward does not charge
+    the budget, so a policy over it is infeasible, not better: every row says ``within_budget``, the best
+    non-learned baseline is the best *feasible* one, and a learned policy over budget is named in the note.
+    """
     by = {p.name: p for p in policies}
     if learned not in by:
         raise ValueError(f"scenario entry: the learned policy {learned!r} was not evaluated")
@@ -166,6 +181,14 @@ def scenario_entry(policies: Sequence[PolicyRuns], learned: str = "ppo", n_boot:
             entry["paired"]["learned_minus"][p.name] = _iv(interval_or_nan(ours, m, n_boot, 100 + k))
     nonlearned = [p for p in policies if p.role == "nonlearned"]
     notes = []
+    if budget_share is not None:
+        feasible = {p.name: within_budget(p, budget_share) for p in policies}
+        for name, ok in feasible.items():
+            entry["policies"][name]["within_budget"] = ok
+        entry["budget"] = {"large_share": budget_share, "over_budget": sorted(n for n, ok in feasible.items() if not ok)}
+        nonlearned = [p for p in nonlearned if feasible[p.name]]
+        if not feasible[learned]:
+            notes.append(f"{learned} exceeds the large-model budget ({budget_share:.0%}): its differences are not wins")
     best = max(nonlearned, key=lambda p: float(p.matrix().mean())) if nonlearned else None
     if best is not None:
         diff = interval_or_nan(ours, best.matrix(), n_boot, 999)

@@ -258,7 +258,9 @@ def run_study(study: DictConfig, command: str = "rlroute study") -> dict[str, An
             pols, skipped = evaluate_scenario(cfg, study, runs, names,
                                               lambda _, t=task: progress.advance(t))  # type: ignore[misc]
             seconds = {"train": t_eval - t_train, "evaluate": time.perf_counter() - t_eval}
-            entry = scenario_entry(pols, str(study.learned), int(study.n_boot))
+            budget = cfg.get("budget")
+            share = float(budget.large_share) if budget is not None and "large_share" in budget else None
+            entry = scenario_entry(pols, str(study.learned), int(study.n_boot), budget_share=share)
             entry["seconds"] = seconds
             hashes[name] = sim_config_hash(cfg)
             entry.update(window_facts(pols), skipped=skipped, sim_config_hash=hashes[name],
