@@ -25,7 +25,7 @@ from rlroute.eval.stats import Interval, paired_bootstrap
 METRICS: tuple[str, ...] = ("reward", "quality", "cost_saving", "ttft_p99", "cache_hit_rate", "apgr",
                             "mix_large", "mix_small", "mix_hybrid")
 BASELINES: tuple[str, ...] = ("all_large", "all_small", "all_hybrid", "random", "round_robin", "heuristic",
-                              "cache_aware", "threshold", "quality_oracle")
+                              "cache_aware", "threshold", "quality_oracle", "reward_oracle")
 HEURISTICS: tuple[str, ...] = ("random", "round_robin", "all_large", "all_small", "all_hybrid", "heuristic",
                                "cache_aware", "threshold")
 
@@ -126,21 +126,31 @@ def find_runs(folders: Sequence[str | Path]) -> list[Path]:
     return sorted(runs)
 
 
-def gap_recovered(rows: Sequence[Row], learned: str = "ppo") -> tuple[str, float]:
-    """Best heuristic by reward and the share of its reward gap to the oracle the learned policy recovers.
+def gap_recovered(rows: Sequence[Row], learned: str = "ppo") -> tuple[str, float | None, str]:
+    """Best heuristic by reward, the share of its reward gap to the reward oracle the learned policy
+    recovers, and why that share is ``None`` when it is.
 
-    NaN when the oracle (which picks the cheapest *acceptable* action, not the reward-optimal one) does not
-    out-earn the best heuristic: there is then no gap to recover.
+    The reference is ``reward_oracle`` (hindsight, forks the simulator per action: the upper reference of
+    issue 11), and the share counts only when it scores at least as high as every row (every training run)
+    on every test seed (:func:`rlroute.eval.references.oracle_dominates`): a greedy per-request fork is not a
+    bound under congestion, and then there is no gap to speak of.
     """
+    from rlroute.eval.references import ORACLE, Dominance, oracle_dominates
+    from rlroute.eval.references import gap_recovered as share
+
     by_name = {r.policy: r for r in rows}
-    heur = [r for r in rows if r.policy in HEURISTICS and r.policy in by_name]
-    if learned not in by_name or "quality_oracle" not in by_name or not heur:
-        return "", math.nan
+    heur = [r for r in rows if r.policy in HEURISTICS]
+    if learned not in by_name or not heur:
+        return "", None, f"no {learned} row or no heuristic row"
     best = max(heur, key=lambda r: r.mean("reward"))
-    gap = by_name["quality_oracle"].mean("reward") - best.mean("reward")
-    if not math.isfinite(gap) or gap <= 1e-12:
-        return best.policy, math.nan
-    return best.policy, (by_name[learned].mean("reward") - best.mean("reward")) / gap
+    if ORACLE not in by_name:
+        return best.policy, None, f"no {ORACLE} row"
+    per_run = {f"{r.policy}[{j}]" if r.policy != ORACLE else ORACLE: [float(x) for x in row]
+               for r in rows for j, row in enumerate(r.matrix("reward"))}
+    dominance: Dominance = oracle_dominates(per_run, ORACLE)
+    value = share(by_name[learned].mean("reward"), best.mean("reward"), by_name[ORACLE].mean("reward"), dominance)
+    why = dominance.reason if not dominance.ok else ("" if value is not None else "the oracle does not beat it")
+    return best.policy, value, why
 
 
 def markdown_table(rows: Sequence[Row], metrics: Sequence[str] = METRICS, digits: int = 3) -> str:

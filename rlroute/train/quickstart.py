@@ -4,7 +4,7 @@ Steps, all on the built-in workload (no ../shared/data needed):
 
 1. train PPO with ``experiment=quickstart`` (a few minutes on 2 cores) into ``<out>/train``;
 2. evaluate it and every baseline (all-large, all-small, all-hybrid, random, round-robin, the seed
-   heuristic, cache-aware, threshold router, hindsight oracle) on the ``test`` split over the
+   heuristic, cache-aware, threshold router, quality and reward oracles) on the ``test`` split over the
    experiment's test seeds with the evaluation harness;
 3. export the policy to ONNX (``rlroute.export``) into ``<out>/policy``;
 4. write ``<out>/report.md`` with the table (95 % intervals over test seeds), the Pareto and action-mix
@@ -59,7 +59,7 @@ def report(cfg: DictConfig, out: Path, rows: list[Any], metrics: dict[str, Any],
     by = {r.policy: r for r in rows}
     ppo = by["ppo"].mean("reward")
     beats = {b: ppo > by[b].mean("reward") for b in ("all_small", "all_large") if b in by}
-    best, recovered = gap_recovered(rows)
+    best, recovered, why = gap_recovered(rows)
     lines = [
         "# rlroute quickstart report",
         "",
@@ -74,8 +74,9 @@ def report(cfg: DictConfig, out: Path, rows: list[Any], metrics: dict[str, Any],
         "Paired over test seeds (same requests): PPO − all-small reward "
         f"{paired_difference(by['ppo'], by['all_small']).fmt(4)}, PPO − all-large "
         f"{paired_difference(by['ppo'], by['all_large']).fmt(4)}.",
-        f"Best heuristic by reward: `{best}`; share of its reward gap to the oracle recovered by PPO: "
-        f"{recovered:.2f}.",
+        f"Best heuristic by reward: `{best}`; share of its reward gap to the reward oracle (hindsight, "
+        f"simulator forks) recovered by PPO: "
+        + (f"{recovered:.2f}." if recovered is not None else f"not defined ({why})."),
         "",
         markdown_table(rows),
         "",
