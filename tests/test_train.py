@@ -88,6 +88,18 @@ def test_multirun_of_two_seeds_and_aggregate(tmp_path: Path) -> None:
     assert row.per_seed is not None and row.per_seed[0]["reward"] == row.matrix("reward")[:, 0].mean()
 
 
+def _wandb_flushed() -> None:
+    """Stop W&B's service process so the offline ``.wandb`` log is complete on disk before it is read.
+
+    ``run.finish()`` returns once the service has the run's records; the service writes the file on its
+    own schedule, and on a loaded machine it was read with only its header (a race in the test, not a
+    lost record: the service flushes everything when it exits). The next ``wandb.init`` starts a new one.
+    """
+    import wandb
+
+    wandb.teardown()
+
+
 def test_wandb_offline_run_logs_curves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rlroute.train.trainer import train_run
 
@@ -96,6 +108,7 @@ def test_wandb_offline_run_logs_curves(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("WANDB_SILENT", "true")
     result = train_run(cfg_of(["experiment=tiny", "logger=wandb", *TINY]), tmp_path / "run")
     check_run_folder(result.run_dir)
+    _wandb_flushed()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     logs = list(runs[0].glob("*.wandb")) if len(runs) == 1 else []
     assert logs, f"no offline wandb run under {tmp_path}"
@@ -174,6 +187,7 @@ def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeyp
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     path = run([*TINY, "logger=wandb", "quickstart.test_seeds=[2000]", "quickstart.export_verify=64"], tmp_path / "qs")
+    _wandb_flushed()
     text = path.read_text()
     assert "| ppo |" in text and "| quality_oracle |" in text and "Paired over test seeds" in text
     assert (tmp_path / "qs" / "results_test_pareto.png").stat().st_size > 0
