@@ -66,7 +66,8 @@ def report(cfg: DictConfig, out: Path, rows: list[Any], metrics: dict[str, Any],
         f"Trained `{metrics['algo']}` for {metrics['total_timesteps']} decisions in {metrics['train_seconds']:.0f} s "
         f"(seed {metrics['seed']}, selected snapshot: {metrics['selected']}, best validation reward "
         f"{metrics['objective']:.4f}). Evaluated on the `{split}` split, seeds {list(cfg.quickstart.test_seeds)}, "
-        f"episode length {cfg.episode_length}; intervals are 95 % Student-t over seeds.",
+        f"episode length {cfg.episode_length}; intervals are 95 % percentile bootstrap over test seeds "
+        "(rlroute/eval/stats.py); paired differences resample the same seeds for both policies.",
         "",
         f"Reward per decision: PPO {ppo:.4f}; all-small {by['all_small'].mean('reward'):.4f}; "
         f"all-large {by['all_large'].mean('reward'):.4f}. Beats all-small: **{beats.get('all_small')}**, "
