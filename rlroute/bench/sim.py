@@ -1,6 +1,6 @@
 """``rlroute bench sim``: simulated routing decisions per second on one core.
 
-Scenario: the default cluster (``conf/cluster/default.yaml``: 2 large + 8 small instances), the Mooncake
+Scenario: the default cluster (``conf/cluster/default.yaml``; its pool sizes are in the JSON), the Mooncake
 conversation trace (12,031 requests, ``conf/workload/mooncake.yaml``) when ``../shared/data`` is there,
 else a synthetic conversation workload of the same size (``rlroute.cluster.sim.synthetic``), and a
 uniformly random choice among large / small / hybrid per request. One decision = advance to the
@@ -117,6 +117,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     plain = [loop(build(args.seed), reqs, actions, False) for _ in range(args.repeats)]
     full = [loop(build(args.seed), reqs, actions, True) for _ in range(args.repeats)]
     n = len(reqs)
+    built = build(args.seed)
     result: dict[str, Any] = {
         "value": round(n / min(c for c, _ in plain), 1),
         "unit": "decisions/s",
@@ -126,8 +127,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         "with_state_wall_decisions_per_s": round(n / min(w for _, w in full), 1),
         "requests": len(reqs),
         "workload": source,
-        "cluster": "conf/cluster/default.yaml (2 large + 8 small)",
-        "profiles": {n: f"{p.profile.name} ({p.profile.status})" for n, p in build(args.seed).pools.items()},
+        "cluster": "conf/cluster/default.yaml ("
+        + " + ".join(f"{len(p.instances)} {n}" for n, p in built.pools.items()) + ")",
+        "profiles": {n: f"{p.profile.name} ({p.profile.status})" for n, p in built.pools.items()},
         "policy": "uniform random over large/small/hybrid",
         "repeats": args.repeats,
         "seed": args.seed,
