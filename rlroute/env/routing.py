@@ -308,7 +308,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         # Requests in system: n on [t0, t1) minus each completion from its finish time to t1 (drained
         # completions finish after t1 and add their time beyond it).
         latency_integral = n * (t1 - t0) - sum(t1 - c.finish for c in done)
-        credits, terms, latency = self._pay(done, float(q_term), cost, latency_integral)
+        credits, terms, latency, misses = self._pay(done, float(q_term), cost, latency_integral)
         reward = terms["quality"] + terms["cost"] + terms["latency"] + terms["slo"]
         info = {
             "request_id": req.id,
@@ -321,7 +321,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             "quality_ok": bool(q.ok[a]),
             "cost": float(cost),
             "latency": float(latency),
-            "slo_violations": sum(1 for c in done if rc.violates(c)),
+            "slo_violations": misses,
             "reward_terms": terms,
             "credits": credits,
             "completions": CompletionList(done),
@@ -332,8 +332,9 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     def _pay(
         self, done: list[Completion], q_term: float, cost: float, latency_integral: float
-    ) -> tuple[CompletionList, dict[str, float], float]:
-        """Credits of the completed requests and this step's weighted reward terms (see Rewards)."""
+    ) -> tuple[CompletionList, dict[str, float], float, int]:
+        """Credits of the completed requests, this step's weighted reward terms (see Rewards), the summed
+        own e2e and the number of completions that missed the SLO."""
         rc = self.reward_cfg
         credits = CompletionList()
         q_sum = cost_sum = e2e_sum = 0.0
@@ -341,9 +342,11 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         for c in done:
             step, q_c = self._open.pop(c.request_id, (-1, 0.0))
             q_c = 0.0 if c.failed else q_c
-            credits.append(Credit(c.request_id, step, rc.request_reward(q_c, c.cost, c)))
+            missed = int(rc.violates(c))
+            # == rc.request_reward(q_c, c.cost, c), with the SLO check done once per completion
+            credits.append(Credit(c.request_id, step, rc.reward(q_c, c.cost, c.e2e, missed)))
             q_sum, cost_sum, e2e_sum = q_sum + q_c, cost_sum + c.cost, e2e_sum + c.e2e
-            misses += int(rc.violates(c))
+            misses += missed
         if rc.credit == "park":
             q_sum, cost_sum, e2e_sum = q_term, cost, latency_integral
         terms = {
@@ -352,7 +355,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             "latency": -rc.latency_weight * e2e_sum,
             "slo": -rc.slo_weight * misses,
         }
-        return credits, terms, e2e_sum
+        return credits, terms, e2e_sum, misses
 
     def action_masks(self) -> np.ndarray:
         """``bool[3]``: large / small allowed when the pool has a healthy unpaused instance; hybrid when
