@@ -77,8 +77,20 @@ def test_upcoming_peek_leaves_the_episode_unchanged() -> None:
     assert episode(0) == episode(4)
 
 
+def test_reward_oracle_scores_quality_as_the_reward_does() -> None:
+    # Choosing by the realised outcome while the episode is scored by p made the oracle lose to policies
+    # that saw no outcome; the oracle takes the reward's own quality term.
+    for signal in ("p", "ok"):
+        env = build_env(default_config(["episode_length=8", f"reward.quality={signal}"]), split="test")
+        env.reset(seed=0)
+        oracle = RewardOracle()
+        oracle.bind_env(env)
+        assert oracle.whatif.quality == signal
+        env.close()
+
+
 def test_fork_references_need_the_env_and_use_expected_vs_realised_quality() -> None:
-    cfg = default_config(["episode_length=40"])
+    cfg = default_config(["episode_length=40", "reward.quality=ok"])
     env = build_env(cfg, split="test")
     env.reset(seed=1)
     oracle, look = RewardOracle(), LookAhead(horizon=3)
@@ -103,7 +115,7 @@ def test_fork_references_need_the_env_and_use_expected_vs_realised_quality() -> 
         LookAhead(horizon=-1)
 
 
-@pytest.mark.parametrize(("name", "quality"), [("reward_oracle", "ok"), ("lookahead", "p")])
+@pytest.mark.parametrize(("name", "quality"), [("reward_oracle", "ok"), ("reward_oracle", "p"), ("lookahead", "p")])
 def test_fork_score_is_the_envs_credit_at_the_last_decision(name: str, quality: str) -> None:
     # At an episode's last decision nothing more is submitted in the env either (it drains at truncation),
     # so the fork's score of the chosen action must equal the credit the env pays that request.

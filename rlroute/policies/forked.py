@@ -1,7 +1,10 @@
 """References that fork the simulator at every decision (not deployable; simulator only).
 
 * :class:`RewardOracle` (``reward_oracle``): the hindsight upper reference. Per request, the action whose
-  fork scores the best per-request reward with the *realised* quality outcome (``ok``). The quality
+  fork scores the best per-request reward, with the quality term the evaluator scores (the env's
+  ``reward.quality``: choosing by the realised ``ok`` while the episode is scored by ``p`` made the oracle
+  lose to policies that never saw an outcome) and, with ``horizon > 0``, hindsight of the next arrivals
+  (when and what arrives) so that its choice is charged the queueing it causes them. The quality
   oracle (``quality_oracle``, :mod:`rlroute.policies.oracle`) is a different thing: the cheapest acceptable
   answer, ignoring load and latency.
 * :class:`LookAhead` (``lookahead``): a model-predictive router: the same forks with the *expected*
@@ -58,10 +61,11 @@ class ForkPolicy:
 
 
 class RewardOracle(ForkPolicy):
-    """Hindsight reward oracle: realised quality (``ok``) + the fork's billed cost, latency and SLO."""
+    """Hindsight reward oracle: the reward's own quality term + the fork's billed cost, latency and SLO (of
+    the request and, with ``horizon``, of the next arrivals, which it knows in hindsight)."""
 
     name = "reward_oracle"
-    quality = "ok"
+    quality = "reward"
 
 
 class LookAhead(ForkPolicy):

@@ -5,8 +5,9 @@ For the env's pending request and each allowed action: restore a copy of the clu
 and run the copy until it has completed (no later arrivals: as ``drain`` would, stopping once it is done). The action's score is the per-request reward contract,
 :meth:`RewardConfig.request_reward` of the env's reward config:
 
-* quality term: ``ok`` (the realised, hindsight outcome, 0/1) for the reward oracle, ``p`` (the quality
-  model's success probability, known before the answer) for the look-ahead; 0 when the request failed;
+* quality term: ``reward`` (the bound env's own signal, ``reward.quality``: what the evaluator scores) for
+  the reward oracle, ``p`` (the quality model's success probability, known before the answer) for the
+  look-ahead, or ``ok`` (the realised outcome, 0/1); 0 when the request failed;
 * cost: the request's billed cost in the fork; latency and SLO: its own e2e and SLO outcome in the fork —
 
 exactly what ``RoutingEnv`` credits a completed request (``RoutingEnv._pay``), so a reference's choice is
@@ -36,7 +37,7 @@ from rlroute.env.reward import RewardConfig
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.types import Action, Completion, Request
 
-QUALITY_TERMS = ("ok", "p")
+QUALITY_TERMS = ("reward", "ok", "p")
 MAX_WINDOW_S = 2.0**20  # stop stepping after ~12 days of simulated time and drain (a paused pool)
 
 
@@ -52,7 +53,8 @@ class WhatIf:
     """Per-action what-if rewards of the pending decision of a bound :class:`~rlroute.env.RoutingEnv`.
 
     Args:
-        quality: ``ok`` (hindsight outcome) or ``p`` (expected quality) as the quality term.
+        quality: ``reward`` (the env's ``reward.quality``, resolved at :meth:`bind`), ``ok`` (hindsight
+            outcome) or ``p`` (expected quality) as the quality term.
         horizon: later arrivals simulated in each fork (see the module docstring); 0 = none.
         rule: policy routing those later arrivals (a registry name); only used when ``horizon > 0``.
     """
@@ -62,6 +64,7 @@ class WhatIf:
             raise ValueError(f"what-if quality must be one of {QUALITY_TERMS}, got {quality!r}")
         if horizon < 0:
             raise ValueError(f"what-if horizon must be >= 0, got {horizon}")
+        self.quality_term = quality
         self.quality = quality
         self.horizon = int(horizon)
         self.rule_name = rule
@@ -75,6 +78,7 @@ class WhatIf:
             if not hasattr(env, attr):
                 raise TypeError(f"what-if: {type(env).__name__} has no {attr!r}; bind a RoutingEnv")
         self.env = env
+        self.quality = str(env.reward_cfg.quality) if self.quality_term == "reward" else self.quality_term
         if self.horizon and self._rule is None:
             from rlroute.policies.registry import make_policy
 
