@@ -9,8 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from rlroute.cluster.cost import GpuSecondsCost, TokenPriceCost
+from rlroute.cluster.inpool import CacheAware, PowerOfTwo, RoundRobin, ShortestQueue
 from rlroute.cluster.sim import EVENTS, SimCluster, build_cluster, cluster_factory
-from rlroute.cluster.sim.cost import GpuSecondsCost, TokenPriceCost
 from rlroute.types import Action, Request
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -51,7 +52,7 @@ def test_default_cluster_is_the_deployable_dedicated_one() -> None:
     assert small.kv_cap == int((85.52 * 0.835 - 8.04) * 1e9 / 147456)
     assert cl.max_retries == 4 and cl.faults.detection == "health_check"
     pol = small.policy
-    assert (pol.cache_threshold, pol.abs, pol.rel) == (0.3, 64, 1.5)  # type: ignore[attr-defined]
+    assert isinstance(pol, CacheAware) and (pol.cache_threshold, pol.abs, pol.rel) == (0.3, 64, 1.5)
 
 
 def test_colocated_cluster_carries_the_seed_presets() -> None:
@@ -89,9 +90,12 @@ def test_scheduler_preset_is_a_config_group(preset: str) -> None:
     assert large.sched.schedule_policy == ("lpm" if preset == "sglang_lpm" else "fcfs")
 
 
-def test_in_pool_policy_switch_by_override() -> None:
-    cl = instantiate(cluster_cfg("cluster=small8", "cluster.pools.small.in_pool.policy=round_robin"))
-    assert type(cl.pools["small"].policy).__name__ == "RoundRobin"
+@pytest.mark.parametrize(("preset", "cls"), [("cache_aware", CacheAware), ("round_robin", RoundRobin),
+                                             ("shortest_queue", ShortestQueue), ("power_of_two", PowerOfTwo)])
+def test_in_pool_policy_switch_by_override(preset: str, cls: type) -> None:
+    cfg = cluster_cfg("cluster=small8", f"cluster/in_pool@cluster.pools.small.in_pool={preset}")
+    assert type(instantiate(cfg).pools["small"].policy) is cls
+    assert type(cluster_factory(cfg)(np.random.default_rng(0)).pools["small"].policy) is cls  # the env's builder
 
 
 def test_token_cost_uses_list_prices_and_gpu_seconds_is_selectable() -> None:
@@ -107,7 +111,10 @@ def test_token_cost_uses_list_prices_and_gpu_seconds_is_selectable() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"pools": {"small": {**SMALL, "replicas": 3}}}, r"cluster.pools.small: unknown keys \['replicas'\]"),
     ({"pools": {"small": {**SMALL, "cache": {"eviction": "fifo"}}}}, "cluster.pools.small.cache: cache eviction"),
-    ({"pools": {"small": {**SMALL, "in_pool": {"policy": "best"}}}}, "in_pool.policy must be one of"),
+    ({"pools": {"small": {**SMALL, "in_pool": {"policy": "round_robin"}}}}, "in_pool: expected a mapping with _target_"),
+    ({"pools": {"small": {**SMALL, "in_pool": {"_target_": "rlroute.cluster.inpool.Best"}}}}, "in_pool._target_: cannot import"),
+    ({"pools": {"small": {**SMALL, "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin", "k": 2}}}},
+     r"in_pool: bad parameters \['k'\] for RoundRobin"),
     ({"pools": {"small": {**SMALL, "instances": 0}}}, "instances must be >= 1"),
     ({"pools": {"small": SMALL}, "hybrid": {"mode": "relay"}}, "hybrid.mode must be one of"),
     ({"pools": {"small": SMALL}, "cost": {"mode": "flat"}}, "cost.mode must be"),

@@ -38,7 +38,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFleet]:
 
 
 def pools_cfg(fleet: WorkerFleet) -> dict[str, dict[str, object]]:
-    return {p: {"urls": fleet.urls(p), "profile": prof, "in_pool": {"policy": "cache_aware"}}
+    return {p: {"urls": fleet.urls(p), "profile": prof, "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"}}
             for p, prof in (("large", LARGE), ("small", SMALL))}
 
 
@@ -111,7 +111,7 @@ def _sim() -> object:
 
     return SimCluster(pools={p: {"profile": prof, "instances": n, "cache": {"mem_fraction_static": MEM,
                                                                             "eviction": EVICTION},
-                                 "in_pool": {"policy": "cache_aware"}}
+                                 "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"}}
                              for p, prof, n in (("large", LARGE, 1), ("small", SMALL, 2))}, seed=0)
 
 

@@ -157,7 +157,7 @@ def test_pool_match_agrees_with_cache_probe(seed: int) -> None:
     rng = np.random.default_rng(seed)
     reqs = conversation_requests(300, 20.0, rng, block_size=BS * 50)
     cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 4,
-                                     "in_pool": {"policy": "round_robin"}}})
+                                     "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin"}}})
     pool = cl.pools["small"]
     for r in reqs:
         cl.advance(r.arrival)

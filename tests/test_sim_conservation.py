@@ -155,7 +155,7 @@ def test_same_seed_same_result_and_seed_matters() -> None:
     def once(seed: int) -> list[tuple]:
         rng = np.random.default_rng(seed)
         reqs = conversation_requests(400, 10.0, rng)
-        pools = {k: {**v, "in_pool": {"policy": "power_of_two"}} for k, v in POOLS.items()}
+        pools = {k: {**v, "in_pool": {"_target_": "rlroute.cluster.inpool.PowerOfTwo"}} for k, v in POOLS.items()}
         cl = SimCluster(pools=pools, rng=np.random.default_rng(seed))
         return [(c.request_id, c.finish, c.cached_tokens, c.instances) for c in run(cl, reqs, fixed_policy("random", rng))]
 
@@ -164,7 +164,7 @@ def test_same_seed_same_result_and_seed_matters() -> None:
 
 
 def test_scale_up_adds_serving_instances_and_scale_down_drains_them() -> None:
-    pools = {"small": {"profile": "qwen3-4b__h100", "instances": 2, "in_pool": {"policy": "round_robin"}}}
+    pools = {"small": {"profile": "qwen3-4b__h100", "instances": 2, "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin"}}}
     cl = SimCluster(pools=pools)
     cl.scale("small", 4)
     for k in range(8):
@@ -201,14 +201,14 @@ def test_random_event_storm_keeps_invariants_and_conservation(seed: int) -> None
     for r in reqs:
         esc = bool(rng.random() < 0.3)
         r.quality = QualityDraw(p=(0.9, 0.6, 0.7), ok=(True, False, esc), escalated=esc)
-    in_pool = ["cache_aware", "round_robin", "shortest_queue", "power_of_two"][seed % 4]
+    in_pool = "rlroute.cluster.inpool." + ["CacheAware", "RoundRobin", "ShortestQueue", "PowerOfTwo"][seed % 4]
     ev = ["lru", "lfu", "ttl"][seed % 3]
     pools = {
         "large": {**POOLS["large"], "cache": {"mem_fraction_static": 0.5, "eviction": ev, "ttl_s": 30.0},
-                  "in_pool": {"policy": in_pool}},
+                  "in_pool": {"_target_": in_pool}},
         "small": {**POOLS["small"], "cache": {"eviction": ev, "ttl_s": 20.0 if ev == "ttl" else None,
                                               "kv_capacity_tokens": int(rng.integers(40_000, 400_000))},
-                  "in_pool": {"policy": in_pool}},
+                  "in_pool": {"_target_": in_pool}},
     }
     cl = SimCluster(pools=pools, hybrid={"mode": ["plan_and_execute", "cascade"][seed % 2], "plan_tokens": 50},
                     rng=rng, max_retries=int(rng.integers(0, 4)))
@@ -242,7 +242,7 @@ def test_random_event_storm_keeps_invariants_and_conservation(seed: int) -> None
 
 
 def test_new_instances_serve_after_their_startup_time() -> None:
-    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1, "in_pool": {"policy": "round_robin"}}})
+    cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1, "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin"}}})
     cl.scale("small", 2, startup_s=30.0)
     assert [s.healthy for s in cl.state().pools["small"].instances] == [True, False]
     cl.submit(Request(id=0, arrival=1.0, input_len=100, output_len=5), Action.SMALL)

@@ -17,7 +17,7 @@ NO_JITTER = {"retry_jitter": 0.0}  # backoffs exactly 50 ms x 1.5^(n-1)
 
 
 def small_pool(n: int, **kw: object) -> SimCluster:
-    pools = {"small": {"profile": "qwen3-4b__h100", "instances": n, "in_pool": {"policy": "round_robin"}}}
+    pools = {"small": {"profile": "qwen3-4b__h100", "instances": n, "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin"}}}
     return SimCluster(pools=pools, **kw)  # type: ignore[arg-type]
 
 

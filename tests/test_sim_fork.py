@@ -15,7 +15,7 @@ POOLS = {
               "cache": {"mem_fraction_static": 0.5, "eviction": "lru", "ttl_s": 14400}},
     "small": {"profile": "qwen3-4b__h100", "instances": 4,
               "cache": {"mem_fraction_static": 0.7, "eviction": "lfu", "ttl_s": 1800},
-              "in_pool": {"policy": "power_of_two"}},
+              "in_pool": {"_target_": "rlroute.cluster.inpool.PowerOfTwo"}},
 }
 # A failure and a weight update scheduled after the fork point: forks must carry pending operator events.
 EVENTS = [{"time": 300.0, "event": "fail_instance", "pool": "small", "i": 1},

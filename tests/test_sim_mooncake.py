@@ -19,7 +19,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 def replay(shared_data: Path, in_pool: str) -> dict:
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=["cluster=small8", "workload=mooncake", "~quality",
-                                           f"cluster.pools.small.in_pool.policy={in_pool}"])
+                                           f"cluster/in_pool@cluster.pools.small.in_pool={in_pool}"])
     cfg.workload.path = str(shared_data / "mooncake" / "conversation_trace.jsonl")
     rng = np.random.default_rng(0)
     cluster = instantiate(cfg.cluster, rng=rng)

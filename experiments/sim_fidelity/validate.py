@@ -56,7 +56,7 @@ def simulate(point: dict[str, Any], kv_capacity_tokens: int | None = None,
     n = int(setup["num_prompts"])
     pools = {POOL: {"profile": sim["profile"], "instances": int(sim.get("instances", 1)),
                     "cache": {"mem_fraction_static": "auto", "eviction": "lru", "kv_capacity_tokens": kv_capacity_tokens},
-                    "in_pool": {"policy": "round_robin"}, "scheduler": scheduler}}
+                    "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin"}, "scheduler": scheduler}}
     cl = SimCluster(pools=pools)
     conc = setup.get("max_concurrency")
     sent = 0

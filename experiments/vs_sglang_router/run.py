@@ -37,9 +37,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-
 from http_arm import arm as http_arm
 from http_arm import fallback_summary
+
 from rlroute.bench.replay import replay
 from rlroute.cluster.live import LiveCluster
 from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, free_port
@@ -298,15 +298,15 @@ def main() -> None:
     args = ap.parse_args()
     sfx = ".estimate" if args.estimate_profiles else ""
     large_p, small_p = LARGE + sfx, SMALL + sfx
+    from rlroute.cluster.cost import build_cost_model
     from rlroute.cluster.profiles import load_profile
-    from rlroute.cluster.sim.cost import build_cost_model
     from rlroute.policies.heuristic import SeedHeuristic
 
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.out / "logs"
     specs = [WorkerSpec("large", large_p, args.speedup)] * args.large + [WorkerSpec("small", small_p, args.speedup)] * args.small
     cost_model = build_cost_model(None, {"large": load_profile(large_p), "small": load_profile(small_p)})
-    pools_sim = {p: {"profile": prof, "instances": n, "in_pool": {"policy": "cache_aware"},
+    pools_sim = {p: {"profile": prof, "instances": n, "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"},
                      "cache": {"mem_fraction_static": 0.88, "eviction": "lru"}}
                  for p, prof, n in (("large", large_p, args.large), ("small", small_p, args.small))}
     from rlroute.policies.registry import make_policy

@@ -69,8 +69,8 @@ def _sim(day_offset: float = 0.0) -> Any:
     from rlroute.cluster.sim import SimCluster
 
     cache = {"mem_fraction_static": MEM, "eviction": EVICTION}
-    return SimCluster(pools={"large": {"profile": LARGE, "instances": 1, "cache": cache, "in_pool": {"policy": "cache_aware"}},
-                             "small": {"profile": SMALL, "instances": 2, "cache": cache, "in_pool": {"policy": "cache_aware"}}},
+    return SimCluster(pools={"large": {"profile": LARGE, "instances": 1, "cache": cache, "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"}},
+                             "small": {"profile": SMALL, "instances": 2, "cache": cache, "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"}}},
                       seed=0, day_offset=day_offset)
 
 

@@ -27,7 +27,7 @@ class PoolConfig:
     name: str
     workers: list[str]
     router_url: str | None = None
-    in_pool: dict[str, Any] = field(default_factory=dict)
+    in_pool: dict[str, Any] | None = None  # conf/cluster/in_pool/ preset ({_target_, ...}); None = cache_aware
     profile: str | None = None  # serving profile: the cost model's GPU-seconds (cost.mode=gpu_seconds)
 
 
@@ -107,7 +107,11 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
             if not u.startswith(("http://", "https://")):
                 raise ServeConfigError(f"serve.pools.{name}: worker URL must start with http:// or https://, got {u!r}")
         profile = p.get("profile")
-        pools[name] = PoolConfig(name, workers, router_url, dict(p.get("in_pool") or {}),
+        in_pool = p.get("in_pool")
+        if in_pool is not None and not (isinstance(in_pool, dict) and "_target_" in in_pool):
+            raise ServeConfigError(f"serve.pools.{name}.in_pool: expected a conf/cluster/in_pool/ preset "
+                                   f"({{_target_: ..., ...}}), got {in_pool!r}")
+        pools[name] = PoolConfig(name, workers, router_url, dict(in_pool) if in_pool is not None else None,
                                  str(profile) if profile else None)
     env = str(c.get("admin_token_env") or "RLROUTE_ADMIN_TOKEN")
     slo = c.get("slo") or {}

@@ -17,8 +17,10 @@ import httpx
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
+from rlroute.cluster.cost import build_cost_model
 from rlroute.cluster.live.monitor import Monitor
 from rlroute.cluster.live.pool import LiveInstance, LivePool
+from rlroute.cluster.profiles import load_profile
 from rlroute.serve.config import ServeConfig
 from rlroute.types import Request
 
@@ -82,9 +84,6 @@ class Upstreams:
     """
 
     def __init__(self, cfg: ServeConfig, client: httpx.AsyncClient) -> None:
-        from rlroute.cluster.profiles import load_profile
-        from rlroute.cluster.sim.cost import build_cost_model
-
         self.cfg = cfg
         self.client = client
         pools: dict[str, LivePool] = {}

@@ -29,9 +29,11 @@ import httpx
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
+from rlroute.cluster.cost import build_cost_model
 from rlroute.cluster.live.client import LoopThread, generate_payload
 from rlroute.cluster.live.monitor import Monitor
 from rlroute.cluster.live.pool import LiveInstance, LivePool, Stage, StageError, StageResult, parse_meta
+from rlroute.cluster.profiles import load_profile
 from rlroute.types import Action, Completion, Request
 
 
@@ -39,8 +41,8 @@ class LiveCluster:
     """Pools of live SGLang-protocol workers behind the :class:`~rlroute.cluster.base.Cluster` protocol.
 
     Args:
-        pools: pool name -> ``{urls: [...], profile: <serving profile name> (cost model), in_pool: {policy,
-            ...}}``.
+        pools: pool name -> ``{urls: [...], profile: <serving profile name> (cost model), in_pool:
+            <conf/cluster/in_pool/ preset>}``.
         cost: the simulator's cost config (``mode: tokens|gpu_seconds``, ...).
         hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}``.
         speedup: modelled seconds per wall second (the emulated workers' ``speedup``).
@@ -57,9 +59,6 @@ class LiveCluster:
                  hybrid: Any = None, speedup: float = 1.0, max_retries: int = 3, revive_wait_s: float = 10.0,
                  slo: Mapping[str, float] | None = None, scrape_interval_s: float = 0.1,
                  request_timeout_s: float = 60.0, seed: int = 0) -> None:
-        from rlroute.cluster.profiles import load_profile
-        from rlroute.cluster.sim.cost import build_cost_model
-
         if not pools:
             raise ValueError("cluster.pools is empty: configure at least one pool with worker urls")
         if speedup <= 0:

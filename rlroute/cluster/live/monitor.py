@@ -33,7 +33,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from rlroute.cluster.base import ClusterState
 from rlroute.cluster.live.pool import TAU, LiveInstance, LivePool, StageResult
@@ -73,7 +73,7 @@ class Monitor:
 
     Args:
         pools: the pools, by name.
-        cost_model: the cluster's cost model (``rlroute.cluster.sim.cost``): cost of each finished stage.
+        cost_model: the cluster's cost model (``rlroute.cluster.cost``): cost of each finished stage.
         slo: ``{ttft_s, tpot_s}`` for the pools' SLO-violation rate (default ``DEFAULT_SLO``).
         speedup: modelled seconds per wall second (see :class:`Clock`).
     """
@@ -149,7 +149,11 @@ class Monitor:
             if not cands:
                 return None
             matched = [i.tree.match(request.blocks, request.block_size, covered) for i in cands]
-            inst = cast(LiveInstance, p.policy.choose(cast(Any, cands), matched, request.input_len + extra_tokens))
+            prompt = request.input_len + extra_tokens
+            routed = p.routed_new
+            k = p.policy.choose([i.load for i in cands], matched, [routed[i.index] for i in cands], prompt)
+            inst = cands[k]
+            routed[inst.index] += prompt - matched[k]
             inst.inflight += 1
             inst.tree.insert(request.blocks, request.block_size)
         return inst

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from rlroute.cluster.base import InstanceState, PoolState
+from rlroute.cluster.inpool import InPoolPolicy, build_in_pool
 from rlroute.cluster.live.scrape import WorkerStats, apply_load, parse_metrics
 from rlroute.cluster.live.trees import BlockLRU
 from rlroute.types import Request
@@ -81,7 +82,6 @@ class LiveInstance:
         self.stats = WorkerStats()
         self.healthy, self.error = True, ""
         self.inflight = 0
-        self.routed_new = 0  # cache_aware's "tree size": uncached prompt tokens routed here (sim.routing)
         self.tree.clear()
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.cost = 0.0
         self.r_hit = self.r_tok = self.r_out = self.r_evict = 0.0
@@ -102,11 +102,6 @@ class LiveInstance:
     def load(self) -> int:
         """Queued + running requests: the worker's scrape, or the router's in-flight count if higher."""
         return max(self.stats.running + self.stats.queued, self.inflight)
-
-    @property
-    def nload(self) -> int:
-        """:attr:`load` under the name the simulator's in-pool policies read."""
-        return self.load
 
     async def fetch(self, client: httpx.AsyncClient) -> WorkerStats:
         """Scrape ``/metrics`` and ``/get_load`` concurrently and parse them."""
@@ -175,20 +170,22 @@ class LivePool:
     """The instances of one pool, the in-pool policy and pool-level averages."""
 
     def __init__(self, name: str, cfg: dict[str, Any], rng: np.random.Generator) -> None:
-        from rlroute.cluster.sim.routing import build_in_pool_policy
-
         urls = list(cfg.get("urls") or [])
         if not urls:
             raise ValueError(f"cluster.pools.{name}.urls: expected a list of worker URLs, got {cfg.get('urls')!r}")
         self.name = name
         self.instances = [LiveInstance(name, i, str(u)) for i, u in enumerate(urls)]
-        self.policy = build_in_pool_policy(cfg.get("in_pool"), rng)
+        self.policy: InPoolPolicy = build_in_pool(cfg.get("in_pool"), f"cluster.pools.{name}.in_pool")
+        self.policy.seed(rng)
         self.reset()
 
     def reset(self) -> None:
         """Forget averages and every instance's router-side state."""
         for inst in self.instances:
             inst.reset()
+        self.policy.reset()
+        # cache_aware's "tree size" per instance: uncached prompt tokens routed there (as SimPool.routed_new)
+        self.routed_new = [0] * len(self.instances)
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = self.cost = 0.0
         self.r_cost, self.r_t = 0.0, 0.0
         self.held = False  # the router stops choosing this pool (coordinated weight update)

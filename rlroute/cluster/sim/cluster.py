@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
+from rlroute.cluster.cost import CostModel, GpuSecondsCost, build_cost_model
 from rlroute.cluster.profiles import ServingProfile, load_profile
-from rlroute.cluster.sim.cost import CostModel, GpuSecondsCost, build_cost_model
 from rlroute.cluster.sim.events import EventsMixin
 from rlroute.cluster.sim.faults import FaultHandling
 from rlroute.cluster.sim.instance import DecayClock, Instance, Seq
@@ -69,7 +69,7 @@ class SimCluster(EventsMixin):
 
     Args:
         pools: pool name -> ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s},
-            in_pool: {policy, ...}}`` (see ``conf/cluster/default.yaml``).
+            in_pool: <conf/cluster/in_pool/ preset>}`` (see ``conf/cluster/default.yaml``).
         cost: ``{mode: tokens|gpu_seconds, prices: {...}, usd_per_gpu_hour, ref_batch}``.
         hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}`` (a mapping or any object with those
             attributes, e.g. the quality config's ``hybrid`` block); default plan-and-execute, 64 tokens.
@@ -287,8 +287,9 @@ class SimCluster(EventsMixin):
         if len(cands) == 1:
             inst = cands[0]
         else:
-            matched = None
-            if pool.policy.needs_match:
+            policy = pool.policy
+            loads = [i.nload for i in cands]
+            if policy.needs_match:
                 memo = self._memo
                 req = seq.job.req
                 if memo is not None and memo[0] == req.id and memo[1] == self._epoch:
@@ -296,7 +297,11 @@ class SimCluster(EventsMixin):
                 else:
                     full = pool.match(seq.blocks, seq.bs, seq.covered, t)
                 matched = [full[i.index] for i in cands]
-            inst = pool.policy.choose(cands, matched, seq.prompt)
+                routed = pool.routed_new
+                inst = cands[policy.choose(loads, matched, [routed[i.index] for i in cands], seq.prompt)]
+                routed[inst.index] += seq.prompt - full[inst.index]
+            else:
+                inst = cands[policy.choose(loads, None, None, seq.prompt)]
         if not inst.healthy:  # down, but the router has not noticed yet
             self.hit_dead(inst, seq, t)
             return

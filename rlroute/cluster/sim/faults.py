@@ -25,7 +25,7 @@ defaults):
 
 Lost work: prompt tokens already prefilled and output tokens already generated on a failed instance are
 billed to the request (its ``cost``) and counted per pool (``lost_cost``, ``lost_gpu_s``: engine seconds x
-GPUs, the GPU-seconds model of :mod:`rlroute.cluster.sim.cost`); the step in progress counts as busy time.
+GPUs, the GPU-seconds model of :mod:`rlroute.cluster.cost`); the step in progress counts as busy time.
 ``detection: instant`` keeps the earlier model (failure seen at once, immediate re-route without backoff).
 """
 
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from rlroute.cluster.cost import CostModel, GpuSecondsCost
     from rlroute.cluster.sim.cluster import Job
-    from rlroute.cluster.sim.cost import CostModel, GpuSecondsCost
     from rlroute.cluster.sim.instance import Instance, Seq
     from rlroute.cluster.sim.pool import SimPool
 

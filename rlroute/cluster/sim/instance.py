@@ -128,7 +128,7 @@ class Instance:
                  "private", "profile", "push", "r_evict", "r_hit", "r_out", "dclock", "r_tok", "recent_e2e",
                  "recent_tpot", "recent_ttft", "reject", "retired", "sched", "seg", "seg_base", "seg_chunk",
                  "seg_h", "seg_steps", "seg_t0", "step", "ver", "waiting", "cost", "busy_time", "completed",
-                 "_ev_seen", "routed_new", "nload")
+                 "_ev_seen", "nload")
 
     def __init__(self, pool: str, index: int, profile: ServingProfile, cache: PrefixCache, kv_cap: int,
                  push: Callable[[float, Instance, int], None], done: Callable[[Instance, Seq, float], None],
@@ -173,7 +173,6 @@ class Instance:
         self.busy_time = 0.0
         self.completed = 0
         self.nload = 0  # queued + running, kept as a counter: routers read it for every decision
-        self.routed_new = 0  # prompt tokens routed here that were not cached: the router's "tree size"
 
     # -- load figures -------------------------------------------------------------------------------------
     @property

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from rlroute.cluster.inpool import InPoolPolicy, build_in_pool
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.profiles.sglang_defaults import resolve_mem_fraction
 from rlroute.cluster.sim.instance import TAU, DecayClock, Instance
 from rlroute.cluster.sim.legacy_instance import LegacyInstance
 from rlroute.cluster.sim.prefix_cache import PrefixCache
-from rlroute.cluster.sim.routing import InPoolPolicy, build_in_pool_policy
 from rlroute.cluster.sim.scheduler import SchedulerConfig, parse_scheduler
 from rlroute.cluster.sim.sglang_instance import SGLangInstance
 
@@ -28,8 +28,9 @@ class SimPool:
     Args:
         name: pool name (``large`` / ``small``).
         cfg: ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s, kv_capacity_tokens,
-            insert_outputs}, in_pool: {...}, scheduler: {kind: sglang|legacy, ...}}``
-            (:mod:`rlroute.cluster.sim.scheduler`; absent = SGLang's defaults).
+            insert_outputs}, in_pool: <in-pool policy: conf/cluster/in_pool/ preset or built object>,
+            scheduler: {kind: sglang|legacy, ...}}`` (:mod:`rlroute.cluster.sim.scheduler`; absent = SGLang's
+            defaults).
         rng: generator for randomised in-pool policies.
         factory: builds an :class:`Instance` for this pool at an index (the cluster wires callbacks).
         dclock: the cluster's decay clock for recent rates.
@@ -67,12 +68,17 @@ class SimPool:
         self.insert_outputs = bool(cache.get("insert_outputs", True))
         self.sched: SchedulerConfig = parse_scheduler(cfg.get("scheduler"), f"cluster.pools.{name}.scheduler")
         self.instance_cls = INSTANCE_CLASSES[self.sched.kind]
-        self.policy: InPoolPolicy = build_in_pool_policy(cfg.get("in_pool"), rng)
+        self.policy: InPoolPolicy = build_in_pool(cfg.get("in_pool"), f"cluster.pools.{name}.in_pool")
+        self.policy.seed(rng)
         self._factory = factory
         n = int(cfg.get("instances", 1))
         if n < 1:
             raise ValueError(f"cluster.pools.{name}.instances must be >= 1, got {n}")
         self.instances: list[Instance] = [factory(self, i) for i in range(n)]
+        # the router's "tree size" per instance when matches come from the engines' caches: prompt tokens
+        # routed there by the in-pool policy that were not cached (sglang-router's tree is bounded only by
+        # max_tree_size, 2^26 characters by default, so it keeps growing; a KV cache saturates)
+        self.routed_new = [0] * n
         self.paused = False
         self.last_weight_update: float | None = None
         self.weight_updates = 0
@@ -172,6 +178,7 @@ class SimPool:
         inst = self._factory(self, len(self.instances))
         inst.paused = self.paused
         self.instances.append(inst)
+        self.routed_new.append(0)
         return inst
 
     def prune(self) -> None:
@@ -180,6 +187,7 @@ class SimPool:
         while len(insts) > 1 and insts[-1].retired and not insts[-1].load:
             gone = insts.pop()
             gone.cache.clear()
+            self.routed_new.pop()
             for d in (self.undetected, self.fail_epoch, self.fail_time, self.fail_mode, self.cb_fails):
                 d.pop(gone.index, None)
             self.unroutable.discard(gone.index)
