@@ -169,3 +169,19 @@ def test_budgeted_scenario_picks_the_best_baseline_within_the_budget() -> None:
     over = with_share(_runs("ppo", "learned", [[0.6, 0.7, 0.8]]), 0.5)
     entry = scenario_entry([over, small, large], n_boot=200, budget_share=0.2)  # type: ignore[list-item]
     assert "ppo exceeds the large-model budget" in entry["gap_recovered"]["note"]
+
+
+def test_parallel_study_processes_fill_one_results_file(tmp_path: Path) -> None:
+    base = {"commit": "abc", "schema_hash": "s", "mode": "scenarios", "pilot": False, "settings": {"k": 1},
+            "commands": ["rlroute study scenarios=[a]"], "sim_config_hash": "ha",
+            "scenarios": {"a": {"sim_config_hash": "ha", "seconds": {}}}}
+    runner.merged(base, tmp_path / "results.json")  # no file: unchanged
+    (tmp_path / "results.json").write_text(json.dumps(base))
+    other = {**base, "commands": ["rlroute study scenarios=[b]"], "sim_config_hash": "hb",
+             "scenarios": {"b": {"sim_config_hash": "hb", "seconds": {}}}}
+    both = runner.merged(other, tmp_path / "results.json")
+    assert both["scenarios"].keys() == {"a", "b"}
+    assert both["commands"] == ["rlroute study scenarios=[a]", "rlroute study scenarios=[b]"]
+    assert both["sim_config_hash"] not in ("ha", "hb")  # one hash over both scenarios' configs
+    stale = {**other, "commit": "def"}  # another commit: a different study, not merged
+    assert runner.merged(stale, tmp_path / "results.json")["scenarios"].keys() == {"b"}

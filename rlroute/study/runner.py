@@ -210,14 +210,42 @@ def by_prompt(entry: dict[str, Any], policies: Sequence[PolicyRuns], learned: st
         "note": "prompts recur across windows, but the records carry no per-request reward to pair"}
 
 
+MERGE_KEYS = ("commit", "schema_hash", "mode", "pilot", "settings")
+
+
+def merged(results: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``results`` with the other scenarios of the ``results.json`` already at ``path`` when that file is
+    from the same study (same commit, schema, mode and settings): several ``rlroute study`` processes, one
+    per scenario group, fill one file (they run in parallel on separate cores). Otherwise ``results``."""
+    if not path.is_file():
+        return results
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return results
+    if not isinstance(old, dict) or any(old.get(k) != results.get(k) for k in MERGE_KEYS):
+        return results
+    out = {**results, "scenarios": {**old.get("scenarios", {}), **results["scenarios"]}}
+    out["commands"] = list(dict.fromkeys([*old.get("commands", []), *results["commands"]]))
+    hashes = {n: e.get("sim_config_hash", "") for n, e in out["scenarios"].items()}
+    out["sim_config_hash"] = _combined(hashes) if hashes else results.get("sim_config_hash", "")
+    return out
+
+
 def write_outputs(results: dict[str, Any], out: Path, learned: str) -> None:
-    """``results.json`` plus ``<scenario>.md`` and the two PNGs per scenario into ``out``."""
+    """``results.json`` (merged with the same study's other scenarios already there, under a file lock)
+    plus ``<scenario>.md`` and the two PNGs per scenario into ``out``."""
+    import fcntl
+
     out.mkdir(parents=True, exist_ok=True)
     for name, entry in results["scenarios"].items():
         (out / f"{name}.md").write_text(markdown_table(name, entry, learned) + "\n")
         plots(name, entry, out, learned)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    log.info("study: wrote %s", out / "results.json")
+    path = out / "results.json"
+    with (out / ".results.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path.write_text(json.dumps(merged(results, path), indent=2, default=float) + "\n")
+    log.info("study: wrote %s", path)
 
 
 def run_study(study: DictConfig, command: str = "rlroute study") -> dict[str, Any]:

@@ -43,9 +43,9 @@ def compose(scenario: str, overrides: list[str], steps: int, episode_length: int
     return cfg
 
 
-def score(policy: object, cfg: object) -> list[float]:
+def score(policy: object, cfg: object, seeds: list[int] = SCORE) -> list[float]:
     env = default_env_factory(cfg, "val")
-    res = evaluate(policy, cfg, "val", SCORE, reference_cost={}, env=env)
+    res = evaluate(policy, cfg, "val", seeds, reference_cost={}, env=env)
     env.close()
     return [float(m["reward"]) for m in res.per_seed]
 
@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--baselines", nargs="*", default=[])
     ap.add_argument("--common", nargs="*", default=[], help="overrides applied to every variant and baseline")
+    ap.add_argument("--score-seeds", type=int, nargs="+", default=SCORE, help="val seeds scored (baselines)")
     ap.add_argument("--out", default="experiments/scenarios/tuning/pilot_val.jsonl")
     ap.add_argument("--runs", default="outputs/tuning")
     a = ap.parse_args()
@@ -74,8 +75,8 @@ def main() -> None:
             pol = make_policy(base, **{k: int(v)})
         else:
             pol = name
-        r = score(pol, cfg)
-        rec = {"scenario": a.scenario, "policy": name, "common": a.common, "val_rewards": r,
+        r = score(pol, cfg, a.score_seeds)
+        rec = {"scenario": a.scenario, "policy": name, "common": a.common, "seeds": a.score_seeds, "val_rewards": r,
                "mean": float(np.mean(r)), "seconds": time.perf_counter() - t0}
         print(json.dumps(rec), flush=True)
         with out.open("a") as f:
