@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from rlroute.env.build import CONF_DIR, default_config
 from rlroute.study import runner
+from rlroute.study.cli import run_study
 from rlroute.study.randomise import RandomisedEnv
 
 
@@ -32,7 +33,7 @@ def _tiny_study(tmp_path: Path) -> object:
 
 def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "SCENARIO_DIR", tmp_path / "no_scenarios")  # use `builtin`, whatever main has
-    results = runner.run_study(_tiny_study(tmp_path), "rlroute study (test)")  # type: ignore[arg-type]
+    results = run_study(_tiny_study(tmp_path), "rlroute study (test)")  # type: ignore[arg-type]
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["commands"] == ["rlroute study (test)"] and on_disk["scenarios"].keys() == {"tiny"}
     for key in ("commit", "schema_hash", "sim_config_hash"):
@@ -108,7 +109,7 @@ def test_leave_one_workload_out_trains_on_the_others_and_tests_on_the_held_out(t
                                          "workload.path=/nonexistent/trace.csv"]},
                   "held_out": ["calm"]}
     study.dr = {"rate_scale": [0.5, 1.5], "cost_scale": [1.0, 1.0], "instances": {}}  # type: ignore[attr-defined]
-    results = runner.run_study(study, "rlroute study mode=lowo (test)")  # type: ignore[arg-type]
+    results = run_study(study, "rlroute study mode=lowo (test)")  # type: ignore[arg-type]
     entry = results["scenarios"]["lowo_calm"]
     assert entry["trained_on"] == ["bursty"] and entry["ood_fallback_rate"] is None and entry["ood_note"]
     assert "absent" in results["skipped_members"] and results["mode"] == "lowo"

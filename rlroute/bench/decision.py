@@ -7,7 +7,7 @@ manifest has one), then :meth:`OnnxPolicy.decide` (copy into the bound input, on
 action mask and pool availability) — the graph runs even when the score would refuse the observation, so
 the figure is the cost of a decision the policy makes; ``ood_refusals`` counts the refused ones.
 Every iteration routes a **new** request with unique text, built as
-the router builds it from an HTTP body (:meth:`rlroute.serve.app.RouterApp.build_request`: prompt text,
+the router builds it from an HTTP body (:meth:`rlroute.serve.router.Router.build_request`: prompt text,
 no token ids, pseudo-token count and block hashes of its bytes), so neither ``request.cache`` nor the
 features' content memo can answer: the request block (byte n-gram hashing, cues, complexity) is computed
 cold each time, as in serving. ``--token-ids`` keeps the workload's token ids instead (the env's path and

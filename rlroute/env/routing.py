@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -126,18 +126,21 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     ## Arguments
 
-    ``gymnasium.make("rlroute/Routing-v1")`` builds everything from ``conf/config.yaml``; pass
-    ``overrides=["workload=...", ...]`` for Hydra overrides, or objects directly:
+    ``gymnasium.make("rlroute/Routing-v1")`` builds everything from ``conf/config.yaml`` through the
+    factory :func:`rlroute.env.build.make_routing_env`; pass ``overrides=["workload=...", ...]`` for Hydra
+    overrides, and any argument below (an object, or a config it is built from) to replace the built one.
+    The constructor itself takes built objects only:
 
-    * ``workload``: a :class:`~rlroute.workload.base.Workload` (or its config with ``_target_``).
-    * ``quality``: a :class:`~rlroute.quality.base.QualityModel` (or its config).
-    * ``cluster``: a function ``rng -> Cluster`` called at each reset (or a cluster config).
-    * ``reward``: a :class:`RewardConfig` or mapping of its fields.
-    * ``episode_length``: decisions per episode (default from config: 512).
+    * ``workload``: a :class:`~rlroute.workload.base.Workload`.
+    * ``quality``: a :class:`~rlroute.quality.base.QualityModel`.
+    * ``cluster``: a function ``rng -> Cluster`` called at each reset (:func:`rlroute.env.build.cluster_factory`).
+    * ``reward``: a :class:`RewardConfig`.
+    * ``episode_length``: decisions per episode (config default: 512).
     * ``max_offset``: the largest number of stream requests skipped at reset (default 64; skipped
       requests are still generated, so text workloads pay ~1 ms each; trace workloads also take
       ``random_start=true`` to start anywhere in their window). From config: ``+env.max_offset=N``.
     * ``features``: text representation of the request block, ``hash`` (default) or ``minilm``.
+    * ``split``: the workload split it was built on (a label: ``train``, ``val``, ``test``, ...).
 
     ``info`` of ``step``: ``request_id``, ``step`` (this decision's episode step), ``action``,
     ``action_name``, ``action_valid``, ``quality`` (the decision's quality term), ``quality_p``,
@@ -164,36 +167,30 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     def __init__(
         self,
-        workload: Workload | Mapping[str, Any] | None = None,
-        quality: QualityModel | Mapping[str, Any] | None = None,
-        cluster: Callable[[np.random.Generator], Cluster] | Mapping[str, Any] | None = None,
-        reward: RewardConfig | Mapping[str, Any] | None = None,
-        episode_length: int | None = None,
+        workload: Workload,
+        quality: QualityModel,
+        cluster: Callable[[np.random.Generator], Cluster],
+        reward: RewardConfig,
+        episode_length: int,
         max_offset: int = 64,
         features: str = "hash",
-        overrides: Sequence[str] = (),
         split: str = "train",
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"RoutingEnv has no render modes, got render_mode={render_mode!r}")
-        if any(x is None for x in (workload, quality, cluster, reward, episode_length)) or overrides:
-            from rlroute.env.build import default_config
-
-            cfg = default_config(overrides)  # built-in defaults for whatever was not given
-            workload = workload if workload is not None else cfg.workload
-            quality = quality if quality is not None else cfg.quality
-            cluster = cluster if cluster is not None else cfg.cluster
-            reward = reward if reward is not None else cfg.get("reward")
-            episode_length = episode_length if episode_length is not None else cfg.get("episode_length", 512)
-        self.workload: Workload = self._instantiate(workload, split=split)  # type: ignore[assignment]
-        self.quality: QualityModel = self._instantiate(quality)  # type: ignore[assignment]
-        if isinstance(cluster, Mapping) or not callable(cluster):
-            from rlroute.env.build import cluster_factory
-
-            cluster = cluster_factory(cluster)
+        for name, value in (("workload", workload), ("quality", quality), ("cluster", cluster), ("reward", reward)):
+            if isinstance(value, Mapping) or value is None:
+                raise TypeError(f"RoutingEnv {name}: expected a built object, got {type(value).__name__}; build "
+                                "from config with rlroute.env.build.build_env or gymnasium.make('rlroute/Routing-v1')")
+        if not callable(cluster):
+            raise TypeError(f"RoutingEnv cluster: expected a function rng -> Cluster, got {type(cluster).__name__}")
+        if not isinstance(reward, RewardConfig):
+            raise TypeError(f"RoutingEnv reward: expected a RewardConfig, got {type(reward).__name__}")
+        self.workload = workload
+        self.quality = quality
         self.cluster_factory: Callable[[np.random.Generator], Cluster] = cluster
-        self.reward_cfg = reward if isinstance(reward, RewardConfig) else RewardConfig.from_mapping(reward)
+        self.reward_cfg = reward
         if episode_length is None or int(episode_length) < 1:
             raise ValueError(f"episode_length must be a positive integer, got {episode_length!r}")
         self.episode_length = int(episode_length)
@@ -219,17 +216,6 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self._in_system = 0
         self._exhausted = False
         self._open: dict[int, tuple[int, float]] = {}  # request id -> (decision step, quality term)
-
-    # -- construction -------------------------------------------------------------------------------
-    @staticmethod
-    def _instantiate(obj: Any, **kwargs: Any) -> Any:
-        from omegaconf import OmegaConf
-
-        if isinstance(obj, Mapping) or OmegaConf.is_config(obj):
-            from hydra.utils import instantiate
-
-            return instantiate(obj, **kwargs)
-        return obj
 
     # -- Gymnasium API ----------------------------------------------------------------------------------
     def reset(

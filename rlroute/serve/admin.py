@@ -16,6 +16,9 @@ it): ``POST /admin/observe`` returns the observation and action the router would
 body (with the request's headers, e.g. its session) without sending it — on the live state, or on a
 given frozen pool state and prefix matches; ``GET /admin/decisions`` the last ``decision_log`` decisions
 with their observations.
+
+The endpoints are an ``APIRouter`` (:data:`admin_api`) that the app includes; each reads the process's
+:class:`~rlroute.serve.router.Router` from ``app.state.router``.
 """
 
 from __future__ import annotations
@@ -23,16 +26,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from rlroute.cluster.base import state_from_json
+from rlroute.serve.router import Router
 from rlroute.worker import schemas
-
-if TYPE_CHECKING:
-    from rlroute.serve.app import Router
 
 
 class ReloadRequest(BaseModel):
@@ -59,124 +61,137 @@ class WeightUpdateRequest(BaseModel):
     weight_version: str | None = None
 
 
-def add_admin_routes(app: FastAPI, router: Router) -> None:
-    """Register ``/admin/*`` on ``app``."""
+def _router(request: Request) -> Router:
+    """The process's router, set by :func:`rlroute.serve.app.create_app`."""
+    return request.app.state.router  # type: ignore[no-any-return]
 
-    async def auth(authorization: str | None = Header(None)) -> None:
-        token = router.cfg.admin_token
-        if not token:
-            raise HTTPException(403, f"admin API disabled: set ${router.cfg.admin_token_env} when starting the router")
-        if not authorization or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(authorization[len("Bearer "):].encode(), token.encode()):
-            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/admin/status", dependencies=[Depends(auth)], summary="Policy and worker state")
-    async def status() -> dict[str, Any]:
-        up = router.upstreams
-        return {
-            "policy": router.slot.describe(),
-            "pools": {
-                name: {"paused": up.pools[name].held, "available": up.available(name), "workers": [
-                    {"url": w.url, "usable": w.usable, "health_ok": w.health_ok, "breaker": w.breaker.state,
-                     "inflight": w.inflight, "paused": w.stats.paused, "error": w.error}
-                    for w in up.workers(name)]}
-                for name in up.pools},
-        }
+RouterDep = Annotated[Router, Depends(_router)]
 
-    @app.post("/admin/observe", dependencies=[Depends(auth)],
-              summary="The observation and action the router would decide for a /generate body now (not sent)")
-    async def observe(body: ObserveRequest, request: Request) -> dict[str, Any]:
-        from rlroute.cluster.base import state_from_json
 
-        g = body.request
-        req = router.build_request(g.text, g.input_ids, g.sampling_params.max_new_tokens, request.headers,
-                                   remember=body.remember)
-        if body.state is not None:
-            try:
-                state = state_from_json(body.state)
-            except ValueError as e:
-                raise HTTPException(422, str(e)) from e
-            matches = body.matches or {}
-        else:
-            state, matches = router.upstreams.state(), router.upstreams.matches(req)
-        out = router.slot.decide(req, state, matches)
-        return {"observation": None if out.obs is None else [float(x) for x in out.obs], "action": int(out.action),
-                "source": out.source, "reason": out.reason, "matches": matches, "time": state.time,
-                "day_offset": state.day_offset,
-                "input_len": req.input_len}
+async def auth(router: RouterDep, authorization: str | None = Header(None)) -> None:
+    """The admin bearer token check every ``/admin/*`` endpoint depends on."""
+    token = router.cfg.admin_token
+    if not token:
+        raise HTTPException(403, f"admin API disabled: set ${router.cfg.admin_token_env} when starting the router")
+    if not authorization or not authorization.startswith("Bearer "):
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(authorization[len("Bearer "):].encode(), token.encode()):
+        raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.get("/admin/decisions", dependencies=[Depends(auth)], summary="The last decision_log decisions")
-    async def decisions(after: int = -1) -> dict[str, Any]:
-        if router.decisions is None:
-            raise HTTPException(409, "decision log is off: start the router with decision_log=N (N > 0)")
-        rows = [{**d, "obs": None if d["obs"] is None else [float(x) for x in d["obs"]]}
-                for d in list(router.decisions) if d["id"] > after]
-        return {"decisions": rows}
 
-    @app.post("/admin/policy/reload", dependencies=[Depends(auth)], summary="Load a policy folder, swap atomically")
-    async def reload(body: ReloadRequest) -> Any:
-        attempt = await router.slot.reload(body.path)
-        ok = attempt.policy is not None
-        router.metrics.reloads.labels("ok" if ok else attempt.reason or "error").inc()
-        if not ok:
-            raise HTTPException(422, f"policy not loaded ({attempt.reason}: {attempt.detail}); "
-                                     f"still serving {router.slot.current.path or 'the fallback heuristic'}")
-        return {"reloaded": True, "policy": router.slot.describe()}
+admin_api = APIRouter(prefix="/admin", dependencies=[Depends(auth)])
+"""``/admin/*``, behind the bearer token (module doc)."""
 
-    @app.post("/admin/pools/{pool}/update_weights", dependencies=[Depends(auth)],
-              summary="Coordinated weight update of one pool (pause, flush, update, continue, warm up)")
-    async def update_weights(pool: str, body: WeightUpdateRequest) -> dict[str, Any]:
-        up = router.upstreams
-        if pool not in up.pools:
-            raise HTTPException(404, f"unknown pool {pool!r}; pools are {sorted(up.pools)}")
-        if up.pools[pool].held:
-            raise HTTPException(409, f"pool {pool!r} is already being updated")
-        workers = [w for w in up.workers(pool) if w.health_ok]
-        if not workers:
-            raise HTTPException(503, f"pool {pool!r} has no healthy worker to update")
-        client = router.client
-        steps: dict[str, float] = {}
 
-        async def call(path: str, payload: dict[str, Any] | None = None) -> None:
-            rs = await asyncio.gather(*(client.post(w.url + path, json=payload) for w in workers),
-                                      return_exceptions=True)
-            bad = [f"{w.url}: {r if isinstance(r, BaseException) else r.status_code}"
-                   for w, r in zip(workers, rs, strict=True)
-                   if isinstance(r, BaseException) or r.status_code >= 400]
-            if bad:
-                raise HTTPException(502, f"{path} failed on {bad}")
+@admin_api.get("/status", summary="Policy and worker state")
+async def status(router: RouterDep) -> dict[str, Any]:
+    up = router.upstreams
+    return {
+        "policy": router.slot.describe(),
+        "pools": {
+            name: {"paused": up.pools[name].held, "available": up.available(name), "workers": [
+                {"url": w.url, "usable": w.usable, "health_ok": w.health_ok, "breaker": w.breaker.state,
+                 "inflight": w.inflight, "paused": w.stats.paused, "error": w.error}
+                for w in up.workers(name)]}
+            for name in up.pools},
+    }
 
-        async def step(name: str, path: str, payload: dict[str, Any] | None = None) -> None:
-            t = time.perf_counter()
-            await call(path, payload)
-            steps[name] = time.perf_counter() - t
 
-        t0 = time.perf_counter()
-        up.pools[pool].held = True
+@admin_api.post("/observe",
+                summary="The observation and action the router would decide for a /generate body now (not sent)")
+async def observe(body: ObserveRequest, request: Request, router: RouterDep) -> dict[str, Any]:
+    g = body.request
+    req = router.build_request(g.text, g.input_ids, g.sampling_params.max_new_tokens, request.headers,
+                               remember=body.remember)
+    if body.state is not None:
         try:
-            await step("pause_s", "/pause_generation")
-            try:
-                if body.flush_cache:
-                    await step("flush_s", "/flush_cache")
-                    up.monitor.forget_prefixes(pool)  # the router's prefix estimate is now wrong too
-                payload: dict[str, Any] = {"model_path": body.model_path}
-                if body.weight_version:
-                    payload["weight_version"] = body.weight_version
-                await step("update_s", "/update_weights_from_disk", payload)
-                up.monitor.weights_updated(pool)
-            finally:
-                await step("continue_s", "/continue_generation")  # never leave workers paused
-            if body.warmup:
-                await step("warmup_s", "/generate",
-                           {"text": "warm-up", "sampling_params": {"max_new_tokens": router.cfg.warmup_max_new_tokens}})
-        except httpx.HTTPError as e:
-            raise HTTPException(502, f"weight update of pool {pool!r} failed: {type(e).__name__}: {e}") from e
+            state = state_from_json(body.state)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from e
+        matches = body.matches or {}
+    else:
+        state, matches = router.upstreams.state(), router.upstreams.matches(req)
+    out = router.slot.decide(req, state, matches)
+    return {"observation": None if out.obs is None else [float(x) for x in out.obs], "action": int(out.action),
+            "source": out.source, "reason": out.reason, "matches": matches, "time": state.time,
+            "day_offset": state.day_offset,
+            "input_len": req.input_len}
+
+
+@admin_api.get("/decisions", summary="The last decision_log decisions")
+async def decisions(router: RouterDep, after: int = -1) -> dict[str, Any]:
+    if router.decisions is None:
+        raise HTTPException(409, "decision log is off: start the router with decision_log=N (N > 0)")
+    rows = [{**d, "obs": None if d["obs"] is None else [float(x) for x in d["obs"]]}
+            for d in list(router.decisions) if d["id"] > after]
+    return {"decisions": rows}
+
+
+@admin_api.post("/policy/reload", summary="Load a policy folder, swap atomically")
+async def reload(body: ReloadRequest, router: RouterDep) -> Any:
+    attempt = await router.slot.reload(body.path)
+    ok = attempt.policy is not None
+    router.metrics.reloads.labels("ok" if ok else attempt.reason or "error").inc()
+    if not ok:
+        raise HTTPException(422, f"policy not loaded ({attempt.reason}: {attempt.detail}); "
+                                 f"still serving {router.slot.current.path or 'the fallback heuristic'}")
+    return {"reloaded": True, "policy": router.slot.describe()}
+
+
+@admin_api.post("/pools/{pool}/update_weights",
+                summary="Coordinated weight update of one pool (pause, flush, update, continue, warm up)")
+async def update_weights(pool: str, body: WeightUpdateRequest, router: RouterDep) -> dict[str, Any]:
+    up = router.upstreams
+    if pool not in up.pools:
+        raise HTTPException(404, f"unknown pool {pool!r}; pools are {sorted(up.pools)}")
+    if up.pools[pool].held:
+        raise HTTPException(409, f"pool {pool!r} is already being updated")
+    workers = [w for w in up.workers(pool) if w.health_ok]
+    if not workers:
+        raise HTTPException(503, f"pool {pool!r} has no healthy worker to update")
+    client = router.client
+    steps: dict[str, float] = {}
+
+    async def call(path: str, payload: dict[str, Any] | None = None) -> None:
+        rs = await asyncio.gather(*(client.post(w.url + path, json=payload) for w in workers),
+                                  return_exceptions=True)
+        bad = [f"{w.url}: {r if isinstance(r, BaseException) else r.status_code}"
+               for w, r in zip(workers, rs, strict=True)
+               if isinstance(r, BaseException) or r.status_code >= 400]
+        if bad:
+            raise HTTPException(502, f"{path} failed on {bad}")
+
+    async def step(name: str, path: str, payload: dict[str, Any] | None = None) -> None:
+        t = time.perf_counter()
+        await call(path, payload)
+        steps[name] = time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    up.pools[pool].held = True
+    try:
+        await step("pause_s", "/pause_generation")
+        try:
+            if body.flush_cache:
+                await step("flush_s", "/flush_cache")
+                up.monitor.forget_prefixes(pool)  # the router's prefix estimate is now wrong too
+            payload: dict[str, Any] = {"model_path": body.model_path}
+            if body.weight_version:
+                payload["weight_version"] = body.weight_version
+            await step("update_s", "/update_weights_from_disk", payload)
+            up.monitor.weights_updated(pool)
         finally:
-            await up.refresh(health=False)  # read the workers' un-paused state before reopening the pool
-            up.pools[pool].held = False
-        interruption = time.perf_counter() - t0
-        router.metrics.weight_update.labels(pool).set(interruption)
-        return {"pool": pool, "workers": [w.url for w in workers], "interruption_s": interruption,
-                "steps": steps, "flushed": body.flush_cache, "model_path": body.model_path}
+            await step("continue_s", "/continue_generation")  # never leave workers paused
+        if body.warmup:
+            await step("warmup_s", "/generate",
+                       {"text": "warm-up", "sampling_params": {"max_new_tokens": router.cfg.warmup_max_new_tokens}})
+    except httpx.HTTPError as e:
+        raise HTTPException(502, f"weight update of pool {pool!r} failed: {type(e).__name__}: {e}") from e
+    finally:
+        await up.refresh(health=False)  # read the workers' un-paused state before reopening the pool
+        up.pools[pool].held = False
+    interruption = time.perf_counter() - t0
+    router.metrics.weight_update.labels(pool).set(interruption)
+    return {"pool": pool, "workers": [w.url for w in workers], "interruption_s": interruption,
+            "steps": steps, "flushed": body.flush_cache, "model_path": body.model_path}

@@ -4,5 +4,6 @@
 * :mod:`rlroute.study.results` — ``results.json`` entries (paired two-way bootstrap), tables, plots.
 * :mod:`rlroute.study.randomise` — domain randomisation as an env builder (workload, load, pools, prices).
 * :mod:`rlroute.study.lowo` — leave-one-workload-out over the shipped workloads.
-* :mod:`rlroute.study.cli` — the Hydra shell (``conf/study.yaml``).
+* :mod:`rlroute.study.cli` — :func:`~rlroute.study.cli.run_study` (either mode) and its Hydra shell
+  (``conf/study.yaml``).
 """

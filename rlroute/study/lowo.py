@@ -17,7 +17,22 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rlroute.env.build import build_env
 from rlroute.study.randomise import RandomisedBuilder
+from rlroute.study.results import scenario_entry
+from rlroute.study.runner import (
+    _combined,
+    by_prompt,
+    compose,
+    evaluate_scenario,
+    git_commit,
+    schema_hash,
+    settings,
+    sim_config_hash,
+    train_seeds,
+    window_facts,
+    write_outputs,
+)
 
 log = logging.getLogger(__name__)
 OOD_NOTE = ("no OOD fallback rate: the study evaluates the SB3 policy without the serving router's "
@@ -26,9 +41,6 @@ OOD_NOTE = ("no OOD fallback rate: the study evaluates the SB3 policy without th
 
 def available_members(study: DictConfig) -> tuple[dict[str, DictConfig], dict[str, str]]:
     """Composed configs of the ``lowo.members`` whose data loads; the others with the reason."""
-    from rlroute.env.build import build_env
-    from rlroute.study.runner import compose
-
     ok, skipped = {}, {}
     for name, overrides in study.lowo.members.items():
         cfg = compose(study, [str(o) for o in overrides])
@@ -56,20 +68,6 @@ def _missing_data(error: BaseException | None) -> OSError | None:
 
 def run_lowo(study: DictConfig, command: str) -> dict[str, Any]:
     """Each held-out member in turn (or ``lowo.held_out``); writes ``results.json`` like the scenario mode."""
-    from rlroute.study.results import scenario_entry
-    from rlroute.study.runner import (
-        _combined,
-        by_prompt,
-        evaluate_scenario,
-        git_commit,
-        schema_hash,
-        settings,
-        sim_config_hash,
-        train_seeds,
-        window_facts,
-        write_outputs,
-    )
-
     out = Path(str(study.out)) / "lowo"
     members, missing = available_members(study)
     held = [str(h) for h in study.lowo.held_out] if study.lowo.get("held_out") else list(members)

@@ -248,22 +248,11 @@ def write_outputs(results: dict[str, Any], out: Path, learned: str) -> None:
     log.info("study: wrote %s", path)
 
 
-def run_study(study: DictConfig, command: str = "rlroute study") -> dict[str, Any]:
-    """The whole study of ``study`` (``conf/study.yaml``); returns and writes ``results.json``."""
+def run_scenarios(study: DictConfig, command: str) -> dict[str, Any]:
+    """The ``scenarios`` mode of :func:`rlroute.study.cli.run_study`: every scenario in turn; returns and
+    writes ``results.json``."""
     from rich.progress import Progress
 
-    if bool(study.get("pilot")):
-        study = study.copy()
-        with open_dict(study):
-            for key, value in study.pilot_settings.items():
-                study[key] = value
-            study.out = str(Path(str(study.out)) / "pilot")
-    if str(study.mode) == "lowo":
-        from rlroute.study.lowo import run_lowo
-
-        return run_lowo(study, command)
-    if str(study.mode) != "scenarios":
-        raise ValueError(f"study.mode: expected 'scenarios' or 'lowo', got {study.mode!r}")
     out = Path(str(study.out))
     scenarios = scenario_overrides(study)
     names = [str(p) for key in ("nonlearned", "competitors", "references") for p in study.get(key) or []]

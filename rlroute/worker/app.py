@@ -38,7 +38,7 @@ class WorkerState:
         self.pool = pool
         self.weight_load_s = weight_load_s
         self.weight_version = "initial"
-        self.metrics = WorkerMetrics(self)
+        self.metrics = WorkerMetrics(engine, model)
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rlroute.cluster.sim.instance import Instance, Seq
+from rlroute.cluster.sim.instance import Instance
+from rlroute.cluster.sim.job import Seq
 from rlroute.types import Request
 from rlroute.worker.model import InstanceModel
 

@@ -16,21 +16,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-    from rlroute.worker.app import WorkerState
-    from rlroute.worker.engine import Job
+    from rlroute.worker.engine import Engine, Job
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class _EngineCollector:
-    def __init__(self, state: WorkerState) -> None:
-        self.state = state
+    def __init__(self, engine: Engine, model: str) -> None:
+        self.engine = engine
+        self.model = model
 
     def collect(self) -> Iterator[Metric]:
-        s = self.state
-        e, st, m = s.engine, s.engine.stats, s.engine.model
+        e = self.engine
+        st, m = e.stats, e.model
         labels = ["model_name"]
-        v = [s.model]
+        v = [self.model]
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             g = GaugeMetricFamily(name, doc, labels=labels)
@@ -64,9 +64,9 @@ class _EngineCollector:
 class WorkerMetrics:
     """A per-worker registry (never the global default one, so tests can run many apps in one process)."""
 
-    def __init__(self, state: WorkerState) -> None:
+    def __init__(self, engine: Engine, model: str) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_EngineCollector(state))  # type: ignore[arg-type]
+        self.registry.register(_EngineCollector(engine, model))  # type: ignore[arg-type]
         self.ttft = Histogram("sglang:time_to_first_token_seconds", "Time to first token (modelled s).",
                               labelnames=["model_name"], registry=self.registry, buckets=_LATENCY_BUCKETS)
         self.e2e = Histogram("sglang:e2e_request_latency_seconds", "End-to-end latency (modelled s).",
@@ -76,7 +76,7 @@ class WorkerMetrics:
             labelnames=["model_name"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.5, 1.0),
         )
-        self.model = state.model
+        self.model = model
 
     def observe(self, job: Job) -> None:
         """Record a finished request's modelled latencies (aborted ones are skipped)."""

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlroute.cluster.profiles import ServingProfile
-from rlroute.cluster.sim.instance import Instance, Seq
+from rlroute.cluster.sim.instance import Instance
+from rlroute.cluster.sim.job import Seq
 from rlroute.cluster.sim.pool import INSTANCE_CLASSES
 from rlroute.cluster.sim.prefix_cache import PrefixCache
 from rlroute.cluster.sim.scheduler import SchedulerConfig, parse_scheduler

@@ -5,5 +5,6 @@
 """
 
 from rlroute.cluster.live.cluster import LiveCluster
+from rlroute.cluster.live.factory import live_cluster_factory as cluster_factory
 
-__all__ = ["LiveCluster"]
+__all__ = ["LiveCluster", "cluster_factory"]

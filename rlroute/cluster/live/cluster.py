@@ -354,11 +354,3 @@ class LiveCluster:
             self._done.append(comp)
             self._inflight -= 1
             self._idle.notify_all()
-
-
-def cluster_factory(cfg: Any) -> Any:
-    """The env's per-episode factory for this ``_target_`` (``rlroute.env.build.cluster_factory`` looks it up):
-    one :class:`LiveCluster` per config, reset at every episode (:mod:`rlroute.cluster.live.factory`)."""
-    from rlroute.cluster.live.factory import live_cluster_factory
-
-    return live_cluster_factory(cfg)

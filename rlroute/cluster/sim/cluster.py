@@ -28,32 +28,14 @@ from rlroute.cluster.cost import CostModel, GpuSecondsCost, build_cost_model
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.sim.events import EventsMixin
 from rlroute.cluster.sim.faults import FaultHandling
-from rlroute.cluster.sim.instance import DecayClock, Instance, Seq
+from rlroute.cluster.sim.instance import DecayClock, Instance
+from rlroute.cluster.sim.job import Job, Seq
 from rlroute.cluster.sim.pool import SimPool
 from rlroute.cluster.sim.view import StateView
 from rlroute.types import Action, Completion, Request
 
 HYBRID_MODES = ("plan_and_execute", "cascade")
 EWMA = 0.1  # weight of the newest completion in the "recent" latency averages
-
-
-class Job:
-    """A submitted request on its way through one or two stages."""
-
-    __slots__ = ("action", "cached", "cost", "insts", "out", "pools", "prompt", "queue", "req", "retries",
-                 "stage", "stages", "t0")
-
-    def __init__(self, req: Request, action: Action, stages: list[tuple[str, int, int, int]], t0: float) -> None:
-        self.req = req
-        self.action = action
-        self.stages = stages
-        self.stage = 0
-        self.t0 = t0
-        self.retries = 0
-        self.queue = self.cost = 0.0
-        self.prompt = self.cached = self.out = 0
-        self.pools: list[str] = []
-        self.insts: list[int] = []
 
 
 def _get(obj: Any, key: str, default: Any) -> Any:
@@ -125,7 +107,7 @@ class SimCluster(EventsMixin):
         self.plan_tokens = 64
         self.configure_hybrid(hybrid)
         self.submitted = 0
-        self._view = StateView(self)
+        self._view = StateView(self.pools, self.dclock, self.day_offset)
         for ev in events:
             ev = dict(ev)
             if "time" not in ev or "event" not in ev:
@@ -163,7 +145,7 @@ class SimCluster(EventsMixin):
 
     def state(self) -> ClusterState:
         """Live view of the cluster (updated in place on each call; copy what you keep)."""
-        return self._view.refresh(self._now)
+        return self._view.refresh(self._now, self.r_arr)
 
     def prefix_match(self, request: Request) -> dict[str, list[int]]:
         """Prompt tokens ``request`` would find cached on each instance, per pool (0 for unhealthy ones)."""
@@ -419,4 +401,4 @@ def cluster_factory(cfg: Mapping[str, Any], **overrides: Any) -> Callable[[np.ra
     return make
 
 
-__all__ = ["HYBRID_MODES", "Job", "SimCluster", "build_cluster", "cluster_factory", "load_profile"]
+__all__ = ["HYBRID_MODES", "SimCluster", "build_cluster", "cluster_factory", "load_profile"]

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from rlroute.cluster.sim.faults import FAIL_MODES, FaultsMixin
 
 if TYPE_CHECKING:
-    from rlroute.cluster.sim.instance import Instance, Seq
+    from rlroute.cluster.sim.instance import Instance
+    from rlroute.cluster.sim.job import Seq
     from rlroute.cluster.sim.pool import SimPool
 
 EVENTS: tuple[str, ...] = ("fail_instance", "recover_instance", "pause", "resume", "flush_cache",

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from rlroute.cluster.cost import CostModel, GpuSecondsCost
-    from rlroute.cluster.sim.cluster import Job
-    from rlroute.cluster.sim.instance import Instance, Seq
+    from rlroute.cluster.sim.instance import Instance
+    from rlroute.cluster.sim.job import Job, Seq
     from rlroute.cluster.sim.pool import SimPool
 
 DETECTION = ("health_check", "instant")

@@ -31,14 +31,12 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlroute.cluster.profiles import ServingProfile
-from rlroute.cluster.sim.prefix_cache import Pin, PrefixCache
+from rlroute.cluster.sim.job import Seq
+from rlroute.cluster.sim.prefix_cache import PrefixCache
 from rlroute.cluster.sim.scheduler import SchedulerConfig
-
-if TYPE_CHECKING:
-    from rlroute.cluster.sim.cluster import Job
 
 IDLE, PREFILL, DECODE = 0, 1, 2
 TAU = 60.0  # seconds: decay constant of the "recent" rates reported in the state
@@ -84,40 +82,6 @@ class DecayClock:
         self._t = -1.0
 
 
-class Seq:
-    """One placement of one stage of a job on an instance (a retry or a hybrid stage is a new Seq).
-
-    ``max_new`` is what the scheduler may read about the output (the client's ``max_new_tokens``);
-    ``output`` is the true length, used only to know when the sequence finishes. ``gen`` counts tokens
-    generated before its current prefill (non-zero after a retraction)."""
-
-    __slots__ = ("blocks", "bs", "c0", "cached", "clip", "covered", "gen", "job", "join", "max_new", "nblocks", "output",
-                 "pinned", "prefill_left", "private", "prompt", "t_admit", "t_enq", "t_first", "uid")
-
-    def __init__(self, job: Job, prompt: int, output: int, blocks: tuple[int, ...], bs: int, uid: int,
-                 max_new: int | None = None) -> None:
-        self.job = job
-        self.prompt = prompt
-        self.output = output
-        self.max_new = max(output, max_new) if max_new is not None else output
-        covered = min(len(blocks) * bs, job.req.input_len, prompt)
-        nb = -(-covered // bs)
-        self.blocks = blocks if nb == len(blocks) else blocks[:nb]
-        self.nblocks = nb
-        self.bs = bs
-        self.covered = covered
-        self.uid = uid
-        self.cached = 0
-        self.prefill_left = 0
-        self.private = 0
-        self.gen = 0
-        self.join = 0
-        self.clip = 0
-        self.pinned: list[Pin] = []
-        self.c0 = 0
-        self.t_enq = self.t_admit = self.t_first = -1.0
-
-
 class Instance:
     """A serving instance (shared part). ``push(time, instance, version)`` schedules its next boundary in
     the cluster's event heap; ``done(instance, seq, time)`` and ``reject(instance, seq, reason, time)``
@@ -128,7 +92,7 @@ class Instance:
                  "private", "profile", "push", "r_evict", "r_hit", "r_out", "dclock", "r_tok", "recent_e2e",
                  "recent_tpot", "recent_ttft", "reject", "retired", "sched", "seg", "seg_base", "seg_chunk",
                  "seg_h", "seg_steps", "seg_t0", "step", "ver", "waiting", "cost", "busy_time", "completed",
-                 "_ev_seen", "nload")
+                 "evicted_seen", "nload")
 
     def __init__(self, pool: str, index: int, profile: ServingProfile, cache: PrefixCache, kv_cap: int,
                  push: Callable[[float, Instance, int], None], done: Callable[[Instance, Seq, float], None],
@@ -168,7 +132,7 @@ class Instance:
         self.r_out = self.r_hit = self.r_tok = self.r_evict = 0.0  # forward-decayed sums (see DecayClock)
         self.dclock = dclock if dclock is not None else DecayClock()
         self.dclock.members.append(self)
-        self._ev_seen = 0
+        self.evicted_seen = 0
         self.cost = 0.0
         self.busy_time = 0.0
         self.completed = 0
@@ -392,10 +356,10 @@ class Instance:
     def note_evictions(self, now: float) -> None:
         """Fold evictions counted by the cache since the last call into the recent eviction rate."""
         ev = self.cache.evicted_tokens
-        if ev != self._ev_seen:
+        if ev != self.evicted_seen:
             w = self.dclock.weight(now)  # first: a clock rebase rescales r_evict
-            self.r_evict += (ev - self._ev_seen) * w
-            self._ev_seen = ev
+            self.r_evict += (ev - self.evicted_seen) * w
+            self.evicted_seen = ev
 
     def stats(self, now: float) -> dict[str, Any]:
         """Recent-window rates at ``now`` (decayed with time constant ``TAU``)."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import heapq
 
-from rlroute.cluster.sim.instance import DECODE, IDLE, PREFILL, Instance, Seq
+from rlroute.cluster.sim.instance import DECODE, IDLE, PREFILL, Instance
+from rlroute.cluster.sim.job import Seq
 
 
 class LegacyInstance(Instance):

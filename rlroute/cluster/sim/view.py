@@ -1,4 +1,4 @@
-"""The typed state view of a ``SimCluster``: ``ClusterState`` objects refreshed in place.
+"""The typed state view of a ``SimCluster``'s pools: ``ClusterState`` objects refreshed in place.
 
 Allocating ~10 dataclasses per decision would cost more than the decision; instead one set of
 ``InstanceState``/``PoolState`` objects is kept and overwritten on each ``state()`` call. Callers that
@@ -7,31 +7,40 @@ keep a state across ``submit``/``advance`` must copy it (``copy.deepcopy``), as 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from rlroute.cluster.base import ClusterState, InstanceState, PoolState
-from rlroute.cluster.sim.instance import TAU
+from rlroute.cluster.sim.instance import TAU, DecayClock
 
 if TYPE_CHECKING:
-    from rlroute.cluster.sim.cluster import SimCluster
+    from rlroute.cluster.sim.pool import SimPool
 
 
 class StateView:
-    """Holds the state objects of one cluster and refreshes them from the simulation."""
+    """Holds the state objects of a set of pools and refreshes them from the simulation.
 
-    def __init__(self, cluster: SimCluster) -> None:
-        self.cluster = cluster
-        self.state = ClusterState(time=0.0, pools={name: PoolState(name=name) for name in cluster.pools})
+    Args:
+        pools: the simulated pools, by name (read, never written, except the caches' due expiries).
+        dclock: the decay clock the pools' and instances' forward-decayed sums are kept against.
+        day_offset: second of the day at cluster time 0 (time-of-day features).
+    """
 
-    def refresh(self, now: float) -> ClusterState:
-        """Bring every field up to cluster time ``now`` and return the (shared) state object."""
-        c = self.cluster
+    def __init__(self, pools: Mapping[str, SimPool], dclock: DecayClock, day_offset: float = 0.0) -> None:
+        self.pools = pools
+        self.dclock = dclock
+        self.state = ClusterState(time=0.0, pools={name: PoolState(name=name) for name in pools},
+                                  day_offset=day_offset)
+
+    def refresh(self, now: float, arrivals: float) -> ClusterState:
+        """Bring every field up to cluster time ``now`` and return the (shared) state object.
+
+        ``arrivals`` is the cluster's forward-decayed arrival count (kept against :attr:`dclock`)."""
         st = self.state
         st.time = now
-        st.day_offset = c.day_offset
-        f = c.dclock.factor(now) / TAU  # one exp for every recent rate below (forward decay)
-        st.arrival_rate = c.r_arr * f
-        for name, pool in c.pools.items():
+        f = self.dclock.factor(now) / TAU  # one exp for every recent rate below (forward decay)
+        st.arrival_rate = arrivals * f
+        for name, pool in self.pools.items():
             ps = st.pools[name]
             insts = pool.instances
             if len(ps.instances) != len(insts):
@@ -42,7 +51,7 @@ class StateView:
                 cache = inst.cache
                 if now >= cache.expire_at:
                     cache.expire(now)
-                if cache.evicted_tokens != inst._ev_seen:
+                if cache.evicted_tokens != inst.evicted_seen:
                     inst.note_evictions(now)
                 r_tok = inst.r_tok
                 # the router's view: a failed instance counts as healthy until its failure is detected

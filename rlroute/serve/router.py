@@ -1,0 +1,193 @@
+"""The router's decision-and-forward core: :class:`Router` holds one router process's state (upstreams,
+guarded policy, proxy, sessions, metrics) and routes one request at a time; hybrid runs plan-and-execute —
+a plan of ``plan_tokens`` from the large pool, then the small pool answers with the plan placed after the
+prompt (after, not before, so the prompt's prefix blocks stay cacheable on the small pool). The HTTP front
+is :mod:`rlroute.serve.app`, the admin API :mod:`rlroute.serve.admin`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from fastapi.responses import Response
+
+from rlroute.serve.config import ServeConfig
+from rlroute.serve.decision import PolicySlot
+from rlroute.serve.intake import SESSION_HEADER, SessionTable, client_request
+from rlroute.serve.metrics import RouterMetrics
+from rlroute.serve.proxy import NoUpstream, Proxy, unavailable
+from rlroute.serve.upstream import Upstreams
+from rlroute.types import ACTION_NAMES, Action, Request
+from rlroute.worker.tokens import count_tokens
+
+
+class Router:
+    """Everything one router process holds (built by :func:`rlroute.serve.app.create_app`)."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
+        timeout = httpx.Timeout(cfg.request_timeout_s, connect=cfg.connect_timeout_s)
+        self.client = httpx.AsyncClient(limits=limits, timeout=timeout)
+        self.metrics = RouterMetrics()
+        self.upstreams = Upstreams(cfg, self.client)
+        self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, cfg.fallback, cfg.ood)
+        self.transport = httpx.AsyncHTTPTransport(limits=limits)
+        self.proxy = Proxy(self.upstreams, self.transport, timeout, self.metrics, cfg.retries, cfg.allow_cross_pool)
+        self.ids = itertools.count()
+        self.sessions = SessionTable()
+        # Decisions kept for /admin/decisions (the parity bench reads the vectors the router decided on).
+        self.decisions: deque[dict[str, Any]] | None = deque(maxlen=cfg.decision_log) if cfg.decision_log else None
+
+    def forced_action(self, headers: Any) -> Action | None:
+        """The action named by ``x-rlroute-force-action`` when the request carries the admin bearer token
+        (tests and the parity bench drive the pools with given actions); None otherwise."""
+        name = headers.get("x-rlroute-force-action")
+        if name is None or not self.cfg.admin_token:
+            return None
+        auth = headers.get("authorization") or ""
+        if not hmac.compare_digest(auth.encode(), f"Bearer {self.cfg.admin_token}".encode()):
+            return None
+        try:
+            return Action(ACTION_NAMES.index(name))
+        except ValueError:
+            return None
+
+    def build_request(self, text: str | None, ids: list[int] | None, max_new: int, headers: Any = None,
+                      turn: int | None = None, remember: bool = True) -> Request:
+        """The routing view of what the client sent (:func:`rlroute.serve.intake.client_request`);
+        ``remember``: count it in its session (False for ``/admin/observe`` unless asked)."""
+        session = headers.get(SESSION_HEADER) if headers is not None else None
+        return client_request(next(self.ids), self.upstreams.now(), text, ids, max_new, self.cfg.block_size,
+                              self.sessions, session, turn, remember)
+
+    async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
+                    stream: bool, plan_edit: PlanEdit,
+                    forced: Action | None = None) -> Response:
+        """Decide and forward one request; never raises for upstream trouble (503 instead)."""
+        t0 = time.perf_counter()
+        m = self.metrics
+        if self.upstreams.inflight() >= self.cfg.max_inflight:  # shed load instead of queueing without bound
+            m.requests.labels(endpoint, "503").inc()
+            return unavailable(f"router overloaded: {self.cfg.max_inflight} requests already in flight; retry later")
+        if not (self.upstreams.available("large") or self.upstreams.available("small")):
+            m.requests.labels(endpoint, "503").inc()
+            return unavailable("no pool has a usable worker (all unhealthy, breaker open or paused)")
+        out = self.slot.decide(req, self.upstreams.state(), self.upstreams.matches(req))
+        self.upstreams.monitor.arrived()  # after the decision, as the simulator counts a request at its submit
+        if forced is not None:
+            out.action, out.source = forced, "forced"
+        if self.decisions is not None:
+            self.decisions.append({"id": req.id, "time": req.arrival, "action": int(out.action), "source": out.source,
+                                   "reason": out.reason, "obs": out.obs})
+        m.decision_latency.observe(out.elapsed_s)
+        m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
+        if out.reason is not None:
+            m.fallbacks.labels(out.reason).inc()
+        headers = {"x-rlroute-action": ACTION_NAMES[out.action], "x-rlroute-source": out.source,
+                   "x-rlroute-decision-id": str(req.id)}
+        if out.reason:
+            headers["x-rlroute-fallback-reason"] = out.reason
+        try:
+            extra = 0
+            if out.action == Action.HYBRID:
+                body = json.dumps(await self._plan(req, payload, plan_edit, headers)).encode()
+                pool, extra = "small", int(headers["x-rlroute-plan-tokens"])
+            else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
+                body = raw
+                pool = "large" if out.action == Action.LARGE else "small"
+            for attempt in range(self.cfg.retries + 1):
+                op = await self.proxy.open_with_fallback(pool, path, body, req, extra)
+                headers["x-rlroute-pool"] = op.pool
+                headers["x-rlroute-worker"] = op.worker.url
+                headers["x-rlroute-attempts"] = str(op.attempts + attempt)
+                if stream:
+                    resp = await self.proxy.respond(op, headers, stream)
+                    break
+                try:  # a whole answer: nothing reached the client yet, so a body cut short is retried too
+                    resp = await self.proxy.respond(op, headers, stream)
+                    break
+                except Exception:  # noqa: BLE001 - the worker died while sending its body
+                    op.worker.breaker.failure()
+                    m.upstream.labels(op.pool, "read_error").inc()
+            else:
+                m.requests.labels(endpoint, "502").inc()
+                return unavailable(f"pool {pool!r}: workers failed while answering ({self.cfg.retries + 1} attempts)",
+                                   502)
+        except NoUpstream as e:
+            m.requests.labels(endpoint, "503").inc()
+            return unavailable(str(e))
+        m.requests.labels(endpoint, str(resp.status_code)).inc()
+        m.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        return resp
+
+    async def _plan(self, req: Request, payload: dict[str, Any], plan_edit: PlanEdit,
+                    headers: dict[str, str]) -> dict[str, Any]:
+        """Stage 1 of hybrid: a short plan from the large pool, asked the way the client asked (the small pool
+        answers without one if the large pool cannot plan — the answer matters more than the plan).
+
+        A chat request's plan goes through the chat endpoint (one more user turn asking for a plan); a text
+        prompt's through ``/generate`` with the same request appended; an ``input_ids`` request's through
+        ``/generate`` with the same ids, and the plan comes back as the large model's ``output_ids`` — the
+        pools share a tokenizer, so they are appended as ids, never as bytes of the plan's text.
+        """
+        if "messages" in payload:
+            path = "/v1/chat/completions"
+            body: dict[str, Any] = {"messages": [*payload["messages"], {"role": "user", "content": PLAN_ASK}],
+                                    "max_tokens": self.cfg.plan_tokens, "stream": False}
+        else:
+            path = "/generate"
+            body = {"sampling_params": {"max_new_tokens": self.cfg.plan_tokens}, "stream": False}
+            if req.prompt is not None:
+                body["text"] = req.prompt + "\n\n" + PLAN_ASK + "\nPlan:"
+            else:
+                body["input_ids"] = payload.get("input_ids")
+        plan: str | list[int] = ""
+        try:
+            op = await self.proxy.open("large", path, json.dumps(body).encode(), req)
+            status, content, _ = await self.proxy.read(op)
+            if status == 200:
+                answer = json.loads(content)
+                if "messages" in payload:
+                    plan = str(answer["choices"][0]["message"]["content"] or "")
+                elif req.prompt is not None:
+                    plan = str(answer["text"])
+                else:
+                    plan = [int(x) for x in answer.get("output_ids") or []]
+        except Exception:  # noqa: BLE001 - no plan (pool down, worker died, odd answer): answer without one
+            plan = ""
+        headers["x-rlroute-plan-tokens"] = str(len(plan) if isinstance(plan, list) else count_tokens(plan))
+        return plan_edit(payload, plan) if plan else payload
+
+
+PLAN_ASK = "Write a short plan for answering the request above."
+PlanEdit = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def edit_generate(payload: dict[str, Any], plan: str | list[int]) -> dict[str, Any]:
+    out = dict(payload)
+    if isinstance(plan, list):
+        out["input_ids"] = list(out["input_ids"]) + plan  # the large model's own token ids (shared tokenizer)
+    else:
+        out["text"] = f"{out['text']}\n\nPlan:{plan}\n\nAnswer:"
+    return out
+
+
+def edit_chat(payload: dict[str, Any], plan: str) -> dict[str, Any]:
+    out = dict(payload)
+    out["messages"] = [*payload["messages"], {"role": "assistant", "content": f"Plan:{plan}"},
+                       {"role": "user", "content": "Follow the plan and answer."}]
+    return out
+
+
+def edit_completion(payload: dict[str, Any], plan: str) -> dict[str, Any]:
+    out = dict(payload)
+    out["prompt"] = f"{payload['prompt']}\n\nPlan:{plan}\n\nAnswer:"
+    return out
