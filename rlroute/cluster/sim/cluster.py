@@ -107,7 +107,7 @@ class SimCluster(EventsMixin):
         self.plan_tokens = 64
         self.configure_hybrid(hybrid)
         self.submitted = 0
-        self._view = StateView(self.pools, self.dclock, self.day_offset)
+        self._view = StateView(self.pools, self.dclock)
         for ev in events:
             ev = dict(ev)
             if "time" not in ev or "event" not in ev:
@@ -145,7 +145,7 @@ class SimCluster(EventsMixin):
 
     def state(self) -> ClusterState:
         """Live view of the cluster (updated in place on each call; copy what you keep)."""
-        return self._view.refresh(self._now, self.r_arr)
+        return self._view.refresh(self._now, self.r_arr, self.day_offset)
 
     def prefix_match(self, request: Request) -> dict[str, list[int]]:
         """Prompt tokens ``request`` would find cached on each instance, per pool (0 for unhealthy ones)."""

@@ -23,21 +23,24 @@ class StateView:
     Args:
         pools: the simulated pools, by name (read, never written, except the caches' due expiries).
         dclock: the decay clock the pools' and instances' forward-decayed sums are kept against.
-        day_offset: second of the day at cluster time 0 (time-of-day features).
     """
 
-    def __init__(self, pools: Mapping[str, SimPool], dclock: DecayClock, day_offset: float = 0.0) -> None:
+    def __init__(self, pools: Mapping[str, SimPool], dclock: DecayClock) -> None:
         self.pools = pools
         self.dclock = dclock
-        self.state = ClusterState(time=0.0, pools={name: PoolState(name=name) for name in pools},
-                                  day_offset=day_offset)
+        self.state = ClusterState(time=0.0, pools={name: PoolState(name=name) for name in pools})
 
-    def refresh(self, now: float, arrivals: float) -> ClusterState:
+    def refresh(self, now: float, arrivals: float, day_offset: float) -> ClusterState:
         """Bring every field up to cluster time ``now`` and return the (shared) state object.
 
-        ``arrivals`` is the cluster's forward-decayed arrival count (kept against :attr:`dclock`)."""
+        Args:
+            now: cluster time.
+            arrivals: the cluster's forward-decayed arrival count (kept against :attr:`dclock`).
+            day_offset: second of the day at cluster time 0 (time-of-day features).
+        """
         st = self.state
         st.time = now
+        st.day_offset = day_offset
         f = self.dclock.factor(now) / TAU  # one exp for every recent rate below (forward decay)
         st.arrival_rate = arrivals * f
         for name, pool in self.pools.items():
