@@ -75,8 +75,9 @@ def report(cfg: DictConfig, out: Path, rows: list[Any], metrics: dict[str, Any],
         "Paired over test seeds (same requests): PPO − all-small reward "
         f"{paired_difference(by['ppo'], by['all_small']).fmt(4)}, PPO − all-large "
         f"{paired_difference(by['ppo'], by['all_large']).fmt(4)}.",
-        f"Best heuristic by reward: `{best}`; share of its reward gap to the reward oracle (hindsight, "
-        f"simulator forks) recovered by PPO: "
+        f"Best heuristic by reward on these seeds: `{best}`; PPO − `{best}` paired: "
+        + (f"**{paired_difference(by['ppo'], by[best]).fmt(4)}**" if best in by else "n/a")
+        + "; share of its reward gap to the reward oracle (hindsight, simulator forks) recovered by PPO: "
         + (f"{recovered:.2f}." if recovered is not None else f"not defined ({why})."),
         "",
         markdown_table(rows),
