@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -114,3 +115,16 @@ class Completion:
     failed: bool = False
     fail_reason: str | None = None
     retries: int = 0
+
+
+class Credit(NamedTuple):
+    """One request's own reward, paid in the step where the request completed (``info["credits"]``).
+
+    ``step`` is the episode step (0-based) of the request's routing decision, the step the reward belongs
+    to; ``reward`` is :meth:`rlroute.env.reward.RewardConfig.request_reward` of its quality, billed cost
+    and completion.
+    """
+
+    request_id: int
+    step: int
+    reward: float

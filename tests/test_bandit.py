@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from rlroute.env.build import default_config
-from rlroute.env.routing import Credit
 from rlroute.eval.run import evaluate
 from rlroute.policies.bandit import LinUCB
 from rlroute.policies.registry import make_policy
-from rlroute.types import Action
+from rlroute.types import Action, Credit
 from tests.test_policies import ctx
 
 

@@ -12,7 +12,7 @@ from rlroute.policies.base import DecisionContext
 from rlroute.policies.common import allowed_actions, cache_score
 from rlroute.policies.heuristic import CacheAwarePolicy, SeedHeuristic
 from rlroute.policies.oracle import HindsightOracle
-from rlroute.policies.registry import BASELINES, CONF_DIR, POLICIES, make_policy, policy_config
+from rlroute.policies.registry import BASELINES, POLICIES, POLICY_CONF_DIR, make_policy, policy_config
 from rlroute.policies.simple import AllHybrid, AllLarge, AllSmall, RandomPolicy, RoundRobinPolicy
 from rlroute.types import Action, QualityDraw, Request
 
@@ -115,7 +115,7 @@ def test_oracle_prices_actions_when_it_can() -> None:
     assert HindsightOracle(priced=False, price_fn=lambda req, a: prices[a]).act(ctx(ok=(True, False, True))) == H
 
     class Env:
-        def _expected_cost(self, req: Request, a: Action) -> float:
+        def expected_cost(self, req: Request, a: Action) -> float:
             return prices[a]
 
     bound = HindsightOracle()
@@ -191,7 +191,7 @@ def test_make_policy_overrides_and_errors() -> None:
         make_policy("nope")
     with pytest.raises(Exception, match="heuristic.complexity_threshold"):  # Hydra wraps the ValueError
         make_policy("heuristic", complexity_threshold=3)
-    assert Path(CONF_DIR / "heuristic.yaml").exists()
+    assert Path(POLICY_CONF_DIR / "heuristic.yaml").exists()
 
 
 @pytest.mark.parametrize(("input_len", "max_new", "expected"), [(30000, 4000, L), (100, 50, S)])

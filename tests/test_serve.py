@@ -332,11 +332,12 @@ def test_runtime_faults_fall_back_with_reason(policy: Path, fault: str, reason: 
     import numpy as np
 
     from rlroute.cluster.base import ClusterState, InstanceState, PoolState
+    from rlroute.policies.registry import make_policy
     from rlroute.serve.decision import OodSettings, PolicySlot
     from rlroute.types import Action, Request
 
     # guard off: this hand-built state is nothing like training (out_of_distribution would answer first)
-    slot = PolicySlot(str(policy), timeout_ms=1000.0 if fault != "slow" else 0.001, fallback={},
+    slot = PolicySlot(str(policy), timeout_ms=1000.0 if fault != "slow" else 0.001, fallback=make_policy("heuristic"),
                       ood=OodSettings(enabled=False))
     pol = slot.current.policy
     assert pol is not None

@@ -14,7 +14,7 @@ from rlroute.cluster.sim.metrics import render
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@pytest.mark.parametrize("policy", ["all_small", "random"])
+@pytest.mark.parametrize("policy", ["all_small", "random", "heuristic"])  # any registry policy
 def test_sim_runs_and_writes_json(tmp_path: Path, policy: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sim.json"
     with initialize_config_dir(config_dir=CONF, version_base=None):

@@ -163,7 +163,7 @@ def test_admission_waits_for_kv_and_max_running() -> None:
 
 def test_recent_rates_decay_exponentially_across_clock_rebases() -> None:
     """Output throughput of the recent window is sum(tokens * exp(-(now - t)/TAU)) / TAU, also hours later."""
-    from rlroute.cluster.sim.instance import TAU
+    from rlroute.cluster.base import TAU
 
     cl = single("qwen3-4b__h100")
     finishes = []

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from rlroute.env.build import CONF_DIR, default_config
+from rlroute.env.build import default_config
+from rlroute.paths import CONF_DIR
 from rlroute.study import runner
 from rlroute.study.cli import run_study
 from rlroute.study.randomise import RandomisedEnv

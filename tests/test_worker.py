@@ -185,9 +185,10 @@ def test_kv_capacity_refusal(worker: str) -> None:
 def test_worker_cli_config_is_valid(tmp_path: Path) -> None:
     from hydra import compose, initialize_config_dir
 
-    from rlroute.worker.cli import CONF_DIR, build_state
+    from rlroute.paths import CONF_DIR
+    from rlroute.worker.cli import build_state
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("worker", overrides=["speedup=10", "faults.fail_first=1"])
     state = build_state(cfg)
     assert state.engine.speedup == 10 and state.faults.fail_first == 1

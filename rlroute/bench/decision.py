@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from rlroute.bench import emit
+from rlroute.paths import CONF_DIR
 from rlroute.types import Request
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 TARGET_P99_US = 100.0
 
 

@@ -83,7 +83,7 @@ def _sim_context(
     from hydra import compose, initialize_config_dir
 
     from rlroute.cluster.sim import build_cluster
-    from rlroute.env.build import CONF_DIR
+    from rlroute.paths import CONF_DIR
     from rlroute.types import Action
 
     with initialize_config_dir(config_dir=str(CONF_DIR / "cluster"), version_base="1.3"):

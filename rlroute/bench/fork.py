@@ -73,9 +73,7 @@ def policy_rate(env: Any, name: str, seed: int, window: int) -> dict[str, Any]:
     pol = make_policy(name)
     env.reset(seed=seed)
     pol.reset(np.random.default_rng(seed))
-    bind = getattr(pol, "bind_env", None)
-    if callable(bind):
-        bind(env)
+    pol.bind_env(env)
     c0, t0 = time.process_time(), time.perf_counter()
     done, k = False, 0
     while not done and k < window:

@@ -52,9 +52,9 @@ from typing import Any
 import numpy as np
 
 from rlroute.bench import emit
+from rlroute.paths import REPO
 from rlroute.types import Request
 
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY = REPO / "experiments" / "parity" / "policy"
 LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
 MEM, EVICTION, BLOCK = 0.88, "lru", 64
@@ -333,9 +333,10 @@ def _tier2(server: _Server, slot: Any, n: int, load: float, speedup: float, seed
 def run(policy: Path, tier1: int, requests: int, load: float, speedup: float, seed: int,
         launcher: list[str] | None) -> dict[str, Any]:
     """Both tiers against one server; the result dict (see the module docstring)."""
+    from rlroute.policies.registry import make_policy
     from rlroute.serve.decision import PolicySlot
 
-    slot = PolicySlot(str(policy), 0.0, {})
+    slot = PolicySlot(str(policy), 0.0, make_policy("heuristic"))
     if slot.current.policy is None:
         raise RuntimeError(f"parity: policy {policy} did not load ({slot.current.reason}: {slot.current.detail})")
     with tempfile.TemporaryDirectory(prefix="rlroute-parity-") as tmp:

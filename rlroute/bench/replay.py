@@ -34,9 +34,9 @@ import httpx
 import numpy as np
 
 from rlroute.bench import emit
+from rlroute.paths import CONF_DIR
 from rlroute.types import Request
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 BYTES_PER_TOKEN = 4  # the worker's and router's pseudo-tokenisation (rlroute.worker.tokens)
 
 

@@ -32,9 +32,9 @@ from hydra.utils import instantiate
 from rlroute.bench import emit
 from rlroute.cluster.sim.cluster import SimCluster
 from rlroute.cluster.sim.synthetic import conversation_requests
+from rlroute.paths import CONF_DIR
 from rlroute.types import Request
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
 MOONCAKE_REQUESTS = 12031
 MOONCAKE_RATE = 12031 / 3537.0  # the trace's mean request rate
 
@@ -45,7 +45,7 @@ def load_requests(seed: int) -> tuple[list[Request], str]:
 
     path = data_path("mooncake/conversation_trace.jsonl")
     if path.is_file():
-        with initialize_config_dir(config_dir=CONF, version_base=None):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = compose("config", overrides=["workload=mooncake", "~quality"])
         wl = instantiate(cfg.workload)
         return list(wl.requests(np.random.default_rng(seed))), f"mooncake conversation trace ({path})"
@@ -54,7 +54,7 @@ def load_requests(seed: int) -> tuple[list[Request], str]:
 
 
 def build(seed: int) -> SimCluster:
-    with initialize_config_dir(config_dir=CONF, version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=["cluster=default", "~quality"])
     cluster: SimCluster = instantiate(cfg.cluster, rng=np.random.default_rng(seed))
     return cluster

@@ -23,6 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rlroute.bench import emit
+from rlroute.paths import CONF_DIR
 from rlroute.types import Completion
 
 
@@ -85,12 +86,11 @@ def time_training(cfg: DictConfig, steps: int, builder: Any) -> dict[str, float]
 
 def compose(experiment: str, overrides: list[str]) -> DictConfig:
     """The root config with ``experiment`` and ``overrides`` (Hydra compose API)."""
-    from pathlib import Path
 
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
+    conf = CONF_DIR
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return hydra_compose("config", overrides=[f"experiment={experiment}", *overrides])
 

@@ -20,12 +20,13 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "workload"
+from rlroute.paths import CONF_DIR
+
+CONF = CONF_DIR / "workload"
 
 
 def measure(name: str, n: int) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,11 +18,11 @@ import numpy as np
 from rlroute.cluster.base import Cluster
 from rlroute.env.reward import RewardConfig
 from rlroute.env.routing import RoutingEnv
+from rlroute.paths import CONF_DIR
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def default_config(overrides: Sequence[str] = ()) -> DictConfig:

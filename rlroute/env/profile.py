@@ -10,7 +10,7 @@ Runs ``--episodes`` episodes of ``rlroute/Routing-v1`` (built with :func:`rlrout
 * ``split_wall_us_per_step``: a third (warm) pass with timers around the env's calls into the workload
   stream, ``quality.draw``, ``extractor.extract``, the cluster (``advance``/``submit``/``state``/
   ``prefix_match`` and construction at reset) and the env's decision-time pricing
-  (``_expected_cost``), plus the rest (env bookkeeping, reward, timer overhead ~0.1 us per call).
+  (``expected_cost``), plus the rest (env bookkeeping, reward, timer overhead ~0.1 us per call).
   Wall time, so it also counts time the process waited for a core: read it as proportions;
 * with ``--warmup-episodes N``: ``steady_steps_per_s`` over ``--episodes`` episodes on seeds never run
   before, after ``N`` warm-up episodes on other seeds -- the state of a training run some way in, where
@@ -106,7 +106,7 @@ def instrument(env: Any) -> _Timer:
         return cluster
 
     env.cluster_factory = timer.wrap("simulator", timed_factory)
-    env._expected_cost = timer.wrap("reward_cost", env._expected_cost)
+    env.expected_cost = timer.wrap("reward_cost", env.expected_cost)
     return timer
 
 

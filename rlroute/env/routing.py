@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from rlroute.cluster.base import Cluster, ClusterState
+from rlroute.cluster.base import Cluster, ClusterState, Hybrid, action_mask, action_stages
 from rlroute.env.reward import RewardConfig
 from rlroute.features import FeatureExtractor
 from rlroute.policies.base import DecisionContext
 from rlroute.quality.base import QualityModel
-from rlroute.types import ACTION_NAMES, POOLS, Action, Completion, FloatArray, Request
+from rlroute.types import ACTION_NAMES, Action, Completion, Credit, FloatArray, Request
 from rlroute.workload.base import Window, Workload
 
 _SEED_HIGH = 2**62
@@ -32,21 +32,9 @@ def _window(value: Any) -> Window | None:
     return Window(index, count)
 
 
-class Credit(NamedTuple):
-    """One request's own reward, paid in the step where the request completed (``info["credits"]``).
-
-    ``step`` is the episode step (0-based) of the request's routing decision, the step the reward belongs
-    to; ``reward`` is :meth:`RewardConfig.request_reward` of its quality, billed cost and completion.
-    """
-
-    request_id: int
-    step: int
-    reward: float
-
-
 class CompletionList(list[Any]):
     """``info["completions"]`` / ``info["credits"]``: a plain list of the step's
-    :class:`~rlroute.types.Completion` (or :class:`Credit`) records whose deep copy is itself.
+    :class:`~rlroute.types.Completion` (or :class:`~rlroute.types.Credit`) records whose deep copy is itself.
 
     SB3's ``DummyVecEnv`` deep-copies every info dict at every step; copying the completion dataclasses
     was ~9 % of a profiled PPO training step (docs/performance.md). The env never touches the list or
@@ -96,7 +84,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     system (seconds) and whether *it* missed the TTFT/TPOT SLO or failed. With ``reward.credit: request``
     (default) the reward of step ``t`` is the sum of the own rewards of the requests that completed during
     step ``t`` (between this decision and the next arrival); ``info["credits"]`` lists them as
-    :class:`Credit` ``(request_id, step, reward)`` where ``step`` is the step of the request's decision.
+    :class:`~rlroute.types.Credit` ``(request_id, step, reward)`` where ``step`` is the step of the request's decision.
     At truncation the cluster is drained and every request still in flight is paid in the final step, so
     an episode's return is exactly the sum of its requests' own rewards. Training moves each credit back
     to its decision step before computing returns (:mod:`rlroute.train.credit`); evaluation sums episode
@@ -146,7 +134,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     ``action_name``, ``action_valid``, ``quality`` (the decision's quality term), ``quality_p``,
     ``quality_ok``, ``cost`` (decision-time estimate), ``latency`` (request-seconds charged in this step),
     ``slo_violations`` (completions of the step that missed the SLO), ``reward_terms`` (the weighted terms
-    of this step's reward), ``credits`` (:class:`Credit` list, see Rewards), ``completions`` (the step's
+    of this step's reward), ``credits`` (:class:`~rlroute.types.Credit` list, see Rewards), ``completions`` (the step's
     :class:`~rlroute.types.Completion` list), ``in_system``, ``time``.
 
     ## Version History
@@ -229,10 +217,9 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         if window is not None:
             offset = 0
         self.cluster = self.cluster_factory(np.random.default_rng(s_cl))
-        hybrid = getattr(self.quality, "hybrid", None)
-        configure = getattr(self.cluster, "configure_hybrid", None)
-        if hybrid is not None and configure is not None:
-            configure(hybrid)  # plan length / cascade mode are the quality config's assumptions
+        hybrid = getattr(self.quality, "hybrid", None)  # a quality model may make no hybrid assumption
+        if hybrid is not None:  # plan length / cascade mode are the quality config's assumptions
+            self.cluster.hybrid = Hybrid.of(hybrid, self.cluster.hybrid)
         self._q_rng = np.random.default_rng(s_q)
 
         def stream() -> Iterator[Request]:
@@ -275,7 +262,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         assert q is not None  # drawn in _pull
         rc = self.reward_cfg
         q_term = q.p[a] if rc.quality == "p" else float(q.ok[a])
-        cost = self._expected_cost(req, a)
+        cost = self.expected_cost(req, a)
         step = self._steps
         self._open[req.id] = (step, float(q_term))
         t0 = cluster.now
@@ -377,10 +364,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         truncation and pays them; afterwards there is nothing left and it returns ``[]``)."""
         if self.cluster is None:
             return []
-        drain = getattr(self.cluster, "drain", None)
-        if drain is None:
-            raise TypeError(f"{type(self.cluster).__name__} has no drain(); cannot finish in-flight requests")
-        done: list[Completion] = drain()
+        done = self.cluster.drain()
         self._in_system = max(0, self._in_system - len(done))
         return done
 
@@ -403,11 +387,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         matches = cluster.prefix_match(req)
         self._pending, self._state, self._matches = req, state, matches
         self._obs = self.extractor.extract(req, state, matches)
-        large, small = (state.pools[p].available if p in state.pools else False for p in POOLS)
-        mask = self._mask
-        mask[0], mask[1], mask[2] = large, small, large and small
-        if not (large or small):
-            mask[:] = True
+        action_mask(state, self._mask)
 
     def _best_available_match(self, pool: str) -> int:
         state = self._state
@@ -417,24 +397,13 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         insts = state.pools[pool].instances
         return max((m for m, i in zip(ms, insts, strict=False) if i.healthy and not i.paused), default=0)
 
-    def _expected_cost(self, req: Request, a: Action) -> float:
-        """USD of routing ``req`` with ``a``, priced now (see :mod:`rlroute.env.reward`)."""
-        cm = getattr(self.cluster, "cost_model", None)
-        if cm is None:
-            raise TypeError(f"{type(self.cluster).__name__} has no cost_model to price decisions with")
-        n_in, n_out = req.input_len, req.output_len
-        if a == Action.LARGE:
-            return float(cm.request_cost("large", n_in, self._best_available_match("large"), n_out))
-        if a == Action.SMALL:
-            return float(cm.request_cost("small", n_in, self._best_available_match("small"), n_out))
-        mode = getattr(self.cluster, "hybrid_mode", "plan_and_execute")
-        if mode == "cascade":
-            cost = cm.request_cost("small", n_in, self._best_available_match("small"), n_out)
-            if req.quality is not None and req.quality.escalated:
-                cost += cm.request_cost("large", n_in, self._best_available_match("large"), n_out)
-            return float(cost)
-        plan = int(getattr(self.cluster, "plan_tokens", 64))
-        return float(
-            cm.request_cost("large", n_in, self._best_available_match("large"), plan)
-            + cm.request_cost("small", n_in + plan, self._best_available_match("small"), n_out)
-        )
+    def expected_cost(self, req: Request, a: Action) -> float:
+        """USD of routing ``req`` with ``a``, priced now (see :mod:`rlroute.env.reward`): each stage the action
+        runs (:func:`rlroute.cluster.base.action_stages`) at the best prefix match available in its pool."""
+        cluster = self.cluster
+        assert cluster is not None
+        price = cluster.cost_model.request_cost
+        cost = 0.0
+        for pool, prompt, output, _ in action_stages(a, req, cluster.hybrid):
+            cost += price(pool, prompt, self._best_available_match(pool), output)
+        return cost

@@ -22,10 +22,9 @@ import yaml
 
 from rlroute.eval.report import markdown_table, side_by_side, summary_rows, write_report, write_rows_csv
 from rlroute.eval.run import EvalResult, default_env_factory, evaluate
+from rlroute.paths import CONF_DIR, REPO
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO / "conf"
 
 
 def shared_data_dir() -> Path:

@@ -23,10 +23,10 @@ from rlroute.eval.run import (
     summarise,
     workload_name,
 )
+from rlroute.paths import CONF_DIR
 from rlroute.policies.registry import make_policy
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # absolute: works from any working directory
 
 
 def policy_specs(cfg: Any) -> list[Any]:

@@ -103,11 +103,7 @@ def run_episode(
     name = policy_name(policy)
     env.reset(seed=seed, options={"window": window} if window is not None else None)
     policy.reset(np.random.default_rng(seed))
-    bind = getattr(policy, "bind_env", None)
-    if callable(bind):
-        bind(env)  # e.g. the oracle prices actions as the env's reward does
-    scorer = getattr(policy, "score", None)
-    learn = getattr(policy, "observe", None)  # online learners get each request's credit at completion
+    policy.bind_env(env)  # e.g. the oracle prices actions as the env's reward does
     decisions: list[dict[str, Any]] = []
     completions: dict[int, Completion] = {}
     credits: dict[int, float] = {}  # each request's own reward (reward.credit: request), NaN otherwise
@@ -122,13 +118,12 @@ def run_episode(
             "policy": name, "split": split, "seed": seed, "request_id": req.id, "arrival": req.arrival,
             "action": int(action), "action_name": ACTION_NAMES[action], "category": req.category or "",
             "turn": req.turn, "input_len": req.input_len, "ok_large": bool(ok[0]), "ok_small": bool(ok[1]),
-            "ok_hybrid": bool(ok[2]), "score": float(scorer(ctx)) if callable(scorer) else math.nan,
+            "ok_hybrid": bool(ok[2]), "score": float(policy.score(ctx)),
             "prompt_id": f"{stable_hash(req.prompt):x}" if req.prompt else "",
         })
         _, reward, terminated, truncated, info = env.step(int(action))
         total_reward += float(reward)
-        if callable(learn):
-            learn(info.get("credits", ()))
+        policy.observe(info.get("credits", ()))  # online learners get each request's credit at completion
         for c in info.get("completions", ()):
             completions[c.request_id] = c
         for credit in info.get("credits", ()):
@@ -227,8 +222,7 @@ def evaluate(
     if not seeds:
         raise ValueError("evaluate: expected at least one seed")
     pol = make_policy(policy)
-    if callable(getattr(pol, "prepare", None)):
-        pol.prepare(cfg)  # type: ignore[attr-defined]
+    pol.prepare(cfg)
     own_env = env is None
     if env is None:
         env = env_factory(cfg, split)
@@ -236,7 +230,7 @@ def evaluate(
     records: list[Record] = []
     per_seed: list[dict[str, float]] = []
     episodes: list[tuple[int, list[Record], float]] = []
-    fallbacks = getattr(pol, "fallbacks", None)  # OnnxPolicy: decisions the guard refused, by reason
+    fallbacks = pol.fallbacks  # a guarded policy (OnnxPolicy): decisions the guard refused, by reason
     refused: dict[int, dict[str, float]] = {}
     for seed in seeds:
         before = dict(fallbacks) if fallbacks is not None else {}

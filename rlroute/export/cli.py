@@ -36,9 +36,9 @@ from rlroute.export.manifest import (
 )
 from rlroute.export.ood import RANGE_MARGIN, TARGET_FPR, ObsStats, calibrate, text_dims
 from rlroute.export.verify import LOGIT_ATOL, Recorded, record_observations, verify
+from rlroute.paths import CONF_DIR
 
 ENV_ID = "rlroute/Routing-v1"
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _rlroute_version() -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from rlroute.paths import CONF_DIR
+
 OUT = Path(__file__).resolve().parents[2] / "docs" / "feature_stats.md"
 
 

@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import COST_ORDER, allowed_actions
 from rlroute.types import Action
 
 WARM_SEED = 10_000  # warm-start episodes use seeds WARM_SEED + k, away from the evaluation seeds
 
 
-class LinUCB:
+class LinUCB(Policy):
     """Disjoint LinUCB over ``[obs, 1]``.
 
     Args:

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import COST_ORDER
 from rlroute.policies.whatif import WhatIf
 from rlroute.types import Action
 
 
-class ForkPolicy:
+class ForkPolicy(Policy):
     """Pick the allowed action with the best what-if reward (see :class:`~rlroute.policies.whatif.WhatIf`).
 
     Args:

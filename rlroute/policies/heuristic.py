@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import allowed_actions, cache_score, choose_allowed, pool_load
 from rlroute.types import Action, Request
 
@@ -25,7 +25,7 @@ def _default_complexity() -> ComplexityFn:
     return complexity
 
 
-class SeedHeuristic:
+class SeedHeuristic(Policy):
     """The seed's rule: complexity > 0.7 → large; otherwise small, unless the large pool's cache score
     exceeds the small pool's by more than 0.3 (then large, to reuse its prefix cache).
 
@@ -71,7 +71,7 @@ class SeedHeuristic:
         return choose_allowed(self.preferred(ctx), ctx)
 
 
-class CacheAwarePolicy:
+class CacheAwarePolicy(Policy):
     """Pool choice by prefix affinity and load: SGLang router's cache_aware rule lifted to pools.
 
     1. If the pools are imbalanced — mean per-instance load (queued + running) differs by more than

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.cluster.base import ClusterState
+from rlroute.cluster.base import ACTION_POOLS, ClusterState
 from rlroute.export.manifest import (
     INPUT_NAME,
     LOAD_REASONS,
@@ -39,7 +39,6 @@ from rlroute.policies.common import strong_score
 from rlroute.types import Action
 
 __all__ = [
-    "ACTION_POOLS",
     "FALLBACK_REASONS",
     "Decision",
     "OnnxPolicy",
@@ -65,12 +64,6 @@ FALLBACK_REASONS: tuple[str, ...] = (
     REASON_OOD,
 )
 
-# Pools an action needs: hybrid plans on the large pool and executes on the small one.
-ACTION_POOLS: dict[Action, tuple[str, ...]] = {
-    Action.LARGE: ("large",),
-    Action.SMALL: ("small",),
-    Action.HYBRID: ("large", "small"),
-}
 _ACTIONS: tuple[Action, ...] = tuple(Action)
 
 
@@ -132,7 +125,7 @@ def guard(logits: np.ndarray, mask: np.ndarray | None = None, state: ClusterStat
 
 
 @dataclass
-class OnnxPolicy:
+class OnnxPolicy(Policy):
     """A learned policy loaded from an exported folder (``rlroute export``).
 
     Args:
@@ -263,7 +256,12 @@ class OnnxPolicy:
 
     def act(self, ctx: DecisionContext) -> Action:
         """The policy's action for ``ctx``, or the fallback's when the guard refuses it (counted by reason)."""
-        d = self.decide(ctx.obs, ctx.mask, ctx.state)
+        return self.resolve(self.decide(ctx.obs, ctx.mask, ctx.state), ctx)
+
+    def resolve(self, d: Decision, ctx: DecisionContext) -> Action:
+        """The action of a :meth:`decide` result: its own when the guard trusts it, else the fallback's for
+        ``ctx`` (the refusal counted in :attr:`fallbacks` by reason; without a fallback,
+        :class:`PolicyInferenceError`). The router calls :meth:`decide` and this separately to read the drift."""
         if d.reason is None and d.action is not None:
             return d.action
         assert d.reason is not None

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import COST_ORDER, choose_allowed, first_allowed
 from rlroute.types import Action, Request
 
 PriceFn = Callable[[Request, Action], float]
 
 
-class HindsightOracle:
+class HindsightOracle(Policy):
     """Cheapest acceptable action, else large.
 
     Args:
@@ -47,10 +47,9 @@ class HindsightOracle:
         self._price = price_fn
 
     def bind_env(self, env: Any) -> None:
-        """Price actions as ``env`` does (``RoutingEnv._expected_cost``); no-op if the env cannot."""
-        price = getattr(getattr(env, "unwrapped", env), "_expected_cost", None)
-        if self.priced and callable(price) and self._price is None:
-            self._price = price
+        """Price actions as ``env`` does (:meth:`rlroute.env.routing.RoutingEnv.expected_cost`)."""
+        if self.priced and self._price is None:
+            self._price = getattr(env, "unwrapped", env).expected_cost  # through Gymnasium's wrappers
 
     def reset(self, rng: np.random.Generator) -> None:
         """Stateless."""

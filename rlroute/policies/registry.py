@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
+from rlroute.paths import CONF_DIR
 from rlroute.policies.base import Policy
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "policy"
+POLICY_CONF_DIR = CONF_DIR / "policy"
 
 POLICIES: dict[str, str] = {
     "random": "rlroute.policies.simple:RandomPolicy",
@@ -65,7 +65,7 @@ def policy_class(name: str) -> type:
 
 def policy_config(name: str) -> dict[str, Any] | None:
     """``conf/policy/<name>.yaml`` as a plain dict, or ``None`` when there is no such file."""
-    path = CONF_DIR / f"{name}.yaml"
+    path = POLICY_CONF_DIR / f"{name}.yaml"
     if not path.exists():
         return None
     from omegaconf import OmegaConf
@@ -102,9 +102,10 @@ def make_policy(spec: str | Mapping[str, Any] | Policy, **overrides: Any) -> Pol
         policy = instantiate(container, _convert_="all")
     else:
         policy = spec
-    if not (hasattr(policy, "act") and hasattr(policy, "reset")):
-        raise TypeError(f"{type(policy).__name__} is not a Policy (needs act(ctx) and reset(rng))")
-    return policy  # type: ignore[no-any-return]
+    if not isinstance(policy, Policy):
+        raise TypeError(f"{type(policy).__name__} is not a Policy: subclass rlroute.policies.base.Policy "
+                        "(act(ctx) required; reset, prepare, score, bind_env, observe have defaults)")
+    return policy
 
 
 def _is_dictconfig(obj: object) -> bool:
@@ -112,5 +113,5 @@ def _is_dictconfig(obj: object) -> bool:
 
 
 def policy_name(policy: Policy) -> str:
-    """The policy's ``name`` attribute, else its class name."""
-    return str(getattr(policy, "name", type(policy).__name__))
+    """The policy's ``name``."""
+    return str(policy.name)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import strong_score
 from rlroute.types import Action
 
@@ -54,7 +54,7 @@ def _algo_class(run_dir: Path) -> Any:
     return get_class(target)
 
 
-class SB3Policy:
+class SB3Policy(Policy):
     """Acts with a trained SB3 model on the 224-dim observation.
 
     Args:

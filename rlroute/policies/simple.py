@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import allowed_actions, choose_allowed
 from rlroute.types import Action
 
 
-class RandomPolicy:
+class RandomPolicy(Policy):
     """Uniform over the allowed actions (or over ``actions`` when given, e.g. ``[0, 1]`` for pools only).
 
     Args:
@@ -48,7 +48,7 @@ class RandomPolicy:
         return self.actions[k]
 
 
-class RoundRobinPolicy:
+class RoundRobinPolicy(Policy):
     """Alternates between the pools (large, small, large, …), skipping a pool that cannot serve.
 
     Args:
@@ -79,7 +79,7 @@ class RoundRobinPolicy:
         return choose_allowed(self.order[0], ctx)
 
 
-class FixedPolicy:
+class FixedPolicy(Policy):
     """Always the same action, falling back (see :func:`choose_allowed`) when it is not allowed.
 
     Args:

@@ -95,7 +95,7 @@ def _features(obs: np.ndarray) -> np.ndarray:
     return np.append(np.asarray(obs, dtype=np.float32), np.float32(1.0))
 
 
-class SupervisedRouter:
+class SupervisedRouter(Policy):
     """Pick the allowed action with the best predicted own reward.
 
     Args:

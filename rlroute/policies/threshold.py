@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import choose_allowed
 from rlroute.policies.textfeat import FEATURE_VERSION, cached_row, featurize
 from rlroute.types import Action, Request
@@ -154,7 +154,7 @@ def train_threshold_model(
     return model
 
 
-class ThresholdRouter:
+class ThresholdRouter(Policy):
     """Large when the classifier's P(large needed) exceeds the threshold, else small.
 
     Args:

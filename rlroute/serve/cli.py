@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from rlroute.paths import CONF_DIR
 
 
 def run(cfg: DictConfig) -> None:
@@ -24,7 +23,7 @@ def run(cfg: DictConfig) -> None:
     uvicorn.run(create_app(sc), host=sc.host, port=sc.port, log_level=sc.log_level, access_log=False)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="serve")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``rlroute serve``; a bad config exits with status 2 and the field at fault."""
     from rlroute.serve.config import ServeConfigError

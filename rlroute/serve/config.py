@@ -41,7 +41,7 @@ class ServeConfig:
     port: int = 8000
     policy_path: str | None = None
     inference_timeout_ms: float = 5.0
-    fallback: dict[str, Any] = field(default_factory=dict)
+    fallback: str | dict[str, Any] = "heuristic"  # a policy registry name or a conf/policy config (_target_)
     ood: OodSettings = field(default_factory=OodSettings)
     allow_cross_pool: bool = True
     plan_tokens: int = 64
@@ -78,6 +78,23 @@ def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float |
     if minimum is not None and out < minimum:
         raise ServeConfigError(f"serve.{key}: expected >= {minimum}, got {v!r}")
     return out
+
+
+def _fallback(spec: Any) -> str | dict[str, Any]:
+    """``fallback``: a policy registry name, or a ``conf/policy`` entry (``serve.yaml`` composes
+    ``policy@fallback: heuristic``); None: the seed heuristic."""
+    if spec is None:
+        return "heuristic"
+    if isinstance(spec, str):
+        from rlroute.policies.registry import POLICIES
+
+        if spec not in POLICIES:
+            raise ServeConfigError(f"serve.fallback: unknown policy {spec!r}; known: {', '.join(sorted(POLICIES))}")
+        return spec
+    if not isinstance(spec, dict) or "_target_" not in spec:
+        raise ServeConfigError(f"serve.fallback: expected a policy name or a conf/policy config with _target_ "
+                               f"(e.g. policy@fallback=heuristic), got {spec!r}")
+    return {str(k): v for k, v in spec.items()}
 
 
 def parse_config(c: dict[str, Any]) -> ServeConfig:
@@ -133,7 +150,7 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         port=_num(c, "port", 8000, int, 0),
         policy_path=str(policy["path"]) if policy.get("path") else None,
         inference_timeout_ms=_num(policy, "inference_timeout_ms", 5.0, float, 0.0),
-        fallback=dict(c.get("fallback") or {}),
+        fallback=_fallback(c.get("fallback")),
         ood=ood,
         allow_cross_pool=bool(c.get("allow_cross_pool", True)),
         plan_tokens=_num(c.get("hybrid") or {}, "plan_tokens", 64, int, 1),

@@ -3,7 +3,9 @@
 :class:`PolicySlot` holds the loaded policy (or the reason there is none) and its feature extractor as
 one immutable :class:`Loaded` record; a reload builds a new record off the event loop and swaps the
 reference in one assignment, so a decision in progress keeps the record it started with and nothing is
-dropped. Every decision the policy does not make itself is made by the seed heuristic and reported with
+dropped. Every decision the policy does not make itself is made by the fallback policy (``conf/serve.yaml``
+``fallback``, a ``conf/policy`` entry: the seed heuristic by default) — through the policy's own guard
+(:meth:`rlroute.policies.onnx.OnnxPolicy.resolve`) when a policy is loaded — and reported with
 its reason (``policy_missing``, ``policy_corrupt``, ``schema_mismatch``, ``out_of_distribution``,
 ``inference_error``, ``inference_timeout``, ``non_finite``, ``pool_unavailable``, ``feature_error``).
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from rlroute.cluster.base import ClusterState
 from rlroute.export.ood import BLOCKS
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.types import Action, Request
 
 REASON_FEATURES = "feature_error"
@@ -94,8 +96,10 @@ class DriftMeter:
         return [math.sqrt(x) for x in self.mean2]
 
 
-def load(path: str | None, timeout_s: float | None, ood: OodSettings | None = None) -> Loaded:
-    """Load an exported policy folder; never raises — a failure becomes a fallback reason."""
+def load(path: str | None, timeout_s: float | None, ood: OodSettings | None = None,
+         fallback: Policy | None = None) -> Loaded:
+    """Load an exported policy folder (``fallback`` decides what its guard refuses); never raises — a
+    failure becomes a fallback reason."""
     from rlroute.export.manifest import REASON_CORRUPT, REASON_MISSING, PolicyLoadError
     from rlroute.features import FeatureExtractor
 
@@ -107,9 +111,9 @@ def load(path: str | None, timeout_s: float | None, ood: OodSettings | None = No
         if not Path(path).exists():
             raise PolicyLoadError(REASON_MISSING, f"{path}: no such policy folder")
         o = ood or OodSettings()
-        policy = OnnxPolicy(path, timeout_s=timeout_s, ood=o.enabled, ood_scale=o.scale,
+        policy = OnnxPolicy(path, fallback=fallback, timeout_s=timeout_s, ood=o.enabled, ood_scale=o.scale,
                             ood_range_margin=o.range_margin)
-        extractor = FeatureExtractor(getattr(policy, "feature_text", "hash"))
+        extractor = FeatureExtractor(policy.feature_text)
         return Loaded(policy, None, "", extractor, path, time.time())
     except PolicyLoadError as e:
         return Loaded(None, e.reason, str(e), FeatureExtractor("hash"), path, time.time())
@@ -123,20 +127,19 @@ class PolicySlot:
     Args:
         path: exported policy folder (None: heuristic only, counted as ``policy_missing``).
         timeout_ms: inference budget per decision.
-        fallback: keyword arguments of :class:`rlroute.policies.heuristic.SeedHeuristic`.
+        fallback: the policy deciding whenever the loaded one cannot (``conf/serve.yaml`` ``fallback``: the
+            seed heuristic, :class:`rlroute.policies.heuristic.SeedHeuristic`, by default).
         ood: the out-of-distribution guard's settings.
     """
 
-    def __init__(self, path: str | None, timeout_ms: float, fallback: dict[str, Any],
+    def __init__(self, path: str | None, timeout_ms: float, fallback: Policy,
                  ood: OodSettings | None = None) -> None:
-        from rlroute.policies.heuristic import SeedHeuristic
-
         self.timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
         self.ood = ood or OodSettings()
         self.drift = DriftMeter(self.ood.halflife)
         self.recorded: list[np.ndarray] = []  # observations for ``ood.record`` (calibrating on served traffic)
-        self.current: Loaded = load(path, self.timeout_s, self.ood)
-        self.heuristic = SeedHeuristic(**fallback)
+        self.fallback = fallback
+        self.current: Loaded = load(path, self.timeout_s, self.ood, fallback)
         self._reload_lock = asyncio.Lock()
 
     async def reload(self, path: str | None) -> Loaded:
@@ -146,14 +149,14 @@ class PolicySlot:
             The attempted generation (check ``reason``); the slot keeps the old one on failure.
         """
         async with self._reload_lock:
-            new = await asyncio.to_thread(load, path or self.current.path, self.timeout_s, self.ood)
+            new = await asyncio.to_thread(load, path or self.current.path, self.timeout_s, self.ood, self.fallback)
             if new.policy is not None:
                 self.current = new  # one reference assignment: atomic for every coroutine
                 self.drift = DriftMeter(self.ood.halflife)  # drift is relative to the new policy's thresholds
             return new
 
     def decide(self, request: Request, state: ClusterState, matches: dict[str, list[int]]) -> Outcome:
-        """Choose an action for ``request``: the policy if it can be trusted, else the heuristic."""
+        """Choose an action for ``request``: the policy if its guard trusts it, else the fallback policy."""
         t0 = time.perf_counter()
         gen = self.current
         obs: np.ndarray | None = None
@@ -165,8 +168,9 @@ class PolicySlot:
             reason, detail = REASON_FEATURES, f"{type(e).__name__}: {e}"
         if obs is not None and self.ood.record and len(self.recorded) < self.ood.record_max:
             self.recorded.append(obs.copy())
-        if obs is not None and gen.policy is not None:
-            d = gen.policy.decide(obs, None, state)
+        policy, d = gen.policy, None
+        if obs is not None and policy is not None:
+            d = policy.decide(obs, None, state)
             if d.drift2 is not None:
                 self.drift.update(d.drift2)
             if d.reason is None and d.action is not None:
@@ -174,12 +178,13 @@ class PolicySlot:
             reason, detail = d.reason, d.detail
         ctx = DecisionContext(request, state, matches, obs if obs is not None else np.zeros(len(gen.extractor.schema), np.float32))
         try:
-            action = self.heuristic.act(ctx)
+            # a refused decision goes through the policy's own fallback (counted by reason in its ``fallbacks``)
+            action = policy.resolve(d, ctx) if policy is not None and d is not None else self.fallback.act(ctx)
         except Exception as e:
             # Last resort: any available pool, small first (cheaper).
             action = next((Action(i) for i, p in ((1, "small"), (0, "large")) if state.pools[p].available),
                           Action.SMALL)
-            detail = f"{detail or ''}; heuristic failed: {type(e).__name__}: {e}"
+            detail = f"{detail or ''}; fallback failed: {type(e).__name__}: {e}"
         return Outcome(action, "fallback", reason or REASON_HEURISTIC, time.perf_counter() - t0, detail, obs)
 
     def save_recorded(self) -> Path | None:

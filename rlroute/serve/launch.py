@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from rlroute.cluster.live.launch import REPO, free_port, terminate
+from rlroute.cluster.live.launch import free_port, terminate
+from rlroute.paths import REPO
 
 
 class RouterProc:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from fastapi.responses import Response
 
+from rlroute.policies.registry import make_policy
 from rlroute.serve.config import ServeConfig
 from rlroute.serve.decision import PolicySlot
 from rlroute.serve.intake import SESSION_HEADER, SessionTable, client_request
@@ -38,7 +39,7 @@ class Router:
         self.client = httpx.AsyncClient(limits=limits, timeout=timeout)
         self.metrics = RouterMetrics()
         self.upstreams = Upstreams(cfg, self.client)
-        self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, cfg.fallback, cfg.ood)
+        self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, make_policy(cfg.fallback), cfg.ood)
         self.transport = httpx.AsyncHTTPTransport(limits=limits)
         self.proxy = Proxy(self.upstreams, self.transport, timeout, self.metrics, cfg.retries, cfg.allow_cross_pool)
         self.ids = itertools.count()

@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from rlroute.env.build import CONF_DIR
+from rlroute.paths import CONF_DIR
 from rlroute.study.lowo import run_lowo
 from rlroute.study.runner import run_scenarios
 

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rlroute.env.build import CONF_DIR, default_config
+from rlroute.env.build import default_config
 from rlroute.eval.run import EvalResult, all_large_costs, default_env_factory, evaluate
+from rlroute.paths import CONF_DIR
 from rlroute.policies.registry import POLICIES, make_policy
 from rlroute.study.results import (
     PolicyRuns,

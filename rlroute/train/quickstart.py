@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from rlroute.paths import CONF_DIR
 
 
 def compose(overrides: list[str]) -> DictConfig:

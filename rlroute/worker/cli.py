@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+from rlroute.paths import CONF_DIR
 
 
 def build_state(cfg: DictConfig | dict[str, Any]) -> Any:
@@ -51,7 +50,7 @@ def serve_state(cfg: DictConfig, state: Any) -> None:
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level), access_log=False)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="worker")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="worker")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``rlroute worker``; a bad config exits with status 2 and the field at fault."""
     try:

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from rlroute.eval.stats import t_interval
-from rlroute.policies.base import DecisionContext
+from rlroute.policies.base import DecisionContext, Policy
 from rlroute.train.quickstart import compose
 from rlroute.types import Action
 
 
-class GainRule:
+class GainRule(Policy):
     """Hindsight rule: large when the request's true p_large - p_small exceeds ``delta``."""
 
     def __init__(self, delta: float) -> None:
@@ -41,7 +41,7 @@ class GainRule:
         return Action.LARGE if q.p[0] - q.p[1] > self.delta else Action.SMALL
 
 
-class ObservableRule:
+class ObservableRule(Policy):
     """Bayes rule on the observable difficulty: large iff E[p_large - p_small | z_r] beats the cost gap.
 
     E[. | z_r] integrates the hidden difficulty out (the latent quality model's Gauss-Hermite nodes), so the
@@ -63,7 +63,7 @@ class ObservableRule:
         w = q.observable_share
         d = q.tau * (math.sqrt(w) * q.observable(r) + math.sqrt(1.0 - w) * _GH_X)
         gain = float(((1 / (1 + np.exp(d - q.a_large))) - (1 / (1 + np.exp(d - q.a_small)))) @ _GH_W)
-        dcost = self.env._expected_cost(r, Action.LARGE) - self.env._expected_cost(r, Action.SMALL)
+        dcost = self.env.expected_cost(r, Action.LARGE) - self.env.expected_cost(r, Action.SMALL)
         return Action.LARGE if rc.quality_weight * gain - rc.cost_weight * dcost > self.margin else Action.SMALL
 
 

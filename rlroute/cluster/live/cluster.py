@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from rlroute.cluster.base import ClusterState
+from rlroute.cluster.base import ClusterState, Hybrid, action_stages
 from rlroute.cluster.cost import build_cost_model
 from rlroute.cluster.live.client import LoopThread, generate_payload
 from rlroute.cluster.live.monitor import Monitor
@@ -67,9 +67,7 @@ class LiveCluster:
         self.max_retries = int(max_retries)
         self.revive_wait_s = float(revive_wait_s)
         self.scrape_interval_s = float(scrape_interval_s)
-        h = hybrid if isinstance(hybrid, Mapping) else ({} if hybrid is None else vars(hybrid))
-        self.hybrid_mode = str(h.get("mode", "plan_and_execute"))
-        self.plan_tokens = int(h.get("plan_tokens", 64))
+        self.hybrid = Hybrid.of(hybrid)
         rng = np.random.default_rng(seed)
         live = {name: LivePool(name, dict(p), rng) for name, p in pools.items()}
         cost_model = build_cost_model(
@@ -96,15 +94,6 @@ class LiveCluster:
         self.reset()
         return self
 
-    def configure_hybrid(self, hybrid: Any) -> None:
-        """Hybrid mode and plan length from the quality config (``mode``, ``plan_tokens``), as the simulator."""
-        get = (lambda k, d: hybrid.get(k, d)) if isinstance(hybrid, Mapping) else (
-            lambda k, d: getattr(hybrid, k, d))
-        mode, plan = str(get("mode", self.hybrid_mode)), int(get("plan_tokens", self.plan_tokens))
-        if mode not in ("plan_and_execute", "cascade") or plan < 1:
-            raise ValueError(f"hybrid: mode must be plan_and_execute|cascade and plan_tokens >= 1, got {mode}/{plan}")
-        self.hybrid_mode, self.plan_tokens = mode, plan
-
     # -- Cluster protocol ------------------------------------------------------------------------------
     @property
     def now(self) -> float:
@@ -130,17 +119,8 @@ class LiveCluster:
         if request.arrival > self.now:
             time.sleep((request.arrival - self.now) / self.speedup)
         act = Action(action)
-        n_in, n_out = request.input_len, request.output_len
-        if act == Action.LARGE:
-            stages = [Stage("large", n_out, 0)]
-        elif act == Action.SMALL:
-            stages = [Stage("small", n_out, 0)]
-        elif self.hybrid_mode == "plan_and_execute":
-            stages = [Stage("large", self.plan_tokens, 0), Stage("small", n_out, self.plan_tokens)]
-        else:
-            q = request.quality
-            stages = [Stage("small", n_out, 0)] + ([Stage("large", n_out, 0)] if q and q.escalated else [])
-        del n_in
+        n_in = request.input_len
+        stages = [Stage(pool, output, prompt - n_in) for pool, prompt, output, _ in action_stages(act, request, self.hybrid)]
         now = self.now
         with self._lock:
             self._inflight += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[3]
+from rlroute.paths import REPO
 
 
 def free_port() -> int:

@@ -35,8 +35,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rlroute.cluster.base import ClusterState
-from rlroute.cluster.live.pool import TAU, LiveInstance, LivePool, StageResult
+from rlroute.cluster.base import TAU, ClusterState
+from rlroute.cluster.live.pool import LiveInstance, LivePool, StageResult
 from rlroute.cluster.live.scrape import WorkerStats
 from rlroute.types import Request
 

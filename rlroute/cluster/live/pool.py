@@ -16,14 +16,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-from rlroute.cluster.base import InstanceState, PoolState
+from rlroute.cluster.base import EWMA, TAU, InstanceState, PoolState
 from rlroute.cluster.inpool import InPoolPolicy, build_in_pool
 from rlroute.cluster.live.scrape import WorkerStats, apply_load, parse_metrics
 from rlroute.cluster.live.trees import BlockLRU
 from rlroute.types import Request
-
-TAU = 60.0  # seconds: the simulator's decay constant of "recent" rates (rlroute.cluster.sim.instance.TAU)
-EWMA = 0.1
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.cluster.base import ClusterState
+from rlroute.cluster.base import EWMA, ClusterState, Hybrid, action_stages
 from rlroute.cluster.cost import CostModel, GpuSecondsCost, build_cost_model
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.sim.events import EventsMixin
@@ -33,9 +33,6 @@ from rlroute.cluster.sim.job import Job, Seq
 from rlroute.cluster.sim.pool import SimPool
 from rlroute.cluster.sim.view import StateView
 from rlroute.types import Action, Completion, Request
-
-HYBRID_MODES = ("plan_and_execute", "cascade")
-EWMA = 0.1  # weight of the newest completion in the "recent" latency averages
 
 
 def _get(obj: Any, key: str, default: Any) -> Any:
@@ -53,8 +50,9 @@ class SimCluster(EventsMixin):
         pools: pool name -> ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s},
             in_pool: <conf/cluster/in_pool/ preset>}`` (see ``conf/cluster/default.yaml``).
         cost: ``{mode: tokens|gpu_seconds, prices: {...}, usd_per_gpu_hour, ref_batch}``.
-        hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}`` (a mapping or any object with those
-            attributes, e.g. the quality config's ``hybrid`` block); default plan-and-execute, 64 tokens.
+        hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}`` (a mapping, a
+            :class:`~rlroute.cluster.base.Hybrid` or any object with those attributes, e.g. the quality
+            config's ``hybrid`` block); default plan-and-execute, 64 tokens. Kept as :attr:`hybrid`.
         max_retries: re-sends allowed per request after failed attempts before it fails (sglang-router's
             ``retry_max_retries`` 5 attempts = 4 re-sends).
         fault_handling: the router's failure detection, circuit breaker, retry backoff and request timeout
@@ -103,9 +101,7 @@ class SimCluster(EventsMixin):
         profiles: dict[str, ServingProfile] = {n: p.profile for n, p in self.pools.items()}
         self.cost_model: CostModel = build_cost_model(cost, profiles)
         self.gpu_clock = GpuSecondsCost(profiles=profiles)  # GPU-seconds of work lost to failures
-        self.hybrid_mode = "plan_and_execute"
-        self.plan_tokens = 64
-        self.configure_hybrid(hybrid)
+        self.hybrid = Hybrid.of(hybrid)
         self.submitted = 0
         self._view = StateView(self.pools, self.dclock)
         for ev in events:
@@ -115,16 +111,6 @@ class SimCluster(EventsMixin):
             self.schedule(float(ev.pop("time")), ev.pop("event"), **ev)
 
     # -- construction helpers ---------------------------------------------------------------------------
-    def configure_hybrid(self, hybrid: Any) -> None:
-        """Set hybrid mode and plan length from a mapping or an object (``mode``, ``plan_tokens``)."""
-        mode = _get(hybrid, "mode", self.hybrid_mode)
-        plan = int(_get(hybrid, "plan_tokens", self.plan_tokens))
-        if mode not in HYBRID_MODES:
-            raise ValueError(f"hybrid.mode must be one of {HYBRID_MODES}, got {mode!r}")
-        if plan < 1:
-            raise ValueError(f"hybrid.plan_tokens must be >= 1, got {plan}")
-        self.hybrid_mode, self.plan_tokens = mode, plan
-
     def _new_instance(self, pool: SimPool, index: int) -> Instance:
         return pool.instance_cls(pool.name, index, pool.profile, pool.new_cache(index, self._log), pool.kv_cap,
                                  self._push, self._on_done, self._on_reject, self.dclock, pool.sched,
@@ -176,19 +162,7 @@ class SimCluster(EventsMixin):
         if request.arrival > self._now:
             self._run(request.arrival)
         act = Action(action)
-        n_in, n_out = request.input_len, request.output_len
-        # what a scheduler may know of the output: the client's cap (the plan's length for a plan stage)
-        cap = request.max_new_tokens if request.max_new_tokens is not None else n_out
-        if act == Action.LARGE:
-            stages = [("large", n_in, n_out, cap)]
-        elif act == Action.SMALL:
-            stages = [("small", n_in, n_out, cap)]
-        elif self.hybrid_mode == "plan_and_execute":
-            stages = [("large", n_in, self.plan_tokens, self.plan_tokens), ("small", n_in + self.plan_tokens, n_out, cap)]
-        else:
-            q = request.quality
-            stages = [("small", n_in, n_out, cap)] + ([("large", n_in, n_out, cap)] if q is not None and q.escalated
-                                                      else [])
+        stages = action_stages(act, request, self.hybrid)
         for pool, _, _, _ in stages:
             if pool not in self.pools:
                 raise ValueError(f"action {act.name.lower()} needs pool {pool!r}, but this cluster has only "
@@ -259,9 +233,9 @@ class SimCluster(EventsMixin):
         return Seq(job, prompt, output, req.blocks, req.block_size, next(self._uid), max_new)
 
     def _launch(self, job: Job, t: float) -> None:
-        self._route(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
+        self._dispatch(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
 
-    def _route(self, pool: SimPool, seq: Seq, t: float) -> None:
+    def _dispatch(self, pool: SimPool, seq: Seq, t: float) -> None:
         cands = pool.candidates()
         if not cands:
             self._fail(seq.job, f"no healthy instance in pool {pool.name!r}", t)
@@ -336,7 +310,7 @@ class SimCluster(EventsMixin):
         if job.retries > self.max_retries:
             self._fail(job, f"{reason}; gave up after {self.max_retries} retries", t)
             return
-        self._route(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
+        self._dispatch(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
 
     def _fail(self, job: Job, reason: str, t: float) -> None:
         self._active -= 1
@@ -401,4 +375,4 @@ def cluster_factory(cfg: Mapping[str, Any], **overrides: Any) -> Callable[[np.ra
     return make
 
 
-__all__ = ["HYBRID_MODES", "SimCluster", "build_cluster", "cluster_factory", "load_profile"]
+__all__ = ["SimCluster", "build_cluster", "cluster_factory", "load_profile"]

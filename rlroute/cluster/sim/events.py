@@ -41,7 +41,7 @@ class EventsMixin(FaultsMixin):
     """Event methods of :class:`~rlroute.cluster.sim.cluster.SimCluster`."""
 
     def _retry(self, s: Seq, reason: str, t: float) -> None: ...
-    def _route(self, pool: SimPool, seq: Seq, t: float) -> None: ...
+    def _dispatch(self, pool: SimPool, seq: Seq, t: float) -> None: ...
     def schedule(self, time: float, event: str | Callable[[], Any], *args: Any, **kwargs: Any) -> None: ...
 
     def event(self, name: str) -> Callable[..., Any]:
@@ -174,5 +174,5 @@ class EventsMixin(FaultsMixin):
                 inst.waiting.clear()
                 inst.nload -= len(queued)
                 for s in queued:
-                    self._route(p, s, self._now)
+                    self._dispatch(p, s, self._now)
             p.prune()

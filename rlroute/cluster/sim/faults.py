@@ -157,7 +157,7 @@ class FaultsMixin:
     _rng: np.random.Generator
 
     def _fail(self, job: Job, reason: str, t: float) -> None: ...
-    def _route(self, pool: SimPool, seq: Seq, t: float) -> None: ...
+    def _dispatch(self, pool: SimPool, seq: Seq, t: float) -> None: ...
     def _new_seq(self, job: Job) -> Seq:
         raise NotImplementedError  # SimCluster
 
@@ -199,7 +199,7 @@ class FaultsMixin:
         self._at(t + delay, partial(self._resend, job))
 
     def _resend(self, job: Job) -> None:
-        self._route(self.pools[job.stages[job.stage][0]], self._new_seq(job), self._now)
+        self._dispatch(self.pools[job.stages[job.stage][0]], self._new_seq(job), self._now)
 
     def hit_dead(self, inst: Instance, s: Seq, t: float) -> None:
         """The router placed ``s`` on ``inst``, which is down but not yet detected: a crashed process refuses

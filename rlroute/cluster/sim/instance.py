@@ -33,13 +33,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from rlroute.cluster.base import TAU
 from rlroute.cluster.profiles import ServingProfile
 from rlroute.cluster.sim.job import Seq
 from rlroute.cluster.sim.prefix_cache import PrefixCache
 from rlroute.cluster.sim.scheduler import SchedulerConfig
 
 IDLE, PREFILL, DECODE = 0, 1, 2
-TAU = 60.0  # seconds: decay constant of the "recent" rates reported in the state
 RENORM_S = 3600.0  # rebase the decay clock this often (exp(60) is far from float overflow)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rlroute.cluster.base import Stage
 from rlroute.types import Action, Request
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ class Job:
     __slots__ = ("action", "cached", "cost", "insts", "out", "pools", "prompt", "queue", "req", "retries",
                  "stage", "stages", "t0")
 
-    def __init__(self, req: Request, action: Action, stages: list[tuple[str, int, int, int]], t0: float) -> None:
+    def __init__(self, req: Request, action: Action, stages: list[Stage], t0: float) -> None:
         self.req = req
         self.action = action
         self.stages = stages

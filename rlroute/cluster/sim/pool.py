@@ -7,16 +7,16 @@ from typing import Any
 
 import numpy as np
 
+from rlroute.cluster.base import EWMA, TAU
 from rlroute.cluster.inpool import InPoolPolicy, build_in_pool
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.profiles.sglang_defaults import resolve_mem_fraction
-from rlroute.cluster.sim.instance import TAU, DecayClock, Instance
+from rlroute.cluster.sim.instance import DecayClock, Instance
 from rlroute.cluster.sim.legacy_instance import LegacyInstance
 from rlroute.cluster.sim.prefix_cache import PrefixCache
 from rlroute.cluster.sim.scheduler import SchedulerConfig, parse_scheduler
 from rlroute.cluster.sim.sglang_instance import SGLangInstance
 
-EWMA = 0.1
 _POOL_KEYS = {"profile", "instances", "cache", "in_pool", "scheduler"}
 _CACHE_KEYS = {"mem_fraction_static", "eviction", "ttl_s", "kv_capacity_tokens", "insert_outputs"}
 INSTANCE_CLASSES: dict[str, type[Instance]] = {"sglang": SGLangInstance, "legacy": LegacyInstance}

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from rlroute.cluster.base import ClusterState, InstanceState, PoolState
-from rlroute.cluster.sim.instance import TAU, DecayClock
+from rlroute.cluster.base import TAU, ClusterState, InstanceState, PoolState
+from rlroute.cluster.sim.instance import DecayClock
 
 if TYPE_CHECKING:
     from rlroute.cluster.sim.pool import SimPool
