@@ -14,7 +14,7 @@ import sys
 # or takes argv explicitly when its signature has one parameter.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "quickstart": ("rlroute.train.quickstart", "main", "train + evaluate the quickstart policy, write a report"),
-    "sim": ("rlroute.cluster.sim.cli", "main", "run a workload through the simulator with a fixed policy"),
+    "sim": ("rlroute.eval.simulate", "main", "run a workload through the simulator with any registry policy"),
     "train": ("rlroute.train.cli", "main", "train a PPO routing policy (Hydra; -m for sweeps)"),
     "eval": ("rlroute.eval.cli", "main", "evaluate policies x workloads x seeds, write a report"),
     "baselines": ("rlroute.eval.baselines", "main", "evaluate every baseline, write baselines/results/"),

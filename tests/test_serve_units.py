@@ -24,10 +24,31 @@ POOLS = {"large": {"workers": ["http://127.0.0.1:1"]}, "small": {"workers": ["ht
     ({"pools": POOLS, "backend": "sglang_router"}, "router_url"),
     ({"pools": POOLS, "retries": -1}, "serve.retries"),
     ({"pools": POOLS, "port": "eighty"}, "serve.port"),
+    ({"pools": POOLS, "fallback": "best"}, "serve.fallback"),
+    ({"pools": POOLS, "fallback": {"complexity_threshold": 0.5}}, "serve.fallback"),
 ])
 def test_bad_config_names_the_field(cfg: dict[str, Any], field: str) -> None:
     with pytest.raises(ServeConfigError, match=field.replace(".", r"\.")):
         parse_config(cfg)
+
+
+def test_fallback_is_a_registry_policy_composed_from_conf_policy() -> None:
+    """``conf/serve.yaml`` composes ``policy@fallback``: the router's fallback is the registry's policy."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rlroute.paths import CONF_DIR
+    from rlroute.policies.heuristic import CacheAwarePolicy, SeedHeuristic
+    from rlroute.policies.registry import make_policy
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        default = compose("serve")
+        other = compose("serve", overrides=["policy@fallback=cache_aware", "fallback.cache_threshold=0.5"])
+    fb = make_policy(parse_config(OmegaConf.to_container(default, resolve=True)).fallback)  # type: ignore[arg-type]
+    assert isinstance(fb, SeedHeuristic) and (fb.complexity_threshold, fb.cache_margin) == (0.7, 0.3)
+    fb = make_policy(parse_config(OmegaConf.to_container(other, resolve=True)).fallback)  # type: ignore[arg-type]
+    assert isinstance(fb, CacheAwarePolicy) and fb.cache_threshold == 0.5
+    assert parse_config({"pools": POOLS}).fallback == "heuristic"
 
 
 def test_sglang_router_backend_uses_one_upstream_per_pool() -> None:

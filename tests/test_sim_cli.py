@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rlroute.cluster.sim.cli import simulate
 from rlroute.cluster.sim.metrics import render
+from rlroute.eval.simulate import simulate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -6,6 +6,8 @@
 * :mod:`rlroute.eval.report` — CSV / JSON / markdown and the Pareto and latency-CDF plots.
 * :mod:`rlroute.eval.cli` — ``rlroute eval`` (Hydra, ``conf/eval.yaml``).
 * :mod:`rlroute.eval.baselines` — ``rlroute baselines`` (``baselines/suite.yaml`` → ``baselines/results/``).
+* :mod:`rlroute.eval.simulate` — ``rlroute sim`` (``conf/sim.yaml``): a workload through the simulator with
+  any registry policy, no env (kept out of ``rlroute.cluster`` so the cluster imports no policy).
 
 Fallback rates: evaluating an exported policy (``policy=onnx``) adds ``fallback_rate`` and ``ood_rate``
 to its metrics; :func:`ood_fallback_rate` (``rlroute.export.ood.fallback_rate``) gives the share of any

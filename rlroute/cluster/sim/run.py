@@ -1,6 +1,6 @@
 """Drive a workload through a cluster with a fixed routing rule (no features, no learning).
 
-Used by ``rlroute sim`` (with any registry policy, :func:`rlroute.cluster.sim.cli.deciding`), ``rlroute
+Used by ``rlroute sim`` (with any registry policy, :func:`rlroute.eval.simulate.deciding`), ``rlroute
 bench sim``, the simulator tests and the latency-vs-load study. The fixed rules here are context-free
 (no state, no features) so the simulator benchmark times the simulator alone; they carry the names of the
 registry's policies that do the same (``rlroute.policies.simple``).
