@@ -170,3 +170,35 @@ def test_onnx_graph_clips_to_the_training_range_like_training(tmp_path: Path) ->
         ref = model.policy.action_net(model.policy.mlp_extractor.forward_actor(feats)).numpy()
     np.testing.assert_allclose(onnx_logits, ref, atol=1e-5)
     np.testing.assert_array_equal(norm.apply(x), vn.normalize_obs(x))
+
+
+def test_clock_is_ignored_log_features_get_a_factor_and_a_recurring_minimum_does_not_drift() -> None:
+    """Feature 12 is the clock (ignored), 14 a log count (``log1p(256)``), 13 sits on its training minimum
+    -1.0 in 50 training observations (an atom, e.g. an empty queue)."""
+    train = gaussian(5000, 20)
+    train[:50, 13] = -1.0
+    stats = ObsStats.from_obs(train, "test: train")
+    assert stats.at_low is not None and stats.at_low[13] == 50
+    log_norm = np.zeros(DIM)
+    log_norm[14] = np.log1p(256.0)
+    guard, _ = calibrate(stats, SLICES, gaussian(2000, 21), gaussian(2000, 22), ignored=(12,), log_norm=log_norm)
+    base = gaussian(200, 23)
+    drift0, out0 = guard.scores(base)
+    clock = base.copy()
+    clock[:, 12] = 5.0  # far outside anything seen: ignored by both scores
+    drift, out = guard.scores(clock)
+    np.testing.assert_allclose(drift, drift0, rtol=1e-6)
+    assert (out == out0).all()
+    sys = BLOCKS.index("system")
+    for factor, outside in ((3.0, False), (5.0, True)):  # the range is widened by a factor 4 in 1 + x
+        x = base.copy()
+        x[:, 14] = stats.high[14] + np.log(factor) / log_norm[14]
+        assert (guard.scores(x)[1][:, sys] == outside).all(), factor
+    on_atom, at_mean = base.copy(), base.copy()
+    on_atom[:, 13] = -1.0
+    at_mean[:, 13] = stats.mean[13]
+    np.testing.assert_allclose(guard.scores(on_atom)[0], guard.scores(at_mean)[0], rtol=1e-5)
+    no_atoms = OodGuard.from_json({**guard.to_json(), "stats": {**stats.to_json(), "at_low": None}})
+    assert (no_atoms.scores(on_atom)[0][:, sys] > guard.scores(on_atom)[0][:, sys]).all()
+    flagged, drift2 = guard.check(on_atom[0])
+    np.testing.assert_allclose(np.sqrt(drift2), guard.scores(on_atom[:1])[0][0], rtol=1e-5)

@@ -74,13 +74,13 @@ def _sim(day_offset: float = 0.0) -> Any:
                       seed=0, day_offset=day_offset)
 
 
-def _window(n: int, rate: float, seed: int) -> list[Request]:
-    """The first ``n`` requests of the synthetic workload's stream at mean ``rate`` req/s."""
+def _window(n: int, rate: float, seed: int, split: str = "all") -> list[Request]:
+    """The first ``n`` requests of the synthetic workload's stream of ``split`` at mean ``rate`` req/s."""
     import hydra
 
     from rlroute.env.build import default_config
 
-    cfg = default_config([f"workload.rate={rate}"])
+    cfg = default_config([f"workload.rate={rate}", f"workload.split={split}"])
     wl = hydra.utils.instantiate(cfg.workload)
     out = []
     for r in wl.requests(np.random.default_rng(seed)):

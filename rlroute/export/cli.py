@@ -34,7 +34,7 @@ from rlroute.export.manifest import (
     sha256_file,
     write_manifest,
 )
-from rlroute.export.ood import RANGE_MARGIN, TARGET_FPR, ObsStats, calibrate, text_dims
+from rlroute.export.ood import RANGE_FACTOR, RANGE_MARGIN, TARGET_FPR, ObsStats, calibrate, guard_layout
 from rlroute.export.verify import LOGIT_ATOL, Recorded, record_observations, verify
 from rlroute.paths import CONF_DIR
 
@@ -146,14 +146,22 @@ def ood_section(env_cfg: Any, stats: ObsStats, text: str, act: Callable[[np.ndar
     Two halves of ``n_calib // 2`` observations each, from different episodes of the ``val`` split driven by
     the exported policy itself (greedy: what it will see when served); the first half sets the thresholds,
     the second measures the false-positive rate (:func:`rlroute.export.ood.calibrate`). With
-    ``o["obs_file"]`` (observations recorded elsewhere, e.g. from the serving path), shuffled with ``seed``,
-    its first half gives the statistics instead of ``stats``, its third quarter fits the thresholds and its
-    last quarter measures.
+    ``o["calib_file"]`` (validation observations recorded elsewhere, in recording order), its first half fits
+    and its second half measures, and ``o["obs_file"]``, when also given, holds the training observations
+    the statistics come from. With ``o["obs_file"]`` alone (observations recorded elsewhere, e.g. from the
+    serving path), shuffled with ``seed``, its first half gives the statistics instead of ``stats``, its
+    third quarter fits the thresholds and its last quarter measures.
     """
     from rlroute.features import build_schema
 
     where: dict[str, Any]
-    if o.get("obs_file"):
+    if o.get("calib_file"):
+        if o.get("obs_file"):
+            stats = ObsStats.from_obs(load_obs(str(o["obs_file"])), f"file:{o['obs_file']}")
+        cal = load_obs(str(o["calib_file"]))
+        halves = [cal[: len(cal) // 2], cal[len(cal) // 2:]]
+        where = {"split": f"file:{o['calib_file']}", "fit": "first half", "holdout": "second half"}
+    elif o.get("obs_file"):
         obs = load_obs(str(o["obs_file"]))
         obs = obs[np.random.default_rng(seed).permutation(len(obs))]  # a recording in time order: no trend split
         n = len(obs)
@@ -171,8 +179,10 @@ def ood_section(env_cfg: Any, stats: ObsStats, text: str, act: Callable[[np.ndar
                 env.close()
         where = {"split": "val", "driven_by": "the exported policy (greedy)", "seeds": seeds}
     schema = build_schema(text)
+    lay = guard_layout(schema)
     guard, record = calibrate(stats, schema.slices, halves[0], halves[1], float(o["target_fpr"]),
-                              float(o["range_margin"]), text_dims(schema.names))
+                              float(o["range_margin"]), lay["range_exempt"], lay["ignored"], lay["log_norm"],
+                              float(o["range_factor"]))
     return {**guard.to_json(), "calibration": {**record, **where}}
 
 
@@ -207,8 +217,9 @@ def export_policy(
         logit_atol: largest allowed |ONNX logit - torch logit|.
         ood: the out-of-distribution guard's settings (``conf/export.yaml`` ``ood``): ``enabled``,
             ``n_train`` (rollouts of the ``train`` split for the training statistics of a fresh policy, or
-            of a run without a recorded range), ``n_calib``, ``target_fpr``, ``range_margin``, ``obs_file``
-            (statistics and calibration from recorded observations instead, see :func:`ood_section`).
+            of a run without a recorded range), ``n_calib``, ``target_fpr``, ``range_margin``,
+            ``range_factor``, ``obs_file`` / ``calib_file`` (statistics and calibration from recorded
+            observations instead, see :func:`ood_section`).
 
     Raises:
         ExportVerificationError: ONNX and torch disagree (nothing is written to ``out``).
@@ -225,7 +236,8 @@ def export_policy(
     schema = current_schema(str(text or "hash"))
     rec, source = _record(env_cfg, n_verify, seed, split, obs_file)
     o = {"enabled": True, "n_train": 5000, "n_calib": 4000, "target_fpr": TARGET_FPR,
-         "range_margin": RANGE_MARGIN, "obs_file": None, **(ood or {})}
+         "range_margin": RANGE_MARGIN, "range_factor": RANGE_FACTOR, "obs_file": None,
+         "calib_file": None, **(ood or {})}
     stats: ObsStats | None = None
     if fresh:
         model, algo = fresh_model(env_cfg, fresh_algo, seed), fresh_algo

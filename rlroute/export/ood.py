@@ -10,11 +10,37 @@ raw observation ``x`` the guard computes, per block ``b`` (request / system / ca
   Mahalanobis distance per dimension, each term capped so that one rarely-active hashed-text dimension
   cannot dominate its block; a single feature's extreme is the range check's job) relative to its
   calibrated threshold ``tau_b``; ``drift_b > 1`` flags the block;
-* a range check: some feature of the block lies outside its training range widened by
-  ``range_margin * max(high_i - low_i, WIDTH_FLOOR)`` on each side. Features in ``range_exempt`` — the
-  request block's hashed text dimensions (:func:`text_dims`): signed random projections of n-grams, whose
-  per-dimension extremes say nothing about a prompt being unusual and, over 112 dimensions, would flag
-  ordinary prompts by chance — count in their block's drift only.
+* a range check: some feature of the block lies outside its training range widened on each side by
+  ``log(range_factor) / log1p(cap_i / unit_i)`` for a ``log`` feature of the schema — a count, length,
+  time or rate more than ``range_factor`` times (in ``1 + x / unit``) beyond the largest (or below the
+  smallest) seen in training — and by ``range_margin * max(high_i - low_i, WIDTH_FLOOR)`` for a ``lin``
+  feature (ratios, shares, flags). Features in ``range_exempt`` — the request block's hashed text
+  dimensions (:func:`text_dims`): signed random projections of n-grams, whose per-dimension extremes say
+  nothing about a prompt being unusual and, over 112 dimensions, would flag ordinary prompts by chance —
+  count in their block's drift only.
+
+Features in ``ignored`` — the clock, ``system.time_of_day_*`` (:func:`guard_layout`) — are left out of both
+scores. The env's clock starts at the trace's time 0 in every episode while the router reads the wall
+clock, so the training range of the time of day reflects how long the episodes were, not the traffic: on
+the first measurement (issue 12 item 5) every served observation lay outside it, 100 % false positives at
+any hour but midnight. The policy itself sees the clock clipped to its training range (the normalisation
+clips every raw feature first, :mod:`rlroute.train.normalize`), i.e. the training clock.
+
+Features whose training minimum recurs (at least ``ATOM_COUNT`` training observations exactly on it: an
+empty queue, no request finished yet, nothing cached) are zero-inflated: a value exactly on that minimum
+deviates by 0 in the drift, not by its Gaussian z. Every episode starts from empty pools, the same
+observation each time, rare among thousands but seen in training; scored by z it sat at the calibrated
+threshold, and a router's first decisions after its start, a hair off it, were flagged (0.7-1.7 % of
+300-request replay windows, all at the window's start).
+
+Why the range margin of a ``log`` feature is a factor: the range check's limits are the training sample's
+extremes, and for heavy-tailed load features (queue lengths, running requests) those are unstable — a
+replay through the router with the parity bench's policy (schema v2, replay windows 1-3 of
+``experiments/parity/ood.py``, fixed before its reported windows) saw large-pool queues of 4-7 where 3,600
+training observations had at most 2, which a margin of a quarter of the training width (0.25 x 0.2 schema
+units, a queue of ~3) flagged on 1-6 % of decisions. A factor of ``range_factor`` = 4 in ``1 + x / unit``
+(``RANGE_FACTOR``, an assumption: two doublings of the training extreme) leaves such tails alone and
+still flags a 40k-token prompt against a longest training prompt of ~6k.
 
 The observation is out of distribution when any block is flagged; the router then lets the seed heuristic
 decide (reason ``out_of_distribution``). Scoring one observation is ~10 vectorised NumPy calls on
@@ -22,12 +48,14 @@ preallocated buffers (no Python loop over features).
 
 **Calibration.** Validation observations are split in two halves (by episode seed). The thresholds are the
 per-block ``1 - q`` quantiles of the fit half's block scores, with the largest ``q`` whose joint false-positive
-rate on the fit half (any block over its threshold, or out of range) is at most ``target_fpr / 2``; the
-other half measures the false-positive rate the manifest reports (``fpr_holdout``), which must be at most
+rate on the fit half (any block over its threshold, or out of range) is at most ``target_fpr / 2``, each moved
+up to the middle of the gap to the next larger fit-half score (:func:`_midgap`: a quantile of scores
+that repeat lands on one of them; the middle of the gap keeps the fit half's flags and leaves the widest
+margin on both sides); the other half measures the false-positive rate the manifest reports (``fpr_holdout``), which must be at most
 ``target_fpr``. When the range check alone flags more than ``target_fpr / 4`` of the fit half, the margin
 is doubled until it does not (recorded). Training data are never used to measure a false-positive rate.
 
-Assumptions (parameters, not facts): ``VAR_FLOOR`` = 1e-4, i.e. a feature's spread is taken as at least
+Assumptions (parameters, not facts): ``RANGE_FACTOR`` = 4 (above); ``ATOM_COUNT`` = 5; ``VAR_FLOOR`` = 1e-4, i.e. a feature's spread is taken as at least
 0.01 in the schema's about-[-1, 1] units — a feature constant in training then scores z = 100 per unit
 of deviation instead of infinity; ``WIDTH_FLOOR`` = 0.05 for the range margin of (near-)constant features;
 ``range_margin`` = 0.25 of the training width by default; ``Z_CAP`` = 4 (the squared z of one feature
@@ -46,14 +74,26 @@ BLOCKS: tuple[str, ...] = ("request", "system", "cache")
 VAR_FLOOR = 1e-4
 WIDTH_FLOOR = 0.05
 RANGE_MARGIN = 0.25
+RANGE_FACTOR = 4.0
+ATOM_COUNT = 5
 TARGET_FPR = 0.01
 Z_CAP = 4.0
 TEXT_PREFIX = "request.text_"
+CLOCK_PREFIX = "system.time_of_day_"
 
 
 def text_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
     """Indices of the hashed text features (exempt from the range check) in a schema's ``names``."""
     return tuple(i for i, n in enumerate(names) if n.startswith(TEXT_PREFIX))
+
+
+def guard_layout(schema: Any) -> dict[str, Any]:
+    """What the guard needs from a :class:`~rlroute.features.schema.FeatureSchema`: the text dimensions
+    (``range_exempt``), the clock (``ignored``) and per feature ``log1p(cap / unit)`` of a ``log`` feature,
+    0 for a ``lin`` one (``log_norm``, for the range factor)."""
+    return {"range_exempt": text_dims(schema.names),
+            "ignored": tuple(i for i, n in enumerate(schema.names) if n.startswith(CLOCK_PREFIX)),
+            "log_norm": np.array([np.log1p(f.cap / f.unit) if f.kind == "log" else 0.0 for f in schema.features])}
 
 
 @dataclass(slots=True)
@@ -66,6 +106,7 @@ class ObsStats:
     high: np.ndarray
     count: float
     source: str
+    at_low: np.ndarray | None = None  # per feature: observations exactly at the minimum (None: not recorded)
 
     @classmethod
     def from_obs(cls, obs: np.ndarray, source: str) -> ObsStats:
@@ -73,7 +114,9 @@ class ObsStats:
         x = np.asarray(obs, dtype=np.float64)
         if x.ndim != 2 or len(x) == 0:
             raise ValueError(f"ObsStats.from_obs: expected float[n>0, dim] observations, got shape {x.shape}")
-        return cls(x.mean(axis=0), x.var(axis=0), x.min(axis=0), x.max(axis=0), float(len(x)), source)
+        low = x.min(axis=0)
+        return cls(x.mean(axis=0), x.var(axis=0), low, x.max(axis=0), float(len(x)), source,
+                   (x == low).sum(axis=0).astype(np.float64))
 
     @classmethod
     def from_norm(cls, norm: Any, count: float, source: str) -> ObsStats | None:
@@ -85,8 +128,9 @@ class ObsStats:
 
     def to_json(self) -> dict[str, Any]:
         """Manifest form."""
-        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "low": self.low.tolist(),
-                "high": self.high.tolist(), "count": self.count, "source": self.source}
+        d = {"mean": self.mean.tolist(), "var": self.var.tolist(), "low": self.low.tolist(),
+             "high": self.high.tolist(), "count": self.count, "source": self.source}
+        return d if self.at_low is None else {**d, "at_low": self.at_low.tolist()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ObsStats:
@@ -98,7 +142,10 @@ class ObsStats:
         if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1:
             raise ValueError(f"ood.stats: mean/var/low/high must be equal-length lists, got {[a.shape for a in arrays]}")
         mean, var, low, high = arrays
-        return cls(mean, var, low, high, float(d.get("count", 0.0)), str(d.get("source", "")))
+        at_low = np.asarray(d["at_low"], dtype=np.float64) if d.get("at_low") is not None else None
+        if at_low is not None and at_low.shape != mean.shape:
+            raise ValueError(f"ood.stats: at_low must have one entry per feature ({mean.shape}), got {at_low.shape}")
+        return cls(mean, var, low, high, float(d.get("count", 0.0)), str(d.get("source", "")), at_low)
 
 
 @dataclass
@@ -109,8 +156,11 @@ class OodGuard:
         stats: training statistics.
         slices: ``block -> slice`` of the observation (the schema's).
         thresholds: per-block RMS-z threshold ``tau_b``, in :data:`BLOCKS` order.
-        range_margin: widening of the training range, as a fraction of its width.
+        range_margin: widening of a ``lin`` feature's training range, as a fraction of its width.
         range_exempt: feature indices left out of the range check (drift only).
+        ignored: feature indices left out of both scores (the clock).
+        log_norm: per feature ``log1p(cap / unit)`` of a ``log`` feature, 0 for ``lin`` (None: all ``lin``).
+        range_factor: a ``log`` feature's range is widened by this factor in ``1 + x / unit``.
     """
 
     stats: ObsStats
@@ -118,6 +168,9 @@ class OodGuard:
     thresholds: np.ndarray
     range_margin: float = RANGE_MARGIN
     range_exempt: tuple[int, ...] = ()
+    ignored: tuple[int, ...] = ()
+    log_norm: np.ndarray | None = None
+    range_factor: float = RANGE_FACTOR
     _buf: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,21 +178,38 @@ class OodGuard:
         self.thresholds = np.asarray(self.thresholds, dtype=np.float64)
         if self.thresholds.shape != (len(BLOCKS),) or not np.all(self.thresholds > 0):
             raise ValueError(f"OodGuard: thresholds must be {len(BLOCKS)} positive numbers, got {self.thresholds}")
+        if self.range_factor <= 1:
+            raise ValueError(f"OodGuard: range_factor must be > 1, got {self.range_factor}")
+        log_norm = np.zeros(dim) if self.log_norm is None else np.asarray(self.log_norm, dtype=np.float64)
+        if log_norm.shape != (dim,):
+            raise ValueError(f"OodGuard: log_norm must have one entry per feature ({dim}), got {log_norm.shape}")
+        self.log_norm = log_norm
+        ignored = list(self.ignored)
         self._mean = self.stats.mean.astype(np.float32)
         self._inv_sigma = (1.0 / np.sqrt(self.stats.var + VAR_FLOOR)).astype(np.float32)
-        # mean z^2 of block b divided by tau_b^2, as one matmul: w[i, b] = 1 / (n_b tau_b^2) for i in b.
+        self._inv_sigma[ignored] = 0.0
+        # A recurring training minimum (an atom): an observation exactly on it deviates by 0 (module doc).
+        atoms = np.zeros(dim, dtype=bool) if self.stats.at_low is None else self.stats.at_low >= ATOM_COUNT
+        self._atom = np.where(atoms, self.stats.low, -np.inf).astype(np.float32)
+        self._on_atom = np.empty(dim, dtype=bool)
+        # mean z^2 of block b divided by tau_b^2, as one matmul: w[i, b] = 1 / (n_b tau_b^2) for i in b,
+        # n_b counting the block's scored (not ignored) features.
         self._w = np.zeros((dim, len(BLOCKS)), dtype=np.float32)
         self._block_of = np.full(dim, -1, dtype=np.int64)
+        scored = np.ones(dim, dtype=bool)
+        scored[ignored] = False
         for b, name in enumerate(BLOCKS):
             s = self.slices[name]
-            self._w[s, b] = 1.0 / ((s.stop - s.start) * self.thresholds[b] ** 2)
+            self._w[s, b] = scored[s] / (max(int(scored[s].sum()), 1) * self.thresholds[b] ** 2)
             self._block_of[s] = b
         if (self._block_of < 0).any():
             raise ValueError(f"OodGuard: blocks {BLOCKS} do not cover all {dim} features: {self.slices}")
         width = np.maximum(self.stats.high - self.stats.low, WIDTH_FLOOR)
+        is_log = log_norm > 0
+        margin = np.where(is_log, np.log(self.range_factor) / np.where(is_log, log_norm, 1.0), self.range_margin * width)
         self._mid = ((self.stats.high + self.stats.low) / 2).astype(np.float32)
-        self._inv_half = (1.0 / ((self.stats.high - self.stats.low) / 2 + self.range_margin * width)).astype(np.float32)
-        self._inv_half[list(self.range_exempt)] = 0.0  # |x - mid| * 0 never exceeds 1
+        self._inv_half = (1.0 / ((self.stats.high - self.stats.low) / 2 + margin)).astype(np.float32)
+        self._inv_half[list(self.range_exempt) + ignored] = 0.0  # |x - mid| * 0 never exceeds 1
         self._buf = np.empty(dim, dtype=np.float32)
         self._buf2 = np.empty(dim, dtype=np.float32)
 
@@ -153,6 +223,8 @@ class OodGuard:
         np.multiply(z, self._inv_sigma, out=z)
         np.multiply(z, z, out=z)
         np.minimum(z, Z_CAP * Z_CAP, out=z)
+        np.less_equal(obs, self._atom, out=self._on_atom)
+        z[self._on_atom] = 0.0
         drift2 = z @ self._w
         np.subtract(obs, self._mid, out=u)
         np.abs(u, out=u)
@@ -163,7 +235,8 @@ class OodGuard:
         """A batch ``float[n, dim]``: per-block ``drift`` (float64[n, 3]) and out-of-range flags (bool[n, 3])."""
         x = np.asarray(obs, dtype=np.float32)
         z = (x - self._mean) * self._inv_sigma
-        drift = np.sqrt((np.minimum(z * z, np.float32(Z_CAP * Z_CAP)) @ self._w).astype(np.float64))
+        z2 = np.where(x <= self._atom, np.float32(0.0), np.minimum(z * z, np.float32(Z_CAP * Z_CAP)))
+        drift = np.sqrt((z2 @ self._w).astype(np.float64))
         out_f = np.abs(x - self._mid) * self._inv_half > 1.0
         out = np.zeros((len(x), len(BLOCKS)), dtype=bool)
         for b, name in enumerate(BLOCKS):
@@ -187,25 +260,43 @@ class OodGuard:
         return {"blocks": {b: [self.slices[b].start, self.slices[b].stop] for b in BLOCKS},
                 "thresholds": dict(zip(BLOCKS, self.thresholds.tolist(), strict=True)),
                 "range_margin": self.range_margin, "range_exempt": list(self.range_exempt),
-                "var_floor": VAR_FLOOR, "width_floor": WIDTH_FLOOR, "z_cap": Z_CAP, "stats": self.stats.to_json()}
+                "ignored": list(self.ignored), "range_factor": self.range_factor,
+                "log_norm": np.asarray(self.log_norm).tolist(), "var_floor": VAR_FLOOR, "width_floor": WIDTH_FLOOR, "z_cap": Z_CAP, "stats": self.stats.to_json()}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], scale: float = 1.0, range_margin: float | None = None) -> OodGuard:
-        """Rebuild from a manifest's ``ood`` field; ``scale`` multiplies every threshold, ``range_margin``
-        replaces the calibrated one. Raises ``ValueError`` naming what is missing or malformed."""
+    def from_json(cls, d: dict[str, Any], scale: float = 1.0, range_margin: float | None = None,
+                  range_factor: float | None = None) -> OodGuard:
+        """Rebuild from a manifest's ``ood`` field; ``scale`` multiplies every threshold, ``range_margin`` and
+        ``range_factor`` replace the calibrated ones. A manifest written before the clock and the range
+        factor existed (no ``ignored`` / ``log_norm``) scores every feature with the ``lin`` margin, as it
+        was calibrated. Raises ``ValueError`` naming what is missing or malformed."""
         try:
             slices = {b: slice(int(d["blocks"][b][0]), int(d["blocks"][b][1])) for b in BLOCKS}
             taus = np.array([float(d["thresholds"][b]) for b in BLOCKS]) * float(scale)
             margin = float(d["range_margin"] if range_margin is None else range_margin)
+            factor = float(d.get("range_factor", RANGE_FACTOR) if range_factor is None else range_factor)
             exempt = tuple(int(i) for i in d.get("range_exempt", ()))
+            ignored = tuple(int(i) for i in d.get("ignored", ()))
+            log_norm = np.asarray(d["log_norm"], dtype=np.float64) if "log_norm" in d else None
         except (KeyError, TypeError, IndexError) as e:
             raise ValueError(f"manifest ood: missing or malformed {e}") from e
-        return cls(ObsStats.from_json(d["stats"]), slices, taus, margin, exempt)
+        return cls(ObsStats.from_json(d["stats"]), slices, taus, margin, exempt, ignored, log_norm, factor)
 
 
 def _taus(drift: np.ndarray, q: float) -> np.ndarray:
     """Per-block empirical ``1 - q`` quantile of the drift."""
     return np.asarray(np.quantile(drift, 1.0 - q, axis=0))
+
+
+def _midgap(drift: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """Move each block's threshold from its quantile up to the middle of the gap to the next larger fit-half
+    score (the fit half's flags do not change)."""
+    out = np.empty_like(taus)
+    for b, t in enumerate(taus):
+        above = drift[:, b][drift[:, b] > t * (1 + 1e-9)]
+        # 1e-4 relative slack at least: the quantile is in float64, the guard's per-observation path in float32
+        out[b] = max((t + above.min()) / 2 if above.size else t, t * (1 + 1e-4), 1e-6)
+    return out
 
 
 def _fpr(drift: np.ndarray, out: np.ndarray, taus: np.ndarray) -> float:
@@ -214,8 +305,12 @@ def _fpr(drift: np.ndarray, out: np.ndarray, taus: np.ndarray) -> float:
 
 def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdout: np.ndarray,
               target_fpr: float = TARGET_FPR, range_margin: float = RANGE_MARGIN,
-              range_exempt: tuple[int, ...] = ()) -> tuple[OodGuard, dict[str, Any]]:
+              range_exempt: tuple[int, ...] = (), ignored: tuple[int, ...] = (),
+              log_norm: np.ndarray | None = None,
+              range_factor: float = RANGE_FACTOR) -> tuple[OodGuard, dict[str, Any]]:
     """Choose per-block thresholds on ``fit`` (validation observations) and measure ``holdout``'s false positives.
+
+    ``range_exempt``, ``ignored`` and ``log_norm`` describe the schema (:func:`guard_layout`).
 
     Returns:
         The guard and the calibration record for the manifest (``fpr_fit``, ``fpr_holdout``, per-block
@@ -226,13 +321,13 @@ def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdou
     if len(fit) < 50 or len(holdout) < 50:
         raise ValueError(f"ood calibration needs >= 50 observations per half, got {len(fit)} and {len(holdout)}")
     ones = np.ones(len(BLOCKS))
-    margin = float(range_margin)
-    while True:  # widen the range margin until it alone stays within a quarter of the budget
-        raw = OodGuard(stats, slices, ones, margin, range_exempt)
+    margin, factor = float(range_margin), float(range_factor)
+    while True:  # widen the range margins until they alone stay within a quarter of the budget
+        raw = OodGuard(stats, slices, ones, margin, range_exempt, ignored, log_norm, factor)
         drift, out = raw.scores(fit)
         if out.any(axis=1).mean() <= target_fpr / 4 or margin > 64:
             break
-        margin *= 2
+        margin, factor = margin * 2, factor * 2
     lo, hi = 0.0, target_fpr  # bisect the per-block tail mass q (joint FPR is monotone in q)
     for _ in range(40):
         q = (lo + hi) / 2
@@ -240,14 +335,13 @@ def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdou
             lo = q
         else:
             hi = q
-    # 1e-4 relative slack: the quantile is in float64, the guard's per-observation path in float32
-    taus = np.maximum(_taus(drift, lo) * (1 + 1e-4), 1e-6)
-    guard = OodGuard(stats, slices, taus, margin, range_exempt)
+    taus = _midgap(drift, _taus(drift, lo))
+    guard = OodGuard(stats, slices, taus, margin, range_exempt, ignored, log_norm, factor)
     h_drift, h_out = guard.scores(holdout)
     f_drift, f_out = guard.scores(fit)
     fpr_hold = _fpr(h_drift, h_out, ones)
     record = {
-        "target_fpr": target_fpr, "quantile_tail": lo, "range_margin": margin,
+        "target_fpr": target_fpr, "quantile_tail": lo, "range_margin": margin, "range_factor": factor,
         "n_fit": int(len(fit)), "n_holdout": int(len(holdout)),
         "fpr_fit": _fpr(f_drift, f_out, ones), "fpr_holdout": fpr_hold,
         "fpr_holdout_by_block": {b: float(((h_drift[:, i] > 1) | h_out[:, i]).mean()) for i, b in enumerate(BLOCKS)},

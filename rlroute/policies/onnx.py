@@ -138,7 +138,10 @@ class OnnxPolicy(Policy):
         ood: score every observation against the manifest's training statistics and refuse those out of
             distribution (no effect for a folder exported without ``ood``).
         ood_scale: multiplies the calibrated per-block thresholds (> 1: fewer refusals).
-        ood_range_margin: replaces the calibrated widening of the training range (None: the manifest's).
+        ood_range_margin: replaces the calibrated widening of a ``lin`` feature's training range (None: the
+            manifest's).
+        ood_range_factor: replaces the calibrated widening factor of a ``log`` feature's range (None: the
+            manifest's).
 
     Raises:
         PolicyLoadError: the folder is missing, corrupt, or was exported for another feature schema.
@@ -154,6 +157,7 @@ class OnnxPolicy(Policy):
     ood: bool = True
     ood_scale: float = 1.0
     ood_range_margin: float | None = None
+    ood_range_factor: float | None = None
     name: str = "onnx"
     manifest: dict[str, Any] = field(init=False, repr=False)
     fallbacks: Counter[str] = field(init=False, repr=False)
@@ -172,7 +176,8 @@ class OnnxPolicy(Policy):
         self.guard: OodGuard | None = None
         if self.ood and self.manifest.get("ood"):
             try:
-                self.guard = OodGuard.from_json(self.manifest["ood"], self.ood_scale, self.ood_range_margin)
+                self.guard = OodGuard.from_json(self.manifest["ood"], self.ood_scale, self.ood_range_margin,
+                                               self.ood_range_factor)
             except ValueError as e:
                 raise PolicyLoadError(REASON_CORRUPT, f"{self.path}: {e}") from e
             if len(self.guard.stats.mean) != self.obs_dim:

@@ -136,9 +136,10 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         raise ServeConfigError(f"serve.slo: expected {{ttft_s, tpot_s}}, got {slo!r}")
     o = c.get("ood") or {}
     if not isinstance(o, dict):
-        raise ServeConfigError(f"serve.ood: expected a mapping (enabled, scale, range_margin, halflife), got {o!r}")
+        raise ServeConfigError(f"serve.ood: expected a mapping (enabled, scale, range_margin, range_factor, halflife), got {o!r}")
     ood = OodSettings(enabled=bool(o.get("enabled", True)), scale=_num(o, "scale", 1.0, float, 1e-9),
                       range_margin=None if o.get("range_margin") is None else _num(o, "range_margin", 0.25, float, 0.0),
+                      range_factor=None if o.get("range_factor") is None else _num(o, "range_factor", 4.0, float, 1.0 + 1e-9),
                       halflife=_num(o, "halflife", 100.0, float, 1.0),
                       record=str(o["record"]) if o.get("record") else None,
                       record_max=_num(o, "record_max", 100_000, int, 1))

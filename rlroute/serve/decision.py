@@ -68,6 +68,7 @@ class OodSettings:
     enabled: bool = True
     scale: float = 1.0  # multiplies the manifest's calibrated per-block thresholds
     range_margin: float | None = None  # None: the manifest's
+    range_factor: float | None = None  # None: the manifest's
     halflife: float = 100.0  # decisions: half-life of the drift gauges' moving average
     record: str | None = None  # .npy file: every observation decided on is saved there at shutdown
     record_max: int = 100_000  # observations kept for ``record`` (the first ones)
@@ -112,7 +113,7 @@ def load(path: str | None, timeout_s: float | None, ood: OodSettings | None = No
             raise PolicyLoadError(REASON_MISSING, f"{path}: no such policy folder")
         o = ood or OodSettings()
         policy = OnnxPolicy(path, fallback=fallback, timeout_s=timeout_s, ood=o.enabled, ood_scale=o.scale,
-                            ood_range_margin=o.range_margin)
+                            ood_range_margin=o.range_margin, ood_range_factor=o.range_factor)
         extractor = FeatureExtractor(policy.feature_text)
         return Loaded(policy, None, "", extractor, path, time.time())
     except PolicyLoadError as e:
@@ -208,7 +209,8 @@ class PolicySlot:
             info["created_at"] = m.get("created_at")
             cal = (m.get("ood") or {}).get("calibration")
             info["ood"] = {"guarded": g.policy.guard is not None, "settings": {
-                "enabled": self.ood.enabled, "scale": self.ood.scale, "range_margin": self.ood.range_margin},
+                "enabled": self.ood.enabled, "scale": self.ood.scale, "range_margin": self.ood.range_margin,
+                "range_factor": self.ood.range_factor},
                 "calibration": cal, "drift": dict(zip(BLOCKS, self.drift.values(),
                                                       strict=True))}
         return info

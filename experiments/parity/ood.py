@@ -1,0 +1,160 @@
+"""False positives and true positives of the OOD guard through ``rlroute serve`` (issue 12 item 5).
+
+The policy is the parity bench's (``experiments/parity/policy``, :mod:`make_policy`): training statistics
+from the ``train`` split of the bench's setting, thresholds calibrated on its ``val`` split. Three figures:
+
+* **validation** — the manifest's held-out half of the ``val`` calibration (``fpr_holdout``), and the
+  guard on fresh ``val`` windows in the simulator (seeds 300+, not used by the calibration), the policy
+  deciding;
+* **parity replay** — windows of the ``all`` split (conversations generated apart from ``train`` and
+  ``val``) at ``--load`` of the knee (measured as ``rlroute bench parity`` does, on its window) through
+  ``rlroute serve`` over emulated workers, exactly as ``rlroute bench parity``'s tier 2 sends them, each
+  window on freshly started workers and router (as the bench and the training episodes start);
+  false-positive rate = the share of the router's decisions with reason ``out_of_distribution`` (its
+  decision log), checked against its ``rlroute_router_fallbacks_total`` counter. Windows use seeds 11+
+  (windows 1-3 were used while redesigning the score: ``rlroute/export/ood.py``);
+* **shifted trace** — the same kind of windows with every prompt repeated ``--shift`` times (input-length
+  statistics ``--shift`` x training's), through the router the same way: true-positive rate = share flagged;
+* **warm server** (``--warm``, reported apart): the replay windows back to back through one router and
+  fleet, as a deployment runs — beyond the first window the pools' caches are fuller than in any training
+  episode (short windows from a cold start), a real difference between training and serving, not a false
+  positive.
+
+Usage (about 3 minutes on 2 cores)::
+
+    .venv/bin/python experiments/parity/ood.py --out experiments/parity/ood_results.json
+
+The last stdout line is the result JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlroute.bench import parity as P
+
+REASON = "out_of_distribution"
+
+
+def _shifted(reqs: list[Any], factor: int) -> list[Any]:
+    out = []
+    for r in reqs:
+        s = copy.copy(r)
+        s.prompt = " ".join([r.prompt] * factor)
+        out.append(s)
+    return out
+
+
+def _counter(url: str) -> float:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for s in fam.samples:
+            if s.name == "rlroute_router_fallbacks_total" and s.labels.get("reason") == REASON:
+                total += s.value
+    return total
+
+
+def _replay_rate(server: Any, reqs: list[Any], speedup: float) -> dict[str, Any]:
+    """Replay ``reqs`` through ``server``; its OOD refusals (decision log) and its counter's total."""
+    decided, _, _, _ = P._replay(server, reqs, speedup)
+    flags = [decided[i]["reason"] == REASON for i in range(len(reqs))]
+    first = next((i for i, f in enumerate(flags) if f), None)
+    return {"n": len(flags), "flagged": int(sum(flags)), "rate": float(np.mean(flags)), "first_flagged": first,
+            "other_fallbacks": int(sum(1 for d in decided.values() if d["source"] == "fallback"
+                                       and d["reason"] != REASON)), "counter": _counter(server.router.url)}
+
+
+def _fresh(policy: Path, speedup: float, reqs: list[Any], seed: int) -> dict[str, Any]:
+    """One window on freshly started workers and router."""
+    with tempfile.TemporaryDirectory(prefix="rlroute-ood-") as tmp:
+        server = P._Server(policy, speedup, Path(tmp), None)
+        try:
+            return {"seed": seed, **_replay_rate(server, reqs, speedup)}
+        finally:
+            server.close()
+
+
+def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load: float,
+        speedup: float, warm: bool) -> dict[str, Any]:
+    from rlroute.export.ood import OodGuard
+    from rlroute.serve.decision import PolicySlot
+
+    manifest = json.loads((policy / "manifest.json").read_text())
+    guard = OodGuard.from_json(manifest["ood"])
+    slot = PolicySlot(str(policy), 0.0, {})
+    val = []
+    for seed in range(300, 300 + windows):
+        obs, _, _, _ = P._run_sim(P._client_requests(P._window(n, 9.6, seed, "val"), exact=True), slot)
+        val.append(float(guard.flags(obs).mean()))
+    knee, _ = P._knee(lambda rate: P._client_requests(P._window(n, rate, 1), exact=True), slot)  # the bench's
+    rate = load * knee
+    t0 = time.monotonic()
+    replay = [_fresh(policy, speedup, P._client_requests(P._window(n, rate, seed), exact=True), seed)
+              for seed in range(11, 11 + windows)]
+    shifted = [_fresh(policy, speedup, P._client_requests(_shifted(P._window(n, rate, seed), shift), exact=True), seed)
+               for seed in range(11, 11 + shift_windows)]
+    warm_rows = []
+    if warm:
+        with tempfile.TemporaryDirectory(prefix="rlroute-ood-") as tmp:
+            server = P._Server(policy, speedup, Path(tmp), None)
+            try:
+                for seed in range(11, 11 + windows):
+                    reqs = P._client_requests(P._window(n, rate, seed), exact=True)
+                    warm_rows.append({"seed": seed, **_replay_rate(server, reqs, speedup)})
+            finally:
+                server.close()
+    wall = time.monotonic() - t0
+    total = sum(w["n"] for w in replay)
+    cal = manifest["ood"]["calibration"]
+    return {
+        "value": sum(w["flagged"] for w in replay) / total, "unit": "ood_false_positive_rate_parity_replay",
+        "policy": str(policy), "target_fpr": cal["target_fpr"],
+        "validation": {"fpr_holdout": cal["fpr_holdout"], "n_holdout": cal["n_holdout"],
+                       "fpr_holdout_by_block": cal["fpr_holdout_by_block"],
+                       "fresh_val_windows_sim": {"seeds": list(range(300, 300 + windows)), "n_each": n,
+                                                 "rate_req_s": 9.6, "fpr": val, "fpr_mean": float(np.mean(val))}},
+        "parity_replay": {"knee_req_s": knee, "rate_req_s": rate, "speedup": speedup, "windows": replay,
+                          "fpr": sum(w["flagged"] for w in replay) / total, "n": total},
+        "shifted": {"prompt_repeat": shift, "windows": shifted,
+                    "tpr": sum(w["flagged"] for w in shifted) / max(1, sum(w["n"] for w in shifted))},
+        "warm_server": {"windows": warm_rows},
+        "metrics_counter_matches_log": all(w["counter"] == w["flagged"] for w in replay + shifted), "wall_s": wall,
+        "guard": {k: manifest["ood"][k] for k in ("thresholds", "range_margin", "range_factor")},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy", default=str(P.DEFAULT_POLICY))
+    ap.add_argument("--n", type=int, default=300, help="requests per window")
+    ap.add_argument("--windows", type=int, default=5, help="parity-replay windows (and fresh val windows)")
+    ap.add_argument("--shift-windows", type=int, default=2)
+    ap.add_argument("--shift", type=int, default=8, help="each prompt of the shifted trace repeated this often")
+    ap.add_argument("--load", type=float, default=0.6)
+    ap.add_argument("--speedup", type=float, default=10.0)
+    ap.add_argument("--warm", action="store_true", help="also replay the windows back to back through one router")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    res = run(Path(a.policy), a.n, a.windows, a.shift_windows, a.shift, a.load, a.speedup, a.warm)
+    res["command"] = " ".join([".venv/bin/python experiments/parity/ood.py", *sys.argv[1:]])
+    res["cpu_count"] = os.cpu_count()
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
