@@ -265,3 +265,25 @@ def test_paused_pool_is_seen_and_refused_by_the_guard(live: LiveCluster) -> None
         live.resume("small")
     live.scrape(force=True)
     assert live.state().pools["small"].available
+
+
+def test_live_cluster_sends_the_cap_and_the_next_turn_hits_its_answer(live: LiveCluster) -> None:
+    """``max_new_tokens`` is the client's cap (2048) while the reply ends at its true length (100), and the
+    answer enters the worker's cache at finish: turn 2 (turn 1's 3 blocks + the answer's block + a new one)
+    hits 4 blocks over HTTP, as in the simulator."""
+    one = Request(id=0, arrival=0.0, input_len=192, output_len=100, blocks=(71, 72, 73), block_size=64,
+                  max_new_tokens=2048, output_blocks=(74,))
+    two = Request(id=1, arrival=60.0, input_len=320, output_len=5, blocks=(71, 72, 73, 74, 75), block_size=64,
+                  max_new_tokens=64)
+    got = []
+    for r in (one, two):
+        live.submit(r, Action.LARGE)
+        got += live.drain()
+    assert [c.output_tokens for c in got] == [100, 5]
+    assert got[1].cached_tokens == 4 * 64, got
+    sim, done = _sim(), []
+    for r in (one, two):
+        done += sim.advance(r.arrival)  # type: ignore[attr-defined]
+        sim.submit(r, Action.LARGE)  # type: ignore[attr-defined]
+    done = sorted(done + sim.drain(), key=lambda c: c.request_id)  # type: ignore[attr-defined]
+    assert [c.cached_tokens for c in done] == [c.cached_tokens for c in got]

@@ -304,3 +304,69 @@ def test_engine_runs_the_simulators_scheduler(mixed: bool) -> None:
     assert not engine.inst.waiting
     if not mixed:
         assert engine.inst.retracted_total == 1  # type: ignore[attr-defined]
+
+
+def test_output_tokens_header_ends_the_reply_before_the_cap(worker: str) -> None:
+    """The reply ends where the header says (the emulated EOS), ``max_new_tokens`` stays the cap."""
+    from rlroute.worker.tokens import OUTPUT_TOKENS_HEADER
+
+    body = {"text": "stop early please " * 20, "sampling_params": {"max_new_tokens": 40}}
+    early = httpx.post(worker + "/generate", json=body, headers={OUTPUT_TOKENS_HEADER: "7"}, timeout=30).json()
+    assert early["meta_info"]["completion_tokens"] == 7 and early["meta_info"]["finish_reason"] == {"type": "stop"}
+    full = _post(worker, "/generate", body).json()
+    assert full["meta_info"]["completion_tokens"] == 40
+    assert full["meta_info"]["finish_reason"] == {"type": "length", "length": 40}
+    beyond = httpx.post(worker + "/generate", json=body, headers={OUTPUT_TOKENS_HEADER: "90"}, timeout=30).json()
+    assert beyond["meta_info"]["completion_tokens"] == 40  # never past the cap
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 40}
+    r = httpx.post(worker + "/v1/chat/completions", json=chat, headers={OUTPUT_TOKENS_HEADER: "3"}, timeout=30).json()
+    assert r["usage"]["completion_tokens"] == 3 and r["choices"][0]["finish_reason"] == "stop"
+    bad = httpx.post(worker + "/generate", json=body, headers={OUTPUT_TOKENS_HEADER: "zero"}, timeout=30)
+    assert bad.status_code == 400 and OUTPUT_TOKENS_HEADER in bad.text
+    # the instance model reserves from the cap (SGLang's admission) and generates up to the early end
+    engine, _ = _clocked_engine(SMALL)
+    job = engine.submit((), 100, 40, output_tokens=7)
+    assert (job.req.max_new_tokens, job.req.output_len) == (40, 7)
+
+
+def test_answer_enters_the_prefix_cache_for_the_next_turn(worker: str) -> None:
+    """Turn 2 carries turn 1's 3 prompt blocks + its 2 answer blocks: with the answer's blocks in the header,
+    the worker caches the answer at finish and turn 2 hits 5 blocks; without it, only the 3 prompt blocks."""
+    from rlroute.worker.tokens import (
+        OUTPUT_BLOCKS_HEADER,
+        OUTPUT_TOKENS_HEADER,
+        block_ids,
+        output_blocks_header,
+    )
+
+    for base, header in ((1000, True), (2000, False)):
+        assert httpx.post(worker + "/flush_cache", timeout=10).status_code == 200
+        prompt, answer = (base + 1, base + 2, base + 3), (base + 4, base + 5)
+        headers = {OUTPUT_TOKENS_HEADER: "130"}
+        if header:
+            headers[OUTPUT_BLOCKS_HEADER] = output_blocks_header(answer, 64)
+        one = {"input_ids": block_ids(prompt, 64).tolist(), "sampling_params": {"max_new_tokens": 512}}
+        first = httpx.post(worker + "/generate", json=one, headers=headers, timeout=30).json()
+        assert first["meta_info"]["completion_tokens"] == 130
+        two = {"input_ids": block_ids((*prompt, *answer, base + 6), 64).tolist(), "sampling_params": {"max_new_tokens": 4}}
+        second = _post(worker, "/generate", two).json()
+        assert second["meta_info"]["cached_tokens"] == (5 if header else 3) * 64, (header, second["meta_info"])
+    bad = httpx.post(worker + "/generate", json=one, headers={OUTPUT_BLOCKS_HEADER: "64:a,b"}, timeout=30)
+    assert bad.status_code == 400 and OUTPUT_BLOCKS_HEADER in bad.text
+
+
+def test_answer_blocks_follow_the_next_turns_chain() -> None:
+    """Worker pages finer than the client's blocks: the answer's chain starts at the client's last full
+    block; a prompt ending past a worker page inside a client block is not extended (its tail is rewritten)."""
+    from rlroute.worker.tokens import answer_blocks, block_ids, id_blocks
+
+    prompt, answer = (11, 12), (13, 14)
+    ids = block_ids(prompt, 128).tolist()  # 256 tokens = 2 client blocks = 4 worker pages
+    keys = answer_blocks(ids, id_blocks(ids, 64), 128, answer, 64)
+    nxt = id_blocks(block_ids((*prompt, *answer), 128).tolist(), 64)
+    assert keys == nxt[4:] and len(keys) == 4
+    tail = ids[:200]  # ends 72 tokens into client block 2, past worker page 3
+    assert answer_blocks(tail, id_blocks(tail, 64), 128, answer, 64) == ()
+    short = ids[:140]  # 12 tokens into client block 2: the worker's 2 full pages lie in block 1
+    got = answer_blocks(short, id_blocks(short, 64), 128, answer, 64)
+    assert got == id_blocks(block_ids((11, 13, 14), 128).tolist(), 64)[2:]

@@ -215,20 +215,24 @@ def run_sim(reqs: list[Request], actions: list[int], pools_sim: dict[str, Any],
     ``arrivals``: replay at these times (the live run's send times) instead of the trace's, so the gap
     measures the instance model alone, not the harness's send lag within bursts of simultaneous arrivals.
 
-    The simulator gets what the live workers get: ``max_new_tokens`` = the output length (``LiveCluster``
-    sends it as ``sampling_params.max_new_tokens``, and an emulated worker generates exactly that many
-    tokens) and no ``output_blocks`` (a worker cannot know the ids the next turn will carry for its
-    answer), so both run SGLang's reservation and cache on the same inputs.
+    The simulator gets what the live workers get: ``LiveCluster`` sends the client's cap as
+    ``max_new_tokens`` and the true length and the answer's blocks as the emulated worker's headers
+    (:mod:`rlroute.worker.app`), so both reserve from the cap and cache the answer — except where the worker
+    cannot extend the prompt's chain with the answer (the prompt ends inside one of the trace's 512-token
+    blocks but past one of the worker's 64-token pages: :func:`rlroute.worker.tokens.answer_blocks`); there
+    the simulator gets no ``output_blocks`` either.
     """
     import copy
 
     from rlroute.cluster.sim import SimCluster
 
+    page = 64  # the emulated worker's page (conf/worker.yaml block_size), as the workers run here
     sim = SimCluster(pools=pools_sim, seed=0)
     order = []
     for i, (r, a) in enumerate(zip(reqs, actions, strict=True)):
         r2 = copy.copy(r)
-        r2.max_new_tokens, r2.output_blocks = r.output_len, ()
+        if (r.input_len // page) * page > (r.input_len // r.block_size) * r.block_size:
+            r2.output_blocks = ()
         if arrivals is not None:
             r2.arrival = max(0.0, float(arrivals[i]))
         order.append((r2, a))

@@ -5,8 +5,21 @@ answers ``{"text", "meta_info"}`` or streams Server-Sent Events ``data: {...}`` 
 cumulative output (as SGLang's native API streams), closed by ``data: [DONE]``. ``meta_info`` carries
 ``id``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``, ``e2e_latency`` (modelled seconds:
 what the instance model says the request took on the real server, not the sped-up wall time, which is
-``wall_latency``) and ``finish_reason`` (``{"type": "length", "length": n}``). The OpenAI endpoints return
-OpenAI shapes with ``usage.prompt_tokens_details.cached_tokens`` as SGLang does.
+``wall_latency``) and ``finish_reason`` (``{"type": "length", "length": n}`` at the cap, ``{"type": "stop"}``
+before it). The OpenAI endpoints return OpenAI shapes with ``usage.prompt_tokens_details.cached_tokens`` as
+SGLang does.
+
+Two request headers stand in for what a real model and its client know (emulation hooks; a real SGLang
+ignores them):
+
+* ``x-rlroute-output-tokens: n`` — the reply ends after ``n`` tokens (a real model's EOS), at most the
+  request's ``max_new_tokens``, which stays the cap SGLang's admission reserves from. Without it the
+  emulated model generates the whole cap.
+* ``x-rlroute-output-blocks: block_size:h1,h2,...`` (``input_ids`` requests) — the chained ids the next
+  turn's prompt carries for this answer (``Request.output_blocks``, expanded to token ids as the live
+  cluster expands prompt blocks): when the request finishes, the answer enters the prefix cache under the
+  ids the next turn's ``input_ids`` will hash to, as SGLang's ``cache_finished_req`` inserts the output
+  tokens, so the next turn hits its own answer (:func:`rlroute.worker.tokens.answer_blocks`).
 """
 
 from __future__ import annotations
@@ -25,7 +38,18 @@ from rlroute.worker import schemas
 from rlroute.worker.engine import Engine, Job
 from rlroute.worker.faults import Faults
 from rlroute.worker.metrics import WorkerMetrics
-from rlroute.worker.tokens import chat_prompt, count_tokens, filler_ids, filler_text, id_blocks, text_blocks
+from rlroute.worker.tokens import (
+    OUTPUT_BLOCKS_HEADER,
+    OUTPUT_TOKENS_HEADER,
+    answer_blocks,
+    chat_prompt,
+    count_tokens,
+    filler_ids,
+    filler_text,
+    id_blocks,
+    parse_output_blocks,
+    text_blocks,
+)
 
 
 class WorkerState:
@@ -46,6 +70,24 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
 
 
+def _output_tokens(value: str | None) -> int | None:
+    """The ``x-rlroute-output-tokens`` header: None when absent; ``ValueError`` naming it when malformed."""
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{OUTPUT_TOKENS_HEADER}: expected a token count >= 1, got {value[:40]!r}")
+    return n
+
+
+def _finish(job: Job) -> str:
+    """OpenAI's ``finish_reason`` of a finished job: ``length`` at the cap, ``stop`` before it (EOS)."""
+    return "length" if job.generated >= job.max_new_tokens else "stop"
+
+
 def _meta(state: WorkerState, job: Job, t0: float) -> dict[str, Any]:
     start = job.arrival
     end = job.finish if job.finish is not None else state.engine.virtual_now()
@@ -58,7 +100,8 @@ def _meta(state: WorkerState, job: Job, t0: float) -> dict[str, Any]:
         "ttft": (job.first_token - start) if job.first_token is not None else None,
         "wall_latency": time.monotonic() - t0,
         "weight_version": state.weight_version,
-        "finish_reason": {"type": "length", "length": job.generated} if job.finish is not None else None,
+        "finish_reason": None if job.finish is None else (
+            {"type": "length", "length": job.generated} if job.generated >= job.max_new_tokens else {"type": "stop"}),
     }
 
 
@@ -114,15 +157,24 @@ def create_app(state: WorkerState) -> FastAPI:
         status = await state.faults.apply()
         if status is not None:
             return _error(status, f"injected fault (status {status})")
+        bs = state.engine.model.block_size
         if ids is not None:
-            blocks, n = id_blocks(ids, state.engine.model.block_size), len(ids)
+            blocks, n = id_blocks(ids, bs), len(ids)
         else:
             text = prompt or ""
-            blocks, n = text_blocks(text, state.engine.model.block_size), count_tokens(text)
+            blocks, n = text_blocks(text, bs), count_tokens(text)
         if n + max_new > state.engine.model.kv_capacity_tokens:
             return _error(400, f"prompt ({n} tokens) + max_new_tokens ({max_new}) exceeds the KV capacity "
                           f"({state.engine.model.kv_capacity_tokens} tokens)")
-        return state.engine.submit(blocks, n, max_new, hold=hold)
+        answer: tuple[int, ...] = ()
+        try:
+            out_len = _output_tokens(request.headers.get(OUTPUT_TOKENS_HEADER))
+            if ids is not None and (v := request.headers.get(OUTPUT_BLOCKS_HEADER)):
+                out_bs, out_blocks = parse_output_blocks(v)
+                answer = answer_blocks(ids, blocks, out_bs, out_blocks, bs)
+        except ValueError as e:
+            return _error(400, str(e))
+        return state.engine.submit(blocks, n, max_new, hold=hold, output_tokens=out_len, output_blocks=answer)
 
     async def events(job: Job) -> AsyncIterator[int]:
         """Yield the token count each time the engine emits, coalescing tokens that arrived together."""
@@ -197,7 +249,7 @@ def create_app(state: WorkerState) -> FastAPI:
                 delta = filler_text(n, seed)[len(filler_text(sent[0], seed)) :]
                 sent[0] = n
                 done = job.finish is not None
-                reason = "length" if done else None
+                reason = _finish(job) if done else None
                 choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
                 if chat:
                     choice["delta"] = {"role": "assistant", "content": delta}
@@ -211,7 +263,7 @@ def create_app(state: WorkerState) -> FastAPI:
             return stream(job, t0, chunk, seed)
         await run_to_end(job)
         text = filler_text(job.generated, seed)
-        choice = {"index": 0, "finish_reason": "length"}
+        choice = {"index": 0, "finish_reason": _finish(job)}
         choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
         return JSONResponse({**base, "object": obj, "choices": [choice], "usage": usage(job)})
 

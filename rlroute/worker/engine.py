@@ -160,22 +160,28 @@ class Engine:
         if hold is not None and self._holds.pop(hold, None) is not None:
             self._wake.set()
 
-    def submit(self, blocks: tuple[int, ...], prompt_tokens: int, max_new_tokens: int, hold: int | None = None) -> Job:
+    def submit(self, blocks: tuple[int, ...], prompt_tokens: int, max_new_tokens: int, hold: int | None = None,
+               output_tokens: int | None = None, output_blocks: tuple[int, ...] = ()) -> Job:
         """Queue a request; its events (``("token", n)`` with n tokens so far, then ``("done", n)``) arrive on
         ``job.events``.
 
         Args:
             blocks: chained block ids of the prompt (``model.block_size`` tokens each).
             prompt_tokens: prompt length in tokens.
-            max_new_tokens: tokens to generate (the emulated model always generates all of them).
+            max_new_tokens: the client's cap (SGLang's admission reserves from it).
             hold: the request's :meth:`hold` (its arrival time; released here); ``None``: arrives now.
+            output_tokens: where the reply ends (a real model's EOS), at most the cap; ``None``: the cap.
+            output_blocks: the answer's block ids as the next turn will carry them; inserted into the prefix
+                cache when the request finishes (``Request.output_blocks``), ``()``: not inserted.
         """
         arrival = self._holds.pop(hold, None) if hold is not None else None
         n_in = max(1, prompt_tokens)
         rid = next(self._ids)
         t = self.virtual_now() if arrival is None else arrival
-        req = Request(id=rid, arrival=t, input_len=n_in, output_len=max(1, max_new_tokens), blocks=blocks,
-                      block_size=self.model.block_size, max_new_tokens=max(1, max_new_tokens))
+        cap = max(1, max_new_tokens)
+        out = cap if output_tokens is None else max(1, min(int(output_tokens), cap))
+        req = Request(id=rid, arrival=t, input_len=n_in, output_len=out, blocks=blocks,
+                      block_size=self.model.block_size, max_new_tokens=cap, output_blocks=tuple(output_blocks))
         job = Job(rid=f"{rid:x}", req=req, prompt_tokens=n_in, max_new_tokens=max_new_tokens, arrival=t)
         job.seq = Seq(job, n_in, req.output_len, blocks, req.block_size, rid, req.max_new_tokens)  # type: ignore[arg-type]
         # by arrival: a request held while parsing goes before later arrivals submitted meanwhile

@@ -52,7 +52,7 @@ def text_blocks(text: str, block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[int, .
     return _chain(text.encode("utf-8", "surrogatepass"), block_size * BYTES_PER_TOKEN)
 
 
-def id_blocks(token_ids: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[int, ...]:
+def id_blocks(token_ids: Sequence[int] | np.ndarray, block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[int, ...]:
     """Chained hashes of the full blocks of real token ids (``/generate`` with ``input_ids``)."""
     if block_size <= 0:
         raise ValueError(f"block_size must be a positive number of tokens, got {block_size}")
@@ -86,3 +86,60 @@ def filler_ids(n_tokens: int, seed: int = 0) -> list[int]:
 def filler_text(n_tokens: int, seed: int = 0) -> str:
     """Deterministic generated text of ``n_tokens`` words (the emulated model's output)."""
     return "".join(" " + _WORDS[(seed + i) % len(_WORDS)] for i in range(n_tokens))
+
+
+# -- emulation hooks: what a real model's EOS and its chat client would tell the worker ------------------
+OUTPUT_TOKENS_HEADER = "x-rlroute-output-tokens"
+OUTPUT_BLOCKS_HEADER = "x-rlroute-output-blocks"
+MASK31 = (1 << 31) - 1
+MULT = 0x9E3779B1  # Knuth's multiplicative-hash constant: spreads consecutive block ids apart
+
+
+def block_ids(blocks: Sequence[int], block_size: int) -> np.ndarray:
+    """Token ids standing for chained block hashes: block ``h`` -> ``block_size`` ids ``(h*MULT + j) mod 2^31``
+    (``int64[len(blocks) * block_size]``). The live cluster sends prompts so; the worker expands an answer's
+    blocks the same way."""
+    if not len(blocks):
+        return np.empty(0, dtype=np.int64)
+    h = (np.asarray([int(b) for b in blocks], dtype=np.uint64) * np.uint64(MULT)) & np.uint64(MASK31)
+    j = np.arange(block_size, dtype=np.uint64)
+    return ((h[:, None] + j[None, :]) & np.uint64(MASK31)).astype(np.int64).reshape(-1)
+
+
+def output_blocks_header(blocks: Sequence[int], block_size: int) -> str:
+    """``block_size:h1,h2,...``: the chained ids the next turn's prompt carries for this answer
+    (``Request.output_blocks``)."""
+    return f"{int(block_size)}:" + ",".join(str(int(b)) for b in blocks)
+
+
+def parse_output_blocks(value: str) -> tuple[int, tuple[int, ...]]:
+    """Inverse of :func:`output_blocks_header`; raises ``ValueError`` saying what was expected."""
+    try:
+        size, _, ids = value.partition(":")
+        bs, blocks = int(size), tuple(int(x) for x in ids.split(",") if x)
+    except ValueError as e:
+        raise ValueError(f"{OUTPUT_BLOCKS_HEADER}: expected 'block_size:id,id,...', got {value[:80]!r}") from e
+    if bs <= 0 or any(b < 0 for b in blocks):
+        raise ValueError(f"{OUTPUT_BLOCKS_HEADER}: expected a positive block size and ids >= 0, got {value[:80]!r}")
+    return bs, blocks
+
+
+def answer_blocks(ids: Sequence[int], blocks: tuple[int, ...], out_bs: int, out_blocks: tuple[int, ...],
+                  block_size: int) -> tuple[int, ...]:
+    """The worker's block ids of an answer, as the next turn's ``input_ids`` will hash them.
+
+    The next turn's prompt is this prompt's full ``out_bs``-token blocks followed by ``out_blocks`` (expanded by
+    :func:`block_ids`); its ``block_size``-token blocks past this prompt's full blocks ``blocks`` are the
+    answer's. ``()`` when the two chains disagree on this prompt's full blocks — the prompt ends inside one of
+    the client's (coarser) blocks but past one of the worker's: the next turn rewrites that tail, so the
+    answer's chain does not extend this prompt's (the simulator inserts at the client's block size, where
+    they agree).
+    """
+    n = len(ids)
+    keep = (n // out_bs) * out_bs
+    seq = np.concatenate([np.asarray(ids[:keep], dtype=np.int64), block_ids(out_blocks, out_bs)])
+    keys = id_blocks(seq, block_size)
+    nfull = n // block_size
+    if len(keys) <= nfull or keys[:nfull] != blocks[:nfull]:
+        return ()
+    return keys[nfull:]

@@ -19,13 +19,18 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import httpx
-import numpy as np
 
 from rlroute.types import Request
+from rlroute.worker.tokens import (
+    MASK31,
+    MULT,
+    OUTPUT_BLOCKS_HEADER,
+    OUTPUT_TOKENS_HEADER,
+    block_ids,
+    output_blocks_header,
+)
 
 T = TypeVar("T")
-_MASK31 = (1 << 31) - 1
-_MULT = 0x9E3779B1  # Knuth's multiplicative-hash constant: spreads consecutive block ids apart
 
 
 class LoopThread:
@@ -89,10 +94,7 @@ def block_token_ids(request: Request, extra_tokens: int = 0) -> list[int]:
     else:
         bs = request.block_size
         n = request.input_len
-        j = np.arange(bs, dtype=np.int64)
-        parts = [(np.int64((int(h) * _MULT) & _MASK31) + j) & _MASK31 for h in request.blocks[: -(-n // bs)]]
-        ids_arr = np.concatenate(parts)[:n] if parts else np.empty(0, dtype=np.int64)
-        ids = ids_arr.tolist()
+        ids = block_ids(request.blocks[: -(-n // bs)], bs)[:n].tolist()
         if len(ids) < n:
             ids += _unique_ids(request.id, len(ids), n - len(ids))
     if extra_tokens:
@@ -101,8 +103,18 @@ def block_token_ids(request: Request, extra_tokens: int = 0) -> list[int]:
 
 
 def _unique_ids(rid: int, start: int, n: int) -> list[int]:
-    base = (int(rid) * 0x85EBCA6B) & _MASK31
-    return [((base + start + k) * _MULT) & _MASK31 for k in range(n)]
+    base = (int(rid) * 0x85EBCA6B) & MASK31
+    return [((base + start + k) * MULT) & MASK31 for k in range(n)]
+
+
+def stage_headers(request: Request, stage: Any, with_ids: bool) -> dict[str, str]:
+    """The emulated worker's headers for one stage (:mod:`rlroute.worker.app`): where the reply ends, and, for
+    a prompt sent as ``input_ids`` without extra tokens, the answer's blocks as the next turn carries them
+    (``Request.output_blocks``). A real SGLang server ignores both."""
+    h = {OUTPUT_TOKENS_HEADER: str(int(stage.output_tokens))}
+    if with_ids and not stage.extra_tokens and request.output_blocks and request.blocks:
+        h[OUTPUT_BLOCKS_HEADER] = output_blocks_header(request.output_blocks, request.block_size)
+    return h
 
 
 def generate_payload(request: Request, max_new_tokens: int, extra_tokens: int = 0) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from rlroute.cluster.base import ClusterState, Hybrid, action_stages
 from rlroute.cluster.cost import build_cost_model
-from rlroute.cluster.live.client import LoopThread, generate_payload
+from rlroute.cluster.live.client import LoopThread, generate_payload, stage_headers
 from rlroute.cluster.live.monitor import Monitor
 from rlroute.cluster.live.pool import LiveInstance, LivePool, Stage, StageError, StageResult, parse_meta
 from rlroute.cluster.profiles import load_profile
@@ -119,8 +119,11 @@ class LiveCluster:
         if request.arrival > self.now:
             time.sleep((request.arrival - self.now) / self.speedup)
         act = Action(action)
+        # The worker is asked for the client's cap (SGLang's admission reserves from it, as the simulator's
+        # instances do) and told where the reply ends (the emulated model's EOS header).
         n_in = request.input_len
-        stages = [Stage(pool, output, prompt - n_in) for pool, prompt, output, _ in action_stages(act, request, self.hybrid)]
+        stages = [Stage(pool, max(output, cap), prompt - n_in, output)
+                  for pool, prompt, output, cap in action_stages(act, request, self.hybrid)]
         now = self.now
         with self._lock:
             self._inflight += 1
@@ -257,6 +260,7 @@ class LiveCluster:
         """
         mon, client = self.monitor, self._io.client
         body = generate_payload(req, stage.max_new_tokens, stage.extra_tokens)
+        headers = stage_headers(req, stage, "input_ids" in body)
         tried: set[int] = set()
         errors: list[str] = []
         deadline = time.monotonic() + self.revive_wait_s
@@ -274,7 +278,7 @@ class LiveCluster:
                 continue
             r: httpx.Response | None = None
             try:
-                r = await client.post(inst.url + "/generate", json=body)
+                r = await client.post(inst.url + "/generate", json=body, headers=headers)
             except httpx.HTTPError as e:
                 err = f"{inst.url}: {type(e).__name__}"
             else:

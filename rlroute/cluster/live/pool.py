@@ -25,11 +25,13 @@ from rlroute.types import Request
 
 @dataclass(slots=True)
 class Stage:
-    """One HTTP request of a job: pool, tokens to generate, extra prompt tokens (a hybrid's plan)."""
+    """One HTTP request of a job: pool, the client's cap (``max_new_tokens``), extra prompt tokens (a hybrid's
+    plan) and where the reply ends (``output_tokens``, sent as the emulated worker's EOS header)."""
 
     pool: str
     max_new_tokens: int
     extra_tokens: int
+    output_tokens: int
 
 
 @dataclass(slots=True)
