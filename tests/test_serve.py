@@ -113,6 +113,17 @@ def test_policy_decides_and_metrics_count_it(router: str) -> None:
         assert name in text
 
 
+def test_emulated_eos_header_reaches_the_worker(router: str) -> None:
+    """A load generator sends the client's cap and ends the reply at its trace length: ``rlroute serve``
+    passes ``x-rlroute-output-tokens`` on to the worker that answers (``rlroute.worker.app``)."""
+    from rlroute.worker.tokens import OUTPUT_TOKENS_HEADER
+
+    body = {"text": "Summarise the plan in one line. " * 8, "sampling_params": {"max_new_tokens": 40}}
+    r = httpx.post(router + "/generate", json=body, headers={OUTPUT_TOKENS_HEADER: "5"}, timeout=30)
+    assert r.status_code == 200 and r.json()["meta_info"]["completion_tokens"] == 5, r.text
+    assert httpx.post(router + "/generate", json=body, timeout=30).json()["meta_info"]["completion_tokens"] == 40
+
+
 @pytest.mark.parametrize("path", ["/health", "/metrics", "/openapi.json"])
 def test_get_endpoints(router: str, path: str) -> None:
     assert httpx.get(router + path, timeout=10).status_code == 200

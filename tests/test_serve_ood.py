@@ -33,7 +33,7 @@ REASON = "out_of_distribution"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P._Server]:
-    s = P._Server(P.DEFAULT_POLICY, 10.0, tmp_path_factory.mktemp("ood-router"), None)
+    s = P._Server(P.DEFAULT_POLICY, 10.0, tmp_path_factory.mktemp("ood-router"), None, guard=True)
     try:
         yield s
     finally:

@@ -39,9 +39,10 @@ def record(rates: tuple[float, ...], n: int, split: str, seeds: tuple[int, ...],
     """Observations of the bench's setting on ``split``, one window per seed and rate, ``slot`` deciding
     (default: no policy, the seed heuristic decides)."""
     from rlroute.bench import parity as P
+    from rlroute.policies.registry import make_policy
     from rlroute.serve.decision import PolicySlot
 
-    slot = slot or PolicySlot(None, 0.0, {})  # no policy: the seed heuristic decides (reason policy_missing)
+    slot = slot or PolicySlot(None, 0.0, make_policy("heuristic"))  # no policy: the seed heuristic decides (reason policy_missing)
     out = []
     for seed in seeds:
         for rate in rates:
@@ -94,6 +95,7 @@ def main() -> None:
     a = ap.parse_args()
     from rlroute.env.build import default_config
     from rlroute.export.cli import export_policy
+    from rlroute.policies.registry import make_policy
     from rlroute.serve.decision import PolicySlot
 
     obs = np.concatenate([record((rate,), a.per_rate, "all", (100 + k,)) for k, rate in enumerate(RATES)])
@@ -107,7 +109,7 @@ def main() -> None:
         bare = export_policy(Path(tmp) / "bare", default_config(), run_dir=run, obs_file=str(Path(tmp) / "obs.npy"),
                              seed=a.seed, ood={"enabled": False})
         del bare
-        slot = PolicySlot(str(Path(tmp) / "bare"), 0.0, {})
+        slot = PolicySlot(str(Path(tmp) / "bare"), 0.0, make_policy("heuristic"))
         np.save(Path(tmp) / "train.npy", record(RATES, a.per_rate, "train", (100, 101, 102), slot))
         np.save(Path(tmp) / "val.npy", record(RATES, a.per_rate, "val", (200, 201), slot))
         m = export_policy(a.out, default_config(), run_dir=run, obs_file=str(Path(tmp) / "obs.npy"),

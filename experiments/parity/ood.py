@@ -80,7 +80,7 @@ def _replay_rate(server: Any, reqs: list[Any], speedup: float) -> dict[str, Any]
 def _fresh(policy: Path, speedup: float, reqs: list[Any], seed: int) -> dict[str, Any]:
     """One window on freshly started workers and router."""
     with tempfile.TemporaryDirectory(prefix="rlroute-ood-") as tmp:
-        server = P._Server(policy, speedup, Path(tmp), None)
+        server = P._Server(policy, speedup, Path(tmp), None, guard=True)
         try:
             return {"seed": seed, **_replay_rate(server, reqs, speedup)}
         finally:
@@ -90,11 +90,12 @@ def _fresh(policy: Path, speedup: float, reqs: list[Any], seed: int) -> dict[str
 def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load: float,
         speedup: float, warm: bool) -> dict[str, Any]:
     from rlroute.export.ood import OodGuard
+    from rlroute.policies.registry import make_policy
     from rlroute.serve.decision import PolicySlot
 
     manifest = json.loads((policy / "manifest.json").read_text())
     guard = OodGuard.from_json(manifest["ood"])
-    slot = PolicySlot(str(policy), 0.0, {})
+    slot = PolicySlot(str(policy), 0.0, make_policy("heuristic"))
     val = []
     for seed in range(300, 300 + windows):
         obs, _, _, _ = P._run_sim(P._client_requests(P._window(n, 9.6, seed, "val"), exact=True), slot)
@@ -109,7 +110,7 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load
     warm_rows = []
     if warm:
         with tempfile.TemporaryDirectory(prefix="rlroute-ood-") as tmp:
-            server = P._Server(policy, speedup, Path(tmp), None)
+            server = P._Server(policy, speedup, Path(tmp), None, guard=True)
             try:
                 for seed in range(11, 11 + windows):
                     reqs = P._client_requests(P._window(n, rate, seed), exact=True)

@@ -2,7 +2,13 @@
 
 Same emulated workers, same trace windows, same open-loop replay (:func:`rlroute.bench.replay.replay`, the
 client that drives the sglang-router arms, non-streaming ``/generate`` with text standing for the trace's
-blocks) and the same metrics as the other arms. A fresh router is started per arm run (its approximate
+blocks) and the same metrics as the other arms. One difference, as a client sends it and as the policy was
+trained (feature schema v2: ``request.output_tokens`` is the client's cap): this arm sends the workload's
+cap as ``max_new_tokens`` and the trace's reply length as ``x-rlroute-output-tokens``, which ``rlroute
+serve`` passes on to the worker (``replay(caps=True)``); sglang-router does not pass that header on, so
+its arms send the trace length as the cap. The workers' admission then reserves from the cap for this arm
+(SGLang's ``new_token_ratio`` reservation) and from the exact length for the sglang arms — a handicap for
+this arm, if any. A fresh router is started per arm run (its approximate
 prefix trees then start as empty as the flushed workers' caches, as ``LiveCluster`` does in the in-process
 arm) and stopped by PID afterwards.
 
@@ -35,7 +41,7 @@ def start_router(fleet: WorkerFleet, policy: Path | None, log: Path, overrides: 
 
 def run_http(url: str, reqs: list[Request], speedup: float, cost_model: Any) -> list[dict[str, Any]]:
     """Open-loop replay of ``reqs`` through the router at ``url``; one row per request."""
-    recs = asyncio.run(replay(url, reqs, 1.0 / speedup, stream=False))
+    recs = asyncio.run(replay(url, reqs, 1.0 / speedup, stream=False, caps=True))
     rows = []
     for req, rec in zip(reqs, recs, strict=True):
         h = rec.headers

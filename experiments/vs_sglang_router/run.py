@@ -310,8 +310,10 @@ def main() -> None:
     logs = args.out / "logs"
     specs = [WorkerSpec("large", large_p, args.speedup)] * args.large + [WorkerSpec("small", small_p, args.speedup)] * args.small
     cost_model = build_cost_model(None, {"large": load_profile(large_p), "small": load_profile(small_p)})
+    # The simulator with the workers' own settings (conf/worker.yaml: mem_fraction_static auto, LRU);
+    # until 2026-12-05 it ran at 0.88 while the workers ran at auto.
     pools_sim = {p: {"profile": prof, "instances": n, "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"},
-                     "cache": {"mem_fraction_static": 0.88, "eviction": "lru"}}
+                     "cache": {"mem_fraction_static": "auto", "eviction": "lru"}}
                  for p, prof, n in (("large", large_p, args.large), ("small", small_p, args.small))}
     from rlroute.policies.registry import make_policy
 

@@ -28,7 +28,9 @@ prompt text, the client's cap, and its session as ``x-rlroute-session`` when it 
   (per-feature figures are reported). Action agreement with the simulator is reported for both.
 
 The exported policy must choose each action on at least 10 % of the replay's decisions (checked and
-reported). The last stdout line is JSON: ``value`` = tier-1 action agreement, the per-block figures of
+reported). It decides without its OOD guard on both sides (``ood.enabled=false``), so that every decision
+compared is the policy's own; the guard's false-positive rate on this replay is
+``experiments/parity/ood.py``'s. The last stdout line is JSON: ``value`` = tier-1 action agreement, the per-block figures of
 both tiers, the action shares and ``passed``.
 
 Usage::
@@ -173,7 +175,8 @@ def _shares(acts: list[int]) -> dict[str, float]:
 class _Server:
     """Emulated workers + ``rlroute serve`` with the policy, the decision log and the admin token."""
 
-    def __init__(self, policy: Path, speedup: float, log_dir: Path, launcher: list[str] | None) -> None:
+    def __init__(self, policy: Path, speedup: float, log_dir: Path, launcher: list[str] | None,
+                 guard: bool = False) -> None:
         from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec
         from rlroute.serve.launch import RouterProc
 
@@ -184,7 +187,8 @@ class _Server:
         try:
             self.router = RouterProc(self.fleet.urls("large"), self.fleet.urls("small"), log_dir / "router.log",
                                      [f"policy.path={policy}", f"speedup={speedup}", "decision_log=100000",
-                                      "scrape_interval_s=0.05", "policy.inference_timeout_ms=50"],
+                                      "scrape_interval_s=0.05", "policy.inference_timeout_ms=50",
+                                      f"ood.enabled={str(guard).lower()}"],
                                      env={"RLROUTE_ADMIN_TOKEN": TOKEN}, launcher=launcher)
         except BaseException:
             self.fleet.stop()
@@ -334,9 +338,9 @@ def run(policy: Path, tier1: int, requests: int, load: float, speedup: float, se
         launcher: list[str] | None) -> dict[str, Any]:
     """Both tiers against one server; the result dict (see the module docstring)."""
     from rlroute.policies.registry import make_policy
-    from rlroute.serve.decision import PolicySlot
+    from rlroute.serve.decision import OodSettings, PolicySlot
 
-    slot = PolicySlot(str(policy), 0.0, make_policy("heuristic"))
+    slot = PolicySlot(str(policy), 0.0, make_policy("heuristic"), OodSettings(enabled=False))
     if slot.current.policy is None:
         raise RuntimeError(f"parity: policy {policy} did not load ({slot.current.reason}: {slot.current.detail})")
     with tempfile.TemporaryDirectory(prefix="rlroute-parity-") as tmp:

@@ -36,6 +36,7 @@ import numpy as np
 from rlroute.bench import emit
 from rlroute.paths import CONF_DIR
 from rlroute.types import Request
+from rlroute.worker.tokens import OUTPUT_TOKENS_HEADER
 
 BYTES_PER_TOKEN = 4  # the worker's and router's pseudo-tokenisation (rlroute.worker.tokens)
 
@@ -81,15 +82,17 @@ def prompt_text(req: Request) -> str:
 
 
 async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRecord, t_start: float,
-               stream: bool = True) -> None:
+               stream: bool = True, caps: bool = False) -> None:
+    cap = max(int(req.max_new_tokens or req.output_len), int(req.output_len)) if caps else int(req.output_len)
     body = {"text": prompt_text(req), "stream": stream,
-            "sampling_params": {"max_new_tokens": int(req.output_len), "temperature": 0.0}}
+            "sampling_params": {"max_new_tokens": cap, "temperature": 0.0}}
+    headers = {OUTPUT_TOKENS_HEADER: str(int(req.output_len))} if caps else None
     t0 = time.monotonic()
     rec.sent = t0 - t_start
     last: dict[str, Any] = {}
     if not stream:  # one JSON answer: no client-side TTFT, the worker's meta_info still has its own
         try:
-            r = await client.post(url + "/generate", json=body)
+            r = await client.post(url + "/generate", json=body, headers=headers)
             rec.status = r.status_code
             rec.headers = {k: v for k, v in r.headers.items() if k.lower().startswith("x-rlroute")}
             if r.status_code >= 300:
@@ -103,7 +106,7 @@ async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRec
         _fill(rec, req, last)
         return
     try:
-        async with client.stream("POST", url + "/generate", json=body) as r:
+        async with client.stream("POST", url + "/generate", json=body, headers=headers) as r:
             rec.status = r.status_code
             rec.headers = {k: v for k, v in r.headers.items() if k.lower().startswith("x-rlroute")}
             if r.status_code >= 300:
@@ -140,10 +143,13 @@ def _fill(rec: ReplayRecord, req: Request, last: dict[str, Any]) -> None:
 
 
 async def replay(url: str, requests: list[Request], time_scale: float, max_connections: int = 1024,
-                 timeout_s: float = 300.0, stream: bool = True) -> list[ReplayRecord]:
+                 timeout_s: float = 300.0, stream: bool = True, caps: bool = False) -> list[ReplayRecord]:
     """Send ``requests`` open-loop at ``arrival * time_scale`` wall seconds; return one record each.
 
     ``stream=False`` asks for one JSON answer (no client-side TTFT; the worker's ``meta_info`` has its own).
+    ``caps``: send the client's cap (``Request.max_new_tokens``) as ``max_new_tokens`` and the reply's trace
+    length as the emulated worker's ``x-rlroute-output-tokens`` (through ``rlroute serve``, which passes it
+    on; sglang-router does not, so its arms get the trace length as the cap).
     """
     if not requests:
         return []
@@ -161,7 +167,7 @@ async def replay(url: str, requests: list[Request], time_scale: float, max_conne
             delay = (req.arrival - base) * time_scale - (time.monotonic() - t_start)
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start, stream)))
+            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start, stream, caps)))
         await asyncio.gather(*tasks)
     return recs
 

@@ -217,7 +217,7 @@ def export_policy(
         logit_atol: largest allowed |ONNX logit - torch logit|.
         ood: the out-of-distribution guard's settings (``conf/export.yaml`` ``ood``): ``enabled``,
             ``n_train`` (rollouts of the ``train`` split for the training statistics of a fresh policy, or
-            of a run without a recorded range), ``n_calib``, ``target_fpr``, ``range_margin``,
+            of a run without a recorded range; else for which recorded training minima recur, ``at_low``), ``n_calib``, ``target_fpr``, ``range_margin``,
             ``range_factor``, ``obs_file`` / ``calib_file`` (statistics and calibration from recorded
             observations instead, see :func:`ood_section`).
 
@@ -257,13 +257,17 @@ def export_policy(
         metrics_path = rd / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         stats = ObsStats.from_norm(norm, norm.count, f"run:{rd}/vecnormalize.pkl (every training observation)")
-        if stats is None and o["enabled"]:  # trained without a recorded range: the train split under this policy
+        if o["enabled"] and not o.get("obs_file"):  # the train split under this policy
             env = build_env(env_cfg, split="train")
             try:
                 obs = record_observations(env, int(o["n_train"]), seed, greedy_actor(model, norm, algo)).obs
             finally:
                 env.close()
-            stats = ObsStats.from_obs(obs, f"env:{ENV_ID} split=train driven by the exported policy seed={seed}")
+            if stats is None:  # trained without a recorded range
+                stats = ObsStats.from_obs(obs, f"env:{ENV_ID} split=train driven by the exported policy seed={seed}")
+            else:  # the normalisation has no counts: which training minima recur, from these rollouts
+                stats.at_low = (obs.astype(np.float64) == stats.low).sum(axis=0).astype(np.float64)
+                stats.source += f"; at_low: {len(obs)} train-split rollouts of the exported policy, seed={seed}"
     n_actions = int(model.action_space.n)
     if dim != schema.dim or rec.obs.shape[1] != dim:
         raise ValueError(

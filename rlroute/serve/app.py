@@ -95,7 +95,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     async def generate(body: schemas.GenerateRequest, request: FastAPIRequest) -> Response:
         req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens, request.headers)
         return await router.route("generate", "/generate", body.model_dump(exclude_none=True), await request.body(),
-                                  req, body.stream, edit_generate, router.forced_action(request.headers))
+                                  req, body.stream, edit_generate, router.forced_action(request.headers),
+                                  request.headers)
 
     @app.post("/v1/chat/completions", summary="OpenAI chat completions (stream for SSE)")
     async def chat(body: schemas.ChatRequest, request: FastAPIRequest) -> Response:
@@ -103,14 +104,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         turn = sum(1 for m in payload["messages"] if m.get("role") == "assistant")
         req = router.build_request(chat_prompt(payload["messages"]), None, body.max_new(), request.headers, turn)
         return await router.route("chat", "/v1/chat/completions", payload, await request.body(), req, body.stream,
-                                  edit_chat, router.forced_action(request.headers))
+                                  edit_chat, router.forced_action(request.headers),
+                                  request.headers)
 
     @app.post("/v1/completions", summary="OpenAI completions (stream for SSE)")
     async def completions(body: schemas.CompletionRequest, request: FastAPIRequest) -> Response:
         req = router.build_request(body.prompt, None, body.max_tokens, request.headers)
         return await router.route("completions", "/v1/completions", body.model_dump(exclude_none=True),
                                   await request.body(), req, body.stream, edit_completion,
-                                  router.forced_action(request.headers))
+                                  router.forced_action(request.headers),
+                                  request.headers)
 
     @app.get("/health", summary="200 when some pool can serve, else 503")
     async def health() -> Response:

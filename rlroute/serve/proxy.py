@@ -66,8 +66,10 @@ class Proxy:
         self.retries = retries
         self.allow_cross_pool = allow_cross_pool
 
-    async def open(self, pool: str, path: str, body: bytes, request: Request, extra_tokens: int = 0) -> Opened:
-        """Send ``body`` to a worker of ``pool`` and return once a non-5xx response head arrived.
+    async def open(self, pool: str, path: str, body: bytes, request: Request, extra_tokens: int = 0,
+                   forward: dict[str, str] | None = None) -> Opened:
+        """Send ``body`` (with the client's ``forward`` headers) to a worker of ``pool`` and return once a
+        non-5xx response head arrived.
 
         Raises:
             NoUpstream: every attempt failed or no worker was usable.
@@ -83,7 +85,7 @@ class Proxy:
             t0 = time.perf_counter()
             try:
                 req = httpx.Request("POST", w.url + path, content=body, extensions=self._ext,
-                                    headers={"content-type": "application/json"})
+                                    headers={"content-type": "application/json", **(forward or {})})
                 r = await self.transport.handle_async_request(req)
             except Exception as e:  # noqa: BLE001 - httpcore can raise non-httpx errors (e.g. AttributeError
                 # from anyio) when the peer dies mid-connect; any failure before the head is a retryable one
@@ -129,17 +131,17 @@ class Proxy:
         self.metrics.inflight.labels(op.pool).dec()
 
     async def open_with_fallback(self, pool: str, path: str, body: bytes, request: Request,
-                                 extra_tokens: int = 0) -> Opened:
+                                 extra_tokens: int = 0, forward: dict[str, str] | None = None) -> Opened:
         """:meth:`open` on ``pool``, then on the other pool when allowed."""
         try:
-            return await self.open(pool, path, body, request, extra_tokens)
+            return await self.open(pool, path, body, request, extra_tokens, forward)
         except NoUpstream as first:
             other = "small" if pool == "large" else "large"
             if not self.allow_cross_pool or not self.up.available(other):
                 raise
             self.metrics.cross_pool.labels(pool).inc()
             try:
-                return await self.open(other, path, body, request)
+                return await self.open(other, path, body, request, 0, forward)
             except NoUpstream as second:
                 raise NoUpstream(f"{pool}+{other}", first.errors + second.errors) from second
 

@@ -26,7 +26,7 @@ from rlroute.serve.metrics import RouterMetrics
 from rlroute.serve.proxy import NoUpstream, Proxy, unavailable
 from rlroute.serve.upstream import Upstreams
 from rlroute.types import ACTION_NAMES, Action, Request
-from rlroute.worker.tokens import count_tokens
+from rlroute.worker.tokens import EMULATION_HEADERS, OUTPUT_BLOCKS_HEADER, count_tokens
 
 
 class Router:
@@ -71,8 +71,13 @@ class Router:
 
     async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
                     stream: bool, plan_edit: PlanEdit,
-                    forced: Action | None = None) -> Response:
-        """Decide and forward one request; never raises for upstream trouble (503 instead)."""
+                    forced: Action | None = None, client_headers: Any = None) -> Response:
+        """Decide and forward one request; never raises for upstream trouble (503 instead).
+
+        The emulated worker's hooks among ``client_headers`` (``x-rlroute-output-tokens`` and, unless a plan
+        is prepended, ``x-rlroute-output-blocks``: :mod:`rlroute.worker.app`) go on to the worker that
+        answers, so a load generator can send a client's cap and still end each reply at its trace length.
+        """
         t0 = time.perf_counter()
         m = self.metrics
         if self.upstreams.inflight() >= self.cfg.max_inflight:  # shed load instead of queueing without bound
@@ -98,14 +103,16 @@ class Router:
             headers["x-rlroute-fallback-reason"] = out.reason
         try:
             extra = 0
+            forward = {k: client_headers[k] for k in EMULATION_HEADERS if client_headers and k in client_headers}
             if out.action == Action.HYBRID:
+                forward.pop(OUTPUT_BLOCKS_HEADER, None)  # the answer's prompt carries the plan
                 body = json.dumps(await self._plan(req, payload, plan_edit, headers)).encode()
                 pool, extra = "small", int(headers["x-rlroute-plan-tokens"])
             else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
                 body = raw
                 pool = "large" if out.action == Action.LARGE else "small"
             for attempt in range(self.cfg.retries + 1):
-                op = await self.proxy.open_with_fallback(pool, path, body, req, extra)
+                op = await self.proxy.open_with_fallback(pool, path, body, req, extra, forward)
                 headers["x-rlroute-pool"] = op.pool
                 headers["x-rlroute-worker"] = op.worker.url
                 headers["x-rlroute-attempts"] = str(op.attempts + attempt)

@@ -91,6 +91,7 @@ def filler_text(n_tokens: int, seed: int = 0) -> str:
 # -- emulation hooks: what a real model's EOS and its chat client would tell the worker ------------------
 OUTPUT_TOKENS_HEADER = "x-rlroute-output-tokens"
 OUTPUT_BLOCKS_HEADER = "x-rlroute-output-blocks"
+EMULATION_HEADERS = (OUTPUT_TOKENS_HEADER, OUTPUT_BLOCKS_HEADER)  # what rlroute serve passes on to workers
 MASK31 = (1 << 31) - 1
 MULT = 0x9E3779B1  # Knuth's multiplicative-hash constant: spreads consecutive block ids apart
 
