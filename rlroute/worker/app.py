@@ -97,6 +97,9 @@ def _meta(state: WorkerState, job: Job, t0: float) -> dict[str, Any]:
         "completion_tokens": job.generated,
         "cached_tokens": job.cached_tokens,
         "e2e_latency": end - start,
+        # when the request reached this worker (its headers), on the machine's monotonic clock: a client on
+        # the same machine places it on its own modelled clock (LiveCluster's completions)
+        "arrival_monotonic": state.engine.clock_at(start),
         "ttft": (job.first_token - start) if job.first_token is not None else None,
         "wall_latency": time.monotonic() - t0,
         "weight_version": state.weight_version,

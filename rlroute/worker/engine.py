@@ -128,6 +128,11 @@ class Engine:
         """Virtual seconds since the engine started."""
         return (self._clock() - self._start) * self.speedup
 
+    def clock_at(self, virtual: float) -> float:
+        """The engine clock's reading (``time.monotonic`` by default, shared by every process of the machine)
+        at virtual time ``virtual``."""
+        return self._start + virtual / self.speedup
+
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the stepping task on the running event loop."""

@@ -307,6 +307,7 @@ class LiveCluster:
         insts: list[int] = []
         prompt = cached = out = retries = 0
         elapsed = ttft = tpot = queue = cost = 0.0
+        start = t0  # when the job reached its first worker (cluster time); the send time unless reported
         failed: str | None = None
         try:
             for stage in stages:
@@ -317,6 +318,8 @@ class LiveCluster:
                     failed, retries = str(e), retries + e.retries
                     break
                 retries += tries
+                if not pools:
+                    start = self._arrival(res, t0)
                 stage_cost = self.monitor.complete(stage.pool, inst, res)
                 ttft = elapsed + res.ttft
                 tpot, elapsed = res.tpot, elapsed + res.e2e
@@ -329,7 +332,7 @@ class LiveCluster:
             failed = f"{type(e).__name__}: {e}"
         q = req.quality
         comp = Completion(
-            request_id=req.id, action=action, arrival=req.arrival, finish=t0 + elapsed, queue_time=queue,
+            request_id=req.id, action=action, arrival=req.arrival, finish=start + elapsed, queue_time=queue,
             ttft=0.0 if failed else ttft, tpot=0.0 if failed else tpot, e2e=elapsed, prompt_tokens=prompt,
             cached_tokens=cached, output_tokens=out, cost=cost,
             quality_ok=q.ok[int(action)] if q is not None else None, pools=tuple(pools), instances=tuple(insts),
@@ -338,3 +341,16 @@ class LiveCluster:
             self._done.append(comp)
             self._inflight -= 1
             self._idle.notify_all()
+
+    def _arrival(self, res: StageResult, sent: float) -> float:
+        """When the first stage reached its worker, in cluster time: the emulated worker's arrival stamp
+        (``meta_info.arrival_monotonic``, the machine's monotonic clock) when it lies between the send time
+        and the answer (a worker on this machine), else the send time. Completions then start where the
+        workers' timings start: a request's own encoding, connection and transfer, ``speedup`` times longer
+        in modelled time, are not counted before it (they reorder bursts: ``experiments/vs_sglang_router``)."""
+        if res.arrival_monotonic is None:
+            return sent
+        at = self.monitor.clock.at(res.arrival_monotonic)
+        slack = 0.01 * self.speedup  # 10 ms of wall time
+        return at if sent - slack <= at <= self.now - res.e2e + slack else sent
+

@@ -67,6 +67,10 @@ class Clock:
         """Modelled seconds since the origin."""
         return (time.monotonic() - self.t0) * self.speedup
 
+    def at(self, monotonic: float) -> float:
+        """Modelled seconds since the origin at the ``time.monotonic()`` reading ``monotonic``."""
+        return (monotonic - self.t0) * self.speedup
+
 
 class Monitor:
     """Pools of live workers as the router sees them (see the module docstring).

@@ -45,6 +45,7 @@ class StageResult:
     ttft: float
     tpot: float
     queue_time: float
+    arrival_monotonic: float | None = None  # the emulated worker's arrival stamp (time.monotonic), if reported
 
 
 class StageError(RuntimeError):
@@ -64,7 +65,8 @@ def parse_meta(body: Any) -> StageResult:
     return StageResult(
         prompt_tokens=int(meta["prompt_tokens"]), cached_tokens=int(meta.get("cached_tokens", 0)),
         output_tokens=out, e2e=e2e, ttft=ttft, tpot=(e2e - ttft) / (out - 1) if out > 1 else 0.0,
-        queue_time=float(meta.get("queue_time") or 0.0))
+        queue_time=float(meta.get("queue_time") or 0.0),
+        arrival_monotonic=float(meta["arrival_monotonic"]) if meta.get("arrival_monotonic") is not None else None)
 
 
 class LiveInstance:
