@@ -171,6 +171,13 @@ def test_budgeted_scenario_picks_the_best_baseline_within_the_budget() -> None:
     over = with_share(_runs("ppo", "learned", [[0.6, 0.7, 0.8]]), 0.5)
     entry = scenario_entry([over, small, large], n_boot=200, budget_share=0.2)  # type: ignore[list-item]
     assert "ppo exceeds the large-model budget" in entry["gap_recovered"]["note"]
+    # An oracle over the budget scores best because the reward does not charge the budget: no reference.
+    oracle = with_share(_runs("reward_oracle", "reference", [[0.95, 0.95, 0.95]]), 1.0)
+    entry = scenario_entry([ppo, small, large, oracle], n_boot=200)  # type: ignore[list-item]
+    assert entry["gap_recovered"]["reward_oracle"] is not None
+    entry = scenario_entry([ppo, small, large, oracle], n_boot=200, budget_share=0.2)  # type: ignore[list-item]
+    assert entry["gap_recovered"]["reward_oracle"] is None
+    assert "reward_oracle exceeds the large-model budget" in entry["gap_recovered"]["note"]
 
 
 def test_parallel_study_processes_fill_one_results_file(tmp_path: Path) -> None:

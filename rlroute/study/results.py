@@ -213,6 +213,24 @@ def scenario_entry(
         notes.append("no supervised router in the registry: gap to it not computed")
     gaps["note"] = " | ".join(notes)
     entry["gap_recovered"] = gaps
+    return infeasible_references(entry)
+
+
+def infeasible_references(entry: dict[str, Any]) -> dict[str, Any]:
+    """On a budgeted scenario, a reference over the budget is no reference: its ``gap_recovered`` is
+    ``None`` with a note (the reward oracle forks per request and the scenario reward does not charge the
+    budget, so it sends nearly everything to the large pool). Works on a ``results.json`` entry, so older
+    files can be brought to the same rule."""
+    budget = entry.get("budget")
+    gaps = entry.get("gap_recovered")
+    if not budget or not gaps:
+        return entry
+    notes = [n for n in str(gaps.get("note") or "").split(" | ") if n]
+    for ref in ("reward_oracle", "supervised"):
+        if ref in budget.get("over_budget", []) and gaps.get(ref) is not None:
+            gaps[ref] = None
+            notes.append(f"{ref} exceeds the large-model budget ({budget['large_share']:.0%}): not a reference")
+    gaps["note"] = " | ".join(notes)
     return entry
 
 
