@@ -7,7 +7,6 @@ import pytest
 from rlroute.bench.replay import prompt_text
 from rlroute.cluster.live.client import block_token_ids, generate_payload
 from rlroute.cluster.live.scrape import ScrapeError, WorkerStats, apply_load, parse_metrics
-from rlroute.cluster.live.trees import BlockLRU
 from rlroute.types import Request
 
 SGLANG_METRICS = """\
@@ -63,16 +62,6 @@ def test_bad_get_load_is_a_scrape_error(body: object) -> None:
 def test_bad_metrics_text_is_a_scrape_error() -> None:
     with pytest.raises(ScrapeError, match="/metrics"):
         parse_metrics("sglang:num_running_reqs{model_name=} not-a-number\n")
-
-
-def test_block_lru_matches_prefixes_and_evicts_oldest() -> None:
-    t = BlockLRU(capacity_tokens=4 * 64)
-    t.insert((1, 2, 3), 64)
-    assert t.match((1, 2, 3, 4), 64, covered=256) == 192
-    assert t.match((1, 2, 9), 64, covered=150) == 128
-    assert t.match((5, 2), 64, covered=128) == 0  # chained ids: a different first block, no match
-    t.insert((7, 8), 64)  # 5 blocks > capacity 4: block 1 (least recent) goes
-    assert t.total_tokens == 256 and t.match((1, 2), 64, 128) == 0 and t.match((7, 8), 64, 128) == 128
 
 
 def _req(rid: int, blocks: tuple[int, ...], input_len: int, prompt: str | None = None) -> Request:

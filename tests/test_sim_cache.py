@@ -157,7 +157,8 @@ def test_pool_match_agrees_with_cache_probe(seed: int) -> None:
     rng = np.random.default_rng(seed)
     reqs = conversation_requests(300, 20.0, rng, block_size=BS * 50)
     cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 4,
-                                     "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin"}}})
+                                     "in_pool": {"_target_": "rlroute.cluster.inpool.RoundRobin"}}},
+                    router_view={"enabled": False})  # matches from the engines' caches
     pool = cl.pools["small"]
     for r in reqs:
         cl.advance(r.arrival)
@@ -172,12 +173,14 @@ def test_pool_match_agrees_with_cache_probe(seed: int) -> None:
     assert any(max(cl.prefix_match(r)["small"]) > 0 for r in reqs[-50:])
 
 
+@pytest.mark.parametrize("router_view", [False, True])
 @pytest.mark.parametrize("kind", ["sglang", "legacy"])
 @pytest.mark.parametrize("insert", [True, False])
-def test_next_turn_hits_its_own_previous_answer(kind: str, insert: bool) -> None:
+def test_next_turn_hits_its_own_previous_answer(kind: str, insert: bool, router_view: bool) -> None:
     """Turn 1 (1000-token prompt, 200-token answer, 64-token blocks) finishes; its answer's full blocks
     (depths 15-17) enter the cache, so turn 2 (prompt = turn 1 + answer + 100 new tokens) matches 18
-    blocks, not only turn 1's 15 full prompt blocks."""
+    blocks, not only turn 1's 15 full prompt blocks. The router's view never sees answers (it records
+    prompts it routed): it matches 15 blocks while the engine's hit is the same."""
     bs = 64
     prompt1 = tuple(range(1, 17))  # 15 full blocks + the partial block 16 (1000 = 15 * 64 + 40)
     answer = (100, 101, 102)  # (1000 + 200) // 64 = 18 full blocks of prompt + answer
@@ -186,11 +189,11 @@ def test_next_turn_hits_its_own_previous_answer(kind: str, insert: bool) -> None
     t2 = Request(id=1, arrival=100.0, input_len=1300, output_len=5, block_size=bs,
                  blocks=prompt1[:15] + answer + (200, 201, 202))  # ceil(1300 / 64) = 21 blocks
     cl = SimCluster(pools={"small": {"profile": "qwen3-4b__h100", "instances": 1, "scheduler": {"kind": kind},
-                                     "cache": {"insert_outputs": insert}}})
+                                     "cache": {"insert_outputs": insert}}}, router_view={"enabled": router_view})
     cl.submit(t1, Action.SMALL)
     assert cl.advance(t2.arrival)
     want = 18 * bs if insert else 15 * bs
-    assert cl.prefix_match(t2)["small"] == [want]
+    assert cl.prefix_match(t2)["small"] == [15 * bs if router_view else want]
     cl.submit(t2, Action.SMALL)
     (c,) = cl.drain()
     assert c.cached_tokens == want

@@ -4,7 +4,8 @@ Every router-side observation is read **from the running server** (``/admin/obse
 and action its decision path computed; ``/admin/decisions`` returns the vectors it decided on while
 routing), never recomputed here. Pools: 1 large + 2 small emulated workers (``rlroute worker``, default
 profiles, ``mem_fraction_static`` 0.88, LRU, cache_aware inside each pool) started for the run, and the same
-instance model in the simulator. Requests: a window of the built-in synthetic workload from the start of
+instance model in the simulator, whose prefix matches come from the router's approximate trees (its
+``router_view`` default, the class the router uses) as in training. Requests: a window of the built-in synthetic workload from the start of
 its stream (so every session's earlier turns are in the window), each sent as a client would — the
 prompt text, the client's cap, and its session as ``x-rlroute-session`` when it is part of a conversation.
 
@@ -71,8 +72,9 @@ def _sim(day_offset: float = 0.0) -> Any:
     from rlroute.cluster.sim import SimCluster
 
     cache = {"mem_fraction_static": MEM, "eviction": EVICTION}
-    return SimCluster(pools={"large": {"profile": LARGE, "instances": 1, "cache": cache, "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"}},
-                             "small": {"profile": SMALL, "instances": 2, "cache": cache, "in_pool": {"_target_": "rlroute.cluster.inpool.CacheAware"}}},
+    ca = {"_target_": "rlroute.cluster.inpool.CacheAware"}
+    return SimCluster(pools={"large": {"profile": LARGE, "instances": 1, "cache": cache, "in_pool": ca},
+                             "small": {"profile": SMALL, "instances": 2, "cache": cache, "in_pool": ca}},
                       seed=0, day_offset=day_offset)
 
 

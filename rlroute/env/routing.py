@@ -147,6 +147,10 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
       ``input_tokens`` counts UTF-8 bytes / 4, ``output_tokens`` is the client's cap (workloads draw it;
       the true output is cut at it), ``in_session`` is 1 only for conversations of more than one turn,
       the category dims are reserved (0); policies exported under version 1 are refused by schema hash.
+      Feature schema version 3 (router-view cache features, issue 12 item 3): the cache block's prefix
+      matches come from the router's approximate trees (``cluster.router_view``, on by default; the class
+      ``rlroute serve`` uses), no longer from the engines' caches; policies exported under version 2 are
+      refused by schema hash.
     * v0: initial version (feature schema version 1): Park-style step reward, in-flight requests at
       truncation left out of the return.
     """

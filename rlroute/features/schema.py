@@ -22,7 +22,8 @@ import numpy as np
 
 from rlroute.types import FloatArray
 
-SCHEMA_VERSION = 2
+# 3: the cache block's prefix matches are the router's estimate in training too (router_view, issue 12 item 3)
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.serve.decision import OodSettings
 from rlroute.types import POOLS
 
@@ -65,6 +66,7 @@ class ServeConfig:
     slo: dict[str, float] = field(default_factory=dict)
     speedup: float = 1.0
     decision_log: int = 0
+    router_view: RouterViewConfig = field(default_factory=RouterViewConfig)
 
 
 def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float | None = None) -> Any:
@@ -175,4 +177,12 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         slo={k: _num(slo, k, 1.0, float, 0.0) for k in slo},
         speedup=_num(c, "speedup", 1.0, float, 1e-6),
         decision_log=_num(c, "decision_log", 0, int, 0),
+        router_view=_router_view(c.get("router_view")),
     )
+
+
+def _router_view(raw: Any) -> RouterViewConfig:
+    try:
+        return RouterViewConfig.for_router(raw, "serve.router_view")
+    except ValueError as e:
+        raise ServeConfigError(str(e)) from e

@@ -88,7 +88,8 @@ class Upstreams:
         self.client = client
         pools: dict[str, LivePool] = {}
         for name, pc in cfg.pools.items():
-            pool = LivePool(name, {"urls": pc.workers, "in_pool": pc.in_pool}, np.random.default_rng(0))
+            pool = LivePool(name, {"urls": pc.workers, "in_pool": pc.in_pool}, np.random.default_rng(0),
+                            cfg.router_view)
             pool.instances = [
                 RouterWorker(name, i, u, Breaker(cfg.breaker_failures, cfg.breaker_cooldown_s))
                 for i, u in enumerate(pc.workers)

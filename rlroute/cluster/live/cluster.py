@@ -34,6 +34,7 @@ from rlroute.cluster.live.client import LoopThread, generate_payload, stage_head
 from rlroute.cluster.live.monitor import Monitor
 from rlroute.cluster.live.pool import LiveInstance, LivePool, Stage, StageError, StageResult, parse_meta
 from rlroute.cluster.profiles import load_profile
+from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.types import Action, Completion, Request
 
 
@@ -53,12 +54,15 @@ class LiveCluster:
         scrape_interval_s: wall seconds between two background scrapes of every worker.
         request_timeout_s: wall timeout of one HTTP request.
         seed: seeds the in-pool policy's randomness (power_of_two).
+        router_view: trim settings of the router's prefix trees (``conf/cluster/router_view/``; the class and
+            settings the simulator's router view uses).
     """
 
     def __init__(self, pools: Mapping[str, Mapping[str, Any]], cost: Mapping[str, Any] | None = None,
                  hybrid: Any = None, speedup: float = 1.0, max_retries: int = 3, revive_wait_s: float = 10.0,
                  slo: Mapping[str, float] | None = None, scrape_interval_s: float = 0.1,
-                 request_timeout_s: float = 60.0, seed: int = 0) -> None:
+                 request_timeout_s: float = 60.0, seed: int = 0,
+                 router_view: Mapping[str, Any] | None = None) -> None:
         if not pools:
             raise ValueError("cluster.pools is empty: configure at least one pool with worker urls")
         if speedup <= 0:
@@ -69,7 +73,8 @@ class LiveCluster:
         self.scrape_interval_s = float(scrape_interval_s)
         self.hybrid = Hybrid.of(hybrid)
         rng = np.random.default_rng(seed)
-        live = {name: LivePool(name, dict(p), rng) for name, p in pools.items()}
+        rv = RouterViewConfig.for_router(router_view, "cluster.router_view")
+        live = {name: LivePool(name, dict(p), rng, rv) for name, p in pools.items()}
         cost_model = build_cost_model(
             cost, {n: load_profile(str(p["profile"])) for n, p in pools.items() if "profile" in p} or {})
         self.monitor = Monitor(live, cost_model, slo, self.speedup)

@@ -13,8 +13,11 @@ env, and both follow the simulator (:mod:`rlroute.cluster.sim`):
   time counts from midnight, offset 0).
 * **arrival rate**: every routed request counts at its decision (:meth:`Monitor.arrived`), decayed with the
   simulator's ``TAU`` (as ``SimCluster.submit`` counts it).
-* **in-pool choice**: the pool's in-pool policy over the router's prefix estimates and loads, then the
-  chosen worker's approximate tree records the prompt's blocks (:meth:`Monitor.choose`).
+* **in-pool choice**: the pool's in-pool policy (:mod:`rlroute.cluster.inpool`) over loads, the router's
+  prefix estimates and tree sizes, then the chosen worker's approximate tree records the prompt's blocks
+  (:meth:`Monitor.choose`). The trees are :class:`rlroute.cluster.router_view.RouterView`, the class the
+  simulator's router view uses (``router_view.enabled``, its default), with the same trim settings, so
+  the cache features a served policy sees are computed as in training.
 * **stage completion** (:meth:`Monitor.complete`): the worker's and the pool's latency EWMAs, the cost
   (the cluster's cost model) and the SLO outcome (TTFT or TPOT over the SLO), as ``SimCluster._on_done``;
   streamed and whole answers alike (:func:`answer_result` reads both shapes).
@@ -118,8 +121,9 @@ class Monitor:
     def prefix_match(self, request: Request) -> dict[str, list[int]]:
         """Prompt tokens ``request`` would find cached per instance (router-side estimate; 0 if down)."""
         covered = min(len(request.blocks) * request.block_size, request.input_len)
+        now = self.clock.now()
         with self.lock:
-            return {name: pool.match(request, covered) for name, pool in self.pools.items()}
+            return {name: pool.match(request, covered, now) for name, pool in self.pools.items()}
 
     # -- writes ---------------------------------------------------------------------------------------------
     def arrived(self) -> None:
@@ -146,20 +150,21 @@ class Monitor:
         """
         p = self.pools[pool]
         covered = min(len(request.blocks) * request.block_size, request.input_len)
+        now = self.clock.now()
         with self.lock:
             cands = [i for i in p.instances if i.usable and not p.held and i.index not in exclude]
             if not cands and allow_paused:
                 cands = [i for i in p.instances if i.up and i.index not in exclude]
             if not cands:
                 return None
-            matched = [i.tree.match(request.blocks, request.block_size, covered) for i in cands]
-            prompt = request.input_len + extra_tokens
-            routed = p.routed_new
-            k = p.policy.choose([i.load for i in cands], matched, [routed[i.index] for i in cands], prompt)
+            view = p.view
+            full = view.match(request.blocks, request.block_size, covered, now)
+            sizes = view.tokens
+            k = p.policy.choose([i.load for i in cands], [full[i.index] for i in cands],
+                                [sizes[i.index] for i in cands], request.input_len + extra_tokens)
             inst = cands[k]
-            routed[inst.index] += prompt - matched[k]
             inst.inflight += 1
-            inst.tree.insert(request.blocks, request.block_size)
+            view.insert(inst.index, request.blocks, request.block_size, now, request.input_len + extra_tokens)
         return inst
 
     def release(self, inst: LiveInstance) -> None:
@@ -192,8 +197,7 @@ class Monitor:
     def forget_prefixes(self, pool: str) -> None:
         """The pool's caches were flushed: the router's prefix estimates are wrong too."""
         with self.lock:
-            for inst in self.pools[pool].instances:
-                inst.tree.clear()
+            self.pools[pool].view.clear()
 
     def _decay_arrivals(self, now: float) -> None:
         dt = now - self.r_arr_t

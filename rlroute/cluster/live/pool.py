@@ -19,7 +19,7 @@ import numpy as np
 from rlroute.cluster.base import EWMA, TAU, InstanceState, PoolState
 from rlroute.cluster.inpool import InPoolPolicy, build_in_pool
 from rlroute.cluster.live.scrape import WorkerStats, apply_load, parse_metrics
-from rlroute.cluster.live.trees import BlockLRU
+from rlroute.cluster.router_view import RouterView, RouterViewConfig
 from rlroute.types import Request
 
 
@@ -74,16 +74,13 @@ class LiveInstance:
 
     def __init__(self, pool: str, index: int, url: str) -> None:
         self.pool, self.index, self.url = pool, index, url.rstrip("/")
-        self.tree = BlockLRU()
-        self.cache = self.tree
         self.reset()
 
     def reset(self) -> None:
-        """Forget scraped counters, averages and the prefix estimate (new episode)."""
+        """Forget scraped counters and averages (new episode)."""
         self.stats = WorkerStats()
         self.healthy, self.error = True, ""
         self.inflight = 0
-        self.tree.clear()
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.cost = 0.0
         self.r_hit = self.r_tok = self.r_out = self.r_evict = 0.0
         self.r_t = 0.0
@@ -126,7 +123,6 @@ class LiveInstance:
             self.r_evict += counters[3] - self._seen[3]
         self._seen = counters  # a counter that went down means the worker restarted: skip that delta
         self.stats, self.healthy, self.error = res, True, ""
-        self.tree.capacity_tokens = res.kv_capacity_tokens
 
     def _decay(self, now: float) -> None:
         dt = now - self.r_t
@@ -145,8 +141,10 @@ class LiveInstance:
         self.recent_e2e += EWMA * (res.e2e - self.recent_e2e)
         self.cost += cost
 
-    def snapshot(self, now: float, held: bool = False) -> InstanceState:
-        """The instance's typed state (the features read these fields); ``held``: the router holds the pool."""
+    def snapshot(self, now: float, held: bool = False, tree_tokens: int = 0) -> InstanceState:
+        """The instance's typed state (the features read these fields); ``held``: the router holds the pool;
+        ``tree_tokens``: the router's tree for it, the cache size when the worker does not report one
+        (capped at its KV capacity: the router's tree is not bounded by it)."""
         self._decay(now)
         s = self.stats
         running, queued = s.running, s.queued
@@ -161,16 +159,25 @@ class LiveInstance:
         return InstanceState(
             index=self.index, healthy=self.up, paused=s.paused or held, queued=queued, running=running,
             kv_used_tokens=s.kv_used_tokens, kv_capacity_tokens=max(1, s.kv_capacity_tokens),
-            cache_tokens=s.cache_tokens if s.cache_tokens is not None else self.tree.total_tokens,
+            cache_tokens=s.cache_tokens if s.cache_tokens is not None else min(tree_tokens, max(1, s.kv_capacity_tokens)),
             recent_ttft=self.recent_ttft, recent_tpot=self.recent_tpot, recent_e2e=self.recent_e2e,
             throughput=self.r_out / TAU, cache_hit_rate=self.r_hit / self.r_tok if self.r_tok > 0 else 0.0,
             evictions_rate=self.r_evict / TAU, cost=self.cost)
 
 
 class LivePool:
-    """The instances of one pool, the in-pool policy and pool-level averages."""
+    """The instances of one pool, the in-pool policy, the router's prefix trees and pool-level averages.
 
-    def __init__(self, name: str, cfg: dict[str, Any], rng: np.random.Generator) -> None:
+    Args:
+        name: pool name.
+        cfg: ``{urls, in_pool}`` (``in_pool``: a ``conf/cluster/in_pool/`` preset).
+        rng: generator for randomised in-pool policies.
+        router_view: trim settings of the router's trees (:mod:`rlroute.cluster.router_view`, the class the
+            simulator uses for its router view).
+    """
+
+    def __init__(self, name: str, cfg: dict[str, Any], rng: np.random.Generator,
+                 router_view: RouterViewConfig | None = None) -> None:
         urls = list(cfg.get("urls") or [])
         if not urls:
             raise ValueError(f"cluster.pools.{name}.urls: expected a list of worker URLs, got {cfg.get('urls')!r}")
@@ -178,6 +185,7 @@ class LivePool:
         self.instances = [LiveInstance(name, i, str(u)) for i, u in enumerate(urls)]
         self.policy: InPoolPolicy = build_in_pool(cfg.get("in_pool"), f"cluster.pools.{name}.in_pool")
         self.policy.seed(rng)
+        self.view = RouterView(len(urls), router_view)
         self.reset()
 
     def reset(self) -> None:
@@ -185,17 +193,16 @@ class LivePool:
         for inst in self.instances:
             inst.reset()
         self.policy.reset()
-        # cache_aware's "tree size" per instance: uncached prompt tokens routed there (as SimPool.routed_new)
-        self.routed_new = [0] * len(self.instances)
+        self.view.reset()
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = self.cost = 0.0
         self.r_cost, self.r_t = 0.0, 0.0
         self.held = False  # the router stops choosing this pool (coordinated weight update)
         self.last_weight_update: float | None = None
 
-    def match(self, request: Request, covered: int) -> list[int]:
+    def match(self, request: Request, covered: int, now: float) -> list[int]:
         """Router-estimated cached prompt tokens per instance (0 for unhealthy ones)."""
-        return [i.tree.match(request.blocks, request.block_size, covered) if i.up else 0
-                for i in self.instances]
+        out = self.view.match(request.blocks, request.block_size, covered, now)
+        return [m if i.up else 0 for m, i in zip(out, self.instances, strict=True)]
 
     def record(self, res: StageResult, cost: float, now: float, slo_miss: bool) -> None:
         """Pool-level EWMAs and decayed cost rate, as the simulator's ``SimPool.record``."""
@@ -212,7 +219,8 @@ class LivePool:
 
     def snapshot(self, now: float) -> PoolState:
         """Typed pool state with instance snapshots and recent-window aggregates."""
-        insts = [i.snapshot(now, self.held) for i in self.instances]
+        tokens = self.view.tokens
+        insts = [i.snapshot(now, self.held, tokens[i.index]) for i in self.instances]
         hit = sum(i.r_hit for i in self.instances)
         tok = sum(i.r_tok for i in self.instances)
         return PoolState(

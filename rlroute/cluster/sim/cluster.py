@@ -26,6 +26,7 @@ import numpy as np
 from rlroute.cluster.base import EWMA, ClusterState, Hybrid, action_stages
 from rlroute.cluster.cost import CostModel, GpuSecondsCost, build_cost_model
 from rlroute.cluster.profiles import ServingProfile, load_profile
+from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.cluster.sim.events import EventsMixin
 from rlroute.cluster.sim.faults import FaultHandling
 from rlroute.cluster.sim.instance import DecayClock, Instance
@@ -65,6 +66,10 @@ class SimCluster(EventsMixin):
         log_evictions: record evicted block ids per instance (tests).
         day_offset: second of the day at cluster time 0, for the time-of-day features (0: the trace's time
             counts from midnight; live pools use the wall clock's, see ``rlroute.cluster.live.monitor``).
+        router_view: ``{enabled, eviction_interval_s, max_tree_tokens}``
+            (:class:`rlroute.cluster.router_view.RouterViewConfig`; default enabled, sglang-router's trim
+            settings): :meth:`prefix_match` and the in-pool choice read the router's approximate trees, fed
+            only by what was routed, as the serving router does; hit accounting stays on the engines' caches.
 
     ``state()`` returns a live view: the same objects are updated in place on each call, so copy what you
     keep. Build from Hydra with ``hydra.utils.instantiate(cfg.cluster)`` or :func:`build_cluster`.
@@ -74,7 +79,8 @@ class SimCluster(EventsMixin):
                  hybrid: Any = None, max_retries: int = 4, slo: Mapping[str, float] | None = None,
                  events: Sequence[Mapping[str, Any]] = (), seed: int = 0, rng: np.random.Generator | None = None,
                  log_evictions: bool = False, day_offset: float = 0.0,
-                 fault_handling: Mapping[str, Any] | None = None) -> None:
+                 fault_handling: Mapping[str, Any] | None = None,
+                 router_view: Mapping[str, Any] | None = None) -> None:
         if not pools:
             raise ValueError("cluster.pools is empty: configure at least one pool")
         self._rng = rng if rng is not None else np.random.default_rng(seed)
@@ -92,12 +98,13 @@ class SimCluster(EventsMixin):
         self.slo_ttft = float(_get(slo, "ttft_s", 2.0))
         self.slo_tpot = float(_get(slo, "tpot_s", 0.1))
         self.day_offset = float(day_offset)
+        self.router_view = RouterViewConfig.from_config(router_view)
         self.dclock = DecayClock()
         self.dclock.members.append(self)
         self.r_arr = 0.0  # forward-decayed arrival count
         self.pools: dict[str, SimPool] = {}
         for name, pcfg in pools.items():
-            self.pools[name] = SimPool(name, pcfg, self._rng, self._new_instance, self.dclock)
+            self.pools[name] = SimPool(name, pcfg, self._rng, self._new_instance, self.dclock, self.router_view)
         profiles: dict[str, ServingProfile] = {n: p.profile for n, p in self.pools.items()}
         self.cost_model: CostModel = build_cost_model(cost, profiles)
         self.gpu_clock = GpuSecondsCost(profiles=profiles)  # GPU-seconds of work lost to failures
@@ -134,7 +141,8 @@ class SimCluster(EventsMixin):
         return self._view.refresh(self._now, self.r_arr, self.day_offset)
 
     def prefix_match(self, request: Request) -> dict[str, list[int]]:
-        """Prompt tokens ``request`` would find cached on each instance, per pool (0 for unhealthy ones)."""
+        """Prompt tokens ``request`` would find cached on each instance, per pool (0 for unhealthy ones): the
+        router's estimate (its approximate trees) when ``router_view`` is enabled, else the engines' caches."""
         memo = self._memo
         if memo is not None and memo[0] == request.id and memo[1] == self._epoch:
             return memo[2]
@@ -253,11 +261,15 @@ class SimCluster(EventsMixin):
                 else:
                     full = pool.match(seq.blocks, seq.bs, seq.covered, t)
                 matched = [full[i.index] for i in cands]
-                routed = pool.routed_new
+                view = pool.view
+                routed = pool.routed_new if view is None else view.tokens
                 inst = cands[policy.choose(loads, matched, [routed[i.index] for i in cands], seq.prompt)]
-                routed[inst.index] += seq.prompt - full[inst.index]
+                if view is None:
+                    routed[inst.index] += seq.prompt - full[inst.index]
             else:
                 inst = cands[policy.choose(loads, None, None, seq.prompt)]
+        if pool.view is not None:  # the router records what it sent, whichever way it chose
+            pool.view.insert(inst.index, seq.blocks, seq.bs, t, seq.prompt)
         if not inst.healthy:  # down, but the router has not noticed yet
             self.hit_dead(inst, seq, t)
             return

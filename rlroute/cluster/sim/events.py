@@ -129,8 +129,11 @@ class EventsMixin(FaultsMixin):
 
     def flush_cache(self, pool: str) -> None:
         """Flush the prefix cache of every instance of ``pool``."""
-        for inst in self._pool(pool).instances:
+        p = self._pool(pool)
+        for inst in p.instances:
             inst.cache.flush()
+        if p.view is not None:  # the router orchestrates the flush, so its trees forget too (as the live monitor)
+            p.view.clear()
 
     def update_weights(self, pool: str, load_time_s: float, flush: bool = True) -> None:
         """Coordinated weight update: pause, flush (optional), load for ``load_time_s``, resume."""

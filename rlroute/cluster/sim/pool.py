@@ -11,6 +11,7 @@ from rlroute.cluster.base import EWMA, TAU
 from rlroute.cluster.inpool import InPoolPolicy, build_in_pool
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.profiles.sglang_defaults import resolve_mem_fraction
+from rlroute.cluster.router_view import RouterView, RouterViewConfig
 from rlroute.cluster.sim.instance import DecayClock, Instance
 from rlroute.cluster.sim.legacy_instance import LegacyInstance
 from rlroute.cluster.sim.prefix_cache import PrefixCache
@@ -34,10 +35,13 @@ class SimPool:
         rng: generator for randomised in-pool policies.
         factory: builds an :class:`Instance` for this pool at an index (the cluster wires callbacks).
         dclock: the cluster's decay clock for recent rates.
+        router_view: where prefix matches come from: enabled = the router's approximate trees
+            (:class:`rlroute.cluster.router_view.RouterView`, ``self.view``), else the engines' caches.
     """
 
     def __init__(self, name: str, cfg: Mapping[str, Any], rng: np.random.Generator,
-                 factory: Callable[[SimPool, int], Instance], dclock: DecayClock | None = None) -> None:
+                 factory: Callable[[SimPool, int], Instance], dclock: DecayClock | None = None,
+                 router_view: RouterViewConfig | None = None) -> None:
         cfg = dict(cfg)
         unknown = set(cfg) - _POOL_KEYS
         if unknown:
@@ -79,6 +83,8 @@ class SimPool:
         # routed there by the in-pool policy that were not cached (sglang-router's tree is bounded only by
         # max_tree_size, 2^26 characters by default, so it keeps growing; a KV cache saturates)
         self.routed_new = [0] * n
+        rv = router_view if router_view is not None else RouterViewConfig()
+        self.view: RouterView | None = RouterView(n, rv) if rv.enabled else None
         self.paused = False
         self.last_weight_update: float | None = None
         self.weight_updates = 0
@@ -118,7 +124,14 @@ class SimPool:
         return [i for i in self.instances if self.routable(i)]
 
     def match(self, blocks: tuple[int, ...], bs: int, covered: int, now: float) -> list[int]:
-        """Cached prompt tokens of a prompt (``blocks`` covering ``covered`` tokens) on every instance."""
+        """Cached prompt tokens of a prompt (``blocks`` covering ``covered`` tokens) on every instance, as the
+        router sees them (:attr:`view`) or, without one, from the engines' caches; 0 for unhealthy ones."""
+        if self.view is not None:
+            out = self.view.match(blocks, bs, covered, now)
+            for inst in self.instances:
+                if not inst.healthy:
+                    out[inst.index] = 0
+            return out
         nb = len(blocks)
         out = []
         if not nb:
@@ -179,6 +192,8 @@ class SimPool:
         inst.paused = self.paused
         self.instances.append(inst)
         self.routed_new.append(0)
+        if self.view is not None:
+            self.view.add()
         return inst
 
     def prune(self) -> None:
@@ -188,6 +203,8 @@ class SimPool:
             gone = insts.pop()
             gone.cache.clear()
             self.routed_new.pop()
+            if self.view is not None:
+                self.view.pop()
             for d in (self.undetected, self.fail_epoch, self.fail_time, self.fail_mode, self.cb_fails):
                 d.pop(gone.index, None)
             self.unroutable.discard(gone.index)
