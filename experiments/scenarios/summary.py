@@ -1,0 +1,53 @@
+"""The study's per-scenario paired table (README and closing note) from ``results.json``.
+
+    python experiments/scenarios/summary.py [experiments/scenarios/results.json]
+
+Applies the budget rule of :func:`rlroute.study.results.infeasible_references` to every entry first (a
+reference over a budgeted scenario's large-model budget is no reference), so files written before that rule
+read the same way as new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rlroute.study.results import infeasible_references
+
+
+def fmt(d: dict | None, digits: int = 3) -> str:
+    if not d or d.get("mean") is None:
+        return "n/a"
+    return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+
+def main() -> None:
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "experiments/scenarios/results.json")
+    res = json.loads(path.read_text())
+    print(f"commit {res['commit']}, schema {res['schema_hash'][:12]}, sim config {res['sim_config_hash'][:12]}\n")
+    print("| scenario | PPO | best non-learned | PPO − best (paired 95 %) | supervised | LinUCB | reward oracle "
+          "| gap recovered (oracle / supervised) | PPO large+hybrid share |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, e in res["scenarios"].items():
+        e = infeasible_references(e)
+        pol = e["policies"]
+        best = e["paired"].get("learned_minus_best_nonlearned", {})
+        b = best.get("baseline", "")
+        gap = e["gap_recovered"]
+
+        def m(p: str) -> str:
+            return f"{pol[p]['mean']:.3f}" if p in pol else "n/a"
+
+        g = " / ".join("null" if gap.get(k) is None else f"{gap[k]:.2f}" for k in ("reward_oracle", "supervised"))
+        share = pol["ppo"]["metrics"].get("strong_share", {})
+        print(f"| {name} | {m('ppo')} | {b} {m(b)} | {fmt(best)} | {m('supervised')} | {m('linucb')} | "
+              f"{m('reward_oracle')} | {g} | {share.get('mean', float('nan')):.2f} |")
+    print()
+    for name, e in res["scenarios"].items():
+        if e["gap_recovered"].get("note"):
+            print(f"- {name}: {e['gap_recovered']['note']}")
+
+
+if __name__ == "__main__":
+    main()
