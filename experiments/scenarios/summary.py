@@ -1,10 +1,11 @@
 """The study's per-scenario paired table (README and closing note) from ``results.json``.
 
-    python experiments/scenarios/summary.py [experiments/scenarios/results.json]
+    python experiments/scenarios/summary.py [experiments/scenarios/results.json] [--rewrite]
 
 Applies the budget rule of :func:`rlroute.study.results.infeasible_references` to every entry first (a
 reference over a budgeted scenario's large-model budget is no reference), so files written before that rule
-read the same way as new ones.
+read the same way as new ones; ``--rewrite`` writes that back into the file and the ``<scenario>.md`` tables
+beside it (nothing else changes: every number comes from the run).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from rlroute.study.results import infeasible_references
+from rlroute.study.results import infeasible_references, markdown_table
 
 
 def fmt(d: dict | None, digits: int = 3) -> str:
@@ -23,8 +24,13 @@ def fmt(d: dict | None, digits: int = 3) -> str:
 
 
 def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "experiments/scenarios/results.json")
+    args = [a for a in sys.argv[1:] if a != "--rewrite"]
+    path = Path(args[0] if args else "experiments/scenarios/results.json")
     res = json.loads(path.read_text())
+    if "--rewrite" in sys.argv:
+        for name, e in res["scenarios"].items():
+            (path.parent / f"{name}.md").write_text(markdown_table(name, infeasible_references(e)) + "\n")
+        path.write_text(json.dumps(res, indent=2, default=float) + "\n")
     print(f"commit {res['commit']}, schema {res['schema_hash'][:12]}, sim config {res['sim_config_hash'][:12]}\n")
     print("| scenario | PPO | best non-learned | PPO − best (paired 95 %) | supervised | LinUCB | reward oracle "
           "| gap recovered (oracle / supervised) | PPO large+hybrid share |")
@@ -36,7 +42,7 @@ def main() -> None:
         b = best.get("baseline", "")
         gap = e["gap_recovered"]
 
-        def m(p: str) -> str:
+        def m(p: str, pol: dict = pol) -> str:
             return f"{pol[p]['mean']:.3f}" if p in pol else "n/a"
 
         g = " / ".join("null" if gap.get(k) is None else f"{gap[k]:.2f}" for k in ("reward_oracle", "supervised"))
