@@ -134,3 +134,19 @@ def test_fork_score_is_the_envs_credit_at_the_last_decision(name: str, quality: 
         paid = {c.request_id: c.reward for c in info["credits"]}
         assert paid[ctx.request.id] == pytest.approx(pol.last_rewards[a], rel=1e-9, abs=1e-12)
     env.close()
+
+
+def test_reward_oracle_and_lookahead_coincide_when_the_reward_scores_p() -> None:
+    # Documented in conf/policy/lookahead.yaml: why the study runs only one of them under reward.quality=p.
+    env = build_env(default_config(["episode_length=20", "reward.quality=p"]), split="test")
+    env.reset(seed=2)
+    oracle, look = RewardOracle(), LookAhead()
+    oracle.bind_env(env)
+    look.bind_env(env)
+    for _ in range(20):
+        ctx = env.decision_context()
+        a, b = oracle.act(ctx), look.act(ctx)
+        np.testing.assert_array_equal(oracle.last_rewards, look.last_rewards)
+        assert a == b
+        env.step(int(a))
+    env.close()

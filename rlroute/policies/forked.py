@@ -8,7 +8,8 @@
   oracle (``quality_oracle``, :mod:`rlroute.policies.oracle`) is a different thing: the cheapest acceptable
   answer, ignoring load and latency.
 * :class:`LookAhead` (``lookahead``): a model-predictive router: the same forks with the *expected*
-  quality (``p``), i.e. what a router with a perfect simulator but no hindsight could achieve.
+  quality (``p``), i.e. what a router with a perfect simulator but no hindsight of the answer could
+  achieve. Under ``reward.quality: p`` it is the same policy as the reward oracle at the same horizon.
 
 Both read the env (cluster, pending request and its quality draw, reward config, next arrivals) through ``bind_env``,
 which the evaluator (:func:`rlroute.eval.run.run_episode`) calls after each ``reset``; how forks are scored
