@@ -61,9 +61,10 @@ MODEL_SPECS: dict[str, dict[str, Any]] = {
         vocab_size=151936 // 8, tie_word_embeddings=False, num_experts=128, num_experts_per_tok=8,
         moe_intermediate_size=1536 // 8, norm_topk_prob=True,
     ),
-    # One rank of the deployable TP4 layout of Qwen3-235B-A22B-FP8 (issue 13; NOT yet measured: no GPU in that
-    # session; derive_deployments.py derives it from the TP8 rank): 64/4 query heads, 1 of the 4 KV heads,
-    # every expert's intermediate 1536/4 = 384 (a multiple of the FP8 checkpoint's 128 blocks), vocab / 4.
+    # One rank of the deployable TP4 layout of Qwen3-235B-A22B-FP8 (issue 13; measured in bf16 on an H200,
+    # run 4; the H100 TP4 profile is still derived from the TP8 rank by derive_deployments.py): 64/4 query
+    # heads, 1 of the 4 KV heads, every expert's intermediate 1536/4 = 384 (a multiple of the FP8
+    # checkpoint's 128 blocks), vocab / 4.
     "qwen3-235b-a22b-tp4-rank": dict(
         arch="Qwen3-235B-A22B (one TP4 rank)", hidden_size=4096, intermediate_size=12288 // 4,
         num_hidden_layers=94, num_attention_heads=16, num_key_value_heads=1, head_dim=128,
