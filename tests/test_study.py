@@ -57,6 +57,25 @@ def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_warm_started_study_shares_the_teacher_and_keeps_threshold_within_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "SCENARIO_DIR", tmp_path / "no_scenarios")
+    study = _tiny_study(tmp_path)
+    study.train_seeds, study.test_windows = 1, 2
+    study.threshold_shares = [0.1, 0.3, 0.5]
+    study.nonlearned, study.competitors, study.references = ["all_small", "threshold"], ["supervised"], []
+    study.overrides = [*study.overrides, "agent.warm_start.teacher=supervised", "+budget.large_share=0.25"]
+    results = run_study(study, "rlroute study (test)")  # type: ignore[arg-type]
+    entry = results["scenarios"]["tiny"]
+    teacher = tmp_path / "runs" / "tiny" / "supervised.pt"
+    assert teacher.is_file() and entry["policies"]["supervised"]["model"] == str(teacher)
+    training = entry["policies"]["ppo"]["training"]
+    assert training["warm_start"][0]["warm_start/states"] > 0 and training["best_step"][0] is not None
+    thr = entry["policies"]["threshold"]
+    assert thr["tuned_large_share"] <= 0.25 and set(thr["val_reward_by_share"]) == {0.1, 0.25}
+
+
 def test_unknown_scenario_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "SCENARIO_DIR", tmp_path / "no_scenarios")
     study = _tiny_study(tmp_path)

@@ -52,7 +52,8 @@ class TrainSettings:
 
     iterations: int = 3
     episodes: int = 1
-    episode_length: int = 256
+    episode_length: int | None = None  # decisions per labelled episode; None = the env's (the scenario's)
+    label_every: int = 1  # label every k-th visited decision (forks dominate the cost; neighbours are alike)
     behaviour: list[str] = field(default_factory=lambda: ["heuristic", "cache_aware", "all_small", "all_large"])
     label_quality: str = "p"
     hidden: int = 64
@@ -168,19 +169,20 @@ def heldout_prompts(cfg: Any, splits: tuple[str, ...] = HELDOUT_SPLITS) -> set[s
 
 
 def collect(env: Any, policy: Policy, whatif: WhatIf, seed: int, data: Dataset,
-            exclude: set[str] | frozenset[str] = frozenset()) -> float:
-    """One train-split episode driven by ``policy``; label every visited decision into ``data``, except
-    those whose prompt key is in ``exclude`` (counted in ``data.excluded``)."""
+            exclude: set[str] | frozenset[str] = frozenset(), every: int = 1) -> float:
+    """One train-split episode driven by ``policy``; label every ``every``-th visited decision into
+    ``data``, except those whose prompt key is in ``exclude`` (counted in ``data.excluded``)."""
     env.reset(seed=seed)
     policy.reset(np.random.default_rng(seed))
     whatif.bind(env)
-    total, done = 0.0, False
+    total, done, k = 0.0, False, 0
     while not done:
         ctx = env.decision_context()
         key = prompt_key(ctx.request)
-        if key is not None and key in exclude:
+        labelled, k = k % every == 0, k + 1
+        if labelled and key is not None and key in exclude:
             data.excluded += 1
-        else:
+        elif labelled:
             data.x.append(_features(ctx.obs))
             data.y.append(whatif.rewards(ctx))
             if key is not None:
@@ -215,10 +217,15 @@ def train(cfg: Any, s: TrainSettings | None = None, progress: bool = False) -> t
     from rlroute.policies.registry import make_policy
 
     s = s or TrainSettings()
-    if s.iterations < 1 or s.episodes < 1:
-        raise ValueError(f"supervised: iterations and episodes must be >= 1, got {s.iterations}, {s.episodes}")
+    if s.iterations < 1 or s.episodes < 1 or s.label_every < 1:
+        raise ValueError("supervised: iterations, episodes and label_every must be >= 1, got "
+                         f"{s.iterations}, {s.episodes}, {s.label_every}")
     env = build_env(cfg, split="train")
-    env.episode_length = s.episode_length
+    if s.episode_length is not None:
+        # Whole episodes by default: a short one never reaches the congestion a scenario's load builds up,
+        # and horizon-0 labels of uncongested states teach "large is always better" (provisioned fleet:
+        # 256-decision episodes gave an all-large router, val reward 0.31 vs 0.76 for the threshold router).
+        env.episode_length = s.episode_length
     whatif = WhatIf(s.label_quality)
     exclude = heldout_prompts(cfg)
     data = Dataset()
@@ -232,7 +239,7 @@ def train(cfg: Any, s: TrainSettings | None = None, progress: bool = False) -> t
             task = bar.add_task(f"iteration {it}: label states", total=len(behaviour) * s.episodes)
             for pol in behaviour:
                 for _ in range(s.episodes):
-                    ret = collect(env, pol, whatif, seed, data, exclude)
+                    ret = collect(env, pol, whatif, seed, data, exclude, s.label_every)
                     returns.append({"iteration": it, "policy": str(getattr(pol, "name", "")), "return": ret})
                     seed += 1
                     bar.advance(task)
@@ -263,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rlroute.policies.supervised", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="model file to write (.pt)")
     defaults = TrainSettings()
-    for name in ("iterations", "episodes", "episode_length", "hidden", "epochs", "seed"):
-        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("iterations", "episodes", "episode_length", "label_every", "hidden", "epochs", "seed"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))  # None: env's
     ap.add_argument("--lr", type=float, default=defaults.lr)
     ap.add_argument("--label-quality", choices=("p", "ok"), default=defaults.label_quality)
     ap.add_argument("--behaviour", nargs="+", default=defaults.behaviour, help="rules rolled out in iteration 0")
@@ -272,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from rlroute.env.build import default_config
 
-    s = TrainSettings(args.iterations, args.episodes, args.episode_length, list(args.behaviour), args.label_quality,
-                      args.hidden, args.epochs, args.lr, args.seed)
+    s = TrainSettings(args.iterations, args.episodes, args.episode_length, args.label_every, list(args.behaviour),
+                      args.label_quality, args.hidden, args.epochs, args.lr, args.seed)
     net, meta = train(default_config(args.overrides), s, progress=True)
     meta["overrides"] = list(args.overrides)
     save(net, meta, Path(args.out))

@@ -111,10 +111,32 @@ def compose(study: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+def teacher_model(cfg: DictConfig, out: Path) -> Path | None:
+    """With a warm-started learned policy (``agent.warm_start.teacher``), train the supervised router once
+    on the scenario's train split into ``out/supervised.pt`` and point the warm start at it; the study also
+    evaluates that very model as the ``supervised`` competitor. ``None`` without a warm start."""
+    from rlroute.policies.supervised import SupervisedRouter, save
+
+    teacher = (cfg.agent.get("warm_start") or {}).get("teacher")
+    if not teacher:
+        return None
+    path = out / "supervised.pt"
+    policy = make_policy(str(teacher))
+    if not isinstance(policy, SupervisedRouter):
+        raise TypeError(f"agent.warm_start.teacher={teacher!r} is not a supervised router")
+    policy.prepare(cfg)
+    assert policy.net is not None
+    save(policy.net, policy.meta, path)
+    with open_dict(cfg):
+        cfg.agent.warm_start.teacher_path = str(path)
+    return path
+
+
 def train_seeds(cfg: DictConfig, study: DictConfig, out: Path, builder: Builder | None = None) -> list[Path]:
     """Train ``study.train_seeds`` PPO runs (seeds 0..n-1) into ``out/seed<k>``; returns the run folders."""
     from rlroute.train.trainer import train_run
 
+    teacher_model(cfg, out)
     runs = []
     for seed in range(int(study.train_seeds)):
         run_cfg = cfg.copy()
@@ -129,20 +151,47 @@ def train_seeds(cfg: DictConfig, study: DictConfig, out: Path, builder: Builder 
 
 
 def tuned_threshold(cfg: DictConfig, study: DictConfig) -> tuple[Any, dict[str, Any]]:
-    """The threshold router with its large share chosen on ``val`` (best mean reward over ``val_seeds``)."""
+    """The threshold router with its large share chosen on ``val`` (best mean reward over ``val_seeds``).
+
+    On a budgeted scenario (``budget.large_share``) only shares within the budget compete -- the grid's
+    shares up to the budget, plus the budget itself -- and a share whose realised large share on ``val``
+    exceeds the budget is not chosen (the study counts such a policy as infeasible, not better)."""
     seeds = [int(s) for s in study.val_seeds]
     kwargs = OmegaConf.to_container(study.get("threshold_kwargs") or OmegaConf.create({}), resolve=True)
     assert isinstance(kwargs, dict)
+    budget = cfg.get("budget")
+    cap = float(budget.large_share) if budget is not None and "large_share" in budget else None
+    grid = [float(s) for s in study.threshold_shares]
+    if cap is not None:
+        grid = sorted({*(s for s in grid if s <= cap), cap})
     env = default_env_factory(cfg, "val")
     scores: dict[float, float] = {}
+    realised: dict[float, float] = {}
     routers: dict[float, Any] = {}
-    for share in [float(s) for s in study.threshold_shares]:
+    for share in grid:
         routers[share] = make_policy("threshold", large_share=share, **{str(k): v for k, v in kwargs.items()})
         res = evaluate(routers[share], cfg, "val", seeds, reference_cost={}, env=env)
         scores[share] = float(np.mean([m["reward"] for m in res.per_seed]))
+        realised[share] = float(np.mean([m["strong_share"] for m in res.per_seed]))
     env.close()
-    best = max(scores, key=lambda s: scores[s])
-    return routers[best], {"tuned_large_share": best, "val_reward_by_share": scores}
+    feasible = [s for s in grid if cap is None or realised[s] <= cap + 1e-9] or [min(grid)]
+    best = max(feasible, key=lambda s: scores[s])
+    return routers[best], {"tuned_large_share": best, "val_reward_by_share": scores,
+                           "val_large_share_by_share": realised}
+
+
+def training_facts(run_dirs: Sequence[Path]) -> dict[str, Any]:
+    """Per training run: the env step of the snapshot kept on ``val`` (0 = the warm-started policy itself,
+    before any PPO update) and the warm start's facts, from each run's ``metrics.json``."""
+    facts: dict[str, list[Any]] = {"best_step": [], "total_timesteps": [], "warm_start": []}
+    for d in run_dirs:
+        m = json.loads((Path(d) / "metrics.json").read_text()) if (Path(d) / "metrics.json").is_file() else {}
+        facts["best_step"].append(m.get("best_step"))
+        facts["total_timesteps"].append(m.get("total_timesteps"))
+        facts["warm_start"].append(m.get("warm_start") or None)
+    if not any(facts["warm_start"]):
+        del facts["warm_start"]
+    return {"training": facts}
 
 
 def _role(study: DictConfig, name: str) -> str:
@@ -168,7 +217,8 @@ def evaluate_scenario(
         return evaluate(policy, cfg, "test", seeds, reference_cost=reference, env=env, windows=n)
 
     learned = str(study.learned)
-    out = [PolicyRuns(learned, "learned", [run(SB3Policy(d, name=learned)) for d in run_dirs])]
+    out = [PolicyRuns(learned, "learned", [run(SB3Policy(d, name=learned)) for d in run_dirs],
+                      extra=training_facts(run_dirs))]
     tick(learned)
     skipped: dict[str, str] = {}
     for name in policies:
@@ -177,8 +227,12 @@ def evaluate_scenario(
             log.warning("study: %s skipped: %s", name, skipped[name])
             continue
         extra: dict[str, Any] = {}
+        teacher = (cfg.agent.get("warm_start") or {}).get("teacher_path")
         if name == "threshold":
             policy, extra = tuned_threshold(cfg, study)
+        elif name == "supervised" and teacher:
+            policy, extra = make_policy(name, model_path=str(teacher)), {"model": str(teacher),
+                                                                        "note": "the learned policy's teacher"}
         else:
             policy = name
         out.append(PolicyRuns(name, _role(study, name), [run(policy)], extra=extra))

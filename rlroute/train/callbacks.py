@@ -120,10 +120,13 @@ class ValidationCallback(BaseCallback):
         run_dir: the run folder.
         freq: env steps between evaluations (0: only at the end).
         deterministic: evaluate the greedy policy.
+        at_start: also evaluate before the first update (a warm-started policy is a candidate snapshot).
     """
 
-    def __init__(self, validate: Validator, run_dir: Path, freq: int, deterministic: bool = True) -> None:
+    def __init__(self, validate: Validator, run_dir: Path, freq: int, deterministic: bool = True,
+                 at_start: bool = False) -> None:
         super().__init__()
+        self.at_start = at_start
         self.validate = validate
         self.best_dir = Path(run_dir) / "best"
         self.freq = int(freq)
@@ -168,6 +171,10 @@ class ValidationCallback(BaseCallback):
             (self.best_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         self.logger.record("eval/best_reward", self.best_reward)
         return metrics
+
+    def _on_training_start(self) -> None:
+        if self.at_start:
+            self.evaluate_now()
 
     def _on_step(self) -> bool:
         if self.freq > 0 and self.num_timesteps - self._last >= self.freq:

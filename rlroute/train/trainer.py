@@ -33,6 +33,7 @@ from rlroute.train.credit import CreditCallback, buffer_class, check_alignment, 
 from rlroute.train.envs import EnvBuilder, default_builder, make_vec_env, plain_cfg, wrap_normalize
 from rlroute.train.tracking import Tracker
 from rlroute.train.validation import Validator
+from rlroute.train.warmstart import FreezeActor, WarmStart, warm_start
 
 OBJECTIVE = "eval/reward"
 
@@ -101,13 +102,24 @@ def train_run(
     extra = {"rollout_buffer_class": buffer_class(algo.func)} if per_request else {}
     model = algo(env=venv, seed=int(cfg.seed), verbose=0, **extra)
     model.set_logger(tracker.logger)
+    ws = WarmStart.from_cfg(agent.get("warm_start"))
+    warm: dict[str, float] = {}
+    if ws.enabled:
+        t_ws = time.perf_counter()
+        warm = {**warm_start(model, cfg, ws), "warm_start/seconds": time.perf_counter() - t_ws}
+        for key, value in warm.items():
+            model.logger.record(key, value)
+        if budget is not None and "warm_start/budget_threshold" in warm:
+            budget.lam = max(0.0, warm["warm_start/budget_threshold"])  # the teacher's price of the budget
 
     n_envs = int(agent.n_envs)
     seeds = [int(s) for s in agent.eval.seeds]
     validator = Validator(cfg, "val", seeds, builder)
-    val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic))
+    val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic),
+                                at_start=ws.enabled)
     callbacks: list[Any] = [RouteMetricsCallback(), val_cb, *([CreditCallback()] if per_request else []),
-                            *([budget] if budget is not None else [])]
+                            *([budget] if budget is not None else []),
+                            *([FreezeActor(ws.value_warmup)] if ws.enabled else [])]
     if int(agent.checkpoint_freq) > 0:
         callbacks.append(CheckpointCallback(
             save_freq=max(int(agent.checkpoint_freq) // n_envs, 1), save_path=str(run_dir / "checkpoints"),
@@ -140,6 +152,7 @@ def train_run(
         "best_step": val_cb.best_step,
         "val": best,
         "eval_history": val_cb.history,
+        "warm_start": warm,
         **_schema_info(),
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
