@@ -24,7 +24,7 @@ from rlroute.policies.supervised import (
 )
 from rlroute.policies.whatif import WhatIf
 
-SETTINGS = TrainSettings(iterations=2, episodes=1, episode_length=64, behaviour=["heuristic", "all_large"],
+SETTINGS = TrainSettings(iterations=2, episodes=1, episode_length=64, label_every=1, behaviour=["heuristic", "all_large"],
                          epochs=150)
 
 
@@ -85,3 +85,12 @@ def test_supervised_runs_in_the_evaluator_and_names_a_missing_file(trained: Path
     assert all(np.isfinite(r["score"]) for r in res.records) and np.isfinite(res.summary["apgr"].mean)
     with pytest.raises(Exception, match="no model file"):
         make_policy("supervised", model_path=str(tmp_path / "none.pt"))
+
+
+def test_label_every_labels_every_kth_visited_decision() -> None:
+    env = build_env(default_config(["episode_length=64"]), split="train")
+    for every, expected in ((1, 64), (4, 16), (5, 13)):
+        data = Dataset()
+        collect(env, make_policy("heuristic"), WhatIf("p"), 20_000, data, every=every)
+        assert len(data) + data.excluded == expected
+    env.close()

@@ -53,7 +53,7 @@ class TrainSettings:
     iterations: int = 3
     episodes: int = 1
     episode_length: int | None = None  # decisions per labelled episode; None = the env's (the scenario's)
-    label_every: int = 1  # label every k-th visited decision (forks dominate the cost; neighbours are alike)
+    label_every: int = 4  # label every k-th visited decision (forks dominate the cost; neighbours are alike)
     behaviour: list[str] = field(default_factory=lambda: ["heuristic", "cache_aware", "all_small", "all_large"])
     label_quality: str = "p"
     hidden: int = 64

@@ -121,12 +121,18 @@ class ValidationCallback(BaseCallback):
         freq: env steps between evaluations (0: only at the end).
         deterministic: evaluate the greedy policy.
         at_start: also evaluate before the first update (a warm-started policy is a candidate snapshot).
+        max_strong_share: a large-model budget (``budget.large_share``): a snapshot whose validation share of
+            large/hybrid decisions (``eval/strong_share``) exceeds it is infeasible -- any feasible snapshot
+            beats it, and among infeasible ones the lower share wins (the study scores over-budget policies
+            as infeasible, ``rlroute/study/results.py:within_budget``).
     """
 
     def __init__(self, validate: Validator, run_dir: Path, freq: int, deterministic: bool = True,
-                 at_start: bool = False) -> None:
+                 at_start: bool = False, max_strong_share: float | None = None) -> None:
         super().__init__()
         self.at_start = at_start
+        self.max_strong_share = max_strong_share
+        self._best_key: tuple[bool, float] = (False, -np.inf)
         self.validate = validate
         self.best_dir = Path(run_dir) / "best"
         self.freq = int(freq)
@@ -161,7 +167,9 @@ class ValidationCallback(BaseCallback):
             if key.startswith("eval/"):
                 self.logger.record(key, value)
         reward = metrics.get("eval/reward", -np.inf)
-        if reward > self.best_reward:
+        rank = self._key(reward, metrics.get("eval/strong_share", 0.0))
+        if rank > self._best_key:
+            self._best_key = rank
             self.best_reward, self.best_step = reward, self.num_timesteps
             self.best_dir.mkdir(parents=True, exist_ok=True)
             self.model.save(self.best_dir / "model.zip")
@@ -171,6 +179,12 @@ class ValidationCallback(BaseCallback):
             (self.best_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         self.logger.record("eval/best_reward", self.best_reward)
         return metrics
+
+    def _key(self, reward: float, share: float) -> tuple[bool, float]:
+        if self.max_strong_share is None:
+            return True, reward
+        feasible = share <= self.max_strong_share + 1e-9
+        return feasible, (reward if feasible else -share)
 
     def _on_training_start(self) -> None:
         if self.at_start:

@@ -116,7 +116,7 @@ def train_run(
     seeds = [int(s) for s in agent.eval.seeds]
     validator = Validator(cfg, "val", seeds, builder)
     val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic),
-                                at_start=ws.enabled)
+                                at_start=ws.enabled, max_strong_share=budget.large_share if budget else None)
     callbacks: list[Any] = [RouteMetricsCallback(), val_cb, *([CreditCallback()] if per_request else []),
                             *([budget] if budget is not None else []),
                             *([FreezeActor(ws.value_warmup)] if ws.enabled else [])]

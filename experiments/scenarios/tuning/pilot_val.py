@@ -71,8 +71,8 @@ def main() -> None:
         if base == "threshold" and kw:
             pol: object = make_policy("threshold", large_share=float(kw))
         elif kw:
-            k, _, v = kw.partition("=")
-            pol = make_policy(base, **{k: int(v)})
+            k, _, v = kw.partition("=")  # supervised@model_path=PATH, reward_oracle@horizon=4
+            pol = make_policy(base, **{k: v if k == "model_path" else int(v)})
         else:
             pol = name
         r = score(pol, cfg, a.score_seeds)
