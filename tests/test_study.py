@@ -205,7 +205,7 @@ def test_parallel_study_processes_fill_one_results_file(tmp_path: Path) -> None:
             "scenarios": {"a": {"sim_config_hash": "ha", "seconds": {}}}}
     runner.merged(base, tmp_path / "results.json")  # no file: unchanged
     (tmp_path / "results.json").write_text(json.dumps(base))
-    other = {**base, "commands": ["rlroute study scenarios=[b]"], "sim_config_hash": "hb",
+    other = {**base, "commands": ["rlroute study scenarios=[b]"], "sim_config_hash": "hb", "settings": {"k": 2},
              "scenarios": {"b": {"sim_config_hash": "hb", "seconds": {}}}}
     both = runner.merged(other, tmp_path / "results.json")
     assert both["scenarios"].keys() == {"a", "b"}

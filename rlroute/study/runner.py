@@ -265,13 +265,15 @@ def by_prompt(entry: dict[str, Any], policies: Sequence[PolicyRuns], learned: st
         "note": "prompts recur across windows, but the records carry no per-request reward to pair"}
 
 
-MERGE_KEYS = ("commit", "schema_hash", "mode", "pilot", "settings")
+MERGE_KEYS = ("commit", "schema_hash", "mode", "pilot")
 
 
 def merged(results: dict[str, Any], path: Path) -> dict[str, Any]:
     """``results`` with the other scenarios of the ``results.json`` already at ``path`` when that file is
-    from the same study (same commit, schema, mode and settings): several ``rlroute study`` processes, one
-    per scenario group, fill one file (they run in parallel on separate cores). Otherwise ``results``."""
+    from the same study (same commit, schema and mode): several ``rlroute study`` processes, one per scenario
+    group, fill one file (they run in parallel on separate cores). Each scenario entry keeps the settings
+    of the process that ran it (``scenarios.<name>.settings``: a scenario's training settings may be chosen
+    on validation per scenario); the top-level ``settings`` are the last writer's. Otherwise ``results``."""
     if not path.is_file():
         return results
     try:
@@ -336,7 +338,7 @@ def run_scenarios(study: DictConfig, command: str) -> dict[str, Any]:
             entry["seconds"] = seconds
             hashes[name] = sim_config_hash(cfg)
             entry.update(window_facts(pols), skipped=skipped, sim_config_hash=hashes[name],
-                         overrides=list(overrides))
+                         overrides=list(overrides), settings=settings(study))
             by_prompt(entry, pols, str(study.learned))
             results["scenarios"][name] = entry
             results["schema_hash"] = schema_hash(cfg)
