@@ -94,6 +94,10 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load
     from rlroute.serve.decision import PolicySlot
 
     manifest = json.loads((policy / "manifest.json").read_text())
+    if not manifest.get("ood"):
+        raise SystemExit(f"{policy}: the manifest has no out-of-distribution guard ('ood'); export a trained run "
+                         "that has VecNormalize statistics with ood.enabled=true (the constructed bench policy "
+                         "of make_policy.py is exported without one on purpose)")
     guard = OodGuard.from_json(manifest["ood"])
     slot = PolicySlot(str(policy), 0.0, make_policy("heuristic"))
     val = []

@@ -79,10 +79,10 @@ class GpuSecondsCost:
         return self.gpu_seconds(pool, prompt_tokens, cached_tokens, output_tokens) * self.usd_per_gpu_hour / 3600.0
 
 
-CostModel = TokenPriceCost | GpuSecondsCost
 
-
-def build_cost_model(cfg: Mapping[str, Any] | None, profiles: dict[str, ServingProfile]) -> CostModel:
+def build_cost_model(
+    cfg: Mapping[str, Any] | None, profiles: dict[str, ServingProfile]
+) -> TokenPriceCost | GpuSecondsCost:
     """Build the cost model selected by ``cfg['mode']`` (``tokens`` or ``gpu_seconds``)."""
     cfg = dict(cfg or {})
     mode = cfg.pop("mode", "tokens")

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.cluster.base import EWMA, ClusterState, Hybrid, action_stages
-from rlroute.cluster.cost import CostModel, GpuSecondsCost, build_cost_model
+from rlroute.cluster.base import EWMA, ClusterState, CostModel, Hybrid, action_stages
+from rlroute.cluster.cost import GpuSecondsCost, build_cost_model
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.cluster.sim.events import EventsMixin

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from rlroute.cluster.cost import CostModel, GpuSecondsCost
+    from rlroute.cluster.base import CostModel
+    from rlroute.cluster.cost import GpuSecondsCost
     from rlroute.cluster.sim.instance import Instance
     from rlroute.cluster.sim.job import Job, Seq
     from rlroute.cluster.sim.pool import SimPool
