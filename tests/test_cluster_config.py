@@ -55,6 +55,18 @@ def test_default_cluster_is_the_deployable_dedicated_one() -> None:
     assert isinstance(pol, CacheAware) and (pol.cache_threshold, pol.abs, pol.rel) == (0.3, 64, 1.5)
 
 
+def test_h200_cluster_has_the_default_pools_on_h200_profiles() -> None:
+    default = instantiate(cluster_cfg("cluster=default"), rng=np.random.default_rng(0))
+    cl = instantiate(cluster_cfg("cluster=h200"), rng=np.random.default_rng(0))
+    assert {k: (len(p.instances), p.profile.num_gpus, p.eviction, p.ttl_s) for k, p in cl.pools.items()} == \
+           {k: (len(p.instances), p.profile.num_gpus, p.eviction, p.ttl_s) for k, p in default.pools.items()}
+    large, small = cl.pools["large"], cl.pools["small"]
+    assert (large.profile.name, small.profile.name) == ("qwen3-235b-a22b-fp8__h200x4", "qwen3-4b__h200")
+    # SGLang's dedicated-server defaults on an H200 (143,771 MiB): TP4 0.900, TP1 0.907
+    assert (large.mem_fraction_static, small.mem_fraction_static) == (0.9, 0.907)
+    assert large.kv_cap > default.pools["large"].kv_cap and small.kv_cap > default.pools["small"].kv_cap
+
+
 def test_colocated_cluster_carries_the_seed_presets() -> None:
     cl = instantiate(cluster_cfg("cluster=colocated"), rng=np.random.default_rng(0))
     large, small = cl.pools["large"], cl.pools["small"]

@@ -61,7 +61,8 @@ def test_committed_profiles_are_reproduced_by_the_fit(tmp_path: Path) -> None:
     assert fp.main(["--profiles-dir", str(tmp_path), "--out-dir", str(tmp_path)]) == 0
     from rlroute.cluster.profiles import load_profile
 
-    for stem in ("qwen3-4b__h100", "qwen3-8b__h100", "qwen3-30b-a3b__h100", "qwen3-235b-a22b-fp8__h100x8"):
+    for stem in ("qwen3-4b__h100", "qwen3-8b__h100", "qwen3-30b-a3b__h100", "qwen3-235b-a22b-fp8__h100x8",
+                 "qwen3-4b__h200", "qwen3-8b__h200"):
         fresh, committed = load_profile(stem, tmp_path), load_profile(stem)
         assert fresh.status in ("measured", "derived") and committed.status == fresh.status
         assert (fresh.a, fresh.b, fresh.c, fresh.d) == (committed.a, committed.b, committed.c, committed.d)
@@ -71,7 +72,9 @@ def test_committed_profiles_are_reproduced_by_the_fit(tmp_path: Path) -> None:
         # the simulator's own step_time (rounded file coefficients) on the held-out shapes: issue 8's target
         assert fit["simulator_model"] == f"step_time_{fresh.ext.kind}"
         assert 0 < fit["simulator_heldout_median_rel_error"] <= 0.10
-    assert json.loads((tmp_path / "fit_summary.json").read_text())["qwen3-4b__h100"]["points"] > 10
+    summary = json.loads((tmp_path / "fit_summary.json").read_text())
+    assert summary["qwen3-4b__h100"]["points"] > 10 and summary["qwen3-4b__h200"]["points"] > 10
+    assert load_profile("qwen3-4b__h200").gpu == "NVIDIA H200" and load_profile("qwen3-4b__h100").gpu.startswith("NVIDIA H100")
 
 
 def test_tiny_profiling_run_on_cpu(tmp_path: Path) -> None:
@@ -104,6 +107,31 @@ def test_deployable_profiles_are_reproduced_by_their_derivation(tmp_path: Path) 
         assert fresh.kv_bytes_per_token == 94 * 128 * 2 * 2 * dep["gpus"] and fresh.overhead_gb_per_gpu == 1.0
         fit = yaml.safe_load(Path(fresh.path).read_text())["fit"]
         assert 0 < fit["simulator_heldout_median_rel_error"] <= 0.10
+
+
+def test_h200_profile_rests_on_the_measured_tp4_rank(tmp_path: Path) -> None:
+    import derive_deployments as dd
+
+    if not (fp.RESULTS / dd.DEPLOYMENTS["tp4_h200"]["file"]).is_file():
+        pytest.skip("no committed H200 measurements in experiments/profiling/results")
+    dep = dd.DEPLOYMENTS["tp4_h200"]
+    shape = fp.load(dep["file"])["models"][dep["rank"]]["shapes"][0]
+    assert dd.rank_ops(shape, "tp4_h200") == shape["ops"]  # nothing rescaled: the rank was measured
+    doc = yaml.safe_load((fp.PROFILE_DIR / f"{dep['stem']}.derived.yaml").read_text())
+    assert doc["gpu"] == "NVIDIA H200" and doc["derivation"]["measured_rank"] == "qwen3-235b-a22b-tp4-rank"
+    assert "all-reduce" in doc["derivation"]["still_assumed"]
+
+
+def test_gpu_comparison_is_reproduced(tmp_path: Path) -> None:
+    import compare_gpus as cg
+
+    if not (fp.RESULTS / cg.H200_FILE).is_file():
+        pytest.skip("no committed H200 measurements in experiments/profiling/results")
+    assert cg.main(["--out-dir", str(tmp_path)]) == 0
+    fresh = json.loads((tmp_path / cg.OUT_FILE).read_text())
+    assert fresh == json.loads((fp.RESULTS / cg.OUT_FILE).read_text())
+    for key in ("qwen3-4b", "qwen3-8b", cg.TP8):  # every shape of these models was measured on both GPUs
+        assert fresh["step_ratio"][key]["all"]["n"] >= 50
 
 
 def test_ep_busiest_rank_load_exceeds_the_mean_at_small_batches() -> None:

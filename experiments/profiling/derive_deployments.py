@@ -1,4 +1,4 @@
-"""Derive the deployable Qwen3-235B-A22B-FP8 serving profiles from the measured H100 TP8 rank.
+"""Derive the deployable Qwen3-235B-A22B-FP8 serving profiles from measured single-GPU ranks.
 
 SGLang cannot load the FP8 checkpoint at plain TP8 (each expert's intermediate 1536 / 8 = 192 is not a
 multiple of the checkpoint's 128-wide quantisation blocks); it serves it at **TP4** (1536 / 4 = 384 = 3 x 128;
@@ -25,6 +25,10 @@ as the TP8 derivation (``fit_profiles.derive_tp8_step``). ASSUMPTIONS (each also
   (memory-bound) and routed (token, expert) pairs when the step prefills (compute-bound). Trained routers
   are skewed beyond uniform, so this underestimates real imbalance. SGLang's plain ``--ep-size`` MoE keeps
   TP attention and ends the MoE with the same all-reduce, so communication is that of TP8.
+* **TP4 on the H200** (``tp4_h200``): the TP4 rank itself was measured in bf16 on one H200 (run 4,
+  ``qwen3-235b-a22b-tp4-rank``), so no stage is rescaled. Still derived, as for the H100 files: the FP8
+  factor (H200 has the H100's tensor cores, so the same 1.6 is assumed) and the all-reduces (H200 SXM has
+  the H100's NVLink4, so the same 10 us + 360 GB/s is assumed): one GPU measures neither.
 
 Run (CPU, seconds; rewrites the two profile files)::
 
@@ -78,8 +82,11 @@ def _all_reduce_s(tokens: int, tp: int) -> float:
 
 
 def rank_ops(shape: dict[str, Any], kind: str) -> dict[str, float]:
-    """The measured TP8-rank stage times (ms) rescaled to a rank of the ``tp4`` or ``ep8`` deployment."""
+    """The measured TP8-rank stage times (ms) rescaled to a rank of the ``tp4`` or ``ep8`` deployment
+    (``tp4_h200``: the measured TP4 rank's own stage times, unchanged)."""
     ops = dict(shape["ops"])
+    if kind == "tp4_h200":
+        return ops
     prefill = shape["prefill_tokens"] > 0
     if kind == "tp4":
         for k, f in TP4_SCALE.items():
@@ -89,7 +96,7 @@ def rank_ops(shape: dict[str, Any], kind: str) -> dict[str, float]:
         tokens = shape["prefill_tokens"] + shape["decode_seqs"]
         ops["moe_experts"] *= ep_imbalance(tokens, "pairs" if prefill else "touched")
     else:
-        raise ValueError(f"kind must be 'tp4' or 'ep8', got {kind!r}")
+        raise ValueError(f"kind must be one of {sorted(DEPLOYMENTS)}, got {kind!r}")
     return ops
 
 
@@ -100,64 +107,76 @@ def derive_step(shape: dict[str, Any], kind: str, fp8_speedup: float = fp.FP8_SP
     layer = sum(v / fp8_speedup if k in fp.GEMM_STAGES else v for k, v in ops.items() if k not in head_keys)
     head = ops["embed"] + ops["final_norm"] + ops["lm_head"] / fp8_speedup + ops["sample"]
     rank_ms = shape["step_ms"] * (head + LAYERS * layer) / shape["composed_ms"]
-    tp = 4 if kind == "tp4" else 8
+    tp = DEPLOYMENTS[kind]["tp"]
     tokens = shape["prefill_tokens"] + shape["decode_seqs"]
     return float(rank_ms / 1e3 + (2 * LAYERS + 1) * _all_reduce_s(tokens, tp) + fp.AR_LATENCY_S)
 
 
+_TP4 = "TP4 (two replicas per 8-GPU node; SGLang's recommended layout for the FP8 checkpoint)"
+_H100 = dict(gpu="h100", file=fp.DERIVED_FILE, mixed=fp.MIXED_FILE, rank=fp.DERIVED_KEY, command=fp.RUN2_COMMAND,
+             measured="the bf16 TP8 rank of Qwen3-235B-A22B measured on one H100 (CUDA graphs), stages rescaled to "
+                      "this deployment's rank")
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
-    "tp4": dict(stem="qwen3-235b-a22b-fp8__h100x4", gpus=4,
-                what="TP4 (two replicas per 8-GPU node; SGLang's recommended layout for the FP8 checkpoint)"),
-    "ep8": dict(stem="qwen3-235b-a22b-fp8-ep__h100x8", gpus=8,
+    "tp4": dict(_H100, stem="qwen3-235b-a22b-fp8__h100x4", gpus=4, tp=4, what=_TP4),
+    "ep8": dict(_H100, stem="qwen3-235b-a22b-fp8-ep__h100x8", gpus=8, tp=8,
                 what="TP8 attention + EP8 experts (--tp 8 --ep-size 8), one instance per 8-GPU node"),
+    "tp4_h200": dict(stem="qwen3-235b-a22b-fp8__h200x4", gpus=4, tp=4, what=_TP4 + " on H200s", gpu="h200",
+                     file=fp.RUNS["h200"][0], mixed=fp.RUNS["h200"][1], rank="qwen3-235b-a22b-tp4-rank",
+                     command=fp.RUN4_COMMAND,
+                     measured="the bf16 TP4 rank of Qwen3-235B-A22B measured on one H200 (CUDA graphs; no stage rescaled)"),
 }
 
 
 def write_profile(kind: str, profiles_dir: Path) -> dict[str, Any]:
     """Derive, fit and write one deployment's profile; return its evaluation summary."""
     dep = DEPLOYMENTS[kind]
-    data = fp.load(fp.DERIVED_FILE)
-    env, entry = data["env"], data["models"][fp.DERIVED_KEY]
+    data = fp.load(dep["file"])
+    env, entry = data["env"], data["models"][dep["rank"]]
     shapes = [dict(s, ops=rank_ops(s, kind)) for s in entry["shapes"]]  # scaled ops: g from the rank's kernel
     y = np.array([derive_step(s, kind) for s in entry["shapes"]])
     ev = fp.evaluate(shapes, y)
     gpus = dep["gpus"]
-    memory = dict(gpu_memory_gb=fp.GPU_MEMORY_GB, weights_gb=WEIGHTS_GB,
+    memory = dict(gpu_memory_gb=fp.GPU_MEMORY_GB[dep["gpu"]], weights_gb=WEIGHTS_GB,
                   kv_bytes_per_token=KV_BYTES_PER_TOKEN_PER_RANK * gpus, overhead_gb_per_gpu=1.0)
-    source = (f"Derived for {dep['what']}: the bf16 TP8 rank of Qwen3-235B-A22B measured on one H100 (CUDA graphs), "
-              f"stages rescaled to this deployment's rank, GEMMs x1/{fp.FP8_SPEEDUP} for FP8, {2 * LAYERS + 1} TP "
-              f"all-reduces over {4 if kind == 'tp4' else 8} GPUs (assumed {fp.AR_LATENCY_S * 1e6:.0f} us + "
+    source = (f"Derived for {dep['what']}: {dep['measured']}, "
+              f"GEMMs x1/{fp.FP8_SPEEDUP} for FP8, {2 * LAYERS + 1} TP "
+              f"all-reduces over {dep['tp']} GPUs (assumed {fp.AR_LATENCY_S * 1e6:.0f} us + "
               f"{fp.AR_BUSBW / 1e9:.0f} GB/s); experiments/profiling/derive_deployments.py")
     doc = fp.profile_doc(dep["stem"], "Qwen3-235B-A22B-FP8", "derived", ev, env, memory, gpus, "fp8", source,
-                         command=fp.RUN2_COMMAND)
+                         command=dep["command"])
     doc["measured"]["command"] += "  &&  .venv/bin/python experiments/profiling/derive_deployments.py"
-    mixed = fp.load(fp.MIXED_FILE)["models"].get(fp.DERIVED_KEY)
+    mixed = fp.load(dep["mixed"])["models"].get(dep["rank"])
     ms = [dict(m, ops=rank_ops(m, kind)) for m in mixed["shapes"]] if mixed else []
     ym = np.array([derive_step(m, kind) for m in mixed["shapes"]]) if mixed else np.array([])
     if ms:
         ev["mixed"] = fp.mixed_validation(ms, ym, ev)
         doc["fit"].update(mixed_points=ev["mixed"]["points"], mixed_median_rel_error=ev["mixed"]["median_rel_error"])
     doc["derivation"] = dict(
-        measured_rank=fp.DERIVED_KEY, deployment=kind, fp8_gemm_speedup=fp.FP8_SPEEDUP, gemm_stages=list(fp.GEMM_STAGES),
+        measured_rank=dep["rank"], deployment=kind, fp8_gemm_speedup=fp.FP8_SPEEDUP, gemm_stages=list(fp.GEMM_STAGES),
         allreduce_latency_s=fp.AR_LATENCY_S, allreduce_busbw_bytes_per_s=fp.AR_BUSBW, allreduces_per_step=2 * LAYERS + 1,
         stage_scale=({**TP4_SCALE, "attention": "2 when the step prefills, else 1"} if kind == "tp4" else
                      {"moe_experts": "E[max]/E[mean] rank load, uniform top-8 routing over 8 ranks x 16 experts "
-                                     "(touched experts in decode, routed pairs when prefilling)"}),
+                                     "(touched experts in decode, routed pairs when prefilling)"} if kind == "ep8" else
+                     "none: the TP4 rank itself was measured (bf16, one GPU)"),
         ep_imbalance=({str(t): {"touched": round(ep_imbalance(t, "touched"), 3), "pairs": round(ep_imbalance(t, "pairs"), 3)}
                        for t in (1, 8, 32, 128, 1024, 8192)} if kind == "ep8" else None),
         memory=("KV per token = 94 layers x 1 KV head x 128 x 2 (K,V) x 2 B (bf16 KV, SGLang's default for this "
                 f"checkpoint) per rank x {gpus} ranks; overhead_gb_per_gpu = 1.0 assumed (CUDA context, NCCL and "
                 "custom all-reduce buffers) outside mem_fraction_static's weights + KV"))
+    if kind == "tp4_h200":
+        doc["derivation"].update(measured_on=env["gpu"], still_assumed=(
+            "the FP8 GEMM speed-up and the all-reduce latency/bandwidth (one GPU measures neither; the H200 has the "
+            "H100's tensor cores and NVLink4, so the H100 values are kept); no end-to-end SGLang TP4 run yet"))
     fp.finish_profile(profiles_dir / f"{dep['stem']}.derived.yaml", doc,
                       "Written by .venv/bin/python experiments/profiling/derive_deployments.py from experiments/profiling/"
-                      f"results/{fp.DERIVED_FILE} and {fp.MIXED_FILE}; see experiments/profiling/README.md",
+                      f"results/{dep['file']} and {dep['mixed']}; see experiments/profiling/README.md",
                       shapes, y, ms, ym, ev, entry["spec"])
     return dict(stem=dep["stem"], headline=fp.headline(entry["shapes"], y), simulator=ev["simulator"],
                 heldout_median_rel_error=ev["heldout_median_rel_error"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write both deployable profiles and print their headline figures."""
+    """Write the deployable profiles and print their headline figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profiles-dir", type=Path, default=fp.PROFILE_DIR)
     args = ap.parse_args(argv)

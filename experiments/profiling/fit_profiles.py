@@ -1,4 +1,4 @@
-"""Fit the simulator's step-time model to the H100 measurements and write the serving-profile files.
+"""Fit the simulator's step-time model to the H100 and H200 measurements and write the serving-profile files.
 
 Step model (``rlroute.cluster.profiles``): ``step = a + b*prefill_tokens + c*decode_seqs + d*context_tokens``.
 For each measured model the coefficients are a non-negative least-squares fit of the CUDA-graph step
@@ -51,19 +51,22 @@ _PROFILE = "PYTHONUNBUFFERED=1 python3 -W ignore experiments/profiling/profile_m
 _FLAGS = "--compile --prefill-sdpa cudnn --decode-sdpa cudnn"
 RUN_COMMAND = f"{_PROFILE} {_FLAGS} --budget-s 165 --out $OUT"  # run 1
 RUN2_COMMAND = f"{_PROFILE} --models qwen3-235b-a22b-tp8-rank,qwen3-4b {_FLAGS} --budget-s 170 --out $OUT"
+_H200_MODELS = "--models qwen3-4b,qwen3-8b,qwen3-235b-a22b-tp4-rank,qwen3-235b-a22b-tp8-rank"
+RUN4_COMMAND = f"{_PROFILE} {_H200_MODELS} {_FLAGS} --budget-s 150 --out $OUT/run4"  # H200 (gpu_session.sh)
 FIT_COMMAND = ".venv/bin/python experiments/profiling/fit_profiles.py"
-# An H100 80GB HBM3 reports 81,559 MiB total (nvidia-smi), the figure SGLang sizes mem_fraction_static against
-GPU_MEMORY_GB = round(81559 * 2**20 / 1e9, 2)  # 85.52
-LIMITS = {"max_running_requests": 256, "chunked_prefill_tokens": 8192}  # SGLang defaults for one H100 server
-
-# (profile stem, model key in the measurements, results file, HF architecture name)
-MEASURED = [
-    ("qwen3-4b__h100", "qwen3-4b", "run1_measurements.json", "Qwen3-4B"),
-    ("qwen3-8b__h100", "qwen3-8b", "run1_measurements.json", "Qwen3-8B"),
-    ("qwen3-30b-a3b__h100", "qwen3-30b-a3b", "run1_measurements.json", "Qwen3-30B-A3B"),
-]
+# Total memory nvidia-smi reports, the figure SGLang sizes mem_fraction_static against: an H100 80GB HBM3
+# 81,559 MiB (85.52 GB), an H200 143,771 MiB (150.75 GB; both read on the device machines, KINDS.md / run 4).
+GPU_MEMORY_GB = {"h100": round(81559 * 2**20 / 1e9, 2), "h200": round(143771 * 2**20 / 1e9, 2)}
+# SGLang defaults for one server on a GPU of 60-160 GiB (H100 and H200 alike: sglang_defaults.py)
+LIMITS = {"max_running_requests": 256, "chunked_prefill_tokens": 8192}
+# Per GPU: (results file, mixed-steps file (validation of additivity only), the command that measured them)
+RUNS = {"h100": ("run1_measurements.json", "run3_mixed_measurements.json", RUN_COMMAND),
+        "h200": ("run4_h200_measurements.json", "run4_mixed_h200_measurements.json", RUN4_COMMAND)}
+# (model key in the measurements, GPU, HF architecture name); the profile stem is f"{key}__{gpu}"
+MEASURED = [("qwen3-4b", "h100", "Qwen3-4B"), ("qwen3-8b", "h100", "Qwen3-8B"),
+            ("qwen3-30b-a3b", "h100", "Qwen3-30B-A3B"), ("qwen3-4b", "h200", "Qwen3-4B"), ("qwen3-8b", "h200", "Qwen3-8B")]
 DERIVED_STEM, DERIVED_KEY, DERIVED_FILE = "qwen3-235b-a22b-fp8__h100x8", "qwen3-235b-a22b-tp8-rank", "run2_measurements.json"
-MIXED_FILE = "run3_mixed_measurements.json"  # mixed prefill+decode steps: validation of additivity only
+MIXED_FILE = RUNS["h100"][1]
 FP8_FILE = "run3_fp8_gemm.json"
 
 # --- assumptions of the TP8 derivation (not measurable on the single GPU that was available) ---
@@ -193,9 +196,9 @@ def composed_error(shapes: list[dict[str, Any]]) -> float:
     return float(np.median([abs(s["composed_ms"] - s["step_ms"]) / s["step_ms"] for s in shapes]))
 
 
-def coefficient_sources(kind: str, n: int, date: str) -> dict[str, str]:
+def coefficient_sources(kind: str, n: int, date: str, gpu: str) -> dict[str, str]:
     """One-line provenance of each coefficient."""
-    base = (f"relative-error-weighted NNLS fit to {n} CUDA-graph step times on NVIDIA H100 80GB HBM3 "
+    base = (f"relative-error-weighted NNLS fit to {n} CUDA-graph step times on {gpu} "
             f"({date}, {SCRIPT}, fit_profiles.py)")
     if kind == "derived":
         base = (f"NNLS fit to {n} derived step times: measured bf16 TP8-rank step x FP8 GEMM speed-up "
@@ -212,7 +215,7 @@ def coefficient_sources(kind: str, n: int, date: str) -> dict[str, str]:
 def profile_doc(stem: str, model: str, status: str, ev: dict[str, Any], env: dict[str, Any], memory: dict[str, Any],
                 num_gpus: int, dtype: str, source: str, command: str = RUN_COMMAND) -> dict[str, Any]:
     """The serving-profile mapping in the agreed format (coord/PROFILE_FORMAT.md)."""
-    srcs = coefficient_sources(status, ev["points"], env["date"])
+    srcs = coefficient_sources(status, ev["points"], env["date"], env["gpu"])
     doc: dict[str, Any] = dict(
         name=stem, model=model, gpu=env["gpu"], num_gpus=num_gpus, dtype=dtype, status=status, source=source,
         step_time={k: {"value": float(f"{v:.4g}"), "source": srcs[k]} for k, v in ev["coeffs"].items()},
@@ -242,8 +245,12 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, len(evals), figsize=(4.2 * len(evals), 4.2))
-    for ax, (stem, ev) in zip(np.atleast_1d(axes), evals.items(), strict=True):
+    ncols = min(4, len(evals))
+    nrows = -(-len(evals) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(evals):]:
+        ax.set_visible(False)
+    for ax, (stem, ev) in zip(axes.flat, evals.items(), strict=False):
         y, p = np.array(ev["measured"]) * 1e3, np.array(ev["sim_pred"]) * 1e3
         for split, mode, marker, color in (("fit", "prefill", "o", "tab:blue"), ("fit", "decode", "s", "tab:blue"),
                                            ("heldout", "prefill", "o", "tab:red"), ("heldout", "decode", "s", "tab:red")):
@@ -270,7 +277,7 @@ def plot(evals: dict[str, dict[str, Any]], out: Path) -> None:
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    np.atleast_1d(axes)[0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=130)
     plt.close(fig)
@@ -287,20 +294,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     summary: dict[str, Any] = {}
     evals: dict[str, dict[str, Any]] = {}
-    for stem, key, file, arch in MEASURED:
+    for key, gpu, arch in MEASURED:
+        stem, (file, mixed_file, command) = f"{key}__{gpu}", RUNS[gpu]
         data = load(file)
         env, entry = data["env"], data["models"][key]
         shapes = entry["shapes"]
         y = np.array([s["step_ms"] for s in shapes]) / 1e3
         ev = evaluate(shapes, y)
-        memory = dict(gpu_memory_gb=GPU_MEMORY_GB, weights_gb=round(entry["params"] * 2 / 1e9, 2),
+        memory = dict(gpu_memory_gb=GPU_MEMORY_GB[gpu], weights_gb=round(entry["params"] * 2 / 1e9, 2),
                       kv_bytes_per_token=int(entry["kv_bytes_per_token"]))
         source = (f"Measured on one {env['gpu']} (driver {env.get('driver')}, torch {env['torch']}): {arch} architecture "
                   f"(transformers config, random bf16 weights), per-operator + CUDA-graph step profiling, NNLS fit")
-        doc = profile_doc(stem, arch, "measured", ev, env, memory, 1, "bf16", source)
+        doc = profile_doc(stem, arch, "measured", ev, env, memory, 1, "bf16", source, command)
         doc["fit"]["composed_vs_graph_median_rel_error"] = round(composed_error(shapes), 4)
         spec = entry["spec"]
-        mixed = load(MIXED_FILE)["models"].get(key)
+        mixed = load(mixed_file)["models"].get(key)
         ms = mixed["shapes"] if mixed else []
         ym = np.array([m["step_ms"] for m in ms]) / 1e3
         if ms:
@@ -309,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             doc["fit"]["mixed_median_rel_error"] = ev["mixed"]["median_rel_error"]
         finish_profile(args.profiles_dir / f"{stem}.measured.yaml", doc,
                        f"Written by {FIT_COMMAND} from experiments/profiling/results/{file}"
-                       + (f" and {MIXED_FILE}" if ms else "") + "; see experiments/profiling/README.md",
+                       + (f" and {mixed_file}" if ms else "") + "; see experiments/profiling/README.md",
                        shapes, y, ms, ym, ev, spec)
         evals[stem] = ev
         summary[stem] = dict({k: v for k, v in ev.items() if k not in _PER_POINT},
@@ -323,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     y = np.array([derive_tp8_step(s) for s in shapes])
     ev = evaluate(shapes, y)
     rank_y = np.array([s["step_ms"] for s in shapes]) / 1e3
-    memory = dict(gpu_memory_gb=GPU_MEMORY_GB,
+    memory = dict(gpu_memory_gb=GPU_MEMORY_GB["h100"],
                   # FP8 weights (1 B/param) except the bf16 embedding and LM head: 233.85e9 + 2 x 1.245e9 x 2 B
                   weights_gb=round((235.09e9 - 2 * 151936 * 4096) * 1 / 1e9 + 2 * 151936 * 4096 * 2 / 1e9, 1),
                   # per rank 1 KV head (4 heads < TP 8, replicated): 94 x 1 x 128 x 2 x 2 B, times 8 ranks
