@@ -203,14 +203,14 @@ def scenario_entry(
         elif gaps[ORACLE] is None:
             notes.append("reward oracle does not beat the best non-learned baseline: no gap")
     elif best is not None:
-        notes.append("no reward_oracle in the registry: gap to it not computed")
+        notes.append("reward_oracle not evaluated (not in the study's references or the registry): gap to it not computed")
     if best is not None and "supervised" in by:
         # The supervised router is a competitor, not a bound: the same ratio, no dominance condition.
         gaps["supervised"] = gap_recovered(mean[learned], mean[best.name], mean["supervised"], Dominance(True))
         if gaps["supervised"] is None:
             notes.append("supervised router does not beat the best non-learned baseline: no gap to recover")
     elif best is not None:
-        notes.append("no supervised router in the registry: gap to it not computed")
+        notes.append("supervised router not evaluated (not in the study's competitors or the registry): gap to it not computed")
     gaps["note"] = " | ".join(notes)
     entry["gap_recovered"] = gaps
     return infeasible_references(entry)
