@@ -87,6 +87,5 @@ def test_budgeted_labels_spend_the_budget_on_the_teachers_best_requests() -> Non
     obs, labels = collect_states(cfg, teacher, ws, budget_share=0.2)
     assert obs.shape == (192, 224) and labels.shape == (192,)
     assert teacher.threshold is not None
-    first = labels[:96]  # the first rule's states set the quantile: ~20 % of them may use the large model
-    share = float(np.isin(first, [int(Action.LARGE), int(Action.HYBRID)]).mean())
-    assert 0.1 <= share <= 0.3, share
+    share = float(np.isin(labels, [int(Action.LARGE), int(Action.HYBRID)]).mean())
+    assert 0.15 <= share <= 0.25, share  # the quantile over every collected state: ~20 % of the labels
