@@ -89,3 +89,14 @@ def test_budgeted_labels_spend_the_budget_on_the_teachers_best_requests() -> Non
     assert teacher.threshold is not None
     share = float(np.isin(labels, [int(Action.LARGE), int(Action.HYBRID)]).mean())
     assert 0.15 <= share <= 0.25, share  # the quantile over every collected state: ~20 % of the labels
+
+
+def test_validation_snapshot_choice_puts_feasible_snapshots_first(tmp_path: Path) -> None:
+    from rlroute.train.callbacks import ValidationCallback
+
+    cb = ValidationCallback(lambda _: {}, tmp_path, freq=0, max_strong_share=0.2)
+    within_low, within_high = cb._key(0.70, 0.19), cb._key(0.72, 0.20)
+    over_small, over_large = cb._key(0.90, 0.21), cb._key(0.95, 0.40)
+    assert within_high > within_low > over_small > over_large  # any feasible beats any infeasible
+    unbudgeted = ValidationCallback(lambda _: {}, tmp_path, freq=0)
+    assert unbudgeted._key(0.95, 0.40) > unbudgeted._key(0.90, 0.10)  # no budget: reward alone

@@ -32,6 +32,7 @@ from rlroute.study.results import (
     prompt_clustered_difference,
     scenario_entry,
 )
+from rlroute.train.budget import budget_share
 
 log = logging.getLogger(__name__)
 Builder = Callable[[DictConfig, str], Any]
@@ -159,8 +160,7 @@ def tuned_threshold(cfg: DictConfig, study: DictConfig) -> tuple[Any, dict[str, 
     seeds = [int(s) for s in study.val_seeds]
     kwargs = OmegaConf.to_container(study.get("threshold_kwargs") or OmegaConf.create({}), resolve=True)
     assert isinstance(kwargs, dict)
-    budget = cfg.get("budget")
-    cap = float(budget.large_share) if budget is not None and "large_share" in budget else None
+    cap = budget_share(cfg)
     grid = [float(s) for s in study.threshold_shares]
     if cap is not None:
         grid = sorted({*(s for s in grid if s <= cap), cap})
@@ -221,13 +221,13 @@ def evaluate_scenario(
                       extra=training_facts(run_dirs))]
     tick(learned)
     skipped: dict[str, str] = {}
+    teacher = (cfg.agent.get("warm_start") or {}).get("teacher_path")
     for name in policies:
         if name not in POLICIES:
             skipped[name] = "not in the policy registry (rlroute.policies.registry.POLICIES) at this commit"
             log.warning("study: %s skipped: %s", name, skipped[name])
             continue
         extra: dict[str, Any] = {}
-        teacher = (cfg.agent.get("warm_start") or {}).get("teacher_path")
         if name == "threshold":
             policy, extra = tuned_threshold(cfg, study)
         elif name == "supervised" and teacher:
@@ -332,9 +332,7 @@ def run_scenarios(study: DictConfig, command: str) -> dict[str, Any]:
             pols, skipped = evaluate_scenario(cfg, study, runs, names,
                                               lambda _, t=task: progress.advance(t))  # type: ignore[misc]
             seconds = {"train": t_eval - t_train, "evaluate": time.perf_counter() - t_eval}
-            budget = cfg.get("budget")
-            share = float(budget.large_share) if budget is not None and "large_share" in budget else None
-            entry = scenario_entry(pols, str(study.learned), int(study.n_boot), budget_share=share)
+            entry = scenario_entry(pols, str(study.learned), int(study.n_boot), budget_share=budget_share(cfg))
             entry["seconds"] = seconds
             hashes[name] = sim_config_hash(cfg)
             entry.update(window_facts(pols), skipped=skipped, sim_config_hash=hashes[name],

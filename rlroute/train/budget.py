@@ -80,3 +80,9 @@ def budget_callback(cfg: Mapping[str, Any] | None) -> BudgetCallback | None:
     if unknown:
         raise ValueError(f"unknown budget config key(s) {unknown}; expected some of {sorted(known)}")
     return BudgetCallback(**{k: float(v) for k, v in cfg.items()})
+
+
+def budget_share(cfg: Mapping[str, Any]) -> float | None:
+    """The large-model budget of a root config (``budget.large_share``), ``None`` when it has none."""
+    budget = cfg.get("budget") or {}
+    return float(budget["large_share"]) if "large_share" in budget else None

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from rlroute.train.budget import budget_share
 from rlroute.types import Action
 
 STATE_SEED = 30_000  # state-collection episodes use train seeds STATE_SEED + k (away from the teacher's and eval's)
@@ -224,8 +225,7 @@ def warm_start(model: Any, cfg: Any, ws: WarmStart) -> dict[str, float]:
         base = dict((policy_config(str(ws.teacher)) or {}).get("train") or {})  # conf/policy/supervised.yaml
         router = make_policy(str(ws.teacher), train={**base, **ws.teacher_train, "seed": int(cfg.seed)})
         router.prepare(cfg)
-    budget = cfg.get("budget") or {}
-    share = float(budget["large_share"]) if "large_share" in budget else None
+    share = budget_share(cfg)
     teacher = Teacher(router)
     obs, labels = collect_states(cfg, teacher, ws, share)
     out = clone(model, obs, labels, ws, int(cfg.seed))
