@@ -75,6 +75,22 @@ def test_warm_started_study_shares_the_teacher_and_keeps_threshold_within_budget
     thr = entry["policies"]["threshold"]
     assert thr["tuned_large_share"] <= 0.25 and set(thr["val_reward_by_share"]) == {0.1, 0.25}
 
+    # A re-run reuses the teacher trained for the same config; a changed scenario retrains it.
+    from rlroute.policies.supervised import SupervisedRouter
+
+    class Retrained(Exception):
+        pass
+
+    def refuse(self: SupervisedRouter, cfg: object) -> None:
+        raise Retrained
+
+    monkeypatch.setattr(SupervisedRouter, "prepare", refuse)
+    before = teacher.stat().st_mtime_ns
+    assert runner.teacher_model(runner.compose(study, ["experiment=tiny"]), teacher.parent) == teacher  # type: ignore[arg-type]
+    assert teacher.stat().st_mtime_ns == before
+    with pytest.raises(Retrained):
+        runner.teacher_model(runner.compose(study, ["experiment=tiny", "workload.rate=7"]), teacher.parent)  # type: ignore[arg-type]
+
 
 def test_unknown_scenario_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner, "SCENARIO_DIR", tmp_path / "no_scenarios")

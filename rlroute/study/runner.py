@@ -15,6 +15,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,23 @@ def compose(study: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+TEACHER_KEYS = ("seed", "episode_length", "features", "workload", "quality", "cluster", "reward", "budget")
+
+
+def teacher_key(cfg: DictConfig, settings: dict[str, Any]) -> str:
+    """sha256 of what the supervised teacher's training depends on: the environment's config groups
+    (not ``agent``: PPO's settings do not change the teacher) and the teacher's own training settings."""
+    env_part = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in TEACHER_KEYS if k in cfg}
+    blob = json.dumps({"cfg": env_part, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def teacher_model(cfg: DictConfig, out: Path) -> Path | None:
     """With a warm-started learned policy (``agent.warm_start.teacher``), train the supervised router once
     on the scenario's train split into ``out/supervised.pt`` and point the warm start at it; the study also
-    evaluates that very model as the ``supervised`` competitor. ``None`` without a warm start."""
+    evaluates that very model as the ``supervised`` competitor. A file already there is reused when it was
+    trained for the same config and settings (:func:`teacher_key`). ``None`` without a warm start."""
     from rlroute.policies.supervised import SupervisedRouter, save
 
     teacher = (cfg.agent.get("warm_start") or {}).get("teacher")
@@ -125,9 +139,13 @@ def teacher_model(cfg: DictConfig, out: Path) -> Path | None:
     policy = make_policy(str(teacher))
     if not isinstance(policy, SupervisedRouter):
         raise TypeError(f"agent.warm_start.teacher={teacher!r} is not a supervised router")
-    policy.prepare(cfg)
-    assert policy.net is not None
-    save(policy.net, policy.meta, path)
+    key = teacher_key(cfg, asdict(policy.settings))
+    if path.is_file() and SupervisedRouter(model_path=str(path)).meta.get("config_key") == key:
+        log.info("study: teacher %s reused (same scenario config and training settings)", path)
+    else:  # the labels are simulator forks: ~25 min of CPU on provisioned_fleet, so a re-run reuses them
+        policy.prepare(cfg)
+        assert policy.net is not None
+        save(policy.net, {**policy.meta, "config_key": key}, path)
     with open_dict(cfg):
         cfg.agent.warm_start.teacher_path = str(path)
     return path
