@@ -34,6 +34,24 @@ def test_import_is_cheap() -> None:
     assert out.strip() == ""
 
 
+def test_import_rlroute_registers_the_env_without_building_it() -> None:
+    """The Gymnasium convention, exactly as a user writes it, in a fresh interpreter: ``import rlroute``
+    registers the env by string entry point (nothing heavy imported), ``gymnasium.make`` then builds it."""
+    code = (
+        "import sys, json\n"
+        "import rlroute\n"
+        "heavy = [m for m in ('torch', 'rlroute.env', 'rlroute.cluster.sim', 'hydra') if m in sys.modules]\n"
+        "import gymnasium\n"
+        "env = gymnasium.make('rlroute/Routing-v1', episode_length=4)\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "steps = [env.step(1)[3] for _ in range(4)]\n"
+        "print(json.dumps({'heavy': heavy, 'id': rlroute.ENV_ID, 'shape': list(obs.shape), 'trunc': steps}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got == {"heavy": [], "id": "rlroute/Routing-v1", "shape": [224], "trunc": [False, False, False, True]}
+
+
 def test_bench_emit_prints_json_last_and_writes_file(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "b.json"
     emit("demo", {"value": 1.5, "unit": "x/s", "raw": [1, 2]}, out=path)

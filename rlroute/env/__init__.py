@@ -1,4 +1,4 @@
-"""rlroute.env: the Gymnasium routing environment, registered as ``rlroute/Routing-v1`` on import.
+"""rlroute.env: the Gymnasium routing environment (``rlroute/Routing-v1``, registered by ``import rlroute``).
 
 ``gymnasium.make("rlroute/Routing-v1")`` builds it from ``conf/config.yaml`` (entry point
 :func:`~rlroute.env.build.make_routing_env`); :func:`build_env` builds it from an already composed Hydra
@@ -7,15 +7,9 @@ config (``rlroute train`` / ``eval``).
 
 from __future__ import annotations
 
-import gymnasium
-
+from rlroute import ENV_ID
 from rlroute.env.build import build_env, default_config, make_routing_env
 from rlroute.env.reward import RewardConfig
 from rlroute.env.routing import RoutingEnv
-
-ENV_ID = "rlroute/Routing-v1"
-
-if ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=ENV_ID, entry_point="rlroute.env.build:make_routing_env")
 
 __all__ = ["ENV_ID", "RewardConfig", "RoutingEnv", "build_env", "default_config", "make_routing_env"]

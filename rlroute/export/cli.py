@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rlroute import ENV_ID
 from rlroute.export.graph import ObsNorm, OnnxableActor, export_onnx, load_run
 from rlroute.export.manifest import (
     ACTION_MAP,
@@ -37,8 +38,6 @@ from rlroute.export.manifest import (
 from rlroute.export.ood import RANGE_FACTOR, RANGE_MARGIN, TARGET_FPR, ObsStats, calibrate, guard_layout
 from rlroute.export.verify import LOGIT_ATOL, Recorded, record_observations, verify
 from rlroute.paths import CONF_DIR
-
-ENV_ID = "rlroute/Routing-v1"
 
 
 def _rlroute_version() -> str:
