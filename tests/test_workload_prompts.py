@@ -127,3 +127,33 @@ def test_labelled_csv_model_map_and_missing_column(tmp_path: Path) -> None:
     assert convs[0].labels == {"small": True, "large": False}
     with pytest.raises(WorkloadError, match="model column"):
         RouteLLMPrompts(root=str(d), contaminated=None).conversations()
+
+
+GSM8K_HEADER = ("prompt,mixtral-8x7b-instruct-v0.1,gpt-4-1106-preview,"
+                "mixtral-8x7b-instruct-v0.1_response,gpt-4-1106-preview_response")
+GSM8K_MAP = {"mixtral-8x7b-instruct-v0.1": "small", "gpt-4-1106-preview": "large"}
+
+
+def test_routellm_gsm8k_layout_loads_as_published(tmp_path: Path) -> None:
+    """RouteLLM's ``gsm8k_responses.csv`` layout: two correctness columns, then the two models' answers as
+    quoted, multi-line text (with commas, quotes and words like True inside). The answers are ignored."""
+    rows = [
+        'Janet has 16 eggs. She eats 3. How many are left?,True,False,'
+        '" Janet starts with 16 eggs.\nShe eats 3, so 16 - 3 = <<16-3=13>>13.\n#### 13\n\n",'
+        '"She has 16 - 3 = 13 eggs left.\n\nTrue, the answer is 13."',
+        '"Josh buys a house for $80,000 and puts in $50,000. How much profit?",False,True,'
+        '" The value is 80,000 + 50,000 = $<<80000+50000=130000>>130,00",'
+        '"The increase is ""150%"" of $80,000 = $120,000.\nProfit: $70,000."',
+    ]
+    d = tmp_path / "gsm8k"
+    d.mkdir()
+    (d / "gsm8k_responses.csv").write_text("\n".join([GSM8K_HEADER, *rows]) + "\n", encoding="utf-8")
+    convs = RouteLLMPrompts(root=str(d), pattern="gsm8k_*.csv", model_map=GSM8K_MAP, contaminated=None,
+                            name="gsm8k").conversations("all")
+    assert [c.turns[0][:11] for c in convs] == ["Janet has 1", "Josh buys a"]
+    assert "$80,000" in convs[1].turns[0]
+    assert [c.labels for c in convs] == [{"small": True, "large": False}, {"small": False, "large": True}]
+    assert all(c.replies == (None,) for c in convs)
+    with pytest.raises(WorkloadError, match=r"gsm8k_responses\.csv:1: model column\(s\) "
+                                            r"\['mistralai/Mixtral-8x7B-Instruct-v0.1'\] not in header"):
+        RouteLLMPrompts(root=str(d), pattern="gsm8k_*.csv", contaminated=None).conversations("all")

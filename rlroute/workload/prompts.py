@@ -112,9 +112,13 @@ def _parse_bool(text: str, path: str, line: int, column: str) -> bool:
 
 @lru_cache(maxsize=256)
 def _read_labelled_csv(
-    path: str, mtime_ns: int, on_error: str
+    path: str, mtime_ns: int, on_error: str, models: tuple[str, ...]
 ) -> tuple[tuple[tuple[str, dict[str, bool]], ...], int]:
-    """Rows ``(prompt, {model: correct})`` of one labelled CSV and the number of bad rows skipped."""
+    """Rows ``(prompt, {model: correct})`` of one labelled CSV and the number of bad rows skipped.
+
+    Only ``prompt`` and the ``models`` columns are read: RouteLLM publishes further columns (GSM8K's
+    ``<model>_response`` texts, quoted and spanning lines), which are ignored.
+    """
     rows: list[tuple[str, dict[str, bool]]] = []
     skipped = 0
     with open(path, newline="", encoding="utf-8") as fh:
@@ -122,7 +126,11 @@ def _read_labelled_csv(
         header = next(reader, None)
         if not header or header[0] != "prompt" or len(header) < 2:
             raise WorkloadError(f"{path}:1: expected header 'prompt,<model>,...', got {header!r}")
-        models = header[1:]
+        missing = [m for m in models if m not in header]
+        if missing:
+            raise WorkloadError(f"{path}:1: model column(s) {missing} not in header {header} "
+                                "(set the prompt set's model_map to the file's column names)")
+        index = {m: header.index(m) for m in models}
         end = reader.line_num
         for rec in reader:
             # Prompts span several physical lines: report the line the record starts on.
@@ -136,9 +144,7 @@ def _read_labelled_csv(
                     )
                 if not rec[0].strip():
                     raise WorkloadError(f"{path}:{line}: empty prompt")
-                rows.append(
-                    (rec[0], {m: _parse_bool(v, path, line, m) for m, v in zip(models, rec[1:], strict=True)})
-                )
+                rows.append((rec[0], {m: _parse_bool(rec[i], path, line, m) for m, i in index.items()}))
             except WorkloadError as exc:
                 if on_error == "raise":
                     raise
@@ -221,15 +227,13 @@ class RouteLLMPrompts:
         self.skipped = 0
         for f in self._files():
             category = f.stem.split("_", 1)[1] if "_" in f.stem else f.stem
-            rows, skipped = _read_labelled_csv(str(f), f.stat().st_mtime_ns, self.on_error)
+            rows, skipped = _read_labelled_csv(str(f), f.stat().st_mtime_ns, self.on_error,
+                                               tuple(self.model_map))
             self.skipped += skipped
             for i, (prompt, cols) in enumerate(rows):
                 if prompt in bad:
                     self.excluded += 1
                     continue
-                missing = [m for m in self.model_map if m not in cols]
-                if missing:
-                    raise WorkloadError(f"{f}:1: model column(s) {missing} not in header {list(cols)}")
                 labels = {role: cols[m] for m, role in self.model_map.items()}
                 out.append(Conversation(f"{self.name}/{category}/{i}", (prompt,), (None,), category, labels))
         return tuple(out)
