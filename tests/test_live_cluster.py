@@ -149,7 +149,7 @@ def _drive_router(fleet: WorkerFleet, reqs: list[Request], actions: list[Action]
                     env={"RLROUTE_ADMIN_TOKEN": "parity-test"}) as router:
         def observe(r: Request) -> dict[str, object]:
             body = {"request": {"text": r.prompt, "sampling_params": {"max_new_tokens": r.max_new_tokens}}}
-            out = httpx.post(router.url + "/admin/observe", json=body, headers=auth, timeout=10.0)
+            out = httpx.post(router.admin_url + "/admin/observe", json=body, headers=auth, timeout=10.0)
             out.raise_for_status()
             return dict(out.json())
 

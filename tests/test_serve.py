@@ -57,16 +57,28 @@ def start_router(fleet: WorkerFleet, log: Path, *overrides: str) -> RouterProc:
 
 
 @pytest.fixture(scope="module")
-def router(fleet: WorkerFleet, policy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(fleet: WorkerFleet, policy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProc]:
     # The fresh policy's OOD statistics come from env rollouts of the default workload; these hand-written
     # prompts on an idle fleet are not that distribution, so the guard is off here (it is tested through the
     # router in test_serve_ood.py); the policy path itself is under test.
     r = start_router(fleet, tmp_path_factory.mktemp("router") / "router.log", f"policy.path={policy}",
                      "ood.enabled=false")
     try:
-        yield r.url
+        yield r
     finally:
         r.stop()
+
+
+@pytest.fixture(scope="module")
+def router(served: RouterProc) -> str:
+    """The data plane's URL."""
+    return served.url
+
+
+@pytest.fixture(scope="module")
+def admin(served: RouterProc) -> str:
+    """The admin API's own listener."""
+    return served.admin_url
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -137,7 +149,8 @@ def test_get_endpoints(router: str, path: str) -> None:
     ("/generate", json.dumps({"text": "a", "sampling_params": {"max_new_tokens": 10**12}}).encode()),
     ("/v1/chat/completions", json.dumps({"messages": []}).encode()),
     ("/v1/chat/completions", json.dumps({"messages": [{"content": "no role"}]}).encode()),
-    ("/v1/completions", json.dumps({"prompt": ["a", "b"], "max_tokens": 2}).encode()),
+    ("/v1/completions", json.dumps({"prompt": [], "max_tokens": 2}).encode()),
+    ("/v1/completions", json.dumps({"prompt": [1.5, "b"], "max_tokens": 2}).encode()),
     ("/v1/completions", json.dumps({"prompt": "x", "max_tokens": "many"}).encode()),
     ("/generate", b'{"text": "' + b"a" * (5 * 1024 * 1024) + b'"}'),
 ])
@@ -149,9 +162,9 @@ def test_bad_input_is_4xx_naming_the_problem(router: str, path: str, content: by
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
 @pytest.mark.parametrize("path", ["/admin/policy/reload", "/admin/pools/large/update_weights"])
-def test_admin_needs_the_token(router: str, path: str, headers: dict[str, str]) -> None:
-    r = httpx.post(router + path, json={"model_path": "/w"}, headers=headers, timeout=10)
-    assert r.status_code == 401
+def test_admin_needs_the_token(admin: str, path: str, headers: dict[str, str]) -> None:
+    r = httpx.post(admin + path, json={"model_path": "/w"}, headers=headers, timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
 
 async def _load(url: str, n: int, during: asyncio.Future[object] | None = None) -> list[int]:
@@ -164,13 +177,13 @@ async def _load(url: str, n: int, during: asyncio.Future[object] | None = None) 
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def test_reload_under_load_drops_nothing(router: str, policy: Path, tmp_path: Path) -> None:
+def test_reload_under_load_drops_nothing(router: str, admin: str, policy: Path, tmp_path: Path) -> None:
     async def run() -> tuple[list[int], list[int]]:
         async with httpx.AsyncClient(timeout=60) as c:
             load = asyncio.create_task(_load(router, 40))
             codes = []
             for _ in range(3):
-                r = await c.post(router + "/admin/policy/reload", json={"path": str(policy)}, headers=AUTH)
+                r = await c.post(admin + "/admin/policy/reload", json={"path": str(policy)}, headers=AUTH)
                 codes.append(r.status_code)
             return await load, codes
 
@@ -178,19 +191,19 @@ def test_reload_under_load_drops_nothing(router: str, policy: Path, tmp_path: Pa
     assert reloads == [200, 200, 200]
     assert statuses == [200] * 40
     bad = tmp_path / "missing"
-    r = httpx.post(router + "/admin/policy/reload", json={"path": str(bad)}, headers=AUTH, timeout=30)
+    r = httpx.post(admin + "/admin/policy/reload", json={"path": str(bad)}, headers=AUTH, timeout=30)
     assert r.status_code == 422 and "policy_missing" in r.text
-    status = httpx.get(router + "/admin/status", headers=AUTH, timeout=10).json()
+    status = httpx.get(admin + "/admin/status", headers=AUTH, timeout=10).json()
     assert status["policy"]["loaded"] and status["policy"]["path"] == str(policy)  # old one kept
 
 
 @pytest.mark.parametrize("pool", ["large", "small"])
-def test_weight_update_under_load_drops_nothing(router: str, pool: str) -> None:
+def test_weight_update_under_load_drops_nothing(router: str, admin: str, pool: str) -> None:
     async def run() -> tuple[list[int], dict[str, object]]:
         async with httpx.AsyncClient(timeout=60) as c:
             load = asyncio.create_task(_load(router, 40))
             await asyncio.sleep(0.05)
-            r = await c.post(router + f"/admin/pools/{pool}/update_weights",
+            r = await c.post(admin + f"/admin/pools/{pool}/update_weights",
                              json={"model_path": "/ckpt/step-2", "weight_version": "2"}, headers=AUTH)
             assert r.status_code == 200, r.text
             return await load, r.json()
@@ -198,7 +211,7 @@ def test_weight_update_under_load_drops_nothing(router: str, pool: str) -> None:
     statuses, result = asyncio.run(run())
     assert statuses == [200] * 40
     assert result["interruption_s"] > 0 and set(result["steps"]) >= {"pause_s", "flush_s", "update_s", "continue_s"}
-    for url in [w["url"] for w in httpx.get(router + "/admin/status", headers=AUTH).json()["pools"][pool]["workers"]]:
+    for url in [w["url"] for w in httpx.get(admin + "/admin/status", headers=AUTH).json()["pools"][pool]["workers"]]:
         assert httpx.get(url + "/get_server_info").json()["rlroute"]["weight_version"] == "2"
 
 

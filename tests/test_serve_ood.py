@@ -51,7 +51,7 @@ def long_bodies(n: int) -> list[dict]:
 
 @pytest.mark.slow
 def test_typical_traffic_is_decided_and_long_prompts_fall_back(server: P._Server) -> None:
-    status = httpx.get(server.router.url + "/admin/status", headers=server.auth, timeout=10).json()
+    status = httpx.get(server.router.admin_url + "/admin/status", headers=server.auth, timeout=10).json()
     assert status["policy"]["ood"]["guarded"] is True
     reqs = P._client_requests(P._window(N_TYPICAL, 9.6, 11), exact=True)
     decided, _, _, _ = P._replay(server, reqs, 10.0)

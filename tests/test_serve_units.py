@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 
 from rlroute.serve.config import ServeConfigError, parse_config
 from rlroute.serve.decision import load
-from rlroute.serve.upstream import Breaker
+from rlroute.serve.reliability import Breaker, Health, RetryPolicy
 from rlroute.worker.tokens import count_tokens, id_blocks, text_blocks
 
 POOLS = {"large": {"workers": ["http://127.0.0.1:1"]}, "small": {"workers": ["http://127.0.0.1:2"]}}
@@ -22,7 +21,10 @@ POOLS = {"large": {"workers": ["http://127.0.0.1:1"]}, "small": {"workers": ["ht
     ({"pools": {**POOLS, "small": {"workers": ["127.0.0.1:2"]}}}, "serve.pools.small"),
     ({"pools": POOLS, "backend": "nginx"}, "serve.backend"),
     ({"pools": POOLS, "backend": "sglang_router"}, "router_url"),
-    ({"pools": POOLS, "retries": -1}, "serve.retries"),
+    ({"pools": POOLS, "retry": {"max_attempts": 0}}, "serve.retry.max_attempts"),
+    ({"pools": POOLS, "retry": {"jitter": 2}}, "serve.retry.jitter"),
+    ({"pools": POOLS, "retry": {"attempts": 2}}, "serve.retry"),
+    ({"pools": POOLS, "admin_port": 8000}, "serve.admin_port"),
     ({"pools": POOLS, "port": "eighty"}, "serve.port"),
     ({"pools": POOLS, "fallback": "best"}, "serve.fallback"),
     ({"pools": POOLS, "fallback": {"complexity_threshold": 0.5}}, "serve.fallback"),
@@ -57,19 +59,70 @@ def test_sglang_router_backend_uses_one_upstream_per_pool() -> None:
     assert cfg.pools["large"].workers == ["http://127.0.0.1:1"] and cfg.pools["small"].workers == ["http://127.0.0.1:2"]
 
 
-def test_breaker_opens_half_opens_and_closes() -> None:
-    b = Breaker(threshold=2, cooldown_s=0.05)
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_breaker_single_probe_and_success_threshold() -> None:
+    clock = FakeClock()
+    b = Breaker(failure_threshold=2, success_threshold=2, timeout_s=10.0, clock=clock)
     b.failure()
-    assert b.state == "closed"
+    assert b.state == "closed" and b.acquire()
     b.failure()
-    assert b.state == "open" and not b.allows()
-    time.sleep(0.06)
+    assert b.state == "open" and not b.allows() and not b.acquire()
+    clock.t = 10.0
     assert b.state == "half_open" and b.allows()
-    b.failure()  # the trial failed: open again for a whole cooldown
-    assert b.state == "open"
-    time.sleep(0.06)
+    assert b.acquire() and not b.acquire() and not b.allows()  # one probe at a time
+    b.success()
+    assert b.state == "half_open" and b.acquire()  # 1 of 2 successes: still half-open, next probe allowed
     b.success()
     assert b.state == "closed" and b.failures == 0
+    b.failure()
+    b.failure()
+    clock.t = 25.0
+    assert b.acquire()
+    b.failure()  # the probe failed: open for a whole timeout again
+    assert b.state == "open"
+    clock.t = 34.0
+    assert b.state == "open"
+    clock.t = 35.0
+    assert b.acquire()
+    b.cancel()  # the probe ended with the client's own error: no verdict, the next request may probe
+    assert b.acquire()
+
+
+def test_breaker_success_resets_the_failure_count() -> None:
+    b = Breaker(failure_threshold=3, clock=FakeClock())
+    b.failure()
+    b.failure()
+    b.success()
+    b.failure()
+    b.failure()
+    assert b.state == "closed"
+
+
+def test_health_needs_consecutive_results() -> None:
+    h = Health(failure_threshold=3, success_threshold=2)
+    assert h.record(False) and h.record(False) and h.record(True)  # a pass resets the failures
+    assert h.record(False) and h.record(False) and not h.record(False)
+    assert not h.record(True) and not h.record(False) and not h.record(True) and h.record(True)
+
+
+def test_backoff_grows_caps_and_jitters() -> None:
+    import random
+
+    p = RetryPolicy(initial_backoff_ms=100, multiplier=2.0, max_backoff_ms=250, jitter=0.0)
+    assert [p.delay_s(k) for k in (1, 2, 3, 9)] == [0.1, 0.2, 0.25, 0.25]
+    j = RetryPolicy(initial_backoff_ms=400, multiplier=1.0, jitter=0.5)
+    rng = random.Random(0)
+    ds = [j.delay_s(3, rng) for _ in range(200)]
+    assert 0.2 <= min(ds) < 0.3 and 0.5 < max(ds) <= 0.6
+    assert all(RetryPolicy.retryable(c) for c in (408, 429, 500, 502, 503, 504))
+    assert not any(RetryPolicy.retryable(c) for c in (400, 401, 404, 413, 422))
 
 
 @pytest.mark.parametrize("a,b,shared", [("x" * 1000, "x" * 1000 + "tail", 3), ("y" * 600 + "a", "y" * 600 + "b", 2),

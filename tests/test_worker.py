@@ -102,6 +102,36 @@ def test_pause_holds_requests_until_continue(worker: str) -> None:
     assert status == 200 and waiting >= 1
 
 
+LONG = 30000  # tokens: ~1 s of wall time at speed-up 200, still running when the pause comes
+
+
+@pytest.mark.parametrize("mode", ["in_place", "retract", "abort"])
+def test_pause_modes_follow_sglang(worker: str, mode: str) -> None:
+    """``in_place`` keeps the running batch (flush refused, 400), ``retract`` queues it again (flush allowed,
+    the answer still whole after continue), ``abort`` ends it with ``finish_reason: abort``."""
+    async def run() -> tuple[httpx.Response, dict[str, object], int, dict[str, object]]:
+        async with httpx.AsyncClient(timeout=60) as c:
+            body = {"text": f"running {mode}", "sampling_params": {"max_new_tokens": LONG}}
+            task = asyncio.create_task(c.post(worker + "/generate", json=body))
+            await asyncio.sleep(0.15)
+            paused = (await c.post(worker + "/pause_generation", json={"mode": mode})).json()
+            load = (await c.get(worker + "/get_load")).json()
+            flush = (await c.post(worker + "/flush_cache")).status_code
+            await c.post(worker + "/continue_generation")
+            return await task, paused, flush, load
+
+    answer, paused, flush, load = asyncio.run(run())
+    meta = answer.json()["meta_info"]
+    if mode == "in_place":
+        assert flush == 400 and load["num_running_reqs"] == 1 and meta["completion_tokens"] == LONG
+    elif mode == "retract":
+        assert paused["requests"] == 1 and load["num_running_reqs"] == 0 and load["num_waiting_reqs"] == 1
+        assert flush == 200 and meta["completion_tokens"] == LONG and meta["finish_reason"]["type"] == "length"
+    else:
+        assert paused["requests"] == 1 and meta["finish_reason"]["type"] == "abort" and meta["completion_tokens"] < LONG
+    assert _post(worker, "/pause_generation", {"mode": "sideways"}).status_code == 400
+
+
 def test_flush_and_update_weights(worker: str) -> None:
     prompt = "flush me " * 200
     _post(worker, "/generate", {"text": prompt, "sampling_params": {"max_new_tokens": 1}})

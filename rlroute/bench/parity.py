@@ -201,7 +201,7 @@ class _Server:
                 matches: Any = None, remember: bool = False) -> dict[str, Any]:
         import httpx
 
-        r = httpx.post(self.router.url + "/admin/observe", headers={**self.auth, **headers}, timeout=30.0,
+        r = httpx.post(self.router.admin_url + "/admin/observe", headers={**self.auth, **headers}, timeout=30.0,
                        json={"request": body, "state": state, "matches": matches, "remember": remember})
         r.raise_for_status()
         return dict(r.json())
@@ -277,7 +277,7 @@ def _replay(server: _Server, reqs: list[Request], speedup: float) -> tuple[dict[
             await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
 
     asyncio.run(go())
-    log = httpx.get(server.router.url + "/admin/decisions", headers=server.auth, timeout=60.0)
+    log = httpx.get(server.router.admin_url + "/admin/decisions", headers=server.auth, timeout=60.0)
     log.raise_for_status()
     by_index = {ids[d["id"]]: d for d in log.json()["decisions"] if d["id"] in ids}
     if len(by_index) != len(reqs):

@@ -4,12 +4,19 @@ The token comes from the environment variable named by ``admin_token_env`` (neve
 repository); without it the admin API answers 403. The service binds loopback by default, so the admin
 API is not reachable from other hosts unless the operator chooses so.
 
-Coordinated weight update of one pool (the seed's, SLIME-style): the router stops choosing the pool
-(new requests go to the other pool; with ``allow_cross_pool: false`` they get a clear 503) → ``/pause_generation`` on every
-worker (running requests are held in place, not dropped) → ``/flush_cache`` when the new weights make
-the cached KV wrong (``flush: true``, the default; a LoRA-free refresh of the same weights may skip it) →
-``/update_weights_from_disk`` → ``/continue_generation`` → one warm-up request per worker → the pool
-takes traffic again. The interruption (pool closed to new requests) is timed and returned per step.
+Coordinated weight update of one pool (the seed's, SLIME-style), with SGLang's semantics
+(``PauseGenerationReqInput`` in ``sglang/srt/managers/io_struct.py``): the router stops choosing the pool
+(new requests go to the other pool; with ``allow_cross_pool: false`` they get a clear 503) →
+``/pause_generation`` with an explicit ``mode`` on every worker — ``retract`` by default (running requests
+go back to the worker's queue, their KV freed and recomputed after ``continue``: nothing is dropped and the
+cache may be flushed), ``in_place`` (running requests keep their KV; SGLang's ``flush_cache`` fails while
+any runs, so it is refused with ``flush_cache: true``), or ``abort`` (SGLang's own default: in-flight
+requests end with ``finish_reason: abort``; only on request) → ``/update_weights_from_disk`` (its own flush
+off, so the flush is a step of its own) → ``/flush_cache`` when the new weights make the cached KV wrong
+(``flush_cache: true``, the default) → ``/continue_generation`` on **every** worker that was sent a pause,
+also when a step failed (a worker is never left paused) → one warm-up request per worker → the pool takes
+traffic again. The interruption (pool closed to new requests) is timed and returned per step; a failed step
+answers 502 naming the step and the workers, after the continue.
 
 Inspection (what the decision path saw, read from the running server — ``rlroute bench parity`` relies on
 it): ``POST /admin/observe`` returns the observation and action the router would decide for a generation
@@ -24,13 +31,13 @@ The endpoints are an ``APIRouter`` (:data:`admin_api`) that the app includes; ea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from rlroute.cluster.base import state_from_json
 from rlroute.serve.router import Router
@@ -59,6 +66,14 @@ class WeightUpdateRequest(BaseModel):
     flush_cache: bool = True
     warmup: bool = True
     weight_version: str | None = None
+    pause_mode: Literal["retract", "in_place", "abort"] = "retract"
+
+    @model_validator(mode="after")
+    def _flushable(self) -> WeightUpdateRequest:
+        if self.pause_mode == "in_place" and self.flush_cache:
+            raise ValueError("pause_mode 'in_place' keeps running requests and their KV, and SGLang's flush_cache "
+                             "fails while any runs: use pause_mode 'retract' (default) or flush_cache: false")
+        return self
 
 
 def _router(request: Request) -> Router:
@@ -93,7 +108,8 @@ async def status(router: RouterDep) -> dict[str, Any]:
         "pools": {
             name: {"paused": up.pools[name].held, "available": up.available(name), "workers": [
                 {"url": w.url, "usable": w.usable, "health_ok": w.health_ok, "breaker": w.breaker.state,
-                 "inflight": w.inflight, "paused": w.stats.paused, "error": w.error}
+                 "inflight": w.inflight, "paused": w.stats.paused, "error": w.error,
+                 "scraped_ago_s": time.monotonic() - w.scraped_at}
                 for w in up.workers(name)]}
             for name in up.pools},
     }
@@ -153,45 +169,60 @@ async def update_weights(pool: str, body: WeightUpdateRequest, router: RouterDep
         raise HTTPException(503, f"pool {pool!r} has no healthy worker to update")
     client = router.client
     steps: dict[str, float] = {}
+    failed: str | None = None
+    held = 0  # requests the pause retracted or aborted, as the workers report them
 
-    async def call(path: str, payload: dict[str, Any] | None = None) -> None:
-        rs = await asyncio.gather(*(client.post(w.url + path, json=payload) for w in workers),
-                                  return_exceptions=True)
-        bad = [f"{w.url}: {r if isinstance(r, BaseException) else r.status_code}"
-               for w, r in zip(workers, rs, strict=True)
-               if isinstance(r, BaseException) or r.status_code >= 400]
-        if bad:
-            raise HTTPException(502, f"{path} failed on {bad}")
-
-    async def step(name: str, path: str, payload: dict[str, Any] | None = None) -> None:
+    async def step(name: str, path: str, payload: dict[str, Any] | None = None) -> list[Any]:
+        """``path`` on every worker at once; raises ``_StepFailed`` naming the workers that did not answer 2xx;
+        returns the answers."""
         t = time.perf_counter()
-        await call(path, payload)
+        rs = await asyncio.gather(*(client.post(w.url + path, json=payload) for w in workers), return_exceptions=True)
         steps[name] = time.perf_counter() - t
+        bad = [f"{w.url}: {f'{type(r).__name__}: {r}' if isinstance(r, BaseException) else f'HTTP {r.status_code}'}"
+               for w, r in zip(workers, rs, strict=True) if isinstance(r, BaseException) or r.status_code >= 300]
+        if bad:
+            raise _StepFailed(f"{path} failed on {bad}")
+        return rs
 
     t0 = time.perf_counter()
     up.pools[pool].held = True
     try:
-        await step("pause_s", "/pause_generation")
         try:
-            if body.flush_cache:
-                await step("flush_s", "/flush_cache")
-                up.monitor.forget_prefixes(pool)  # the router's prefix estimate is now wrong too
-            payload: dict[str, Any] = {"model_path": body.model_path}
+            for r in await step("pause_s", "/pause_generation", {"mode": body.pause_mode}):
+                with contextlib.suppress(ValueError, AttributeError):  # SGLang answers no count; the emulator does
+                    held += int(r.json().get("requests") or 0)
+            payload: dict[str, Any] = {"model_path": body.model_path, "flush_cache": False}
             if body.weight_version:
                 payload["weight_version"] = body.weight_version
             await step("update_s", "/update_weights_from_disk", payload)
             up.monitor.weights_updated(pool)
-        finally:
-            await step("continue_s", "/continue_generation")  # never leave workers paused
-        if body.warmup:
-            await step("warmup_s", "/generate",
-                       {"text": "warm-up", "sampling_params": {"max_new_tokens": router.cfg.warmup_max_new_tokens}})
-    except httpx.HTTPError as e:
-        raise HTTPException(502, f"weight update of pool {pool!r} failed: {type(e).__name__}: {e}") from e
+            if body.flush_cache:
+                await step("flush_s", "/flush_cache")
+                up.monitor.forget_prefixes(pool)  # the router's prefix estimate is now wrong too
+        except _StepFailed as e:
+            failed = str(e)
+        try:  # every worker that was sent a pause, whatever happened since: none is left paused
+            await step("continue_s", "/continue_generation")
+        except _StepFailed as e:
+            failed = f"{failed}; {e}" if failed else str(e)
+        if body.warmup and failed is None:
+            try:
+                await step("warmup_s", "/generate", {"text": "warm-up", "sampling_params": {
+                    "max_new_tokens": router.cfg.warmup_max_new_tokens}})
+            except _StepFailed as e:
+                failed = str(e)
     finally:
         await up.refresh(health=False)  # read the workers' un-paused state before reopening the pool
         up.pools[pool].held = False
     interruption = time.perf_counter() - t0
+    if failed is not None:
+        raise HTTPException(502, f"weight update of pool {pool!r} failed: {failed} (continue_generation was sent "
+                                 f"to every worker; steps done: {sorted(steps)})")
     router.metrics.weight_update.labels(pool).set(interruption)
     return {"pool": pool, "workers": [w.url for w in workers], "interruption_s": interruption,
-            "steps": steps, "flushed": body.flush_cache, "model_path": body.model_path}
+            "steps": steps, "flushed": body.flush_cache, "pause_mode": body.pause_mode,
+            "paused_requests": held, "model_path": body.model_path}
+
+
+class _StepFailed(Exception):
+    """A step of the weight update failed on some worker (the message names them)."""

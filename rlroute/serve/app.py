@@ -1,10 +1,16 @@
-"""The routing service's HTTP front (FastAPI): OpenAI and SGLang generation endpoints, health, metrics.
+"""The routing service's HTTP fronts (FastAPI): the data plane and, on its own listener, the admin API.
 
-Per request: parse and validate the body (pydantic models shared with the worker, so the OpenAPI spec
-documents every field and bad input is a 422 naming it), build a :class:`~rlroute.types.Request` from the
-prompt's bytes (token estimate and chained block hashes, as the worker computes them), then hand it to the
-:class:`~rlroute.serve.router.Router` (decide with the guarded policy, forward; hybrid: plan-and-execute).
-The router lives in ``app.state.router``; the admin endpoints (:mod:`rlroute.serve.admin`) read it there.
+Data plane (:func:`create_app`): OpenAI and SGLang generation endpoints, health, metrics. Per request:
+parse and validate the body (pydantic models shared with the worker, so the OpenAPI spec documents every
+field and bad input is a 400 naming it, in OpenAI's error shape: :mod:`rlroute.serve.errors`), build a
+:class:`~rlroute.types.Request` from the prompt's bytes (token estimate and chained block hashes, as the
+worker computes them), then hand it to the :class:`~rlroute.serve.router.Router` (decide with the guarded
+policy, forward; hybrid: plan-and-execute). An OpenAI list prompt (a batch of strings or of token-id
+lists) is routed as one unit, by its first prompt, and forwarded whole.
+
+Admin (:func:`create_admin_app`): the :mod:`rlroute.serve.admin` endpoints on a second app that shares the
+same :class:`~rlroute.serve.router.Router` (``app.state.router``); ``rlroute serve`` runs it on
+``admin_host:admin_port`` (loopback by default), so the data-plane listener never exposes it.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from fastapi import Request as FastAPIRequest
 from fastapi.responses import JSONResponse, Response
 
 from rlroute.export.ood import BLOCKS
+from rlroute.serve import errors
 from rlroute.serve.admin import admin_api
 from rlroute.serve.config import ServeConfig
+from rlroute.serve.errors import error_response
 from rlroute.serve.router import Router, edit_chat, edit_completion, edit_generate
 from rlroute.worker import schemas
 from rlroute.worker.tokens import chat_prompt
@@ -54,8 +62,7 @@ class BodyLimit:
                 too_big = True
                 break
         if too_big:
-            resp = JSONResponse({"error": {"message": f"request body exceeds {self.limit} bytes", "code": 413}},
-                                status_code=413)
+            resp = error_response(413, f"request body exceeds {self.limit} bytes")
             await resp(scope, receive, send)
             return
         body = b"".join(chunks)
@@ -107,9 +114,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                                   edit_chat, router.forced_action(request.headers),
                                   request.headers)
 
-    @app.post("/v1/completions", summary="OpenAI completions (stream for SSE)")
+    @app.post("/v1/completions", summary="OpenAI completions (a prompt or a list of prompts; stream for SSE)")
     async def completions(body: schemas.CompletionRequest, request: FastAPIRequest) -> Response:
-        req = router.build_request(body.prompt, None, body.max_tokens, request.headers)
+        text, ids = body.first_prompt()
+        req = router.build_request(text, ids, body.max_tokens, request.headers)
         return await router.route("completions", "/v1/completions", body.model_dump(exclude_none=True),
                                   await request.body(), req, body.stream, edit_completion,
                                   router.forced_action(request.headers),
@@ -118,8 +126,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get("/health", summary="200 when some pool can serve, else 503")
     async def health() -> Response:
         ok = {p: router.upstreams.available(p) for p in router.upstreams.pools}
-        return JSONResponse({"status": "ok" if any(ok.values()) else "unavailable", "pools": ok},
-                            status_code=200 if any(ok.values()) else 503)
+        if any(ok.values()):
+            return JSONResponse({"status": "ok", "pools": ok})
+        body = {**errors.error_body(503, "no pool has a usable worker"), "status": "unavailable", "pools": ok}
+        return JSONResponse(body, status_code=503, headers={"retry-after": str(cfg.retry_after_s)})
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -132,6 +142,17 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         body, ctype = router.metrics.render()
         return Response(body, media_type=ctype)
 
-    app.include_router(admin_api)
+    errors.install(app)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)  # type: ignore[arg-type]
+    return app
+
+
+def create_admin_app(router: Router, max_body_bytes: int = 4 * 1024 * 1024) -> FastAPI:
+    """The admin API (:data:`rlroute.serve.admin.admin_api`) as its own app over ``router``."""
+    app = FastAPI(title="rlroute router admin", version="0.1.0",
+                  description="Policy reload, coordinated weight updates and inspection (bearer token).")
+    app.state.router = router
+    app.include_router(admin_api)
+    errors.install(app)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)  # type: ignore[arg-type]
     return app

@@ -12,6 +12,7 @@ from typing import Any
 
 from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.serve.decision import OodSettings
+from rlroute.serve.reliability import RetryPolicy
 from rlroute.types import POOLS
 
 BACKENDS = ("workers", "sglang_router")
@@ -50,16 +51,25 @@ class ServeConfig:
     scrape_interval_s: float = 0.5
     health_interval_s: float = 1.0
     health_timeout_s: float = 2.0
-    breaker_failures: int = 3
-    breaker_cooldown_s: float = 5.0
-    retries: int = 2
+    health_failures: int = 3
+    health_successes: int = 2
+    breaker_failures: int = 10
+    breaker_successes: int = 3
+    breaker_cooldown_s: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     connect_timeout_s: float = 2.0
-    request_timeout_s: float = 300.0
+    first_byte_timeout_s: float = 60.0
+    token_timeout_s: float = 0.25
     max_body_bytes: int = 4 * 1024 * 1024
     max_connections: int = 512
     max_inflight: int = 2048
+    retry_after_s: int = 1
     admin_token: str | None = None
     admin_token_env: str = "RLROUTE_ADMIN_TOKEN"
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8001
+    upstream_api_key: str | None = None
+    upstream_api_key_env: str = "RLROUTE_UPSTREAM_API_KEY"
     warmup_max_new_tokens: int = 1
     log_level: str = "warning"
     cost: dict[str, Any] = field(default_factory=dict)
@@ -69,16 +79,18 @@ class ServeConfig:
     router_view: RouterViewConfig = field(default_factory=RouterViewConfig)
 
 
-def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float | None = None) -> Any:
+def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float | None = None,
+         where: str = "serve.") -> Any:
+    key_name = where + key
     v = c.get(key, default)
     if v is None:
         return default
     try:
         out = kind(v)
     except (TypeError, ValueError) as e:
-        raise ServeConfigError(f"serve.{key}: expected {kind.__name__}, got {v!r}") from e
+        raise ServeConfigError(f"{key_name}: expected {kind.__name__}, got {v!r}") from e
     if minimum is not None and out < minimum:
-        raise ServeConfigError(f"serve.{key}: expected >= {minimum}, got {v!r}")
+        raise ServeConfigError(f"{key_name}: expected >= {minimum}, got {v!r}")
     return out
 
 
@@ -146,11 +158,30 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
                       record=str(o["record"]) if o.get("record") else None,
                       record_max=_num(o, "record_max", 100_000, int, 1))
     policy = c.get("policy") or {}
+    r = c.get("retry") or {}
+    if not isinstance(r, dict) or set(r) - {"max_attempts", "initial_backoff_ms", "max_backoff_ms", "multiplier",
+                                            "jitter"}:
+        raise ServeConfigError(f"serve.retry: expected {{max_attempts, initial_backoff_ms, max_backoff_ms, multiplier, "
+                               f"jitter}}, got {r!r}")
+    retry = RetryPolicy(max_attempts=_num(r, "max_attempts", 5, int, 1, "serve.retry."),
+                        initial_backoff_ms=_num(r, "initial_backoff_ms", 50.0, float, 0.0, "serve.retry."),
+                        max_backoff_ms=_num(r, "max_backoff_ms", 30_000.0, float, 0.0, "serve.retry."),
+                        multiplier=_num(r, "multiplier", 1.5, float, 1.0, "serve.retry."),
+                        jitter=_num(r, "jitter", 0.2, float, 0.0, "serve.retry."))
+    if retry.jitter > 1.0:
+        raise ServeConfigError(f"serve.retry.jitter: expected a fraction in [0, 1], got {retry.jitter!r}")
+    key_env = str(c.get("upstream_api_key_env") or "RLROUTE_UPSTREAM_API_KEY")
+    host, admin_host = str(c.get("host", "127.0.0.1")), str(c.get("admin_host", "127.0.0.1"))
+    port, admin_port = _num(c, "port", 8000, int, 0), _num(c, "admin_port", 8001, int, 0)
+    if admin_port == port and port:
+        raise ServeConfigError(f"serve.admin_port: the admin API needs its own listener, got the data-plane port {port}")
     return ServeConfig(
         pools=pools,
         backend=backend,
-        host=str(c.get("host", "127.0.0.1")),
-        port=_num(c, "port", 8000, int, 0),
+        host=host,
+        port=port,
+        admin_host=admin_host,
+        admin_port=admin_port,
         policy_path=str(policy["path"]) if policy.get("path") else None,
         inference_timeout_ms=_num(policy, "inference_timeout_ms", 5.0, float, 0.0),
         fallback=_fallback(c.get("fallback")),
@@ -161,16 +192,23 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         scrape_interval_s=_num(c, "scrape_interval_s", 0.5, float, 0.01),
         health_interval_s=_num(c, "health_interval_s", 1.0, float, 0.01),
         health_timeout_s=_num(c, "health_timeout_s", 2.0, float, 0.01),
-        breaker_failures=_num(c, "breaker_failures", 3, int, 1),
-        breaker_cooldown_s=_num(c, "breaker_cooldown_s", 5.0, float, 0.0),
-        retries=_num(c, "retries", 2, int, 0),
+        health_failures=_num(c, "health_failures", 3, int, 1),
+        health_successes=_num(c, "health_successes", 2, int, 1),
+        breaker_failures=_num(c, "breaker_failures", 10, int, 1),
+        breaker_successes=_num(c, "breaker_successes", 3, int, 1),
+        breaker_cooldown_s=_num(c, "breaker_cooldown_s", 60.0, float, 0.0),
+        retry=retry,
         connect_timeout_s=_num(c, "connect_timeout_s", 2.0, float, 0.01),
-        request_timeout_s=_num(c, "request_timeout_s", 300.0, float, 0.01),
+        first_byte_timeout_s=_num(c, "first_byte_timeout_s", 60.0, float, 0.01),
+        token_timeout_s=_num(c, "token_timeout_s", 0.25, float, 0.0),
+        retry_after_s=_num(c, "retry_after_s", 1, int, 0),
         max_body_bytes=_num(c, "max_body_bytes", 4 * 1024 * 1024, int, 1024),
         max_connections=_num(c, "max_connections", 512, int, 1),
         max_inflight=_num(c, "max_inflight", 2048, int, 1),
         admin_token=os.environ.get(env) or None,
         admin_token_env=env,
+        upstream_api_key=os.environ.get(key_env) or None,
+        upstream_api_key_env=key_env,
         warmup_max_new_tokens=_num(c, "warmup_max_new_tokens", 1, int, 0),
         log_level=str(c.get("log_level", "warning")),
         cost=dict(c.get("cost") or {}),

@@ -37,8 +37,10 @@ class RouterProc:
                  launcher: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port = free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # the admin API's own listener
         self.log = Path(log)
-        cmd = [*(launcher or [sys.executable, "-m", "rlroute.cli"]), "serve", f"port={self.port}",
+        cmd = [*(launcher or [sys.executable, "-m", "rlroute.cli"]), "serve", f"port={self.port}", f"admin_port={self.admin_port}",
                f"pools.large.workers=[{','.join(large)}]", f"pools.small.workers=[{','.join(small)}]",
                *(overrides or [])]
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,8 @@ class RouterProc:
                                    f"{self.log.read_text()[-3000:]}")
             try:
                 httpx.get(self.url + "/health", timeout=1.0)
-                return  # any answer (200 or 503) means the server is up
+                httpx.get(self.admin_url + "/docs", timeout=1.0)
+                return  # any answer (200 or 503) means the servers are up
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise TimeoutError(f"router {self.url} not answering after {timeout_s}s; log {self.log}")

@@ -1,10 +1,18 @@
-"""Sending one front request upstream: worker choice, retries, streaming pass-through, plan-and-execute.
+"""Sending one front request upstream: ONE retry loop over workers and pools, then the answer, whole or streamed.
 
-Retries follow one rule: a request may move to another worker of the pool only while no byte of the
-answer has reached the client — after a connection error, a timeout before the response head, or a 5xx
-head. A 4xx head is the request's own fault and is passed through. When the pool has no worker left and
-``allow_cross_pool`` is on, the request goes to the other pool; otherwise the client gets a 503 naming
-the pool and the errors seen.
+:meth:`Proxy.call` is the only place a request is retried (:mod:`rlroute.serve.reliability` gives the
+rules and their sglang-router sources). Each attempt takes the in-pool policy's pick among the usable
+workers not tried yet — in the decided pool, then, when ``allow_cross_pool`` is on and that pool has none
+left, in the other — and acquires the worker's circuit breaker (in half-open, the single probe). An
+attempt fails, and the next one starts after a jittered exponential backoff while the attempt budget
+lasts, on a connection error, on no response head within the attempt's time-to-first-byte limit, on a
+408 / 429 / 5xx head, or, for a whole answer, on a body cut short — always before any byte has reached
+the client. A stream that breaks after its first byte cannot be retried: it ends with an SSE error event.
+Other 4xx answers are the request's own fault and are passed through.
+
+The time-to-first-byte limit is ``first_byte_timeout_s`` for a streamed request; a whole answer's head
+arrives with its last token, so its limit adds ``token_timeout_s`` per token of the request's cap. The
+same limit bounds every later read of the attempt (the gap between stream chunks).
 
 Every answer is accounted in the live state keeper (:meth:`rlroute.cluster.live.monitor.Monitor.complete`:
 latency averages, cost, SLO outcome), whole or streamed, from what the answer says
@@ -13,16 +21,19 @@ latency averages, cost, SLO outcome), whole or streamed, from what the answer sa
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from rlroute.cluster.live.monitor import answer_result
 from rlroute.serve.metrics import RouterMetrics
+from rlroute.serve.reliability import RetryPolicy
 from rlroute.serve.upstream import RouterWorker, Upstreams
 from rlroute.types import Request
 
@@ -30,163 +41,215 @@ _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "cont
 
 
 class NoUpstream(Exception):
-    """No worker of the pool could take the request; ``errors`` lists what happened."""
+    """No attempt got an answer: ``outcomes`` counts what happened (no worker URLs: they are internal);
+    ``status`` is the status the client gets (429 when every failure was a 429, else 503)."""
 
-    def __init__(self, pool: str, errors: list[str]) -> None:
-        super().__init__(f"pool {pool!r}: no worker could serve the request ({'; '.join(errors) or 'none usable'})")
-        self.pool = pool
-        self.errors = errors
+    def __init__(self, pools: list[str], outcomes: Counter[str], attempts: int) -> None:
+        where = "+".join(repr(p) for p in pools)
+        if attempts:
+            seen = ", ".join(f"{k} x{v}" for k, v in outcomes.most_common())
+            msg = f"pool {where}: no worker could serve the request after {attempts} attempt(s) ({seen})"
+        else:
+            msg = f"pool {where}: no usable worker (unhealthy, circuit breaker open or paused)"
+        super().__init__(msg)
+        self.pools = pools
+        self.outcomes = outcomes
+        self.attempts = attempts
+        self.status = 429 if attempts and set(outcomes) == {"HTTP 429"} else 503
 
 
 @dataclass(slots=True)
-class Opened:
-    """An upstream response whose head arrived (body not read yet)."""
+class Answer:
+    """What an upstream answered: the head, and the whole body (``content``) unless it is streamed on."""
 
     response: httpx.Response
     worker: RouterWorker
     pool: str
     attempts: int
-    t_sent: float  # perf_counter when the request went upstream
+    t_sent: float  # perf_counter when the answering attempt went upstream
+    content: bytes | None  # None: a 200 stream still to relay (:meth:`Proxy.relay`)
+
+    @property
+    def status(self) -> int:
+        return self.response.status_code
+
+    def headers(self) -> dict[str, str]:
+        """The upstream's end-to-end headers."""
+        return {k: v for k, v in self.response.headers.items() if k.lower() not in _HOP}
 
 
 class Proxy:
     """Forwards bodies to pools over one pooled keep-alive transport.
 
     Requests go straight to an ``httpx.AsyncHTTPTransport`` (the connection pool under
-    ``httpx.AsyncClient``): a proxy needs none of the client's cookie, auth and redirect layers, and
-    skipping them saves ~0.2 ms of CPU per request (measured on the dev VM, 400 requests each way).
+    ``httpx.AsyncClient``): a proxy needs none of the client's cookie, auth and redirect layers.
+
+    Args:
+        upstreams: the pools' workers and their state.
+        transport: the pooled transport.
+        metrics: the router's metrics.
+        policy: attempt budget and backoff.
+        connect_timeout_s: connection limit per attempt.
+        first_byte_timeout_s: time-to-first-byte limit of a streamed attempt (module doc).
+        token_timeout_s: added per token of the cap for a whole answer.
+        allow_cross_pool: a pool with no worker left sends the rest of the attempts to the other pool.
+        api_key: sent upstream as ``Authorization: Bearer`` (SGLang's ``--api-key``), if set.
     """
 
-    def __init__(self, upstreams: Upstreams, transport: httpx.AsyncHTTPTransport, timeout: httpx.Timeout,
-                 metrics: RouterMetrics, retries: int, allow_cross_pool: bool) -> None:
+    def __init__(self, upstreams: Upstreams, transport: httpx.AsyncHTTPTransport, metrics: RouterMetrics,
+                 policy: RetryPolicy, connect_timeout_s: float, first_byte_timeout_s: float, token_timeout_s: float,
+                 allow_cross_pool: bool, api_key: str | None = None) -> None:
         self.up = upstreams
         self.transport = transport
-        self._ext = {"timeout": timeout.as_dict()}
         self.metrics = metrics
-        self.retries = retries
+        self.policy = policy
+        self.connect_s = connect_timeout_s
+        self.first_byte_s = first_byte_timeout_s
+        self.token_s = token_timeout_s
         self.allow_cross_pool = allow_cross_pool
+        self.auth = f"Bearer {api_key}" if api_key else None
+        self.rng = random.Random()
 
-    async def open(self, pool: str, path: str, body: bytes, request: Request, extra_tokens: int = 0,
-                   forward: dict[str, str] | None = None) -> Opened:
-        """Send ``body`` (with the client's ``forward`` headers) to a worker of ``pool`` and return once a
-        non-5xx response head arrived.
+    def _pick(self, pools: list[str], request: Request, tried: dict[str, set[int]],
+              extra_tokens: int) -> tuple[RouterWorker | None, str]:
+        """The first pool's in-pool pick among usable, untried workers whose breaker lets the request in."""
+        for i, pool in enumerate(pools):
+            while True:
+                w = self.up.choose(pool, request, tried[pool], extra_tokens if i == 0 else 0)
+                if w is None:
+                    break
+                tried[pool].add(w.index)
+                if w.breaker.acquire():
+                    if i > 0:
+                        self.metrics.cross_pool.labels(pools[0]).inc()
+                    return w, pool
+                self.up.monitor.release(w)  # its half-open probe was taken meanwhile
+        return None, pools[0]
+
+    async def call(self, pool: str, path: str, body: bytes, request: Request, stream: bool, extra_tokens: int = 0,
+                   headers: dict[str, str] | None = None, cross_pool: bool = True) -> Answer:
+        """Send ``body`` to ``pool`` (then the other pool if allowed) with the retry rules (module doc).
+
+        Args:
+            pool: the decided pool.
+            path: upstream path.
+            body: request bytes.
+            request: the routing view (worker choice, the cap for the time limit).
+            stream: the client asked for a stream (a 200 answer is relayed, not read).
+            extra_tokens: prompt tokens added to the request's (a hybrid's plan).
+            headers: the client's headers to forward (emulation hooks, ``x-request-id``).
+            cross_pool: this call may go to the other pool.
 
         Raises:
-            NoUpstream: every attempt failed or no worker was usable.
+            NoUpstream: every attempt failed, or no worker was usable.
         """
-        tried: set[int] = set()
-        errors: list[str] = []
-        while len(tried) <= self.retries:
-            w = self.up.choose(pool, request, tried, extra_tokens)
+        pools = [pool] + (["small" if pool == "large" else "large"] if cross_pool and self.allow_cross_pool else [])
+        tried: dict[str, set[int]] = {p: set() for p in pools}
+        outcomes: Counter[str] = Counter()
+        limit = self.first_byte_s + (0.0 if stream else self.token_s * max(0, request.output_len))
+        ext = {"timeout": {"connect": self.connect_s, "read": limit, "write": limit, "pool": self.connect_s}}
+        hdrs = {"content-type": "application/json", **(headers or {})}
+        if self.auth:
+            hdrs["authorization"] = self.auth
+        attempts = 0
+        while attempts < self.policy.max_attempts:
+            if attempts:
+                await asyncio.sleep(self.policy.delay_s(attempts, self.rng))
+            w, p = self._pick(pools, request, tried, extra_tokens)
             if w is None:
                 break
-            tried.add(w.index)
-            self.metrics.inflight.labels(pool).inc()
+            attempts += 1
+            self.metrics.inflight.labels(p).inc()
             t0 = time.perf_counter()
             try:
-                req = httpx.Request("POST", w.url + path, content=body, extensions=self._ext,
-                                    headers={"content-type": "application/json", **(forward or {})})
-                r = await self.transport.handle_async_request(req)
-            except Exception as e:  # noqa: BLE001 - httpcore can raise non-httpx errors (e.g. AttributeError
-                # from anyio) when the peer dies mid-connect; any failure before the head is a retryable one
-                self._done(w, pool)
-                w.breaker.failure()
-                self.metrics.upstream.labels(pool, "connect_error").inc()
-                errors.append(f"{w.url}: {type(e).__name__}")
+                r = await self.transport.handle_async_request(
+                    httpx.Request("POST", w.url + path, content=body, extensions=ext, headers=hdrs))
+            except Exception as e:  # noqa: BLE001 - httpcore can raise non-httpx errors (e.g. from anyio) when
+                # the peer dies mid-connect; any failure before the head is a retryable one
+                timeout = isinstance(e, httpx.TimeoutException)
+                self._failed(w, p, "first_byte_timeout" if timeout else "connect_error", outcomes,
+                             "time to first byte over the limit" if timeout else f"connection error ({type(e).__name__})")
                 continue
-            self.metrics.upstream_latency.labels(pool).observe(time.perf_counter() - t0)
-            if r.status_code >= 500:
+            status = r.status_code
+            self.metrics.upstream_latency.labels(p).observe(time.perf_counter() - t0)
+            if self.policy.retryable(status):
                 await r.aclose()
-                self._done(w, pool)
-                w.breaker.failure()
-                self.metrics.upstream.labels(pool, "5xx").inc()
-                errors.append(f"{w.url}: HTTP {r.status_code}")
+                self._failed(w, p, "5xx" if status >= 500 else str(status), outcomes, f"HTTP {status}")
                 continue
-            w.breaker.success()
-            self.metrics.upstream.labels(pool, "ok" if r.status_code < 400 else "4xx").inc()
-            return Opened(r, w, pool, len(tried), t0)
-        raise NoUpstream(pool, errors)
+            if stream and status == 200:
+                w.breaker.success()
+                self.metrics.upstream.labels(p, "ok").inc()
+                return Answer(r, w, p, attempts, t0, None)
+            try:  # a whole answer: nothing reached the client yet, so a body cut short is retried too
+                content = await r.aread()
+            except Exception as e:  # noqa: BLE001 - the worker died while sending its body
+                await r.aclose()
+                self._failed(w, p, "read_error", outcomes, f"answer cut short ({type(e).__name__})")
+                continue
+            await r.aclose()
+            if status < 400:
+                w.breaker.success()
+            else:
+                w.breaker.cancel()  # the request's own fault says nothing about the worker
+            self.metrics.upstream.labels(p, "ok" if status < 400 else "4xx").inc()
+            a = Answer(r, w, p, attempts, t0, content)
+            self._finish(a, content, None, 0)
+            return a
+        raise NoUpstream(pools, outcomes, attempts)
+
+    def _failed(self, w: RouterWorker, pool: str, label: str, outcomes: Counter[str], what: str) -> None:
+        """Account one failed attempt: release the worker, tell its breaker, count it (metric ``label``; the
+        client's message says ``what``)."""
+        self._done(w, pool)
+        w.breaker.failure()
+        outcomes[what] += 1
+        self.metrics.upstream.labels(pool, label).inc()
 
     def _done(self, w: RouterWorker, pool: str) -> None:
         """Release ``w`` with nothing to record (no answer, or an error answer)."""
         self.up.monitor.release(w)
         self.metrics.inflight.labels(pool).dec()
 
-    def _finish(self, op: Opened, last: bytes, t_first: float | None, chunks: int) -> None:
+    def _finish(self, a: Answer, last: bytes, t_first: float | None, chunks: int) -> None:
         """Release the worker and account the stage from its answer (``last``: the whole body, or a stream's
         last ``data:`` payload)."""
         res = None
-        if op.response.status_code == 200 and last.startswith(b"{"):
+        if a.status == 200 and last.startswith(b"{"):
             t_end = time.perf_counter()
             try:
                 body = json.loads(last)
             except ValueError:
                 body = None
-            res = answer_result(body, (t_first or t_end) - op.t_sent, t_end - op.t_sent, chunks,
+            res = answer_result(body, (t_first or t_end) - a.t_sent, t_end - a.t_sent, chunks,
                                 self.up.monitor.clock.speedup)
         if res is None:
-            self._done(op.worker, op.pool)
+            self._done(a.worker, a.pool)
             return
-        self.up.monitor.complete(op.pool, op.worker, res)
-        self.metrics.inflight.labels(op.pool).dec()
+        self.up.monitor.complete(a.pool, a.worker, res)
+        self.metrics.inflight.labels(a.pool).dec()
 
-    async def open_with_fallback(self, pool: str, path: str, body: bytes, request: Request,
-                                 extra_tokens: int = 0, forward: dict[str, str] | None = None) -> Opened:
-        """:meth:`open` on ``pool``, then on the other pool when allowed."""
-        try:
-            return await self.open(pool, path, body, request, extra_tokens, forward)
-        except NoUpstream as first:
-            other = "small" if pool == "large" else "large"
-            if not self.allow_cross_pool or not self.up.available(other):
-                raise
-            self.metrics.cross_pool.labels(pool).inc()
-            try:
-                return await self.open(other, path, body, request, 0, forward)
-            except NoUpstream as second:
-                raise NoUpstream(f"{pool}+{other}", first.errors + second.errors) from second
-
-    async def read(self, op: Opened) -> tuple[int, bytes, dict[str, str]]:
-        """Read a whole upstream answer and release the worker."""
-        content = b""
-        try:
-            content = await op.response.aread()
-        finally:
-            await op.response.aclose()
-            self._finish(op, content, None, 0)
-        headers = {k: v for k, v in op.response.headers.items() if k.lower() not in _HOP}
-        return op.response.status_code, content, headers
-
-    async def respond(self, op: Opened, extra: dict[str, str], stream: bool) -> Response:
-        """Turn an opened upstream answer into the client's response (streamed or whole)."""
-        headers = {k: v for k, v in op.response.headers.items() if k.lower() not in _HOP}
-        headers.update(extra)
-        if not stream or op.response.status_code != 200:
-            status, content, _ = await self.read(op)
-            return Response(content, status_code=status, headers=headers,
-                            media_type=op.response.headers.get("content-type"))
-        return StreamingResponse(self._relay(op), status_code=200, headers=headers,
-                                 media_type=op.response.headers.get("content-type", "text/event-stream"))
-
-    async def _relay(self, op: Opened) -> AsyncIterator[bytes]:
+    async def relay(self, a: Answer) -> AsyncIterator[bytes]:
+        """The chunks of a streamed answer as they come; a failure after the first byte ends the stream with an
+        SSE error event (it cannot be retried: the client has bytes already)."""
         t_first: float | None = None
         chunks = 0
         tail = b""  # the stream's end, enough to hold its last data payload (usage / meta_info)
         try:
-            async for chunk in op.response.aiter_raw():
+            async for chunk in a.response.aiter_raw():
                 if t_first is None:
                     t_first = time.perf_counter()
                 chunks += chunk.count(b"data:")
                 tail = (tail + chunk)[-_TAIL:]
                 yield chunk
         except Exception as e:  # noqa: BLE001 - transport failures of any kind once streaming has begun
-            # Bytes already reached the client: no retry is possible; end the stream with an SSE error.
-            self.metrics.upstream.labels(op.pool, "midstream_error").inc()
-            msg = {"error": {"message": f"upstream {op.worker.url} failed mid-stream: {type(e).__name__}",
-                             "code": 502}}
+            a.worker.breaker.failure()
+            self.metrics.upstream.labels(a.pool, "midstream_error").inc()
+            msg = {"error": {"message": f"upstream worker of pool {a.pool!r} failed mid-stream: {type(e).__name__}",
+                             "type": "server_error", "param": None, "code": 502}}
             yield b"data: " + json.dumps(msg).encode() + b"\n\ndata: [DONE]\n\n"
         finally:
-            await op.response.aclose()
-            self._finish(op, _last_data(tail), t_first, max(0, chunks - 1))
+            await a.response.aclose()
+            self._finish(a, _last_data(tail), t_first, max(0, chunks - 1))
 
 
 _TAIL = 65536
@@ -201,9 +264,3 @@ def _last_data(tail: bytes) -> bytes:
             if payload != b"[DONE]":
                 return payload
     return b""
-
-
-def unavailable(message: str, status: int = 503) -> JSONResponse:
-    """A clear error answer in OpenAI's error shape."""
-    return JSONResponse({"error": {"message": message, "type": "service_unavailable", "code": status}},
-                        status_code=status)

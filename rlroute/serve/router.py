@@ -11,22 +11,42 @@ import hmac
 import itertools
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from rlroute.policies.registry import make_policy
 from rlroute.serve.config import ServeConfig
 from rlroute.serve.decision import PolicySlot
+from rlroute.serve.errors import error_response
 from rlroute.serve.intake import SESSION_HEADER, SessionTable, client_request
 from rlroute.serve.metrics import RouterMetrics
-from rlroute.serve.proxy import NoUpstream, Proxy, unavailable
+from rlroute.serve.proxy import NoUpstream, Proxy
 from rlroute.serve.upstream import Upstreams
 from rlroute.types import ACTION_NAMES, Action, Request
 from rlroute.worker.tokens import EMULATION_HEADERS, OUTPUT_BLOCKS_HEADER, count_tokens
+
+REQUEST_ID = "x-request-id"
+REQUEST_ID_HEADERS = (REQUEST_ID, "x-correlation-id", "x-trace-id", "request-id")  # sglang-router's defaults
+
+
+def request_id(headers: Any) -> str:
+    """The client's request id (the first of sglang-router's ``request_id_headers`` it sent), else a new one."""
+    if headers is not None:
+        for h in REQUEST_ID_HEADERS:
+            v = headers.get(h)
+            if v:
+                return str(v)[:128]
+    return uuid.uuid4().hex
+
+
+def upstream_auth(cfg: ServeConfig) -> dict[str, str]:
+    """``Authorization`` for every call to a worker when an upstream API key is configured (SGLang ``--api-key``)."""
+    return {"authorization": f"Bearer {cfg.upstream_api_key}"} if cfg.upstream_api_key else {}
 
 
 class Router:
@@ -35,13 +55,15 @@ class Router:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-        timeout = httpx.Timeout(cfg.request_timeout_s, connect=cfg.connect_timeout_s)
-        self.client = httpx.AsyncClient(limits=limits, timeout=timeout)
+        # the control client (health checks, scrapes, admin calls to workers); data-plane attempts set their own
+        timeout = httpx.Timeout(max(cfg.health_timeout_s, 30.0), connect=cfg.connect_timeout_s)
+        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, headers=upstream_auth(cfg))
         self.metrics = RouterMetrics()
         self.upstreams = Upstreams(cfg, self.client)
         self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, make_policy(cfg.fallback), cfg.ood)
         self.transport = httpx.AsyncHTTPTransport(limits=limits)
-        self.proxy = Proxy(self.upstreams, self.transport, timeout, self.metrics, cfg.retries, cfg.allow_cross_pool)
+        self.proxy = Proxy(self.upstreams, self.transport, self.metrics, cfg.retry, cfg.connect_timeout_s,
+                           cfg.first_byte_timeout_s, cfg.token_timeout_s, cfg.allow_cross_pool, cfg.upstream_api_key)
         self.ids = itertools.count()
         self.sessions = SessionTable()
         # Decisions kept for /admin/decisions (the parity bench reads the vectors the router decided on).
@@ -72,22 +94,27 @@ class Router:
     async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
                     stream: bool, plan_edit: PlanEdit,
                     forced: Action | None = None, client_headers: Any = None) -> Response:
-        """Decide and forward one request; never raises for upstream trouble (503 instead).
+        """Decide and forward one request; never raises for upstream trouble (an OpenAI-shaped error instead).
 
         The emulated worker's hooks among ``client_headers`` (``x-rlroute-output-tokens`` and, unless a plan
         is prepended, ``x-rlroute-output-blocks``: :mod:`rlroute.worker.app`) go on to the worker that
-        answers, so a load generator can send a client's cap and still end each reply at its trace length.
+        answers, so a load generator can send a client's cap and still end each reply at its trace length;
+        so does the request id (:func:`request_id`), which the answer carries back.
         """
         t0 = time.perf_counter()
         m = self.metrics
-        if self.upstreams.inflight() >= self.cfg.max_inflight:  # shed load instead of queueing without bound
+        rid = request_id(client_headers)
+        up = self.upstreams
+        if up.inflight() >= self.cfg.max_inflight:  # shed load instead of queueing without bound (sglang-router: 429)
+            m.requests.labels(endpoint, "429").inc()
+            return error_response(429, f"router overloaded: {self.cfg.max_inflight} requests already in flight; "
+                                  "retry later", retry_after_s=self.cfg.retry_after_s, headers={REQUEST_ID: rid})
+        if not (up.available("large") or up.available("small")):
             m.requests.labels(endpoint, "503").inc()
-            return unavailable(f"router overloaded: {self.cfg.max_inflight} requests already in flight; retry later")
-        if not (self.upstreams.available("large") or self.upstreams.available("small")):
-            m.requests.labels(endpoint, "503").inc()
-            return unavailable("no pool has a usable worker (all unhealthy, breaker open or paused)")
-        out = self.slot.decide(req, self.upstreams.state(), self.upstreams.matches(req))
-        self.upstreams.monitor.arrived()  # after the decision, as the simulator counts a request at its submit
+            return error_response(503, "no pool has a usable worker (all unhealthy, circuit breaker open or paused)",
+                                  retry_after_s=self.cfg.retry_after_s, headers={REQUEST_ID: rid})
+        out = self.slot.decide(req, up.state(), up.matches(req))
+        up.monitor.arrived()  # after the decision, as the simulator counts a request at its submit
         if forced is not None:
             out.action, out.source = forced, "forced"
         if self.decisions is not None:
@@ -98,46 +125,42 @@ class Router:
         if out.reason is not None:
             m.fallbacks.labels(out.reason).inc()
         headers = {"x-rlroute-action": ACTION_NAMES[out.action], "x-rlroute-source": out.source,
-                   "x-rlroute-decision-id": str(req.id)}
+                   "x-rlroute-decision-id": str(req.id), REQUEST_ID: rid}
         if out.reason:
             headers["x-rlroute-fallback-reason"] = out.reason
+        forward = {k: client_headers[k] for k in EMULATION_HEADERS if client_headers and k in client_headers}
+        forward[REQUEST_ID] = rid
+        extra = 0
+        if out.action == Action.HYBRID:
+            forward.pop(OUTPUT_BLOCKS_HEADER, None)  # the answer's prompt carries the plan
+            body = json.dumps(await self._plan(req, payload, plan_edit, headers, forward)).encode()
+            pool, extra = "small", int(headers["x-rlroute-plan-tokens"])
+        else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
+            body = raw
+            pool = "large" if out.action == Action.LARGE else "small"
         try:
-            extra = 0
-            forward = {k: client_headers[k] for k in EMULATION_HEADERS if client_headers and k in client_headers}
-            if out.action == Action.HYBRID:
-                forward.pop(OUTPUT_BLOCKS_HEADER, None)  # the answer's prompt carries the plan
-                body = json.dumps(await self._plan(req, payload, plan_edit, headers)).encode()
-                pool, extra = "small", int(headers["x-rlroute-plan-tokens"])
-            else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
-                body = raw
-                pool = "large" if out.action == Action.LARGE else "small"
-            for attempt in range(self.cfg.retries + 1):
-                op = await self.proxy.open_with_fallback(pool, path, body, req, extra, forward)
-                headers["x-rlroute-pool"] = op.pool
-                headers["x-rlroute-worker"] = op.worker.url
-                headers["x-rlroute-attempts"] = str(op.attempts + attempt)
-                if stream:
-                    resp = await self.proxy.respond(op, headers, stream)
-                    break
-                try:  # a whole answer: nothing reached the client yet, so a body cut short is retried too
-                    resp = await self.proxy.respond(op, headers, stream)
-                    break
-                except Exception:  # noqa: BLE001 - the worker died while sending its body
-                    op.worker.breaker.failure()
-                    m.upstream.labels(op.pool, "read_error").inc()
-            else:
-                m.requests.labels(endpoint, "502").inc()
-                return unavailable(f"pool {pool!r}: workers failed while answering ({self.cfg.retries + 1} attempts)",
-                                   502)
+            a = await self.proxy.call(pool, path, body, req, stream, extra, forward)
         except NoUpstream as e:
-            m.requests.labels(endpoint, "503").inc()
-            return unavailable(str(e))
+            m.requests.labels(endpoint, str(e.status)).inc()
+            return error_response(e.status, str(e), retry_after_s=self.cfg.retry_after_s, headers=headers)
+        headers["x-rlroute-pool"] = a.pool
+        headers["x-rlroute-worker"] = a.worker.url
+        headers["x-rlroute-attempts"] = str(a.attempts)
+        resp_headers = a.headers()
+        resp_headers.update(headers)
+        ctype = a.response.headers.get("content-type")
+        resp: Response
+        if a.content is None:
+            resp = StreamingResponse(self.proxy.relay(a), status_code=200, headers=resp_headers,
+                                     media_type=ctype or "text/event-stream")
+        else:
+            resp = Response(a.content, status_code=a.status, headers=resp_headers, media_type=ctype)
         m.requests.labels(endpoint, str(resp.status_code)).inc()
         m.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return resp
 
     async def _plan(self, req: Request, payload: dict[str, Any], plan_edit: PlanEdit,
-                    headers: dict[str, str]) -> dict[str, Any]:
+                    headers: dict[str, str], forward: dict[str, str]) -> dict[str, Any]:
         """Stage 1 of hybrid: a short plan from the large pool, asked the way the client asked (the small pool
         answers without one if the large pool cannot plan — the answer matters more than the plan).
 
@@ -159,10 +182,10 @@ class Router:
                 body["input_ids"] = payload.get("input_ids")
         plan: str | list[int] = ""
         try:
-            op = await self.proxy.open("large", path, json.dumps(body).encode(), req)
-            status, content, _ = await self.proxy.read(op)
-            if status == 200:
-                answer = json.loads(content)
+            a = await self.proxy.call("large", path, json.dumps(body).encode(), req, False,
+                                      headers={REQUEST_ID: forward[REQUEST_ID]}, cross_pool=False)
+            if a.status == 200 and a.content is not None:
+                answer = json.loads(a.content)
                 if "messages" in payload:
                     plan = str(answer["choices"][0]["message"]["content"] or "")
                 elif req.prompt is not None:

@@ -3,15 +3,17 @@
 The pools' state is the :class:`rlroute.cluster.live.monitor.Monitor` that ``LiveCluster`` (the live env)
 uses as well — scraped worker stats, arrival rate, in-pool choice with its prefix tree, latency, cost and
 SLO accounting —, so the features a served policy sees are built as in training. On top the router adds
-what serving needs: a circuit breaker per worker, a router-side hold of a pool (set during a coordinated
-weight update) and a background loop that scrapes and health-checks every worker.
+what serving needs: a circuit breaker and a health record per worker (:mod:`rlroute.serve.reliability`),
+a router-side hold of a pool (set during a coordinated weight update) and one background watch per
+worker that scrapes it and checks its health on its own schedule, each call bounded by
+``health_timeout_s`` — a hung worker delays only its own watch, never the others' (sglang-router checks
+each worker in its own task as well: ``sgl-router/src/core/worker.rs``, ``start_health_checker``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import httpx
 import numpy as np
@@ -22,57 +24,27 @@ from rlroute.cluster.live.monitor import Monitor
 from rlroute.cluster.live.pool import LiveInstance, LivePool
 from rlroute.cluster.profiles import load_profile
 from rlroute.serve.config import ServeConfig
+from rlroute.serve.reliability import Breaker, Health
 from rlroute.types import Request
-
-
-class Breaker:
-    """Consecutive-failure circuit breaker: open after ``threshold`` failures, half-open after ``cooldown_s``.
-
-    While open the worker receives no traffic; once the cooldown has passed one request (or a passing
-    health check) may try it: success closes the breaker, failure re-opens it for another cooldown.
-    """
-
-    def __init__(self, threshold: int, cooldown_s: float) -> None:
-        self.threshold = threshold
-        self.cooldown_s = cooldown_s
-        self.failures = 0
-        self.opened_at: float | None = None
-
-    @property
-    def state(self) -> str:
-        """``closed``, ``open`` or ``half_open``."""
-        if self.opened_at is None:
-            return "closed"
-        return "half_open" if time.monotonic() - self.opened_at >= self.cooldown_s else "open"
-
-    def allows(self) -> bool:
-        """True when a request may go to this worker."""
-        return self.state != "open"
-
-    def success(self) -> None:
-        """A request or health check succeeded."""
-        self.failures = 0
-        self.opened_at = None
-
-    def failure(self) -> None:
-        """A request or health check failed."""
-        self.failures += 1
-        if self.failures >= self.threshold or self.opened_at is not None:
-            self.opened_at = time.monotonic()
 
 
 class RouterWorker(LiveInstance):
     """One upstream worker with the router's breaker and health state."""
 
-    def __init__(self, pool: str, index: int, url: str, breaker: Breaker) -> None:
+    def __init__(self, pool: str, index: int, url: str, breaker: Breaker, health: Health) -> None:
         super().__init__(pool, index, url)
         self.breaker = breaker
-        self.health_ok = True
+        self.health = health
+        self.scraped_at = time.monotonic()  # last successful scrape
+    @property
+    def health_ok(self) -> bool:
+        """Its health checks pass (by the failure / success thresholds)."""
+        return self.health.ok
 
     @property
     def up(self) -> bool:
-        """Answers its health checks and the breaker is not open."""
-        return self.health_ok and self.breaker.allows()
+        """Healthy, and its breaker lets a request through (closed, or half-open with no probe out)."""
+        return self.health.ok and self.breaker.allows()
 
 
 class Upstreams:
@@ -91,14 +63,15 @@ class Upstreams:
             pool = LivePool(name, {"urls": pc.workers, "in_pool": pc.in_pool}, np.random.default_rng(0),
                             cfg.router_view)
             pool.instances = [
-                RouterWorker(name, i, u, Breaker(cfg.breaker_failures, cfg.breaker_cooldown_s))
+                RouterWorker(name, i, u, Breaker(cfg.breaker_failures, cfg.breaker_successes, cfg.breaker_cooldown_s),
+                             Health(cfg.health_failures, cfg.health_successes))
                 for i, u in enumerate(pc.workers)
             ]
             pools[name] = pool
         profiles = {n: load_profile(pc.profile) for n, pc in cfg.pools.items() if pc.profile}
         self.monitor = Monitor(pools, build_cost_model(cfg.cost, profiles), cfg.slo, cfg.speedup)
         self.pools = self.monitor.pools
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def now(self) -> float:
         """Modelled seconds since the router started (the monitor's clock)."""
@@ -132,56 +105,67 @@ class Upstreams:
         assert w is None or isinstance(w, RouterWorker)
         return w
 
-    # -- background loop ----------------------------------------------------------------------------------
-    async def _probe(self, w: RouterWorker, health: bool) -> None:
-        if health:
-            try:
-                r = await self.client.get(w.url + "/health", timeout=self.cfg.health_timeout_s)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            w.health_ok = ok
+    # -- background watches ---------------------------------------------------------------------------------
+    async def check(self, w: RouterWorker) -> bool:
+        """One health check of ``w`` (``GET /health`` within ``health_timeout_s``), folded into its record;
+        while its breaker is half-open and no request probes it, the check is the probe. Returns its result."""
+        try:
+            r = await self.client.get(w.url + "/health", timeout=self.cfg.health_timeout_s)
+            ok = r.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        w.health.record(ok)
+        if w.breaker.state == "half_open" and w.breaker.acquire():
             if ok:
-                if w.breaker.state == "half_open":
-                    w.breaker.success()
+                w.breaker.success()
             else:
                 w.breaker.failure()
-        if not w.health_ok:
-            return
-        if self.cfg.backend == "sglang_router":
+        return ok
+
+    async def scrape(self, w: RouterWorker) -> None:
+        """Read ``w``'s ``/metrics`` and ``/get_load`` within ``health_timeout_s`` (a failure keeps the old
+        stats: health checks decide whether the worker is down)."""
+        if not w.health_ok or self.cfg.backend == "sglang_router":
             return  # a router URL has no per-worker /metrics of its own to read
         try:
-            res: Any = await asyncio.wait_for(w.fetch(self.client), self.cfg.health_timeout_s)
-        except Exception as e:  # unreadable or unreachable: keep old stats, health check decides
-            res = e
-        if isinstance(res, BaseException):
-            w.error = f"{type(res).__name__}: {res}"
+            res = await asyncio.wait_for(w.fetch(self.client), self.cfg.health_timeout_s)
+        except Exception as e:  # noqa: BLE001 - unreadable or unreachable
+            w.error = f"{type(e).__name__}: {e}"
             return
         self.monitor.absorb(w, res)
+        w.scraped_at = time.monotonic()
 
     async def refresh(self, health: bool = True) -> None:
         """Scrape (and optionally health-check) every worker once, concurrently."""
-        ws = [w for name in self.pools for w in self.workers(name)]
-        await asyncio.gather(*(self._probe(w, health) for w in ws))
-
-    async def _loop(self) -> None:
-        last_health = 0.0
-        while True:
-            t = time.monotonic()
-            health = t - last_health >= self.cfg.health_interval_s
+        async def one(w: RouterWorker) -> None:
             if health:
-                last_health = t
-            await self.refresh(health)
+                await self.check(w)
+            await self.scrape(w)
+
+        await asyncio.gather(*(one(w) for name in self.pools for w in self.workers(name)))
+
+    async def _watch(self, w: RouterWorker) -> None:
+        """``w``'s own loop: a scrape every ``scrape_interval_s``, a health check every ``health_interval_s``."""
+        last_health = time.monotonic()
+        while True:
             await asyncio.sleep(self.cfg.scrape_interval_s)
+            t = time.monotonic()
+            if t - last_health >= self.cfg.health_interval_s:
+                last_health = t
+                if not await self.check(w):
+                    continue  # no answer to the check: a scrape would only wait out its timeout too
+            await self.scrape(w)
 
     def start(self) -> None:
-        """Start the scrape / health loop on the running event loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="rlroute-upstreams")
+        """Start one watch per worker on the running event loop."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._watch(w), name=f"rlroute-watch-{w.pool}-{w.index}")
+                           for name in self.pools for w in self.workers(name)]
 
     async def stop(self) -> None:
-        """Stop the loop."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop the watches."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []

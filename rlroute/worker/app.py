@@ -24,17 +24,21 @@ ignores them):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from rlroute.worker import schemas
+from rlroute.worker.control import add_control
+from rlroute.worker.control import error as _error
 from rlroute.worker.engine import Engine, Job
 from rlroute.worker.faults import Faults
 from rlroute.worker.metrics import WorkerMetrics
@@ -63,11 +67,8 @@ class WorkerState:
         self.weight_load_s = weight_load_s
         self.weight_version = "initial"
         self.metrics = WorkerMetrics(engine, model)
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    # SGLang answers errors as {"error": {"message": ...}} on the OpenAI routes and {"error": ...} natively.
-    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+        # the last generation requests' x-request-id and Authorization, for tests of what a router forwards
+        self.recent: deque[dict[str, str | None]] = deque(maxlen=64)
 
 
 def _output_tokens(value: str | None) -> int | None:
@@ -84,7 +85,10 @@ def _output_tokens(value: str | None) -> int | None:
 
 
 def _finish(job: Job) -> str:
-    """OpenAI's ``finish_reason`` of a finished job: ``length`` at the cap, ``stop`` before it (EOS)."""
+    """OpenAI's ``finish_reason`` of a finished job: ``length`` at the cap, ``stop`` before it (EOS), ``abort``
+    when a ``pause_generation`` in ``abort`` mode ended it (as SGLang reports it)."""
+    if job.abort_message:
+        return "abort"
     return "length" if job.generated >= job.max_new_tokens else "stop"
 
 
@@ -104,6 +108,7 @@ def _meta(state: WorkerState, job: Job, t0: float) -> dict[str, Any]:
         "wall_latency": time.monotonic() - t0,
         "weight_version": state.weight_version,
         "finish_reason": None if job.finish is None else (
+            {"type": "abort", "message": job.abort_message} if job.abort_message else
             {"type": "length", "length": job.generated} if job.generated >= job.max_new_tokens else {"type": "stop"}),
     }
 
@@ -152,12 +157,17 @@ def create_app(state: WorkerState) -> FastAPI:
     app.state.worker = state
     app.add_middleware(_HoldArrival, engine=state.engine)
 
-    async def admit(prompt: str | None, ids: list[int] | None, max_new: int, request: Request) -> Job | JSONResponse:
+    async def admit(prompt: str | None, ids: list[int] | None, max_new: int, request: Request,
+                    first: bool = True) -> Job | JSONResponse:
+        """Submit one prompt (``first``: the request's first, which runs the fault knobs)."""
+        if first:
+            state.recent.append({"request_id": request.headers.get("x-request-id"),
+                                 "authorization": request.headers.get("authorization")})
         hold = hold_of(request)
-        if state.faults.latency_ms or state.faults.hang:
+        if first and (state.faults.latency_ms or state.faults.hang):
             state.engine.release(hold)  # an injected delay must not hold back the engine: arrival after it
             hold = None
-        status = await state.faults.apply()
+        status = await state.faults.apply() if first else None
         if status is not None:
             return _error(status, f"injected fault (status {status})")
         bs = state.engine.model.block_size
@@ -229,55 +239,72 @@ def create_app(state: WorkerState) -> FastAPI:
         return JSONResponse({"text": filler_text(job.generated, seed), "output_ids": filler_ids(job.generated, seed),
                              "meta_info": _meta(state, job, t0)})
 
-    def usage(job: Job) -> dict[str, Any]:
+    def usage(jobs: list[Job]) -> dict[str, Any]:
+        prompt, out = sum(j.prompt_tokens for j in jobs), sum(j.generated for j in jobs)
         return {
-            "prompt_tokens": job.prompt_tokens,
-            "completion_tokens": job.generated,
-            "total_tokens": job.prompt_tokens + job.generated,
-            "prompt_tokens_details": {"cached_tokens": job.cached_tokens},
+            "prompt_tokens": prompt,
+            "completion_tokens": out,
+            "total_tokens": prompt + out,
+            "prompt_tokens_details": {"cached_tokens": sum(j.cached_tokens for j in jobs)},
         }
 
-    async def openai(prompt: str, max_new: int, do_stream: bool, chat: bool, request: Request) -> Response:
-        t0 = time.monotonic()
-        job = await admit(prompt, None, max_new, request)
-        if isinstance(job, JSONResponse):
-            return job
-        seed = zlib.crc32(prompt.encode("utf-8", "surrogatepass")[:64])
+    async def openai(prompts: list[tuple[str | None, list[int] | None]], max_new: int, do_stream: bool, chat: bool,
+                     request: Request) -> Response:
+        """OpenAI completions (one choice per prompt of a list prompt) or a chat completion."""
+        jobs: list[tuple[Job, int]] = []
+        for i, (text, ids) in enumerate(prompts):
+            job = await admit(text, ids, max_new, request, first=i == 0)
+            if isinstance(job, JSONResponse):
+                for j, _ in jobs:
+                    state.engine.abort(j)
+                return job
+            key = (text or "").encode("utf-8", "surrogatepass")[:64] if ids is None else bytes(str(ids[:16]), "ascii")
+            jobs.append((job, zlib.crc32(key)))
         obj = "chat.completion" if chat else "text_completion"
-        base = {"id": f"cmpl-{job.rid}", "created": int(time.time()), "model": state.model}
+        base = {"id": f"cmpl-{jobs[0][0].rid}", "created": int(time.time()), "model": state.model}
         if do_stream:
-            sent = [0]
+            async def body() -> AsyncIterator[bytes]:
+                for index, (job, seed) in enumerate(jobs):  # choice after choice, each with its index
+                    sent = 0
+                    try:
+                        async for n in events(job):
+                            delta = filler_text(n, seed)[len(filler_text(sent, seed)):]
+                            sent = n
+                            done = job.finish is not None
+                            choice: dict[str, Any] = {"index": index, "finish_reason": _finish(job) if done else None}
+                            if chat:
+                                choice["delta"] = {"role": "assistant", "content": delta}
+                            else:
+                                choice["text"] = delta
+                            out = {**base, "object": obj + ".chunk", "choices": [choice]}
+                            if done and index == len(jobs) - 1:
+                                out["usage"] = usage([j for j, _ in jobs])
+                            yield b"data: " + json.dumps(out).encode() + b"\n\n"
+                    finally:
+                        if job.finish is None:
+                            for j, _ in jobs[index:]:
+                                state.engine.abort(j)  # client went away mid-stream
+                        state.metrics.observe(job)
+                yield b"data: [DONE]\n\n"
 
-            def chunk(job: Job, n: int, t0: float, seed: int) -> dict[str, Any]:
-                delta = filler_text(n, seed)[len(filler_text(sent[0], seed)) :]
-                sent[0] = n
-                done = job.finish is not None
-                reason = _finish(job) if done else None
-                choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
-                if chat:
-                    choice["delta"] = {"role": "assistant", "content": delta}
-                else:
-                    choice["text"] = delta
-                out = {**base, "object": obj + ".chunk", "choices": [choice]}
-                if done:
-                    out["usage"] = usage(job)
-                return out
-
-            return stream(job, t0, chunk, seed)
-        await run_to_end(job)
-        text = filler_text(job.generated, seed)
-        choice = {"index": 0, "finish_reason": _finish(job)}
-        choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
-        return JSONResponse({**base, "object": obj, "choices": [choice], "usage": usage(job)})
+            return StreamingResponse(body(), media_type="text/event-stream")
+        await asyncio.gather(*(run_to_end(job) for job, _ in jobs))
+        choices = []
+        for index, (job, seed) in enumerate(jobs):
+            text = filler_text(job.generated, seed)
+            choice = {"index": index, "finish_reason": _finish(job)}
+            choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            choices.append(choice)
+        return JSONResponse({**base, "object": obj, "choices": choices, "usage": usage([j for j, _ in jobs])})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: schemas.ChatRequest, request: Request) -> Response:
-        return await openai(chat_prompt([m.model_dump() for m in req.messages]), req.max_new(), req.stream, True,
-                            request)
+        return await openai([(chat_prompt([m.model_dump() for m in req.messages]), None)], req.max_new(), req.stream,
+                            True, request)
 
     @app.post("/v1/completions")
     async def completions(req: schemas.CompletionRequest, request: Request) -> Response:
-        return await openai(req.prompt, req.max_tokens, req.stream, False, request)
+        return await openai(req.prompts(), req.max_tokens, req.stream, False, request)
 
     @app.get("/health")
     async def health() -> Response:
@@ -322,6 +349,7 @@ def create_app(state: WorkerState) -> FastAPI:
                 "paused": state.engine.paused,
                 "weight_version": state.weight_version,
                 "faults": state.faults.as_dict(),
+                "recent_requests": list(state.recent),
             },
         }
 
@@ -330,48 +358,5 @@ def create_app(state: WorkerState) -> FastAPI:
         body, ctype = state.metrics.render()
         return Response(body, media_type=ctype)
 
-    @app.post("/flush_cache")
-    async def flush_cache() -> PlainTextResponse:
-        freed = state.engine.model.flush()  # SGLang flushes when idle; pinned blocks go on release
-        return PlainTextResponse(f"Cache flushed. Freed {freed} tokens (blocks in use by running requests kept).")
-
-    @app.post("/pause_generation")
-    async def pause_generation() -> dict[str, Any]:
-        state.engine.pause()
-        return {"success": True, "message": "Generation paused (requests held in place)."}
-
-    @app.post("/continue_generation")
-    async def continue_generation() -> dict[str, Any]:
-        state.engine.resume()
-        return {"success": True, "message": "Generation continued."}
-
-    @app.post("/update_weights_from_disk")
-    async def update_weights_from_disk(req: schemas.UpdateWeightsRequest) -> dict[str, Any]:
-        import asyncio
-
-        # Loading weights blocks the scheduler on a real server; the load time is modelled, then sped up.
-        was_paused = state.engine.paused
-        state.engine.pause()
-        await asyncio.sleep(state.weight_load_s / state.engine.speedup)
-        state.weight_version = req.weight_version or req.model_path
-        if not was_paused:
-            state.engine.resume()
-        return {"success": True, "message": f"Succeeded to update model weights from {req.model_path}.",
-                "num_paused_requests": 0}
-
-    @app.get("/rlroute/faults")
-    async def get_faults() -> dict[str, Any]:
-        return state.faults.as_dict()
-
-    @app.post("/rlroute/faults")
-    async def set_faults(request: Request) -> Response:
-        try:
-            changes = await request.json()
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object of knob -> value")
-            state.faults.update(changes)
-        except (ValueError, KeyError, TypeError) as e:
-            return _error(400, str(e))
-        return JSONResponse(state.faults.as_dict())
-
+    add_control(app, state)
     return app

@@ -28,10 +28,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rlroute.cluster.sim.instance import Instance
+from rlroute.cluster.sim.instance import IDLE, Instance
 from rlroute.cluster.sim.job import Seq
 from rlroute.types import Request
 from rlroute.worker.model import InstanceModel
+
+PAUSE_MODES = ("abort", "retract", "in_place")  # SGLang's PauseGenerationReqInput.mode (default "abort")
 
 
 class _Clock(Protocol):
@@ -54,6 +56,7 @@ class Job:
     first_token: float | None = None
     finish: float | None = None
     aborted: bool = False
+    abort_message: str | None = None  # ended by pause_generation(mode=abort)
 
 
 @dataclass(slots=True)
@@ -211,6 +214,35 @@ class Engine:
         ``pause_generation``, ``in_place`` mode)."""
         self.inst.paused = True
         self.inst.interrupt(max(self._vnow, self.virtual_now()))
+
+    async def pause_mode(self, mode: str) -> int:
+        """SGLang ``pause_generation`` (``PauseGenerationReqInput``): new requests wait for ``continue`` in
+        every mode; ``in_place`` keeps the running batch and its KV where it is; ``retract`` stops at the end of
+        the step in progress and sends the running batch back to the queue, KV freed (recomputed after
+        ``continue``; the cache can be flushed meanwhile); ``abort`` ends every queued and running request
+        now (``finish_reason`` ``abort``). Returns the requests retracted or aborted."""
+        if mode not in PAUSE_MODES:
+            raise ValueError(f"mode: expected one of {PAUSE_MODES}, got {mode!r}")
+        self.pause()
+        if mode == "in_place":
+            return 0
+        if mode == "abort":
+            jobs = self.running + self.waiting
+            now = max(self._vnow, self.virtual_now())
+            for job in jobs:
+                self.abort(job)
+                job.finish, job.abort_message = now, "Abort all requests (pause_generation mode=abort)"
+                job.events.put_nowait(("done", job.generated))
+            return len(jobs)
+        while self.inst.seg != IDLE:  # the step in progress ends first (the engine loop processes it)
+            self._wake.set()
+            await asyncio.sleep(self.min_tick_s)
+        return self.inst.retract_all(max(self._vnow, self.virtual_now()))
+
+    @property
+    def busy(self) -> bool:
+        """Requests are in the running batch (SGLang's ``flush_cache`` refuses to run then)."""
+        return bool(self.inst.prefill or self.inst.dec)
 
     def resume(self) -> None:
         """Resume stepping after :meth:`pause`."""

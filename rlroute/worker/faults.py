@@ -14,6 +14,8 @@ import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+CONTROL_PATHS = ("", "/pause_generation", "/update_weights_from_disk", "/flush_cache", "/continue_generation")
+
 
 @dataclass
 class Faults:
@@ -28,6 +30,9 @@ class Faults:
         crash_after: the process exits abruptly (``os._exit``) when generation request number N arrives;
             0 disables.
         health_status: status code ``/health`` answers (200 = healthy).
+        fail_path: a control endpoint (``/pause_generation``, ``/update_weights_from_disk``, ``/flush_cache``,
+            ``/continue_generation``) that answers 500 without doing anything ("" = none): a weight update
+            failing midway on one worker.
         seed: seed of the error-rate draws.
     """
 
@@ -38,6 +43,7 @@ class Faults:
     hang: bool = False
     crash_after: int = 0
     health_status: int = 200
+    fail_path: str = ""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +63,8 @@ class Faults:
             raise ValueError("faults.fail_first and faults.crash_after must be >= 0")
         if not 100 <= self.health_status <= 599:
             raise ValueError(f"faults.health_status must be an HTTP status, got {self.health_status}")
+        if self.fail_path not in CONTROL_PATHS:
+            raise ValueError(f"faults.fail_path must be one of {CONTROL_PATHS}, got {self.fail_path!r}")
 
     def update(self, changes: dict[str, Any]) -> None:
         """Change knobs by name; unknown names raise ``KeyError``."""

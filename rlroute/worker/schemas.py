@@ -70,14 +70,34 @@ class ChatRequest(BaseModel):
         return DEFAULT_MAX_NEW_TOKENS
 
 
+PromptText = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+PromptIds = Annotated[list[TokenId], Field(min_length=1, max_length=MAX_INPUT_IDS)]
+MAX_BATCH = 256  # prompts in one OpenAI list prompt
+
+
 class CompletionRequest(BaseModel):
-    """OpenAI ``POST /v1/completions`` body (one prompt string)."""
+    """OpenAI ``POST /v1/completions`` body: ``prompt`` is a string, a list of strings, a list of token ids or a
+    list of token-id lists (OpenAI's four forms); a list holds one prompt per choice."""
 
     model_config = ConfigDict(extra="allow")
     model: str | None = None
-    prompt: str = Field(..., max_length=MAX_PROMPT_CHARS)
+    prompt: PromptText | Annotated[list[PromptText], Field(min_length=1, max_length=MAX_BATCH)] | PromptIds | \
+        Annotated[list[PromptIds], Field(min_length=1, max_length=MAX_BATCH)]
     max_tokens: int = Field(16, ge=0, le=MAX_NEW_TOKENS)  # OpenAI's default for completions
     stream: bool = False
+
+    def prompts(self) -> list[tuple[str | None, list[int] | None]]:
+        """Every prompt of the request as ``(text, None)`` or ``(None, token_ids)``, in choice order."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [(p, None)]
+        if all(isinstance(x, int) for x in p):
+            return [(None, [int(x) for x in p])]  # type: ignore[arg-type]
+        return [(x, None) if isinstance(x, str) else (None, list(x)) for x in p]  # type: ignore[arg-type, union-attr]
+
+    def first_prompt(self) -> tuple[str | None, list[int] | None]:
+        """The first prompt (a batch is routed as one unit, by its first prompt)."""
+        return self.prompts()[0]
 
 
 class UpdateWeightsRequest(BaseModel):
@@ -87,3 +107,4 @@ class UpdateWeightsRequest(BaseModel):
     model_path: str = Field(..., min_length=1, max_length=4096)
     load_format: str | None = None
     weight_version: str | None = None
+    flush_cache: bool = True  # SGLang's UpdateWeightFromDiskReqInput: flush the prefix cache after loading

@@ -175,8 +175,9 @@ class LiveCluster:
         self.scrape(force=True)
 
     def pause(self, pool: str) -> None:
-        """``/pause_generation`` on every worker of ``pool``."""
-        self._io.call(self._all("POST", "/pause_generation", pool), timeout=30.0)
+        """``/pause_generation`` in ``in_place`` mode on every worker of ``pool``: requests are held where they
+        are, as the simulator's pause holds them (SGLang's default mode, ``abort``, would end them)."""
+        self._io.call(self._all("POST", "/pause_generation", pool, {"mode": "in_place"}), timeout=30.0)
 
     def resume(self, pool: str) -> None:
         """``/continue_generation`` on every worker of ``pool``."""

@@ -276,6 +276,10 @@ class Instance:
             self.clock = now
             self._schedule(now)
 
+    def retract_all(self, t: float) -> int:
+        """Pause in SGLang's ``retract`` mode: the running batch back to the queue (scheduler-specific)."""
+        raise NotImplementedError(f"{type(self).__name__} has no retract mode (use the sglang scheduler)")
+
     def evacuate(self) -> list[Seq]:
         """Failure: stop at once, lose the KV pool and the cache, hand back every request held."""
         seqs = list(self.waiting) + list(self.prefill) + [e[2] for e in self.dec]

@@ -299,6 +299,30 @@ class SGLangInstance(Instance):
                 return  # budget_state: OTHER
 
     # -- retraction (ScheduleBatch.retract_decode) --------------------------------------------------------
+    def retract_all(self, t: float) -> int:
+        """``pause_generation`` with ``mode: retract`` (SGLang ``PauseGenerationReqInput``): every request of the
+        running batch — and a chunked prefill in progress — goes back to the waiting queue with its KV freed,
+        to be recomputed after ``continue_generation``; call between steps (the instance idle). Returns how
+        many requests were retracted."""
+        assert self.seg == IDLE, "retract between steps"
+        cache, step = self.cache, self.step
+        seqs = sorted((e[2] for e in self.dec), key=_batch_order)
+        for s in seqs:
+            self._leave(s)
+            s.gen += step - s.join
+        seqs = list(self.prefill) + seqs
+        for s in seqs:
+            cache.release(s.pinned, t)
+            s.pinned = []
+            self.private -= s.private
+            s.private = 0
+        self.dec = []
+        self.prefill.clear()
+        self.waiting.extend(seqs)
+        self.retracted_total += len(seqs)
+        self.full = False
+        return len(seqs)
+
     def _retract(self, t: float) -> None:
         sc, cache = self.sched, self.cache
         step = self.step
