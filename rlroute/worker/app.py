@@ -28,7 +28,6 @@ import asyncio
 import json
 import time
 import zlib
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,11 +36,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from rlroute.worker import schemas
-from rlroute.worker.control import add_control
+from rlroute.worker.control import WorkerState, add_control
 from rlroute.worker.control import error as _error
 from rlroute.worker.engine import Engine, Job
-from rlroute.worker.faults import Faults
-from rlroute.worker.metrics import WorkerMetrics
 from rlroute.worker.tokens import (
     OUTPUT_BLOCKS_HEADER,
     OUTPUT_TOKENS_HEADER,
@@ -54,21 +51,6 @@ from rlroute.worker.tokens import (
     parse_output_blocks,
     text_blocks,
 )
-
-
-class WorkerState:
-    """Everything one worker process serves: engine, knobs, metrics and identity."""
-
-    def __init__(self, engine: Engine, faults: Faults, *, model: str, pool: str, weight_load_s: float) -> None:
-        self.engine = engine
-        self.faults = faults
-        self.model = model
-        self.pool = pool
-        self.weight_load_s = weight_load_s
-        self.weight_version = "initial"
-        self.metrics = WorkerMetrics(engine, model)
-        # the last generation requests' x-request-id and Authorization, for tests of what a router forwards
-        self.recent: deque[dict[str, str | None]] = deque(maxlen=64)
 
 
 def _output_tokens(value: str | None) -> int | None:

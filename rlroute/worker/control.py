@@ -1,4 +1,4 @@
-"""The emulated worker's control endpoints, as SGLang serves them: ``/flush_cache``, ``/pause_generation``
+"""The emulated worker's state (:class:`WorkerState`) and its control endpoints, as SGLang serves them: ``/flush_cache``, ``/pause_generation``
 (with SGLang's three modes), ``/continue_generation``, ``/update_weights_from_disk``, and the fault knobs
 (``/rlroute/faults``, :mod:`rlroute.worker.faults`).
 
@@ -15,15 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from rlroute.worker import schemas
+from rlroute.worker.engine import Engine
+from rlroute.worker.faults import Faults
+from rlroute.worker.metrics import WorkerMetrics
 
-if TYPE_CHECKING:
-    from rlroute.worker.app import WorkerState
+
+class WorkerState:
+    """Everything one worker process serves: engine, knobs, metrics and identity."""
+
+    def __init__(self, engine: Engine, faults: Faults, *, model: str, pool: str, weight_load_s: float) -> None:
+        self.engine = engine
+        self.faults = faults
+        self.model = model
+        self.pool = pool
+        self.weight_load_s = weight_load_s
+        self.weight_version = "initial"
+        self.metrics = WorkerMetrics(engine, model)
+        # the last generation requests' x-request-id and Authorization, for tests of what a router forwards
+        self.recent: deque[dict[str, str | None]] = deque(maxlen=64)
 
 
 def error(status: int, message: str) -> JSONResponse:
