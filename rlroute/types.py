@@ -59,13 +59,18 @@ class Request:
             the ids the next turn's prompt carries for this answer (``blocks[:input_len // block_size] +
             output_blocks`` are the full blocks of the finished sequence); ``()`` when unknown. Instances
             insert them into the cache when the request finishes (SGLang ``cache_finished_req``).
-        prompt: prompt text when the workload has it (prompt sets, ShareGPT), else ``None`` (traces).
+        prompt: prompt text when the workload has it (prompt sets, ShareGPT), else ``None`` (traces). For a
+            trace joined with a prompt set, only the newest message (see ``context_tokens``).
         token_ids: prompt token ids when tokenised, else ``None``.
         session_id: conversation id for multi-turn workloads, else ``None``.
         turn: 0-based turn within the session.
         category: e.g. the MMLU subject, ``None`` when unknown.
         labels: per-model correctness from a labelled set, keyed by model role ("large", "small").
         max_new_tokens: what the client asked for (>= output_len); features use it, not output_len.
+        context_tokens: tokens before ``prompt`` known only by their length and ``blocks`` (a trace's
+            context): a client sends filler text standing for them, then ``prompt``
+            (:mod:`rlroute.workload.client`). 0 when ``prompt`` is the whole prompt; a request with neither
+            prompt nor ``token_ids`` (timing-only traces) is all context whatever this says.
         quality: outcome draw attached by the quality model; ``None`` until drawn.
         cache: per-request memo used by feature extraction (request block is computed once).
     """
@@ -84,6 +89,7 @@ class Request:
     category: str | None = None
     labels: dict[str, bool] | None = None
     max_new_tokens: int | None = None
+    context_tokens: int = 0
     quality: QualityDraw | None = None
     cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 

@@ -167,8 +167,20 @@ def test_complexity_orders_prompts(prompt: str, input_len: int, out: int, low: f
 
 
 def test_complexity_without_text_uses_length() -> None:
-    short, mid, long = (complexity(req(input_len=n)) for n in (64, 8_000, 60_000))
+    """Without text (a client sending input_ids only) length is all that is known."""
+    short, mid, long = (complexity(req(input_len=1, token_ids=tuple(range(n)))) for n in (64, 8_000, 60_000))
     assert short == 0.0 and 0.0 < mid < 0.7 < long <= 1.0
+
+
+def test_timing_only_trace_is_scored_as_the_filler_a_client_sends() -> None:
+    """A trace request without text is scored on the text a client sends for it (schema v4): filler of its
+    length, which carries no cues, so only the length term counts."""
+    from rlroute.serve.intake import SessionTable, client_request
+    from rlroute.workload.client import client_text
+
+    r = req(input_len=30_000, blocks=tuple(range(1, 60)), block_size=512)
+    served = client_request(1, 0.0, client_text(r), None, 128, 64, SessionTable())
+    assert complexity(r) == complexity(served) == pytest.approx(0.45 * np.log(30_000 / 32) / np.log(1024))
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ text_mod = importlib.import_module("rlroute.features.text")
 
 _C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
-_SALT = {k: np.uint64(v) for k, v in {"tok1": 1, "tok2": 2, "byte3": 3, "byte5": 5, "block": 7}.items()}
+_SALT = {k: np.uint64(v) for k, v in {"tok1": 1, "tok2": 2, "byte3": 3, "byte5": 5}.items()}
 
 
 class _Reference:
@@ -62,7 +62,7 @@ class _Reference:
 
     @staticmethod
     def cues(prompt: str) -> tuple[bool, bool, int, int]:
-        text = prompt[-text_mod.CUE_WINDOW_CHARS :].lower()
+        text = prompt[-text_mod.TEXT_WINDOW_CHARS :].lower()
         b = [c for c in text.encode("utf-8") if c != 32]
         arith = any(
             48 <= b[i] <= 57 and chr(b[i + 1]) in "+-*/^=<>" and 48 <= b[i + 2] <= 57

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from rlroute.bench.replay import prompt_text
 from rlroute.cluster.live.client import block_token_ids, generate_payload
 from rlroute.cluster.live.scrape import ScrapeError, WorkerStats, apply_load, parse_metrics
 from rlroute.types import Request
@@ -84,10 +83,3 @@ def test_payload_uses_text_only_when_there_is_nothing_else() -> None:
     assert generate_payload(_req(1, (), 5, prompt="hello world"), 7)["text"] == "hello world"
     body = generate_payload(_req(1, (5, 6), 32, prompt="hi"), 7)
     assert "input_ids" in body and body["sampling_params"]["max_new_tokens"] == 7 and body["stream"] is False
-
-
-def test_replay_prompt_text_keeps_prefix_structure() -> None:
-    a, b = prompt_text(_req(1, (11, 12, 13), 40)), prompt_text(_req(2, (11, 12, 99), 48))
-    assert len(a) == 160 and len(b) == 192 and a[:128] == b[:128] and a[128:] != b[128:160]
-    assert prompt_text(_req(3, (), 3, prompt="real text")) == "real text"
-    assert prompt_text(_req(4, (11,), 16, prompt="question?")) == a[:64]  # blocks decide the context

@@ -199,7 +199,7 @@ def test_seed_heuristic_uses_the_features_complexity(input_len: int, max_new: in
     from rlroute.features import complexity
 
     c = ctx(input_len=input_len)
-    c.request.prompt = None  # timing-only trace: complexity from lengths alone
+    c.request.prompt, c.request.token_ids = None, tuple(range(input_len))  # input_ids only: lengths alone
     c.request.cache.clear()
     c.request.max_new_tokens = max_new
     assert (complexity(c.request) > 0.7) == (expected == L)

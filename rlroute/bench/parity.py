@@ -7,7 +7,8 @@ profiles, ``mem_fraction_static`` 0.88, LRU, cache_aware inside each pool) start
 instance model in the simulator, whose prefix matches come from the router's approximate trees (its
 ``router_view`` default, the class the router uses) as in training. Requests: a window of the built-in synthetic workload from the start of
 its stream (so every session's earlier turns are in the window), each sent as a client would — the
-prompt text, the client's cap, and its session as ``x-rlroute-session`` when it is part of a conversation.
+prompt text, the client's cap, and its session as ``x-rlroute-session`` when it is part of a conversation
+(:func:`rlroute.workload.client.client_body`, as the replay client sends it).
 
 * **Tier 1, frozen inputs.** The simulator runs the window with the policy, as the env does; at each
   decision the pool state and prefix matches are recorded. The env's builder computes the observation
@@ -95,23 +96,25 @@ def _window(n: int, rate: float, seed: int, split: str = "all") -> list[Request]
 
 
 def _body(r: Request, exact: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
-    """What a client sends for ``r``: the text, its cap and its session. ``exact``: the cap is the reply's
-    length (a load generator's fixed output, as the emulated worker generates exactly the cap)."""
-    cap = r.output_len if exact else int(r.max_new_tokens or r.output_len)
-    body = {"text": r.prompt, "sampling_params": {"max_new_tokens": cap}}
-    return body, ({"x-rlroute-session": f"s{r.session_id}"} if r.session_id is not None else {})
+    """What a client sends for ``r`` (:func:`rlroute.workload.client.client_body`): the text, its cap and its
+    session. ``exact``: the cap is the reply's length (a load generator's fixed output, as the emulated
+    worker generates exactly the cap)."""
+    from rlroute.workload.client import client_body
+
+    return client_body(r, r.output_len if exact else None)
 
 
 def _client_requests(reqs: list[Request], exact: bool = False) -> list[Request]:
     """The requests as the router builds them from the bodies (same turn counting)."""
     from rlroute.serve.intake import SessionTable, client_request
+    from rlroute.workload.client import SESSION_HEADER
 
     table = SessionTable()
     out = []
     for r in reqs:
         body, headers = _body(r, exact)
         c = client_request(r.id, r.arrival, body["text"], None, body["sampling_params"]["max_new_tokens"], BLOCK,
-                           table, headers.get("x-rlroute-session"))
+                           table, headers.get(SESSION_HEADER))
         if not exact:
             c.output_len = r.output_len  # the reply's length (the cap only bounds it)
         out.append(c)

@@ -5,9 +5,15 @@ have finished (open loop: a slow endpoint builds a queue instead of slowing the 
 be rlroute's router, an sglang-router instance or a single worker: all speak SGLang's ``POST /generate``.
 Requests stream (``stream: true``) so TTFT is measured at the first chunk.
 
-Prompts: text synthesised from the request's chained block hashes when it has blocks (else its prompt text) (block ``h`` -> ``block_size`` pseudo-tokens of text derived from ``h``), so equal prefixes in the
-trace are equal text prefixes — what rlroute's router, the emulated worker (4 bytes per pseudo-token) and
-sglang-router's character radix tree all key their caches on.
+Bodies: what a client sends for the request (:func:`rlroute.workload.client.client_body`, the text the env's
+features are computed from): filler standing for a trace's context (block ``h`` -> ``block_size``
+pseudo-tokens of text derived from ``h``, so equal prefixes in the trace are equal text prefixes — what
+rlroute's router, the emulated worker (4 bytes per pseudo-token) and sglang-router's character radix tree
+all key their caches on — and exactly the trace's length), then the prompt text (the newest message, or a
+prompt set's whole conversation), and a multi-turn session's ``x-rlroute-session`` header. For prompt-set
+workloads the live length is the text's pseudo-token count, not the workload's MiniLM ``input_len``: a
+sim-vs-live comparison on them runs the simulator on the router's view of the body (as ``rlroute bench
+parity`` does).
 
 Per request (``--records`` JSONL): send time, wall TTFT and e2e, output and cached tokens, the worker's
 modelled ``meta_info`` latencies, HTTP status, error, and ``x-rlroute-*`` response headers (the router's
@@ -37,8 +43,7 @@ from rlroute.bench import emit
 from rlroute.paths import CONF_DIR
 from rlroute.types import Request
 from rlroute.worker.tokens import OUTPUT_TOKENS_HEADER
-
-BYTES_PER_TOKEN = 4  # the worker's and router's pseudo-tokenisation (rlroute.worker.tokens)
+from rlroute.workload.client import client_body
 
 
 @dataclass(slots=True)
@@ -65,28 +70,20 @@ class ReplayRecord:
         return self.error is None and 200 <= self.status < 300
 
 
-def prompt_text(req: Request) -> str:
-    """Text standing for the request's blocks (``block_size`` pseudo-tokens per block), else its prompt.
-
-    Trace workloads joined with a prompt set (``mmlu_mooncake``) carry the trace's context blocks plus a
-    short prompt; the blocks decide the prefix reuse and the length, so they win.
-    """
-    if not req.blocks and req.prompt is not None:
-        return req.prompt
-    chars = req.block_size * BYTES_PER_TOKEN
-    parts = [(f"{int(h) & ((1 << 64) - 1):016x}" * (chars // 16 + 1))[:chars] for h in req.blocks]
-    text = "".join(parts)[: req.input_len * BYTES_PER_TOKEN]
-    if len(text) < req.input_len * BYTES_PER_TOKEN:  # tail beyond the blocks: unique to this request
-        text += (f"r{req.id:015x}" * (req.input_len * BYTES_PER_TOKEN // 16 + 1))[: req.input_len * BYTES_PER_TOKEN - len(text)]
-    return text
+def request_body(req: Request, stream: bool, caps: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body and headers sent for ``req`` (see the module docstring and :func:`replay`'s ``caps``)."""
+    cap = max(int(req.max_new_tokens or req.output_len), int(req.output_len)) if caps else int(req.output_len)
+    body, headers = client_body(req, cap)
+    body["stream"] = stream
+    body["sampling_params"]["temperature"] = 0.0
+    if caps:
+        headers[OUTPUT_TOKENS_HEADER] = str(int(req.output_len))
+    return body, headers
 
 
 async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRecord, t_start: float,
                stream: bool = True, caps: bool = False) -> None:
-    cap = max(int(req.max_new_tokens or req.output_len), int(req.output_len)) if caps else int(req.output_len)
-    body = {"text": prompt_text(req), "stream": stream,
-            "sampling_params": {"max_new_tokens": cap, "temperature": 0.0}}
-    headers = {OUTPUT_TOKENS_HEADER: str(int(req.output_len))} if caps else None
+    body, headers = request_body(req, stream, caps)
     t0 = time.monotonic()
     rec.sent = t0 - t_start
     last: dict[str, Any] = {}

@@ -150,7 +150,11 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
       Feature schema version 3 (router-view cache features, issue 12 item 3): the cache block's prefix
       matches come from the router's approximate trees (``cluster.router_view``, on by default; the class
       ``rlroute serve`` uses), no longer from the engines' caches; policies exported under version 2 are
-      refused by schema hash.
+      refused by schema hash. Feature schema version 4 (one text path for every workload, issue 12 item
+      2): a request's block is that of the body a client sends for it (``rlroute.workload.client``: filler
+      standing for a trace's context, then the prompt text), so ``mmlu_mooncake``'s ``input_tokens`` is the
+      trace's length and timing-only traces hash filler text (not block ids) and score complexity as text;
+      text dims and cues read the body's last 4,096 characters; version 3 exports are refused by hash.
     * v0: initial version (feature schema version 1): Park-style step reward, in-flight requests at
       truncation left out of the return.
     """

@@ -26,24 +26,31 @@ simulator env, the evaluator and the serving router, so a policy sees the same o
   (sha256 of version, text representation, names, order and transforms; an exported policy carries it
   and the router falls back to its heuristic on a mismatch).
 * **Request block** (0-127): computed once per request and memoised in `request.cache`, from what a
-  client sends and identically in training and in the router (schema v2: no tokeniser on the router's
-  hot path). The text part (0-111) is signed feature hashing, vectorised with numpy: byte 3/5-grams of
-  the lower-cased prompt text, else token-id unigrams + bigrams when the client sends only `input_ids`,
-  else the KV block hashes (timing-only traces: requests sharing a prefix look alike), L2-normalised.
-  `input_tokens` is the router's count (UTF-8 bytes / 4, or the ids sent), `output_tokens` the client's
+  client sends and identically in training and in the router (no tokeniser on the router's hot path).
+  Since schema v4 a workload request's block is that of the body a client sends for it
+  (`rlroute/workload/client.py`, also what the replay client and the parity bench send): filler standing
+  for a trace's context (block id `h` -> `block_size` pseudo-tokens of hex text, so lengths and prefix
+  reuse are kept), then the prompt text (a prompt set's whole conversation; the question of
+  `mmlu_mooncake`; nothing more for timing-only traces). The text part (0-111) is signed feature hashing,
+  vectorised with numpy, of byte 3/5-grams of the lower-cased **last 4,096 characters** of that text
+  (where a conversation's newest message sits; the env builds only that tail, the router slices the
+  body), else of token-id unigrams + bigrams of the last 1,024 ids when a client sends only `input_ids`,
+  L2-normalised. `input_tokens` is the router's count of the whole text (UTF-8 bytes / 4, a trace's
+  context included: `mmlu_mooncake` is the trace's length; or the ids sent), `output_tokens` the client's
   cap (workloads draw it independently of the true output, `rlroute/workload/caps.py`), `turn` the
   earlier assistant messages of a chat (or the requests seen in the client's `x-rlroute-session`),
   `in_session` 1 only for conversations of more than one turn; indices 122-127 are reserved (always 0:
   a router sees no category). With `features.text=minilm`
-  it is instead the offline all-MiniLM-L6-v2 embedding under a fixed random projection 384 -> 112
-  (slow: ~14 ms/prompt; the hash changes with it). Cues (code, math, questions, reasoning) are substring
-  tests on the last 4096 characters of the lower-cased prompt (where the newest message is).
+  it is instead the offline all-MiniLM-L6-v2 embedding of the same 4,096 characters under a fixed random
+  projection 384 -> 112 (slow: ~14 ms/prompt; the hash changes with it). Cues (code, math, questions,
+  reasoning) are substring tests on the same lower-cased 4,096 characters.
 * **Complexity** (index 121) is the seed heuristic's score, `rlroute.features.complexity(request)`,
-  with `ramp(x, lo, hi) = clip(log(x/lo)/log(hi/lo), 0, 1)`: with text
+  with `ramp(x, lo, hi) = clip(log(x/lo)/log(hi/lo), 0, 1)`: with text (every workload request, a
+  trace's filler included: at most 0.45 from length for timing-only traces)
   `clip(0.45 ramp(input_tokens, 32, 32768) + 0.35 code + 0.35 math + 0.15 min(questions,3)/3 +
-  0.10 min(reasoning,3)/3, 0, 1)`; without text `ramp(input_len, 128, 131072)`. Hand-set weights, not
-  fitted to labels; the seed heuristic routes scores > 0.7 to the large pool (about the hardest 7 % of
-  the built-in synthetic prompts).
+  0.10 min(reasoning,3)/3, 0, 1)`; without text (ids only) `ramp(input_tokens, 128, 131072)`. Hand-set
+  weights, not fitted to labels; the seed heuristic routes scores > 0.7 to the large pool (about the
+  hardest 7 % of the built-in synthetic prompts).
 * **System block** (128-191): per pool (large, then small) 28 load/latency/cost/health features, then 8
   global ones. Statistics "over healthy instances" are 0 when a pool has none. Time of day is
   `day_offset + time` modulo 24 h: the wall clock's for live pools (LiveCluster and the router share one

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from rlroute.features.spec import TEXT_DIMS
-from rlroute.features.text import hashed_text
+from rlroute.features.text import client_window, hashed_text
 from rlroute.types import Request
 
 PROJECTION_SEED = 20240601  # fixed: changing it changes every minilm observation
@@ -43,7 +43,8 @@ class HashingText:
 class MiniLMText:
     """all-MiniLM-L6-v2 sentence embedding, randomly projected to ``TEXT_DIMS`` and L2-normalised.
 
-    Requests without prompt text get the zero vector (the request block's ``has_text`` says so).
+    Embeds the window of the client's text the hashing reads (:func:`rlroute.features.text.client_window`);
+    a request without text (``input_ids`` only) gets the zero vector.
     """
 
     name = "minilm"
@@ -65,10 +66,11 @@ class MiniLMText:
         return self._model
 
     def __call__(self, request: Request) -> np.ndarray:
-        if not request.prompt:
+        window = client_window(request)
+        if not window:
             return np.zeros(TEXT_DIMS, dtype=np.float64)
         model = self._load()
-        emb = np.asarray(model.encode([request.prompt], show_progress_bar=False)[0], dtype=np.float64)  # type: ignore[attr-defined]
+        emb = np.asarray(model.encode([window], show_progress_bar=False)[0], dtype=np.float64)  # type: ignore[attr-defined]
         if emb.shape != (384,):
             raise ValueError(f"minilm encoder returned shape {emb.shape}, expected (384,)")
         v = emb @ self._proj

@@ -16,6 +16,7 @@ from rlroute.features.spec import TEXT_DIMS, build_schema
 from rlroute.features.state import state_raw
 from rlroute.features.text import prompt_tokens, request_scalars, requested_output
 from rlroute.types import FloatArray, Request
+from rlroute.workload.client import filler_tokens
 from rlroute.workload.tokens import TextMemo
 
 # Process-level memo of request blocks by request content (per schema key), shared by every extractor
@@ -26,19 +27,21 @@ _BLOCK_MEMO: dict[str, TextMemo[tuple[object, ...], FloatArray]] = {}
 
 
 def content_key(request: Request) -> tuple[object, ...]:
-    """Everything the request block depends on, as a hashable key.
+    """Everything the request block depends on (what the client sends: :mod:`rlroute.workload.client`),
+    as a hashable key.
 
-    Token ids enter as ``(len, hash)`` (not the tuple itself, which would keep ~2k ints alive per
-    entry); two different id sequences of one prompt would also need equal length and equal 64-bit
-    hash to collide. Block hashes only matter when the request has neither ids nor text.
+    Token ids matter only without prompt text and enter as ``(len, hash)`` (not the tuple itself, which
+    would keep ~2k ints alive per entry); two different id sequences would also need equal length and
+    equal 64-bit hash to collide. The filler is a function of the blocks, the block size, its length and,
+    past the blocks, the request id.
     """
-    ids = request.token_ids
-    has_text = bool(ids) or bool(request.prompt)
+    ids = request.token_ids if request.prompt is None else None
+    fill = filler_tokens(request)
+    uncovered = len(request.blocks) * request.block_size < fill
     return (
         request.prompt,
         (len(ids), hash(ids)) if ids else None,
-        None if has_text else request.blocks,
-        request.input_len,
+        (fill, request.blocks, request.block_size, request.id if uncovered else None) if fill else None,
         requested_output(request),
         request.turn,
         request.session_id is not None,

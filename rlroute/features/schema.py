@@ -23,7 +23,10 @@ import numpy as np
 from rlroute.types import FloatArray
 
 # 3: the cache block's prefix matches are the router's estimate in training too (router_view, issue 12 item 3)
-SCHEMA_VERSION = 3
+# 4: one text path (issue 12 item 2): the request block of a workload request is computed from the body a
+#    client sends for it (filler for a trace's context + the prompt text: rlroute.workload.client), text dims
+#    and cues on its last 4,096 characters, input_tokens counting the whole body
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)

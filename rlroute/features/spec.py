@@ -1,8 +1,11 @@
-"""The feature list of schema version 2: 128 request + 64 system + 32 cache = 224 indices.
+"""The feature list (schema version 4, :data:`rlroute.features.schema.SCHEMA_VERSION`): 128 request + 64 system
++ 32 cache = 224 indices.
 
-Version 2 (one text path): the request block is computed from what a client sends — the bytes of its
-text (or the ids it sends), its token cap, its chat turns or session —, identically in training and in the
-router; the category dims are reserved (a router sees no category unless a client names one).
+The request block is computed from what a client sends — the bytes of its text (or the ids it sends), its
+token cap, its chat turns or session —, identically in training and in the router (v2); for a workload
+request that is the body :mod:`rlroute.workload.client` builds (v4: filler standing for a trace's context,
+then the prompt text; text dims and cues on the body's last 4,096 characters); the category dims are
+reserved (a router sees no category unless a client names one).
 
 Scales (``unit``/``cap``) are chosen so the values a 2-pool SGLang deployment produces spread over
 [0, 1]: e.g. queue lengths up to a few hundred requests per instance, TTFT 0.05 s-2 min, prompts of
@@ -26,17 +29,17 @@ def _request() -> list[Feature]:
         lin(
             f"request.text_{i:03d}",
             b,
-            "signed feature hash of what the client sent, L2-normalised over the text dims: byte 3/5-grams of the "
-            "prompt text, else token-id uni+bigrams (input_ids), else KV block hashes (traces); or a projected "
-            "sentence embedding (text=minilm)",
+            "signed feature hash of what the client sends, L2-normalised over the text dims: byte 3/5-grams of "
+            "the last 4,096 characters of its text (a trace's context is filler), else uni+bigrams of its last "
+            "1,024 input_ids; or a projected sentence embedding of that text (text=minilm)",
             low=-1.0,
             high=1.0,
         )
         for i in range(TEXT_DIMS)
     ]
     feats += [
-        log("request.input_tokens", b, "prompt length as the router counts it: UTF-8 bytes / 4 of the text, else "
-            "ids sent, else the trace's length", cap=32768, unit=16),
+        log("request.input_tokens", b, "prompt length as the router counts it: UTF-8 bytes / 4 of the whole text "
+            "the client sends (a trace's context included), else the ids sent", cap=32768, unit=16),
         log(
             "request.output_tokens",
             b,
@@ -50,18 +53,19 @@ def _request() -> list[Feature]:
         lin(
             "request.has_code",
             b,
-            "1 if the prompt shows code cues (fences, def/class/import, braces+semicolons)",
+            "1 if the text's last 4,096 characters show code cues (fences, def/class/import, braces+semicolons)",
         ),
         lin(
             "request.has_math",
             b,
-            "1 if the prompt shows math cues (LaTeX, equations, arithmetic, math words)",
+            "1 if the text's last 4,096 characters show math cues (LaTeX, equations, arithmetic, math words)",
         ),
-        log("request.questions", b, "number of question marks in the prompt", cap=16),
+        log("request.questions", b, "number of question marks in the text's last 4,096 characters", cap=16),
         log(
             "request.reasoning_cues", b, "reasoning keywords (explain, prove, step by step, why, ...)", cap=8
         ),
-        lin("request.has_text", b, "1 if the prompt text or token ids are known (0 for timing-only traces)"),
+        lin("request.has_text", b, "1 if the client sends text or token ids (every workload request: a trace's "
+            "context is sent as filler text)"),
         lin(
             "request.complexity",
             b,
@@ -165,7 +169,7 @@ def _rows(prefix: str, block: str, rows: tuple[tuple[str, str, str, float, float
 
 
 def build_schema(text: str = "hash") -> FeatureSchema:
-    """Build the version-2 schema (224 features) for the text representation ``text``."""
+    """Build the schema (224 features) for the text representation ``text``."""
     feats = _request()
     for pool in POOLS:
         feats += _rows(f"system.{pool}", "system", POOL_SYSTEM)

@@ -1,9 +1,16 @@
 """The request block: vectorised signed feature hashing, structural cues and the complexity score.
 
+One text path (schema v4): every request feature is computed from what a client sends, identically in
+training and serving. For a workload request that is the text of :func:`rlroute.workload.client.client_text`
+(filler standing for a trace's context, then the prompt text); for a router request, the body's text (or
+its ``input_ids``). The text dims and the cues read the text's **last** ``TEXT_WINDOW_CHARS`` characters
+(:func:`client_window`; where a conversation's newest message sits), so neither side pays for a long
+context: the env builds that tail without the filler before it, the router slices the body; the length
+feature counts the whole text (:func:`rlroute.workload.client.client_tokens`, by arithmetic for filler).
+
 Pure-Python character n-gram hashing costs ~1 ms per prompt (../shared/DESIGN.md, lesson 3), so the text
-is hashed with numpy from what a client sends, identically in training and serving (schema v2): byte 3-
-and 5-grams of the lower-cased prompt text (character n-grams), or, for a client that sends ``input_ids``
-only, token-id unigrams and bigrams; each
+is hashed with numpy: byte 3- and 5-grams of the lower-cased window (character n-grams), or, for a client
+that sends ``input_ids`` only, unigrams and bigrams of its last ``TEXT_WINDOW_CHARS / 4`` ids; each
 key mixed with the splitmix64 finaliser; bit 31 gives the sign, the high 32 bits (multiply-shift) the
 bucket. The histogram is L2-normalised, so every text dim is in [-1, 1] and a prompt's length does not
 leak into its text vector (length has its own feature). Everything here
@@ -25,15 +32,15 @@ import numpy as np
 
 from rlroute.features.spec import RESERVED_DIMS, TEXT_DIMS
 from rlroute.types import Request
-from rlroute.worker.tokens import count_tokens
+from rlroute.worker.tokens import BYTES_PER_TOKEN
+from rlroute.workload.client import client_tail, client_tokens, filler_tokens
 from rlroute.workload.tokens import TOKEN_ARRAY_KEY, TextMemo
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
 _C2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
-_MASK64 = (1 << 64) - 1
-# Distinct salts keep token unigrams, token bigrams, byte 3-grams, byte 5-grams and block ids apart.
-_SALT = {k: np.uint64(v) for k, v in {"tok1": 1, "tok2": 2, "byte3": 3, "byte5": 5, "block": 7}.items()}
+# Distinct salts keep token unigrams, token bigrams, byte 3-grams and byte 5-grams apart.
+_SALT = {k: np.uint64(v) for k, v in {"tok1": 1, "tok2": 2, "byte3": 3, "byte5": 5}.items()}
 _ONE, _S31, _S32 = np.uint64(1), np.uint64(31), np.uint64(32)
 _DIMS = np.uint64(TEXT_DIMS)
 _M3, _M5 = np.uint64((1 << 24) - 1), np.uint64((1 << 40) - 1)
@@ -53,8 +60,8 @@ _REASONING_CUES = (
     "explain", "why", "prove", "derive", "step by step", "reason", "justify", "analyz", "analys", "compare",
     "evaluate", "implement", "design", "optimiz", "optimis", "debug", "refactor",
 )  # fmt: skip
-CUE_WINDOW_CHARS = 4096
-_LOWER_KEY = "features.lower_utf8"  # (prompt, its lower-cased UTF-8), left by hashed_text for cues()
+TEXT_WINDOW_CHARS = 4096  # the text dims and cues read the last this many characters of the client's text
+_LOWER_KEY = "features.lower_utf8"  # (window, its lower-cased UTF-8), left by hashed_text for cues()
 # Byte classes for the arithmetic cue (digit op digit once spaces are dropped): d, o, or x for the rest.
 _CLASSES = bytes(
     ord("d") if 48 <= c <= 57 else ord("o") if c in b"+-*/^=<>" else ord("x") for c in range(256)
@@ -135,7 +142,7 @@ def scan_cues(data: bytes) -> tuple[bool, bool, int, int]:
     return code, math_, data.count(b"?"), reasoning
 
 
-# Process-level memo of cues by prompt text (a pure function of it; ~100-300 us per prompt to compute,
+# Process-level memo of cues by window text (a pure function of it; ~100-300 us per window to compute,
 # and prompts recur across env resets). Bounded (see TextMemo).
 _CUES_MEMO: TextMemo[str, tuple[bool, bool, int, int]] = TextMemo()
 
@@ -173,11 +180,6 @@ def _signed_counts(h: np.ndarray) -> np.ndarray:
     h |= sign
     c = np.bincount(h.view(np.int64), minlength=2 * TEXT_DIMS)
     return (c[1::2] - c[0::2]).astype(np.float64)
-
-
-def _signed_hist(keys: np.ndarray, salt: np.uint64) -> np.ndarray:
-    """Signed bucket counts of ``keys`` (uint64, not modified) over ``TEXT_DIMS`` buckets."""
-    return _signed_counts(_mix(_keys(keys.copy(), salt)))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -235,12 +237,6 @@ def hash_bytes(text: str) -> np.ndarray:
     return hash_utf8(lower_utf8(text))
 
 
-def hash_blocks(blocks: tuple[int, ...]) -> np.ndarray:
-    """Signed hash histogram of KV block ids: the only content signal of timing-only traces."""
-    keys = np.array([b & _MASK64 for b in blocks], dtype=np.uint64)
-    return _signed_hist(keys, _SALT["block"])
-
-
 def token_array(request: Request) -> tuple[int, ...] | np.ndarray:
     """``request.token_ids``, as the workload's int32 array when it attached one for exactly this tuple
     (identity check: a request rebuilt with other ids but a copied cache falls back to the tuple)."""
@@ -250,47 +246,51 @@ def token_array(request: Request) -> tuple[int, ...] | np.ndarray:
     return request.token_ids or ()
 
 
+def sends_text(request: Request) -> bool:
+    """True if the client sends (non-empty) text for ``request``: prompt text or context filler."""
+    return bool(request.prompt) or filler_tokens(request) > 0
+
+
+def client_window(request: Request) -> str:
+    """The last ``TEXT_WINDOW_CHARS`` characters of the text the client sends (``""`` for ids only)."""
+    return client_tail(request, TEXT_WINDOW_CHARS)
+
+
 def hashed_text(request: Request) -> np.ndarray:
     """The ``TEXT_DIMS`` text vector of the hashing representation, L2-normalised (zeros if no content).
 
-    Source, first available — what the router can compute from the client's body without tokenising
-    (tokenising a 2k-token prompt costs ~3 ms): the prompt's byte 3/5-grams, else the token ids the client
-    sent (uni+bigrams), else the block hashes (timing-only traces).
+    What the router can compute from the client's body without tokenising (tokenising a 2k-token prompt
+    costs ~3 ms): byte 3/5-grams of the text's window (:func:`client_window`), else uni+bigrams of the last
+    ``TEXT_WINDOW_CHARS / BYTES_PER_TOKEN`` token ids the client sent.
     """
-    if request.prompt:
-        data = lower_utf8(request.prompt)
-        # The cues scan the same lower-cased bytes when the prompt fits their window: hand them over.
-        request.cache[_LOWER_KEY] = (request.prompt, data)
+    window = client_window(request)
+    if window:
+        data = lower_utf8(window)
+        request.cache[_LOWER_KEY] = (window, data)  # the cues scan the same bytes: hand them over
         return _unit(hash_utf8(data))
     if request.token_ids:
-        return _unit(hash_tokens(token_array(request)))
-    if request.blocks:
-        return _unit(hash_blocks(request.blocks))
+        return _unit(hash_tokens(token_array(request)[-(TEXT_WINDOW_CHARS // BYTES_PER_TOKEN):]))
     return np.zeros(TEXT_DIMS, dtype=np.float64)
 
 
 def cues(request: Request) -> tuple[bool, bool, int, int]:
-    """Structural cues ``(has_code, has_math, questions, reasoning_cues)`` of the prompt (memoised).
+    """Structural cues ``(has_code, has_math, questions, reasoning_cues)`` of the client's text (memoised).
 
-    ``has_code``: any of ``_CODE_CUES`` in the lower-cased prompt; ``has_math``: any of ``_MATH_CUES`` or
+    ``has_code``: any of ``_CODE_CUES`` in the lower-cased text; ``has_math``: any of ``_MATH_CUES`` or
     arithmetic (:func:`_has_arithmetic`); ``questions``: count of ``?``; ``reasoning_cues``: total count
-    of ``_REASONING_CUES`` substrings. All 0 without prompt text. Only the last ``CUE_WINDOW_CHARS``
-    characters are scanned: that is where a conversation's newest message sits, and it bounds the cost
-    of long multi-turn prompts (the text hash still covers the whole prompt).
+    of ``_REASONING_CUES`` substrings. All 0 without text. Only the window :func:`client_window` is
+    scanned (cut before lower-casing, which may change lengths), as for the text dims.
     """
     hit = request.cache.get("features.cues")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    prompt = request.prompt or ""
     lowered = request.cache.pop(_LOWER_KEY, None)
-    out = _CUES_MEMO.get(prompt)
-    if out is None:
-        if len(prompt) <= CUE_WINDOW_CHARS and isinstance(lowered, tuple) and lowered[0] is prompt:
-            data = lowered[1]
-        else:  # lower() may change lengths: cut the window first, as the cues are defined
-            data = lower_utf8(prompt[-CUE_WINDOW_CHARS:])
-        out = scan_cues(data)
-        _CUES_MEMO.put(prompt, out, len(prompt))
+    window = client_window(request)
+    out = _CUES_MEMO.get(window)
+    if out is None:  # the bytes hashed_text left, unless the request changed since
+        fresh = isinstance(lowered, tuple) and lowered[0] == window
+        out = scan_cues(lowered[1] if fresh else lower_utf8(window))  # type: ignore[index]
+        _CUES_MEMO.put(window, out, len(window))
     request.cache["features.cues"] = out
     return out
 
@@ -305,18 +305,13 @@ def requested_output(request: Request) -> int:
 
 
 def prompt_tokens(request: Request) -> int:
-    """The prompt length as the router counts it from the client's body: pseudo-tokens of the text's UTF-8
-    bytes (:func:`rlroute.worker.tokens.count_tokens`), else the number of ids sent, else ``input_len``
-    (timing-only traces, whose only length is the trace's). Memoised in ``request.cache``."""
+    """The prompt length as the router counts it from the client's body: pseudo-tokens of the whole text's
+    UTF-8 bytes (:func:`rlroute.workload.client.client_tokens`: filler + prompt), else the number of ids
+    sent. Memoised in ``request.cache``."""
     hit = request.cache.get("features.prompt_tokens")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    if request.prompt:
-        n = count_tokens(request.prompt)
-    elif request.token_ids:
-        n = len(request.token_ids)
-    else:
-        n = request.input_len
+    n = client_tokens(request)
     request.cache["features.prompt_tokens"] = n
     return n
 
@@ -333,11 +328,12 @@ def complexity(request: Request) -> float:
 
     Deterministic, from the request alone, with ``ramp(x, lo, hi) = clip(log(x/lo) / log(hi/lo), 0, 1)``:
 
-    * with prompt text: ``clip(0.45 L + 0.35 code + 0.35 math + 0.15 min(questions, 3)/3 +
-      0.10 min(reasoning_cues, 3)/3, 0, 1)`` with ``L = ramp(input_len, 32, 32768)`` and the 0/1
-      code/math cues of :func:`cues`;
-    * without text (timing-only traces): ``ramp(input_len, 128, 131072)`` (> 0.7 above ~16k tokens),
-      since length is all that is known.
+    * with text (what a client sends for every workload request, filler included):
+      ``clip(0.45 L + 0.35 code + 0.35 math + 0.15 min(questions, 3)/3 + 0.10 min(reasoning_cues, 3)/3,
+      0, 1)`` with ``L = ramp(n, 32, 32768)``, ``n`` = :func:`prompt_tokens`, and the 0/1 code/math cues of
+      :func:`cues`;
+    * without text (a client that sends ``input_ids`` only): ``ramp(n, 128, 131072)`` (> 0.7 above ~16k
+      tokens), since length is all that is known.
 
     The requested output length is left out: workloads report a client cap (``max_new_tokens``), which
     says little about difficulty. The weights are hand-set, not fitted to any quality label: a code or
@@ -348,12 +344,12 @@ def complexity(request: Request) -> float:
     hit = request.cache.get("features.complexity")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    if request.prompt:
+    if sends_text(request):
         code, math_, q, r = cues(request)
         length = _ramp(float(prompt_tokens(request)), 32.0, 32768.0)
         score = 0.45 * length + 0.35 * code + 0.35 * math_ + 0.15 * min(q, 3) / 3 + 0.10 * min(r, 3) / 3
     else:
-        score = _ramp(float(request.input_len), 128.0, 131072.0)
+        score = _ramp(float(prompt_tokens(request)), 128.0, 131072.0)
     score = min(1.0, max(0.0, score))
     request.cache["features.complexity"] = score
     return score
@@ -376,7 +372,7 @@ def request_scalars(request: Request) -> list[float]:
         float(math_),
         float(q),
         float(r),
-        1.0 if (request.prompt or request.token_ids) else 0.0,
+        1.0 if (sends_text(request) or request.token_ids) else 0.0,
         complexity(request),
         *([0.0] * RESERVED_DIMS),
     ]

@@ -4,8 +4,9 @@ No tokeniser runs here (tokenising a 2k-token prompt costs ~3 ms): the prompt le
 the text's UTF-8 bytes, prefix blocks are chained hashes of those bytes (or of the ids a client sends),
 the cap is the client's ``max_new_tokens`` / ``max_tokens``, the turn is the chat's earlier assistant
 messages or, when the client names a session (``x-rlroute-session``), the requests of that session seen
-before. Training builds the same request block from the same inputs (``rlroute.features.text``), and
-``rlroute bench parity`` feeds the simulator requests built here, so both sides see the same requests.
+before. Training builds the same request block from the same inputs: a workload request's features are
+those of the body a client sends for it (:mod:`rlroute.workload.client`, read by ``rlroute.features.text``),
+and ``rlroute bench parity`` feeds the simulator requests built here, so both sides see the same requests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import hashlib
 from rlroute.types import Request
 from rlroute.worker.tokens import count_tokens, id_blocks, text_blocks
 
-SESSION_HEADER = "x-rlroute-session"  # a client's conversation id: turn = its requests seen before
 MAX_SESSIONS = 65536  # sessions remembered (least recently seen forgotten first)
 
 

@@ -23,12 +23,13 @@ from rlroute.policies.registry import make_policy
 from rlroute.serve.config import ServeConfig
 from rlroute.serve.decision import PolicySlot
 from rlroute.serve.errors import error_response
-from rlroute.serve.intake import SESSION_HEADER, SessionTable, client_request
+from rlroute.serve.intake import SessionTable, client_request
 from rlroute.serve.metrics import RouterMetrics
 from rlroute.serve.proxy import NoUpstream, Proxy
 from rlroute.serve.upstream import Upstreams
 from rlroute.types import ACTION_NAMES, Action, Request
 from rlroute.worker.tokens import EMULATION_HEADERS, OUTPUT_BLOCKS_HEADER, count_tokens
+from rlroute.workload.client import SESSION_HEADER
 
 REQUEST_ID = "x-request-id"
 REQUEST_ID_HEADERS = (REQUEST_ID, "x-correlation-id", "x-trace-id", "request-id")  # sglang-router's defaults

@@ -10,6 +10,8 @@ Modules, in the order a request is made:
 - :mod:`~rlroute.workload.synthetic`: the built-in templated multi-turn prompt set and length laws.
 - :mod:`~rlroute.workload.tokens`: offline MiniLM token ids and chained prefix-block hashes.
 - :mod:`~rlroute.workload.compose`: ``PromptWorkload`` (arrivals x prompt set) and ``TraceWorkload``.
+- :mod:`~rlroute.workload.client`: the body a client sends for a request (filler for a trace's context, then
+  the prompt text): what the env's features, the replay client and the parity bench all read.
 
 Configs: ``conf/workload/*.yaml`` (``_target_`` + ``split``, ``rate``, ``max_requests``).
 """

@@ -12,7 +12,11 @@ turn and reply, so its prefix blocks extend turn ``k - 1``'s, as in production c
   the trace only supplies arrival times.
 - ``"trace"``: each trace row is one request whose context is the trace's (its ``input_length``,
   ``output_length`` and ``hash_ids`` of 512-token blocks), with the prompt set's question as the newest
-  user message. ``prompt``/``token_ids`` then hold only that message (``input_len`` is the trace's).
+  user message. ``prompt``/``token_ids`` then hold only that message; ``input_len`` is the trace's, and
+  ``context_tokens`` = ``input_len`` minus the question's pseudo-tokens is the part a client stands for
+  with filler (:mod:`rlroute.workload.client`), so the text it sends is exactly ``input_len`` pseudo-tokens
+  long (unless the question alone is longer: 8 of MMLU's 11,447 questions exceed Mooncake's shortest prompt,
+  891 tokens; then the text is the question alone).
   This keeps Mooncake's real prefix-reuse structure and load while the prompt set supplies text, category
   and labels -- the choice made for ``conf/workload/mmlu_mooncake.yaml``.
 
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.types import Request
+from rlroute.worker.tokens import count_tokens
 from rlroute.workload.arrivals import ArrivalProcess, TraceArrivals
 from rlroute.workload.base import Window, WorkloadError
 from rlroute.workload.caps import ClientCaps
@@ -293,11 +298,13 @@ class PromptWorkload:
                     self.max_context_tokens,
                 )
             return None
-        input_len, block_size = int(ids.shape[0]), self.block_size
+        input_len, block_size, context = int(ids.shape[0]), self.block_size, 0
         if row is not None and trace is not None:
             input_len, out = int(trace.input_len[row]), int(trace.output_len[row])
             blocks, block_size = trace.blocks[row], trace.block_size
             out_blocks = trace.output_blocks[row]
+            # the question is the newest message *of* the trace's prompt: the context before it is the rest
+            context = max(0, input_len - count_tokens(prompt))
         else:
             out = known_out if known_out >= 0 else int(self._out_dist(conv).sample(g))
             if out != known_out:
@@ -324,6 +331,7 @@ class PromptWorkload:
             category=conv.category,
             labels=dict(conv.labels) if (conv.labels is not None and k == 0) else None,
             max_new_tokens=cap,
+            context_tokens=context,
             # The ids as the int32 array they came from, tagged with the tuple they equal, so feature
             # hashing skips converting ~1k Python ints (see rlroute.features.text.token_array).
             cache={TOKEN_ARRAY_KEY: (token_ids, ids)} if token_ids is not None else {},
