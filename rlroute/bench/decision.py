@@ -7,12 +7,13 @@ manifest has one), then :meth:`OnnxPolicy.decide` (copy into the bound input, on
 action mask and pool availability) — the graph runs even when the score would refuse the observation, so
 the figure is the cost of a decision the policy makes; ``ood_refusals`` counts the refused ones.
 Every iteration routes a **new** request with unique text, built as
-the router builds it from an HTTP body (:meth:`rlroute.serve.router.Router.build_request`: prompt text,
-no token ids, pseudo-token count and block hashes of its bytes), so neither ``request.cache`` nor the
-features' content memo can answer: the request block (byte n-gram hashing, cues, complexity) is computed
-cold each time, as in serving. ``--token-ids`` keeps the workload's token ids instead (the env's path and
-``/generate`` with ``input_ids``). Building the request (token count, block hashes) happens before the
-decision in the router and is not timed. The cluster state and prefix matches come from a real env after
+the router builds it (:func:`rlroute.serve.intake.client_request`: pseudo-token count and block hashes of
+the bytes) from the body a client sends for the workload's request (:func:`rlroute.workload.client.client_text`:
+a trace's context as filler, then the prompt text), so neither ``request.cache`` nor the features' content
+memo can answer: the request block (byte n-gram hashing, cues, complexity) is computed cold each time, as
+in serving. ``--token-ids`` sends the workload's token ids as ``input_ids`` instead (``/generate`` with
+``input_ids``: the workload's ids, else the body's; the last id made unique). Building the request (token count, block hashes) happens before
+the decision in the router and is not timed. The cluster state and prefix matches come from a real env after
 a warm-up under load (they are inputs to the decision; scraping them is the router's background work).
 
 The machine is shared, so each iteration is timed on two clocks: wall (``perf_counter_ns``; what a
@@ -33,7 +34,6 @@ trained one: the default SB3 MLP, 2x64). Headline ``value``: wall-clock p99 micr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import os
 import tempfile
@@ -84,15 +84,15 @@ def _contexts(cfg: Any, warm_steps: int, n: int, seed: int) -> list[Any]:
     return out
 
 
-def _serving_request(req: Request, text: str | None, i: int, token_ids: bool) -> Request:
-    """A new request as the router builds it from a body with ``text`` (or the workload's token ids)."""
-    from rlroute.worker.tokens import count_tokens, text_blocks
+def _serving_request(req: Request, body: str, i: int, ids: list[int] | None) -> Request:
+    """A new request as the router builds it from the client's ``body`` + `` #i`` (or from ``ids`` sent as
+    ``input_ids``, the last one replaced by ``i``)."""
+    from rlroute.serve.intake import SessionTable, client_request
 
-    if token_ids or text is None:
-        return dataclasses.replace(req, id=req.id + i, prompt=text, cache={})
-    return Request(id=req.id + i, arrival=req.arrival, input_len=count_tokens(text), output_len=req.output_len,
-                   blocks=text_blocks(text, req.block_size), block_size=req.block_size, prompt=text,
-                   max_new_tokens=req.max_new_tokens or req.output_len)  # fmt: skip
+    cap = int(req.max_new_tokens or req.output_len)
+    if ids is not None:
+        return client_request(req.id + i, req.arrival, None, [*ids[:-1], abs(i)], cap, req.block_size, SessionTable())
+    return client_request(req.id + i, req.arrival, f"{body} #{i}", None, cap, req.block_size, SessionTable())
 
 
 def _clock_overhead_ns() -> dict[str, float]:
@@ -112,6 +112,8 @@ def run(
     """Time ``iters`` decisions on new median-length requests; return percentiles per stage and clock."""
     from rlroute.features import FeatureExtractor
     from rlroute.policies.onnx import OnnxPolicy, guard
+    from rlroute.workload.client import client_text
+    from rlroute.workload.tokens import token_cache
 
     ctxs = _contexts(cfg, warm_steps, 201, seed)
     lengths = np.array([c.request.input_len for c in ctxs])
@@ -128,11 +130,14 @@ def run(
 
     ex = FeatureExtractor(policy.feature_text)  # as the router's PolicySlot
 
+    body = client_text(req)
+    # input_ids a client would send: the workload's token ids, else the body's (the workload tokenizer)
+    ids = (list(req.token_ids or token_cache().encode([body])[0].tolist()) or [0]) if token_ids else None
+
     def fresh(i: int) -> Request:
         # Unique text each time: the features code memoises request blocks by content, and in serving
         # every request's text is new.
-        text = f"{req.prompt} #{i}" if req.prompt is not None else None
-        return _serving_request(req, text, i, token_ids)
+        return _serving_request(req, body, i, ids)
 
     for i in range(500):  # warm caches, allocator and onnxruntime's first-run paths
         obs = ex.extract(fresh(-1 - i), state, matches)
@@ -212,8 +217,8 @@ def run(
         "gc_collections_in_timed_loop": gc_collections,
         "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "request": {"input_len": int(req.input_len), "has_prompt": req.prompt is not None,
-                    "prompt_chars": len(req.prompt or ""), "median_of": len(ctxs), "blocks": len(req.blocks),
-                    "path": "token_ids" if token_ids or req.prompt is None else "text (as served)"},
+                    "prompt_chars": len(req.prompt or ""), "body_chars": len(body), "median_of": len(ctxs),
+                    "blocks": len(req.blocks), "path": "input_ids" if token_ids else "text (as served)"},
         "policy": str(policy_dir),
         "policy_source": policy.manifest["source"],
         "feature_text": policy.feature_text,
@@ -228,7 +233,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--iters", type=int, default=20_000)
     ap.add_argument("--warm-steps", type=int, default=300, help="env decisions before sampling contexts")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--token-ids", action="store_true", help="keep the workload's token ids (env path)")
+    ap.add_argument("--token-ids", action="store_true", help="send the workload's token ids as input_ids")
     ap.add_argument("--out", default=None, help="result JSON (default bench-results/decision.json)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml (e.g. workload=mmlu)")
     args = ap.parse_args(argv)
