@@ -21,7 +21,7 @@ BENCHES = {
     "features": "feature extraction time per request (2k-token prompt)",
     "train": "PPO env steps/s on the real env vs a trivial env",
     "decision": "features + ONNX + guard latency per request",
-    "router": "latency the router adds over calling a worker directly",
+    "router": "side by side in one run: direct, rlroute serve and sglang-router (added latency, sustained rates)",
     "replay": "open-loop trace replay against an endpoint",
     "workload": "workload materialisation time (cold, warm, reseeded)",
     "fork": "simulator fork time mid-episode; decisions/s of the fork references",

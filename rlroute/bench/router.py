@@ -1,141 +1,194 @@
-"""``rlroute bench router``: latency the router adds over calling a worker directly, and its top rate.
+"""``rlroute bench router``: the serving router side by side with sglang-router and with no router, in one run.
 
-Set-up (all real processes on loopback): one large and one small emulated worker with a large speed-up
-and a short engine tick, so the worker's own latency is small, and ``rlroute serve`` in front of them
-(with ``--policy`` an exported policy, else the heuristic fallback — both run features and the guard).
-At each fixed request rate an open-loop generator (requests start on schedule whatever the answers do)
-sends ``/generate`` requests (a ~600-character prompt, ``max_new_tokens=1``) for ``--duration`` seconds,
-first straight to the workers (alternating, as the router would spread them), then through the router.
-Added latency at percentile q = q(router) - q(direct). The highest sustained rate is the largest rate,
-stepping up from the last fixed rate, at which the router answered >= 99 % of requests with status 200
-and its throughput kept up with the offered rate (>= 95 %). The generator is bounded in count and time.
+Set-up (all real processes on loopback): one large and one small emulated worker with a large speed-up and a
+short engine tick (their own latency is small), and three arms in front of the **same** workers:
 
-The load generator shares the machine's cores with the router and workers, so figures include that
-contention; the JSON records the machine.
+* ``direct``: the generator spreads its requests over the two workers itself;
+* ``rlroute``: ``rlroute serve`` with an exported policy (``--policy``, else a freshly exported one), so
+  every request runs features + ONNX + guard (whatever the guard then decides is counted);
+* ``sglang``: ``sglang-router`` (the Rust wheel) with ``--policy cache_aware`` and its defaults, its own
+  ``--prometheus-port``.
+
+Load: the open-loop generator :mod:`rlroute.bench.loadgen`, a separate process (aiohttp on uvloop) that
+schedules request ``i`` at ``i / rate`` and measures latency from that scheduled time, with a fresh ~600-
+character prompt per request and ``max_new_tokens`` 1. For each rate (default 200, 500, 1,000 req/s) the
+arms run one after another; then each arm's highest sustained rate is searched upwards (x1.25 steps) from its
+best fixed rate. A point is **sustained** only with 0 errors and >= 98 % of the offered rate achieved; a
+point that is not sustained in some arm reports no added latency (``not sustained``), never a latency.
+
+Headline ``value``: p99 added by rlroute / p99 added by sglang-router at 500 req/s (added = arm p99 - direct
+p99), null when either arm did not sustain 500 req/s. The details hold every arm's raw p50/p90/p99, errors,
+achieved rates, the sustained rates and the machine's load average around each point — the generator,
+the router under test and both workers share the machine's cores, so figures include that contention.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from rlroute.bench import emit
+from rlroute.bench.loadgen import sustained
 
-PROMPT = ("You are a helpful assistant. Summarise the following support ticket in one sentence and say "
-          "which team should handle it. Ticket: the nightly export job failed again with a timeout while "
-          "writing to the object store; retries did not help and the dashboard shows stale numbers. ") * 2
-
-
-async def _phase(urls: list[str], rate: float, duration_s: float, max_requests: int) -> dict[str, Any]:
-    """Open-loop load at ``rate`` req/s for ``duration_s``; latencies of successful requests in seconds."""
-    n = min(max_requests, max(1, int(rate * duration_s)))
-    body = {"text": PROMPT, "sampling_params": {"max_new_tokens": 1}}
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
-    lat: list[float] = []
-    errors = 0
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as c:
-        for u in urls:  # open keep-alive connections before timing
-            await c.post(u + "/generate", json=body)
-
-        async def one(i: int, at: float) -> None:
-            nonlocal errors
-            delay = at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            t0 = time.perf_counter()
-            try:
-                r = await c.post(urls[i % len(urls)] + "/generate", json=body)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                lat.append(time.perf_counter() - t0)
-            else:
-                errors += 1
-
-        start = time.perf_counter() + 0.05
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i, start + i / rate) for i in range(n)))
-        wall = time.perf_counter() - t0
-    arr = np.asarray(lat) if lat else np.asarray([np.nan])
-    return {"requests": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / max(wall - 0.05, 1e-9),
-            "p50_ms": float(np.percentile(arr, 50) * 1e3), "p90_ms": float(np.percentile(arr, 90) * 1e3),
-            "p99_ms": float(np.percentile(arr, 99) * 1e3), "mean_ms": float(np.mean(arr) * 1e3)}
+ARMS = ("direct", "rlroute", "sglang")
 
 
-def _sustained(res: dict[str, Any], rate: float) -> bool:
-    return res["ok"] >= 0.99 * res["requests"] and res["achieved_rps"] >= 0.95 * rate
+def _point(urls: list[str], rate: float, duration: float, offset: int) -> dict[str, Any]:
+    """One open-loop phase in the generator's own process; adds the load average around it."""
+    load0 = os.getloadavg()[0]
+    cmd = [sys.executable, "-m", "rlroute.bench.loadgen", "--rate", str(rate), "--duration", str(duration),
+           "--offset", str(offset), *[x for u in urls for x in ("--url", u)]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 10 + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+    res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    res["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    res["sustained"] = sustained(res)
+    return res
+
+
+def _sglang_router(urls: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """sglang-router (cache_aware, defaults) over ``urls``; the caller stops it by PID."""
+    from rlroute.cluster.live.launch import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
+           "--worker-urls", *urls, "--policy", "cache_aware", "--prometheus-port", str(free_port()),
+           "--log-level", "warn"]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"sglang-router did not come up; log {log}:\n{log.read_text()[-1500:]}")
+
+
+def _added(row: dict[str, Any], arm: str) -> dict[str, float] | None:
+    d, a = row["direct"], row[arm]
+    if not (d["sustained"] and a["sustained"]):
+        return None
+    return {q: round(a[f"{q}_ms"] - d[f"{q}_ms"], 3) for q in ("p50", "p90", "p99")}
+
+
+def _fresh_policy(tmp: Path) -> str:
+    out = tmp / "policy"
+    cmd = [sys.executable, "-m", "rlroute.cli", "export", "fresh=true", f"out={out}", "n_verify=200"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"export failed: {done.stderr[-2000:]}")
+    return str(out)
 
 
 def main(argv: list[str]) -> dict[str, Any]:
     """Run the benchmark; see the module docstring."""
     ap = argparse.ArgumentParser(prog="rlroute bench router", description=__doc__.split("\n")[0])
-    ap.add_argument("--rates", default="100,250,500", help="fixed request rates (req/s), comma-separated")
-    ap.add_argument("--target-rate", type=float, default=500.0, help="rate whose p99 added latency is the headline")
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per phase")
-    ap.add_argument("--max-requests", type=int, default=5000, help="cap on requests per phase")
-    ap.add_argument("--max-rate", type=float, default=3000.0, help="stop the sustained-rate search here")
-    ap.add_argument("--policy", default=None, help="exported policy folder (default: heuristic fallback)")
+    ap.add_argument("--rates", default="200,500,1000", help="fixed request rates (req/s), comma-separated")
+    ap.add_argument("--target-rate", type=float, default=500.0, help="rate of the headline ratio")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per point")
+    ap.add_argument("--search-duration", type=float, default=5.0, help="seconds per point of the rate search")
+    ap.add_argument("--max-rate", type=float, default=4000.0, help="stop the sustained-rate search here")
+    ap.add_argument("--no-search", action="store_true", help="skip the highest-sustained-rate search")
+    ap.add_argument("--policy", default=None, help="exported policy folder (default: export a fresh one)")
     ap.add_argument("--speedup", type=float, default=10000.0, help="workers' speed-up factor")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    rates = [float(r) for r in args.rates.split(",") if r]
-    if args.target_rate not in rates:
-        rates.append(args.target_rate)
+    rates = sorted({float(r) for r in args.rates.split(",") if r} | {args.target_rate})
 
-    from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec
+    from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, terminate
     from rlroute.serve.launch import RouterProc
 
     tmp = Path(tempfile.mkdtemp(prefix="rlroute-bench-router-"))
+    policy = args.policy or _fresh_policy(tmp)
     fast = ["min_tick_s=0.0002", "log_level=error"]
     fleet = WorkerFleet([WorkerSpec("large", "qwen3-235b-a22b-fp8__h100x8", args.speedup, fast),
                          WorkerSpec("small", "qwen3-4b__h100", args.speedup, fast)], tmp)
     fleet.start()
     rows: list[dict[str, Any]] = []
+    best: dict[str, float] = {}
+    offset = 0
+    sources: dict[str, float] = {}
     try:
-        overrides = ["log_level=error"] + ([f"policy.path={args.policy}"] if args.policy else [])
-        with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log", overrides) as router:
-            direct_urls = [w.url for w in fleet.workers]
-            for rate in sorted(rates):
-                d = asyncio.run(_phase(direct_urls, rate, args.duration, args.max_requests))
-                r = asyncio.run(_phase([router.url], rate, args.duration, args.max_requests))
-                rows.append({"rate": rate, "direct": d, "router": r,
-                             "added_p50_ms": r["p50_ms"] - d["p50_ms"], "added_p99_ms": r["p99_ms"] - d["p99_ms"],
-                             "sustained": _sustained(r, rate)})
-                print(f"rate {rate:>6.0f}/s  direct p50/p99 {d['p50_ms']:.2f}/{d['p99_ms']:.2f} ms  "
-                      f"router p50/p99 {r['p50_ms']:.2f}/{r['p99_ms']:.2f} ms  achieved {r['achieved_rps']:.0f}/s",
-                      flush=True)
-            best = max((row["rate"] for row in rows if row["sustained"]), default=0.0)
-            rate = max(rates)
-            while best >= rate and rate < args.max_rate:
-                rate = min(args.max_rate, rate * 1.5)
-                r = asyncio.run(_phase([router.url], rate, args.duration, args.max_requests))
-                print(f"search {rate:>6.0f}/s  router p99 {r['p99_ms']:.2f} ms  achieved {r['achieved_rps']:.0f}/s "
-                      f"ok {r['ok']}/{r['requests']}", flush=True)
-                if not _sustained(r, rate):
-                    break
-                best = rate
+        worker_urls = [w.url for w in fleet.workers]
+        sg, sg_url = _sglang_router(worker_urls, tmp / "sglang-router.log")
+        try:
+            with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
+                            ["log_level=error", f"policy.path={policy}", f"speedup={args.speedup}"]) as router:
+                urls = {"direct": worker_urls, "rlroute": [router.url], "sglang": [sg_url]}
+                for rate in rates:
+                    row: dict[str, Any] = {"rate": rate}
+                    for arm in ARMS:
+                        row[arm] = _point(urls[arm], rate, args.duration, offset)
+                        offset += int(rate * args.duration) + 1000
+                        r = row[arm]
+                        print(f"{rate:>6.0f}/s {arm:<8} p50/p90/p99 {r['p50_ms']}/{r['p90_ms']}/{r['p99_ms']} ms "
+                              f"achieved {r['achieved_rps']:.0f}/s errors {r['errors']} load {r['loadavg_1m']}",
+                              flush=True)
+                    row["added_ms"] = {arm: _added(row, arm) for arm in ("rlroute", "sglang")}
+                    rows.append(row)
+                for arm in ARMS:
+                    best[arm] = max((row["rate"] for row in rows if row[arm]["sustained"]), default=0.0)
+                    rate = best[arm]
+                    while not args.no_search and best[arm] >= max(rates) and rate < args.max_rate:
+                        rate = min(args.max_rate, rate * 1.25)
+                        res = _point(urls[arm], rate, args.search_duration, offset)
+                        offset += int(rate * args.search_duration) + 1000
+                        print(f"search {arm:<8} {rate:>6.0f}/s achieved {res['achieved_rps']:.0f}/s "
+                              f"errors {res['errors']} p99 {res['p99_ms']} ms", flush=True)
+                        if not res["sustained"]:
+                            break
+                        best[arm] = rate
+                sources = _decision_sources(router.url)
+        finally:
+            terminate([sg])
     finally:
         fleet.stop()
     target = next(row for row in rows if row["rate"] == args.target_rate)
+    ours, theirs = target["added_ms"]["rlroute"], target["added_ms"]["sglang"]
+    ratio = round(ours["p99"] / theirs["p99"], 3) if ours and theirs and theirs["p99"] > 0 else None
     result = {
-        "value": round(target["added_p99_ms"], 3),
-        "unit": "ms",
-        "metric": f"p99 latency added by the router at {args.target_rate:.0f} req/s (router p99 - direct p99)",
-        "target": "<= 2 ms at 500 req/s",
-        "added_p50_ms_at_target": round(target["added_p50_ms"], 3),
+        "value": ratio,
+        "unit": "ratio",
+        "metric": f"p99 added by rlroute serve / p99 added by sglang-router (cache_aware) at {args.target_rate:.0f} "
+                  "req/s, same workers, same run (added = arm p99 - direct p99); null = not sustained",
+        "target": "<= 1.5 at 200 and 500 req/s; rlroute's highest sustained rate >= 50 % of sglang-router's",
+        "added_ms": {f"{row['rate']:.0f}": row["added_ms"] for row in rows},
         "max_sustained_rps": best,
-        "policy": args.policy or "none (heuristic fallback)",
-        "duration_s_per_phase": args.duration,
+        "sustained_ratio": round(best["rlroute"] / best["sglang"], 3) if best.get("sglang") else None,
+        "rlroute_decisions_by_source": sources,
+        "policy": policy,
+        "duration_s_per_point": args.duration,
         "worker_speedup": args.speedup,
-        "rates": rows,
+        "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        "command": "rlroute bench router " + " ".join(argv),
+        "points": rows,
     }
     emit("router", result, args.out)
     return result
+
+
+def _decision_sources(url: str) -> dict[str, float]:
+    """The router's decisions by source (policy / fallback), from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for s in fam.samples:
+            if s.name == "rlroute_router_decisions_total":
+                out[s.labels["source"]] = out.get(s.labels["source"], 0.0) + s.value
+    return out
