@@ -92,7 +92,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             router.slot.save_recorded()
             await router.upstreams.stop()
             await router.client.aclose()
-            await router.transport.aclose()
+            await router.proxy.close()
 
     app = FastAPI(title="rlroute router", version="0.1.0", lifespan=lifespan,
                   description="Routes LLM requests between a large and a small SGLang pool with a learned policy.")

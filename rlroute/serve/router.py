@@ -62,8 +62,7 @@ class Router:
         self.metrics = RouterMetrics()
         self.upstreams = Upstreams(cfg, self.client)
         self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, make_policy(cfg.fallback), cfg.ood)
-        self.transport = httpx.AsyncHTTPTransport(limits=limits)
-        self.proxy = Proxy(self.upstreams, self.transport, self.metrics, cfg.retry, cfg.connect_timeout_s,
+        self.proxy = Proxy(self.upstreams, cfg.max_connections, self.metrics, cfg.retry, cfg.connect_timeout_s,
                            cfg.first_byte_timeout_s, cfg.token_timeout_s, cfg.allow_cross_pool, cfg.upstream_api_key)
         self.ids = itertools.count()
         self.sessions = SessionTable()
