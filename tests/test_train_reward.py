@@ -39,3 +39,35 @@ def test_quickstart_reward_composes() -> None:
 
     rc = RewardConfig.from_mapping(dict(compose([]).reward))
     assert rc.slo_ttft_hybrid_s is not None and rc.slo_ttft_hybrid_s > rc.slo_ttft_s
+
+
+def test_quality_baseline_pays_each_request_its_gain_over_small_and_only_in_training() -> None:
+    """``reward.quality_baseline: small`` credits q(action) - q(small) of the same request: over a drained
+    episode the credited rewards fall by exactly the sum of the small model's quality, whatever the actions
+    (so every policy's return moves alike); ``agent.quality_baseline`` reaches only the training envs."""
+    import numpy as np
+
+    from rlroute.env.build import build_env, default_config
+    from rlroute.train.envs import training_env_cfg
+
+    def credited(cfg: object) -> tuple[float, float]:
+        env = build_env(cfg, split="train")
+        env.reset(seed=3)
+        total, q_small, done, k = 0.0, 0.0, False, 0
+        while not done:
+            q_small += env.unwrapped._pending.quality.p[Action.SMALL]  # type: ignore[attr-defined]
+            _, _, term, trunc, info = env.step([0, 1, 1][k % 3])  # large, small, small, ...
+            total += sum(c.reward for c in info["credits"])
+            k, done = k + 1, term or trunc
+        env.close()
+        return total, q_small
+
+    base = default_config(["episode_length=64", "agent.quality_baseline=small"])
+    train_cfg = training_env_cfg(base)
+    assert train_cfg.reward.quality_baseline == "small"
+    assert base.reward.get("quality_baseline", "none") == "none"  # the scenario's own reward is untouched
+    plain, _ = credited(base)
+    shifted, q_small = credited(train_cfg)
+    assert q_small > 10 and np.isclose(plain - shifted, q_small)
+    with pytest.raises(ValueError, match="reward.quality_baseline"):
+        RewardConfig.from_mapping({"quality_baseline": "large"})

@@ -19,6 +19,14 @@ The terms:
   default: an unbiased, lower-variance estimate of the drawn outcome) or the drawn outcome
   ``request.quality.ok[action]`` as 0/1 (``quality: ok``). Known at decision time in the simulator.
   A failed request's quality is 0 under ``credit: request`` (it returned no answer).
+* **quality_baseline** (``none`` by default; training sets ``small`` through ``agent.quality_baseline``):
+  ``small`` subtracts the small model's quality of the *same* request from the quality term, so a request
+  pays ``q(action) - q(small)``: its gain from the model it was given. The subtracted amount does not
+  depend on any action (the request stream is exogenous), so every policy's return moves by the same
+  amount and the optimal policy is unchanged; what changes is the variance: with gamma > 0 a return sums
+  the rewards of the ~1/(1-gamma) requests that follow, and their base quality (p spreads over ~0.3-0.9)
+  is noise that no action explains and that swamps one request's gain (~0.14 on average). The reward
+  reported by evaluation never carries it.
 * **cost** (USD): under ``credit: request`` the completion's billed cost (``Completion.cost``, the cost
   model applied to the stages it actually ran with their actual cached tokens). Under ``park``,
   ``cluster.cost_model.request_cost`` of the stages the action implies, with the expected
@@ -44,7 +52,8 @@ from rlroute.types import Action, Completion
 
 QUALITY_SIGNALS = ("p", "ok")
 CREDIT_SCHEMES = ("request", "park")
-_STR_FIELDS = ("quality", "credit")
+QUALITY_BASELINES = ("none", "small")
+_STR_FIELDS = ("quality", "credit", "quality_baseline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,7 @@ class RewardConfig:
     quality: str = "p"
     slo_ttft_hybrid_s: float | None = None
     credit: str = "request"
+    quality_baseline: str = "none"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -72,6 +82,9 @@ class RewardConfig:
             elif f.name == "credit":
                 if v not in CREDIT_SCHEMES:
                     raise ValueError(f"reward.credit must be one of {CREDIT_SCHEMES}, got {v!r}")
+            elif f.name == "quality_baseline":
+                if v not in QUALITY_BASELINES:
+                    raise ValueError(f"reward.quality_baseline must be one of {QUALITY_BASELINES}, got {v!r}")
             elif not isinstance(v, int | float) or v < 0:
                 raise ValueError(f"reward.{f.name} must be a number >= 0, got {v!r}")
 

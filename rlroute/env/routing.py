@@ -211,7 +211,8 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self._steps = 0
         self._in_system = 0
         self._exhausted = False
-        self._open: dict[int, tuple[int, float]] = {}  # request id -> (decision step, quality term)
+        # request id -> (decision step, quality term, its baseline: paid alone when the request fails)
+        self._open: dict[int, tuple[int, float, float]] = {}
 
     # -- Gymnasium API ----------------------------------------------------------------------------------
     def reset(
@@ -270,9 +271,13 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         assert q is not None  # drawn in _pull
         rc = self.reward_cfg
         q_term = q.p[a] if rc.quality == "p" else float(q.ok[a])
+        base = 0.0
+        if rc.quality_baseline == "small":  # q(action) - q(small): see rlroute.env.reward
+            base = q.p[Action.SMALL] if rc.quality == "p" else float(q.ok[Action.SMALL])
+            q_term -= base
         cost = self.expected_cost(req, a)
         step = self._steps
-        self._open[req.id] = (step, float(q_term))
+        self._open[req.id] = (step, float(q_term), float(base))
         t0 = cluster.now
         cluster.submit(req, a)
         n = self._in_system + 1
@@ -321,8 +326,8 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         q_sum = cost_sum = e2e_sum = 0.0
         misses = 0
         for c in done:
-            step, q_c = self._open.pop(c.request_id, (-1, 0.0))
-            q_c = 0.0 if c.failed else q_c
+            step, q_c, base = self._open.pop(c.request_id, (-1, 0.0, 0.0))
+            q_c = -base if c.failed else q_c
             missed = int(rc.violates(c))
             # == rc.request_reward(q_c, c.cost, c), with the SLO check done once per completion
             credits.append(Credit(c.request_id, step, rc.reward(q_c, c.cost, c.e2e, missed)))

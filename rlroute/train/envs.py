@@ -61,6 +61,19 @@ def plain_cfg(cfg: DictConfig) -> dict[str, Any]:
     return container  # type: ignore[return-value]
 
 
+def training_env_cfg(cfg: DictConfig) -> DictConfig:
+    """The config the *training* envs run with: ``cfg`` with ``agent.quality_baseline`` (``none`` | ``small``)
+    moved into ``reward.quality_baseline`` (see :mod:`rlroute.env.reward`). Validation and evaluation keep
+    ``cfg``'s reward, so every reported reward is the scenario's own."""
+    baseline = str((cfg.get("agent") or {}).get("quality_baseline") or "none")
+    if baseline == "none":
+        return cfg
+    out = cfg.copy()
+    with open_dict(out):
+        out.reward.quality_baseline = baseline
+    return out
+
+
 def make_vec_env(
     cfg: DictConfig,
     split: str = "train",

@@ -30,7 +30,14 @@ from rlroute.seeding import seed_everything
 from rlroute.train.budget import budget_callback
 from rlroute.train.callbacks import RouteMetricsCallback, ValidationCallback
 from rlroute.train.credit import CreditCallback, buffer_class, check_alignment, credit_scheme
-from rlroute.train.envs import EnvBuilder, default_builder, make_vec_env, plain_cfg, wrap_normalize
+from rlroute.train.envs import (
+    EnvBuilder,
+    default_builder,
+    make_vec_env,
+    plain_cfg,
+    training_env_cfg,
+    wrap_normalize,
+)
 from rlroute.train.tracking import Tracker
 from rlroute.train.validation import Validator
 from rlroute.train.warmstart import FreezeActor, WarmStart, warm_start
@@ -96,7 +103,7 @@ def train_run(
     OmegaConf.save(OmegaConf.create(plain_cfg(cfg)), run_dir / "config.yaml")
 
     agent = cfg.agent
-    venv = wrap_normalize(make_vec_env(cfg, "train", builder=builder), cfg)
+    venv = wrap_normalize(make_vec_env(training_env_cfg(cfg), "train", builder=builder), cfg)
     tracker = Tracker(cfg.logger, run_dir, cfg, run_name(cfg))
     algo = instantiate(agent.algo)
     extra = {"rollout_buffer_class": buffer_class(algo.func)} if per_request else {}
