@@ -87,6 +87,19 @@ def test_supervised_runs_in_the_evaluator_and_names_a_missing_file(trained: Path
         make_policy("supervised", model_path=str(tmp_path / "none.pt"))
 
 
+def test_a_model_of_another_feature_schema_is_refused(trained: Path, tmp_path: Path) -> None:
+    """A teacher trained on older features (e.g. schema v3 before the one text path) must not score v4
+    observations: loading names the file and both hashes."""
+    import torch
+
+    blob = torch.load(trained, map_location="cpu", weights_only=False)
+    blob["schema_hash"] = "832f0eff5fb17eddf689bad591feaaafd7446a2bbed8260d46b06cb600473ad0"  # schema v3's
+    old = tmp_path / "v3.pt"
+    torch.save(blob, old)
+    with pytest.raises(ValueError, match="v3.pt was trained on feature schema hash 832f0eff"):
+        SupervisedRouter(model_path=str(old))
+
+
 def test_label_every_labels_every_kth_visited_decision() -> None:
     env = build_env(default_config(["episode_length=64"]), split="train")
     for every, expected in ((1, 64), (4, 16), (5, 13)):

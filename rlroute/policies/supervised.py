@@ -119,6 +119,7 @@ class SupervisedRouter(Policy):
             raise FileNotFoundError(f"supervised.model_path: no model file at {path} (train one with "
                                     "`python -m rlroute.policies.supervised --out PATH`)")
         blob = torch.load(path, map_location="cpu", weights_only=False)
+        check_schema(blob.get("schema_hash"), path)
         self.net = RewardNet(int(blob["n_in"]), int(blob["hidden"]))
         self.net.load_state_dict(blob["state_dict"])
         self.net.eval()
@@ -250,6 +251,19 @@ def train(cfg: Any, s: TrainSettings | None = None, progress: bool = False) -> t
             "rollout_returns": returns, "split": "train"}
     assert router.net is not None
     return router.net, meta
+
+
+def check_schema(schema_hash: str | None, path: Path) -> None:
+    """Refuse a model trained on other features (an older feature schema version): it would score
+    observations whose indices mean something else."""
+    from rlroute.features import build_schema
+    from rlroute.features.encoders import TEXT_ENCODERS
+
+    running = {build_schema(t).hash: t for t in TEXT_ENCODERS}
+    if schema_hash not in running:
+        raise ValueError(f"supervised.model_path: {path} was trained on feature schema hash {schema_hash}; the "
+                         f"running features are {build_schema().version} with hash "
+                         f"{' or '.join(f'{h} ({t})' for h, t in running.items())}: retrain it")
 
 
 def save(net: RewardNet, meta: dict[str, Any], path: Path) -> None:

@@ -118,10 +118,14 @@ TEACHER_KEYS = ("seed", "episode_length", "features", "workload", "quality", "cl
 
 def teacher_key(cfg: DictConfig, settings: dict[str, Any]) -> str:
     """sha256 of what the supervised teacher's training depends on: the environment's config groups
-    (not ``agent``: PPO's settings do not change the teacher) and the teacher's own training settings."""
+    (not ``agent``: PPO's settings do not change the teacher), the feature schema and the teacher's own
+    training settings."""
+    from rlroute.features import build_schema
+
     env_part = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
                 for k in TEACHER_KEYS if k in cfg}
-    blob = json.dumps({"cfg": env_part, "settings": settings}, sort_keys=True, default=str)
+    schema = build_schema(str(cfg.get("features", {}).get("text", "hash"))).hash  # its input features
+    blob = json.dumps({"cfg": env_part, "settings": settings, "schema": schema}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
