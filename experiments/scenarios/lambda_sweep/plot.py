@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 POLICIES = ("ppo", "supervised", "threshold", "heuristic", "all_small", "all_large")
+LEARNED = ("ppo", "supervised")
 MARKERS = {"ppo": "o", "supervised": "s", "threshold": "^", "heuristic": "v", "all_small": "<", "all_large": ">"}
 
 
@@ -40,6 +41,7 @@ def main() -> None:
     data = entries()
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     cmap = plt.get_cmap("viridis")
+    drawn: set[str] = set()
     rows = ["| λ | policy | reward | quality | quality / all-large | cost saving | large share | seeds × windows | commit |",
             "|---|---|---|---|---|---|---|---|---|"]
     for k, (lam, e) in enumerate(data.items()):
@@ -51,10 +53,13 @@ def main() -> None:
                 continue
             m = p["metrics"]
             q, c = m["quality"], m["cost_saving"]
+            learned = name in LEARNED  # the rules' quality and cost do not depend on λ: drawn in black
+            label = f"{name}, λ={lam:g}" if learned else (name if name not in drawn else None)
+            drawn.add(name)
             ax.errorbar(c["mean"], q["mean"], xerr=[[c["mean"] - c["lo"]], [c["hi"] - c["mean"]]],
-                        yerr=[[q["mean"] - q["lo"]], [q["hi"] - q["mean"]]], marker=MARKERS[name], color=colour,
-                        ms=7 if name == "ppo" else 5, capsize=2, linestyle="none",
-                        label=f"{name}, λ={lam:g}" if name in ("ppo", "threshold") else None)
+                        yerr=[[q["mean"] - q["lo"]], [q["hi"] - q["mean"]]], marker=MARKERS[name],
+                        color=colour if learned else "black", ms=7 if name == "ppo" else 5, capsize=2,
+                        linestyle="none", label=label)
             runs = len(p.get("per_run") or [None])
             rows.append(f"| {lam:g} | {name} | {p['mean']:.3f} [{p['lo']:.3f}, {p['hi']:.3f}] | {q['mean']:.3f} | "
                         f"{q['mean'] / q_large:.3f} | {c['mean']:.3f} | {m['mix_large']['mean']:.3f} | "
