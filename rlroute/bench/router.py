@@ -19,7 +19,8 @@ point that is not sustained in some arm reports no added latency (``not sustaine
 Headline ``value``: p99 added by rlroute / p99 added by sglang-router at 500 req/s (added = arm p99 - direct
 p99), null when either arm did not sustain 500 req/s. The details hold every arm's raw p50/p90/p99, errors,
 achieved rates, the sustained rates and the machine's load average around each point — the generator,
-the router under test and both workers share the machine's cores, so figures include that contention.
+the router under test and both workers share the machine's cores, so figures include that contention;
+each router's CPU time per answered request (``/proc``) is recorded too, a figure the load inflates less.
 """
 
 from __future__ import annotations
@@ -42,9 +43,23 @@ from rlroute.bench.loadgen import sustained
 ARMS = ("direct", "rlroute", "sglang")
 
 
-def _point(urls: list[str], rate: float, duration: float, offset: int) -> dict[str, Any]:
-    """One open-loop phase in the generator's own process; adds the load average around it."""
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a process used so far (``/proc/<pid>/stat``; 0 without /proc)."""
+    if pid is None:
+        return 0.0
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _point(urls: list[str], rate: float, duration: float, offset: int, pid: int | None = None) -> dict[str, Any]:
+    """One open-loop phase in the generator's own process; adds the load average around it and, with ``pid``
+    (the router under test), its CPU time per answered request — a figure the machine's load inflates far
+    less than latency."""
     load0 = os.getloadavg()[0]
+    cpu0 = _cpu_s(pid)
     cmd = [sys.executable, "-m", "rlroute.bench.loadgen", "--rate", str(rate), "--duration", str(duration),
            "--offset", str(offset), *[x for u in urls for x in ("--url", u)]]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 10 + 120)
@@ -53,6 +68,8 @@ def _point(urls: list[str], rate: float, duration: float, offset: int) -> dict[s
     res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     res["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     res["sustained"] = sustained(res)
+    if pid is not None and res["ok"]:
+        res["router_cpu_us_per_request"] = round((_cpu_s(pid) - cpu0) / res["ok"] * 1e6, 1)
     return res
 
 
@@ -130,15 +147,16 @@ def main(argv: list[str]) -> dict[str, Any]:
             with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
                             ["log_level=error", f"policy.path={policy}", f"speedup={args.speedup}"]) as router:
                 urls = {"direct": worker_urls, "rlroute": [router.url], "sglang": [sg_url]}
+                pids: dict[str, int | None] = {"direct": None, "rlroute": router.proc.pid, "sglang": sg.pid}
                 for rate in rates:
                     row: dict[str, Any] = {"rate": rate}
                     for arm in ARMS:
-                        row[arm] = _point(urls[arm], rate, args.duration, offset)
+                        row[arm] = _point(urls[arm], rate, args.duration, offset, pids[arm])
                         offset += int(rate * args.duration) + 1000
                         r = row[arm]
                         print(f"{rate:>6.0f}/s {arm:<8} p50/p90/p99 {r['p50_ms']}/{r['p90_ms']}/{r['p99_ms']} ms "
-                              f"achieved {r['achieved_rps']:.0f}/s errors {r['errors']} load {r['loadavg_1m']}",
-                              flush=True)
+                              f"achieved {r['achieved_rps']:.0f}/s errors {r['errors']} load {r['loadavg_1m']} "
+                              f"cpu/req {r.get('router_cpu_us_per_request')} us", flush=True)
                     row["added_ms"] = {arm: _added(row, arm) for arm in ("rlroute", "sglang")}
                     rows.append(row)
                 for arm in ARMS:
@@ -146,7 +164,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                     rate = best[arm]
                     while not args.no_search and best[arm] >= max(rates) and rate < args.max_rate:
                         rate = min(args.max_rate, rate * 1.25)
-                        res = _point(urls[arm], rate, args.search_duration, offset)
+                        res = _point(urls[arm], rate, args.search_duration, offset, pids[arm])
                         offset += int(rate * args.search_duration) + 1000
                         print(f"search {arm:<8} {rate:>6.0f}/s achieved {res['achieved_rps']:.0f}/s "
                               f"errors {res['errors']} p99 {res['p99_ms']} ms", flush=True)
@@ -170,6 +188,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         "added_ms": {f"{row['rate']:.0f}": row["added_ms"] for row in rows},
         "max_sustained_rps": best,
         "sustained_ratio": round(best["rlroute"] / best["sglang"], 3) if best.get("sglang") else None,
+        "router_cpu_us_per_request": {f"{row['rate']:.0f}": {arm: row[arm].get("router_cpu_us_per_request")
+                                                            for arm in ("rlroute", "sglang")} for row in rows},
         "rlroute_decisions_by_source": sources,
         "policy": policy,
         "duration_s_per_point": args.duration,
