@@ -75,7 +75,7 @@ def test_breaker_single_probe_and_success_threshold() -> None:
     b.failure()
     assert b.state == "open" and not b.allows() and not b.acquire()
     clock.t = 10.0
-    assert b.state == "half_open" and b.allows()
+    assert b.state == "half_open" and b.allows() and b.half_opens == 1
     assert b.acquire() and not b.acquire() and not b.allows()  # one probe at a time
     b.success()
     assert b.state == "half_open" and b.acquire()  # 1 of 2 successes: still half-open, next probe allowed

@@ -50,7 +50,7 @@ class ServeConfig:
     block_size: int = 64
     scrape_interval_s: float = 0.5
     health_interval_s: float = 1.0
-    health_timeout_s: float = 2.0
+    health_timeout_s: float = 5.0
     health_failures: int = 3
     health_successes: int = 2
     breaker_failures: int = 10
@@ -191,7 +191,7 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         block_size=_num(c, "block_size", 64, int, 1),
         scrape_interval_s=_num(c, "scrape_interval_s", 0.5, float, 0.01),
         health_interval_s=_num(c, "health_interval_s", 1.0, float, 0.01),
-        health_timeout_s=_num(c, "health_timeout_s", 2.0, float, 0.01),
+        health_timeout_s=_num(c, "health_timeout_s", 5.0, float, 0.01),
         health_failures=_num(c, "health_failures", 3, int, 1),
         health_successes=_num(c, "health_successes", 2, int, 1),
         breaker_failures=_num(c, "breaker_failures", 10, int, 1),

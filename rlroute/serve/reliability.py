@@ -74,12 +74,14 @@ class Breaker:
         self.successes = 0  # consecutive, while half-open
         self.opened_at = 0.0
         self.probing = False  # a half-open probe is in flight
+        self.half_opens = 0  # open -> half-open transitions so far (admin status)
 
     @property
     def state(self) -> str:
         """``closed``, ``open`` or ``half_open`` (an open breaker turns half-open once ``timeout_s`` passed)."""
         if self._state == "open" and self._clock() - self.opened_at >= self.timeout_s:
             self._state, self.successes, self.probing = "half_open", 0, False
+            self.half_opens += 1
         return self._state
 
     def allows(self) -> bool:
