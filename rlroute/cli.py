@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from rlroute import __version__
+
 # name -> (module, function, help). Each function takes no arguments and reads sys.argv (Hydra style)
 # or takes argv explicitly when its signature has one parameter.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -27,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: rlroute <subcommand> [overrides ...]", "", "subcommands:"]
+    lines = ["usage: rlroute <subcommand> [overrides ...] | rlroute --version", "", "subcommands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "Hydra subcommands take key=value overrides and -m for multirun; `rlroute <sub> --help`."]
     return "\n".join(lines)
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"rlroute {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

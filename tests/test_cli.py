@@ -19,6 +19,15 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         assert name in out
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import rlroute
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"rlroute {rlroute.__version__}\n"
+    out = subprocess.run([sys.executable, "-m", "rlroute.cli", "-V"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"rlroute {rlroute.__version__}"
+
+
 def test_unknown_subcommand_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["no-such-thing"]) == 2
     assert "unknown subcommand 'no-such-thing'" in capsys.readouterr().err

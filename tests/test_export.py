@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +147,16 @@ def test_export_refuses_a_graph_that_disagrees(cfg: Any, recorded: tuple[Recorde
 
 
 def test_cli_fresh_export_records_from_env(tmp_path: Path) -> None:
-    """`rlroute export fresh=true ...` through the real CLI: Hydra config, env recording, verification."""
-    from rlroute.cli import main
-
+    """`rlroute export fresh=true ...` through the real CLI in a fresh interpreter: Hydra config, env
+    recording, verification -- and none of torch's own export noise (torchvision, FutureWarning) printed,
+    with every warning shown (``-W default``)."""
     out = tmp_path / "fresh"
-    rc = main(["export", "fresh=true", f"out={out}", "n_verify=300", "episode_length=128",
-               f"hydra.run.dir={tmp_path / 'hydra'}"])
-    assert rc == 0
+    proc = subprocess.run([sys.executable, "-W", "default", "-m", "rlroute.cli", "export", "fresh=true", f"out={out}",
+                           "n_verify=300", "episode_length=128", f"hydra.run.dir={tmp_path / 'hydra'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout + proc.stderr
+    assert "torchvision" not in printed and "Warning" not in printed, printed
     m = json.loads((out / MANIFEST_FILE).read_text())
     assert m["source"]["fresh"] and m["verification"]["n_obs"] == 300
     assert m["verification"]["obs_source"].startswith("env:rlroute/Routing-v1")

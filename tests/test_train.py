@@ -181,12 +181,17 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path) -> None:
     assert len(find_runs([sweep])) == 2
 
 
-def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from rlroute.train.quickstart import run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     path = run([*TINY, "logger=wandb", "quickstart.test_seeds=[2000]", "quickstart.export_verify=64"], tmp_path / "qs")
+    printed = capsys.readouterr().out
+    for line in ("[1/3] training PPO", "[2/3] evaluating PPO + 10 baselines", "[3/3] exporting to ONNX",
+                 "result (reward per decision, test split, 1 seeds): PPO ", f"quickstart report: {path}"):
+        assert line in " ".join(printed.split()), f"quickstart did not print {line!r}:\n{printed}"
     _wandb_flushed()
     text = path.read_text()
     assert "| ppo |" in text and "| quality_oracle |" in text and "Paired over test seeds" in text

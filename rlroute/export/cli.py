@@ -17,13 +17,12 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlroute import ENV_ID
+from rlroute import ENV_ID, __version__
 from rlroute.export.graph import ObsNorm, OnnxableActor, export_onnx, load_run
 from rlroute.export.manifest import (
     ACTION_MAP,
@@ -38,13 +37,6 @@ from rlroute.export.manifest import (
 from rlroute.export.ood import RANGE_FACTOR, RANGE_MARGIN, TARGET_FPR, ObsStats, calibrate, guard_layout
 from rlroute.export.verify import LOGIT_ATOL, Recorded, record_observations, verify
 from rlroute.paths import CONF_DIR
-
-
-def _rlroute_version() -> str:
-    try:
-        return metadata.version("rlroute")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _to_container(cfg: Any) -> dict[str, Any]:
@@ -286,7 +278,7 @@ def export_policy(
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "rlroute_version": _rlroute_version(),
+            "rlroute_version": __version__,
             "feature_schema": {"version": schema.version, "hash": schema.hash, "dim": schema.dim,
                                "text": schema.text},
             "obs_norm": norm.to_json(),

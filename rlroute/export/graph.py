@@ -10,8 +10,12 @@ applies first (a feature constant in training stays at its training value instea
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pickle
+import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +171,31 @@ def load_run(run_dir: Path) -> tuple[Any, ObsNorm, str]:
     return model, norm, algo
 
 
+@contextlib.contextmanager
+def _quiet_torch_export() -> Iterator[None]:
+    """Silence two messages torch 2.13's exporter prints on every export that say nothing about ours:
+
+    - ``torchvision is not installed. Skipping torchvision::nms`` (and three more ops), logged at WARNING by
+      ``torch.onnx._internal.exporter._registration`` while it builds its op registry: our graph is an MLP
+      and uses no torchvision op;
+    - ``FutureWarning: isinstance(treespec, LeafSpec) is deprecated``, raised inside
+      ``torch.export.ExportedProgram.run_decompositions`` when it deep-copies its own module call graph:
+      torch's use of its own deprecated API, nothing a caller can change.
+
+    Any other warning or log record of the export still shows.
+    """
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(actor: OnnxableActor, obs_dim: int, path: Path, metadata: dict[str, str]) -> Path:
     """Export ``actor`` to a single-file ONNX graph with a dynamic batch axis and metadata props.
 
@@ -176,7 +205,7 @@ def export_onnx(actor: OnnxableActor, obs_dim: int, path: Path, metadata: dict[s
 
     actor = actor.eval()
     dummy = torch.zeros(2, obs_dim, dtype=torch.float32)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_torch_export():
         torch.onnx.export(
             actor,
             (dummy,),

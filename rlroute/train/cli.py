@@ -23,7 +23,14 @@ from rlroute.paths import CONF_DIR
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Console entry (``rlroute train``)."""
-    from rlroute.train.trainer import train
+    """Console entry (``rlroute train``): trains, prints the result line, returns the sweep objective."""
+    from rich.console import Console
 
-    return train(cfg)
+    from rlroute.train.trainer import train_run
+
+    result = train_run(cfg)
+    m = result.metrics
+    Console().print(f"trained {m['agent']} for {m['total_timesteps']:,} decisions in {m['train_seconds']:.0f} s; "
+                    f"best validation reward {result.objective:.4f} ({m['selected']} snapshot); "
+                    f"run folder: {result.run_dir}")
+    return result.objective

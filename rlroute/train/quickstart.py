@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rlroute.paths import CONF_DIR
 
@@ -98,25 +100,38 @@ def report(cfg: DictConfig, out: Path, rows: list[Any], metrics: dict[str, Any],
     return path
 
 
-def run(overrides: list[str], out: Path | None = None) -> Path:
-    """The whole quickstart; returns the report's path."""
-    from rlroute.train.compare import BASELINES, baseline_row, learned_row, reference_costs
+def run(overrides: list[str], out: Path | None = None, console: Console | None = None) -> Path:
+    """The whole quickstart; returns the report's path. Progress and the result go to ``console``."""
+    from rlroute.train.compare import BASELINES, baseline_row, learned_row, paired_difference, reference_costs
     from rlroute.train.trainer import train_run
 
+    console = console or Console()
     cfg = compose(overrides)
     out = Path(out or Path("outputs") / "quickstart" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     seconds: dict[str, float] = {}
+    console.print(f"[bold]rlroute quickstart[/] -> {out}", soft_wrap=True)
+    console.print(f"[1/3] training PPO on {cfg.workload.name} for {int(cfg.agent.total_timesteps):,} decisions")
     t0 = time.perf_counter()
     result = train_run(cfg, out / "train", finish=False)
     seconds["train"] = time.perf_counter() - t0
+    console.print(f"      done in {seconds['train']:.0f} s; best validation reward {result.objective:.4f} "
+                  f"({result.metrics['selected']} snapshot)")
 
     t0 = time.perf_counter()
     split, seeds = str(cfg.quickstart.split), [int(s) for s in cfg.quickstart.test_seeds]
-    reference = reference_costs(cfg, split, seeds)
-    rows = [learned_row([result.run_dir], cfg, split, seeds, reference)]
-    rows += [baseline_row(name, cfg, split, seeds, reference) for name in BASELINES]
+    with Progress(TextColumn("[2/3] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(f"evaluating PPO + {len(BASELINES)} baselines", total=len(BASELINES) + 2)
+        reference = reference_costs(cfg, split, seeds)
+        bar.advance(task)
+        rows = [learned_row([result.run_dir], cfg, split, seeds, reference)]
+        bar.advance(task)
+        for name in BASELINES:
+            rows.append(baseline_row(name, cfg, split, seeds, reference))
+            bar.advance(task)
     seconds["evaluate"] = time.perf_counter() - t0
 
+    console.print(f"[3/3] exporting to ONNX (checked against torch on {int(cfg.quickstart.export_verify):,} obs)")
     t0 = time.perf_counter()
     exported = export(cfg, result.run_dir, out / "policy")
     seconds["export"] = time.perf_counter() - t0
@@ -131,10 +146,15 @@ def run(overrides: list[str], out: Path | None = None) -> Path:
         tracker.log_image("eval/action_mix", out / f"results_{split}_mix.png")
         tracker.log_artifact(exported or result.run_dir, f"policy-{result.metrics['run_name']}")
         tracker.finish()
+    by = {r.policy: r for r in rows}
+    console.print(f"[bold]result[/] (reward per decision, {split} split, {len(seeds)} seeds): "
+                  f"PPO {by['ppo'].mean('reward'):.4f}, all-small {by['all_small'].mean('reward'):.4f}, "
+                  f"all-large {by['all_large'].mean('reward'):.4f}; PPO - all-small paired, 95 %: "
+                  f"{paired_difference(by['ppo'], by['all_small']).fmt(4)}")
+    console.print(f"quickstart report: {path}", soft_wrap=True)
     return path
 
 
 def main() -> None:
     """Console entry: ``rlroute quickstart [overrides]``."""
-    path = run(sys.argv[1:])
-    print(f"quickstart report: {path}")
+    run(sys.argv[1:])
