@@ -22,7 +22,7 @@ import yaml
 
 from rlroute.eval.report import markdown_table, side_by_side, summary_rows, write_report, write_rows_csv
 from rlroute.eval.run import EvalResult, default_env_factory, evaluate
-from rlroute.paths import CONF_DIR, REPO
+from rlroute.paths import BASELINE_SUITE, CONF_DIR, IN_CHECKOUT, REPO
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,15 @@ def write_combined(all_results: list[EvalResult], workloads: list[dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rlroute baselines`` (options: see ``--help``)."""
     parser = argparse.ArgumentParser(prog="rlroute baselines", description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", type=Path, default=REPO / "baselines" / "suite.yaml")
-    parser.add_argument("--out", type=Path, default=REPO / "baselines" / "results")
+    parser.add_argument("--suite", type=Path, default=BASELINE_SUITE)
+    parser.add_argument("--out", type=Path, help="output folder (default: baselines/results of the checkout, "
+                        "or of the current folder for an installed rlroute)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the suite's seeds")
     parser.add_argument("--episode-length", type=int, help="override the suite's decisions per episode")
     parser.add_argument("--policies", nargs="+", help="subset of the suite's policies")
     parser.add_argument("--workloads", nargs="+", help="subset of the suite's workloads (by name)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args.out = args.out or (REPO if IN_CHECKOUT else Path.cwd()) / "baselines" / "results"
     logging.basicConfig(level=logging.WARNING)
     suite = load_suite(args.suite)
     if args.seeds:

@@ -10,8 +10,9 @@ import argparse
 from pathlib import Path
 
 from rlroute.features.spec import SCHEMA
+from rlroute.paths import REPO
 
-DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "features.md"
+DOC_PATH = REPO / "docs" / "features.md"
 
 INTRO = """# Features: the 224-dim observation
 

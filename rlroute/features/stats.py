@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rlroute.paths import CONF_DIR
+from rlroute.paths import CONF_DIR, REPO
 
-OUT = Path(__file__).resolve().parents[2] / "docs" / "feature_stats.md"
+OUT = REPO / "docs" / "feature_stats.md"
 
 
 def observe(workload: str, n: int, seed: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rlroute.env.build import default_config
 from rlroute.eval.run import EvalResult, all_large_costs, default_env_factory, evaluate
-from rlroute.paths import CONF_DIR
+from rlroute.paths import CONF_DIR, REPO
 from rlroute.policies.registry import POLICIES, make_policy
 from rlroute.study.results import (
     PolicyRuns,
@@ -42,7 +42,7 @@ SCENARIO_DIR = CONF_DIR / "scenario"
 
 def git_commit() -> str:
     """HEAD's hash, with ``-dirty`` when the working tree has uncommitted changes."""
-    root = CONF_DIR.parent
+    root = REPO
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)

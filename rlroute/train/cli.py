@@ -32,5 +32,5 @@ def main(cfg: DictConfig) -> float:
     m = result.metrics
     Console().print(f"trained {m['agent']} for {m['total_timesteps']:,} decisions in {m['train_seconds']:.0f} s; "
                     f"best validation reward {result.objective:.4f} ({m['selected']} snapshot); "
-                    f"run folder: {result.run_dir}")
+                    f"run folder: {result.run_dir}", soft_wrap=True)
     return result.objective
