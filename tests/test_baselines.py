@@ -22,19 +22,30 @@ def test_suite_lists_every_baseline_with_a_config() -> None:
         assert (REPO / "conf" / "workload" / f"{name}.yaml").exists(), name
 
 
+def no_data_roots(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Every data root (``$RLROUTE_DATA``, the cache folder, the shared folder) under ``root``."""
+    for var, sub in (("RLROUTE_DATA", "data"), ("XDG_CACHE_HOME", "cache"), ("RLROUTE_SHARED_DATA", "shared")):
+        monkeypatch.setenv(var, str(root / sub))
+
+
 def test_fallback_when_shared_data_is_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     suite = load_suite(REPO / "baselines" / "suite.yaml")
-    monkeypatch.setenv("RLROUTE_SHARED_DATA", str(tmp_path / "missing"))
+    no_data_roots(monkeypatch, tmp_path)
     chosen, notes = select_workloads(suite, None)
     names = [w["name"] for w in chosen]
     assert "mmlu_mooncake" not in names and "azure_code" not in names
     assert "sharegpt" in names and "synthetic" in names
-    assert any("absent" in n for n in notes)
+    assert any("data set(s) mmlu, mooncake absent (`rlroute data download mmlu mooncake`)" in n for n in notes)
 
 
 def test_all_workloads_when_shared_data_is_present(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rlroute.datasets import registry
+
     suite = load_suite(REPO / "baselines" / "suite.yaml")
-    monkeypatch.setenv("RLROUTE_SHARED_DATA", str(tmp_path))
+    no_data_roots(monkeypatch, tmp_path)
+    (azure,) = registry()["azure_code"].files
+    (tmp_path / "cache" / "rlroute" / "data" / azure.path).parent.mkdir(parents=True)
+    (tmp_path / "cache" / "rlroute" / "data" / azure.path).write_bytes(b"x" * azure.size)  # the listing checks sizes
     chosen, notes = select_workloads(suite, ["sharegpt", "azure_code"])
     assert [w["name"] for w in chosen] == ["sharegpt", "azure_code"] and notes == []
 

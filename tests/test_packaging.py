@@ -60,7 +60,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {f"rlroute/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     assert configs <= names, f"configs missing from the wheel: {sorted(configs - names)}"
-    assert {"rlroute/baselines/suite.yaml", "rlroute/py.typed"} <= names
+    assert {"rlroute/baselines/suite.yaml", "rlroute/py.typed", "rlroute/datasets/registry.yaml"} <= names
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], tmp_path, 300)
@@ -80,6 +80,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     rlroute = str(bin_ / "rlroute")
     assert run([rlroute, "--version"], elsewhere, 120).strip() == f"rlroute {__version__}"
     assert "subcommands:" in run([rlroute, "--help"], elsewhere, 120)
+    assert "mt_bench" in run([rlroute, "data", "list"], elsewhere, 120)
     sim = run([rlroute, "sim", "episode_length=64"], elsewhere, 600)
     assert "summary written to" in sim and list((elsewhere / "outputs" / "simulate").glob("*/sim.json"))
     train = run([rlroute, "train", "experiment=tiny"], elsewhere, 600)

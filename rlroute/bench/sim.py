@@ -41,9 +41,9 @@ MOONCAKE_RATE = 12031 / 3537.0  # the trace's mean request rate
 
 def load_requests(seed: int) -> tuple[list[Request], str]:
     """The Mooncake conversation trace via the workload layer, else the synthetic fallback."""
-    from rlroute.workload.traces import data_path
+    from rlroute.datasets.store import resolve
 
-    path = data_path("mooncake/conversation_trace.jsonl")
+    path = resolve("mooncake/conversation_trace.jsonl")
     if path.is_file():
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = compose("config", overrides=["workload=mooncake", "~quality"])

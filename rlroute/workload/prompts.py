@@ -27,8 +27,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from rlroute.datasets.store import DataMissing, require, resolve
 from rlroute.workload.base import WorkloadError
-from rlroute.workload.traces import check_split, data_path
+from rlroute.workload.traces import check_split
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +192,11 @@ class RouteLLMPrompts:
         on_error: str = "raise",
         name: str = "mmlu",
     ) -> None:
-        self.root = data_path(root)
+        self.root_arg = root
+        self.root = resolve(root, pattern)
         self.pattern = pattern
         self.model_map = dict(model_map or DEFAULT_MODEL_MAP)
-        self.contaminated = str(data_path(contaminated)) if contaminated else None
+        self.contaminated = str(resolve(contaminated)) if contaminated else None
         self.exclude_contaminated = exclude_contaminated
         self.split_seed = int(split_seed)
         self.xdomain_categories = tuple(xdomain_categories)
@@ -207,9 +209,7 @@ class RouteLLMPrompts:
     def _files(self) -> list[Path]:
         files = sorted(self.root.glob(self.pattern))
         if not files:
-            raise FileNotFoundError(
-                f"no files matching {self.pattern!r} in {self.root} (set RLROUTE_SHARED_DATA)"
-            )
+            raise DataMissing(self.root_arg, self.pattern)
         return files
 
     def all_conversations(self) -> list[Conversation]:
@@ -278,8 +278,9 @@ class MTBenchPrompts:
         xdomain_categories: Sequence[str] = ("coding", "extraction"),
         name: str = "mt_bench",
     ) -> None:
-        self.questions = data_path(questions)
-        self.judgements = data_path(judgements) if judgements else None
+        self.questions_arg = questions
+        self.questions = resolve(questions)
+        self.judgements = resolve(judgements) if judgements else None
         self.model_map = dict(model_map or DEFAULT_MODEL_MAP)
         self.reply_model = reply_model
         self.label_threshold = float(label_threshold)
@@ -311,10 +312,7 @@ class MTBenchPrompts:
         return replies, labels
 
     def _load(self) -> list[Conversation]:
-        if not self.questions.is_file():
-            raise FileNotFoundError(
-                f"MT-Bench questions not found: {self.questions} (set RLROUTE_SHARED_DATA)"
-            )
+        self.questions = require(self.questions_arg)
         replies, labels = self._judged()
         out = []
         for n, line in enumerate(self.questions.read_text(encoding="utf-8").splitlines(), start=1):

@@ -23,7 +23,6 @@ import csv
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from rlroute.datasets.store import require
 from rlroute.workload.base import WorkloadError
 
 log = logging.getLogger(__name__)
@@ -102,22 +102,6 @@ def _next_turn_blocks(blocks: list[tuple[int, ...]], inp: list[int], out: list[i
                 res[i] = blocks[j][nf:min((inp[i] + out[i]) // bs, inp[j] // bs)]
         latest.update(dict.fromkeys(h, i))
     return res
-
-
-def shared_data_dir() -> Path:
-    """``$RLROUTE_SHARED_DATA``, else ``<repo>/../shared/data`` (where the public data sets are kept)."""
-    env = os.environ.get("RLROUTE_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def data_path(path: str | Path) -> Path:
-    """Resolve a data file: absolute or cwd-relative if it exists there, else under :func:`shared_data_dir`."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return shared_data_dir() / p
 
 
 def check_split(split: str) -> None:
@@ -307,9 +291,5 @@ def _load_trace(path: str, mtime_ns: int, on_error: str) -> TraceData:
 
 def load_trace(path: str | Path, on_error: str = "raise") -> TraceData:
     """Parse a trace by extension, cached per process (re-read if the file changes)."""
-    p = data_path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"trace file not found: {p} (set RLROUTE_SHARED_DATA to the shared data folder)"
-        )
+    p = require(path)
     return _load_trace(str(p.resolve()), p.stat().st_mtime_ns, on_error)
