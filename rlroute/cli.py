@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("rlroute.eval.cli", "main", "evaluate policies x workloads x seeds, write a report"),
     "baselines": ("rlroute.eval.baselines", "main", "evaluate every baseline, write baselines/results/"),
     "study": ("rlroute.study.cli", "main", "the scenario study: train seeds x test windows, results.json"),
+    "tune": ("rlroute.train.tune", "main", "sweeps on Ray Tune: scenario x seed x agent grid, or Optuna + ASHA"),
     "export": ("rlroute.export.cli", "main", "export a trained policy to ONNX + manifest"),
     "serve": ("rlroute.serve.cli", "main", "run the serving router"),
     "worker": ("rlroute.worker.cli", "main", "run an emulated SGLang-protocol worker"),

@@ -121,6 +121,8 @@ class ValidationCallback(BaseCallback):
         freq: env steps between evaluations (0: only at the end).
         deterministic: evaluate the greedy policy.
         at_start: also evaluate before the first update (a warm-started policy is a candidate snapshot).
+        on_result: called with each validation's metrics (and ``eval/best_reward``), e.g. to report them to
+            a sweep's scheduler (``rlroute tune``).
         max_strong_share: a large-model budget (``budget.large_share``): a snapshot whose validation share of
             large/hybrid decisions (``eval/strong_share``) exceeds it is infeasible -- any feasible snapshot
             beats it, and among infeasible ones the lower share wins (the study scores over-budget policies
@@ -128,8 +130,10 @@ class ValidationCallback(BaseCallback):
     """
 
     def __init__(self, validate: Validator, run_dir: Path, freq: int, deterministic: bool = True,
-                 at_start: bool = False, max_strong_share: float | None = None) -> None:
+                 at_start: bool = False, max_strong_share: float | None = None,
+                 on_result: Callable[[dict[str, float]], None] | None = None) -> None:
         super().__init__()
+        self.on_result = on_result
         self.at_start = at_start
         self.max_strong_share = max_strong_share
         self._best_key: tuple[bool, float] = (False, -np.inf)
@@ -178,6 +182,8 @@ class ValidationCallback(BaseCallback):
                 venv.save(str(self.best_dir / "vecnormalize.pkl"))
             (self.best_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         self.logger.record("eval/best_reward", self.best_reward)
+        if self.on_result is not None:
+            self.on_result({**metrics, "eval/best_reward": float(self.best_reward)})
         return metrics
 
     def _key(self, reward: float, share: float) -> tuple[bool, float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ def train_run(
     *,
     builder: EnvBuilder = default_builder,
     finish: bool = True,
+    on_validation: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train the agent of ``cfg`` on the ``train`` split, validate on ``val``, write the run folder.
 
@@ -84,6 +86,7 @@ def train_run(
         run_dir: output folder; defaults to ``cfg.out_dir`` (Hydra's run directory).
         builder: ``(cfg, split) -> env``; the real routing env unless a benchmark swaps it.
         finish: close the tracker (W&B run) before returning.
+        on_validation: called with every validation's metrics (Ray Tune's report in ``rlroute tune``).
     """
     cfg = cfg.copy()
     per_request = credit_scheme(cfg) == "request"
@@ -123,7 +126,8 @@ def train_run(
     seeds = [int(s) for s in agent.eval.seeds]
     validator = Validator(cfg, "val", seeds, builder)
     val_cb = ValidationCallback(validator, run_dir, int(agent.eval.freq), bool(agent.eval.deterministic),
-                                at_start=ws.enabled, max_strong_share=budget.large_share if budget else None)
+                                at_start=ws.enabled, max_strong_share=budget.large_share if budget else None,
+                                on_result=on_validation)
     callbacks: list[Any] = [RouteMetricsCallback(), val_cb, *([CreditCallback()] if per_request else []),
                             *([budget] if budget is not None else []),
                             *([FreezeActor(ws.value_warmup)] if ws.enabled else [])]
