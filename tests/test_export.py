@@ -184,3 +184,27 @@ def test_onnx_and_sb3_expose_the_same_apgr_score(exported: tuple[str, Any, Path,
         assert onnx.action_probs(rec.obs[i]) == pytest.approx(probs, abs=1e-5)
         assert onnx.score(ctx) == pytest.approx(sb3.score(ctx), abs=1e-5)  # type: ignore[arg-type]
         assert 0.0 <= sb3.score(ctx) <= 1.0  # type: ignore[arg-type]
+
+
+def test_run_without_vecnormalize_gets_its_guard_from_the_given_observations(
+        cfg: Any, recorded: tuple[Recorded, Path], tmp_path: Path) -> None:
+    """A run saved without VecNormalize (e.g. an actor fitted outside SB3's loop) and given training and
+    calibration observations exports a guard built from them (it had none: experiments/parity/make_policy.py
+    hit KeyError 'ood'); calibrating without any training statistics names what is missing."""
+    from rlroute.export.cli import fresh_model
+
+    rec, obs_file = recorded
+    run = tmp_path / "run"
+    run.mkdir()
+    fresh_model(cfg, "PPO", seed=3).save(run / "model.zip")
+    half = len(rec.obs) // 2
+    train, calib = tmp_path / "train.npy", tmp_path / "calib.npy"
+    np.save(train, rec.obs[:half])
+    np.save(calib, rec.obs[half:])
+    m = export_policy(tmp_path / "policy", cfg, run_dir=run, n_verify=500, obs_file=str(obs_file),
+                      ood={"obs_file": str(train), "calib_file": str(calib)})
+    assert m["ood"]["calibration"]["split"] == f"file:{calib}" and m["ood"]["stats"]["source"] == f"file:{train}"
+    from rlroute.export.cli import ood_section
+
+    with pytest.raises(ValueError, match="ood.obs_file"):  # calibration without any training statistics
+        ood_section(cfg, None, "hash", lambda obs, mask: 1, {"calib_file": str(calib)}, seed=0)

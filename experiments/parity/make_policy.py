@@ -25,22 +25,25 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def record(rates: tuple[float, ...], n: int) -> np.ndarray:
-    """Observations of the bench's setting with the seed heuristic deciding; the k-th window starts at
-    the k-th of ``len(rates)`` evenly spaced times of day (the router's time-of-day features follow the
-    wall clock, so the replay can run at any hour)."""
+def record(rates: tuple[float, ...], n: int, split: str = "all", seed0: int = 100, slot: Any = None) -> np.ndarray:
+    """Observations of the bench's setting on ``split``, window k with seed ``seed0 + k``, ``slot`` deciding
+    (default: no policy, the seed heuristic decides); the k-th window starts at the k-th of ``len(rates)``
+    evenly spaced times of day (the router's time-of-day features follow the wall clock, so the replay can
+    run at any hour)."""
     from rlroute.bench import parity as P
     from rlroute.serve.decision import PolicySlot
 
-    slot = PolicySlot(None, 0.0, {})  # no policy: the seed heuristic decides (reason policy_missing)
+    slot = slot or PolicySlot(None, 0.0, {})  # no policy: the seed heuristic decides (reason policy_missing)
     out = []
     for k, rate in enumerate(rates):
         day_offset = k * 86400.0 / len(rates)
-        obs, _, _, _ = P._run_sim(P._client_requests(P._window(n, rate, 100 + k), exact=True), slot, day_offset)
+        reqs = P._client_requests(P._window(n, rate, seed0 + k, split), exact=True)
+        obs, _, _, _ = P._run_sim(reqs, slot, day_offset)
         out.append(obs)
     return np.concatenate(out)
 
@@ -89,6 +92,7 @@ def main() -> None:
     a = ap.parse_args()
     from rlroute.env.build import default_config
     from rlroute.export.cli import export_policy
+    from rlroute.serve.decision import PolicySlot
 
     rates = (5.0, 10.0, 20.0) * 2
     obs = record(rates, a.per_rate)
@@ -99,10 +103,21 @@ def main() -> None:
         run.mkdir()
         model.save(run / "model.zip")  # type: ignore[attr-defined]
         np.save(Path(tmp) / "obs.npy", obs)
-        # no OOD guard: rlroute bench parity decides without it on both sides (its module docstring)
+        export_policy(Path(tmp) / "bare", default_config(), run_dir=run, obs_file=str(Path(tmp) / "obs.npy"),
+                      seed=a.seed, ood={"enabled": False})
+        # The guard (rlroute bench parity decides without it on both sides; the router's OOD tests and
+        # experiments/parity/ood.py use it): training statistics from train windows with the fitted policy
+        # deciding, thresholds calibrated on val windows (the first half fits, the second measures).
+        slot = PolicySlot(str(Path(tmp) / "bare"), 0.0, {})
+        np.save(Path(tmp) / "train.npy", record(rates, a.per_rate, "train", 100, slot))
+        np.save(Path(tmp) / "val.npy", record(rates, a.per_rate, "val", 200, slot))
         m = export_policy(a.out, default_config(), run_dir=run, obs_file=str(Path(tmp) / "obs.npy"),
-                          overwrite=True, seed=a.seed, ood={"enabled": False})
+                          overwrite=True, seed=a.seed,
+                          ood={"obs_file": str(Path(tmp) / "train.npy"), "calib_file": str(Path(tmp) / "val.npy")})
+    c = m["ood"]["calibration"]
     print(f"exported {a.out}: schema {m['feature_schema']['hash'][:12]}, verification {m['verification']}")
+    print(f"OOD guard: false positives {c['fpr_holdout']:.4f} on {c['n_holdout']} held-out val observations "
+          f"(fit half {c['fpr_fit']:.4f})")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def load_obs(path: str) -> np.ndarray:
     return np.asarray(loaded, dtype=np.float32)
 
 
-def ood_section(env_cfg: Any, stats: ObsStats, text: str, act: Callable[[np.ndarray, np.ndarray], int],
+def ood_section(env_cfg: Any, stats: ObsStats | None, text: str, act: Callable[[np.ndarray, np.ndarray], int],
                 o: dict[str, Any], seed: int) -> dict[str, Any]:
     """The manifest's ``ood`` field: training ``stats`` plus thresholds calibrated on validation observations.
 
@@ -169,6 +169,9 @@ def ood_section(env_cfg: Any, stats: ObsStats, text: str, act: Callable[[np.ndar
             finally:
                 env.close()
         where = {"split": "val", "driven_by": "the exported policy (greedy)", "seeds": seeds}
+    if stats is None:
+        raise ValueError("export: the OOD guard needs training statistics: a run trained with VecNormalize, or "
+                         "ood.obs_file (training observations) beside ood.calib_file")
     schema = build_schema(text)
     lay = guard_layout(schema)
     guard, record = calibrate(stats, schema.slices, halves[0], halves[1], float(o["target_fpr"]),
@@ -300,7 +303,7 @@ def export_policy(
             "metrics": metrics,
             "verification": report.to_json(),
         }
-        if o["enabled"] and stats is not None:
+        if o["enabled"]:  # stats is None only for a run without VecNormalize given ood.obs_file: read there
             manifest["ood"] = ood_section(env_cfg, stats, schema.text, greedy_actor(model, norm, algo), o, seed)
         write_manifest(tmp, manifest)
         tmp.chmod(0o755)  # mkdtemp makes it private; an exported policy is meant to be read by the router
