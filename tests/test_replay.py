@@ -88,35 +88,12 @@ def test_cli_replays_a_configured_workload(worker: str, tmp_path: Path, capsys: 
 
 def test_replay_through_sglang_router(worker: str, tmp_path: Path) -> None:
     """The same replay against a real sglang-router (cache_aware) in front of the worker."""
-    import subprocess
-    import sys
-    import time
+    from rlroute.cluster.live.launch import start_sglang_router, terminate
 
-    import httpx
-
-    port = free_port()
-    log = tmp_path / "router.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1",
-                                 "--port", str(port), "--worker-urls", worker, "--policy", "cache_aware",
-                                 "--prometheus-port", str(free_port())], stdout=fh, stderr=subprocess.STDOUT)
+    proc, url = start_sglang_router([worker], tmp_path / "router.log")
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"sglang-router did not start: {log.read_text()[-1000:]}")
         recs = asyncio.run(replay(url, _conversation(6), time_scale=1.0 / SPEEDUP))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate([proc])
     assert all(r.ok for r in recs), [r.error for r in recs]
     assert all(r.ttft_s is not None for r in recs) and sum(r.cached_tokens for r in recs) > 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rlroute.cluster.live.launch import REPO, WorkerFleet
+from rlroute.cluster.live.launch import REPO, WorkerFleet, start_sglang_router
 from rlroute.serve.launch import RouterProc
 from tests.fleet import four_workers
 
@@ -289,38 +289,13 @@ def test_hybrid_plans_on_large_and_answers_on_small(fleet: WorkerFleet, path: st
         assert answer[key]["prompt_tokens"] == direct.json()[key]["prompt_tokens"] + plan == 160 + 12
 
 
-def _sglang_router(urls: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real sglang-router (the Rust wheel, cache_aware) over ``urls``; the caller stops it by PID."""
-    import time
-
-    from rlroute.cluster.live.launch import free_port
-
-    port = free_port()
-    cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
-           "--worker-urls", *urls, "--policy", "cache_aware", "--prometheus-port", str(free_port()),
-           "--log-level", "warn"]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    proc.wait(timeout=10)
-    raise RuntimeError(f"sglang-router did not come up; log {log}:\n{log.read_text()[-1500:]}")
-
-
 def test_sglang_router_backend(fleet: WorkerFleet, policy: Path, tmp_path: Path) -> None:
     """backend=sglang_router: one sglang-router per pool; rlroute decides the pool, sglang-router the worker."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         urls = {}
         for pool in ("large", "small"):
-            proc, urls[pool] = _sglang_router(fleet.urls(pool), tmp_path / f"sglang-router-{pool}.log")
+            proc, urls[pool] = start_sglang_router(fleet.urls(pool), tmp_path / f"sglang-router-{pool}.log")
             procs.append(proc)
         r = start_router(fleet, tmp_path / "router.log", f"policy.path={policy}", "backend=sglang_router",
                          f"pools.large.router_url={urls['large']}", f"pools.small.router_url={urls['small']}")

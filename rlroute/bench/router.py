@@ -31,7 +31,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,29 +72,6 @@ def _point(urls: list[str], rate: float, duration: float, offset: int, pid: int 
     return res
 
 
-def _sglang_router(urls: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """sglang-router (cache_aware, defaults) over ``urls``; the caller stops it by PID."""
-    from rlroute.cluster.live.launch import free_port
-
-    port = free_port()
-    cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
-           "--worker-urls", *urls, "--policy", "cache_aware", "--prometheus-port", str(free_port()),
-           "--log-level", "warn"]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    proc.wait(timeout=10)
-    raise RuntimeError(f"sglang-router did not come up; log {log}:\n{log.read_text()[-1500:]}")
-
-
 def _added(row: dict[str, Any], arm: str) -> dict[str, float] | None:
     d, a = row["direct"], row[arm]
     if not (d["sustained"] and a["sustained"]):
@@ -127,7 +103,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     args = ap.parse_args(argv)
     rates = sorted({float(r) for r in args.rates.split(",") if r} | {args.target_rate})
 
-    from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, terminate
+    from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, start_sglang_router, terminate
     from rlroute.serve.launch import RouterProc
 
     tmp = Path(tempfile.mkdtemp(prefix="rlroute-bench-router-"))
@@ -142,7 +118,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     sources: dict[str, float] = {}
     try:
         worker_urls = [w.url for w in fleet.workers]
-        sg, sg_url = _sglang_router(worker_urls, tmp / "sglang-router.log")
+        sg, sg_url = start_sglang_router(worker_urls, tmp / "sglang-router.log")
         try:
             with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
                             ["log_level=error", f"policy.path={policy}", f"speedup={args.speedup}"]) as router:

@@ -148,3 +148,26 @@ class WorkerFleet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_sglang_router(urls: list[str], log: Path, policy: str = "cache_aware") -> tuple[subprocess.Popen[bytes], str]:
+    """A real sglang-router (the Rust wheel, ``policy``, otherwise its defaults) over ``urls`` on a free
+    loopback port, with its own ``--prometheus-port``; waits for ``/health``. The caller stops it by PID
+    (:func:`terminate`). Raises ``RuntimeError`` with the log's tail when it does not come up in 60 s."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
+           "--worker-urls", *urls, "--policy", policy, "--prometheus-port", str(free_port()),
+           "--log-level", "warn"]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"sglang-router did not come up; log {log}:\n{log.read_text()[-1500:]}")
