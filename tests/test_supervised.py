@@ -107,25 +107,3 @@ def test_label_every_labels_every_kth_visited_decision() -> None:
         collect(env, make_policy("heuristic"), WhatIf("p"), 20_000, data, every=every)
         assert len(data) + data.excluded == expected
     env.close()
-
-
-def test_gain_target_regresses_differences_to_small() -> None:
-    """``target: gain``: the net learns each action's reward minus small's on the same state (small's output
-    is ~0), where a level regression's loss is dominated by the level all actions share."""
-    rng = np.random.default_rng(0)
-    data = Dataset()
-    for _ in range(400):
-        x = rng.normal(size=8).astype(np.float32)
-        level = 3.0 * float(x[0])  # shared by every action: the part a decision does not need
-        gain = 0.5 * float(x[1])   # large's edge over small on this state
-        data.x.append(np.append(x, 1.0).astype(np.float32))
-        data.y.append(np.array([level + gain, level, np.nan], dtype=np.float32))  # hybrid not allowed
-    net = fit(data, TrainSettings(target="gain", epochs=300))
-    router = SupervisedRouter()
-    router.net = net
-    pred = np.stack([router.predict(x[:-1]) for x in data.x])
-    true_gain = np.array([y[0] - y[1] for y in data.y])
-    assert np.abs(pred[:, 1]).mean() < 0.05  # small's target is 0
-    assert np.corrcoef(pred[:, 0], true_gain)[0, 1] > 0.9
-    with pytest.raises(ValueError, match="supervised.train.target"):
-        train(default_config(["episode_length=8"]), TrainSettings(target="levels"))

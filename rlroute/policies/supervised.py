@@ -60,12 +60,6 @@ class TrainSettings:
     epochs: int = 300
     lr: float = 3e-3
     seed: int = 0
-    # "level": regress each action's own reward; "gain": regress its difference to small's on the same state
-    # (small's target is then 0). The level's spread over states (base quality, load) is shared by the
-    # actions and dominates a level regression's loss, while the decision needs only the difference:
-    # experiments/scenarios/tuning/teacher_check.py measured a 0.16 correlation of predicted and forked
-    # differences for "level" on token_api.
-    target: str = "level"
 
 
 class RewardNet(nn.Module):
@@ -205,8 +199,6 @@ def fit(data: Dataset, s: TrainSettings) -> RewardNet:
     torch.manual_seed(s.seed)
     x = torch.from_numpy(np.stack(data.x))
     y_np = np.stack(data.y).astype(np.float32)
-    if s.target == "gain":  # differences to small; a state without a small label has no target at all
-        y_np = y_np - y_np[:, [int(Action.SMALL)]]
     mask = torch.from_numpy(np.isfinite(y_np))
     y = torch.from_numpy(np.nan_to_num(y_np))
     net = RewardNet(x.shape[1], s.hidden)
@@ -226,8 +218,6 @@ def train(cfg: Any, s: TrainSettings | None = None, progress: bool = False) -> t
     from rlroute.policies.registry import make_policy
 
     s = s or TrainSettings()
-    if s.target not in ("level", "gain"):
-        raise ValueError(f"supervised.train.target: expected 'level' or 'gain', got {s.target!r}")
     if s.iterations < 1 or s.episodes < 1 or s.label_every < 1:
         raise ValueError("supervised: iterations, episodes and label_every must be >= 1, got "
                          f"{s.iterations}, {s.episodes}, {s.label_every}")
@@ -298,14 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))  # None: env's
     ap.add_argument("--lr", type=float, default=defaults.lr)
     ap.add_argument("--label-quality", choices=("p", "ok"), default=defaults.label_quality)
-    ap.add_argument("--target", choices=("level", "gain"), default=defaults.target)
     ap.add_argument("--behaviour", nargs="+", default=defaults.behaviour, help="rules rolled out in iteration 0")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/config.yaml (workload=..., cluster=...)")
     args = ap.parse_args(argv)
     from rlroute.env.build import default_config
 
     s = TrainSettings(args.iterations, args.episodes, args.episode_length, args.label_every, list(args.behaviour),
-                      args.label_quality, args.hidden, args.epochs, args.lr, args.seed, args.target)
+                      args.label_quality, args.hidden, args.epochs, args.lr, args.seed)
     net, meta = train(default_config(args.overrides), s, progress=True)
     meta["overrides"] = list(args.overrides)
     save(net, meta, Path(args.out))
