@@ -28,8 +28,13 @@ def _tiny_study(tmp_path: Path) -> object:
     study.threshold_kwargs = {"max_train_requests": 300, "cache_dir": str(tmp_path / "cache")}
     study.nonlearned, study.competitors = ["all_small", "all_large", "threshold"], ["no_such_router"]
     study.references = ["quality_oracle"]
+    study.served = {"enabled": True, "n_calib": 200, "n_verify": 200}
     study.out, study.runs_dir = str(tmp_path), str(tmp_path / "runs")
     return study
+
+
+def best_baseline(entry: dict) -> str:  # type: ignore[type-arg]
+    return str(entry["paired"]["learned_minus_best_nonlearned"]["baseline"])
 
 
 def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,12 +48,21 @@ def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch
     ppo = entry["policies"]["ppo"]
     assert len(ppo["per_seed"]) == 2 and np.array(ppo["per_run"]).shape == (2, 2)
     assert ppo["per_seed"] == pytest.approx(np.mean(ppo["per_run"], axis=0).tolist())  # mean of training seeds
-    assert set(entry["policies"]) == {"ppo", "all_small", "all_large", "threshold", "quality_oracle"}
+    assert set(entry["policies"]) == {"ppo", "ppo_served", "all_small", "all_large", "threshold", "quality_oracle"}
+    served = entry["policies"]["ppo_served"]  # each run exported and decided through the router's guard
+    assert served["role"] == "learned" and np.array(served["per_run"]).shape == (2, 2)
+    assert 0.0 <= served["metrics"]["fallback_rate"]["mean"] <= 1.0
+    assert served["metrics"]["ood_rate"]["mean"] <= served["metrics"]["fallback_rate"]["mean"]
+    calibration = served["guard_calibration"]  # per run: thresholds fitted and checked on validation halves
+    assert len(calibration) == 2 and all(c["split"].endswith("calib_obs.npy") for c in calibration)
+    assert all(0.0 <= c["fpr_holdout"] <= 1.0 for c in calibration)
+    assert entry["paired"]["ppo_served_minus_best_nonlearned"]["baseline"] == best_baseline(entry)
     assert entry["policies"]["threshold"]["tuned_large_share"] == 0.3
     assert entry["policies"]["all_small"]["apgr"]["mean"] is None  # no score: one operating point
     best = entry["paired"]["learned_minus_best_nonlearned"]
     assert best["baseline"] in ("all_small", "all_large", "threshold") and {"mean", "lo", "hi"} <= set(best)
-    assert set(entry["paired"]["learned_minus"]) == {"all_small", "all_large", "threshold", "quality_oracle"}
+    assert set(entry["paired"]["learned_minus"]) == {"ppo_served", "all_small", "all_large", "threshold",
+                                                     "quality_oracle"}
     assert entry["skipped"] == {"no_such_router": pytest.approx(entry["skipped"]["no_such_router"])}
     assert entry["gap_recovered"]["reward_oracle"] is None or "reward_oracle" in entry["policies"]
     assert entry["gap_recovered"]["note"]
@@ -65,6 +79,7 @@ def test_warm_started_study_shares_the_teacher_and_keeps_threshold_within_budget
     study.train_seeds, study.test_windows = 1, 2
     study.threshold_shares = [0.1, 0.3, 0.5]
     study.nonlearned, study.competitors, study.references = ["all_small", "threshold"], ["supervised"], []
+    study.served.enabled = False  # type: ignore[attr-defined]
     study.overrides = [*study.overrides, "agent.warm_start.teacher=supervised", "+budget.large_share=0.25"]
     results = run_study(study, "rlroute study (test)")  # type: ignore[arg-type]
     entry = results["scenarios"]["tiny"]
@@ -147,9 +162,12 @@ def test_leave_one_workload_out_trains_on_the_others_and_tests_on_the_held_out(t
     study.dr = {"rate_scale": [0.5, 1.5], "cost_scale": [1.0, 1.0], "instances": {}}  # type: ignore[attr-defined]
     results = run_study(study, "rlroute study mode=lowo (test)")  # type: ignore[arg-type]
     entry = results["scenarios"]["lowo_calm"]
-    assert entry["trained_on"] == ["bursty"] and entry["ood_fallback_rate"] is None and entry["ood_note"]
+    assert entry["trained_on"] == ["bursty"] and "ood_note" not in entry
+    # the guard was calibrated on the training member's validation only; its rate on the held-out one
+    assert entry["ood_fallback_rate"] == entry["policies"]["ppo_served"]["metrics"]["fallback_rate"]
+    assert 0.0 <= entry["ood_fallback_rate"]["mean"] <= 1.0
     assert "absent" in results["skipped_members"] and results["mode"] == "lowo"
-    assert set(entry["policies"]) == {"ppo", "all_small"}
+    assert set(entry["policies"]) == {"ppo", "ppo_served", "all_small"}
     assert (tmp_path / "lowo" / "results.json").is_file()
 
 

@@ -3,9 +3,9 @@
 non-learned baselines (and the references). Learned non-RL competitors are left out here: they would be
 trained on the held-out workload's own train split, which the learned policy never sees.
 
-Out-of-distribution guard: the evaluation runs the SB3 policy directly, which has no guard; the fallback
-rate column is reported as ``null`` with a note until the router's guard (parity issue) is in the
-evaluation path.
+Out-of-distribution guard: with ``study.served.enabled`` each run is also evaluated as the router serves it
+(:mod:`rlroute.study.served`: the exported policy, its guard calibrated on validation observations of the
+training members only); ``ood_fallback_rate`` is that policy's fallback rate on the held-out workload.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from rlroute.study.runner import (
 )
 
 log = logging.getLogger(__name__)
-OOD_NOTE = ("no OOD fallback rate: the study evaluates the SB3 policy without the serving router's "
-            "out-of-distribution guard")
+OOD_NOTE = "no OOD fallback rate: the served evaluation is off (study.served.enabled=false)"
 
 
 def available_members(study: DictConfig) -> tuple[dict[str, DictConfig], dict[str, str]]:
@@ -90,12 +89,15 @@ def run_lowo(study: DictConfig, command: str) -> dict[str, Any]:
         train_members = [cfg for name, cfg in members.items() if name != h]
         builder = RandomisedBuilder(train_members, {str(k): v for k, v in dr.items()})
         runs = train_seeds(train_members[0], study, Path(str(study.runs_dir)) / f"without_{h}", builder=builder)
-        pols, skipped = evaluate_scenario(members[h], study, runs, names)
+        pols, skipped = evaluate_scenario(members[h], study, runs, names, trained_on=train_members)
         entry = scenario_entry(pols, str(study.learned), int(study.n_boot))
         key = f"lowo_{h}"
         hashes[key] = sim_config_hash(members[h])
+        served = entry["policies"].get(f"{study.learned}_served")
+        fallback = served["metrics"].get("fallback_rate") if served else None
         entry.update(window_facts(pols), skipped=skipped, sim_config_hash=hashes[key],
-                     trained_on=[n for n in members if n != h], ood_fallback_rate=None, ood_note=OOD_NOTE)
+                     trained_on=[n for n in members if n != h], ood_fallback_rate=fallback,
+                     **({} if fallback else {"ood_note": OOD_NOTE}))
         by_prompt(entry, pols, str(study.learned))
         results["scenarios"][key] = entry
         results["schema_hash"] = schema_hash(members[h])

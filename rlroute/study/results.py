@@ -24,6 +24,7 @@ from rlroute.eval.stats import Interval, cluster_bootstrap, paired_bootstrap
 PRIMARY = "reward"
 METRICS: tuple[str, ...] = ("reward", "quality", "cost_saving", "mix_large", "mix_hybrid", "strong_share",
                             "ttft_p99", "slo_attainment", "cache_hit_rate")
+GUARD_METRICS: tuple[str, ...] = ("fallback_rate", "ood_rate")
 ROLES = ("learned", "nonlearned", "competitor", "reference")
 
 
@@ -168,6 +169,9 @@ def scenario_entry(
         m = p.matrix()
         row: dict[str, Any] = {"role": p.role, "per_seed": p.per_seed(), **_iv(interval_or_nan(m, None, n_boot, k))}
         row["metrics"] = {key: _iv(interval_or_nan(p.matrix(key), None, n_boot, k)) for key in METRICS}
+        for key in GUARD_METRICS:  # a guarded policy (the served export): how often its guard refused
+            if key in p.runs[0].per_seed[0]:
+                row["metrics"][key] = _iv(interval_or_nan(p.matrix(key), None, n_boot, k))
         row["apgr"] = _iv(apgr_interval(p.runs))
         pgrs = [r.summary["pgr"].mean for r in p.runs if math.isfinite(r.summary["pgr"].mean)]
         row["pgr_operating_point"] = float(np.mean(pgrs)) if pgrs else None
@@ -193,6 +197,10 @@ def scenario_entry(
     if best is not None:
         diff = interval_or_nan(ours, best.matrix(), n_boot, 999)
         entry["paired"]["learned_minus_best_nonlearned"] = {"baseline": best.name, **_iv(diff)}
+        for p in policies:  # another form of the learned policy (the served export): the same comparison
+            if p.role == "learned" and p.name != learned:
+                diff = interval_or_nan(p.matrix(), best.matrix(), n_boot, 998)
+                entry["paired"][f"{p.name}_minus_best_nonlearned"] = {"baseline": best.name, **_iv(diff)}
     gaps: dict[str, Any] = {"reward_oracle": None, "supervised": None}
     mean = {p.name: float(p.matrix().mean()) for p in policies}
     if best is not None and ORACLE in by:
@@ -254,7 +262,11 @@ def markdown_table(name: str, entry: Mapping[str, Any], learned: str = "ppo") ->
                      f"{cell(row['apgr'], 2)} | " + " | ".join(cell(row["metrics"][c]) for c in cols) + " |")
     best = entry["paired"].get("learned_minus_best_nonlearned")
     gaps = entry["gap_recovered"]
+    served = [(k.removesuffix("_minus_best_nonlearned"), v) for k, v in entry["paired"].items()
+              if k.endswith("_minus_best_nonlearned") and k != "learned_minus_best_nonlearned"]
     lines += ["", f"{learned} − best non-learned (`{best['baseline']}`): {cell(best, 4)}" if best else "",
+              *(f"{pol} − best non-learned (`{d['baseline']}`): {cell(d, 4)}; guard fallback rate "
+                f"{cell(entry['policies'][pol]['metrics'].get('fallback_rate'), 4)}" for pol, d in served),
               f"gap recovered: vs reward oracle {gaps['reward_oracle']}, vs supervised {gaps['supervised']}"
               + (f" ({gaps['note']})" if gaps.get("note") else ""),
               "", "Intervals: 95 % two-way bootstrap over test windows and training seeds "

@@ -225,10 +225,15 @@ def _role(study: DictConfig, name: str) -> str:
 
 def evaluate_scenario(
     cfg: DictConfig, study: DictConfig, run_dirs: Sequence[Path], policies: Sequence[str],
-    tick: Callable[[str], None] = lambda _: None,
+    tick: Callable[[str], None] = lambda _: None, trained_on: Sequence[DictConfig] | None = None,
 ) -> tuple[list[PolicyRuns], dict[str, str]]:
-    """Every policy (and each learned run) on the test windows of ``cfg``; skipped policies with reasons."""
+    """Every policy (and each learned run) on the test windows of ``cfg``; skipped policies with reasons.
+
+    With ``study.served.enabled`` each learned run is also exported and evaluated as the router serves it
+    (``<learned>_served``, :mod:`rlroute.study.served`), its guard calibrated on validation observations of
+    ``trained_on`` (default: ``cfg`` itself)."""
     from rlroute.policies.sb3 import SB3Policy
+    from rlroute.study.served import export_served, guard_facts, served_policy
 
     n = int(study.test_windows)
     seeds = list(range(n))
@@ -242,6 +247,15 @@ def evaluate_scenario(
     out = [PolicyRuns(learned, "learned", [run(SB3Policy(d, name=learned)) for d in run_dirs],
                       extra=training_facts(run_dirs))]
     tick(learned)
+    served = study.get("served") or {}
+    if served.get("enabled"):
+        name = f"{learned}_served"
+        folders = [export_served(Path(d), list(trained_on or [cfg]), int(served.n_calib), int(served.n_verify))
+                   for d in run_dirs]
+        out.append(PolicyRuns(name, "learned", [run(served_policy(f, name)) for f in folders],
+                              note="the exported policy as rlroute serve runs it: OOD guard on, seed heuristic "
+                                   "deciding what it refuses", extra=guard_facts(folders)))
+        tick(name)
     skipped: dict[str, str] = {}
     teacher = (cfg.agent.get("warm_start") or {}).get("teacher_path")
     for name in policies:
