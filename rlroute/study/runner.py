@@ -247,10 +247,10 @@ def evaluate_scenario(
     out = [PolicyRuns(learned, "learned", [run(SB3Policy(d, name=learned)) for d in run_dirs],
                       extra=training_facts(run_dirs))]
     tick(learned)
-    served = study.get("served") or {}
-    if served.get("enabled"):
+    served = study.get("served")
+    if served is not None and served.get("enabled"):
         name = f"{learned}_served"
-        folders = [export_served(Path(d), list(trained_on or [cfg]), int(served.n_calib), int(served.n_verify))
+        folders = [export_served(Path(d), list(trained_on or [cfg]), int(served["n_calib"]), int(served["n_verify"]))
                    for d in run_dirs]
         out.append(PolicyRuns(name, "learned", [run(served_policy(f, name)) for f in folders],
                               note="the exported policy as rlroute serve runs it: OOD guard on, seed heuristic "
