@@ -170,17 +170,6 @@ def test_bench_train_reports_env_share(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["bench"] == "train"
 
 
-@pytest.mark.slow
-def test_optuna_sweep_runs_two_trials(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    run_cli(["train", "-m", "experiment=tiny", "sweep=optuna", "hydra.sweeper.n_trials=2",
-             f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert (sweep / "optimization_results.yaml").is_file()
-    from rlroute.train.compare import find_runs
-
-    assert len(find_runs([sweep])) == 2
-
-
 def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from rlroute.train.quickstart import run

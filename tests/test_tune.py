@@ -56,3 +56,32 @@ def test_local_ray_grid_of_tiny_trials(tmp_path: Path) -> None:
         assert {"config.yaml", "model.zip", "vecnormalize.pkl", "metrics.json"} <= {p.name for p in run.iterdir()}
         assert json.loads((run / "metrics.json").read_text())["objective"] == pytest.approx(t["best_val_reward"])
     assert "rlroute eval runs=[" in proc.stdout and "seed-0+agent-ppo" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_local_ray_optuna_search_with_asha(tmp_path: Path) -> None:
+    pytest.importorskip("ray.tune", reason="Ray is the `ray` extra: pip install -e '.[ray]'")
+    pytest.importorskip("optuna", reason="Optuna is in the `ray` extra: pip install -e '.[ray]'")
+    out = tmp_path / "sweeps"
+    cmd = [sys.executable, "-m", "rlroute.cli", "tune", *TINY, "agent.total_timesteps=256", "tune.num_cpus=2",
+           "tune.name=tpe", "tune.search=optuna", "tune.num_samples=4", "tune.asha.grace_period=1",
+           "tune.space={agent.algo.learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-3}, "
+           "agent.algo.n_epochs: {type: choice, values: [2, 3]}}",
+           "tune.points_to_evaluate=[{agent.algo.learning_rate: 5.0e-4, agent.algo.ent_coef: 0.01, agent.algo.n_epochs: 2}]", f"tune.out={out}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1100,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep = json.loads((out / "tpe" / "sweep.json").read_text())
+    trials = sweep["trials"]
+    assert sweep["search"] == "optuna" and len(trials) == 4
+    for t in trials:  # every trial sampled from the space by Optuna, trained into its own run folder
+        assert 1e-4 <= t["params"]["agent.algo.learning_rate"] <= 1e-3 and t["params"]["agent.algo.n_epochs"] in (2, 3)
+        assert t["status"] in ("done", "stopped early") and t["error"] is None
+        files = {p.name for p in Path(t["run_dir"]).iterdir()}
+        assert "config.yaml" in files and (t["status"] != "done" or "metrics.json" in files)
+    assert len({t["params"]["agent.algo.learning_rate"] for t in trials}) == 4
+    assert any(t["params"]["agent.algo.learning_rate"] == 5e-4 and t["params"]["agent.algo.n_epochs"] == 2
+               for t in trials)  # the given point was tried, the others were Optuna's suggestions
+    assert any(t["status"] == "done" for t in trials)  # ASHA lets the best rung finish

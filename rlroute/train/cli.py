@@ -5,12 +5,11 @@ Examples::
     rlroute train experiment=quickstart
     rlroute train experiment=tiny agent=maskable_ppo logger=wandb
     rlroute train -m experiment=quickstart seed=0,1,2,3,4
-    rlroute train -m experiment=quickstart sweep=optuna
 
 Run folders are named by the choices made (``conf/train.yaml``): ``outputs/train/<experiment>/<agent>-seed<seed>-<time>``
 for a single run, ``multirun/train/<experiment>/<time>/<job>-<agent>-seed<seed>`` (``default`` without an
-experiment) for each job of a multirun. The function returns the mean validation reward, which Hydra's
-Optuna sweeper maximises.
+experiment) for each job of a multirun. The function returns the mean validation reward (the objective of a
+multirun's jobs). Hyper-parameter searches run on Ray Tune: ``rlroute tune`` (:mod:`rlroute.train.tune`).
 """
 
 from __future__ import annotations

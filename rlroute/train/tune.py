@@ -1,9 +1,8 @@
-"""``rlroute tune``: sweeps of ``rlroute train`` on Ray Tune -- a scenario x seed x agent grid, or a random
-search over hyper-parameters with ASHA early stopping -- locally with no set-up or on a running Ray cluster
-(``conf/tune.yaml``).
-
-Not Ray Tune's Optuna searcher: it needs optuna >= 3, and ``hydra-optuna-sweeper`` (``rlroute train -m
-sweep=optuna``, the sequential Optuna search) pins optuna < 3; the two cannot be installed together.
+"""``rlroute tune``: sweeps of ``rlroute train`` on Ray Tune -- a scenario x seed x agent grid, or a
+hyper-parameter search (Optuna's TPE through Ray Tune's ``OptunaSearch``, or random) with ASHA early
+stopping -- locally with no set-up or on a running Ray cluster (``conf/tune.yaml``). This is the project's
+one hyper-parameter search: Hydra's Optuna sweeper (sequential, and pinning optuna < 3, which Ray's searcher
+refuses) is not used.
 
 Every trial composes ``conf/train.yaml`` with the command line's overrides plus its own (``scenario=...``,
 ``seed=...``, ``agent.algo.learning_rate=...``), trains with :func:`rlroute.train.trainer.train_run` into an
@@ -58,6 +57,25 @@ def search_space(cfg: DictConfig) -> dict[str, Any]:
         else:
             raise ValueError(f"tune.space.{key}.type must be loguniform, uniform or choice, got {kind!r}")
     return out
+
+
+def searcher(cfg: DictConfig) -> Any:
+    """The search algorithm of ``tune.search``: Optuna's TPE sampler seeded with ``tune.seed`` (Ray Tune's
+    ``OptunaSearch``, at most ``tune.max_concurrent`` trials at once so each suggestion sees the finished
+    ones; ``tune.points_to_evaluate`` -- e.g. the current settings -- run first), or random sampling."""
+    t = cfg.tune
+    if t.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        given = t.get("points_to_evaluate")
+        points = OmegaConf.to_container(given, resolve=True) if given else []
+        assert isinstance(points, list)
+        return ConcurrencyLimiter(OptunaSearch(seed=int(t.seed), points_to_evaluate=points or None),
+                                  max_concurrent=int(t.max_concurrent))
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=int(t.seed))
 
 
 def trial_name(params: dict[str, Any]) -> str:
@@ -122,19 +140,20 @@ def run_tune(cfg: DictConfig, base: list[str]) -> list[dict[str, Any]]:
             grid = trial_overrides(cfg)
             space: dict[str, Any] = {"params": tune.grid_search(grid)}
             tune_config = tune.TuneConfig(num_samples=1)
-        elif t.search == "random":
+        elif t.search in ("optuna", "random"):
             from ray.tune.schedulers import ASHAScheduler
-            from ray.tune.search.basic_variant import BasicVariantGenerator
 
             space = search_space(cfg)
-            rounds = max(1, int(cfg.agent.total_timesteps) // max(1, int(cfg.agent.eval.freq or 1)))
+            # Validations a full trial reports: one per eval.freq, the final one, and the warm start's at step 0.
+            # ASHA stops a trial when it reaches max_t reports, so max_t is above that count: a trial that runs
+            # to the end is never cut before it writes metrics.json.
+            rounds = max(1, int(cfg.agent.total_timesteps) // max(1, int(cfg.agent.eval.freq or 1))) + 2
             tune_config = tune.TuneConfig(
-                metric="val_reward", mode="max", num_samples=int(t.num_samples),
-                search_alg=BasicVariantGenerator(random_state=int(t.seed)),
+                metric="val_reward", mode="max", num_samples=int(t.num_samples), search_alg=searcher(cfg),
                 scheduler=ASHAScheduler(max_t=rounds + 1, grace_period=int(t.asha.grace_period),
                                         reduction_factor=float(t.asha.reduction_factor)))
         else:
-            raise ValueError(f"tune.search must be grid or random, got {t.search!r}")
+            raise ValueError(f"tune.search must be grid, optuna or random, got {t.search!r}")
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=tune.RunConfig(name=str(t.name), storage_path=str(sweep_dir / "ray"),
                                                      verbose=0))
@@ -145,7 +164,9 @@ def run_tune(cfg: DictConfig, base: list[str]) -> list[dict[str, Any]]:
     for res in (results[i] for i in range(len(results))):  # ResultGrid: indexable, not iterable
         params = _unwrap(res.config or {})
         last = res.metrics or {}
-        full = float(last.get("timesteps") or 0) >= int(cfg.agent.total_timesteps)
+        # done = train_run returned and wrote its metrics; a trial ASHA stopped (even at its last
+        # validation) has none
+        full = bool(last.get("run_dir")) and (Path(str(last["run_dir"])) / "metrics.json").is_file()
         rows.append({"params": params, "status": "error" if res.error else "done" if full else "stopped early",
                      "best_val_reward": last.get("best_val_reward"), "timesteps": last.get("timesteps"),
                      "run_dir": last.get("run_dir"), "error": str(res.error) if res.error else None})
