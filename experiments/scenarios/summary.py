@@ -1,6 +1,7 @@
 """The study's per-scenario paired table (README and closing note) from ``results.json``.
 
     python experiments/scenarios/summary.py [experiments/scenarios/results.json] [--rewrite]
+    python experiments/scenarios/summary.py experiments/scenarios/lowo/results.json   # leave-one-workload-out
 
 Applies the budget rule of :func:`rlroute.study.results.infeasible_references` to every entry first (a
 reference over a budgeted scenario's large-model budget is no reference), so files written before that rule
@@ -34,6 +35,9 @@ def main() -> None:
             (path.parent / f"{name}.md").write_text(markdown_table(name, infeasible_references(e)) + "\n")
         path.write_text(json.dumps(res, indent=2, default=float) + "\n")
     print(f"commit {res['commit']}, schema {res['schema_hash'][:12]}, sim config {res['sim_config_hash'][:12]}\n")
+    if res.get("mode") == "lowo":
+        lowo_table(res)
+        return
     print("| scenario | PPO | best non-learned | PPO − best (paired 95 %) | supervised | LinUCB | reward oracle "
           "| gap recovered (oracle / supervised) | PPO large+hybrid share |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -70,6 +74,25 @@ def main() -> None:
     for name, e in res["scenarios"].items():
         if e["gap_recovered"].get("note"):
             print(f"- {name}: {e['gap_recovered']['note']}")
+
+
+def lowo_table(res: dict) -> None:
+    """Per held-out workload: PPO and PPO as served (guard + heuristic fallback) against the best rule, the
+    guard's fallback rate there and its false-positive rate on the training members' validation halves."""
+    print("| held out | best non-learned | PPO | PPO − best (paired 95 %) | PPO served | served − best (paired 95 %) "
+          "| fallback rate (held out) | guard FPR on training val | target (upper end ≥ 0, served) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, e in res["scenarios"].items():
+        pol, paired = e["policies"], e["paired"]
+        best = paired["learned_minus_best_nonlearned"]
+        served = paired.get("ppo_served_minus_best_nonlearned", {})
+        fpr = [c["fpr_holdout"] for c in pol.get("ppo_served", {}).get("guard_calibration") or [] if c]
+        fb = (e.get("ood_fallback_rate") or {}).get("mean")
+        met = "n/a" if not served else ("met" if served["hi"] >= 0 else "missed")
+        print(f"| {name.removeprefix('lowo_')} | {best['baseline']} {pol[best['baseline']]['mean']:.3f} | "
+              f"{pol['ppo']['mean']:.3f} | {fmt(best)} | {pol.get('ppo_served', {}).get('mean', float('nan')):.3f} | "
+              f"{fmt(served)} | {'n/a' if fb is None else f'{fb:.3f}'} | "
+              f"{f'{min(fpr):.3f}–{max(fpr):.3f}' if fpr else 'n/a'} | {met} |")
 
 
 if __name__ == "__main__":
