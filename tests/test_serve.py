@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,6 +51,21 @@ def policy(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFleet]:
     yield from four_workers(tmp_path_factory, 500.0)
+
+
+@asynccontextmanager
+async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The data-plane ``app`` served in this process on a free loopback port (startup and cleanup run), and a
+    client of it."""
+    from aiohttp.test_utils import TestServer
+
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with httpx.AsyncClient(base_url=str(server.make_url(""))) as c:
+            yield c
+    finally:
+        await server.close()
 
 
 def start_router(fleet: WorkerFleet, log: Path, *overrides: str) -> RouterProc:
@@ -257,7 +274,7 @@ def test_hybrid_plans_on_large_and_answers_on_small(fleet: WorkerFleet, path: st
                                                     stream: bool) -> None:
     """Plan-and-execute for real, streamed or not: the large pool writes the plan (a chat's through the chat
     endpoint; an ``input_ids`` request's as the large model's ``output_ids``), the small pool answers with it."""
-    from rlroute.serve.app import create_app
+    from rlroute.serve.app import ROUTER, create_app
     from rlroute.serve.config import parse_config
     from rlroute.serve.decision import Outcome
     from rlroute.serve.proxy import _last_data
@@ -266,13 +283,11 @@ def test_hybrid_plans_on_large_and_answers_on_small(fleet: WorkerFleet, path: st
     cfg = parse_config({"pools": {"large": {"workers": fleet.urls("large")}, "small": {"workers": fleet.urls("small")}},
                         "hybrid": {"plan_tokens": 12}})
     app = create_app(cfg)
-    app.state.router.slot.decide = lambda *a: Outcome(Action.HYBRID, "policy", None, 0.0)
+    app[ROUTER].slot.decide = lambda *a: Outcome(Action.HYBRID, "policy", None, 0.0)
     sent = {**body, "stream": stream}
 
     async def run() -> tuple[httpx.Response, httpx.Response]:
-        async with (app.router.lifespan_context(app),
-                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as c,
-                    httpx.AsyncClient() as plain):
+        async with in_process(app) as c, httpx.AsyncClient() as plain:
             direct = await plain.post(fleet.urls("small")[0] + path, json=body)
             return await c.post(path, json=sent, timeout=30), direct
 
@@ -366,19 +381,18 @@ def test_streamed_answers_update_the_live_state(fleet: WorkerFleet, path: str) -
     """A streamed answer is accounted like a whole one in the monitor the router shares with LiveCluster:
     latency averages, cost and the arrival rate move (SGLang streams carry meta_info; OpenAI streams carry
     usage in their last chunk, timed by the router)."""
-    from rlroute.serve.app import create_app
+    from rlroute.serve.app import ROUTER, create_app
     from rlroute.serve.config import parse_config
     from rlroute.serve.decision import Outcome
     from rlroute.types import Action
 
     cfg = parse_config({"pools": {"large": {"workers": fleet.urls("large")}, "small": {"workers": fleet.urls("small")}}})
     app = create_app(cfg)
-    app.state.router.slot.decide = lambda *a: Outcome(Action.SMALL, "policy", None, 0.0)
-    mon = app.state.router.upstreams.monitor
+    app[ROUTER].slot.decide = lambda *a: Outcome(Action.SMALL, "policy", None, 0.0)
+    mon = app[ROUTER].upstreams.monitor
 
     async def run() -> list[httpx.Response]:
-        async with (app.router.lifespan_context(app),
-                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as c):
+        async with in_process(app) as c:
             return [await c.post(path, json={**BODIES[path], "stream": True}, timeout=30) for _ in range(3)]
 
     before = mon.state()

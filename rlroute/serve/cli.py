@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -11,34 +12,51 @@ from rlroute.paths import CONF_DIR
 
 
 def run(cfg: DictConfig) -> None:
-    """Validate the config and serve until interrupted: the data plane on ``host:port`` and the admin API on
-    its own listener ``admin_host:admin_port``, both on one event loop (uvloop when installed) sharing one
-    router. SIGINT / SIGTERM stop the data plane (graceful, lifespan shutdown), then the admin listener."""
+    """Validate the config and serve until interrupted: the data plane (aiohttp) on ``host:port`` and the
+    admin API (uvicorn) on its own listener ``admin_host:admin_port``, both on one event loop (uvloop when
+    installed) sharing one router. SIGINT / SIGTERM stop the admin listener, then the data plane (its
+    cleanup: watches stopped, clients closed, recorded observations saved)."""
     import asyncio
+    import signal
 
     import uvicorn
+    from aiohttp import web
 
-    from rlroute.serve.app import create_admin_app, create_app
+    from rlroute.serve.app import ROUTER, create_admin_app, create_app
     from rlroute.serve.config import parse_config
 
     c = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
     sc = parse_config({str(k): v for k, v in c.items()})
     app = create_app(sc)
-    common: dict[str, object] = {"log_level": sc.log_level, "access_log": False}
-    data = uvicorn.Server(uvicorn.Config(app, host=sc.host, port=sc.port, **common))  # type: ignore[arg-type]
-    admin = uvicorn.Server(uvicorn.Config(create_admin_app(app.state.router, sc.max_body_bytes), host=sc.admin_host,
-                                          port=sc.admin_port, lifespan="off", **common))  # type: ignore[arg-type]
+    admin = uvicorn.Server(uvicorn.Config(create_admin_app(app[ROUTER], sc.max_body_bytes), host=sc.admin_host,
+                                          port=sc.admin_port, lifespan="off", log_level=sc.log_level,
+                                          access_log=False))
 
     async def both() -> None:
-        side = asyncio.create_task(admin._serve())  # no signal capture of its own: the data plane's stops it
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()  # runs the data plane's startup (first health checks and scrapes)
         try:
-            await data.serve()
-        finally:
+            await web.TCPSite(runner, sc.host, sc.port, backlog=1024).start()
+            side = asyncio.create_task(admin._serve())  # no signal capture of its own: stopped below
+            await stop.wait()
             admin.should_exit = True
             await side
+        finally:
+            await runner.cleanup()
 
-    with asyncio.Runner(loop_factory=data.config.get_loop_factory()) as runner:
+    factory: Callable[[], asyncio.AbstractEventLoop]
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(both())
 
 

@@ -4,15 +4,19 @@
 401, ``permission_error`` 403, ``not_found_error`` 404, ``rate_limit_error`` 429, ``server_error`` /
 ``service_unavailable`` 5xx); ``param`` names the offending field (a validation error's location, dotted:
 ``sampling_params.max_new_tokens``) or is null; ``code`` is the HTTP status. 429 and 503 carry
-``Retry-After`` (seconds). Messages never name an upstream URL. :func:`install` registers the handlers
-that give FastAPI's validation errors and HTTP exceptions (404, 405, the admin API's 401/403/409/422)
-this shape too.
+``Retry-After`` (seconds). Messages never name an upstream URL. The data plane (aiohttp) answers with
+:func:`web_error`; on the admin app (FastAPI) :func:`install` registers the handlers that give FastAPI's
+validation errors and HTTP exceptions (404, 405, the admin API's 401/403/409/422) this shape too. Both
+word a validation error the same way (:func:`invalid_request`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import orjson
+from aiohttp import web
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -40,6 +44,25 @@ def error_response(status: int, message: str, param: str | None = None, retry_af
     return JSONResponse(error_body(status, message, param), status_code=status, headers=h)
 
 
+def web_error(status: int, message: str, param: str | None = None, retry_after_s: int | None = None,
+              headers: dict[str, str] | None = None) -> web.Response:
+    """The data plane's error answer (aiohttp); as :func:`error_response`."""
+    h = dict(headers or {})
+    if retry_after_s is not None:
+        h["retry-after"] = str(int(retry_after_s))
+    h["content-type"] = "application/json"
+    return web.Response(body=orjson.dumps(error_body(status, message, param)), status=status, headers=h)
+
+
+def invalid_request(errs: Sequence[Any]) -> tuple[str, str | None]:
+    """The message and ``param`` of a 400 for pydantic validation errors (``ValidationError.errors()``):
+    the first five, each with its dotted location, and how many more."""
+    first = errs[0] if errs else {}
+    parts = [f"{_loc(e.get('loc')) or 'body'}: {e.get('msg')}" for e in errs[:5]]
+    more = f" (+{len(errs) - 5} more)" if len(errs) > 5 else ""
+    return "invalid request: " + "; ".join(parts) + more, _loc(first.get("loc"))
+
+
 def _loc(loc: Any) -> str | None:
     parts = [str(p) for p in (loc or ()) if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
@@ -47,12 +70,8 @@ def _loc(loc: Any) -> str | None:
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errs = list(exc.errors())
-    first = errs[0] if errs else {}
-    param = _loc(first.get("loc"))
-    parts = [f"{_loc(e.get('loc')) or 'body'}: {e.get('msg')}" for e in errs[:5]]
-    more = f" (+{len(errs) - 5} more)" if len(errs) > 5 else ""
-    return error_response(400, "invalid request: " + "; ".join(parts) + more, param)
+    message, param = invalid_request(list(exc.errors()))
+    return error_response(400, message, param)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

@@ -26,7 +26,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import aiohttp
@@ -75,8 +75,8 @@ class Answer:
         return self.response.status
 
     def headers(self) -> dict[str, str]:
-        """The upstream's end-to-end headers."""
-        return {k: v for k, v in self.response.headers.items() if k.lower() not in _HOP}
+        """The upstream's end-to-end headers (names lower-cased)."""
+        return {k: v for k, v in ((k.lower(), v) for k, v in self.response.headers.items()) if k not in _HOP}
 
 
 class Proxy:
@@ -243,7 +243,7 @@ class Proxy:
         self.up.monitor.complete(a.pool, a.worker, res)
         self.metrics.inflight.labels(a.pool).dec()
 
-    async def relay(self, a: Answer) -> AsyncIterator[bytes]:
+    async def relay(self, a: Answer) -> AsyncGenerator[bytes, None]:
         """The chunks of a streamed answer as they come; a failure after the first byte ends the stream with an
         SSE error event (it cannot be retried: the client has bytes already)."""
         t_first: float | None = None

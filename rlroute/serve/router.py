@@ -13,16 +13,17 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi.responses import Response, StreamingResponse
+from aiohttp import web
 
 from rlroute.policies.registry import make_policy
 from rlroute.serve.config import ServeConfig
 from rlroute.serve.decision import PolicySlot
-from rlroute.serve.errors import error_response
+from rlroute.serve.errors import web_error
 from rlroute.serve.intake import SessionTable, client_request
 from rlroute.serve.metrics import RouterMetrics
 from rlroute.serve.proxy import NoUpstream, Proxy
@@ -48,6 +49,14 @@ def request_id(headers: Any) -> str:
 def upstream_auth(cfg: ServeConfig) -> dict[str, str]:
     """``Authorization`` for every call to a worker when an upstream API key is configured (SGLang ``--api-key``)."""
     return {"authorization": f"Bearer {cfg.upstream_api_key}"} if cfg.upstream_api_key else {}
+
+
+@dataclass(slots=True)
+class Relay:
+    """A streamed answer still to send (by the HTTP front): status 200, these headers, then ``chunks``."""
+
+    headers: dict[str, str]
+    chunks: AsyncGenerator[bytes, None]
 
 
 class Router:
@@ -93,7 +102,7 @@ class Router:
 
     async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
                     stream: bool, plan_edit: PlanEdit,
-                    forced: Action | None = None, client_headers: Any = None) -> Response:
+                    forced: Action | None = None, client_headers: Any = None) -> web.Response | Relay:
         """Decide and forward one request; never raises for upstream trouble (an OpenAI-shaped error instead).
 
         The emulated worker's hooks among ``client_headers`` (``x-rlroute-output-tokens`` and, unless a plan
@@ -107,11 +116,11 @@ class Router:
         up = self.upstreams
         if up.inflight() >= self.cfg.max_inflight:  # shed load instead of queueing without bound (sglang-router: 429)
             m.requests.labels(endpoint, "429").inc()
-            return error_response(429, f"router overloaded: {self.cfg.max_inflight} requests already in flight; "
+            return web_error(429, f"router overloaded: {self.cfg.max_inflight} requests already in flight; "
                                   "retry later", retry_after_s=self.cfg.retry_after_s, headers={REQUEST_ID: rid})
         if not (up.available("large") or up.available("small")):
             m.requests.labels(endpoint, "503").inc()
-            return error_response(503, "no pool has a usable worker (all unhealthy, circuit breaker open or paused)",
+            return web_error(503, "no pool has a usable worker (all unhealthy, circuit breaker open or paused)",
                                   retry_after_s=self.cfg.retry_after_s, headers={REQUEST_ID: rid})
         out = self.slot.decide(req, up.state(), up.matches(req))
         up.monitor.arrived()  # after the decision, as the simulator counts a request at its submit
@@ -142,20 +151,20 @@ class Router:
             a = await self.proxy.call(pool, path, body, req, stream, extra, forward)
         except NoUpstream as e:
             m.requests.labels(endpoint, str(e.status)).inc()
-            return error_response(e.status, str(e), retry_after_s=self.cfg.retry_after_s, headers=headers)
+            return web_error(e.status, str(e), retry_after_s=self.cfg.retry_after_s, headers=headers)
         headers["x-rlroute-pool"] = a.pool
         headers["x-rlroute-worker"] = a.worker.url
         headers["x-rlroute-attempts"] = str(a.attempts)
         resp_headers = a.headers()
         resp_headers.update(headers)
-        ctype = a.response.headers.get("content-type")
-        resp: Response
+        resp: web.Response | Relay
         if a.content is None:
-            resp = StreamingResponse(self.proxy.relay(a), status_code=200, headers=resp_headers,
-                                     media_type=ctype or "text/event-stream")
+            resp_headers.setdefault("content-type", "text/event-stream")
+            resp, status = Relay(resp_headers, self.proxy.relay(a)), 200
         else:
-            resp = Response(a.content, status_code=a.status, headers=resp_headers, media_type=ctype)
-        m.requests.labels(endpoint, str(resp.status_code)).inc()
+            resp = web.Response(body=a.content, status=a.status, headers=resp_headers)
+            status = a.status
+        m.requests.labels(endpoint, str(status)).inc()
         m.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return resp
 
