@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from rlroute.cluster.live.monitor import answer_result
 from rlroute.serve.metrics import RouterMetrics
@@ -113,6 +114,8 @@ class Proxy:
         self.allow_cross_pool = allow_cross_pool
         self.auth = f"Bearer {api_key}" if api_key else None
         self.rng = random.Random()
+        self._urls: dict[tuple[str, str], URL] = {}  # (worker, path) -> parsed URL (yarl parses a str per call)
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -163,7 +166,11 @@ class Proxy:
         tried: dict[str, set[int]] = {p: set() for p in pools}
         outcomes: Counter[str] = Counter()
         limit = self.first_byte_s + (0.0 if stream else self.token_s * max(0, request.output_len))
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_s, sock_read=limit)
+        timeout = self._timeouts.get(limit)
+        if timeout is None:
+            if len(self._timeouts) > 4096:
+                self._timeouts.clear()
+            timeout = self._timeouts[limit] = aiohttp.ClientTimeout(total=None, connect=self.connect_s, sock_read=limit)
         session = self._session()
         hdrs = {"content-type": "application/json", **(headers or {})}
         if self.auth:
@@ -179,7 +186,10 @@ class Proxy:
             self.metrics.inflight.labels(p).inc()
             t0 = time.perf_counter()
             try:
-                r = await session.post(w.url + path, data=body, headers=hdrs, timeout=timeout)
+                url = self._urls.get((w.url, path))
+                if url is None:
+                    url = self._urls[(w.url, path)] = URL(w.url + path)
+                r = await session.post(url, data=body, headers=hdrs, timeout=timeout)
             except Exception as e:  # noqa: BLE001 - any failure before the head is a retryable one
                 late = isinstance(e, aiohttp.SocketTimeoutError)  # no head in time (a connect timeout is not)
                 self._failed(w, p, "first_byte_timeout" if late else "connect_error", outcomes,

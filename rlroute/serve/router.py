@@ -43,7 +43,13 @@ def request_id(headers: Any) -> str:
             v = headers.get(h)
             if v:
                 return str(v)[:128]
-    return uuid.uuid4().hex
+    return f"{_RID_PREFIX}{next(_RID_SEQ):016x}"
+
+
+# A generated request id: this process's random 64-bit prefix and a counter (32 hex digits, unique per
+# process; uuid4 per request cost ~3 us of os.urandom and UUID object building).
+_RID_PREFIX = uuid.uuid4().hex[:16]
+_RID_SEQ = itertools.count()
 
 
 def upstream_auth(cfg: ServeConfig) -> dict[str, str]:
