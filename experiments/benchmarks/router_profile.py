@@ -6,7 +6,10 @@ exported policy), warms it, then runs one open-loop phase of :mod:`rlroute.bench
 sample's stack is put in the first stage (top of the stack first) whose pattern one of its frames matches;
 a stage's CPU per request = its share of the busy samples x the router's CPU seconds in the phase (``/proc``)
 / answered requests. py-spy attached adds some CPU of its own to the router (its reads of the process's
-memory): compare rows of one table, not across tables taken with and without it.
+memory): compare rows of one table, not across tables taken with and without it. A sample counts whenever
+the router's thread is not idle, runnable but descheduled included: on the 2-core VM a send that wakes the
+receiving process often deschedules the sender, so sends look far costlier than their CPU (``user_share_of_cpu``
+says how little is system time); ``router_stages.py`` gives thread-CPU figures per stage instead.
 
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python experiments/benchmarks/router_profile.py --policy /tmp/policy \
         --rate 200 --duration 8 --out /tmp/profile.json
@@ -27,7 +30,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rlroute.bench.router import _cpu_s
 from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec
 from rlroute.serve.launch import RouterProc
 
@@ -79,6 +81,13 @@ def classify(stack: str) -> str:
     return OTHER
 
 
+def _user_sys_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` so far (``/proc/<pid>/stat``)."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(f[11]) / tck, int(f[12]) / tck
+
+
 def profile(policy: str, rate: float, duration: float, speedup: float, overrides: list[str]) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="rlroute-router-profile-"))
     fast = ["min_tick_s=0.0002", "log_level=error"]
@@ -96,10 +105,11 @@ def profile(policy: str, rate: float, duration: float, speedup: float, overrides
                                     "250", "--nonblocking", "--duration", str(int(duration + 2)), "-o", str(raw)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(1.0)
-            cpu0, load0 = _cpu_s(router.proc.pid), os.getloadavg()[0]
+            (u0, s0), load0 = _user_sys_s(router.proc.pid), os.getloadavg()[0]
             out = subprocess.run([*gen, "--rate", str(rate), "--duration", str(duration), "--offset", "20000000"],
                                  check=True, capture_output=True, text=True)
-            cpu = _cpu_s(router.proc.pid) - cpu0
+            u1, s1 = _user_sys_s(router.proc.pid)
+            cpu, user = (u1 - u0) + (s1 - s0), u1 - u0
             load1 = os.getloadavg()[0]
             spy.wait(timeout=duration + 60)
             res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -117,7 +127,8 @@ def profile(policy: str, rate: float, duration: float, speedup: float, overrides
               for name in names if counts[name]}
     return {"rate": rate, "duration_s": duration, "ok": res["ok"], "errors": res["errors"],
             "achieved_rps": round(res["achieved_rps"], 1), "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
-            "router_cpu_us_per_request": round(per_req, 1), "busy_samples": busy, "stages": stages,
+            "router_cpu_us_per_request": round(per_req, 1), "user_share_of_cpu": round(user / max(cpu, 1e-9), 3),
+            "busy_samples": busy, "stages": stages,
             "loadavg_1m": [round(load0, 2), round(load1, 2)], "stacks": str(raw)}
 
 

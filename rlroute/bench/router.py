@@ -13,8 +13,9 @@ Load: the open-loop generator :mod:`rlroute.bench.loadgen`, a separate process (
 schedules request ``i`` at ``i / rate`` and measures latency from that scheduled time, with a fresh ~600-
 character prompt per request and ``max_new_tokens`` 1. For each rate (default 200, 500, 1,000 req/s) the
 arms run one after another; then each arm's highest sustained rate is searched upwards (x1.25 steps) from its
-best fixed rate. A point is **sustained** only with 0 errors and >= 98 % of the offered rate achieved; a
-point that is not sustained in some arm reports no added latency (``not sustained``), never a latency.
+best fixed rate, below the next fixed rate it failed (or ``--max-rate``). A point is **sustained** only with 0
+errors and >= 98 % of the offered rate achieved; a point that is not sustained in some arm reports no added
+latency (``not sustained``), never a latency.
 
 Headline ``value``: p99 added by rlroute / p99 added by sglang-router at 500 req/s (added = arm p99 - direct
 p99), null when either arm did not sustain 500 req/s. The details hold every arm's raw p50/p90/p99, errors,
@@ -137,9 +138,12 @@ def main(argv: list[str]) -> dict[str, Any]:
                     rows.append(row)
                 for arm in ARMS:
                     best[arm] = max((row["rate"] for row in rows if row[arm]["sustained"]), default=0.0)
+                    # up from the best fixed rate to the first fixed rate above it that failed (or max_rate)
+                    ceiling = min((row["rate"] for row in rows if row["rate"] > best[arm] and not row[arm]["sustained"]),
+                                  default=args.max_rate)
                     rate = best[arm]
-                    while not args.no_search and best[arm] >= max(rates) and rate < args.max_rate:
-                        rate = min(args.max_rate, rate * 1.25)
+                    while not args.no_search and best[arm] > 0 and rate * 1.25 < ceiling:
+                        rate = rate * 1.25
                         res = _point(urls[arm], rate, args.search_duration, offset, pids[arm])
                         offset += int(rate * args.search_duration) + 1000
                         print(f"search {arm:<8} {rate:>6.0f}/s achieved {res['achieved_rps']:.0f}/s "

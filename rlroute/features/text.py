@@ -17,8 +17,8 @@ leak into its text vector (length has its own feature). Everything here
 is computed once per request and memoised in ``request.cache``.
 
 The serving router sees every prompt for the first time, so this cold path is on its decision latency:
-the byte 3- and 5-grams are read as masked little-endian words at every offset of the text (no shift
-loop) and mixed, bucketed and counted in one pass; the cues scan the same lower-cased bytes once
+the byte 3- and 5-grams are packed, mixed, bucketed and counted in one compiled pass
+(:mod:`rlroute.features.kernels`, numba); the cues scan the same lower-cased bytes once
 (:func:`scan_cues`). ``tests/test_features_fastpath.py`` checks the outputs bit for bit against the
 previous implementation.
 """
@@ -43,7 +43,6 @@ _GOLD = np.uint64(0x9E3779B97F4A7C15)
 _SALT = {k: np.uint64(v) for k, v in {"tok1": 1, "tok2": 2, "byte3": 3, "byte5": 5}.items()}
 _ONE, _S31, _S32 = np.uint64(1), np.uint64(31), np.uint64(32)
 _DIMS = np.uint64(TEXT_DIMS)
-_M3, _M5 = np.uint64((1 << 24) - 1), np.uint64((1 << 40) - 1)
 _PAD = b"\0" * 8
 
 # Cues are substring tests on the lower-cased prompt (defined as str `in`/`count`; computed by
@@ -202,29 +201,13 @@ def hash_tokens(token_ids: tuple[int, ...] | np.ndarray) -> np.ndarray:
     return _signed_counts(_mix(keys))
 
 
-def _windows(data: bytes) -> np.ndarray:
-    """The little-endian uint64 read at every byte offset of ``data`` (zero padded): a strided view.
-
-    ``w[i] & (2**(8n) - 1)`` is the byte n-gram starting at ``i`` packed as ``b[i] | b[i+1] << 8 | ...``.
-    """
-    buf = data + _PAD
-    return np.ndarray((len(data),), dtype="<u8", buffer=buf, strides=(1,))
-
-
 def hash_utf8(data: bytes) -> np.ndarray:
-    """Signed hash histogram of byte 3- and 5-grams of ``data`` (already lower-cased, UTF-8)."""
-    n = len(data)
-    n3, n5 = max(n - 2, 0), max(n - 4, 0)
-    if n3 == 0:
-        return np.zeros(TEXT_DIMS, dtype=np.float64)
-    win = _windows(data)
-    keys = np.empty(n3 + n5, dtype=np.uint64)
-    np.bitwise_and(win[:n3], _M3, out=keys[:n3])
-    np.bitwise_and(win[:n5], _M5, out=keys[n3:])
-    keys *= _GOLD
-    keys[:n3] += _SALT["byte3"]
-    keys[n3:] += _SALT["byte5"]
-    return _signed_counts(_mix(keys))
+    """Signed hash histogram of byte 3- and 5-grams of ``data`` (already lower-cased, UTF-8): byte n-gram
+    ``b[i] | b[i+1] << 8 | ...`` -> ``key * GOLD + salt`` (3 or 5) -> :func:`_mix` -> :func:`_signed_counts`'s
+    bucket and sign, computed in one compiled pass (:func:`rlroute.features.kernels.byte_ngram_counts`)."""
+    from rlroute.features.kernels import byte_ngram_counts  # numba: imported (and compiled) on first use
+
+    return byte_ngram_counts(np.frombuffer(data, dtype=np.uint8), TEXT_DIMS)  # type: ignore[no-any-return]
 
 
 def lower_utf8(text: str) -> bytes:
