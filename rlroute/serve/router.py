@@ -70,6 +70,7 @@ class Router:
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
+        import rlroute.features.kernels  # noqa: F401 - compile (or load) the request-block kernel before any request
         limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
         # the control client (health checks, scrapes, admin calls to workers); data-plane attempts set their own
         timeout = httpx.Timeout(max(cfg.health_timeout_s, 30.0), connect=cfg.connect_timeout_s)
