@@ -229,6 +229,35 @@ def test_sim_and_live_in_the_same_state_give_the_same_features(fleet: WorkerFlee
     assert cached_sim == cached_live
 
 
+def test_prepared_prompts_are_not_encoded_at_send_time(live: LiveCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prepare`` encodes each prompt before the clock reaches it; the sends then encode only a hybrid's plan
+    stage (extra tokens), and the workers still see the requests' prefix structure (a repeated prefix hits)."""
+    import rlroute.cluster.live.cluster as lc
+
+    calls: list[tuple[int, int]] = []
+    real = lc.prompt_field
+
+    def counted(r: Request, extra_tokens: int = 0) -> bytes:
+        calls.append((r.id, extra_tokens))
+        return real(r, extra_tokens)
+
+    monkeypatch.setattr(lc, "prompt_field", counted)
+    reqs = [Request(id=i, arrival=2.0 * i, input_len=640, output_len=16, blocks=tuple(range(10)), block_size=64)
+            for i in range(4)]
+    actions = [Action.SMALL, Action.SMALL, Action.LARGE, Action.HYBRID]
+    live.prepare(reqs)
+    assert calls == [(r.id, 0) for r in reqs]
+    calls.clear()
+    for r, a in zip(reqs, actions, strict=True):
+        live.submit(r, a)
+    done = {c.request_id: c for c in live.drain()}
+    assert all(not c.failed for c in done.values()) and len(done) == 4
+    assert all(extra > 0 for _, extra in calls), f"a prepared prompt was encoded again at send time: {calls}"
+    assert done[0].prompt_tokens == 640 and done[0].cached_tokens == 0
+    assert done[1].cached_tokens > 0  # same blocks, sent 2 s after the first finished: cache_aware finds them
+    assert live._prepared == {}, "prepared prompts are dropped when their job ends"
+
+
 def test_killed_worker_loses_no_request(fleet: WorkerFleet) -> None:
     """Kill one small worker while requests are in flight: retried on the other one, nothing lost."""
     with LiveCluster(pools_cfg(fleet), speedup=SPEEDUP, max_retries=2) as c:

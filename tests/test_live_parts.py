@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from rlroute.cluster.live.client import block_token_ids, generate_payload
+from rlroute.cluster.live.client import block_token_ids, generate_body, prompt_field
 from rlroute.cluster.live.scrape import ScrapeError, WorkerStats, apply_load, parse_metrics
 from rlroute.types import Request
 
@@ -80,6 +81,14 @@ def test_synthesised_token_ids_keep_the_prefix_structure() -> None:
 
 
 def test_payload_uses_text_only_when_there_is_nothing_else() -> None:
-    assert generate_payload(_req(1, (), 5, prompt="hello world"), 7)["text"] == "hello world"
-    body = generate_payload(_req(1, (5, 6), 32, prompt="hi"), 7)
-    assert "input_ids" in body and body["sampling_params"]["max_new_tokens"] == 7 and body["stream"] is False
+    text = orjson.loads(generate_body(7, prompt_field(_req(1, (), 5, prompt="hello world"))))
+    assert text == {"sampling_params": {"max_new_tokens": 7, "temperature": 0.0}, "stream": False,
+                    "text": "hello world"}
+    req = _req(1, (5, 6), 32, prompt="hi")
+    body = orjson.loads(generate_body(7, prompt_field(req)))
+    assert body["input_ids"] == block_token_ids(req) and "text" not in body
+    assert body["sampling_params"]["max_new_tokens"] == 7 and body["stream"] is False
+    plan = orjson.loads(generate_body(3, prompt_field(req, extra_tokens=5)))
+    assert plan["input_ids"] == block_token_ids(req, extra_tokens=5)
+
+

@@ -40,6 +40,7 @@ def live_rows(pools: dict[str, Any], reqs: list[Request], speedup: float) -> dic
     pol, done = SeedHeuristic(), []
     with LiveCluster(pools, speedup=speedup) as live:
         live.reset()
+        live.prepare(reqs)  # bodies encoded before the clock starts, as run.py's arm
         for r in reqs:
             done += live.advance(r.arrival)
             st, m = live.state(), live.prefix_match(r)

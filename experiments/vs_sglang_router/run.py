@@ -126,6 +126,7 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
     reasons: dict[int, str | None] = {}  # an OnnxPolicy's fallback reason per request (None: it decided)
     with LiveCluster(pools, speedup=speedup) as live:
         live.reset()
+        live.prepare(reqs)  # encode every body before the clock starts: none is encoded at its send time
         for r in reqs:
             done += live.advance(r.arrival)
             state = live.state()

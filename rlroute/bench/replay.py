@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from rlroute.bench import emit
 from rlroute.paths import CONF_DIR
@@ -81,15 +82,23 @@ def request_body(req: Request, stream: bool, caps: bool) -> tuple[dict[str, Any]
     return body, headers
 
 
-async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRecord, t_start: float,
-               stream: bool = True, caps: bool = False) -> None:
+def encoded_body(req: Request, stream: bool, caps: bool) -> tuple[bytes, dict[str, str]]:
+    """:func:`request_body` as the JSON bytes sent. :func:`replay` encodes every body before its clock starts:
+    encoding one at its send time costs milliseconds of wall time (a long context's filler text), in series
+    with the other sends of the same instant, which reorders a burst on its way to the workers."""
     body, headers = request_body(req, stream, caps)
+    return orjson.dumps(body), {**headers, "content-type": "application/json"}
+
+
+async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRecord, t_start: float,
+               payload: tuple[bytes, dict[str, str]], stream: bool = True) -> None:
+    body, headers = payload
     t0 = time.monotonic()
     rec.sent = t0 - t_start
     last: dict[str, Any] = {}
     if not stream:  # one JSON answer: no client-side TTFT, the worker's meta_info still has its own
         try:
-            r = await client.post(url + "/generate", json=body, headers=headers)
+            r = await client.post(url + "/generate", content=body, headers=headers)
             rec.status = r.status_code
             rec.headers = {k: v for k, v in r.headers.items() if k.lower().startswith("x-rlroute")}
             if r.status_code >= 300:
@@ -103,7 +112,7 @@ async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRec
         _fill(rec, req, last)
         return
     try:
-        async with client.stream("POST", url + "/generate", json=body, headers=headers) as r:
+        async with client.stream("POST", url + "/generate", content=body, headers=headers) as r:
             rec.status = r.status_code
             rec.headers = {k: v for k, v in r.headers.items() if k.lower().startswith("x-rlroute")}
             if r.status_code >= 300:
@@ -152,6 +161,7 @@ async def replay(url: str, requests: list[Request], time_scale: float, max_conne
         return []
     base = requests[0].arrival
     recs = [ReplayRecord(r.id, r.arrival, 0.0) for r in requests]
+    payloads = [encoded_body(r, stream, caps) for r in requests]
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s)) as client:
         # Open a connection before the clock starts, so the first sends are not late; a dead endpoint
@@ -160,11 +170,11 @@ async def replay(url: str, requests: list[Request], time_scale: float, max_conne
             await client.get(url.rstrip("/") + "/health", timeout=5.0)
         t_start = time.monotonic()
         tasks = []
-        for req, rec in zip(requests, recs, strict=True):
+        for req, rec, payload in zip(requests, recs, payloads, strict=True):
             delay = (req.arrival - base) * time_scale - (time.monotonic() - t_start)
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start, stream, caps)))
+            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start, payload, stream)))
         await asyncio.gather(*tasks)
     return recs
 

@@ -8,7 +8,12 @@ are handed back through a lock-protected list. Scrapes run on the same loop (all
 Prompts go to the worker as ``input_ids`` so its prefix cache sees exactly the request's prefix structure:
 ids synthesised from the chained block hashes (block ``h`` becomes ``block_size`` ids derived from ``h``:
 equal block prefixes give equal id prefixes and therefore equal worker blocks), else the request's real
-token ids, else the prompt text.
+token ids, else the prompt text. A body is JSON bytes built from two parts: the prompt field (up to 70k ids,
+milliseconds to build and encode) and the stage's sampling parameters. :meth:`LiveCluster.prepare
+<rlroute.cluster.live.cluster.LiveCluster.prepare>` encodes the prompt field ahead of the send time, so an
+open-loop sender does not spend it between the scheduled time and the POST: at an emulated ``speedup`` that
+cost is ``speedup`` times longer in modelled time and reorders requests that arrive together
+(``experiments/vs_sglang_router``, sim-vs-live gap).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 
 from rlroute.types import Request
 from rlroute.worker.tokens import (
@@ -110,21 +116,26 @@ def _unique_ids(rid: int, start: int, n: int) -> list[int]:
 def stage_headers(request: Request, stage: Any, with_ids: bool) -> dict[str, str]:
     """The emulated worker's headers for one stage (:mod:`rlroute.worker.app`): where the reply ends, and, for
     a prompt sent as ``input_ids`` without extra tokens, the answer's blocks as the next turn carries them
-    (``Request.output_blocks``). A real SGLang server ignores both."""
-    h = {OUTPUT_TOKENS_HEADER: str(int(stage.output_tokens))}
+    (``Request.output_blocks``). A real SGLang server ignores both. Always the JSON content type (bodies are
+    sent as bytes)."""
+    h = {"content-type": "application/json", OUTPUT_TOKENS_HEADER: str(int(stage.output_tokens))}
     if with_ids and not stage.extra_tokens and request.output_blocks and request.blocks:
         h[OUTPUT_BLOCKS_HEADER] = output_blocks_header(request.output_blocks, request.block_size)
     return h
 
 
-def generate_payload(request: Request, max_new_tokens: int, extra_tokens: int = 0) -> dict[str, Any]:
-    """SGLang ``/generate`` body for one stage (greedy, non-streaming)."""
-    body: dict[str, Any] = {
-        "sampling_params": {"max_new_tokens": int(max_new_tokens), "temperature": 0.0},
-        "stream": False,
-    }
+IDS_FIELD = b'"input_ids":'
+
+
+def prompt_field(request: Request, extra_tokens: int = 0) -> bytes:
+    """The prompt member of a ``/generate`` body, JSON-encoded: ``"input_ids":[...]`` (:func:`block_token_ids`),
+    or ``"text":"..."`` only when the request has neither blocks nor token ids."""
     if request.token_ids is None and not request.blocks and request.prompt is not None:
-        body["text"] = request.prompt + (" plan" * extra_tokens)
-    else:
-        body["input_ids"] = block_token_ids(request, extra_tokens)
-    return body
+        return b'"text":' + orjson.dumps(request.prompt + (" plan" * extra_tokens))
+    return IDS_FIELD + orjson.dumps(block_token_ids(request, extra_tokens))
+
+
+def generate_body(max_new_tokens: int, prompt: bytes) -> bytes:
+    """SGLang ``/generate`` body for one stage (greedy, non-streaming) around a :func:`prompt_field`."""
+    return (b'{"sampling_params":{"max_new_tokens":%d,"temperature":0.0},"stream":false,%s}'
+            % (int(max_new_tokens), prompt))
