@@ -5,7 +5,8 @@ requests and actions through ``SimCluster`` replayed at each completion's ``fini
 arrival stamp since e55244c; the client's send time before it), at ``mem_fraction_static`` 0.88 and at the
 workers' own ``auto``. Prints, per window: the p50/p99 TTFT gap, the share of requests on the same instance
 and the median per-request TTFT ratio of both groups; writes every request's figures as JSON
-(``{rep, live: {id: [ttft, e2e, cached, pools, instances, start, action]}, s088/sauto: {id: [...]}}``).
+(``{rep, live: {id: [ttft, e2e, cached, pools, instances, start, action]}, s088/sauto/strace: {id: [...]}}``;
+``strace``: the simulator at the trace arrivals, and the live TTFT with the send lag added back).
 
     RLROUTE_SHARED_DATA=/work/shared/data .venv/bin/python experiments/vs_sglang_router/gap_order.py 0,1 5 /tmp/gap.json
 """
@@ -50,15 +51,17 @@ def live_rows(pools: dict[str, Any], reqs: list[Request], speedup: float) -> dic
                            int(c.action)] for c in done}
 
 
-def sim_rows(reqs: list[Request], live: dict[int, list[Any]], mem: float | str) -> dict[int, list[Any]]:
-    """The same requests and actions through the simulator, each arriving at its live start."""
+def sim_rows(reqs: list[Request], live: dict[int, list[Any]], mem: float | str,
+             at_trace: bool = False) -> dict[int, list[Any]]:
+    """The same requests and actions through the simulator, each arriving at its live start (``at_trace``: at
+    its trace arrival, as run.py's first gap row)."""
     pools = {p: {"profile": prof, "instances": n, "in_pool": IN_POOL,
                  "cache": {"mem_fraction_static": mem, "eviction": "lru"}}
              for p, prof, n in (("large", R.LARGE, 2), ("small", R.SMALL, 8))}
     sim, order = SimCluster(pools=pools, seed=0), []
     for r in reqs:
         r2 = copy.copy(r)
-        r2.arrival = max(0.0, live[r.id][5])
+        r2.arrival = r.arrival if at_trace else max(0.0, live[r.id][5])
         if (r.input_len // PAGE) * PAGE > (r.input_len // r.block_size) * r.block_size:
             r2.output_blocks = ()  # the worker cannot extend this prompt's chain (rlroute.worker.tokens)
         order.append((r2, live[r.id][6]))
@@ -91,6 +94,17 @@ def main() -> None:
                       f"median ratio same {np.median(ratio[same]) - 1 if same.any() else np.nan:.3f}",
                       f"other {np.median(ratio[~same]) - 1 if (~same).any() else np.nan:.3f}",
                       f"share below 0.7x {np.mean(ratio < 0.7):.2f}", flush=True)
+            # at trace arrivals: the live TTFT counts from the worker's arrival stamp, the send lag (decision loop,
+            # x speedup) after the trace time; adding it back compares TTFT from the scheduled time
+            row["strace"] = st_ = sim_rows(reqs, live, "auto", at_trace=True)
+            lt = np.array([live[r.id][0] for r in reqs])
+            lag = np.array([live[r.id][5] - r.arrival for r in reqs])
+            tt = np.array([st_[r.id][0] for r in reqs])
+            print(rep, "trace", f"p50 live/sim-1 {np.median(lt) / np.median(tt) - 1:.3f}",
+                  f"p50 (live+lag)/sim-1 {np.median(lt + lag) / np.median(tt) - 1:.3f}",
+                  f"lag p50 {np.median(lag):.3f} p99 {np.percentile(lag, 99):.3f}",
+                  f"median per-request (sim-live)/lag {np.median((tt - lt)[lag > 0.01] / lag[lag > 0.01]):.2f}",
+                  flush=True)
             res.append(row)
     out.write_text(json.dumps(res))
 
