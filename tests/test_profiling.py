@@ -122,6 +122,26 @@ def test_h200_profile_rests_on_the_measured_tp4_rank(tmp_path: Path) -> None:
     assert "all-reduce" in doc["derivation"]["still_assumed"]
 
 
+def test_h100_tp4_profile_carries_the_measured_tp4_rank_by_the_tp8_gpu_ratio() -> None:
+    import derive_deployments as dd
+
+    dep = dd.DEPLOYMENTS["tp4"]
+    if not (fp.RESULTS / dep["file"]).is_file():
+        pytest.skip("no committed H200 measurements in experiments/profiling/results")
+    h100, h200 = dd._tp8_rank_by_gpu()
+    for shape in fp.load(dep["file"])["models"][dep["rank"]]["shapes"][:5]:
+        k, carried = dd._key(shape), dd.to_h100(shape)
+        for op, v in shape["ops"].items():  # each stage x the TP8 rank's H100 / H200 ratio of that stage, same shape
+            assert carried["ops"][op] == pytest.approx(v * h100[k]["ops"][op] / h200[k]["ops"][op])
+        assert carried["step_ms"] / shape["step_ms"] == pytest.approx(h100[k]["step_ms"] / h200[k]["step_ms"])
+        assert dd.rank_ops(carried, "tp4") == carried["ops"]  # no work rescaling (the superseded TP4_SCALE)
+    with pytest.raises(KeyError, match="not measured on both GPUs"):
+        dd.to_h100(dict(shape, seq_len=12345))
+    doc = yaml.safe_load((fp.PROFILE_DIR / f"{dep['stem']}.derived.yaml").read_text())
+    assert doc["gpu"] == "NVIDIA H100 80GB HBM3" and doc["derivation"]["measured_rank"] == "qwen3-235b-a22b-tp4-rank"
+    assert "TP8 rank" in doc["derivation"]["still_assumed"] and "FP8" in doc["derivation"]["still_assumed"]
+
+
 def test_gpu_comparison_is_reproduced(tmp_path: Path) -> None:
     import compare_gpus as cg
 
@@ -143,5 +163,5 @@ def test_ep_busiest_rank_load_exceeds_the_mean_at_small_batches() -> None:
     assert 1.0 <= dd.ep_imbalance(8192, "pairs") < 1.05
     tp4 = dd.rank_ops({"ops": {k: 1.0 for k in ("qkv_proj", "o_proj", "moe_experts", "attention", "lm_head", "sample",
                                                 "qk_norm_rope", "moe_router")},
-                       "prefill_tokens": 0, "decode_seqs": 4}, "tp4")
+                       "prefill_tokens": 0, "decode_seqs": 4}, "tp4_rescaled")
     assert (tp4["o_proj"], tp4["moe_experts"], tp4["attention"], tp4["moe_router"]) == (2.0, 2.0, 1.0, 1.0)

@@ -7,12 +7,12 @@ sizes them for 80 GB on either) and writes ``results/h200_vs_h100.json``:
 * ``step_ratio``: H200 / H100 CUDA-graph step time per model measured on both (Qwen3-4B, Qwen3-8B, the
   235B TP8 rank), over the shapes both measured: median, range, per mode, and the median per stage;
 * ``profile_ratio``: H200 / H100 of the step times each profile is fitted to (measured for 4B / 8B; for the
-  TP4 large pool the derived FP8 TP4 steps: on the H200 from the measured TP4 rank, on the H100 from the
-  rescaled TP8 rank, so that ratio mixes the GPU with the derivation), and of the fitted profiles' headline
-  figures;
-* ``tp4_rescale_check``: ``derive_deployments.TP4_SCALE`` applied to the H200 TP8 rank against the TP4 rank
-  measured on the same H200 (bf16 rank steps, and the full derived FP8 + all-reduce steps): how far the
-  stage rescaling that the H100 TP4 profile still relies on is from a measurement.
+  TP4 large pool the derived FP8 TP4 steps: on the H200 from the measured TP4 rank, on the H100 from the same
+  rank carried over by the TP8 rank's per-stage H100 / H200 ratios, ``derive_deployments.to_h100``, so that
+  ratio is the TP8 rank's GPU ratio by construction);
+* ``tp4_rescale_check``: ``derive_deployments.TP4_SCALE`` (the rule the H100 TP4 profile used until
+  2026-12-05, now superseded) applied to the H200 TP8 rank against the TP4 rank measured on the same H200
+  (bf16 rank steps, and the full derived FP8 + all-reduce steps).
 
 Run (CPU, seconds)::
 
@@ -73,7 +73,7 @@ def derived(shapes: list[dict[str, Any]], kind: str) -> dict[Key, float]:
 
 def rescaled_rank_ms(shape: dict[str, Any]) -> float:
     """The bf16 TP4 rank step (ms) that TP4_SCALE makes of a TP8-rank shape (no FP8, no all-reduce)."""
-    return float(shape["step_ms"] * composed(dd.rank_ops(shape, "tp4")) / shape["composed_ms"])
+    return float(shape["step_ms"] * composed(dd.rank_ops(shape, "tp4_rescaled")) / shape["composed_ms"])
 
 
 def composed(ops: dict[str, float]) -> float:
@@ -95,24 +95,25 @@ def main(argv: list[str] | None = None) -> int:
                                             h200[key]["shapes"] + (h200m.get(key) or {}).get("shapes", []))
     for key in ("qwen3-4b", "qwen3-8b"):
         out["profile_ratio"][key] = dict(step=out["step_ratio"][key]["all"])
-    tp4_h100 = derived(fp.load(fp.DERIVED_FILE)["models"][TP8]["shapes"], "tp4")
+    tp4_h100 = derived([dd.to_h100(s) for s in h200[TP4]["shapes"]], "tp4")
     tp4_h200 = derived(h200[TP4]["shapes"], "tp4_h200")
     common = sorted(set(tp4_h100) & set(tp4_h200))
     out["profile_ratio"]["qwen3-235b-a22b-fp8 TP4"] = dict(
         step=stats([tp4_h200[k] / tp4_h100[k] for k in common]),
-        note="H200 from the measured TP4 rank, H100 from the rescaled TP8 rank; both + FP8 x1/1.6 + all-reduces")
+        note="H200 from the measured TP4 rank, H100 from the same rank x the TP8 rank's H100/H200 stage ratios; "
+             "both + FP8 x1/1.6 + all-reduces")
     # TP4_SCALE on the H200's own TP8 rank vs the TP4 rank measured beside it (same GPU, same shapes)
     tp8, tp4 = by_shape(h200[TP8]["shapes"] + h200m[TP8]["shapes"]), by_shape(h200[TP4]["shapes"] + h200m[TP4]["shapes"])
     common = sorted(set(tp8) & set(tp4))
     rank = {k: rescaled_rank_ms(tp8[k]) / tp4[k]["step_ms"] for k in common}
-    step = {k: dd.derive_step(tp8[k], "tp4") / dd.derive_step(tp4[k], "tp4_h200") for k in common}
+    step = {k: dd.derive_step(tp8[k], "tp4_rescaled") / dd.derive_step(tp4[k], "tp4_h200") for k in common}
     out["tp4_rescale_check"] = dict(
         what="derived / measured on the same H200: TP4_SCALE applied to the TP8 rank vs the measured TP4 rank",
         bf16_rank_step=dict(all=stats(list(rank.values())),
                             **{m: stats([v for k, v in rank.items() if k[0] == m]) for m in ("prefill", "decode", "mixed")}),
         fp8_step_with_allreduce=dict(all=stats(list(step.values())),
                                      **{m: stats([v for k, v in step.items() if k[0] == m]) for m in ("prefill", "decode", "mixed")}),
-        per_stage_median={op: round(float(np.median([dd.rank_ops(tp8[k], "tp4")[op] / tp4[k]["ops"][op] for k in common])), 4)
+        per_stage_median={op: round(float(np.median([dd.rank_ops(tp8[k], "tp4_rescaled")[op] / tp4[k]["ops"][op] for k in common])), 4)
                           for op in sorted(tp4[common[0]]["ops"])})
     (args.out_dir / OUT_FILE).write_text(json.dumps(out, indent=1))
     for key, r in out["step_ratio"].items():

@@ -3,20 +3,28 @@
 SGLang cannot load the FP8 checkpoint at plain TP8 (each expert's intermediate 1536 / 8 = 192 is not a
 multiple of the checkpoint's 128-wide quantisation blocks); it serves it at **TP4** (1536 / 4 = 384 = 3 x 128;
 two TP4 replicas per 8-GPU node) or at **TP8 with expert parallelism** (whole experts per rank). No
-multi-GPU machine was available, so both profiles are derived from the one measured bf16 TP8 rank
-(``results/run2_measurements.json``, ``qwen3-235b-a22b-tp8-rank``) by rescaling each measured stage to
-the work a rank of the real deployment does, then applying the same FP8 GEMM speed-up and all-reduce model
-as the TP8 derivation (``fit_profiles.derive_tp8_step``). ASSUMPTIONS (each also in the profile's
-``derivation`` block):
+multi-GPU machine was available, so each profile rests on one bf16 rank measured on one GPU, then applies the
+same FP8 GEMM speed-up and all-reduce model as the TP8 derivation (``fit_profiles.derive_tp8_step``).
+ASSUMPTIONS (each also in the profile's ``derivation`` block):
 
-* **TP4** rank: 16 query heads and 1 KV head (4 KV heads / 4 ranks, none replicated), every expert's
-  intermediate 1536 / 4 = 384, vocab / 4. Stage time is taken proportional to the rank's work:
-  ``qkv_proj`` x (16 + 2) / (8 + 2) = 1.8 (output columns), ``o_proj`` x 2, ``moe_experts`` x 2 (bytes and
-  FLOPs), ``lm_head`` and ``sample`` x 2 (vocab shard), ``qk_norm_rope`` x (16 + 1) / (8 + 1), attention x 2
-  when the step prefills (compute-bound, twice the query heads) and x 1 in decode (memory-bound on the
-  same one KV head per rank); norms, router, token dispatch/combine, KV write, embedding x 1. Where a
-  stage is launch-latency-bound (batch-1 decode GEMMs) time grows less than the work, so these are upper
-  bounds. TP all-reduces: ring over 4 GPUs, ``2 (n - 1) / n = 1.5`` of the bytes on the bus.
+* **TP4 on the H200** (``tp4_h200``): the TP4 rank itself (16 query heads, 1 KV head, every expert's
+  intermediate 1536 / 4 = 384, vocab / 4) was measured in bf16 on one H200 (run 4), so no stage is rescaled.
+* **TP4 on the H100** (``tp4``, the default large pool): no H100 could be leased for the TP4 rank on
+  2026-12-05 (the H100 session, ``gpu_session_h100.sh``, got no machine), so the H200's measured TP4 rank is
+  carried to the H100 by the **measured GPU ratio of the other 235B rank**: each stage of each shape is
+  multiplied by H100 / H200 of that stage of the TP8 rank on the same shape (run 2 + run 3 on the H100, run 4
+  on the H200; every shape was measured on both), and the whole step by that shape's H100 / H200 TP8 step
+  ratio (median 1.06, range 0.99-1.11). ASSUMED: a stage's GPU ratio is the same for the TP4 rank as for the
+  TP8 rank (same kernels and per-layer structure, twice the columns; where the wider TP4 stage is more
+  bandwidth-bound the H200 gains more on it, so the H100 figure is, if anything, slightly optimistic).
+* For every TP4 profile, still derived: the FP8 factor and the all-reduces (one GPU measures neither; the
+  H200 has the H100's tensor cores and NVLink4, so the same values are assumed for both). TP all-reduces:
+  ring over 4 GPUs, ``2 (n - 1) / n = 1.5`` of the bytes on the bus.
+* **TP4 rescaled** (``tp4_rescaled``; SUPERSEDED, kept only for the check in ``compare_gpus.py`` and the
+  README's old numbers): the H100 TP4 profile before run 5, made from the measured TP8 rank by taking each
+  stage proportional to the rank's work (``TP4_SCALE``; attention x 2 when the step prefills, x 1 in
+  decode). It over-predicts the measured TP4 rank (median 1.27 on the H200: launch- and latency-bound
+  stages grow less than their work).
 * **TP8 + EP8** rank: attention, norms and LM head exactly as the measured TP8 rank; the rank holds 16
   whole experts (the same weight bytes as 128 experts x 192). All ranks must finish a layer before the
   all-reduce that ends it, so the step runs at the **busiest** rank's expert load, not the mean: the
@@ -25,10 +33,6 @@ as the TP8 derivation (``fit_profiles.derive_tp8_step``). ASSUMPTIONS (each also
   (memory-bound) and routed (token, expert) pairs when the step prefills (compute-bound). Trained routers
   are skewed beyond uniform, so this underestimates real imbalance. SGLang's plain ``--ep-size`` MoE keeps
   TP attention and ends the MoE with the same all-reduce, so communication is that of TP8.
-* **TP4 on the H200** (``tp4_h200``): the TP4 rank itself was measured in bf16 on one H200 (run 4,
-  ``qwen3-235b-a22b-tp4-rank``), so no stage is rescaled. Still derived, as for the H100 files: the FP8
-  factor (H200 has the H100's tensor cores, so the same 1.6 is assumed) and the all-reduces (H200 SXM has
-  the H100's NVLink4, so the same 10 us + 360 GB/s is assumed): one GPU measures neither.
 
 Run (CPU, seconds; rewrites the two profile files)::
 
@@ -81,14 +85,49 @@ def _all_reduce_s(tokens: int, tp: int) -> float:
     return fp.AR_LATENCY_S + 2 * (tp - 1) / tp * tokens * HIDDEN * 2 / fp.AR_BUSBW
 
 
+def _key(shape: dict[str, Any]) -> tuple[str, int, int, int, int]:
+    return shape["mode"], shape["n_seqs"], shape["seq_len"], shape["ctx"], shape.get("dec_b", 0)
+
+
+@cache
+def _tp8_rank_by_gpu() -> tuple[dict[Any, dict[str, Any]], dict[Any, dict[str, Any]]]:
+    """The TP8 rank's shapes (fit/held-out and mixed) measured on the H100 (runs 2, 3) and on the H200 (run 4)."""
+    def shapes(*files: str) -> dict[Any, dict[str, Any]]:
+        return {_key(s): s for f in files for s in (fp.load(f)["models"].get(fp.DERIVED_KEY) or {}).get("shapes", [])}
+
+    return shapes(fp.DERIVED_FILE, fp.MIXED_FILE), shapes(*fp.RUNS["h200"][:2])
+
+
+def to_h100(shape: dict[str, Any]) -> dict[str, Any]:
+    """An H200 TP4-rank shape carried to the H100 by the TP8 rank's measured H100 / H200 ratios on the same
+    shape: per stage for ``ops``, whole step for ``step_ms``; ``composed_ms`` is recomputed from the new ops."""
+    h100, h200 = _tp8_rank_by_gpu()
+    k = _key(shape)
+    if k not in h100 or k not in h200:
+        raise KeyError(f"shape {k}: the TP8 rank was not measured on both GPUs, no H100/H200 ratio")
+    ops = {op: v * h100[k]["ops"][op] / h200[k]["ops"][op] for op, v in shape["ops"].items()}
+    return dict(shape, ops=ops, step_ms=shape["step_ms"] * h100[k]["step_ms"] / h200[k]["step_ms"],
+                composed_ms=_composed(ops) * shape["composed_ms"] / _composed(shape["ops"]))
+
+
+def _composed(ops: dict[str, float]) -> float:
+    head = ("embed", "final_norm", "lm_head", "sample")
+    return sum(ops[op] for op in head) + LAYERS * sum(v for op, v in ops.items() if op not in head)
+
+
+# Tensor-parallel group size per kind (``tp4_rescaled``: the superseded rule, not a written profile)
+TP_OF = {"tp4": 4, "tp4_h200": 4, "tp4_rescaled": 4, "ep8": 8}
+
+
 def rank_ops(shape: dict[str, Any], kind: str) -> dict[str, float]:
-    """The measured TP8-rank stage times (ms) rescaled to a rank of the ``tp4`` or ``ep8`` deployment
-    (``tp4_h200``: the measured TP4 rank's own stage times, unchanged)."""
+    """A rank's stage times (ms) of the ``kind`` deployment: a measured TP4 rank's own (``tp4``, ``tp4_h200``),
+    or the measured TP8 rank's rescaled to the ``ep8`` rank or, by the superseded rule, to a TP4 rank
+    (``tp4_rescaled``)."""
     ops = dict(shape["ops"])
-    if kind == "tp4_h200":
+    if kind in ("tp4", "tp4_h200"):  # measured TP4 ranks (tp4: carried to the H100 by to_h100 beforehand)
         return ops
     prefill = shape["prefill_tokens"] > 0
-    if kind == "tp4":
+    if kind == "tp4_rescaled":
         for k, f in TP4_SCALE.items():
             ops[k] *= f
         ops["attention"] *= 2.0 if prefill else 1.0
@@ -96,7 +135,7 @@ def rank_ops(shape: dict[str, Any], kind: str) -> dict[str, float]:
         tokens = shape["prefill_tokens"] + shape["decode_seqs"]
         ops["moe_experts"] *= ep_imbalance(tokens, "pairs" if prefill else "touched")
     else:
-        raise ValueError(f"kind must be one of {sorted(DEPLOYMENTS)}, got {kind!r}")
+        raise ValueError(f"kind must be one of {sorted(TP_OF)}, got {kind!r}")
     return ops
 
 
@@ -107,23 +146,26 @@ def derive_step(shape: dict[str, Any], kind: str, fp8_speedup: float = fp.FP8_SP
     layer = sum(v / fp8_speedup if k in fp.GEMM_STAGES else v for k, v in ops.items() if k not in head_keys)
     head = ops["embed"] + ops["final_norm"] + ops["lm_head"] / fp8_speedup + ops["sample"]
     rank_ms = shape["step_ms"] * (head + LAYERS * layer) / shape["composed_ms"]
-    tp = DEPLOYMENTS[kind]["tp"]
+    tp = TP_OF[kind]
     tokens = shape["prefill_tokens"] + shape["decode_seqs"]
     return float(rank_ms / 1e3 + (2 * LAYERS + 1) * _all_reduce_s(tokens, tp) + fp.AR_LATENCY_S)
 
 
 _TP4 = "TP4 (two replicas per 8-GPU node; SGLang's recommended layout for the FP8 checkpoint)"
-_H100 = dict(gpu="h100", file=fp.DERIVED_FILE, mixed=fp.MIXED_FILE, rank=fp.DERIVED_KEY, command=fp.RUN2_COMMAND,
-             measured="the bf16 TP8 rank of Qwen3-235B-A22B measured on one H100 (CUDA graphs), stages rescaled to "
-                      "this deployment's rank")
+_MEASURED_TP4 = "the bf16 TP4 rank of Qwen3-235B-A22B measured on one {} (CUDA graphs; no stage rescaled)"
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
-    "tp4": dict(_H100, stem="qwen3-235b-a22b-fp8__h100x4", gpus=4, tp=4, what=_TP4),
-    "ep8": dict(_H100, stem="qwen3-235b-a22b-fp8-ep__h100x8", gpus=8, tp=8,
-                what="TP8 attention + EP8 experts (--tp 8 --ep-size 8), one instance per 8-GPU node"),
+    "tp4": dict(stem="qwen3-235b-a22b-fp8__h100x4", gpus=4, tp=4, what=_TP4, gpu="h100", file=fp.RUNS["h200"][0],
+                mixed=fp.RUNS["h200"][1], rank="qwen3-235b-a22b-tp4-rank", command=fp.RUN4_COMMAND, to_h100=True,
+                measured="the bf16 TP4 rank of Qwen3-235B-A22B measured on one H200 (CUDA graphs), each stage x the H100 / "
+                         "H200 ratio of the TP8 rank measured on both GPUs on the same shape"),
+    "ep8": dict(stem="qwen3-235b-a22b-fp8-ep__h100x8", gpus=8, tp=8, gpu="h100", file=fp.DERIVED_FILE,
+                mixed=fp.MIXED_FILE, rank=fp.DERIVED_KEY, command=fp.RUN2_COMMAND,
+                what="TP8 attention + EP8 experts (--tp 8 --ep-size 8), one instance per 8-GPU node",
+                measured="the bf16 TP8 rank of Qwen3-235B-A22B measured on one H100 (CUDA graphs), stages rescaled to "
+                         "this deployment's rank"),
     "tp4_h200": dict(stem="qwen3-235b-a22b-fp8__h200x4", gpus=4, tp=4, what=_TP4 + " on H200s", gpu="h200",
                      file=fp.RUNS["h200"][0], mixed=fp.RUNS["h200"][1], rank="qwen3-235b-a22b-tp4-rank",
-                     command=fp.RUN4_COMMAND,
-                     measured="the bf16 TP4 rank of Qwen3-235B-A22B measured on one H200 (CUDA graphs; no stage rescaled)"),
+                     command=fp.RUN4_COMMAND, measured=_MEASURED_TP4.format("H200")),
 }
 
 
@@ -131,7 +173,13 @@ def write_profile(kind: str, profiles_dir: Path) -> dict[str, Any]:
     """Derive, fit and write one deployment's profile; return its evaluation summary."""
     dep = DEPLOYMENTS[kind]
     data = fp.load(dep["file"])
-    env, entry = data["env"], data["models"][dep["rank"]]
+    env, entry = data["env"], dict(data["models"][dep["rank"]])
+    mixed = fp.load(dep["mixed"])["models"].get(dep["rank"])
+    if dep.get("to_h100"):
+        h100_env = fp.load(fp.DERIVED_FILE)["env"]
+        env = dict(env, gpu=h100_env["gpu"], date=f"{env['date']} (TP4 rank, H200) x {h100_env['date']} (TP8 rank, H100)")
+        entry["shapes"] = [to_h100(s) for s in entry["shapes"]]
+        mixed = dict(mixed, shapes=[to_h100(m) for m in mixed["shapes"]]) if mixed else None
     shapes = [dict(s, ops=rank_ops(s, kind)) for s in entry["shapes"]]  # scaled ops: g from the rank's kernel
     y = np.array([derive_step(s, kind) for s in entry["shapes"]])
     ev = fp.evaluate(shapes, y)
@@ -145,7 +193,6 @@ def write_profile(kind: str, profiles_dir: Path) -> dict[str, Any]:
     doc = fp.profile_doc(dep["stem"], "Qwen3-235B-A22B-FP8", "derived", ev, env, memory, gpus, "fp8", source,
                          command=dep["command"])
     doc["measured"]["command"] += "  &&  .venv/bin/python experiments/profiling/derive_deployments.py"
-    mixed = fp.load(dep["mixed"])["models"].get(dep["rank"])
     ms = [dict(m, ops=rank_ops(m, kind)) for m in mixed["shapes"]] if mixed else []
     ym = np.array([derive_step(m, kind) for m in mixed["shapes"]]) if mixed else np.array([])
     if ms:
@@ -154,8 +201,7 @@ def write_profile(kind: str, profiles_dir: Path) -> dict[str, Any]:
     doc["derivation"] = dict(
         measured_rank=dep["rank"], deployment=kind, fp8_gemm_speedup=fp.FP8_SPEEDUP, gemm_stages=list(fp.GEMM_STAGES),
         allreduce_latency_s=fp.AR_LATENCY_S, allreduce_busbw_bytes_per_s=fp.AR_BUSBW, allreduces_per_step=2 * LAYERS + 1,
-        stage_scale=({**TP4_SCALE, "attention": "2 when the step prefills, else 1"} if kind == "tp4" else
-                     {"moe_experts": "E[max]/E[mean] rank load, uniform top-8 routing over 8 ranks x 16 experts "
+        stage_scale=({"moe_experts": "E[max]/E[mean] rank load, uniform top-8 routing over 8 ranks x 16 experts "
                                      "(touched experts in decode, routed pairs when prefilling)"} if kind == "ep8" else
                      "none: the TP4 rank itself was measured (bf16, one GPU)"),
         ep_imbalance=({str(t): {"touched": round(ep_imbalance(t, "touched"), 3), "pairs": round(ep_imbalance(t, "pairs"), 3)}
@@ -163,13 +209,26 @@ def write_profile(kind: str, profiles_dir: Path) -> dict[str, Any]:
         memory=("KV per token = 94 layers x 1 KV head x 128 x 2 (K,V) x 2 B (bf16 KV, SGLang's default for this "
                 f"checkpoint) per rank x {gpus} ranks; overhead_gb_per_gpu = 1.0 assumed (CUDA context, NCCL and "
                 "custom all-reduce buffers) outside mem_fraction_static's weights + KV"))
-    if kind == "tp4_h200":
+    if kind in ("tp4", "tp4_h200"):
         doc["derivation"].update(measured_on=env["gpu"], still_assumed=(
-            "the FP8 GEMM speed-up and the all-reduce latency/bandwidth (one GPU measures neither; the H200 has the "
-            "H100's tensor cores and NVLink4, so the H100 values are kept); no end-to-end SGLang TP4 run yet"))
+            f"the FP8 GEMM speed-up x{fp.FP8_SPEEDUP} (fit_profiles.FP8_SPEEDUP: half the bytes, twice the tensor-core "
+            "peak, less block-scaling overhead; torch's stock FP8 path was slower than bf16, run 3, so SGLang's "
+            f"kernels were not measurable) and the all-reduce latency {fp.AR_LATENCY_S * 1e6:.0f} us / bandwidth "
+            f"{fp.AR_BUSBW / 1e9:.0f} GB/s (fit_profiles.AR_*: custom all-reduce on NVSwitch, ~80 % of NVLink4; a "
+            "2xH100 node measured 329 GB/s); one GPU measures neither, and the H200 has the H100's tensor cores and "
+            "NVLink4, so both GPUs use the same values; no end-to-end SGLang TP4 run yet"))
+    if dep.get("to_h100"):
+        doc["derivation"].update(
+            measured_on="NVIDIA H200 (the TP4 rank, run 4); carried to the H100 by the TP8 rank measured on both GPUs",
+            gpu_ratio=("each stage x H100 / H200 of the same stage of the TP8 rank on the same shape, the step x the "
+                       "TP8 rank's step ratio (runs 2 + 3 on the H100, run 4 on the H200)"),
+            still_assumed=doc["derivation"]["still_assumed"] + "; and that a stage's H100 / H200 ratio is the same "
+                          "for the TP4 rank as measured for the TP8 rank (no H100 could be leased for the TP4 rank)")
     fp.finish_profile(profiles_dir / f"{dep['stem']}.derived.yaml", doc,
                       "Written by .venv/bin/python experiments/profiling/derive_deployments.py from experiments/profiling/"
-                      f"results/{dep['file']} and {dep['mixed']}; see experiments/profiling/README.md",
+                      f"results/{dep['file']} and {dep['mixed']}"
+                      + (f" (x {fp.DERIVED_FILE}, {fp.MIXED_FILE}: H100 / H200)" if dep.get("to_h100") else "")
+                      + "; see experiments/profiling/README.md",
                       shapes, y, ms, ym, ev, entry["spec"])
     return dict(stem=dep["stem"], headline=fp.headline(entry["shapes"], y), simulator=ev["simulator"],
                 heldout_median_rel_error=ev["heldout_median_rel_error"])

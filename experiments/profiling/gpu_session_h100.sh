@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The H100 TP4-rank session of issue 13 (brief `fidelity`, 2026-12-05): measures the TP4 rank of
+# Qwen3-235B-A22B that the default large pool runs on ONE H100, so the H100 TP4 profile no longer rests on
+# derive_deployments.py's TP8 -> TP4 stage rescaling (TP4_SCALE), which the H200 session found ~1.27x slow.
+# Also re-measures the TP8 rank on the same machine (repeatability against run 2, and the TP4_SCALE check
+# on the H100). Same flags as gpu_session.sh (H200, run 4). Run on the device machine (kind nvidia-h100-x1)
+# from the repository root, as one `run` call; outputs go under $OUT and are copied into
+# experiments/profiling/results/run5_h100_* . Then, locally: fit_profiles.py, derive_deployments.py,
+# compare_gpus.py, and make derive_deployments.DEPLOYMENTS["tp4"] read the measured rank (drop to_h100).
+# NOT RUN (2026-12-05): four `run` calls for nvidia-h100-x1 (09:49, 09:59, 10:12, 10:23 UTC) got no machine
+# (about 290 s of device time spent on the refusals). Until it runs, the H100 TP4 profile carries the H200's
+# measured TP4 rank to the H100 by the TP8 rank's H100/H200 ratios (README, "H100 TP4 profile from the
+# measured TP4 rank"). Expected cost: ~110 s per model at --budget-s 150 plus ~40 s of mixed shapes (run 4 on
+# the H200: TP4 rank 92 s, TP8 rank 89 s).
+set -euo pipefail
+FLAGS="--compile --prefill-sdpa cudnn --decode-sdpa cudnn"
+MODELS=qwen3-235b-a22b-tp4-rank,qwen3-235b-a22b-tp8-rank
+t0=$(date +%s)
+{ nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.memory --format=csv
+  python3 -c "import torch, transformers, platform; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory, transformers.__version__, platform.python_version())"
+  uname -r; nproc; echo "env wall_s=$(( $(date +%s) - t0 ))"; } > "$OUT/run5_h100_env.txt" 2>&1
+# 1. All fit / held-out shapes of both ranks (--budget-s per model).
+t1=$(date +%s)
+PYTHONUNBUFFERED=1 timeout 330 python3 -W ignore experiments/profiling/profile_models.py \
+  --models $MODELS $FLAGS --budget-s 150 --out "$OUT/run5" > "$OUT/run5_h100_profile_run.log" 2>&1 || echo "run5 rc=$?" >> "$OUT/run5_h100_env.txt"
+echo "run5 wall_s=$(( $(date +%s) - t1 ))" >> "$OUT/run5_h100_env.txt"
+# 2. Mixed prefill+decode validation shapes of the same ranks (validation only, never fitted).
+t2=$(date +%s)
+PYTHONUNBUFFERED=1 timeout 100 python3 -W ignore experiments/profiling/profile_models.py --shapes mixed \
+  --models $MODELS $FLAGS --budget-s 40 --out "$OUT/run5_mixed" > "$OUT/run5_mixed_h100_run.log" 2>&1 || echo "run5_mixed rc=$?" >> "$OUT/run5_h100_env.txt"
+echo "run5_mixed wall_s=$(( $(date +%s) - t2 ))" >> "$OUT/run5_h100_env.txt"
