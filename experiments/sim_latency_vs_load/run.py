@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from rlroute.cluster.sim.metrics import summarize
 from rlroute.cluster.sim.run import fixed_policy, run
 from rlroute.cluster.sim.synthetic import conversation_requests
-from rlroute.workload.traces import data_path
+from rlroute.datasets.store import resolve
 
 HERE = Path(__file__).resolve().parent
 CONF = str(HERE.parents[1] / "conf")
@@ -31,7 +31,7 @@ POLICIES = ["all_small", "all_large", "random"]
 
 
 def requests(rate: float, n: int, seed: int) -> tuple[list, str]:
-    if data_path("mooncake/conversation_trace.jsonl").is_file():
+    if resolve("mooncake/conversation_trace.jsonl").is_file():
         with initialize_config_dir(config_dir=CONF, version_base=None):
             cfg = compose("config", overrides=["workload=mooncake", "~quality", f"workload.rate={rate}",
                                                f"workload.max_requests={n}"])

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from rlroute.cluster.sim import SimCluster
 from rlroute.cluster.sim.run import fixed_policy, run
 from rlroute.cluster.sim.synthetic import conversation_requests
-from rlroute.workload.traces import data_path
+from rlroute.datasets.store import resolve
 
 HERE = Path(__file__).resolve().parent
 CONF = str(HERE.parents[1] / "conf")
@@ -44,7 +44,7 @@ def scenarios(n_inst: int) -> dict[str, list[dict[str, Any]]]:
 def main() -> None:
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose("config", overrides=["~quality", "cluster=default", "workload=mooncake", f"workload.max_requests={N}"])
-    if data_path("mooncake/conversation_trace.jsonl").is_file():
+    if resolve("mooncake/conversation_trace.jsonl").is_file():
         reqs, source = list(instantiate(cfg.workload).requests(np.random.default_rng(0))), "mooncake"
     else:
         reqs, source = conversation_requests(N, 3.4, np.random.default_rng(0)), "synthetic"
