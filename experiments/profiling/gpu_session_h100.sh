@@ -7,8 +7,8 @@
 # from the repository root, as one `run` call; outputs go under $OUT and are copied into
 # experiments/profiling/results/run5_h100_* . Then, locally: fit_profiles.py, derive_deployments.py,
 # compare_gpus.py, and make derive_deployments.DEPLOYMENTS["tp4"] read the measured rank (drop to_h100).
-# NOT RUN (2026-12-05): five `run` calls for nvidia-h100-x1 (09:49, 09:59, 10:10, 10:12, 10:23 UTC) got no machine
-# (about 290 s of device time spent on the refusals). Until it runs, the H100 TP4 profile carries the H200's
+# NOT RUN (2026-12-05): seven `run` calls for nvidia-h100-x1 (09:49, 09:59, 10:10, 10:12, 10:23, 10:42, 10:43 UTC) got no machine
+# (406 s of device time spent on the refusals). Until it runs, the H100 TP4 profile carries the H200's
 # measured TP4 rank to the H100 by the TP8 rank's H100/H200 ratios (README, "H100 TP4 profile from the
 # measured TP4 rank"). Expected cost: ~110 s per model at --budget-s 150 plus ~40 s of mixed shapes (run 4 on
 # the H200: TP4 rank 92 s, TP8 rank 89 s).
