@@ -196,7 +196,8 @@ def test_minilm_text_representation() -> None:
     for o in (a, b, c):
         assert ((o >= ex.schema.low) & (o <= ex.schema.high)).all()
     assert float(a[:112] @ b[:112]) > float(a[:112] @ c[:112])  # paraphrases are closer
-    assert not ex.extract(req(), st, no_match(st))[:112].any()  # no text: zero vector
+    assert not ex.extract(req(input_len=0), st, no_match(st))[:112].any()  # nothing sent: zero vector
+    assert ex.extract(req(), st, no_match(st))[:112].any()  # a context without prompt text: its filler (schema v4)
 
 
 def test_unknown_text_representation_is_named() -> None:
