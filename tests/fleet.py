@@ -21,3 +21,9 @@ def four_workers(tmp_path_factory: pytest.TempPathFactory, speedup: float) -> It
         yield fleet
     finally:
         fleet.stop()
+
+
+def worker_id(fleet: WorkerFleet, i: int) -> str:
+    """The id ``rlroute serve`` gives worker ``i`` of ``fleet`` (``x-rlroute-worker``: pool and index within it)."""
+    w = fleet.workers[i]
+    return f"{w.spec.pool}-{fleet.urls(w.spec.pool).index(w.url)}"

@@ -18,7 +18,7 @@ import pytest
 
 from rlroute.cluster.live.launch import WorkerFleet
 from rlroute.serve.launch import RouterProc
-from tests.fleet import four_workers
+from tests.fleet import four_workers, worker_id
 
 AUTH = {"Authorization": "Bearer t"}
 TO_SMALL = {"x-rlroute-force-action": "small", **AUTH}  # the decision, forced (admin token)
@@ -108,7 +108,7 @@ def test_retryable_statuses_go_to_another_worker(fleet: WorkerFleet, tmp_path: P
         for i in range(6):
             resp = httpx.post(r.url + "/generate", json=small_request(i), headers=TO_SMALL, timeout=30)
             assert resp.status_code == 200, resp.text
-            assert resp.headers["x-rlroute-worker"] != fleet.workers[2].url
+            assert resp.headers["x-rlroute-worker"] == worker_id(fleet, 3)
         label = "5xx" if code >= 500 else str(code)
         assert f'outcome="{label}",pool="small"' in httpx.get(r.url + "/metrics", timeout=10).text
     finally:
@@ -177,7 +177,7 @@ def test_health_thresholds_and_independent_watches(fleet: WorkerFleet, tmp_path:
         assert not w[stopped.url]["health_ok"]
         for i in range(4):
             resp = httpx.post(r.url + "/generate", json=small_request(i), headers=TO_SMALL, timeout=30)
-            assert resp.status_code == 200 and resp.headers["x-rlroute-worker"] != stopped.url
+            assert resp.status_code == 200 and resp.headers["x-rlroute-worker"] == worker_id(fleet, 2)
         os.kill(stopped.proc.pid, signal.SIGCONT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not {x["url"]: x for x in status(r)["pools"]["small"]["workers"]}[  # type: ignore[index]

@@ -107,7 +107,7 @@ async def status(router: RouterDep) -> dict[str, Any]:
         "policy": router.slot.describe(),
         "pools": {
             name: {"paused": up.pools[name].held, "available": up.available(name), "workers": [
-                {"url": w.url, "usable": w.usable, "health_ok": w.health_ok, "breaker": w.breaker.state,
+                {"id": w.worker_id, "url": w.url, "usable": w.usable, "health_ok": w.health_ok, "breaker": w.breaker.state,
                  "breaker_half_opens": w.breaker.half_opens,
                  "inflight": w.inflight, "paused": w.stats.paused, "error": w.error,
                  "scraped_ago_s": time.monotonic() - w.scraped_at}

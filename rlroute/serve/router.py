@@ -160,7 +160,7 @@ class Router:
             m.requests.labels(endpoint, str(e.status)).inc()
             return web_error(e.status, str(e), retry_after_s=self.cfg.retry_after_s, headers=headers)
         headers["x-rlroute-pool"] = a.pool
-        headers["x-rlroute-worker"] = a.worker.url
+        headers["x-rlroute-worker"] = a.worker.worker_id  # not its address (internal)
         headers["x-rlroute-attempts"] = str(a.attempts)
         resp_headers = a.headers()
         resp_headers.update(headers)

@@ -87,6 +87,11 @@ class LiveInstance:
         self._seen: tuple[float, float, float, float] | None = None
 
     @property
+    def worker_id(self) -> str:
+        """A stable name that is not an address: ``<pool>-<index>`` (what the router tells clients)."""
+        return f"{self.pool}-{self.index}"
+
+    @property
     def up(self) -> bool:
         """The worker answers (last scrape or health check); the router adds its circuit breaker."""
         return self.healthy
