@@ -253,3 +253,28 @@ def test_calibrate_prints_rule_table(capsys: pytest.CaptureFixture[str]) -> None
     assert calibrate.main(["--seeds", "0", "--episode-length", "16"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines[2:]] == list(calibrate.RULES)
+
+
+def test_warmup_fills_the_pools_and_pays_only_decisions() -> None:
+    """``env.warmup``: the seed heuristic routes up to N requests before the first decision; the episode's
+    pools are then warm, and the warm-up requests are neither decisions nor paid (their completions are
+    dropped), so the return is still the sum of the decided requests' own rewards."""
+    cold, warm = make("episode_length=48"), make("episode_length=48", warmup=200)
+    drawn = [warm.reset(seed=s)[1]["warmup"] for s in range(20)]
+    assert all(0 <= w <= 200 for w in drawn) and 0 in drawn and max(drawn) > 0  # some cold, some warm
+    n = next(s for s in range(3, 40) if warm.reset(seed=s)[1]["warmup"] >= 100)  # a seed with a long warm-up
+    state = warm.decision_context().state
+    cache = sum(i.cache_tokens for p in state.pools.values() for i in p.instances)
+    assert cache > 0 and any(p.throughput > 0 for p in state.pools.values())
+    cold.reset(seed=n)
+    assert sum(i.cache_tokens for p in cold.decision_context().state.pools.values() for i in p.instances) == 0
+    steps = rollout(warm, seed=n)
+    decided = {i["request_id"] for _, _, i in steps}
+    done = [c for _, _, i in steps for c in i["completions"]]
+    assert {c.request_id for c in done} == decided and len(done) == len(decided)
+    rc = warm.reward_cfg
+    own = sum(rc.request_reward(0.0 if c.failed else next(i for _, _, i in steps if i["request_id"] == c.request_id)
+                                ["quality"], c.cost, c) for c in done)
+    assert sum(r for _, r, _ in steps) == pytest.approx(own, rel=1e-9)
+    with pytest.raises(ValueError, match="warmup"):
+        make(warmup=-1)

@@ -1,6 +1,7 @@
 """Router fault handling with real processes: killed workers, failing and hanging workers, circuit
 breaker, cross-pool fallback, a clear 503 and load shedding with 429 — no request lost, none answered with
-a 500. (Retry budget, backoff, breaker half-open, health thresholds, errors and headers:
+a 500; a short version of the fault run through ``rlroute serve`` (a trace replayed open loop while workers
+are killed and restarted; the full run is ``experiments/vs_sglang_router``'s). (Retry budget, backoff, breaker half-open, health thresholds, errors and headers:
 ``test_serve_reliability.py``.)"""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rlroute.bench.replay import load_requests, replay, strict_outcomes
 from rlroute.cluster.live.launch import WorkerFleet
 from rlroute.serve.launch import RouterProc
 from tests.fleet import four_workers, worker_id
@@ -200,3 +202,27 @@ def test_worker_killed_under_load_loses_no_request(fleet: WorkerFleet, tmp_path:
         assert httpx.post(r.url + "/generate", json={"text": "after"}, timeout=30).status_code == 200
     finally:
         r.stop()
+
+
+@pytest.mark.slow
+def test_fault_run_through_the_router_counts_strictly(fleet: WorkerFleet, tmp_path: Path) -> None:
+    """The fault run of ``experiments/vs_sglang_router`` (issue 14 item 5), short: 300 requests of the built-in
+    workload replayed open loop through ``rlroute serve`` (half of them streaming), a worker SIGKILLed every
+    1.5 s and restarted. Strict counting (:func:`rlroute.bench.replay.strict_outcomes`): no request lost (a
+    5xx, 503, 429 or short answer; never all workers down here: one at a time), no stream cut without an
+    error event; the only failures allowed are streams cut after their first byte, ending with one."""
+    reqs = load_requests(["workload=synthetic"], "test", 300, 7)
+    streamed = frozenset(r.id for r in reqs[::2])
+    r = router(fleet, tmp_path)
+    try:
+        with fleet.kill_cycle(1.5) as events:
+            recs = asyncio.run(replay(r.url, reqs, 1.0, stream=streamed))
+        out = strict_outcomes(recs)
+    finally:
+        r.stop()
+    assert len(events) >= 3, events  # the faults really happened during the replay
+    assert {str(e["worker"]).split("-")[0] for e in events} == {"large", "small"}
+    assert out["streamed"] == len(streamed) and out["submitted"] == len(reqs)
+    assert out["lost"] == 0 and out["cut_silently"] == 0, (out, [x.error for x in recs if not x.ok][:5])
+    assert out["answered"] + out["cut_with_error_event"] == len(reqs)
+    assert out["availability"] >= 0.98, out  # short version: 300 requests (the full run's target is 99.9 %)

@@ -39,9 +39,12 @@ def start_router(fleet: WorkerFleet, policy: Path | None, log: Path, overrides: 
     return RouterProc(fleet.urls("large"), fleet.urls("small"), log, args)
 
 
-def run_http(url: str, reqs: list[Request], speedup: float, cost_model: Any) -> list[dict[str, Any]]:
-    """Open-loop replay of ``reqs`` through the router at ``url``; one row per request."""
-    recs = asyncio.run(replay(url, reqs, 1.0 / speedup, stream=False, caps=True))
+def run_http(url: str, reqs: list[Request], speedup: float, cost_model: Any,
+             stream: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
+    """Open-loop replay of ``reqs`` through the router at ``url``; one row per request (its
+    :class:`~rlroute.bench.replay.ReplayRecord` under ``record``). ``stream``: ids of the requests that
+    stream (SSE; the fault run's), the others ask for one JSON answer."""
+    recs = asyncio.run(replay(url, reqs, 1.0 / speedup, stream=stream, caps=True))
     rows = []
     for req, rec in zip(reqs, recs, strict=True):
         h = rec.headers
@@ -58,7 +61,7 @@ def run_http(url: str, reqs: list[Request], speedup: float, cost_model: Any) -> 
                      "cached": rec.cached_tokens, "prompt": rec.prompt_tokens, "cost": cost,
                      "quality": bool(q.ok[int(act)]) if q is not None else False, "error": rec.error,
                      "source": h.get("x-rlroute-source", "none"), "reason": h.get("x-rlroute-fallback-reason"),
-                     "retries": max(int(h.get("x-rlroute-attempts", "1")) - 1, 0)})
+                     "retries": max(int(h.get("x-rlroute-attempts", "1")) - 1, 0), "record": rec})
     return rows
 
 
@@ -84,13 +87,14 @@ def router_counts(url: str) -> dict[str, float]:
 
 def arm(fleet: WorkerFleet, policy: Path | None, logs: Path, name: str, overrides: list[str], speedup: float,
         cost_model: Any) -> Any:
-    """An arm function ``reqs -> rows`` that starts a router, replays, records its counts, stops it."""
+    """An arm function ``(reqs, stream=frozenset()) -> rows`` that starts a router, replays, records its
+    counts, stops it."""
     counts: list[dict[str, float]] = []
 
-    def run(reqs: list[Request]) -> list[dict[str, Any]]:
+    def run(reqs: list[Request], stream: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
         router = start_router(fleet, policy, logs / f"router-{name}-{len(counts)}.log", overrides)
         try:
-            rows = run_http(router.url, reqs, speedup, cost_model)
+            rows = run_http(router.url, reqs, speedup, cost_model, stream)
             counts.append(router_counts(router.url))
         finally:
             router.stop()
@@ -101,7 +105,11 @@ def arm(fleet: WorkerFleet, policy: Path | None, logs: Path, name: str, override
 
 
 def fallback_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Shares of requests the policy did not decide, and of those refused as out of distribution."""
+    """Shares of requests the policy did not decide (``fallback_rate``), of those refused as out of
+    distribution (``ood_rate``) and, per fallback reason, ``fb_<reason>``."""
     n = len(rows)
-    return {"fallback_rate": sum(r.get("source") == "fallback" for r in rows) / n,
-            "ood_rate": sum(r.get("reason") == "out_of_distribution" for r in rows) / n}
+    out = {"fallback_rate": sum(r.get("source") == "fallback" for r in rows) / n,
+           "ood_rate": sum(r.get("reason") == "out_of_distribution" for r in rows) / n}
+    for reason in sorted({str(r["reason"]) for r in rows if r.get("source") == "fallback" and r.get("reason")}):
+        out[f"fb_{reason}"] = sum(r.get("source") == "fallback" and r.get("reason") == reason for r in rows) / n
+    return out

@@ -40,7 +40,7 @@ import numpy as np
 from http_arm import arm as http_arm
 from http_arm import fallback_summary
 
-from rlroute.bench.replay import replay
+from rlroute.bench.replay import replay, strict_outcomes
 from rlroute.cluster.live import LiveCluster
 from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, free_port
 from rlroute.cluster.live.scrape import parse_metrics
@@ -52,14 +52,14 @@ HERE = Path(__file__).resolve().parent
 LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
 
 
-def window(n: int, rep: int, quality_cfg: str) -> list[Request]:
-    """``n`` consecutive requests of the test split starting at a rep-dependent point, with quality draws."""
+def window(n: int, rep: int, quality_cfg: str, split: str = "test") -> list[Request]:
+    """``n`` consecutive requests of ``split`` starting at a rep-dependent point, with quality draws."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=str(HERE.parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["workload=mmlu_mooncake", f"quality={quality_cfg}"])
-    workload = instantiate(cfg.workload, split="test")
+    workload = instantiate(cfg.workload, split=split)
     quality = instantiate(cfg.quality)
     rng = np.random.default_rng(1000 + rep)
     reqs = []
@@ -153,37 +153,11 @@ def run_rlroute(policy: Any, reqs: list[Request], pools: dict[str, Any], speedup
 def run_fault(runner: Any, reqs: list[Request], speedup: float, fleet: WorkerFleet,
               every_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """An rlroute arm (``runner``: reqs -> rows) while a worker is killed (SIGKILL) every ``every_s`` trace
-    seconds and restarted.
-
-    Victims cycle over the workers of pools with at least two instances (a pool's only worker dying is an
-    outage, not a fault the router can hide). Returns the rows and the kill/restart events.
-    """
-    import threading
-
-    victims = [i for i, w in enumerate(fleet.workers) if len(fleet.urls(w.spec.pool)) >= 2]
-    events: list[dict[str, Any]] = []
-    stop = threading.Event()
-
-    def killer() -> None:
-        k = 0
-        t0 = time.monotonic()
-        while not stop.wait(every_s / speedup):
-            i = victims[k % len(victims)]
-            t = time.monotonic() - t0
-            fleet.kill(i)
-            fleet.restart(i)
-            events.append({"worker": fleet.workers[i].url, "killed_at_wall_s": round(t, 3),
-                           "back_after_wall_s": round(time.monotonic() - t0 - t, 3)})
-            k += 1
-
-    th = threading.Thread(target=killer, daemon=True)
-    th.start()
-    try:
+    seconds and restarted (:meth:`WorkerFleet.kill_cycle`: victims cycle over the pools with >= 2 workers,
+    one down at a time). Returns the rows and the kill/restart events (wall seconds)."""
+    with fleet.kill_cycle(every_s / speedup) as events:
         rows = runner(reqs)
-    finally:
-        stop.set()
-        th.join()
-    return rows, events
+    return rows, list(events)
 
 
 def run_sglang(reqs: list[Request], endpoints: dict[str, str], large_share: float, speedup: float,
@@ -300,6 +274,9 @@ def main() -> None:
                     help="add the arms through a real `rlroute serve` (rlroute_http_*; see http_arm.py)")
     ap.add_argument("--fault-arm", default="rlroute_heuristic",
                     help="the arm the fault run uses (an in-process rlroute_* arm or, with --http, rlroute_http_*)")
+    ap.add_argument("--fault-stream-share", type=float, default=0.5,
+                    help="fault run through the router: share of requests (by id hash) that stream (SSE)")
+    ap.add_argument("--split", default="test", help="workload split the windows are drawn from")
     args = ap.parse_args()
     sfx = ".estimate" if args.estimate_profiles else ""
     large_p, small_p = LARGE + sfx, SMALL + sfx
@@ -357,10 +334,18 @@ def main() -> None:
                     raise SystemExit(f"--arms: unknown {sorted(unknown)}; choose from {sorted(arms)}")
                 arms = {k: v for k, v in arms.items() if k in args.arms}
             if args.fault_every > 0:
-                reqs = window(args.n, 0, args.quality)
+                reqs = window(args.n, 0, args.quality, args.split)
                 if args.fault_arm not in arms:
                     raise SystemExit(f"--fault-arm: unknown {args.fault_arm!r}; choose from {sorted(arms)}")
-                rows, events = run_fault(arms[args.fault_arm], reqs, args.speedup, fleet, args.fault_every)
+                streamed = frozenset(r.id for r in reqs
+                                     if zlib.crc32(f"s{r.id}".encode()) % 10_000 < args.fault_stream_share * 10_000)
+                through_router = args.fault_arm.startswith("rlroute_http")
+
+                def runner(rs: list[Request], f: Any = arms[args.fault_arm]) -> list[dict[str, Any]]:
+                    return f(rs, streamed) if through_router else f(rs)  # type: ignore[no-any-return]
+
+                t_run = time.monotonic()
+                rows, events = run_fault(runner, reqs, args.speedup, fleet, args.fault_every)
                 answered = [x for x in rows if x["ok"]]
                 fault = {"submitted": len(reqs), "completions": len(rows), "lost": len(reqs) - len(rows),
                          "answered": len(answered), "retried_and_answered": sum(1 for x in answered if x["retries"]),
@@ -369,7 +354,10 @@ def main() -> None:
                          **(fallback_summary(rows) if "source" in rows[0] else {}),
                          "fallback_reasons": {k: sum(1 for x in rows if x.get("reason") == k)
                                               for k in sorted({str(x.get("reason")) for x in rows if x.get("reason")})},
-                         "fail_reasons": sorted({str(x["error"])[:120] for x in rows if not x["ok"]})}
+                         "fail_reasons": sorted({str(x["error"])[:120] for x in rows if not x["ok"]}),
+                         "wall_s": time.monotonic() - t_run, "split": args.split, "speedup": args.speedup}
+                if "record" in rows[0]:  # through the router: counted strictly (issue 14 item 5)
+                    fault["strict"] = strict_outcomes([x["record"] for x in rows])
                 (args.out / "fault.json").write_text(json.dumps(fault, indent=2))
                 print(json.dumps(fault, indent=2))
                 return
@@ -411,14 +399,16 @@ def main() -> None:
     keys = ["quality", "cost_per_1k", "large_share", "p50_ttft", "p99_ttft", "p50_e2e", "p99_e2e", "hit_rate",
             "availability"]
     if any("fallback_rate" in reps[0] for reps in results.values()):
-        keys += ["fallback_rate", "ood_rate"]
+        reasons = sorted({k for reps in results.values() for r in reps for k in r if k.startswith("fb_")})
+        keys += ["fallback_rate", "ood_rate", *reasons]
         for reps in results.values():
+            routed = any("fallback_rate" in r for r in reps)  # an arm that reports its decisions' sources
             for r in reps:
-                r.setdefault("fallback_rate", float("nan"))
-                r.setdefault("ood_rate", float("nan"))
+                for k in ("fallback_rate", "ood_rate", *reasons):
+                    r.setdefault(k, 0.0 if routed else float("nan"))
     ratios: dict[str, list[dict[str, float]]] = {}
     for arm in [a for a in results if a.startswith("rlroute")]:
-        for ref in ("sglang_all_large", "sglang_split"):
+        for ref in ("sglang_all_large", "sglang_split", "all_small"):
             if ref in results:
                 ratios[f"{arm} / {ref}"] = [
                     {k: r[k] / q[k] if q[k] else float("nan") for k in ("cost_per_1k", "p99_ttft", "hit_rate",

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class ReplayRecord:
     status: int = 0
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    streamed: bool = False  # asked for SSE
+    error_event: bool = False  # the stream ended with an SSE ``error`` event (a failure after the first byte)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +130,10 @@ async def _one(client: httpx.AsyncClient, url: str, req: Request, rec: ReplayRec
                 if rec.ttft_s is None:
                     rec.ttft_s = time.monotonic() - t0
                 last = json.loads(data)
+                if isinstance(last, dict) and "error" in last:  # the router's mid-stream failure event
+                    rec.error_event = True
+                    rec.error = f"error event: {json.dumps(last['error'])}"[:300]
+                    return
         rec.e2e_s = time.monotonic() - t0
     except (httpx.HTTPError, json.JSONDecodeError) as e:
         rec.error = f"{type(e).__name__}: {e}"[:300]
@@ -149,10 +156,12 @@ def _fill(rec: ReplayRecord, req: Request, last: dict[str, Any]) -> None:
 
 
 async def replay(url: str, requests: list[Request], time_scale: float, max_connections: int = 1024,
-                 timeout_s: float = 300.0, stream: bool = True, caps: bool = False) -> list[ReplayRecord]:
+                 timeout_s: float = 300.0, stream: bool | Collection[int] = True,
+                 caps: bool = False) -> list[ReplayRecord]:
     """Send ``requests`` open-loop at ``arrival * time_scale`` wall seconds; return one record each.
 
-    ``stream=False`` asks for one JSON answer (no client-side TTFT; the worker's ``meta_info`` has its own).
+    ``stream=False`` asks for one JSON answer (no client-side TTFT; the worker's ``meta_info`` has its own);
+    a collection of request ids streams those requests only.
     ``caps``: send the client's cap (``Request.max_new_tokens``) as ``max_new_tokens`` and the reply's trace
     length as the emulated worker's ``x-rlroute-output-tokens`` (through ``rlroute serve``, which passes it
     on; sglang-router does not, so its arms get the trace length as the cap).
@@ -160,8 +169,9 @@ async def replay(url: str, requests: list[Request], time_scale: float, max_conne
     if not requests:
         return []
     base = requests[0].arrival
-    recs = [ReplayRecord(r.id, r.arrival, 0.0) for r in requests]
-    payloads = [encoded_body(r, stream, caps) for r in requests]
+    recs = [ReplayRecord(r.id, r.arrival, 0.0, streamed=stream if isinstance(stream, bool) else r.id in stream)
+            for r in requests]
+    payloads = [encoded_body(r, rec.streamed, caps) for r, rec in zip(requests, recs, strict=True)]
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s)) as client:
         # Open a connection before the clock starts, so the first sends are not late; a dead endpoint
@@ -174,7 +184,7 @@ async def replay(url: str, requests: list[Request], time_scale: float, max_conne
             delay = (req.arrival - base) * time_scale - (time.monotonic() - t_start)
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start, payload, stream)))
+            tasks.append(asyncio.create_task(_one(client, url.rstrip("/"), req, rec, t_start, payload, rec.streamed)))
         await asyncio.gather(*tasks)
     return recs
 
@@ -202,6 +212,38 @@ def summarise(recs: list[ReplayRecord]) -> dict[str, Any]:
             key = (r.error or f"HTTP {r.status}").split(":")[0][:60]
             errors[key] = errors.get(key, 0) + 1
     out["errors"] = errors
+    return out
+
+
+def strict_outcomes(recs: list[ReplayRecord]) -> dict[str, Any]:
+    """A fault run's outcomes counted strictly (issue 14 item 5).
+
+    * ``answered``: a whole 2xx answer (all the requested tokens, no error event).
+    * ``lost``: every other request except the streams below — a non-streaming request that got a 5xx, a
+      503, a 429, a connection error or a short answer, and a stream that failed before its first byte
+      (both could have been retried transparently by the router).
+    * ``cut_with_error_event``: a stream that broke after its first byte and ended with an SSE ``error``
+      event (it cannot be retried transparently: the client has bytes), reported apart;
+      ``cut_silently``: one that broke after its first byte *without* an error event (a violation).
+
+    ``availability`` = answered / submitted. Whether every worker of both pools was down when a request was
+    lost (the one case a 503 is not a loss) is the caller's to check from its fault schedule.
+    """
+    out: dict[str, Any] = {"submitted": len(recs), "answered": 0, "lost": 0, "cut_with_error_event": 0,
+                           "cut_silently": 0, "streamed": sum(r.streamed for r in recs)}
+    statuses: dict[str, int] = {}
+    for r in recs:
+        if r.ok:
+            out["answered"] += 1
+            continue
+        if r.streamed and r.ttft_s is not None:  # bytes reached the client before the failure
+            out["cut_with_error_event" if r.error_event else "cut_silently"] += 1
+            continue
+        out["lost"] += 1
+        key = f"HTTP {r.status}" if r.status else (r.error or "no answer").split(":")[0][:60]
+        statuses[key] = statuses.get(key, 0) + 1
+    out["lost_by_status"] = statuses
+    out["availability"] = out["answered"] / len(recs) if recs else 0.0
     return out
 
 

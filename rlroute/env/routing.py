@@ -12,6 +12,7 @@ import numpy as np
 
 from rlroute.cluster.base import Cluster, ClusterState, Hybrid, action_mask, action_stages
 from rlroute.env.reward import RewardConfig
+from rlroute.env.warmup import warm_up
 from rlroute.features import FeatureExtractor
 from rlroute.policies.base import DecisionContext
 from rlroute.quality.base import QualityModel
@@ -97,8 +98,16 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     A fresh cluster (empty queues, cold caches) and a fresh workload stream, both seeded from
     ``self.np_random``; the first ``offset`` requests of the stream are skipped, ``offset`` uniform in
-    ``[0, max_offset]``, so episodes start at different points of a trace. The cluster is advanced to the
-    first request's arrival. ``reset(options={"window": (i, n)})`` (or a
+    ``[0, max_offset]``, so episodes start at different points of a trace. With ``warmup > 0`` half of the
+    episodes start so (a router just started), and in the other half the next ``w`` requests of the stream,
+    ``w`` uniform in ``[1, warmup]``, are routed by the seed heuristic
+    (:class:`~rlroute.policies.heuristic.SeedHeuristic`, the router's fallback) before the first decision:
+    they fill queues and caches as a long-running router's pools are filled, are not decisions, and their
+    completions are neither paid nor reported. Why half cold: with ``w`` uniform in ``[0, warmup]`` alone
+    the pools' caches are full in most episodes (``mmlu_mooncake`` on the colocated pools fills the small
+    pool's KV within ~500 requests), and a freshly started router's first hundreds of decisions were rare
+    enough in training that the OOD guard flagged 3.1 % of held-out validation observations (half-filled
+    small-pool KV; ``experiments/vs_sglang_router/README.md``). The cluster is advanced to the first decision's arrival. ``reset(options={"window": (i, n)})`` (or a
     :class:`~rlroute.workload.base.Window`) replays window ``i`` of ``n`` disjoint windows of the split
     instead, from its start (no offset): the evaluation's "test seed i".
 
@@ -124,6 +133,10 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     * ``cluster``: a function ``rng -> Cluster`` called at each reset (:func:`rlroute.env.build.cluster_factory`).
     * ``reward``: a :class:`RewardConfig`.
     * ``episode_length``: decisions per episode (config default: 512).
+    * ``warmup``: the largest number of stream requests routed by the seed heuristic before the first
+      decision of a warm episode (default 0: every episode starts from empty pools; see Starting State). From config:
+      ``+env.warmup=N``. An assumption of the long-running router's state: its pools warmed by the
+      fallback's routing, not the trained policy's (the policy is not known inside the env).
     * ``max_offset``: the largest number of stream requests skipped at reset (default 64; skipped
       requests are still generated, so text workloads pay ~1 ms each; trace workloads also take
       ``random_start=true`` to start anywhere in their window). From config: ``+env.max_offset=N``.
@@ -170,6 +183,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         episode_length: int,
         max_offset: int = 64,
         features: str = "hash",
+        warmup: int = 0,
         split: str = "train",
         render_mode: str | None = None,
     ) -> None:
@@ -193,6 +207,10 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         if max_offset < 0:
             raise ValueError(f"max_offset must be >= 0, got {max_offset}")
         self.max_offset = int(max_offset)
+        if warmup is None or int(warmup) < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        self.warmup = int(warmup)
+        self._warm: set[int] = set()  # ids of warm-up requests still in flight (their completions are dropped)
         self.extractor = FeatureExtractor(features)
         self.schema = self.extractor.schema
         self.split = split
@@ -246,6 +264,13 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
             raise ValueError(
                 f"workload {getattr(self.workload, 'name', self.workload)!r} yielded no requests"
             )
+        self._warm = set()
+        warm = 0
+        if self.warmup and self.np_random.random() < 0.5:  # half the episodes warm up (Starting State)
+            warm = int(self.np_random.integers(1, self.warmup + 1))
+        if warm:
+            first = warm_up(self.cluster, first, warm, self._stream, self._warm, self.warmup)
+            self._draw(first)  # its quality outcomes, as _pull draws them
         self._steps = 0
         self._in_system = 0
         self._exhausted = False
@@ -253,7 +278,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         self.cluster.advance(first.arrival)
         self._observe(first)
         return self._obs.copy(), {"request_id": first.id, "time": self.cluster.now, "offset": offset,
-                                  "window": window}
+                                  "window": window, "warmup": warm}
 
     def step(self, action: int | np.integer[Any]) -> tuple[FloatArray, float, bool, bool, dict[str, Any]]:
         """Route the pending request with ``action`` and advance the cluster to the next arrival."""
@@ -283,7 +308,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         n = self._in_system + 1
         nxt = self._pull()
         t1 = nxt.arrival if nxt is not None else t0
-        done = cluster.advance(t1)
+        done = self._decided(cluster.advance(t1))
         self._steps += 1
         self._exhausted = nxt is None
         truncated = self._steps >= self.episode_length or self._exhausted
@@ -377,7 +402,7 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         truncation and pays them; afterwards there is nothing left and it returns ``[]``)."""
         if self.cluster is None:
             return []
-        done = self.cluster.drain()
+        done = self._decided(self.cluster.drain())
         self._in_system = max(0, self._in_system - len(done))
         return done
 
@@ -387,6 +412,18 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
         if self._ahead:
             return self._ahead.popleft()
         return self._draw(next(self._stream, None))
+
+    def _decided(self, done: list[Completion]) -> list[Completion]:
+        """``done`` without the warm-up requests' completions."""
+        if not self._warm:
+            return done
+        out = []
+        for c in done:
+            if c.request_id in self._warm:
+                self._warm.discard(c.request_id)
+            else:
+                out.append(c)
+        return out
 
     def _draw(self, req: Request | None) -> Request | None:
         if req is not None:

@@ -11,7 +11,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +141,40 @@ class WorkerFleet:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
         self.workers[i] = WorkerProc(old.spec, old.port, proc, old.log)
         self._wait_healthy(self.workers[i], time.monotonic() + self.timeout)
+
+    @contextmanager
+    def kill_cycle(self, every_s: float) -> Iterator[list[dict[str, float | str]]]:
+        """While the block runs, SIGKILL a worker every ``every_s`` wall seconds and restart it on its port.
+
+        Victims cycle over the workers of pools with at least two instances (a pool's only worker dying is
+        an outage, not a fault a router can hide). The k-th kill is due ``k * every_s`` after entry; a late
+        restart delays the next kill, so at most one worker is down at a time. Yields the list the events go
+        into: victim (``<pool>-<index>``), ``killed_at_s`` and ``back_at_s`` (wall seconds after entry).
+        """
+        victims = [i for i, w in enumerate(self.workers) if len(self.urls(w.spec.pool)) >= 2]
+        events: list[dict[str, float | str]] = []
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def killer() -> None:
+            k = 0
+            while victims and not stop.wait(max(0.0, (k + 1) * every_s - (time.monotonic() - t0))):
+                i = victims[k % len(victims)]
+                w = self.workers[i]
+                t = time.monotonic() - t0
+                self.kill(i)
+                self.restart(i)
+                events.append({"worker": f"{w.spec.pool}-{self.urls(w.spec.pool).index(w.url)}",
+                               "killed_at_s": round(t, 3), "back_at_s": round(time.monotonic() - t0, 3)})
+                k += 1
+
+        th = threading.Thread(target=killer, daemon=True)
+        th.start()
+        try:
+            yield events
+        finally:
+            stop.set()
+            th.join()
 
     def stop(self) -> None:
         """Terminate every started process by PID (kill after 5 s); idempotent."""
