@@ -32,11 +32,31 @@ from rlroute.cluster.live.launch import WorkerFleet
 from rlroute.serve.launch import RouterProc
 from rlroute.types import ACTION_NAMES, Action, Request
 
+ADMIN_TOKEN = "vs-sglang-router"  # the router's admin API (decision log) for this harness only, on loopback
+
 
 def start_router(fleet: WorkerFleet, policy: Path | None, log: Path, overrides: list[str]) -> RouterProc:
-    """``rlroute serve`` over the fleet's pools (cache_aware inside each pool, as the in-process arm)."""
-    args = [*(f"policy.path={policy}" for _ in [0] if policy is not None), "scrape_interval_s=0.5", *overrides]
-    return RouterProc(fleet.urls("large"), fleet.urls("small"), log, args)
+    """``rlroute serve`` over the fleet's pools (cache_aware inside each pool, as the in-process arm), with a
+    decision log long enough for a whole run (the observations the router decided on, for the guard's
+    diagnosis: :func:`save_decisions`)."""
+    args = [*(f"policy.path={policy}" for _ in [0] if policy is not None), "scrape_interval_s=0.5",
+            "decision_log=20000", *overrides]
+    return RouterProc(fleet.urls("large"), fleet.urls("small"), log, args, env={"RLROUTE_ADMIN_TOKEN": ADMIN_TOKEN},
+                      startup_timeout_s=fleet.timeout)
+
+
+def save_decisions(router: RouterProc, path: Path) -> None:
+    """The router's decision log (``GET /admin/decisions``: the observation each decision was made on, its
+    source and fallback reason) as ``path`` (.npz: ``obs``, ``reason``, ``source``, ``id``)."""
+    import httpx
+    import numpy as np
+
+    rows = httpx.get(router.admin_url + "/admin/decisions", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                     timeout=60).json()["decisions"]
+    rows = [d for d in rows if d["obs"] is not None]
+    np.savez_compressed(path, obs=np.array([d["obs"] for d in rows], dtype=np.float32),
+                        reason=np.array([str(d["reason"]) for d in rows]), source=np.array([d["source"] for d in rows]),
+                        id=np.array([d["id"] for d in rows]))
 
 
 def run_http(url: str, reqs: list[Request], speedup: float, cost_model: Any,
@@ -95,6 +115,7 @@ def arm(fleet: WorkerFleet, policy: Path | None, logs: Path, name: str, override
         router = start_router(fleet, policy, logs / f"router-{name}-{len(counts)}.log", overrides)
         try:
             rows = run_http(router.url, reqs, speedup, cost_model, stream)
+            save_decisions(router, logs / f"decisions-{name}-{len(counts)}.npz")
             counts.append(router_counts(router.url))
         finally:
             router.stop()

@@ -277,6 +277,8 @@ def main() -> None:
     ap.add_argument("--fault-stream-share", type=float, default=0.5,
                     help="fault run through the router: share of requests (by id hash) that stream (SSE)")
     ap.add_argument("--split", default="test", help="workload split the windows are drawn from")
+    ap.add_argument("--startup-timeout", type=float, default=300.0,
+                    help="wall seconds a worker may take to answer /health (start and restart; a loaded machine)")
     args = ap.parse_args()
     sfx = ".estimate" if args.estimate_profiles else ""
     large_p, small_p = LARGE + sfx, SMALL + sfx
@@ -304,8 +306,9 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {}
     gaps: list[dict[str, float]] = []
     gaps_sent: list[dict[str, float]] = []
+    errors: dict[str, list[str]] = {}
     routers: list[subprocess.Popen[bytes]] = []
-    with WorkerFleet(specs, logs) as fleet:
+    with WorkerFleet(specs, logs, startup_timeout_s=args.startup_timeout) as fleet:
         try:
             lp, large_url = start_router(fleet.urls("large"), logs / "router-large.log")
             sp, small_url = start_router(fleet.urls("small"), logs / "router-small.log")
@@ -372,6 +375,9 @@ def main() -> None:
                     s = summary(rows, (c1 - c0) / (p1 - p0) if p1 > p0 else 0.0)
                     if "source" in rows[0]:  # through the router: how many decisions were not the policy's
                         s.update(fallback_summary(rows))
+                    for x in rows:  # what failed, kept beside the figures
+                        if not x["ok"]:
+                            errors.setdefault(arm, []).append(f"rep {rep} id {x['id']}: {str(x['error'])[:200]}")
                     s["wall_s"] = time.monotonic() - t
                     results.setdefault(arm, []).append(s)
                     print(f"rep {rep} {arm}: {json.dumps({k: round(v, 4) for k, v in s.items()})} "
@@ -415,7 +421,7 @@ def main() -> None:
                                                                          "quality")}
                     for r, q in zip(results[arm], results[ref], strict=True)]
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                       "arms": results, "ratios": ratios,
+                                                       "arms": results, "ratios": ratios, "errors": errors,
                                                        "sim_vs_live": gaps, "sim_vs_live_sent": gaps_sent},
                                                       indent=2))
     md = ["## Arms (mean [95% t-interval] over repetitions)", "", table(results, keys), "",
