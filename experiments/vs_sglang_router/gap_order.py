@@ -4,7 +4,7 @@ The heuristic arm's windows through ``LiveCluster`` over 2 large + 8 small emula
 requests and actions through ``SimCluster`` replayed at each completion's ``finish - e2e`` (the worker's
 arrival stamp since e55244c; the client's send time before it), at ``mem_fraction_static`` 0.88 and at the
 workers' own ``auto``. Prints, per window: the p50/p99 TTFT gap, the share of requests on the same instance
-and the median per-request TTFT ratio of both groups; writes every request's figures as JSON
+and the median per-request TTFT ratio of both groups, and how many same-instant pairs arrived inverted; writes every request's figures as JSON
 (``{rep, live: {id: [ttft, e2e, cached, pools, instances, start, action]}, s088/sauto/strace: {id: [...]}}``;
 ``strace``: the simulator at the trace arrivals, and the live TTFT with the send lag added back).
 
@@ -71,11 +71,23 @@ def sim_rows(reqs: list[Request], live: dict[int, list[Any]], mem: float | str,
     return {c.request_id: [c.ttft, c.e2e, c.cached_tokens, list(c.pools), list(c.instances)] for c in sim.drain()}
 
 
+def inversions(reqs: list[Request], live: dict[int, list[Any]]) -> str:
+    """Pairs of requests with the same trace time on the same instance, and how many reached it (live start)
+    in the reverse of trace order."""
+    pairs = inverted = 0
+    for k, b in enumerate(reqs):
+        for a in reqs[:k]:
+            if a.arrival == b.arrival and live[a.id][4] == live[b.id][4]:
+                pairs += 1
+                inverted += live[a.id][5] > live[b.id][5]
+    return f"same-instant same-instance pairs {pairs}, inverted live {inverted} ({inverted / max(pairs, 1):.0%})"
+
+
 def main() -> None:
     reps, speedup, out = [int(x) for x in sys.argv[1].split(",")], float(sys.argv[2]), Path(sys.argv[3])
     specs = [WorkerSpec("large", R.LARGE, speedup)] * 2 + [WorkerSpec("small", R.SMALL, speedup)] * 8
     res = []
-    with WorkerFleet(specs, out.with_suffix(".logs")) as fleet:
+    with WorkerFleet(specs, out.with_suffix(".logs"), startup_timeout_s=180.0) as fleet:  # loaded hosts start slowly
         pools = {p: {"urls": fleet.urls(p), "profile": prof, "in_pool": IN_POOL}
                  for p, prof in (("large", R.LARGE), ("small", R.SMALL))}
         for rep in reps:
@@ -105,6 +117,7 @@ def main() -> None:
                   f"lag p50 {np.median(lag):.3f} p99 {np.percentile(lag, 99):.3f}",
                   f"median per-request (sim-live)/lag {np.median((tt - lt)[lag > 0.01] / lag[lag > 0.01]):.2f}",
                   flush=True)
+            print(rep, "order", inversions(reqs, live), flush=True)
             res.append(row)
     out.write_text(json.dumps(res))
 
