@@ -18,6 +18,16 @@ TINY = ["experiment=tiny", "agent.total_timesteps=128", "agent.n_envs=2", "agent
         "episode_length=32", "agent.eval.freq=64"]
 
 
+def run_tune(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """``rlroute tune`` on the tiny setting with a local Ray of 2 CPUs, in a subprocess; asserts it exits 0."""
+    cmd = [sys.executable, "-m", "rlroute.cli", "tune", *TINY, "tune.num_cpus=2", *overrides]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1100,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def test_grid_trials_names_and_eval_commands() -> None:
     from omegaconf import OmegaConf
 
@@ -39,12 +49,8 @@ def test_grid_trials_names_and_eval_commands() -> None:
 def test_local_ray_grid_of_tiny_trials(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune", reason="Ray is the `ray` extra: pip install -e '.[ray]'")
     out = tmp_path / "sweeps"
-    cmd = [sys.executable, "-m", "rlroute.cli", "tune", *TINY, "tune.num_cpus=2", "tune.name=grid",
-           "tune.grid.seed=[0,1]", "tune.grid.agent=[ppo,maskable_ppo]", f"tune.out={out}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1100,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                              p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_tune(tmp_path, "tune.name=grid", "tune.grid.seed=[0,1]", "tune.grid.agent=[ppo,maskable_ppo]",
+                    f"tune.out={out}")
     sweep = json.loads((out / "grid" / "sweep.json").read_text())
     trials = sweep["trials"]
     assert sorted((t["params"]["seed"], t["params"]["agent"]) for t in trials) == [
@@ -64,15 +70,12 @@ def test_local_ray_optuna_search_with_asha(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune", reason="Ray is the `ray` extra: pip install -e '.[ray]'")
     pytest.importorskip("optuna", reason="Optuna is in the `ray` extra: pip install -e '.[ray]'")
     out = tmp_path / "sweeps"
-    cmd = [sys.executable, "-m", "rlroute.cli", "tune", *TINY, "agent.total_timesteps=256", "tune.num_cpus=2",
-           "tune.name=tpe", "tune.search=optuna", "tune.num_samples=4", "tune.asha.grace_period=1",
-           "tune.space={agent.algo.learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-3}, "
-           "agent.algo.n_epochs: {type: choice, values: [2, 3]}}",
-           "tune.points_to_evaluate=[{agent.algo.learning_rate: 5.0e-4, agent.algo.ent_coef: 0.01, agent.algo.n_epochs: 2}]", f"tune.out={out}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1100,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                              p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_tune(tmp_path, "agent.total_timesteps=256", "tune.name=tpe", "tune.search=optuna", "tune.num_samples=4",
+             "tune.asha.grace_period=1",
+             "tune.space={agent.algo.learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-3}, "
+             "agent.algo.n_epochs: {type: choice, values: [2, 3]}}",
+             "tune.points_to_evaluate=[{agent.algo.learning_rate: 5.0e-4, agent.algo.ent_coef: 0.01, "
+             "agent.algo.n_epochs: 2}]", f"tune.out={out}")
     sweep = json.loads((out / "tpe" / "sweep.json").read_text())
     trials = sweep["trials"]
     assert sweep["search"] == "optuna" and len(trials) == 4
