@@ -7,11 +7,10 @@
 # from the repository root, as one `run` call; outputs go under $OUT and are copied into
 # experiments/profiling/results/run5_h100_* . Then, locally: fit_profiles.py, derive_deployments.py,
 # compare_gpus.py, and make derive_deployments.DEPLOYMENTS["tp4"] read the measured rank (drop to_h100).
-# NOT RUN (2026-12-05): seven `run` calls for nvidia-h100-x1 (09:49, 09:59, 10:10, 10:12, 10:23, 10:42, 10:43 UTC) got no machine
-# (406 s of device time spent on the refusals). Until it runs, the H100 TP4 profile carries the H200's
-# measured TP4 rank to the H100 by the TP8 rank's H100/H200 ratios (README, "H100 TP4 profile from the
-# measured TP4 rank"). Expected cost: ~110 s per model at --budget-s 150 plus ~40 s of mixed shapes (run 4 on
-# the H200: TP4 rank 92 s, TP8 rank 89 s).
+# RAN 2026-12-05 12:10 UTC on nvidia-h100-x1 as one `run` call by the lead (the eighth request; the first seven,
+# 09:49-10:43, got no machine: 406 s of device time): env 10 s, step 1 202 s, step 2 55 s (267 s of command time,
+# ~715 s held with start-up). Outputs: results/run5_h100_*, results/run5_mixed_h100_*. README "H100 session".
+# The fit (fit_profiles.py / derive_deployments.py reading the measured rank) is NOT done yet.
 set -euo pipefail
 FLAGS="--compile --prefill-sdpa cudnn --decode-sdpa cudnn"
 MODELS=qwen3-235b-a22b-tp4-rank,qwen3-235b-a22b-tp8-rank
