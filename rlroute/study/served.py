@@ -17,6 +17,7 @@ the guard's answer to a trace it was not built for.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,12 +47,12 @@ def calibration_obs(run_dir: Path, cfgs: Sequence[DictConfig], n: int, seed: int
     act = greedy_actor(model, norm, algo)
     halves: list[list[np.ndarray]] = [[], []]
     for i, cfg in enumerate(cfgs):
-        for h, base in enumerate((101, 20_101)):
-            env = build_env(cfg, "val")
-            try:
+        env = build_env(cfg, "val")  # one env per scenario: each half resets it with its own seeds
+        try:
+            for h, base in enumerate((101, 20_101)):
                 halves[h].append(record_observations(env, per, seed + base + 1_000 * i, act).obs)
-            finally:
-                env.close()
+        finally:
+            env.close()
     path = run_dir / CALIB_FILE
     np.save(path, np.concatenate([np.concatenate(halves[0]), np.concatenate(halves[1])]))
     return path
@@ -80,8 +81,6 @@ def served_policy(folder: Path, name: str) -> Any:
 
 def guard_facts(folders: Sequence[Path]) -> dict[str, Any]:
     """Per training run: the guard's calibration record (thresholds' false-positive rate on validation)."""
-    import json
-
     facts = []
     for f in folders:
         ood = json.loads((Path(f) / "manifest.json").read_text()).get("ood") or {}
