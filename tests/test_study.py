@@ -116,6 +116,13 @@ def test_unknown_scenario_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     study.scenarios, study.regimes = ["tiny"], {"dedicated": [], "colocated": ["cluster=colocated"]}  # type: ignore[attr-defined]
     assert runner.scenario_overrides(study) == {  # type: ignore[arg-type]
         "tiny": ["experiment=tiny"], "tiny+colocated": ["experiment=tiny", "cluster=colocated"]}
+    study.builtin["tiny2"] = ["experiment=tiny", "workload.rate=7"]  # type: ignore[attr-defined]
+    study.scenarios = ["tiny", "tiny2"]  # type: ignore[attr-defined]
+    # regime-major: a run cut short keeps whole regimes
+    assert list(runner.scenario_overrides(study)) == [  # type: ignore[arg-type]
+        "tiny", "tiny2", "tiny+colocated", "tiny2+colocated"]
+    study.regimes = {"colocated": ["cluster=colocated"]}  # type: ignore[attr-defined]
+    assert list(runner.scenario_overrides(study)) == ["tiny+colocated", "tiny2+colocated"]  # type: ignore[arg-type]
 
 
 def test_domain_randomisation_draws_load_pools_and_prices() -> None:

@@ -83,12 +83,16 @@ def scenario_overrides(study: DictConfig) -> dict[str, list[str]]:
     if missing:
         raise ValueError(f"study.scenarios: {missing} not found in {where}; known: {sorted(known)}")
     regimes = {str(k): [str(o) for o in v] for k, v in (study.get("regimes") or {"": []}).items()}
+    if sum(not extra for extra in regimes.values()) > 1:
+        raise ValueError(f"study.regimes: at most one regime may have no overrides (it keeps the scenario's "
+                         f"name); got {regimes}")
     out = {}
-    for s in wanted:
-        for regime, extra in regimes.items():
-            # The first regime keeps the scenario's own name; the others are suffixed (`token_api+colocated`).
-            name = s if regime == next(iter(regimes)) else f"{s}+{regime}"
-            out[name] = [*known[s], *extra]
+    # Regime-major: every scenario of the first regime runs before any of the next (a run cut short keeps
+    # whole regimes). The regime without overrides (the scenario's own cluster) keeps the scenario's name;
+    # the others are suffixed (`token_api+colocated`), also when run alone.
+    for regime, extra in regimes.items():
+        for s in wanted:
+            out[s if not extra else f"{s}+{regime}"] = [*known[s], *extra]
     return out
 
 
