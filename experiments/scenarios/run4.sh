@@ -7,7 +7,7 @@ RL=${RLROUTE:-rlroute}
 PF=("scenarios=[provisioned_fleet]" total_timesteps=245760 "references=[quality_oracle]" "overrides=['agent.quality_baseline=small']")
 WS=(total_timesteps=40960 "references=[reward_oracle,quality_oracle]" "overrides=['agent.warm_start.teacher=supervised']")
 COMMON=(train_seeds=5 test_windows=10 runs_dir=outputs/study/run4)
-D="regimes={dedicated: []}"; C="regimes={colocated: [cluster=colocated]}"
+D="regimes={dedicated: []}"; C="regimes={colocated: ['cluster=colocated']}"
 mkdir -p outputs/study/run4
 (
   $RL study "${PF[@]}" "$D" "${COMMON[@]}"
@@ -16,6 +16,6 @@ mkdir -p outputs/study/run4
   $RL study "scenarios=[multiturn_cache]" "${WS[@]}" "$C" "${COMMON[@]}"
 ) > outputs/study/run4/chain1.log 2>&1 &
 (
-  $RL study "scenarios=[budgeted,token_api]" "${WS[@]}" "regimes={dedicated: [], colocated: [cluster=colocated]}" "${COMMON[@]}"
+  $RL study "scenarios=[budgeted,token_api]" "${WS[@]}" "regimes={dedicated: [], colocated: ['cluster=colocated']}" "${COMMON[@]}"
 ) > outputs/study/run4/chain2.log 2>&1 &
 wait
