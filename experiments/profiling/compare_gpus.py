@@ -7,9 +7,8 @@ sizes them for 80 GB on either) and writes ``results/h200_vs_h100.json``:
 * ``step_ratio``: H200 / H100 CUDA-graph step time per model measured on both (Qwen3-4B, Qwen3-8B, the
   235B TP8 rank), over the shapes both measured: median, range, per mode, and the median per stage;
 * ``profile_ratio``: H200 / H100 of the step times each profile is fitted to (measured for 4B / 8B; for the
-  TP4 large pool the derived FP8 TP4 steps: on the H200 from the measured TP4 rank, on the H100 from the same
-  rank carried over by the TP8 rank's per-stage H100 / H200 ratios, ``derive_deployments.to_h100``, so that
-  ratio is the TP8 rank's GPU ratio by construction);
+  TP4 large pool the derived FP8 TP4 steps, each from the TP4 rank measured on that GPU: run 4 on the H200,
+  run 5 on the H100);
 * ``tp4_rescale_check``: ``derive_deployments.TP4_SCALE`` (the rule the H100 TP4 profile used until
   2026-12-05, now superseded) applied to the H200 TP8 rank against the TP4 rank measured on the same H200
   (bf16 rank steps, and the full derived FP8 + all-reduce steps).
@@ -95,13 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                                             h200[key]["shapes"] + (h200m.get(key) or {}).get("shapes", []))
     for key in ("qwen3-4b", "qwen3-8b"):
         out["profile_ratio"][key] = dict(step=out["step_ratio"][key]["all"])
-    tp4_h100 = derived([dd.to_h100(s) for s in h200[TP4]["shapes"]], "tp4")
+    tp4_h100 = derived(fp.load(fp.RUN5[0])["models"][TP4]["shapes"], "tp4")
     tp4_h200 = derived(h200[TP4]["shapes"], "tp4_h200")
     common = sorted(set(tp4_h100) & set(tp4_h200))
     out["profile_ratio"]["qwen3-235b-a22b-fp8 TP4"] = dict(
         step=stats([tp4_h200[k] / tp4_h100[k] for k in common]),
-        note="H200 from the measured TP4 rank, H100 from the same rank x the TP8 rank's H100/H200 stage ratios; "
-             "both + FP8 x1/1.6 + all-reduces")
+        note="each from the TP4 rank measured on that GPU (H200 run 4, H100 run 5) + FP8 x1/1.6 + all-reduces")
     # TP4_SCALE on the H200's own TP8 rank vs the TP4 rank measured beside it (same GPU, same shapes)
     tp8, tp4 = by_shape(h200[TP8]["shapes"] + h200m[TP8]["shapes"]), by_shape(h200[TP4]["shapes"] + h200m[TP4]["shapes"])
     common = sorted(set(tp8) & set(tp4))

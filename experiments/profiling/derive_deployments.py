@@ -9,14 +9,9 @@ ASSUMPTIONS (each also in the profile's ``derivation`` block):
 
 * **TP4 on the H200** (``tp4_h200``): the TP4 rank itself (16 query heads, 1 KV head, every expert's
   intermediate 1536 / 4 = 384, vocab / 4) was measured in bf16 on one H200 (run 4), so no stage is rescaled.
-* **TP4 on the H100** (``tp4``, the default large pool): no H100 could be leased for the TP4 rank on
-  2026-12-05 (the H100 session, ``gpu_session_h100.sh``, got no machine), so the H200's measured TP4 rank is
-  carried to the H100 by the **measured GPU ratio of the other 235B rank**: each stage of each shape is
-  multiplied by H100 / H200 of that stage of the TP8 rank on the same shape (run 2 + run 3 on the H100, run 4
-  on the H200; every shape was measured on both), and the whole step by that shape's H100 / H200 TP8 step
-  ratio (median 1.06, range 0.99-1.11). ASSUMED: a stage's GPU ratio is the same for the TP4 rank as for the
-  TP8 rank (same kernels and per-layer structure, twice the columns; where the wider TP4 stage is more
-  bandwidth-bound the H200 gains more on it, so the H100 figure is, if anything, slightly optimistic).
+* **TP4 on the H100** (``tp4``, the default large pool): the TP4 rank measured in bf16 on one H100 (run 5,
+  ``gpu_session_h100.sh``), like the H200's. Until run 5 the H200's rank was carried to the H100 by the TP8 rank's
+  per-stage H100 / H200 ratios (median 1.063); the TP4 rank's own measured ratio is 1.071 (README "H100 session").
 * For every TP4 profile, still derived: the FP8 factor and the all-reduces (one GPU measures neither; the
   H200 has the H100's tensor cores and NVLink4, so the same values are assumed for both). TP all-reduces:
   ring over 4 GPUs, ``2 (n - 1) / n = 1.5`` of the bytes on the bus.
@@ -85,36 +80,6 @@ def _all_reduce_s(tokens: int, tp: int) -> float:
     return fp.AR_LATENCY_S + 2 * (tp - 1) / tp * tokens * HIDDEN * 2 / fp.AR_BUSBW
 
 
-def _key(shape: dict[str, Any]) -> tuple[str, int, int, int, int]:
-    return shape["mode"], shape["n_seqs"], shape["seq_len"], shape["ctx"], shape.get("dec_b", 0)
-
-
-@cache
-def _tp8_rank_by_gpu() -> tuple[dict[Any, dict[str, Any]], dict[Any, dict[str, Any]]]:
-    """The TP8 rank's shapes (fit/held-out and mixed) measured on the H100 (runs 2, 3) and on the H200 (run 4)."""
-    def shapes(*files: str) -> dict[Any, dict[str, Any]]:
-        return {_key(s): s for f in files for s in (fp.load(f)["models"].get(fp.DERIVED_KEY) or {}).get("shapes", [])}
-
-    return shapes(fp.DERIVED_FILE, fp.MIXED_FILE), shapes(*fp.RUNS["h200"][:2])
-
-
-def to_h100(shape: dict[str, Any]) -> dict[str, Any]:
-    """An H200 TP4-rank shape carried to the H100 by the TP8 rank's measured H100 / H200 ratios on the same
-    shape: per stage for ``ops``, whole step for ``step_ms``; ``composed_ms`` is recomputed from the new ops."""
-    h100, h200 = _tp8_rank_by_gpu()
-    k = _key(shape)
-    if k not in h100 or k not in h200:
-        raise KeyError(f"shape {k}: the TP8 rank was not measured on both GPUs, no H100/H200 ratio")
-    ops = {op: v * h100[k]["ops"][op] / h200[k]["ops"][op] for op, v in shape["ops"].items()}
-    return dict(shape, ops=ops, step_ms=shape["step_ms"] * h100[k]["step_ms"] / h200[k]["step_ms"],
-                composed_ms=_composed(ops) * shape["composed_ms"] / _composed(shape["ops"]))
-
-
-def _composed(ops: dict[str, float]) -> float:
-    head = ("embed", "final_norm", "lm_head", "sample")
-    return sum(ops[op] for op in head) + LAYERS * sum(v for op, v in ops.items() if op not in head)
-
-
 # Tensor-parallel group size per kind (``tp4_rescaled``: the superseded rule, not a written profile)
 TP_OF = {"tp4": 4, "tp4_h200": 4, "tp4_rescaled": 4, "ep8": 8}
 
@@ -124,7 +89,7 @@ def rank_ops(shape: dict[str, Any], kind: str) -> dict[str, float]:
     or the measured TP8 rank's rescaled to the ``ep8`` rank or, by the superseded rule, to a TP4 rank
     (``tp4_rescaled``)."""
     ops = dict(shape["ops"])
-    if kind in ("tp4", "tp4_h200"):  # measured TP4 ranks (tp4: carried to the H100 by to_h100 beforehand)
+    if kind in ("tp4", "tp4_h200"):  # measured TP4 ranks
         return ops
     prefill = shape["prefill_tokens"] > 0
     if kind == "tp4_rescaled":
@@ -154,10 +119,9 @@ def derive_step(shape: dict[str, Any], kind: str, fp8_speedup: float = fp.FP8_SP
 _TP4 = "TP4 (two replicas per 8-GPU node; SGLang's recommended layout for the FP8 checkpoint)"
 _MEASURED_TP4 = "the bf16 TP4 rank of Qwen3-235B-A22B measured on one {} (CUDA graphs; no stage rescaled)"
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
-    "tp4": dict(stem="qwen3-235b-a22b-fp8__h100x4", gpus=4, tp=4, what=_TP4, gpu="h100", file=fp.RUNS["h200"][0],
-                mixed=fp.RUNS["h200"][1], rank="qwen3-235b-a22b-tp4-rank", command=fp.RUN4_COMMAND, to_h100=True,
-                measured="the bf16 TP4 rank of Qwen3-235B-A22B measured on one H200 (CUDA graphs), each stage x the H100 / "
-                         "H200 ratio of the TP8 rank measured on both GPUs on the same shape"),
+    "tp4": dict(stem="qwen3-235b-a22b-fp8__h100x4", gpus=4, tp=4, what=_TP4, gpu="h100", file=fp.RUN5[0],
+                mixed=fp.RUN5[1], rank="qwen3-235b-a22b-tp4-rank", command=fp.RUN5[2],
+                measured=_MEASURED_TP4.format("H100")),
     "ep8": dict(stem="qwen3-235b-a22b-fp8-ep__h100x8", gpus=8, tp=8, gpu="h100", file=fp.DERIVED_FILE,
                 mixed=fp.MIXED_FILE, rank=fp.DERIVED_KEY, command=fp.RUN2_COMMAND,
                 what="TP8 attention + EP8 experts (--tp 8 --ep-size 8), one instance per 8-GPU node",
@@ -175,11 +139,6 @@ def write_profile(kind: str, profiles_dir: Path) -> dict[str, Any]:
     data = fp.load(dep["file"])
     env, entry = data["env"], dict(data["models"][dep["rank"]])
     mixed = fp.load(dep["mixed"])["models"].get(dep["rank"])
-    if dep.get("to_h100"):
-        h100_env = fp.load(fp.DERIVED_FILE)["env"]
-        env = dict(env, gpu=h100_env["gpu"], date=f"{env['date']} (TP4 rank, H200) x {h100_env['date']} (TP8 rank, H100)")
-        entry["shapes"] = [to_h100(s) for s in entry["shapes"]]
-        mixed = dict(mixed, shapes=[to_h100(m) for m in mixed["shapes"]]) if mixed else None
     shapes = [dict(s, ops=rank_ops(s, kind)) for s in entry["shapes"]]  # scaled ops: g from the rank's kernel
     y = np.array([derive_step(s, kind) for s in entry["shapes"]])
     ev = fp.evaluate(shapes, y)
@@ -217,17 +176,9 @@ def write_profile(kind: str, profiles_dir: Path) -> dict[str, Any]:
             f"{fp.AR_BUSBW / 1e9:.0f} GB/s (fit_profiles.AR_*: custom all-reduce on NVSwitch, ~80 % of NVLink4; a "
             "2xH100 node measured 329 GB/s); one GPU measures neither, and the H200 has the H100's tensor cores and "
             "NVLink4, so both GPUs use the same values; no end-to-end SGLang TP4 run yet"))
-    if dep.get("to_h100"):
-        doc["derivation"].update(
-            measured_on="NVIDIA H200 (the TP4 rank, run 4); carried to the H100 by the TP8 rank measured on both GPUs",
-            gpu_ratio=("each stage x H100 / H200 of the same stage of the TP8 rank on the same shape, the step x the "
-                       "TP8 rank's step ratio (runs 2 + 3 on the H100, run 4 on the H200)"),
-            still_assumed=doc["derivation"]["still_assumed"] + "; and that a stage's H100 / H200 ratio is the same "
-                          "for the TP4 rank as measured for the TP8 rank (no H100 could be leased for the TP4 rank)")
     fp.finish_profile(profiles_dir / f"{dep['stem']}.derived.yaml", doc,
                       "Written by .venv/bin/python experiments/profiling/derive_deployments.py from experiments/profiling/"
                       f"results/{dep['file']} and {dep['mixed']}"
-                      + (f" (x {fp.DERIVED_FILE}, {fp.MIXED_FILE}: H100 / H200)" if dep.get("to_h100") else "")
                       + "; see experiments/profiling/README.md",
                       shapes, y, ms, ym, ev, entry["spec"])
     return dict(stem=dep["stem"], headline=fp.headline(entry["shapes"], y), simulator=ev["simulator"],

@@ -53,6 +53,9 @@ RUN_COMMAND = f"{_PROFILE} {_FLAGS} --budget-s 165 --out $OUT"  # run 1
 RUN2_COMMAND = f"{_PROFILE} --models qwen3-235b-a22b-tp8-rank,qwen3-4b {_FLAGS} --budget-s 170 --out $OUT"
 _H200_MODELS = "--models qwen3-4b,qwen3-8b,qwen3-235b-a22b-tp4-rank,qwen3-235b-a22b-tp8-rank"
 RUN4_COMMAND = f"{_PROFILE} {_H200_MODELS} {_FLAGS} --budget-s 150 --out $OUT/run4"  # H200 (gpu_session.sh)
+RUN5_COMMAND = (f"{_PROFILE} --models qwen3-235b-a22b-tp4-rank,qwen3-235b-a22b-tp8-rank {_FLAGS} --budget-s 150 "
+                "--out $OUT/run5")  # H100, the 235B ranks again (gpu_session_h100.sh)
+RUN5 = ("run5_h100_measurements.json", "run5_mixed_h100_measurements.json", RUN5_COMMAND)
 FIT_COMMAND = ".venv/bin/python experiments/profiling/fit_profiles.py"
 # Total memory nvidia-smi reports, the figure SGLang sizes mem_fraction_static against: an H100 80GB HBM3
 # 81,559 MiB (85.52 GB), an H200 143,771 MiB (150.75 GB; both read on the device machines, KINDS.md / run 4).
