@@ -277,6 +277,9 @@ def main() -> None:
     ap.add_argument("--fault-stream-share", type=float, default=0.5,
                     help="fault run through the router: share of requests (by id hash) that stream (SSE)")
     ap.add_argument("--split", default="test", help="workload split the windows are drawn from")
+    ap.add_argument("--breaker-cooldown-s", type=float, default=None,
+                    help="rlroute_http_* arms: the router's breaker_cooldown_s (default 60 / speedup: sglang-router's "
+                         "60 s in trace time, as the kill schedule is; see README 'fault run')")
     ap.add_argument("--startup-timeout", type=float, default=300.0,
                     help="wall seconds a worker may take to answer /health (start and restart; a loaded machine)")
     args = ap.parse_args()
@@ -325,10 +328,15 @@ def main() -> None:
             arms["all_small"] = lambda reqs: run_sglang(reqs, {"small": small_url}, 0.0, args.speedup, cost_model,
                                                         args.stream)
             if args.http:
-                http = {"rlroute_http_heuristic": (None, [])}
+                # The router's reliability clocks run in wall seconds while the workers and the kill schedule run
+                # `speedup` x faster: an unscaled 60 s cooldown spans 5 kills at speedup 5 and the open breakers
+                # pile up (README, "fault run").
+                cooldown = args.breaker_cooldown_s if args.breaker_cooldown_s is not None else 60.0 / args.speedup
+                timing = [f"breaker_cooldown_s={cooldown}"]
+                http = {"rlroute_http_heuristic": (None, timing)}
                 if args.policy is not None:
-                    http |= {"rlroute_http_ppo": (args.policy, []),
-                             "rlroute_http_ppo_noguard": (args.policy, ["ood.enabled=false"])}
+                    http |= {"rlroute_http_ppo": (args.policy, timing),
+                             "rlroute_http_ppo_noguard": (args.policy, [*timing, "ood.enabled=false"])}
                 for name, (pol, extra) in http.items():
                     arms[name] = http_arm(fleet, pol, logs, name, extra, args.speedup, cost_model)
             if args.arms:
