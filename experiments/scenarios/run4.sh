@@ -7,7 +7,9 @@ RL=${RLROUTE:-rlroute}
 PF=("scenarios=[provisioned_fleet]" total_timesteps=245760 "references=[quality_oracle]" "overrides=['agent.quality_baseline=small']")
 WS=(total_timesteps=40960 "references=[reward_oracle,quality_oracle]" "overrides=['agent.warm_start.teacher=supervised']")
 COMMON=(train_seeds=5 test_windows=10 runs_dir=outputs/study/run4)
-D="regimes={dedicated: []}"; C="regimes={colocated: ['cluster=colocated']}"
+# A `regimes={...}` override is merged into conf/study.yaml's regimes by Hydra (it does not replace them):
+# `~regimes.colocated` drops the colocated regime, `~regimes.dedicated` the dedicated one.
+D="~regimes.colocated"; C="~regimes.dedicated"
 mkdir -p outputs/study/run4
 (
   $RL study "${PF[@]}" "$D" "${COMMON[@]}"
