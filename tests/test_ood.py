@@ -202,3 +202,79 @@ def test_clock_is_ignored_log_features_get_a_factor_and_a_recurring_minimum_does
     assert (no_atoms.scores(on_atom)[0][:, sys] > guard.scores(on_atom)[0][:, sys]).all()
     flagged, drift2 = guard.check(on_atom[0])
     np.testing.assert_allclose(np.sqrt(drift2), guard.scores(on_atom[:1])[0][0], rtol=1e-5)
+
+
+def lengths(n: int, seed: int, top: float = 0.835) -> np.ndarray:
+    """Gaussian observations whose features 5 and 6 are lengths on the ``log1p(2048)`` scale of
+    ``request.input_tokens`` (cap 1.0): 5 up to ``top`` (0.835: ~9k tokens), 6 up to its cap."""
+    x = gaussian(n, seed)
+    rng = np.random.default_rng(seed + 1000)
+    x[:, 5] = rng.uniform(0.3, top, n)
+    x[:, 6] = np.minimum(rng.uniform(0.3, 1.05, n), 1.0)
+    return x
+
+
+LOG_NORM = np.where(np.isin(np.arange(DIM), [5, 6]), np.log1p(2048.0), 0.0)
+SATURATION = ((5, 1.0), (6, 1.0))
+
+
+def test_a_saturated_length_never_at_its_cap_in_training_is_refused() -> None:
+    """Feature 5's training maximum 0.835 lies within the range factor 4 of its cap (0.835 + log 4 / log1p(2048)
+    = 1.017): a saturated value — any length at or beyond the cap — is out of range, a longer length below the
+    cap is not; feature 6 reached its cap in training and keeps its range. A guard file written before the
+    saturation limit (no ``saturation``) widens past the cap, as calibrated: it cannot refuse the saturated
+    length (the parity bench's 40k-80k-token prompts, experiments/parity/README.md)."""
+    stats = ObsStats.from_obs(lengths(5000, 40), "test: train")
+    fit = lengths(2000, 41)
+    fit[:4, 5] = 1.0  # 4 of 2,000 validation lengths beyond the cap: counted, the thresholds still met
+    guard, record = calibrate(stats, SLICES, fit, lengths(2000, 42), log_norm=LOG_NORM, saturation=SATURATION)
+    assert record["saturated_fit"] == 4 / 2000 and record["meets_target"]
+    assert guard.below_cap[5] and not guard.below_cap[6]
+    req = BLOCKS.index("request")
+    base = lengths(300, 43)
+    out0 = guard.scores(base)[1][:, req]
+    sat, longer, other = base.copy(), base.copy(), base.copy()
+    sat[:, 5] = 1.0
+    longer[:, 5] = 0.95  # ~22k tokens: beyond training's ~9k, within the factor 4
+    other[:, 6] = 1.0
+    assert guard.scores(sat)[1][:, req].all()
+    assert (guard.scores(longer)[1][:, req] == out0).all() and (guard.scores(other)[1][:, req] == out0).all()
+    assert guard.check(sat[0])[0] and (OodGuard.from_json(guard.to_json()).flags(sat)).all()
+    old = OodGuard.from_json({k: v for k, v in guard.to_json().items() if k != "saturation"})
+    assert old.saturation == () and (old.scores(sat)[1][:, req] == out0).all()
+
+
+@pytest.mark.parametrize("bad,message", [([[5]], "saturation must be"), ("cap", "saturation must be"),
+                                         ([[99, 1.0]], "saturation index 99")])
+def test_a_malformed_saturation_field_is_an_error_naming_it(bad: Any, message: str) -> None:
+    stats = ObsStats.from_obs(lengths(500, 50), "test: train")
+    guard = OodGuard(stats, SLICES, np.ones(3), log_norm=LOG_NORM, saturation=SATURATION)
+    with pytest.raises(ValueError, match=message):
+        OodGuard.from_json({**guard.to_json(), "saturation": bad})
+
+
+def test_router_loads_an_old_guard_file_and_falls_back_on_a_malformed_one(tmp_path: Path) -> None:
+    """The parity bench's exported policy: without ``saturation`` (a file written before it) the router
+    loads it guarded, with the saturation limit off; with a malformed one the folder is ``policy_corrupt``,
+    which the router answers with its fallback (``rlroute.serve.decision.load`` never raises)."""
+    import json
+    import shutil
+
+    from rlroute.bench.parity import DEFAULT_POLICY
+    from rlroute.serve.decision import load
+
+    if not json.loads((DEFAULT_POLICY / "manifest.json").read_text()).get("ood"):
+        pytest.skip(f"{DEFAULT_POLICY} has no OOD guard")
+    for name, edit, reason in (("old", lambda o: o.pop("saturation", None), None),
+                               ("bad", lambda o: o.update(saturation=[["x", 1.0]]), "policy_corrupt")):
+        folder = tmp_path / name
+        shutil.copytree(DEFAULT_POLICY, folder)
+        m = json.loads((folder / "manifest.json").read_text())
+        edit(m["ood"])
+        (folder / "manifest.json").write_text(json.dumps(m))
+        got = load(str(folder), None)
+        assert got.reason == reason, got.detail
+        if reason is None:
+            assert got.policy is not None and got.policy.guard is not None and got.policy.guard.saturation == ()
+        else:
+            assert got.policy is None and "saturation" in (got.detail or "")

@@ -8,8 +8,11 @@ the bench's pools (1 large + 2 small emulated workers, :class:`rlroute.bench.par
 * a replayed window of held-out conversations (the ``all`` split) is mostly decided by the policy: the
   guard's refusals are counted exactly in ``/metrics``, and bounded loosely here (the false-positive rate
   is measured by ``experiments/parity/ood.py``: 0.67 % of 1,500 replayed decisions; a test asserts no rate);
-* prompts repeated to ~40k pseudo-tokens — length statistics unlike training (longest ~6k) — fall back
-  with ``out_of_distribution``, counted in ``/metrics``, with the per-block drift gauges exported;
+* prompts repeated to ~40k and ~80k pseudo-tokens — length statistics unlike training (longest ~9k) —
+  fall back with ``out_of_distribution``, counted in ``/metrics``, with the per-block drift gauges
+  exported. Both lie beyond ``request.input_tokens``' cap (32,768), where the feature saturates: with
+  training lengths up to ~9k the widened range reaches past the cap, and only the guard's saturation limit
+  (``rlroute/export/ood.py``) tells them from typical prompts (without it neither was refused);
 * ``ood.enabled=false`` serves the same long prompt with the policy.
 
 Slow (about a minute: 4 processes, ~70 requests). Every process is stopped by PID in a ``finally``.
@@ -27,7 +30,7 @@ from rlroute.bench import parity as P
 from tests.test_serve import metric
 
 N_TYPICAL, N_LONG = 60, 6
-LONG_CHARS = 160_000  # ~40k pseudo-tokens (4 bytes each): beyond the longest synthetic prompt (~6k)
+LONG_CHARS = (160_000, 320_000)  # ~40k and ~80k pseudo-tokens (4 bytes each), beyond the cap of 32,768
 REASON = "out_of_distribution"
 
 
@@ -41,10 +44,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P._Server]:
 
 
 def long_bodies(n: int) -> list[dict]:
-    """``n`` held-out prompts, each repeated to at least ``LONG_CHARS`` characters."""
+    """``n`` held-out prompts, each repeated to at least ``LONG_CHARS`` characters (alternately)."""
     out = []
-    for r in P._window(n, 9.6, 21):
-        text = " ".join([r.prompt] * (LONG_CHARS // (len(r.prompt) + 1) + 1))
+    for i, r in enumerate(P._window(n, 9.6, 21)):
+        chars = LONG_CHARS[i % len(LONG_CHARS)]
+        text = " ".join([r.prompt] * (chars // (len(r.prompt) + 1) + 1))
         out.append({"text": text, "sampling_params": {"max_new_tokens": 8}})
     return out
 

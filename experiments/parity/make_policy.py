@@ -8,8 +8,12 @@ bench's own setting (simulator, 1 large + 2 small, synthetic workload at 5 / 10 
 requests each, starting at six evenly spaced times of day, seed heuristic driving), labelled by a
 hand-set rule, and the actor of a freshly initialised SB3 PPO
 (``MlpPolicy``, 2x64) is fitted to the labels by cross-entropy; the result goes through ``rlroute
-export`` (ONNX, manifest, ONNX-vs-torch verification) unchanged, without an out-of-distribution guard
-(the bench decides without it on both sides).
+export`` (ONNX, manifest, ONNX-vs-torch verification) unchanged. Its out-of-distribution guard (which the
+bench leaves off on both sides; ``tests/test_serve_ood.py`` and ``ood.py`` use it) takes its statistics
+from ``train`` windows and its thresholds from ``val`` windows at 2 / 4 / 8 / 16 req/s twice, the fitted
+policy deciding: a span that contains the bench's replay rate (0.6 x the knee: 2.4 req/s at schema v4,
+knee 4) — at 5 / 10 / 20 req/s, the actor's rates, the guard flagged 6.3 % of the replay's decisions
+(``README.md``).
 
 The rule: ``score = complexity + 0.3 * cache.small.best_match_ratio - 0.5 * system.large.load_per_available``
 (all normalised features), cut at its 40th and 70th percentiles on the recorded data: small below,
@@ -95,6 +99,7 @@ def main() -> None:
     from rlroute.serve.decision import PolicySlot
 
     rates = (5.0, 10.0, 20.0) * 2
+    guard_rates = (2.0, 4.0, 8.0, 16.0) * 2
     obs = record(rates, a.per_rate)
     y = labels(obs)
     model = fit(obs, y, a.seed, a.steps)
@@ -109,8 +114,8 @@ def main() -> None:
         # experiments/parity/ood.py use it): training statistics from train windows with the fitted policy
         # deciding, thresholds calibrated on val windows (the first half fits, the second measures).
         slot = PolicySlot(str(Path(tmp) / "bare"), 0.0, {})
-        np.save(Path(tmp) / "train.npy", record(rates, a.per_rate, "train", 100, slot))
-        np.save(Path(tmp) / "val.npy", record(rates, a.per_rate, "val", 200, slot))
+        np.save(Path(tmp) / "train.npy", record(guard_rates, a.per_rate, "train", 100, slot))
+        np.save(Path(tmp) / "val.npy", record(guard_rates, a.per_rate, "val", 200, slot))
         m = export_policy(a.out, default_config(), run_dir=run, obs_file=str(Path(tmp) / "obs.npy"),
                           overwrite=True, seed=a.seed,
                           ood={"obs_file": str(Path(tmp) / "train.npy"), "calib_file": str(Path(tmp) / "val.npy")})

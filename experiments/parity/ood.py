@@ -12,7 +12,9 @@ from the ``train`` split of the bench's setting, thresholds calibrated on its ``
   window on freshly started workers and router (as the bench and the training episodes start);
   false-positive rate = the share of the router's decisions with reason ``out_of_distribution`` (its
   decision log), checked against its ``rlroute_router_fallbacks_total`` counter. Windows use seeds 11+
-  (windows 1-3 were used while redesigning the score: ``rlroute/export/ood.py``);
+  (windows 1-3 were used while redesigning the score: ``rlroute/export/ood.py``). Each refusal is explained
+  (``why``: blocks, features out of range, largest z-scores), and the same windows are also run through
+  the simulator alone (``sim_only``): the flags a live host does not add;
 * **shifted trace** — the same kind of windows with every prompt repeated ``--shift`` times (input-length
   statistics ``--shift`` x training's), through the router the same way: true-positive rate = share flagged;
 * **warm server** (``--warm``, reported apart): the replay windows back to back through one router and
@@ -67,22 +69,47 @@ def _counter(url: str) -> float:
     return total
 
 
-def _replay_rate(server: Any, reqs: list[Any], speedup: float) -> dict[str, Any]:
-    """Replay ``reqs`` through ``server``; its OOD refusals (decision log) and its counter's total."""
+def _why(guard: Any, obs: np.ndarray) -> dict[str, Any]:
+    """Why the flagged observations ``obs`` were refused: per block, how many drifted past their threshold
+    or had a feature out of range, how often each feature was out of range, and how often each feature was
+    among an observation's three largest (capped) squared z-scores."""
+    from collections import Counter
+
+    from rlroute.export.ood import ATOM_COUNT, BLOCKS, VAR_FLOOR, Z_CAP
+    from rlroute.features import SCHEMA
+
+    drift, out = guard.scores(obs)
+    names = Counter(SCHEMA.names[j] for j in np.nonzero(guard.out_of_range(obs))[1])
+    z2 = np.minimum((obs - guard.stats.mean) ** 2 / (guard.stats.var + VAR_FLOOR), Z_CAP**2)
+    z2[:, list(guard.ignored)] = 0.0
+    if guard.stats.at_low is not None:  # on a recurring training minimum: no deviation (as the guard scores)
+        z2[(guard.stats.at_low >= ATOM_COUNT) & (obs <= guard.stats.low.astype(np.float32))] = 0.0
+    top = Counter(SCHEMA.names[j] for row in np.argsort(-z2, axis=1)[:, :3] for j in row)
+    return {"drift_over": {b: int((drift[:, i] > 1).sum()) for i, b in enumerate(BLOCKS)},
+            "out_of_range": {b: int(out[:, i].sum()) for i, b in enumerate(BLOCKS)},
+            "features_out_of_range": dict(names.most_common()), "top_z_features": dict(top.most_common(8))}
+
+
+def _replay_rate(server: Any, reqs: list[Any], speedup: float, guard: Any) -> dict[str, Any]:
+    """Replay ``reqs`` through ``server``; its OOD refusals (decision log, with why: :func:`_why`, from the
+    observations the router logged) and its counter's total."""
     decided, _, _, _ = P._replay(server, reqs, speedup)
     flags = [decided[i]["reason"] == REASON for i in range(len(reqs))]
     first = next((i for i, f in enumerate(flags) if f), None)
+    flagged = [i for i, f in enumerate(flags) if f]
+    why = _why(guard, np.array([decided[i]["obs"] for i in flagged], dtype=np.float32)) if flagged else {}
     return {"n": len(flags), "flagged": int(sum(flags)), "rate": float(np.mean(flags)), "first_flagged": first,
+            "flagged_at": flagged, "why": why,
             "other_fallbacks": int(sum(1 for d in decided.values() if d["source"] == "fallback"
                                        and d["reason"] != REASON)), "counter": _counter(server.router.url)}
 
 
-def _fresh(policy: Path, speedup: float, reqs: list[Any], seed: int) -> dict[str, Any]:
+def _fresh(policy: Path, speedup: float, reqs: list[Any], seed: int, guard: Any) -> dict[str, Any]:
     """One window on freshly started workers and router."""
     with tempfile.TemporaryDirectory(prefix="rlroute-ood-") as tmp:
         server = P._Server(policy, speedup, Path(tmp), None, guard=True)
         try:
-            return {"seed": seed, **_replay_rate(server, reqs, speedup)}
+            return {"seed": seed, **_replay_rate(server, reqs, speedup, guard)}
         finally:
             server.close()
 
@@ -106,10 +133,15 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load
         val.append(float(guard.flags(obs).mean()))
     knee, _ = P._knee(lambda rate: P._client_requests(P._window(n, rate, 1), exact=True), slot)  # the bench's
     rate = load * knee
+    sim_replay = []  # the replay's windows in the simulator alone: what the guard flags without a live host
+    for seed in range(11, 11 + windows):
+        obs, _, _, _ = P._run_sim(P._client_requests(P._window(n, rate, seed), exact=True), slot)
+        sim_replay.append({"seed": seed, "flagged_at": np.nonzero(guard.flags(obs))[0].tolist()})
     t0 = time.monotonic()
-    replay = [_fresh(policy, speedup, P._client_requests(P._window(n, rate, seed), exact=True), seed)
+    replay = [_fresh(policy, speedup, P._client_requests(P._window(n, rate, seed), exact=True), seed, guard)
               for seed in range(11, 11 + windows)]
-    shifted = [_fresh(policy, speedup, P._client_requests(_shifted(P._window(n, rate, seed), shift), exact=True), seed)
+    shifted = [_fresh(policy, speedup, P._client_requests(_shifted(P._window(n, rate, seed), shift), exact=True), seed,
+                      guard)
                for seed in range(11, 11 + shift_windows)]
     warm_rows = []
     if warm:
@@ -118,7 +150,7 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load
             try:
                 for seed in range(11, 11 + windows):
                     reqs = P._client_requests(P._window(n, rate, seed), exact=True)
-                    warm_rows.append({"seed": seed, **_replay_rate(server, reqs, speedup)})
+                    warm_rows.append({"seed": seed, **_replay_rate(server, reqs, speedup, guard)})
             finally:
                 server.close()
     wall = time.monotonic() - t0
@@ -132,12 +164,15 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load
                        "fresh_val_windows_sim": {"seeds": list(range(300, 300 + windows)), "n_each": n,
                                                  "rate_req_s": 9.6, "fpr": val, "fpr_mean": float(np.mean(val))}},
         "parity_replay": {"knee_req_s": knee, "rate_req_s": rate, "speedup": speedup, "windows": replay,
-                          "fpr": sum(w["flagged"] for w in replay) / total, "n": total},
+                          "fpr": sum(w["flagged"] for w in replay) / total, "n": total,
+                          "sim_only": {"windows": sim_replay,
+                                       "fpr": sum(len(w["flagged_at"]) for w in sim_replay) / (n * windows)}},
         "shifted": {"prompt_repeat": shift, "windows": shifted,
                     "tpr": sum(w["flagged"] for w in shifted) / max(1, sum(w["n"] for w in shifted))},
         "warm_server": {"windows": warm_rows},
         "metrics_counter_matches_log": all(w["counter"] == w["flagged"] for w in replay + shifted), "wall_s": wall,
-        "guard": {k: manifest["ood"][k] for k in ("thresholds", "range_margin", "range_factor")},
+        "guard": {**{k: manifest["ood"][k] for k in ("thresholds", "range_margin", "range_factor")},
+                  "saturation_limited": int(sum(guard.below_cap[i] for i, _ in guard.saturation))},
     }
 
 

@@ -176,7 +176,7 @@ def ood_section(env_cfg: Any, stats: ObsStats | None, text: str, act: Callable[[
     lay = guard_layout(schema)
     guard, record = calibrate(stats, schema.slices, halves[0], halves[1], float(o["target_fpr"]),
                               float(o["range_margin"]), lay["range_exempt"], lay["ignored"], lay["log_norm"],
-                              float(o["range_factor"]))
+                              float(o["range_factor"]), lay["saturation"])
     return {**guard.to_json(), "calibration": {**record, **where}}
 
 

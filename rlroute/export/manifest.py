@@ -30,9 +30,12 @@ training_config   the run's composed Hydra config (``config.yaml``), or the conf
 metrics           the run's ``metrics.json`` (evaluation at training end), ``{}`` when there is none
 verification      ONNX-vs-torch check at export: ``{n_obs, action_agreement, max_abs_logit_diff, ...}``
 ood               optional: the out-of-distribution guard (``rlroute.export.ood``): training statistics
-                  ``stats{mean, var, low, high, count, source}``, per-block ``thresholds``, ``range_margin``,
-                  ``range_exempt``, and ``calibration{fpr_fit, fpr_holdout, target_fpr, n_fit, n_holdout, split,
-                  ...}`` measured on the validation split; absent in folders exported before the guard
+                  ``stats{mean, var, low, high, count, source, at_low}``, per-block ``thresholds``,
+                  ``range_margin``, ``range_factor``, ``range_exempt``, ``ignored``, ``log_norm``,
+                  ``saturation`` (``[[feature, value at the cap], ...]``: the capped features; absent before
+                  the saturation limit, such a guard is scored as calibrated), and ``calibration{fpr_fit,
+                  fpr_holdout, target_fpr, n_fit, n_holdout, split, ...}`` measured on the validation split;
+                  absent in folders exported before the guard
 ================  ==========================================================================================
 """
 

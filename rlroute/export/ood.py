@@ -19,28 +19,31 @@ raw observation ``x`` the guard computes, per block ``b`` (request / system / ca
   nothing about a prompt being unusual and, over 112 dimensions, would flag ordinary prompts by chance —
   count in their block's drift only.
 
-Features in ``ignored`` — the clock, ``system.time_of_day_*`` (:func:`guard_layout`) — are left out of both
-scores. The env's clock starts at the trace's time 0 in every episode while the router reads the wall
-clock, so the training range of the time of day reflects how long the episodes were, not the traffic: on
-the first measurement (issue 12 item 5) every served observation lay outside it, 100 % false positives at
-any hour but midnight. The policy itself sees the clock clipped to its training range (the normalisation
-clips every raw feature first, :mod:`rlroute.train.normalize`), i.e. the training clock.
+Features in ``ignored`` — the clock, ``system.time_of_day_*`` — are left out of both scores: the env's clock
+starts at 0 every episode, the router's is the wall clock (first measurement, issue 12 item 5: 100 % false
+positives at any hour but midnight); the policy sees it clipped to its training range (:mod:`rlroute.train.normalize`).
 
-Features whose training minimum recurs (at least ``ATOM_COUNT`` training observations exactly on it: an
-empty queue, no request finished yet, nothing cached) are zero-inflated: a value exactly on that minimum
-deviates by 0 in the drift, not by its Gaussian z. Every episode starts from empty pools, the same
-observation each time, rare among thousands but seen in training; scored by z it sat at the calibrated
-threshold, and a router's first decisions after its start, a hair off it, were flagged (0.7-1.7 % of
-300-request replay windows, all at the window's start).
+A feature whose training minimum recurs (``ATOM_COUNT`` training observations exactly on it: an empty queue,
+nothing cached) is zero-inflated: a value on that minimum deviates by 0 in the drift (scored by z, the empty
+pools every episode starts from sat at the threshold: 0.7-1.7 % of 300-request replay windows flagged).
 
-Why the range margin of a ``log`` feature is a factor: the range check's limits are the training sample's
-extremes, and for heavy-tailed load features (queue lengths, running requests) those are unstable — a
-replay through the router with the parity bench's policy (schema v2, replay windows 1-3 of
+Why a ``log`` feature's margin is a factor: the range's limits are the training sample's extremes, unstable
+for heavy-tailed load features — a replay through the router (schema v2, windows 1-3 of
 ``experiments/parity/ood.py``, fixed before its reported windows) saw large-pool queues of 4-7 where 3,600
-training observations had at most 2, which a margin of a quarter of the training width (0.25 x 0.2 schema
-units, a queue of ~3) flagged on 1-6 % of decisions. A factor of ``range_factor`` = 4 in ``1 + x / unit``
-(``RANGE_FACTOR``, an assumption: two doublings of the training extreme) leaves such tails alone and
-still flags a 40k-token prompt against a longest training prompt of ~6k.
+training observations had at most 2, which a quarter of the training width flagged on 1-6 % of decisions.
+``range_factor`` = 4 in ``1 + x / unit`` (``RANGE_FACTOR``, an assumption: two doublings) leaves such tails alone.
+
+**Saturation.** A ``log`` feature is clipped at its cap (``request.input_tokens`` at 32,768 tokens, a queue
+at 256): every raw value at or beyond it is the same observation, 1.0. When the training maximum lies within
+the range factor of the cap, the widened range contains the cap and cannot tell a value just past training
+from one a hundred times larger: on the parity bench's v4 policy, guard windows at 2-16 req/s raised the
+training maximum of ``request.input_tokens`` to 0.835 (9,300 tokens; widened limit 37,000, past the cap) and
+40k- and 80k-token prompts were no longer refused. So a feature in ``saturation`` (``(index, value at the
+cap)``: every ``log`` feature, :func:`guard_layout`) whose training maximum stays below its cap has its range
+end just below the cap (``SAT_EPS``): a saturated value, a raw value of at least the cap by an amount the
+observation no longer says, is out of range — in raw units the check refuses ``x >= min(range_factor (unit +
+high_raw), cap)``. A feature that reached its cap in training (``since_weight_update`` when no update
+happened) keeps its widened range; the calibration's margin widening (below) never moves a cap limit.
 
 The observation is out of distribution when any block is flagged; the router then lets the seed heuristic
 decide (reason ``out_of_distribution``). Scoring one observation is ~10 vectorised NumPy calls on
@@ -49,17 +52,17 @@ preallocated buffers (no Python loop over features).
 **Calibration.** Validation observations are split in two halves (by episode seed). The thresholds are the
 per-block ``1 - q`` quantiles of the fit half's block scores, with the largest ``q`` whose joint false-positive
 rate on the fit half (any block over its threshold, or out of range) is at most ``target_fpr / 2``, each moved
-up to the middle of the gap to the next larger fit-half score (:func:`_midgap`: a quantile of scores
-that repeat lands on one of them; the middle of the gap keeps the fit half's flags and leaves the widest
-margin on both sides); the other half measures the false-positive rate the manifest reports (``fpr_holdout``), which must be at most
-``target_fpr``. When the range check alone flags more than ``target_fpr / 4`` of the fit half, the margin
-is doubled until it does not (recorded). Training data are never used to measure a false-positive rate.
+up to the middle of the gap to the next larger fit-half score (:func:`_midgap`: it keeps the fit half's flags
+and leaves the widest margin on both sides); the other half measures the false-positive rate the manifest
+reports (``fpr_holdout``, at most ``target_fpr``). When the range check alone flags more than ``target_fpr /
+4`` of the fit half, the margin is doubled until it does not (recorded). Training data never measure a rate.
 
-Assumptions (parameters, not facts): ``RANGE_FACTOR`` = 4 (above); ``ATOM_COUNT`` = 5; ``VAR_FLOOR`` = 1e-4, i.e. a feature's spread is taken as at least
-0.01 in the schema's about-[-1, 1] units — a feature constant in training then scores z = 100 per unit
-of deviation instead of infinity; ``WIDTH_FLOOR`` = 0.05 for the range margin of (near-)constant features;
-``range_margin`` = 0.25 of the training width by default; ``Z_CAP`` = 4 (the squared z of one feature
-counts at most 16 in its block's mean).
+Assumptions (parameters, not facts): ``RANGE_FACTOR`` = 4 (above); ``ATOM_COUNT`` = 5; ``VAR_FLOOR`` = 1e-4
+(a feature's spread is taken as at least 0.01 schema units: a feature constant in training scores z = 100
+per unit of deviation instead of infinity); ``WIDTH_FLOOR`` = 0.05 for the range margin of (near-)constant
+features; ``range_margin`` = 0.25 of the training width; ``Z_CAP`` = 4 (one feature's squared z counts at
+most 16 in its block's mean); ``SAT_EPS`` = 1e-6 (within 1e-6 of its cap a value is saturated: ~17 float32
+ulps at 1.0).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ RANGE_FACTOR = 4.0
 ATOM_COUNT = 5
 TARGET_FPR = 0.01
 Z_CAP = 4.0
+SAT_EPS = 1e-6
 TEXT_PREFIX = "request.text_"
 CLOCK_PREFIX = "system.time_of_day_"
 
@@ -89,11 +93,13 @@ def text_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
 
 def guard_layout(schema: Any) -> dict[str, Any]:
     """What the guard needs from a :class:`~rlroute.features.schema.FeatureSchema`: the text dimensions
-    (``range_exempt``), the clock (``ignored``) and per feature ``log1p(cap / unit)`` of a ``log`` feature,
-    0 for a ``lin`` one (``log_norm``, for the range factor)."""
+    (``range_exempt``), the clock (``ignored``), per feature ``log1p(cap / unit)`` of a ``log`` feature,
+    0 for a ``lin`` one (``log_norm``, for the range factor), and ``(index, value at the cap)`` of every
+    ``log`` feature (``saturation``: the schema clips it there)."""
     return {"range_exempt": text_dims(schema.names),
             "ignored": tuple(i for i, n in enumerate(schema.names) if n.startswith(CLOCK_PREFIX)),
-            "log_norm": np.array([np.log1p(f.cap / f.unit) if f.kind == "log" else 0.0 for f in schema.features])}
+            "log_norm": np.array([np.log1p(f.cap / f.unit) if f.kind == "log" else 0.0 for f in schema.features]),
+            "saturation": tuple((i, float(f.high)) for i, f in enumerate(schema.features) if f.kind == "log")}
 
 
 @dataclass(slots=True)
@@ -161,6 +167,8 @@ class OodGuard:
         ignored: feature indices left out of both scores (the clock).
         log_norm: per feature ``log1p(cap / unit)`` of a ``log`` feature, 0 for ``lin`` (None: all ``lin``).
         range_factor: a ``log`` feature's range is widened by this factor in ``1 + x / unit``.
+        saturation: ``(index, value at the cap)`` of the features the schema clips at a cap; one whose
+            training maximum stays below its cap has its range end just below it (module doc).
     """
 
     stats: ObsStats
@@ -171,6 +179,7 @@ class OodGuard:
     ignored: tuple[int, ...] = ()
     log_norm: np.ndarray | None = None
     range_factor: float = RANGE_FACTOR
+    saturation: tuple[tuple[int, float], ...] = ()
     _buf: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -207,8 +216,16 @@ class OodGuard:
         width = np.maximum(self.stats.high - self.stats.low, WIDTH_FLOOR)
         is_log = log_norm > 0
         margin = np.where(is_log, np.log(self.range_factor) / np.where(is_log, log_norm, 1.0), self.range_margin * width)
-        self._mid = ((self.stats.high + self.stats.low) / 2).astype(np.float32)
-        self._inv_half = (1.0 / ((self.stats.high - self.stats.low) / 2 + margin)).astype(np.float32)
+        lo, hi = self.stats.low - margin, self.stats.high + margin
+        cap = np.full(dim, np.inf)
+        for i, v in self.saturation:
+            if not 0 <= i < dim:
+                raise ValueError(f"OodGuard: saturation index {i} outside the {dim} features")
+            cap[i] = v - SAT_EPS
+        self.below_cap = self.stats.high < cap  # the cap was never reached in training: a saturated value is out
+        hi = np.where(self.below_cap, np.minimum(hi, cap), hi)
+        self._mid = ((hi + lo) / 2).astype(np.float32)
+        self._inv_half = (1.0 / ((hi - lo) / 2)).astype(np.float32)
         self._inv_half[list(self.range_exempt) + ignored] = 0.0  # |x - mid| * 0 never exceeds 1
         self._buf = np.empty(dim, dtype=np.float32)
         self._buf2 = np.empty(dim, dtype=np.float32)
@@ -237,11 +254,15 @@ class OodGuard:
         z = (x - self._mean) * self._inv_sigma
         z2 = np.where(x <= self._atom, np.float32(0.0), np.minimum(z * z, np.float32(Z_CAP * Z_CAP)))
         drift = np.sqrt((z2 @ self._w).astype(np.float64))
-        out_f = np.abs(x - self._mid) * self._inv_half > 1.0
+        out_f = self.out_of_range(x)
         out = np.zeros((len(x), len(BLOCKS)), dtype=bool)
         for b, name in enumerate(BLOCKS):
             out[:, b] = out_f[:, self.slices[name]].any(axis=1)
         return drift, out
+
+    def out_of_range(self, obs: np.ndarray) -> np.ndarray:
+        """bool[n, dim]: which features of a batch ``float[n, dim]`` lie outside their widened training range."""
+        return np.asarray(np.abs(np.asarray(obs, dtype=np.float32) - self._mid) * self._inv_half > 1.0)
 
     def flags(self, obs: np.ndarray) -> np.ndarray:
         """bool[n]: which observations of a batch are out of distribution."""
@@ -261,15 +282,16 @@ class OodGuard:
                 "thresholds": dict(zip(BLOCKS, self.thresholds.tolist(), strict=True)),
                 "range_margin": self.range_margin, "range_exempt": list(self.range_exempt),
                 "ignored": list(self.ignored), "range_factor": self.range_factor,
-                "log_norm": np.asarray(self.log_norm).tolist(), "var_floor": VAR_FLOOR, "width_floor": WIDTH_FLOOR, "z_cap": Z_CAP, "stats": self.stats.to_json()}
+                "log_norm": np.asarray(self.log_norm).tolist(), "saturation": [list(p) for p in self.saturation],
+                "var_floor": VAR_FLOOR, "width_floor": WIDTH_FLOOR, "z_cap": Z_CAP, "stats": self.stats.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], scale: float = 1.0, range_margin: float | None = None,
                   range_factor: float | None = None) -> OodGuard:
         """Rebuild from a manifest's ``ood`` field; ``scale`` multiplies every threshold, ``range_margin`` and
-        ``range_factor`` replace the calibrated ones. A manifest written before the clock and the range
-        factor existed (no ``ignored`` / ``log_norm``) scores every feature with the ``lin`` margin, as it
-        was calibrated. Raises ``ValueError`` naming what is missing or malformed."""
+        ``range_factor`` replace the calibrated ones. An older manifest is scored as it was calibrated: without
+        ``ignored`` / ``log_norm`` every feature gets the ``lin`` margin, without ``saturation`` ranges widen past
+        a cap. Raises ``ValueError`` naming what is missing or malformed."""
         try:
             slices = {b: slice(int(d["blocks"][b][0]), int(d["blocks"][b][1])) for b in BLOCKS}
             taus = np.array([float(d["thresholds"][b]) for b in BLOCKS]) * float(scale)
@@ -280,7 +302,12 @@ class OodGuard:
             log_norm = np.asarray(d["log_norm"], dtype=np.float64) if "log_norm" in d else None
         except (KeyError, TypeError, IndexError) as e:
             raise ValueError(f"manifest ood: missing or malformed {e}") from e
-        return cls(ObsStats.from_json(d["stats"]), slices, taus, margin, exempt, ignored, log_norm, factor)
+        try:
+            sat = tuple((int(i), float(v)) for i, v in d.get("saturation", ()))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"manifest ood: saturation must be a list of [feature index, value at the cap] pairs, "
+                             f"got {str(d.get('saturation'))[:80]} ({e})") from e
+        return cls(ObsStats.from_json(d["stats"]), slices, taus, margin, exempt, ignored, log_norm, factor, sat)
 
 
 def _taus(drift: np.ndarray, q: float) -> np.ndarray:
@@ -306,11 +333,13 @@ def _fpr(drift: np.ndarray, out: np.ndarray, taus: np.ndarray) -> float:
 def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdout: np.ndarray,
               target_fpr: float = TARGET_FPR, range_margin: float = RANGE_MARGIN,
               range_exempt: tuple[int, ...] = (), ignored: tuple[int, ...] = (),
-              log_norm: np.ndarray | None = None,
-              range_factor: float = RANGE_FACTOR) -> tuple[OodGuard, dict[str, Any]]:
+              log_norm: np.ndarray | None = None, range_factor: float = RANGE_FACTOR,
+              saturation: tuple[tuple[int, float], ...] = ()) -> tuple[OodGuard, dict[str, Any]]:
     """Choose per-block thresholds on ``fit`` (validation observations) and measure ``holdout``'s false positives.
 
-    ``range_exempt``, ``ignored`` and ``log_norm`` describe the schema (:func:`guard_layout`).
+    ``range_exempt``, ``ignored``, ``log_norm`` and ``saturation`` describe the schema (:func:`guard_layout`);
+    the margins are widened without the saturation limit (no margin reaches past a cap), which then counts
+    in the thresholds' joint false-positive rate (its share of the fit half: ``saturated_fit``).
 
     Returns:
         The guard and the calibration record for the manifest (``fpr_fit``, ``fpr_holdout``, per-block
@@ -328,6 +357,8 @@ def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdou
         if out.any(axis=1).mean() <= target_fpr / 4 or margin > 64:
             break
         margin, factor = margin * 2, factor * 2
+    unsat = out.any(axis=1)
+    drift, out = OodGuard(stats, slices, ones, margin, range_exempt, ignored, log_norm, factor, saturation).scores(fit)
     lo, hi = 0.0, target_fpr  # bisect the per-block tail mass q (joint FPR is monotone in q)
     for _ in range(40):
         q = (lo + hi) / 2
@@ -336,13 +367,14 @@ def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdou
         else:
             hi = q
     taus = _midgap(drift, _taus(drift, lo))
-    guard = OodGuard(stats, slices, taus, margin, range_exempt, ignored, log_norm, factor)
+    guard = OodGuard(stats, slices, taus, margin, range_exempt, ignored, log_norm, factor, saturation)
     h_drift, h_out = guard.scores(holdout)
     f_drift, f_out = guard.scores(fit)
     fpr_hold = _fpr(h_drift, h_out, ones)
     record = {
         "target_fpr": target_fpr, "quantile_tail": lo, "range_margin": margin, "range_factor": factor,
         "n_fit": int(len(fit)), "n_holdout": int(len(holdout)),
+        "saturated_fit": float((out.any(axis=1) & ~unsat).mean()),
         "fpr_fit": _fpr(f_drift, f_out, ones), "fpr_holdout": fpr_hold,
         "fpr_holdout_by_block": {b: float(((h_drift[:, i] > 1) | h_out[:, i]).mean()) for i, b in enumerate(BLOCKS)},
         "meets_target": fpr_hold <= target_fpr,
