@@ -7,8 +7,8 @@ the bench's pools (1 large + 2 small emulated workers, :class:`rlroute.bench.par
 
 * a replayed window of held-out conversations (the ``all`` split) is mostly decided by the policy: the
   guard's refusals are counted exactly in ``/metrics``, and bounded loosely here (the false-positive rate
-  is measured by ``experiments/parity/ood.py``: 0.8 % and 2.2 % of 1,500 replayed decisions in two runs on
-  a loaded host; a test asserts no rate);
+  is measured by ``experiments/parity/ood.py``: 0.8 %, 2.2 % and 1.07 % of 1,500 replayed decisions in
+  three runs on a loaded host; a test asserts no rate);
 * prompts repeated to ~40k and ~80k pseudo-tokens — length statistics unlike training (longest ~9k) —
   fall back with ``out_of_distribution``, counted in ``/metrics``, with the per-block drift gauges
   exported. Both lie beyond ``request.input_tokens``' cap (32,768), where the feature saturates: with
