@@ -23,6 +23,7 @@ same :class:`~rlroute.serve.router.Router` (``app.state.router``); ``rlroute ser
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import aclosing
 from typing import Any
@@ -37,7 +38,7 @@ from rlroute.serve import errors
 from rlroute.serve.admin import admin_api
 from rlroute.serve.config import ServeConfig
 from rlroute.serve.errors import error_response, invalid_request, web_error
-from rlroute.serve.router import Relay, Router, edit_chat, edit_completion, edit_generate
+from rlroute.serve.router import Relay, Router, edit_chat, edit_completion, edit_generate, request_id
 from rlroute.worker import schemas
 from rlroute.worker.tokens import chat_prompt
 
@@ -87,6 +88,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+ENDPOINTS = {"/generate": "generate", "/v1/chat/completions": "chat", "/v1/completions": "completions"}
 ROUTER = web.AppKey("router", Router)
 """The data-plane app's :class:`~rlroute.serve.router.Router` (``app[ROUTER]``)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -104,6 +106,9 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         text = e.text or e.reason
         if e.status == 413:
             text = f"request body exceeds {request.app[ROUTER].cfg.max_body_bytes} bytes"
+        if request.method == "POST" and request.path in ENDPOINTS:
+            router = request.app[ROUTER]
+            router.log_refused(ENDPOINTS[request.path], e.status, text, request_id(request.headers))
         return web_error(e.status, text)
     except Exception as e:  # noqa: BLE001 - a crash is a 500 for the client, never a dropped connection
         return web_error(500, f"internal error: {type(e).__name__}")
@@ -168,17 +173,29 @@ def create_app(cfg: ServeConfig) -> web.Application:
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         await router.upstreams.refresh(health=True)
         router.upstreams.start()
+        if router.log is not None:
+            router.log.start()
         yield
         router.slot.save_recorded()
+        if router.log is not None:
+            await asyncio.to_thread(router.log.close)
         await router.upstreams.stop()
         await router.client.aclose()
         await router.proxy.close()
+
+    def refused(endpoint: str, request: web.Request, bad: web.Response) -> web.Response:
+        """A malformed body's 400, logged (when the decision log is on) before it is answered."""
+        if router.log is not None:
+            assert isinstance(bad.body, bytes)
+            router.log_refused(endpoint, bad.status, orjson.loads(bad.body)["error"]["message"],
+                               request_id(request.headers))
+        return bad
 
     async def generate(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body, bad = _validate(schemas.GenerateRequest, raw)
         if bad is not None:
-            return bad
+            return refused("generate", request, bad)
         req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens, request.headers)
         return await _send(request, await router.route(
             "generate", "/generate", body.model_dump(exclude_none=True), raw, req, body.stream, edit_generate,
@@ -188,7 +205,7 @@ def create_app(cfg: ServeConfig) -> web.Application:
         raw = await request.read()
         body, bad = _validate(schemas.ChatRequest, raw)
         if bad is not None:
-            return bad
+            return refused("chat", request, bad)
         payload = body.model_dump(exclude_none=True)
         turn = sum(1 for m in payload["messages"] if m.get("role") == "assistant")
         req = router.build_request(chat_prompt(payload["messages"]), None, body.max_new(), request.headers, turn)
@@ -200,7 +217,7 @@ def create_app(cfg: ServeConfig) -> web.Application:
         raw = await request.read()
         body, bad = _validate(schemas.CompletionRequest, raw)
         if bad is not None:
-            return bad
+            return refused("completions", request, bad)
         text, ids = body.first_prompt()
         req = router.build_request(text, ids, body.max_tokens, request.headers)
         return await _send(request, await router.route(
@@ -221,6 +238,10 @@ def create_app(cfg: ServeConfig) -> web.Application:
         if router.slot.drift.n:
             for block, v in zip(BLOCKS, router.slot.drift.values(), strict=True):
                 router.metrics.ood_drift.labels(block).set(v)
+        if router.log is not None:
+            for result, n in (("written", router.log.written), ("dropped", router.log.dropped),
+                              ("error", router.log.errors)):
+                router.metrics.decision_log.labels(result).set(n)
         body, ctype = router.metrics.render()
         return web.Response(body=body, headers={"content-type": ctype})
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.serve.decision import OodSettings
+from rlroute.serve.decisionlog import DecisionLogSettings
 from rlroute.serve.reliability import RetryPolicy
 from rlroute.types import POOLS
 
@@ -76,6 +77,7 @@ class ServeConfig:
     slo: dict[str, float] = field(default_factory=dict)
     speedup: float = 1.0
     decision_log: int = 0
+    decision_file: DecisionLogSettings = field(default_factory=DecisionLogSettings)
     router_view: RouterViewConfig = field(default_factory=RouterViewConfig)
 
 
@@ -215,8 +217,24 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         slo={k: _num(slo, k, 1.0, float, 0.0) for k in slo},
         speedup=_num(c, "speedup", 1.0, float, 1e-6),
         decision_log=_num(c, "decision_log", 0, int, 0),
+        decision_file=_decision_file(c.get("decision_file")),
         router_view=_router_view(c.get("router_view")),
     )
+
+
+def _decision_file(raw: Any) -> DecisionLogSettings:
+    keys = set(DecisionLogSettings.__dataclass_fields__)
+    if raw is None:
+        return DecisionLogSettings()
+    if not isinstance(raw, dict) or set(raw) - keys:
+        raise ServeConfigError(f"serve.decision_file: expected a mapping with keys {sorted(keys)}, got {raw!r}")
+    w = "serve.decision_file."
+    return DecisionLogSettings(path=str(raw["path"]) if raw.get("path") else None,
+                               max_bytes=_num(raw, "max_bytes", 64 * 1024 * 1024, int, 1024, w),
+                               backups=_num(raw, "backups", 4, int, 0, w),
+                               queue_size=_num(raw, "queue_size", 10_000, int, 1, w),
+                               observations=bool(raw.get("observations", True)),
+                               prompts=bool(raw.get("prompts", False)))
 
 
 def _router_view(raw: Any) -> RouterViewConfig:

@@ -78,6 +78,9 @@ class RouterMetrics:
         self.ood_drift = Gauge("rlroute_router_ood_drift", "OOD drift per feature block relative to its calibrated "
                                "threshold (RMS over recent decisions; >1 means out of distribution).", ["block"],
                                registry=r)
+        self.decision_log = Gauge("rlroute_router_decision_log_records", "Decision log records since start by "
+                                  "result (written, dropped: writer queue full, error: not serialisable).",
+                                  ["result"], registry=r)
         for pool in ("large", "small"):
             self.inflight.labels(pool).set(0)
 

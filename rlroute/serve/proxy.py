@@ -16,7 +16,8 @@ same limit bounds every later read of the attempt (the gap between stream chunks
 
 Every answer is accounted in the live state keeper (:meth:`rlroute.cluster.live.monitor.Monitor.complete`:
 latency averages, cost, SLO outcome), whole or streamed, from what the answer says
-(:func:`rlroute.cluster.live.monitor.answer_result`).
+(:func:`rlroute.cluster.live.monitor.answer_result`); the :class:`Answer` keeps that result and cost for the
+router's decision log (a stream's once it has been relayed: ``Answer.on_finish``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -34,6 +35,7 @@ import orjson
 from yarl import URL
 
 from rlroute.cluster.live.monitor import answer_result
+from rlroute.cluster.live.pool import StageResult
 from rlroute.serve.metrics import RouterMetrics
 from rlroute.serve.reliability import RetryPolicy
 from rlroute.serve.upstream import RouterWorker, Upstreams
@@ -70,6 +72,9 @@ class Answer:
     attempts: int
     t_sent: float  # perf_counter when the answering attempt went upstream
     content: bytes | None  # None: a 200 stream still to relay (:meth:`Proxy.relay`)
+    result: StageResult | None = None  # what the answer said about its stage, once it is complete
+    cost: float = 0.0  # the stage's cost (the live state keeper's cost model), once it is complete
+    on_finish: Callable[[Answer], None] | None = None  # called once a streamed answer has been relayed
 
     @property
     def status(self) -> int:
@@ -249,9 +254,11 @@ class Proxy:
                                 self.up.monitor.clock.speedup)
         if res is None:
             self._done(a.worker, a.pool)
-            return
-        self.up.monitor.complete(a.pool, a.worker, res)
-        self.metrics.inflight.labels(a.pool).dec()
+        else:
+            a.result, a.cost = res, self.up.monitor.complete(a.pool, a.worker, res)
+            self.metrics.inflight.labels(a.pool).dec()
+        if a.on_finish is not None:
+            a.on_finish(a)
 
     async def relay(self, a: Answer) -> AsyncGenerator[bytes, None]:
         """The chunks of a streamed answer as they come; a failure after the first byte ends the stream with an

@@ -22,11 +22,12 @@ from aiohttp import web
 
 from rlroute.policies.registry import make_policy
 from rlroute.serve.config import ServeConfig
-from rlroute.serve.decision import PolicySlot
+from rlroute.serve.decision import Outcome, PolicySlot
+from rlroute.serve.decisionlog import DecisionLog, Stage, decision_record, outcome_record
 from rlroute.serve.errors import web_error
 from rlroute.serve.intake import SessionTable, client_request
 from rlroute.serve.metrics import RouterMetrics
-from rlroute.serve.proxy import NoUpstream, Proxy
+from rlroute.serve.proxy import Answer, NoUpstream, Proxy
 from rlroute.serve.upstream import Upstreams
 from rlroute.types import ACTION_NAMES, Action, Request
 from rlroute.worker.tokens import EMULATION_HEADERS, OUTPUT_BLOCKS_HEADER, count_tokens
@@ -84,6 +85,10 @@ class Router:
         self.sessions = SessionTable()
         # Decisions kept for /admin/decisions (the parity bench reads the vectors the router decided on).
         self.decisions: deque[dict[str, Any]] | None = deque(maxlen=cfg.decision_log) if cfg.decision_log else None
+        # The decision log file (rlroute.serve.decisionlog): started and closed with the serving loop.
+        self.log = DecisionLog(cfg.decision_file) if cfg.decision_file.path else None
+        fb = cfg.fallback
+        self.fallback_id = "fallback:" + (fb if isinstance(fb, str) else str(fb.get("_target_")))
 
     def forced_action(self, headers: Any) -> Action | None:
         """The action named by ``x-rlroute-force-action`` when the request carries the admin bearer token
@@ -123,10 +128,12 @@ class Router:
         up = self.upstreams
         if up.inflight() >= self.cfg.max_inflight:  # shed load instead of queueing without bound (sglang-router: 429)
             m.requests.labels(endpoint, "429").inc()
+            self.log_refused(endpoint, 429, "router overloaded", rid, req)
             return web_error(429, f"router overloaded: {self.cfg.max_inflight} requests already in flight; "
                                   "retry later", retry_after_s=self.cfg.retry_after_s, headers={REQUEST_ID: rid})
         if not (up.available("large") or up.available("small")):
             m.requests.labels(endpoint, "503").inc()
+            self.log_refused(endpoint, 503, "no pool has a usable worker", rid, req)
             return web_error(503, "no pool has a usable worker (all unhealthy, circuit breaker open or paused)",
                                   retry_after_s=self.cfg.retry_after_s, headers={REQUEST_ID: rid})
         out = self.slot.decide(req, up.state(), up.matches(req))
@@ -136,6 +143,7 @@ class Router:
         if self.decisions is not None:
             self.decisions.append({"id": req.id, "time": req.arrival, "action": int(out.action), "source": out.source,
                                    "reason": out.reason, "obs": out.obs})
+        rec = self._record(req, rid, endpoint, out) if self.log is not None else None
         m.decision_latency.observe(out.elapsed_s)
         m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
         if out.reason is not None:
@@ -147,9 +155,10 @@ class Router:
         forward = {k: client_headers[k] for k in EMULATION_HEADERS if client_headers and k in client_headers}
         forward[REQUEST_ID] = rid
         extra = 0
+        stages: list[Stage] = []
         if out.action == Action.HYBRID:
             forward.pop(OUTPUT_BLOCKS_HEADER, None)  # the answer's prompt carries the plan
-            body = json.dumps(await self._plan(req, payload, plan_edit, headers, forward)).encode()
+            body = json.dumps(await self._plan(req, payload, plan_edit, headers, forward, stages)).encode()
             pool, extra = "small", int(headers["x-rlroute-plan-tokens"])
         else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
             body = raw
@@ -158,6 +167,7 @@ class Router:
             a = await self.proxy.call(pool, path, body, req, stream, extra, forward)
         except NoUpstream as e:
             m.requests.labels(endpoint, str(e.status)).inc()
+            self._log_outcome(rec, e.status, stages, t0, str(e))
             return web_error(e.status, str(e), retry_after_s=self.cfg.retry_after_s, headers=headers)
         headers["x-rlroute-pool"] = a.pool
         headers["x-rlroute-worker"] = a.worker.worker_id  # not its address (internal)
@@ -168,17 +178,55 @@ class Router:
         if a.content is None:
             resp_headers.setdefault("content-type", "text/event-stream")
             resp, status = Relay(resp_headers, self.proxy.relay(a)), 200
+            if rec is not None:  # logged once the stream has been relayed
+                a.on_finish = lambda ans: self._log_outcome(rec, 200, [*stages, *_stage(ans)], t0)
         else:
             resp = web.Response(body=a.content, status=a.status, headers=resp_headers)
             status = a.status
+            self._log_outcome(rec, status, [*stages, *_stage(a)], t0)
         m.requests.labels(endpoint, str(status)).inc()
         m.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return resp
 
+    def _record(self, req: Request, rid: str, endpoint: str, out: Outcome) -> dict[str, Any]:
+        """The decision log record of a decision (its outcome still to come)."""
+        gen = self.slot.current
+        policy = gen.path if out.source == "policy" else "forced" if out.source == "forced" else self.fallback_id
+        obs = out.obs.copy() if out.obs is not None else None
+        return decision_record(req, rid, int(out.action), out.source, out.reason, obs, policy,
+                               gen.extractor.schema.hash, self.cfg.decision_file, endpoint)
+
+    def _log_outcome(self, rec: dict[str, Any] | None, status: int, stages: list[Stage], t0: float,
+                     error: str | None = None) -> None:
+        """Complete ``rec`` with its outcome and queue it for the writer (a logging failure is counted, never
+        raised into the request)."""
+        if rec is None or self.log is None:
+            return
+        try:
+            rec["outcome"] = outcome_record(status, stages, self.cfg.slo,
+                                            (time.perf_counter() - t0) * self.cfg.speedup, error)
+            self.log.submit(rec)
+        except Exception:  # noqa: BLE001 - the log must not fail a request
+            self.log.errors += 1
+
+    def log_refused(self, endpoint: str, status: int, error: str, rid: str, req: Request | None = None) -> None:
+        """Log a request refused before any decision (malformed body, body too large, overload, no pool)."""
+        if self.log is None:
+            return
+        try:
+            if req is None:
+                req = Request(id=-1, arrival=self.upstreams.now(), input_len=0, output_len=0)
+            rec = decision_record(req, rid, None, "refused", None, None, None, None, self.cfg.decision_file, endpoint)
+            rec["outcome"] = outcome_record(status, [], self.cfg.slo, 0.0, error)
+            self.log.submit(rec)
+        except Exception:  # noqa: BLE001 - the log must not fail a request
+            self.log.errors += 1
+
     async def _plan(self, req: Request, payload: dict[str, Any], plan_edit: PlanEdit,
-                    headers: dict[str, str], forward: dict[str, str]) -> dict[str, Any]:
+                    headers: dict[str, str], forward: dict[str, str], stages: list[Stage]) -> dict[str, Any]:
         """Stage 1 of hybrid: a short plan from the large pool, asked the way the client asked (the small pool
-        answers without one if the large pool cannot plan — the answer matters more than the plan).
+        answers without one if the large pool cannot plan — the answer matters more than the plan); the plan
+        stage's outcome goes to ``stages`` (the decision log).
 
         A chat request's plan goes through the chat endpoint (one more user turn asking for a plan); a text
         prompt's through ``/generate`` with the same request appended; an ``input_ids`` request's through
@@ -200,6 +248,7 @@ class Router:
         try:
             a = await self.proxy.call("large", path, json.dumps(body).encode(), req, False,
                                       headers={REQUEST_ID: forward[REQUEST_ID]}, cross_pool=False)
+            stages.extend(_stage(a))
             if a.status == 200 and a.content is not None:
                 answer = json.loads(a.content)
                 if "messages" in payload:
@@ -212,6 +261,15 @@ class Router:
             plan = ""
         headers["x-rlroute-plan-tokens"] = str(len(plan) if isinstance(plan, list) else count_tokens(plan))
         return plan_edit(payload, plan) if plan else payload
+
+
+def _stage(a: Answer) -> list[Stage]:
+    """The answer's stage for the decision log ([] when the answer said nothing usable about it)."""
+    r = a.result
+    if r is None:
+        return []
+    return [Stage(a.pool, a.worker.worker_id, r.ttft, r.e2e, r.tpot, r.queue_time, r.prompt_tokens,
+                  r.cached_tokens, r.output_tokens, a.cost)]
 
 
 PLAN_ASK = "Write a short plan for answering the request above."
