@@ -34,6 +34,7 @@ POLICIES: dict[str, str] = {
     "supervised": "rlroute.policies.supervised:SupervisedRouter",
     "sb3": "rlroute.policies.sb3:SB3Policy",
     "onnx": "rlroute.policies.onnx:OnnxPolicy",
+    "logged": "rlroute.policies.logged:LoggedPolicy",
 }
 
 # The hand-written baselines, in the order tables list them.

@@ -80,7 +80,7 @@ class TraceData:
         such row exists (last turns, single-turn requests, prompts shorter than one block). Computed once.
         """
         if self._output_blocks is None:
-            self._output_blocks = _next_turn_blocks(self.blocks, self.input_len.tolist(), self.output_len.tolist(),
+            self._output_blocks = next_turn_blocks(self.blocks, self.input_len.tolist(), self.output_len.tolist(),
                                                     self.block_size)
         return self._output_blocks
 
@@ -90,7 +90,7 @@ class TraceData:
         return float(self.timestamps[-1]) if len(self) else 0.0
 
 
-def _next_turn_blocks(blocks: list[tuple[int, ...]], inp: list[int], out: list[int], bs: int) -> list[tuple[int, ...]]:
+def next_turn_blocks(blocks: list[tuple[int, ...]], inp: list[int], out: list[int], bs: int) -> list[tuple[int, ...]]:
     """See :attr:`TraceData.output_blocks`: one reverse pass, keeping the earliest later row per block id."""
     res: list[tuple[int, ...]] = [()] * len(blocks)
     latest: dict[int, int] = {}
