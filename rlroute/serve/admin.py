@@ -59,6 +59,16 @@ class ObserveRequest(BaseModel):
     remember: bool = False  # count the request in its session (x-rlroute-session), as /generate does
 
 
+class ArmRequest(BaseModel):
+    """``POST /admin/arms``: a candidate policy folder and how it runs (:mod:`rlroute.serve.rollout`)."""
+
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = Field(..., min_length=1, max_length=4096)
+    mode: Literal["shadow", "canary", "ab"] = "shadow"
+    share: float = Field(0.0, ge=0.0, le=1.0)
+    sticky: Literal["session", "request"] = "session"
+
+
 class WeightUpdateRequest(BaseModel):
     """``POST /admin/pools/{pool}/update_weights``."""
 
@@ -155,6 +165,69 @@ async def reload(body: ReloadRequest, router: RouterDep) -> Any:
         raise HTTPException(422, f"policy not loaded ({attempt.reason}: {attempt.detail}); "
                                  f"still serving {router.slot.current.path or 'the fallback heuristic'}")
     return {"reloaded": True, "policy": router.slot.describe()}
+
+
+@admin_api.get("/arms", summary="Rollout arms: incumbent and candidates, their windows and rollbacks")
+async def arms(router: RouterDep) -> dict[str, Any]:
+    return {"incumbent_policy": router.slot.describe(), **router.rollout.describe()}
+
+
+@admin_api.post("/arms", summary="Add a candidate (shadow, canary or ab); its folder is loaded and schema-checked")
+async def add_arm(body: ArmRequest, router: RouterDep) -> dict[str, Any]:
+    from rlroute.serve.rollout import CandidateSpec
+
+    spec = CandidateSpec(body.name, body.path, body.mode, body.share, body.sticky)
+    try:
+        spec.check()
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e
+    if spec.name in router.rollout.arms:
+        raise HTTPException(409, f"candidate {spec.name!r} exists already; remove it first")
+    slot = await asyncio.to_thread(router.make_slot, spec.path)
+    if slot.current.policy is None:
+        raise HTTPException(422, f"candidate {spec.name!r} not added: its policy did not load "
+                                 f"({slot.current.reason}: {slot.current.detail})")
+    try:
+        router.rollout.add(spec, slot)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e
+    return router.rollout.describe()["candidates"][spec.name]
+
+
+def _arm(router: Router, name: str) -> Any:
+    arm = router.rollout.arms.get(name)
+    if arm is None:
+        raise HTTPException(404, f"no candidate {name!r}; candidates are {sorted(router.rollout.arms)}")
+    return arm
+
+
+@admin_api.post("/arms/{name}/pause", summary="Stop a candidate deciding and acting (kept, resumable)")
+async def pause_arm(name: str, router: RouterDep) -> dict[str, Any]:
+    arm = _arm(router, name)
+    arm.paused, arm.paused_reason = True, "paused by operator"
+    return {"name": name, "paused": True}
+
+
+@admin_api.post("/arms/{name}/resume", summary="Let a paused (or rolled back) candidate run again")
+async def resume_arm(name: str, router: RouterDep) -> dict[str, Any]:
+    arm = _arm(router, name)
+    arm.paused, arm.paused_reason = False, None
+    return {"name": name, "paused": False}
+
+
+@admin_api.post("/arms/{name}/promote", summary="Make a candidate the incumbent (atomic swap; it leaves the arms)")
+async def promote_arm(name: str, router: RouterDep) -> dict[str, Any]:
+    arm = _arm(router, name)
+    router.rollout.promote(name, router.slot)
+    router.metrics.reloads.labels("promoted").inc()
+    return {"promoted": name, "path": arm.spec.path, "policy": router.slot.describe()}
+
+
+@admin_api.delete("/arms/{name}", summary="Remove a candidate")
+async def remove_arm(name: str, router: RouterDep) -> dict[str, Any]:
+    _arm(router, name)
+    del router.rollout.arms[name]
+    return {"removed": name}
 
 
 @admin_api.post("/pools/{pool}/update_weights",

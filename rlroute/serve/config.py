@@ -14,6 +14,7 @@ from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.serve.decision import OodSettings
 from rlroute.serve.decisionlog import DecisionLogSettings
 from rlroute.serve.reliability import RetryPolicy
+from rlroute.serve.rollout import CandidateSpec, RollbackRule, RolloutSettings
 from rlroute.types import POOLS
 
 BACKENDS = ("workers", "sglang_router")
@@ -78,6 +79,7 @@ class ServeConfig:
     speedup: float = 1.0
     decision_log: int = 0
     decision_file: DecisionLogSettings = field(default_factory=DecisionLogSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
     router_view: RouterViewConfig = field(default_factory=RouterViewConfig)
 
 
@@ -218,6 +220,7 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         speedup=_num(c, "speedup", 1.0, float, 1e-6),
         decision_log=_num(c, "decision_log", 0, int, 0),
         decision_file=_decision_file(c.get("decision_file")),
+        rollout=_rollout(c.get("rollout")),
         router_view=_router_view(c.get("router_view")),
     )
 
@@ -235,6 +238,46 @@ def _decision_file(raw: Any) -> DecisionLogSettings:
                                queue_size=_num(raw, "queue_size", 10_000, int, 1, w),
                                observations=bool(raw.get("observations", True)),
                                prompts=bool(raw.get("prompts", False)))
+
+
+def _rollout(raw: Any) -> RolloutSettings:
+    if raw is None:
+        return RolloutSettings()
+    keys = {"candidates", "epsilon", "seed", "rollback"}
+    if not isinstance(raw, dict) or set(raw) - keys:
+        raise ServeConfigError(f"serve.rollout: expected a mapping with keys {sorted(keys)}, got {raw!r}")
+    w = "serve.rollout."
+    eps = _num(raw, "epsilon", 0.0, float, 0.0, w)
+    if eps > 1.0:
+        raise ServeConfigError(f"serve.rollout.epsilon: expected a probability in [0, 1], got {eps!r}")
+    rb = raw.get("rollback") or {}
+    rkeys = set(RollbackRule.__dataclass_fields__)
+    if not isinstance(rb, dict) or set(rb) - rkeys:
+        raise ServeConfigError(f"serve.rollout.rollback: expected a mapping with keys {sorted(rkeys)}, got {rb!r}")
+    w2 = w + "rollback."
+    rule = RollbackRule(enabled=bool(rb.get("enabled", True)), window=_num(rb, "window", 200, int, 1, w2),
+                        min_requests=_num(rb, "min_requests", 50, int, 1, w2),
+                        p99_ttft_ratio=_num(rb, "p99_ttft_ratio", 1.5, float, 0.0, w2),
+                        p99_ttft_slack_s=_num(rb, "p99_ttft_slack_s", 0.05, float, 0.0, w2),
+                        fallback_rate_delta=_num(rb, "fallback_rate_delta", 0.10, float, 0.0, w2))
+    cands = []
+    for i, c in enumerate(raw.get("candidates") or []):
+        ckeys = set(CandidateSpec.__dataclass_fields__)
+        if not isinstance(c, dict) or set(c) - ckeys or not c.get("name") or not c.get("path"):
+            raise ServeConfigError(f"serve.rollout.candidates[{i}]: expected {{name, path, mode, share, sticky}} "
+                                   f"with name and path, got {c!r}")
+        spec = CandidateSpec(str(c["name"]), str(c["path"]), str(c.get("mode", "shadow")),
+                             _num(c, "share", 0.0, float, 0.0, f"{w}candidates[{i}]."), str(c.get("sticky", "session")))
+        try:
+            spec.check()
+        except ValueError as e:
+            raise ServeConfigError(f"serve.rollout.candidates[{i}]: {e}") from e
+        cands.append(spec)
+    if len({c.name for c in cands}) != len(cands):
+        raise ServeConfigError(f"serve.rollout.candidates: names must differ, got {[c.name for c in cands]}")
+    if sum(c.share for c in cands if c.mode != "shadow") > 1.0 + 1e-9:
+        raise ServeConfigError("serve.rollout.candidates: the canary and ab shares add up to more than 1")
+    return RolloutSettings(cands, eps, _num(raw, "seed", 0, int, None, w), rule)
 
 
 def _router_view(raw: Any) -> RouterViewConfig:

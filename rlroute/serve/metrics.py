@@ -81,6 +81,19 @@ class RouterMetrics:
         self.decision_log = Gauge("rlroute_router_decision_log_records", "Decision log records since start by "
                                   "result (written, dropped: writer queue full, error: not serialisable).",
                                   ["result"], registry=r)
+        # per rollout arm (rlroute/serve/rollout.py): every arm's decisions, the acting arm's answers
+        self.arm_decisions = Counter("rlroute_router_arm_decisions", "Decisions of each rollout arm (shadow ones "
+                                     "included) by action and source.", ["arm", "action", "source"], registry=r)
+        self.arm_fallbacks = Counter("rlroute_router_arm_fallbacks", "Fallback decisions of each rollout arm by reason "
+                                     "(out_of_distribution: the OOD guard).", ["arm", "reason"], registry=r)
+        self.arm_ttft = Histogram("rlroute_router_arm_ttft_seconds", "TTFT of the requests each arm acted on "
+                                  "(modelled seconds).", ["arm"], buckets=_SLOW, registry=r)
+        self.arm_e2e = Histogram("rlroute_router_arm_e2e_seconds", "End-to-end latency of the requests each arm "
+                                 "acted on (modelled seconds).", ["arm"], buckets=_SLOW, registry=r)
+        self.arm_cost = Counter("rlroute_router_arm_cost", "Cost of the requests each arm acted on (the router's "
+                                "cost model).", ["arm"], registry=r)
+        self.rollbacks = Counter("rlroute_router_rollbacks", "Automatic rollbacks of a canary by rule.",
+                                 ["arm", "rule"], registry=r)
         for pool in ("large", "small"):
             self.inflight.labels(pool).set(0)
 

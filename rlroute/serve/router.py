@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import json
+import logging
 import time
 import uuid
 from collections import deque
@@ -28,11 +29,13 @@ from rlroute.serve.errors import web_error
 from rlroute.serve.intake import SessionTable, client_request
 from rlroute.serve.metrics import RouterMetrics
 from rlroute.serve.proxy import Answer, NoUpstream, Proxy
+from rlroute.serve.rollout import INCUMBENT, Rollout
 from rlroute.serve.upstream import Upstreams
 from rlroute.types import ACTION_NAMES, Action, Request
 from rlroute.worker.tokens import EMULATION_HEADERS, OUTPUT_BLOCKS_HEADER, count_tokens
 from rlroute.workload.client import SESSION_HEADER
 
+log = logging.getLogger(__name__)
 REQUEST_ID = "x-request-id"
 REQUEST_ID_HEADERS = (REQUEST_ID, "x-correlation-id", "x-trace-id", "request-id")  # sglang-router's defaults
 
@@ -78,7 +81,7 @@ class Router:
         self.client = httpx.AsyncClient(limits=limits, timeout=timeout, headers=upstream_auth(cfg))
         self.metrics = RouterMetrics()
         self.upstreams = Upstreams(cfg, self.client)
-        self.slot = PolicySlot(cfg.policy_path, cfg.inference_timeout_ms, make_policy(cfg.fallback), cfg.ood)
+        self.slot = self.make_slot(cfg.policy_path)
         self.proxy = Proxy(self.upstreams, cfg.max_connections, self.metrics, cfg.retry, cfg.connect_timeout_s,
                            cfg.first_byte_timeout_s, cfg.token_timeout_s, cfg.allow_cross_pool, cfg.upstream_api_key)
         self.ids = itertools.count()
@@ -89,6 +92,12 @@ class Router:
         self.log = DecisionLog(cfg.decision_file) if cfg.decision_file.path else None
         fb = cfg.fallback
         self.fallback_id = "fallback:" + (fb if isinstance(fb, str) else str(fb.get("_target_")))
+        self.rollout = Rollout(cfg.rollout, self.make_slot)
+
+    def make_slot(self, path: str | None) -> PolicySlot:
+        """A policy slot for ``path`` with the router's inference timeout, fallback and OOD settings (loads it)."""
+        cfg = self.cfg
+        return PolicySlot(path, cfg.inference_timeout_ms, make_policy(cfg.fallback), cfg.ood)
 
     def forced_action(self, headers: Any) -> Action | None:
         """The action named by ``x-rlroute-force-action`` when the request carries the admin bearer token
@@ -136,14 +145,25 @@ class Router:
             self.log_refused(endpoint, 503, "no pool has a usable worker", rid, req)
             return web_error(503, "no pool has a usable worker (all unhealthy, circuit breaker open or paused)",
                                   retry_after_s=self.cfg.retry_after_s, headers={REQUEST_ID: rid})
-        out = self.slot.decide(req, up.state(), up.matches(req))
+        state, matches = up.state(), up.matches(req)
+        out = self.slot.decide(req, state, matches)
+        arm, propensity, arms = INCUMBENT, 1.0, None
+        if self.rollout.active:  # candidates decide too; the acting arm's action (or an exploration draw) is executed
+            session = client_headers.get(SESSION_HEADER) if client_headers is not None else None
+            d = self.rollout.decide(req, rid, session, out, state, matches)
+            out, arm, propensity, arms = d.outcome, d.arm, d.propensity, d.arms
+            for name, each in arms.items():
+                m.arm_decisions.labels(name, each["action_name"], each["source"]).inc()
+                if each["reason"] is not None:
+                    m.arm_fallbacks.labels(name, each["reason"]).inc()
         up.monitor.arrived()  # after the decision, as the simulator counts a request at its submit
         if forced is not None:
-            out.action, out.source = forced, "forced"
+            out.action, out.source, propensity = forced, "forced", 1.0
         if self.decisions is not None:
             self.decisions.append({"id": req.id, "time": req.arrival, "action": int(out.action), "source": out.source,
                                    "reason": out.reason, "obs": out.obs})
-        rec = self._record(req, rid, endpoint, out) if self.log is not None else None
+        rec = self._record(req, rid, endpoint, out, arm, propensity, arms) \
+            if self.log is not None or self.rollout.active else None
         m.decision_latency.observe(out.elapsed_s)
         m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
         if out.reason is not None:
@@ -152,6 +172,8 @@ class Router:
                    "x-rlroute-decision-id": str(req.id), REQUEST_ID: rid}
         if out.reason:
             headers["x-rlroute-fallback-reason"] = out.reason
+        if arms is not None:
+            headers["x-rlroute-arm"] = arm
         forward = {k: client_headers[k] for k in EMULATION_HEADERS if client_headers and k in client_headers}
         forward[REQUEST_ID] = rid
         extra = 0
@@ -188,26 +210,45 @@ class Router:
         m.latency.labels(endpoint).observe(time.perf_counter() - t0)
         return resp
 
-    def _record(self, req: Request, rid: str, endpoint: str, out: Outcome) -> dict[str, Any]:
+    def _record(self, req: Request, rid: str, endpoint: str, out: Outcome, arm: str = INCUMBENT,
+                propensity: float = 1.0, arms: dict[str, Any] | None = None) -> dict[str, Any]:
         """The decision log record of a decision (its outcome still to come)."""
-        gen = self.slot.current
-        policy = gen.path if out.source == "policy" else "forced" if out.source == "forced" else self.fallback_id
+        gen = (self.slot if arm == INCUMBENT else self.rollout.arms[arm].slot).current
+        policy = {"policy": gen.path, "forced": "forced", "explore": "explore"}.get(out.source, self.fallback_id)
         obs = out.obs.copy() if out.obs is not None else None
-        return decision_record(req, rid, int(out.action), out.source, out.reason, obs, policy,
-                               gen.extractor.schema.hash, self.cfg.decision_file, endpoint)
+        rec = decision_record(req, rid, int(out.action), out.source, out.reason, obs, policy,
+                              gen.extractor.schema.hash, self.cfg.decision_file, endpoint, arm, arms)
+        rec["propensity"] = propensity
+        return rec
 
     def _log_outcome(self, rec: dict[str, Any] | None, status: int, stages: list[Stage], t0: float,
                      error: str | None = None) -> None:
-        """Complete ``rec`` with its outcome and queue it for the writer (a logging failure is counted, never
-        raised into the request)."""
-        if rec is None or self.log is None:
+        """Complete ``rec`` with its outcome: the acting arm's metrics and rollback rule, then the log's writer
+        queue (a failure here is counted, never raised into the request)."""
+        if rec is None:
             return
         try:
-            rec["outcome"] = outcome_record(status, stages, self.cfg.slo,
-                                            (time.perf_counter() - t0) * self.cfg.speedup, error)
-            self.log.submit(rec)
+            o = rec["outcome"] = outcome_record(status, stages, self.cfg.slo,
+                                                (time.perf_counter() - t0) * self.cfg.speedup, error)
+            if self.rollout.active:
+                self._observe_arm(rec["arm"], rec["source"], o)
+            if self.log is not None:
+                self.log.submit(rec)
         except Exception:  # noqa: BLE001 - the log must not fail a request
-            self.log.errors += 1
+            if self.log is not None:
+                self.log.errors += 1
+
+    def _observe_arm(self, arm: str, source: str, o: dict[str, Any]) -> None:
+        """Per-arm latency and cost metrics of an answered request, and the rollback rule."""
+        m = self.metrics
+        if o["ttft_s"] is not None:
+            m.arm_ttft.labels(arm).observe(o["ttft_s"])
+            m.arm_e2e.labels(arm).observe(o["e2e_s"])
+            m.arm_cost.labels(arm).inc(o["cost"])
+        event = self.rollout.observe(arm, source, o["ttft_s"])
+        if event is not None:
+            m.rollbacks.labels(arm, event["rule"]).inc()
+            log.warning("rollout: candidate %s rolled back (%s): %s", arm, event["rule"], event)
 
     def log_refused(self, endpoint: str, status: int, error: str, rid: str, req: Request | None = None) -> None:
         """Log a request refused before any decision (malformed body, body too large, overload, no pool)."""
