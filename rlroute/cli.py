@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("rlroute.serve.cli", "main", "run the serving router"),
     "worker": ("rlroute.worker.cli", "main", "run an emulated SGLang-protocol worker"),
     "bench": ("rlroute.bench", "main", "benchmarks (rlroute bench --help)"),
+    "ope": ("rlroute.eval.ope", "main", "off-policy evaluation of an exported policy from a decision log"),
     "data": ("rlroute.datasets.cli", "main", "list / download the public data sets the real workloads read"),
 }
 

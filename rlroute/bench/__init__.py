@@ -26,6 +26,7 @@ BENCHES = {
     "workload": "workload materialisation time (cold, warm, reseeded)",
     "fork": "simulator fork time mid-episode; decisions/s of the fork references",
     "parity": "env vs rlroute serve observations and actions: frozen inputs and a timed replay",
+    "ope": "rlroute ope's estimate of a candidate vs its on-policy run in the simulator (IPS, SNIPS, DR)",
 }
 
 

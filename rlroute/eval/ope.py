@@ -1,0 +1,226 @@
+"""``rlroute ope``: off-policy evaluation of an exported policy from a router's decision log (issue 17 item 3).
+
+Given a decision log (``docs/decision_log.md``; records with the observation the router decided on, the
+executed action and the probability it was drawn with) and a candidate exported folder, estimates the
+candidate's mean per-request reward had it routed the logged traffic, against the logged (incumbent's)
+realised mean:
+
+- **IPS**: ``mean(w_i r_i)``, ``w_i = pi(a_i | x_i) / p_i``; the candidate is deterministic (argmax), so
+  ``pi(a_i | x_i) = [candidate's action on x_i == a_i]``.
+- **SNIPS**: ``sum(w_i r_i) / sum(w_i)``.
+- **DR**: ``mean(q(x_i, pi(x_i)) + w_i (r_i - q(x_i, a_i)))`` with a reward model ``q`` fitted on the log
+  (ridge regression per action on the observation, two-fold cross-fitted so no record's own reward fits the
+  model that corrects it).
+
+Each with a 95 % percentile-bootstrap interval over records. The reward of a record is what the log
+observed (**quality is not observed in serving**: it counts only through ``quality_label`` where an
+external grade was joined): ``quality_weight * label - cost_weight * cost - latency_weight * e2e_s -
+slo_penalty * [SLO missed]``. With propensity-1 logs (no exploration floor) IPS/SNIPS see only the records
+where the candidate agrees with the logged action; the report states the agreement and the effective sample
+size. Not modelled: the candidate's OOD guard and fallback (it is evaluated on its own argmax everywhere),
+and the interference between requests (a different action changes the load that later requests see — the
+estimators assume it away; ``rlroute bench ope`` is where that bias is to be measured).
+
+Usage::
+
+    rlroute ope --log logs/decisions.jsonl --policy exports/candidate [--out ope-report] [--cost-weight 1]
+                [--latency-weight 0] [--slo-penalty 0] [--quality-weight 1] [--bootstrap 1000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlroute.bench import emit
+from rlroute.serve.decisionlog import read_log
+
+Z = 3  # actions
+
+
+@dataclass(slots=True)
+class RewardSpec:
+    """Weights of the observed per-request reward (module doc)."""
+
+    cost_weight: float = 1.0
+    latency_weight: float = 0.0
+    slo_penalty: float = 0.0
+    quality_weight: float = 1.0
+
+
+@dataclass(slots=True)
+class Logged:
+    """The usable records of a log as arrays."""
+
+    obs: np.ndarray  # float32[n, d]
+    action: np.ndarray  # int[n]
+    propensity: np.ndarray  # float[n]
+    reward: np.ndarray  # float[n]
+    skipped: int
+
+
+def load(path: str | Path, spec: RewardSpec) -> Logged:
+    """Records with an observation, an action, a propensity > 0 and an answered outcome."""
+    xs, acts, props, rs = [], [], [], []
+    skipped = 0
+    for rec in read_log(path):
+        o = rec.get("outcome") or {}
+        if rec.get("action") is None or rec.get("obs") is None or not rec.get("propensity") or o.get("e2e_s") is None:
+            skipped += 1
+            continue
+        q = rec.get("quality_label")
+        r = (spec.quality_weight * float(q) if q is not None else 0.0) - spec.cost_weight * float(o["cost"]) \
+            - spec.latency_weight * float(o["e2e_s"]) - spec.slo_penalty * (not o["slo_ok"])
+        xs.append(rec["obs"])
+        acts.append(int(rec["action"]))
+        props.append(float(rec["propensity"]))
+        rs.append(r)
+    if not xs:
+        raise ValueError(f"{path}: no record with an observation, an action and an answer (decision_file."
+                         f"observations must be on; {skipped} records skipped)")
+    return Logged(np.asarray(xs, np.float32), np.asarray(acts), np.asarray(props), np.asarray(rs), skipped)
+
+
+def target_actions(policy: str | Path, obs: np.ndarray) -> np.ndarray:
+    """The exported policy's argmax action on each observation (its schema checked; the OOD guard off)."""
+    from rlroute.policies.onnx import OnnxPolicy
+
+    p = OnnxPolicy(str(policy), ood=False)
+    return np.asarray([int(np.argmax(p.logits(x))) for x in obs])
+
+
+def fit_q(x: np.ndarray, a: np.ndarray, r: np.ndarray, l2: float = 1.0) -> np.ndarray:
+    """Ridge coefficients ``[Z, d + 1]`` of the reward on ``[x, 1]`` per action (an action with no record: its
+    coefficients predict the overall mean)."""
+    xb = np.hstack([x.astype(float), np.ones((len(x), 1))])
+    coef = np.zeros((Z, xb.shape[1]))
+    coef[:, -1] = r.mean() if len(r) else 0.0
+    for k in range(Z):
+        sel = a == k
+        if sel.sum() < 2:
+            continue
+        xs, rs = xb[sel], r[sel]
+        reg = l2 * np.eye(xb.shape[1])
+        reg[-1, -1] = 0.0
+        coef[k] = np.linalg.solve(xs.T @ xs + reg, xs.T @ rs)
+    return coef
+
+
+def q_values(x: np.ndarray, a: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two-fold cross-fitted predictions ``[n, Z]``: each record's from the model fitted on the other fold."""
+    n = len(x)
+    fold = rng.permutation(n) % 2
+    xb = np.hstack([x.astype(float), np.ones((n, 1))])
+    out = np.zeros((n, Z))
+    for f in (0, 1):
+        coef = fit_q(x[fold != f], a[fold != f], r[fold != f])
+        out[fold == f] = xb[fold == f] @ coef.T
+    return out
+
+
+def estimate(r: np.ndarray, a: np.ndarray, p: np.ndarray, target: np.ndarray, q: np.ndarray,
+             n_boot: int = 1000, rng: np.random.Generator | None = None) -> dict[str, dict[str, float]]:
+    """IPS, SNIPS and DR of the deterministic ``target`` with 95 % bootstrap intervals, and the logged mean."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    n = len(r)
+    w = (target == a).astype(float) / p
+    q_logged, q_target = q[np.arange(n), a], q[np.arange(n), target]
+    terms = {"ips": w * r, "dr": q_target + w * (r - q_logged), "logged": r}
+
+    def snips(idx: np.ndarray) -> float:
+        s = w[idx].sum()
+        return float((w[idx] * r[idx]).sum() / s) if s > 0 else float("nan")
+
+    idx = rng.integers(0, n, size=(n_boot, n))
+    out: dict[str, dict[str, float]] = {}
+    for name, t in terms.items():
+        boots = t[idx].mean(axis=1)
+        out[name] = {"value": float(t.mean()), "lo": float(np.percentile(boots, 2.5)),
+                     "hi": float(np.percentile(boots, 97.5))}
+    sn = np.array([snips(i) for i in idx])
+    sn = sn[np.isfinite(sn)]
+    out["snips"] = {"value": snips(np.arange(n)), "lo": float(np.percentile(sn, 2.5)) if sn.size else float("nan"),
+                    "hi": float(np.percentile(sn, 97.5)) if sn.size else float("nan")}
+    return out
+
+
+def evaluate(log: str | Path, policy: str | Path, spec: RewardSpec, n_boot: int = 1000, seed: int = 0
+             ) -> dict[str, Any]:
+    """The candidate's estimates and the logged value from ``log`` (module doc)."""
+    rng = np.random.default_rng(seed)
+    lg = load(log, spec)
+    target = target_actions(policy, lg.obs)
+    q = q_values(lg.obs, lg.action, lg.reward, rng)
+    est = estimate(lg.reward, lg.action, lg.propensity, target, q, n_boot, rng)
+    w = (target == lg.action) / lg.propensity
+    return {"estimates": est, "records": int(len(lg.reward)), "skipped": lg.skipped,
+            "agreement": float((target == lg.action).mean()),
+            "effective_sample_size": float(w.sum() ** 2 / (w**2).sum()) if (w > 0).any() else 0.0,
+            "min_propensity": float(lg.propensity.min()),
+            "target_action_shares": np.bincount(target, minlength=Z).tolist(),
+            "logged_action_shares": np.bincount(lg.action, minlength=Z).tolist(),
+            "reward": asdict(spec), "log": str(log), "policy": str(policy), "bootstrap": n_boot, "seed": seed}
+
+
+def report(result: dict[str, Any], out: Path) -> None:
+    """``report.md`` and ``ope.png`` (estimates with intervals beside the logged value) in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    est = result["estimates"]
+    names = ["logged", "ips", "snips", "dr"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    vals = [est[k]["value"] for k in names]
+    err = [[v - est[k]["lo"] for k, v in zip(names, vals, strict=True)],
+           [est[k]["hi"] - v for k, v in zip(names, vals, strict=True)]]
+    ax.bar(range(4), vals, yerr=err, capsize=4, color=["#888", "#4c72b0", "#55a868", "#c44e52"])
+    ax.set_xticks(range(4), ["logged (incumbent)", "candidate IPS", "candidate SNIPS", "candidate DR"], fontsize=8)
+    ax.set_ylabel("mean reward per request")
+    ax.set_title("off-policy estimate, 95 % bootstrap intervals", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "ope.png", dpi=120)
+    plt.close(fig)
+    rows = "\n".join(f"| {k} | {est[k]['value']:.6g} | [{est[k]['lo']:.6g}, {est[k]['hi']:.6g}] |" for k in names)
+    (out / "report.md").write_text(
+        f"# Off-policy evaluation\n\nLog `{result['log']}` ({result['records']} records used, {result['skipped']} "
+        f"skipped); candidate `{result['policy']}`.\n\n| estimate | value | 95 % interval |\n| --- | --- | --- |\n"
+        f"{rows}\n\nAgreement with the logged actions {result['agreement']:.3f}; effective sample size "
+        f"{result['effective_sample_size']:.1f}; smallest propensity {result['min_propensity']:.3g}. Action shares "
+        f"(large, small, hybrid): logged {result['logged_action_shares']}, candidate "
+        f"{result['target_action_shares']}. Reward weights {result['reward']} (quality is not observed in "
+        "serving; it counts only through joined `quality_label`s). `logged` is the incumbent's realised mean.\n\n"
+        "![estimates](ope.png)\n")
+    (out / "ope.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``rlroute ope`` (``argv``: default the command line's)."""
+    ap = argparse.ArgumentParser(prog="rlroute ope", description=__doc__.splitlines()[0])
+    ap.add_argument("--log", required=True, help="decision log (rlroute serve decision_file.path)")
+    ap.add_argument("--policy", required=True, help="candidate exported policy folder")
+    ap.add_argument("--out", type=Path, default=Path("ope-report"))
+    ap.add_argument("--cost-weight", type=float, default=1.0)
+    ap.add_argument("--latency-weight", type=float, default=0.0, help="per second of e2e")
+    ap.add_argument("--slo-penalty", type=float, default=0.0)
+    ap.add_argument("--quality-weight", type=float, default=1.0, help="per joined quality_label")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if a.bootstrap < 10:
+        ap.error("--bootstrap must be >= 10")
+    spec = RewardSpec(a.cost_weight, a.latency_weight, a.slo_penalty, a.quality_weight)
+    result = evaluate(a.log, a.policy, spec, a.bootstrap, a.seed)
+    report(result, a.out)
+    dr = result["estimates"]["dr"]
+    return emit("ope", {"value": dr["value"], "unit": "mean_reward_dr", "lo": dr["lo"], "hi": dr["hi"],
+                        "logged": result["estimates"]["logged"]["value"], "agreement": result["agreement"],
+                        "records": result["records"], "report": str(a.out / "report.md")}, a.out / "summary.json")
