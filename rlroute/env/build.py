@@ -110,7 +110,8 @@ def build_env(cfg: Any, split: str = "train", **kwargs: Any) -> RoutingEnv:
     env = RoutingEnv(
         workload=_built(parts["workload"], split=split),
         quality=_built(parts["quality"]),
-        cluster=parts["cluster"] if callable(parts["cluster"]) else cluster_factory(parts["cluster"]),
+        cluster=_scaled(parts["cluster"] if callable(parts["cluster"]) else cluster_factory(parts["cluster"]),
+                        _get(cfg, "scaler")),
         reward=_reward(extra.pop("reward", _get(cfg, "reward"))),
         episode_length=int(extra.pop("episode_length", _get(cfg, "episode_length", 512))),
         split=split,
@@ -130,6 +131,16 @@ def make_routing_env(overrides: Sequence[str] = (), split: str = "train", **kwar
     ``gymnasium.make("rlroute/Routing-v1", overrides=["reward=cost_sensitive"], episode_length=48)``.
     """
     return build_env(default_config(overrides), split=split, **kwargs)
+
+
+def _scaled(make: Callable[[np.random.Generator], Cluster], scaler: Any) -> Callable[[np.random.Generator], Cluster]:
+    """``make`` with the ``scaler`` group's scaler attached to each cluster it builds (``scaler=none``: ``make``
+    itself, so an unscaled env pays nothing); the autoscaler of the latest episode is ``factory.last``."""
+    if scaler is None or _get(scaler, "_target_") is None:
+        return make
+    from rlroute.scaling.sim import ScaledClusterFactory
+
+    return ScaledClusterFactory(make, scaler)
 
 
 def _built(obj: Any, **kwargs: Any) -> Any:

@@ -31,6 +31,7 @@ from rlroute.features import FeatureExtractor
 from rlroute.paths import CONF_DIR
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.registry import POLICIES, make_policy
+from rlroute.scaling.sim import attach
 from rlroute.seeding import seed_everything
 
 
@@ -46,6 +47,7 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.cluster.get("hybrid") is None and hybrid is not None:
         # plan length / cascade mode are the quality config's assumptions unless the cluster pins them
         cluster.hybrid = Hybrid.of(hybrid, cluster.hybrid)
+    autoscaler = attach(cluster, cfg.get("scaler"))
     name = str(cfg.sim_policy)
     if name not in POLICIES:
         raise ValueError(f"sim_policy must be one of the policy registry's names ({', '.join(sorted(POLICIES))}), "
@@ -65,6 +67,8 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
                       "requests_per_wall_s_incl_workload": len(comps) / wall if wall > 0 else None,
                       "workload": str(cfg.workload.get("name", "")), "hybrid_mode": cluster.hybrid.mode,
                       "plan_tokens": cluster.hybrid.plan_tokens}
+    if autoscaler is not None:
+        summary["scaling"] = autoscaler.summary()
     summary["config"] = OmegaConf.to_container(cfg, resolve=False)
     out = cfg.get("out")
     if out is None:
