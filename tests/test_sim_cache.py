@@ -245,3 +245,18 @@ def test_trace_output_blocks_follow_the_next_turns_hash_ids(tmp_path: Path) -> N
     tr = parse_mooncake(str(path))
     # row 0: 2 full prompt blocks; (1100 + 600) // 512 = 3 -> the next turn's block at depth 2
     assert tr.output_blocks == [(3,), (), ()]
+
+
+def test_refilling_a_path_drops_descendants_orphaned_by_an_eviction() -> None:
+    """Evicting a segment can leave its descendants cached below a hole (found with the autoscaler's
+    scale-downs: a repeated prompt's answer re-inserted over its own orphaned tail); filling the path in again
+    replaces them instead of failing. An id at another position is still refused."""
+    c = PrefixCache("lru")
+    c.insert((1, 2, 3), 64, 0.0)
+    c.insert((1, 2, 3, 4, 5), 64, 1.0, depth=3)
+    assert c.evict_one() == 3 * 64  # the parent (least recently used) goes, (4, 5) stays, unreachable
+    assert c.match_len((1, 2, 3, 4, 5)) == 0 and 4 in c.nodes
+    c.insert((1, 2, 3, 4, 5, 6), 64, 2.0)
+    assert c.match_len((1, 2, 3, 4, 5, 6)) == 6 and c.total_tokens == 6 * 64 == c.free_tokens
+    with pytest.raises(ValueError, match="chained hashes"):
+        c.insert((7, 5), 64, 3.0)  # id 5 cached at position 4, offered at position 1

@@ -200,13 +200,27 @@ class PrefixCache:
     def _new_seg(self, rest: tuple[int, ...], tokens: int, depth: int, now: float) -> Seg:
         nodes = self.nodes
         if not nodes.keys().isdisjoint(rest):
-            raise ValueError("block ids must be chained hashes (an id of this prompt is cached at another "
-                             "prefix position)")
+            self._drop_orphans(rest, depth)
         seg = Seg(rest, tokens, depth, now)
         seg.freq = 1
         nodes.update(dict.fromkeys(rest, seg))
         self.total_tokens += tokens
         return seg
+
+    def _drop_orphans(self, rest: tuple[int, ...], depth: int) -> None:
+        """Evict the cached segments holding ids of ``rest`` that sit at their own position but below a hole:
+        evicting a segment can leave its descendants cached but unreachable (matching stops at the hole), and
+        the path being filled in again must not meet them. An id cached at another position, or pinned, is a
+        broken chain: ``ValueError``."""
+        nodes = self.nodes
+        for k, b in enumerate(rest):
+            seg = nodes.get(b)
+            if seg is None:
+                continue
+            if seg.ref or seg.detached or seg.depth + seg.blocks.index(b) != depth + k:
+                raise ValueError("block ids must be chained hashes (an id of this prompt is cached at another "
+                                 "prefix position)")
+            self._drop(seg)
 
     def acquire(self, blocks: tuple[int, ...], bs: int, covered: int, now: float) -> tuple[list[Pin], int, int]:
         """Pin the matched prefix and insert the rest of ``blocks`` as one new pinned segment.
