@@ -24,6 +24,7 @@ same :class:`~rlroute.serve.router.Router` (``app.state.router``); ``rlroute ser
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import aclosing
 from typing import Any
@@ -175,7 +176,10 @@ def create_app(cfg: ServeConfig) -> web.Application:
         router.upstreams.start()
         if router.log is not None:
             router.log.start()
+        scaling = _scaling_task(router)
         yield
+        if scaling is not None:
+            scaling.cancel()
         router.slot.save_recorded()
         if router.log is not None:
             await asyncio.to_thread(router.log.close)
@@ -235,6 +239,7 @@ def create_app(cfg: ServeConfig) -> web.Application:
         for name in router.upstreams.pools:
             for w in router.upstreams.workers(name):
                 router.metrics.worker_up.labels(name, w.url).set(1.0 if w.usable else 0.0)
+                router.metrics.breaker_open.labels(name, w.url).set(0.0 if w.breaker.state == "closed" else 1.0)
         if router.slot.drift.n:
             for block, v in zip(BLOCKS, router.slot.drift.values(), strict=True):
                 router.metrics.ood_drift.labels(block).set(v)
@@ -263,6 +268,29 @@ def create_app(cfg: ServeConfig) -> web.Application:
                     web.post("/v1/completions", completions), web.get("/health", health),
                     web.get("/metrics", metrics), web.get("/openapi.json", openapi_json), web.get("/docs", docs)])
     return app
+
+
+def _scaling_task(router: Router) -> asyncio.Task[None] | None:
+    """The configured scaler's loop (``serve.scaler``; :mod:`rlroute.scaling.live`), or None without one."""
+    if router.cfg.scaler is None:
+        return None
+    from rlroute.scaling.base import build_scaler
+    from rlroute.scaling.live import LiveScaling, decision_counts
+
+    scaler = build_scaler(router.cfg.scaler)
+    assert scaler is not None
+    m = router.metrics
+    live = LiveScaling(scaler, m.recommended, m.forecast)
+
+    async def loop() -> None:
+        while True:
+            try:
+                live.tick(router.upstreams.now(), router.upstreams.state(), decision_counts(m.registry))
+            except Exception:  # a scaler bug must not stop serving; the gauge keeps its last value
+                logging.getLogger(__name__).exception("scaler tick failed")
+            await asyncio.sleep(scaler.interval_s)
+
+    return asyncio.get_running_loop().create_task(loop())
 
 
 def _dumps(obj: Any) -> str:

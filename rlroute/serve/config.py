@@ -81,6 +81,7 @@ class ServeConfig:
     decision_file: DecisionLogSettings = field(default_factory=DecisionLogSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     router_view: RouterViewConfig = field(default_factory=RouterViewConfig)
+    scaler: dict[str, Any] | None = None  # conf/scaler/ (None: scaler=none): publishes recommended instances
 
 
 def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float | None = None,
@@ -222,6 +223,7 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         decision_file=_decision_file(c.get("decision_file")),
         rollout=_rollout(c.get("rollout")),
         router_view=_router_view(c.get("router_view")),
+        scaler=_scaler(c.get("scaler")),
     )
 
 
@@ -278,6 +280,21 @@ def _rollout(raw: Any) -> RolloutSettings:
     if sum(c.share for c in cands if c.mode != "shadow") > 1.0 + 1e-9:
         raise ServeConfigError("serve.rollout.candidates: the canary and ab shares add up to more than 1")
     return RolloutSettings(cands, eps, _num(raw, "seed", 0, int, None, w), rule)
+
+
+def _scaler(raw: Any) -> dict[str, Any] | None:
+    """``scaler``: a conf/scaler/ config; checked by building it once (None for scaler=none)."""
+    if raw is None or not isinstance(raw, dict) or raw.get("_target_") is None:
+        if raw is not None and not isinstance(raw, dict):
+            raise ServeConfigError(f"serve.scaler: expected a conf/scaler/ config (scaler=reactive), got {raw!r}")
+        return None
+    from rlroute.scaling.base import build_scaler
+
+    try:
+        build_scaler(raw)
+    except (TypeError, ValueError) as e:
+        raise ServeConfigError(f"serve.scaler: {e}") from e
+    return {str(k): v for k, v in raw.items()}
 
 
 def _router_view(raw: Any) -> RouterViewConfig:

@@ -94,6 +94,12 @@ class RouterMetrics:
                                 "cost model).", ["arm"], registry=r)
         self.rollbacks = Counter("rlroute_router_rollbacks", "Automatic rollbacks of a canary by rule.",
                                  ["arm", "rule"], registry=r)
+        self.recommended = Gauge("rlroute_router_recommended_instances", "Instances the configured scaler "
+                                 "recommends per pool (serve.scaler; absent with scaler=none).", ["pool"], registry=r)
+        self.forecast = Gauge("rlroute_router_forecast_arrival_rate", "The predictive scaler's forecast arrival "
+                              "rate (req/s) at its horizon.", registry=r)
+        self.breaker_open = Gauge("rlroute_router_breaker_open", "1 while a worker's circuit breaker is open or "
+                                  "half-open.", ["pool", "worker"], registry=r)
         for pool in ("large", "small"):
             self.inflight.labels(pool).set(0)
 
