@@ -61,6 +61,15 @@ def test_reactive_queue_trigger_min_and_no_down_while_starting() -> None:
     assert s.recommend(sig(0.0, 1, 0)) == {"small": 1}  # min_instances
 
 
+def test_reactive_down_cooldown_counts_from_readiness() -> None:
+    """An instance that starts for longer than the down window is not removed the tick it becomes ready."""
+    s = ReactiveScaler({"small": LIM}, down_cooldown_s=300.0)
+    assert s.recommend(sig(0.0, 1, 30)) == {"small": 3}
+    assert s.recommend(sig(330.0, 1, 2, starting=2)) == {"small": 3}  # still starting: no scale-down
+    assert s.recommend(sig(360.0, 3, 3)) == {"small": 3}  # ready now; the window starts at 330 s
+    assert s.recommend(sig(630.0, 3, 3)) == {"small": 2}
+
+
 def test_static_holds_max() -> None:
     assert StaticScaler({"small": LIM}).recommend(sig(0.0, 1, 0)) == {"small": 6}
 

@@ -42,7 +42,6 @@ def run_one(name: str, seed: int, horizon: float, split: str, ppo: str | None) -
     from rlroute.env.build import default_config
     from rlroute.eval.simulate import deciding
     from rlroute.policies.registry import make_policy
-    from rlroute.scaling.forecast import SeasonalNaive, accuracy, poisson_floor
     from rlroute.scaling.sim import attach
 
     overrides = ["scenario=autoscaling_diurnal", f"seed={seed}", *CONFIGS[name]]
@@ -85,36 +84,39 @@ def run_one(name: str, seed: int, horizon: float, split: str, ppo: str | None) -
     out["ttft_p99_by_tick"] = [float(np.percentile(b, 99)) if b else None for b in by]
     out["timeline"] = auto.timeline
     if name.startswith("predictive"):
-        out["forecast"] = forecast_accuracy(auto, horizon, SeasonalNaive, accuracy, poisson_floor)
+        sc = auto.scaler
+        out["forecast"] = forecast_accuracy(auto.timeline, sc.interval_s, round(sc.last_horizon_s / sc.interval_s),
+                                            sc.forecaster.season)
     return out
 
 
-def forecast_accuracy(auto: Any, horizon: float, naive_cls: Any, accuracy: Any, poisson_floor: Any) -> dict[str, Any]:
-    """The forecast made at each tick for the tick one horizon ahead vs what arrived then, for every tick and
-    for the last season (the only one with two seasons of history before it: the Holt-Winters model)."""
-    sc = auto.scaler
-    rows = {}
-    for r in auto.timeline:
+def forecast_accuracy(timeline: list[dict[str, Any]], interval: float, h: int, m: int) -> dict[str, Any]:
+    """The forecast made at each tick for the bucket ``h`` ticks ahead vs what arrived then; against the
+    seasonal-naive forecast at the same horizon and the Poisson floor. ``seasonal_model``: forecasts made with
+    two seasons of history (Holt-Winters proper); ``after_first_season``: every forecast made after one season
+    (the second day's come from the Holt trend fallback)."""
+    from rlroute.scaling.forecast import SeasonalNaive, accuracy, poisson_floor
+
+    rows: dict[float, dict[str, Any]] = {}
+    for r in timeline:
         rows.setdefault(r["time"], r)
     times = sorted(rows)
     actual = np.array([rows[t]["arrival_rate"] for t in times])
     fc = [rows[t]["forecast_rate"] for t in times]
-    h = int(round(sc.last_horizon_s / sc.interval_s))
-    m = sc.forecaster.season
-    naive = naive_cls(sc.interval_s, m * sc.interval_s)
-    pairs = []  # (target tick, forecast, seasonal naive, actual)
+    naive = SeasonalNaive(interval, m * interval)
+    pairs = []  # (origin tick, forecast, seasonal naive, actual h ticks later)
     for k in range(len(times)):
-        naive.observe(actual[k] * sc.interval_s)
-        j = k + h - 1  # the forecast at tick k (after observing k) covers bucket k+1 .. k+h; its h-th is j+1
-        if j + 1 < len(times) and fc[k] is not None and k + 1 >= m:
-            pairs.append((j + 1, fc[k], float(naive.predict(h)[h - 1]), actual[j + 1]))
-    out = {"horizon_s": h * sc.interval_s, "bucket_s": sc.interval_s, "season_buckets": m}
-    for label, sel in (("all_after_first_season", pairs), ("last_season", [p for p in pairs if p[0] >= 2 * m])):
+        naive.observe(actual[k] * interval)
+        if k + h < len(times) and fc[k] is not None and k + 1 >= m:
+            pairs.append((k, fc[k], float(naive.predict(h)[h - 1]), actual[k + h]))
+    out: dict[str, Any] = {"horizon_s": h * interval, "bucket_s": interval, "season_buckets": m}
+    for label, lo in (("seasonal_model", 2 * m), ("after_first_season", m)):
+        sel = [p for p in pairs if p[0] + 1 >= lo]
         if not sel:
             continue
         _, f, n, a = (np.array(x) for x in zip(*sel, strict=True))
         out[label] = {"holt_winters": accuracy(f, a), "seasonal_naive": accuracy(n, a),
-                      "poisson_floor": poisson_floor(a, sc.interval_s)}
+                      "poisson_floor": poisson_floor(a, interval)}
     return out
 
 
@@ -132,9 +134,14 @@ def report() -> None:
                                                            "large_share", "quality_ok")]
         print(f"{name:16s} {len(rs):2d} " + " ".join(f"{c.fmt(3):>16s}" for c in cols))
     print("\nforecast accuracy at the scaler's horizon (means over seeds):")
+    for r in runs:  # recomputed from the timelines (the selection of forecasts is decided here)
+        if "forecast" in r:
+            f = r["forecast"]
+            r["forecast"] = forecast_accuracy(r["timeline"], f["bucket_s"], round(f["horizon_s"] / f["bucket_s"]),
+                                              f["season_buckets"])
     for name in ("predictive",):
         rs = [r for r in runs if r["config"] == name and "forecast" in r]
-        for label in ("last_season", "all_after_first_season"):
+        for label in ("seasonal_model", "after_first_season"):
             got = [r["forecast"][label] for r in rs if label in r["forecast"]]
             if not got:
                 continue

@@ -5,9 +5,10 @@ At each tick, per pool, the load per ready instance (queued + running requests) 
 within ``tolerance`` of 1 (the hysteresis band; HPA's default tolerance is 0.1). A queue of more than
 ``queue_per_instance`` waiting requests per ready instance asks for at least one more instance even inside
 the band (requests waiting for admission mean the KV cache, not the concurrency, is the limit). Scale-up
-waits ``up_cooldown_s`` after the previous scale-up and never stacks on instances still starting; scale-down
-waits ``down_cooldown_s`` after any change (HPA's downscale stabilisation window, 300 s by default) and removes
-at most ``down_step`` instances at a time. The defaults are HPA's (kubernetes.io/docs/tasks/run-application/
+waits ``up_cooldown_s`` after the previous scale-up; scale-down never happens while an instance is starting, waits
+``down_cooldown_s`` after any change -- counted from when the last started instance became ready, so an instance
+that took longer to start than the window is not removed as soon as it serves (HPA's downscale stabilisation
+window, 300 s by default) -- and removes at most ``down_step`` instances at a time. The defaults are HPA's (kubernetes.io/docs/tasks/run-application/
 horizontal-pod-autoscale); ``target_load`` per pool is an assumption documented in ``conf/scaler/``.
 """
 
@@ -78,6 +79,8 @@ class ReactiveScaler(Scaler):
         """Apply the cooldowns to ``want`` for pool ``name``; returns the provisioned count to ask for."""
         cur = lim.clamp(sig.provisioned)
         inf = float("-inf")
+        if sig.starting:  # the down cooldown counts from when the last new instance is ready, not from the order
+            self._last_change[name] = t
         if want > cur and t - self._last_up.get(name, inf) >= self.up_cooldown_s:
             self._last_up[name] = self._last_change[name] = t
             return want
