@@ -210,7 +210,7 @@ def test_random_event_storm_keeps_invariants_and_conservation(seed: int) -> None
                                               "kv_capacity_tokens": int(rng.integers(40_000, 400_000))},
                   "in_pool": {"_target_": in_pool}},
     }
-    cl = SimCluster(pools=pools, hybrid={"mode": ["plan_and_execute", "cascade"][seed % 2], "plan_tokens": 50},
+    cl = SimCluster(pools=pools, hybrid={"mode": ["plan_and_execute", "cascade", "pipelined"][seed % 3], "plan_tokens": 50},
                     rng=rng, max_retries=int(rng.integers(0, 4)))
     for _ in range(int(rng.integers(5, 15))):
         t = float(rng.uniform(0, reqs[-1].arrival))

@@ -4,14 +4,16 @@ Features and policies read these dataclasses only, never raw dicts or Prometheus
 serves the simulator and the live router. Times are seconds, latencies are seconds, rates per second.
 Everything the env, the evaluator and the router call on a cluster is declared here: the
 :class:`Cluster` protocol (state, prefix matches, submit, advance, drain, its :class:`CostModel` and its
-:class:`Hybrid` settings), what an action means (:func:`action_stages`, :data:`ACTION_POOLS`,
+:class:`Hybrid` settings), what an action means (:func:`action_stages`, :func:`warmup_stage`, :data:`ACTION_POOLS`,
 :func:`action_mask`) and the smoothing of the "recent" statistics (:data:`EWMA`, :data:`TAU`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,9 +26,10 @@ from rlroute.types import Action, Completion, Request
 EWMA = 0.1  # weight of the newest completion in the recent TTFT/TPOT/e2e averages and the SLO-miss rate
 TAU = 60.0  # seconds: decay constant of the recent rates (throughput, hit rate, evictions, arrivals, cost)
 
-HYBRID_MODES = ("plan_and_execute", "cascade")
+HYBRID_MODES = ("plan_and_execute", "pipelined", "cascade")
+PLAN_MODES = ("plan_and_execute", "pipelined")  # the modes in which the large pool writes a plan
 
-# Pools an action needs available to be allowed (hybrid uses both in either mode: cascade may escalate).
+# Pools an action needs available to be allowed (hybrid uses both in every mode: cascade may escalate).
 ACTION_POOLS: dict[Action, tuple[str, ...]] = {
     Action.LARGE: ("large",),
     Action.SMALL: ("small",),
@@ -36,28 +39,79 @@ ACTION_POOLS: dict[Action, tuple[str, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class Hybrid:
-    """What the hybrid action does: ``plan_and_execute`` (the large pool writes a ``plan_tokens`` plan, the
-    small pool answers with it appended to the prompt) or ``cascade`` (the small pool answers, the large
-    pool again when the quality draw says it escalated)."""
+    """What the hybrid action does. Three modes:
+
+    * ``plan_and_execute`` (the default, serial): the large pool writes a plan, then the small pool answers
+      with the plan placed after the prompt (after, so a prompt already in its cache still matches).
+    * ``pipelined``: the same two stages, but when hybrid is chosen the small instance that will execute is
+      picked at once and the prompt is prefilled there (a prefill-only request, SGLang's
+      ``max_new_tokens: 0``: ``Req.is_prefill_only`` in ``sglang/srt/managers/schedule_batch.py``; its radix
+      cache keeps the prompt) *while* the large pool plans; the answer then goes to that instance and only
+      has to prefill the plan (:func:`warmup_stage`). The warm-up is real work on the small pool: it is
+      queued, batched, billed and counted in the pool's statistics like any request.
+    * ``cascade``: the small pool answers, the large pool again when the quality draw says it escalated.
+
+    Plan length (both plan modes): ``plan_tokens`` when ``plan_sigma`` is 0 (the default: a fixed plan,
+    the behaviour every earlier run used); otherwise drawn per request from a log-normal with median
+    ``plan_tokens`` and log-space spread ``plan_sigma``, at most ``plan_cap`` (:func:`plan_length`). The
+    log-normal is an ASSUMPTION: no planner's plan lengths were measured here; the shape follows how
+    generated lengths spread in a production trace (Azure LLM inference trace 2023, code: log-sd 0.85 of
+    ``GeneratedTokens`` over 8,819 requests, median 13; ``experiments/hybrid_pipeline/README.md``). With a
+    spread, the engine is asked for ``plan_cap`` tokens (it cannot know where the plan ends); with a fixed
+    plan, for ``plan_tokens``. The plan is counted in cost and latency in every mode.
+
+    TTFT of a hybrid is the first token the *client* sees: the answer's first token. The plan is not
+    streamed to the client (it is the large model's note to the small one), so TTFT includes the whole plan
+    in both plan modes; the pipelined mode shortens it by the prompt's prefill on the small pool.
+    """
 
     mode: str = "plan_and_execute"
     plan_tokens: int = 64
+    plan_sigma: float = 0.0
+    plan_cap: int = 512
 
     def __post_init__(self) -> None:
         if self.mode not in HYBRID_MODES:
             raise ValueError(f"hybrid.mode must be one of {HYBRID_MODES}, got {self.mode!r}")
         if self.plan_tokens < 1:
             raise ValueError(f"hybrid.plan_tokens must be >= 1, got {self.plan_tokens}")
+        if not 0.0 <= self.plan_sigma <= 3.0:
+            raise ValueError(f"hybrid.plan_sigma must be in [0, 3] (log-space spread), got {self.plan_sigma}")
+        if self.plan_cap < 1:
+            raise ValueError(f"hybrid.plan_cap must be >= 1, got {self.plan_cap}")
 
     @classmethod
     def of(cls, cfg: Any, base: Hybrid | None = None) -> Hybrid:
-        """From a mapping or an object with ``mode`` / ``plan_tokens`` (e.g. the quality model's ``hybrid``);
-        a key it lacks keeps ``base``'s value (default: the defaults above). None gives ``base``."""
+        """From a mapping or an object with ``mode`` / ``plan_tokens`` / ``plan_sigma`` / ``plan_cap`` (e.g. the
+        quality model's ``hybrid``); a key it lacks keeps ``base``'s value (default: the defaults above). None
+        gives ``base``."""
         base = base if base is not None else cls()
         if cfg is None or isinstance(cfg, Hybrid):
             return cfg or base
         get = cfg.get if isinstance(cfg, Mapping) else (lambda k, d: getattr(cfg, k, d))
-        return cls(str(get("mode", base.mode)), int(get("plan_tokens", base.plan_tokens)))
+        return cls(str(get("mode", base.mode)), int(get("plan_tokens", base.plan_tokens)),
+                   float(get("plan_sigma", base.plan_sigma)), int(get("plan_cap", base.plan_cap)))
+
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK = (1 << 64) - 1
+_NORMAL = NormalDist()
+
+
+def plan_length(request: Request, hybrid: Hybrid) -> int:
+    """Tokens of ``request``'s plan (:class:`Hybrid`): fixed, or a log-normal draw keyed by the request id.
+
+    The draw is a pure function of ``request.id`` (a splitmix64 hash to a uniform, through the normal
+    quantile), so the env's decision-time price, the simulator and every fork see the same plan without
+    sharing a random stream, and the default (fixed) plan draws nothing."""
+    if hybrid.plan_sigma == 0.0:
+        return min(hybrid.plan_tokens, hybrid.plan_cap)
+    z = (request.id * _GOLDEN + _GOLDEN) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    u = ((z ^ (z >> 31)) + 0.5) / 2.0**64
+    n = round(hybrid.plan_tokens * math.exp(hybrid.plan_sigma * _NORMAL.inv_cdf(u)))
+    return max(1, min(n, hybrid.plan_cap))
 
 
 @dataclass(slots=True)
@@ -116,24 +170,36 @@ class ClusterState:
 
 Stage = tuple[str, int, int, int]
 """One placement of a routed request on a pool, ``(pool, prompt, output, max_new)``: prompt tokens (a
-plan-and-execute answer stage carries the plan too), tokens generated, and what the engine may know of the
-output (the client's cap; the plan's length for a plan stage). A plain tuple: built on every decision."""
+plan-mode answer stage carries the plan too), tokens generated, and what the engine may know of the
+output (the client's cap; for a plan stage the plan's length, or ``plan_cap`` when plans vary; 0 for a
+prefill-only warm-up). A plain tuple: built on every decision."""
 
 
 def action_stages(action: Action, request: Request, hybrid: Hybrid) -> list[Stage]:
-    """The stages ``action`` runs ``request`` through (the one mapping of an action to pools and tokens)."""
+    """The stages ``action`` runs ``request`` through, in order (the one mapping of an action to pools and
+    tokens). A pipelined hybrid's warm-up is not a stage here (it runs beside the plan, not before it): see
+    :func:`warmup_stage`."""
     n_in, n_out = request.input_len, request.output_len
     cap = request.max_new_tokens if request.max_new_tokens is not None else n_out
     if action == Action.LARGE:
         return [("large", n_in, n_out, cap)]
     if action == Action.SMALL:
         return [("small", n_in, n_out, cap)]
-    if hybrid.mode == "plan_and_execute":
-        plan = hybrid.plan_tokens
-        return [("large", n_in, plan, plan), ("small", n_in + plan, n_out, cap)]
+    if hybrid.mode in PLAN_MODES:
+        plan = plan_length(request, hybrid)
+        asked = hybrid.plan_cap if hybrid.plan_sigma else plan
+        return [("large", n_in, plan, asked), ("small", n_in + plan, n_out, cap)]
     q = request.quality
     first = ("small", n_in, n_out, cap)
     return [first, ("large", n_in, n_out, cap)] if q is not None and q.escalated else [first]
+
+
+def warmup_stage(action: Action, request: Request, hybrid: Hybrid) -> Stage | None:
+    """The pipelined hybrid's warm-up, ``("small", prompt, 0, 0)``: a prefill-only request started with the
+    plan on the small instance the answer will go to; None for every other action and mode."""
+    if action != Action.HYBRID or hybrid.mode != "pipelined":
+        return None
+    return ("small", request.input_len, 0, 0)
 
 
 def action_mask(state: ClusterState, out: np.ndarray | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlroute.cluster.base import Cluster, ClusterState, Hybrid, action_mask, action_stages
+from rlroute.cluster.base import Cluster, ClusterState, Hybrid, action_mask, action_stages, warmup_stage
 from rlroute.env.reward import RewardConfig
 from rlroute.env.warmup import warm_up
 from rlroute.features import FeatureExtractor
@@ -65,7 +65,8 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
     ## Action Space
 
     ``Discrete(3)``: ``0`` large, ``1`` small, ``2`` hybrid (plan-and-execute: the large model writes a
-    short plan, the small model answers; or cascade, per the cluster/quality ``hybrid`` config).
+    short plan, the small model answers — serially, or ``pipelined`` with the small pool warmed while the
+    plan is written; or cascade, per the cluster/quality ``hybrid`` config: :class:`rlroute.cluster.base.Hybrid`).
     :meth:`action_masks` marks actions whose pools have no healthy, unpaused instance (hybrid needs both);
     a masked action is still submitted (the cluster queues it on a paused pool or fails it when no
     instance is healthy, which counts as an SLO violation) and ``info["action_valid"]`` is False.
@@ -449,11 +450,18 @@ class RoutingEnv(gym.Env[FloatArray, np.int64]):
 
     def expected_cost(self, req: Request, a: Action) -> float:
         """USD of routing ``req`` with ``a``, priced now (see :mod:`rlroute.env.reward`): each stage the action
-        runs (:func:`rlroute.cluster.base.action_stages`) at the best prefix match available in its pool."""
+        runs (:func:`rlroute.cluster.base.action_stages`) at the best prefix match available in its pool; a
+        pipelined hybrid adds its warm-up and prices the answer's prompt as cached."""
         cluster = self.cluster
         assert cluster is not None
         price = cluster.cost_model.request_cost
         cost = 0.0
+        warm = warmup_stage(a, req, cluster.hybrid)
+        if warm is not None:  # the pipelined warm-up prefills the prompt: the answer then finds it cached
+            cost += price(warm[0], warm[1], self._best_available_match(warm[0]), 0)
         for pool, prompt, output, _ in action_stages(a, req, cluster.hybrid):
-            cost += price(pool, prompt, self._best_available_match(pool), output)
+            cached = self._best_available_match(pool)
+            if warm is not None and pool == warm[0]:
+                cached = max(cached, min(len(req.blocks) * req.block_size, req.input_len))
+            cost += price(pool, prompt, cached, output)
         return cost

@@ -1,12 +1,13 @@
-"""Hybrid-action quality: plan-and-execute (default) and cascade.
+"""Hybrid-action quality: plan-and-execute (default; serial or pipelined) and cascade.
 
 Both modes turn the small and large models' outcomes for one request into the hybrid action's outcome.
 Their parameters are ASSUMPTIONS (no measurement of a Qwen3-235B planner + Qwen3-4B executor, or of a
 verifier, exists in this project); they live in ``conf/quality/*.yaml`` under ``assumptions:`` and are
 meant to be swept, not quoted.
 
-- :class:`PlanAndExecute`: the large model writes a ``plan_tokens``-token plan, the small model answers
-  with it. The plan carries a ``share`` of the large model's advantage:
+- :class:`PlanAndExecute`: the large model writes a plan (``plan_tokens``, or a length drawn around it:
+  :class:`rlroute.cluster.base.Hybrid`), the small model answers with it. ``mode: pipelined`` runs the same
+  stages with the small pool warmed while the plan is written (a timing change only: same quality). The plan carries a ``share`` of the large model's advantage:
   ``p_h = p_s + share * (p_l - p_s)``. Outcomes are coupled to the two models' outcomes so that a
   joint draw is consistent: when both agree the hybrid agrees; when only the large model is right the
   hybrid is right with probability ``share``; when only the small model is right, with ``1 - share``.
@@ -29,8 +30,8 @@ import numpy as np
 class HybridMode(Protocol):
     """How the hybrid action's outcome follows from the small and large models' outcomes.
 
-    ``mode`` ("plan_and_execute" or "cascade") is what the simulator reads to lay out the hybrid's
-    stages; plan-and-execute also carries ``plan_tokens``.
+    ``mode`` ("plan_and_execute", "pipelined" or "cascade") is what the simulator reads to lay out the
+    hybrid's stages; the plan modes also carry ``plan_tokens``, ``plan_sigma`` and ``plan_cap``.
     """
 
     mode: str
@@ -62,20 +63,33 @@ class PlanAndExecute:
     """Large model plans, small model executes (see module docstring).
 
     Args:
-        plan_tokens: tokens of the plan the large model generates (the simulator charges them to the
-            large pool and prepends them to the small model's prompt).
+        plan_tokens: tokens of the plan the large model generates (its median when ``plan_sigma`` > 0); the
+            simulator charges them to the large pool and appends them to the small model's prompt.
         share: share of the large model's advantage the plan carries, in [0, 1] (assumption).
-        mode: must be "plan_and_execute" when given (configs state it for readers of the raw dict).
+        mode: "plan_and_execute" (serial, the default) or "pipelined" (the small pool is warmed while the
+            large one plans; :class:`rlroute.cluster.base.Hybrid`); configs state it for the simulator.
+        plan_sigma: log-space spread of the plan length (0: fixed; assumption, see ``Hybrid``).
+        plan_cap: the longest plan (what the large pool is asked for when plans vary).
     """
 
-    mode = "plan_and_execute"
+    modes = ("plan_and_execute", "pipelined")
 
-    def __init__(self, plan_tokens: int = 128, share: float = 0.6, mode: str = "plan_and_execute") -> None:
-        _check_mode(mode, self.mode)
+    def __init__(self, plan_tokens: int = 128, share: float = 0.6, mode: str = "plan_and_execute",
+                 plan_sigma: float = 0.0, plan_cap: int = 512) -> None:
+        if mode not in self.modes:
+            raise ValueError(f"hybrid mode {mode!r} does not match its class (one of {self.modes}); fix `mode` or "
+                             "`_target_`")
+        self.mode = mode
         if int(plan_tokens) < 1:
             raise ValueError(f"plan_tokens must be >= 1, got {plan_tokens}")
         self.plan_tokens = int(plan_tokens)
         self.share = _unit("share", share)
+        self.plan_sigma = float(plan_sigma)
+        self.plan_cap = int(plan_cap)
+        if not 0.0 <= self.plan_sigma <= 3.0:
+            raise ValueError(f"plan_sigma must be in [0, 3], got {plan_sigma!r}")
+        if self.plan_cap < 1:
+            raise ValueError(f"plan_cap must be >= 1, got {plan_cap!r}")
 
     def prob(self, p_large: float, p_small: float) -> float:
         """``p_s + share * (p_l - p_s)``."""

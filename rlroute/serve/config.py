@@ -49,6 +49,7 @@ class ServeConfig:
     ood: OodSettings = field(default_factory=OodSettings)
     allow_cross_pool: bool = True
     plan_tokens: int = 64
+    hybrid_mode: str = "plan_and_execute"
     block_size: int = 64
     scrape_interval_s: float = 0.5
     health_interval_s: float = 1.0
@@ -97,6 +98,16 @@ def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float |
     if minimum is not None and out < minimum:
         raise ServeConfigError(f"{key_name}: expected >= {minimum}, got {v!r}")
     return out
+
+
+SERVE_HYBRID_MODES = ("plan_and_execute", "pipelined")  # cascade needs a verifier the router does not have
+
+
+def _hybrid_mode(c: dict[str, Any]) -> str:
+    mode = c.get("mode", "plan_and_execute")
+    if mode not in SERVE_HYBRID_MODES:
+        raise ServeConfigError(f"serve.hybrid.mode: expected one of {SERVE_HYBRID_MODES}, got {mode!r}")
+    return str(mode)
 
 
 def _fallback(spec: Any) -> str | dict[str, Any]:
@@ -193,6 +204,7 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         ood=ood,
         allow_cross_pool=bool(c.get("allow_cross_pool", True)),
         plan_tokens=_num(c.get("hybrid") or {}, "plan_tokens", 64, int, 1),
+        hybrid_mode=_hybrid_mode(c.get("hybrid") or {}),
         block_size=_num(c, "block_size", 64, int, 1),
         scrape_interval_s=_num(c, "scrape_interval_s", 0.5, float, 0.01),
         health_interval_s=_num(c, "health_interval_s", 1.0, float, 0.01),

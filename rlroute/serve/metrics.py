@@ -70,6 +70,8 @@ class RouterMetrics:
         self.inflight = Gauge("rlroute_router_inflight", "Requests in flight to each pool.", ["pool"], registry=r)
         self.cross_pool = Counter("rlroute_router_cross_pool", "Requests sent to the other pool (first had none).",
                                   ["from_pool"], registry=r)
+        self.warmups = Counter("rlroute_router_hybrid_warmups", "Pipelined hybrid warm-ups (prefill-only requests to "
+                               "the small pool) by outcome.", ["outcome"], registry=r)
         self.reloads = Counter("rlroute_router_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
         self.weight_update = Gauge("rlroute_router_weight_update_interruption_seconds",
                                    "Interruption of the last coordinated weight update.", ["pool"], registry=r)

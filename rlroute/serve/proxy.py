@@ -135,11 +135,13 @@ class Proxy:
             self.session = None
 
     def _pick(self, pools: list[str], request: Request, tried: dict[str, set[int]],
-              extra_tokens: int) -> tuple[RouterWorker | None, str]:
-        """The first pool's in-pool pick among usable, untried workers whose breaker lets the request in."""
+              extra_tokens: int, prefer: int | None = None) -> tuple[RouterWorker | None, str]:
+        """The first pool's in-pool pick (``prefer`` while it is untried and usable) among usable, untried workers
+        whose breaker lets the request in."""
         for i, pool in enumerate(pools):
             while True:
-                w = self.up.choose(pool, request, tried[pool], extra_tokens if i == 0 else 0)
+                w = self.up.choose(pool, request, tried[pool], extra_tokens if i == 0 else 0,
+                                   prefer if i == 0 else None)
                 if w is None:
                     break
                 tried[pool].add(w.index)
@@ -151,7 +153,8 @@ class Proxy:
         return None, pools[0]
 
     async def call(self, pool: str, path: str, body: bytes, request: Request, stream: bool, extra_tokens: int = 0,
-                   headers: dict[str, str] | None = None, cross_pool: bool = True) -> Answer:
+                   headers: dict[str, str] | None = None, cross_pool: bool = True, prefer: int | None = None,
+                   picked: list[int] | None = None) -> Answer:
         """Send ``body`` to ``pool`` (then the other pool if allowed) with the retry rules (module doc).
 
         Args:
@@ -163,6 +166,8 @@ class Proxy:
             extra_tokens: prompt tokens added to the request's (a hybrid's plan).
             headers: the client's headers to forward (emulation hooks, ``x-request-id``).
             cross_pool: this call may go to the other pool.
+            prefer: the worker index of ``pool`` to try first when usable (a pipelined hybrid's warmed worker).
+            picked: each attempt's worker index is appended here as it is chosen (before its answer).
 
         Raises:
             NoUpstream: every attempt failed, or no worker was usable.
@@ -184,9 +189,11 @@ class Proxy:
         while attempts < self.policy.max_attempts:
             if attempts:
                 await asyncio.sleep(self.policy.delay_s(attempts, self.rng))
-            w, p = self._pick(pools, request, tried, extra_tokens)
+            w, p = self._pick(pools, request, tried, extra_tokens, prefer)
             if w is None:
                 break
+            if picked is not None:
+                picked.append(w.index)
             attempts += 1
             self.metrics.inflight.labels(p).inc()
             t0 = time.perf_counter()

@@ -1,12 +1,17 @@
 """The router's decision-and-forward core: :class:`Router` holds one router process's state (upstreams,
 guarded policy, proxy, sessions, metrics) and routes one request at a time; hybrid runs plan-and-execute —
-a plan of ``plan_tokens`` from the large pool, then the small pool answers with the plan placed after the
-prompt (after, not before, so the prompt's prefix blocks stay cacheable on the small pool). The HTTP front
-is :mod:`rlroute.serve.app`, the admin API :mod:`rlroute.serve.admin`.
+a plan of at most ``plan_tokens`` from the large pool, then the small pool answers with the plan placed after
+the prompt (after, not before, so the prompt's prefix blocks stay cacheable on the small pool). With
+``hybrid.mode: pipelined`` the client's prompt is sent at once, as a prefill-only request (its cap set to 0:
+SGLang's ``max_new_tokens: 0``, ``Req.is_prefill_only``), to the small worker the in-pool policy picks, while
+the large pool plans; the answer then goes to that worker first and finds the prompt in its radix cache. The
+plan is never streamed to the client: its first token is the answer's (TTFT includes the plan). The HTTP
+front is :mod:`rlroute.serve.app`, the admin API :mod:`rlroute.serve.admin`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import json
@@ -93,6 +98,7 @@ class Router:
         fb = cfg.fallback
         self.fallback_id = "fallback:" + (fb if isinstance(fb, str) else str(fb.get("_target_")))
         self.rollout = Rollout(cfg.rollout, self.make_slot)
+        self.warming: set[asyncio.Task[None]] = set()  # pipelined warm-ups in flight (kept referenced)
 
     def make_slot(self, path: str | None) -> PolicySlot:
         """A policy slot for ``path`` with the router's inference timeout, fallback and OOD settings (loads it)."""
@@ -178,15 +184,21 @@ class Router:
         forward[REQUEST_ID] = rid
         extra = 0
         stages: list[Stage] = []
+        warmed: list[int] = []  # the small worker a pipelined hybrid's warm-up went to
         if out.action == Action.HYBRID:
             forward.pop(OUTPUT_BLOCKS_HEADER, None)  # the answer's prompt carries the plan
+            if self.cfg.hybrid_mode == "pipelined":
+                task = asyncio.create_task(self._warm(path, payload, req, forward[REQUEST_ID], warmed))
+                self.warming.add(task)
+                task.add_done_callback(self.warming.discard)
             body = json.dumps(await self._plan(req, payload, plan_edit, headers, forward, stages)).encode()
             pool, extra = "small", int(headers["x-rlroute-plan-tokens"])
         else:  # the client's validated bytes go upstream unchanged (no re-serialisation)
             body = raw
             pool = "large" if out.action == Action.LARGE else "small"
         try:
-            a = await self.proxy.call(pool, path, body, req, stream, extra, forward)
+            a = await self.proxy.call(pool, path, body, req, stream, extra, forward,
+                                      prefer=warmed[-1] if warmed else None)
         except NoUpstream as e:
             m.requests.labels(endpoint, str(e.status)).inc()
             self._log_outcome(rec, e.status, stages, t0, str(e))
@@ -263,6 +275,17 @@ class Router:
         except Exception:  # noqa: BLE001 - the log must not fail a request
             self.log.errors += 1
 
+    async def _warm(self, path: str, payload: dict[str, Any], req: Request, rid: str, warmed: list[int]) -> None:
+        """The pipelined hybrid's warm-up: the client's prompt, prefill only, to a small worker (whose index lands
+        in ``warmed`` as soon as it is picked). Its answer is dropped; a failed warm-up only costs the hit."""
+        body = warm_body(path, payload)
+        try:
+            await self.proxy.call("small", path, json.dumps(body).encode(), req, False, headers={REQUEST_ID: rid},
+                                  cross_pool=False, picked=warmed)
+            self.metrics.warmups.labels("ok").inc()
+        except Exception:  # noqa: BLE001 - no warm worker (pool down, refused): the answer prefills the prompt itself
+            self.metrics.warmups.labels("failed").inc()
+
     async def _plan(self, req: Request, payload: dict[str, Any], plan_edit: PlanEdit,
                     headers: dict[str, str], forward: dict[str, str], stages: list[Stage]) -> dict[str, Any]:
         """Stage 1 of hybrid: a short plan from the large pool, asked the way the client asked (the small pool
@@ -314,6 +337,21 @@ def _stage(a: Answer) -> list[Stage]:
 
 
 PLAN_ASK = "Write a short plan for answering the request above."
+# The prompt fields of each front endpoint, and where its cap goes (0: prefill only).
+_PROMPT_KEYS = ("text", "input_ids", "messages", "prompt", "model")
+_CAP = {"/generate": "sampling_params", "/v1/chat/completions": "max_tokens", "/v1/completions": "max_tokens"}
+
+
+def warm_body(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The prefill-only twin of a client's request: same prompt, same endpoint, cap 0, not streamed. The answer's
+    prompt starts with it (:func:`edit_generate`, :func:`edit_chat`, :func:`edit_completion` append the plan)."""
+    body: dict[str, Any] = {k: payload[k] for k in _PROMPT_KEYS if k in payload}
+    if _CAP[path] == "sampling_params":
+        body["sampling_params"] = {"max_new_tokens": 0}
+    else:
+        body["max_tokens"] = 0
+    body["stream"] = False
+    return body
 PlanEdit = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 

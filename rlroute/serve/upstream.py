@@ -98,10 +98,12 @@ class Upstreams:
         """Router-estimated cached prompt tokens per worker, per pool."""
         return self.monitor.prefix_match(request)
 
-    def choose(self, pool: str, request: Request, exclude: set[int], extra_tokens: int = 0) -> RouterWorker | None:
-        """The in-pool policy's pick among usable workers not yet tried (None when none is left); the pick's
-        in-flight count is raised (released by the monitor's ``complete`` or ``release``)."""
-        w = self.monitor.choose(pool, request, extra_tokens, exclude)
+    def choose(self, pool: str, request: Request, exclude: set[int], extra_tokens: int = 0,
+               prefer: int | None = None) -> RouterWorker | None:
+        """The in-pool policy's pick among usable workers not yet tried (``prefer`` if it is one of them; None
+        when none is left); the pick's in-flight count is raised (released by the monitor's ``complete`` or
+        ``release``)."""
+        w = self.monitor.choose(pool, request, extra_tokens, exclude, prefer=prefer)
         assert w is None or isinstance(w, RouterWorker)
         return w
 

@@ -1,6 +1,7 @@
 """The emulated SGLang worker's HTTP API (FastAPI): SGLang's endpoints and JSON shapes.
 
-``/generate`` takes ``text`` or ``input_ids``, ``sampling_params.max_new_tokens`` and ``stream``; it
+``/generate`` takes ``text`` or ``input_ids``, ``sampling_params.max_new_tokens`` (0: prefill only, as SGLang's
+``Req.is_prefill_only``: the prompt is computed and cached, nothing generated) and ``stream``; it
 answers ``{"text", "meta_info"}`` or streams Server-Sent Events ``data: {...}`` whose ``text`` is the
 cumulative output (as SGLang's native API streams), closed by ``data: [DONE]``. ``meta_info`` carries
 ``id``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``, ``e2e_latency`` (modelled seconds:

@@ -176,7 +176,7 @@ class Engine:
         Args:
             blocks: chained block ids of the prompt (``model.block_size`` tokens each).
             prompt_tokens: prompt length in tokens.
-            max_new_tokens: the client's cap (SGLang's admission reserves from it).
+            max_new_tokens: the client's cap (SGLang's admission reserves from it); 0: prefill only.
             hold: the request's :meth:`hold` (its arrival time; released here); ``None``: arrives now.
             output_tokens: where the reply ends (a real model's EOS), at most the cap; ``None``: the cap.
             output_blocks: the answer's block ids as the next turn will carry them; inserted into the prefix
@@ -186,8 +186,10 @@ class Engine:
         n_in = max(1, prompt_tokens)
         rid = next(self._ids)
         t = self.virtual_now() if arrival is None else arrival
-        cap = max(1, max_new_tokens)
-        out = cap if output_tokens is None else max(1, min(int(output_tokens), cap))
+        # max_new_tokens 0 is SGLang's prefill-only request (``Req.is_prefill_only``, managers/schedule_batch.py):
+        # the prompt is computed and cached, nothing is generated (a pipelined hybrid's warm-up)
+        cap = max(0, max_new_tokens)
+        out = cap if output_tokens is None or cap == 0 else max(1, min(int(output_tokens), cap))
         req = Request(id=rid, arrival=t, input_len=n_in, output_len=out, blocks=blocks,
                       block_size=self.model.block_size, max_new_tokens=cap, output_blocks=tuple(output_blocks))
         job = Job(rid=f"{rid:x}", req=req, prompt_tokens=n_in, max_new_tokens=max_new_tokens, arrival=t)

@@ -45,7 +45,8 @@ class LiveCluster:
         pools: pool name -> ``{urls: [...], profile: <serving profile name> (cost model), in_pool:
             <conf/cluster/in_pool/ preset>}``.
         cost: the simulator's cost config (``mode: tokens|gpu_seconds``, ...).
-        hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}``.
+        hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}`` (``pipelined`` is refused at submit: only
+            the simulator and the serving router implement it).
         speedup: modelled seconds per wall second (the emulated workers' ``speedup``).
         max_retries: further attempts after a connection error or 5xx (on other instances first).
         revive_wait_s: wall seconds a stage waits for a downed instance to answer ``/health`` again when
@@ -125,6 +126,9 @@ class LiveCluster:
         if request.arrival > self.now:
             time.sleep((request.arrival - self.now) / self.speedup)
         act = Action(action)
+        if act == Action.HYBRID and self.hybrid.mode == "pipelined":
+            raise ValueError("hybrid.mode 'pipelined' is implemented in the simulator and the serving router "
+                             "(rlroute serve), not in LiveCluster: use plan_and_execute or cascade here")
         # The worker is asked for the client's cap (SGLang's admission reserves from it, as the simulator's
         # instances do) and told where the reply ends (the emulated model's EOS header).
         n_in = request.input_len

@@ -134,7 +134,7 @@ class Monitor:
             self.r_arr += 1.0
 
     def choose(self, pool: str, request: Request, extra_tokens: int = 0, exclude: set[int] | frozenset[int] = frozenset(),
-               allow_paused: bool = False) -> LiveInstance | None:
+               allow_paused: bool = False, prefer: int | None = None) -> LiveInstance | None:
         """The in-pool policy's pick among the pool's usable instances not in ``exclude``; None if none is left.
 
         The pick's approximate tree records the prompt's blocks and its in-flight count goes up by one
@@ -147,6 +147,8 @@ class Monitor:
             exclude: instance indices already tried.
             allow_paused: when no unpaused instance is usable, pick among paused ones (their requests wait
                 for ``/continue_generation``) rather than none.
+            prefer: this instance index when it is among the usable ones (a pipelined hybrid's answer goes to
+                the instance its prompt was warmed on), else the in-pool policy's pick.
         """
         p = self.pools[pool]
         covered = min(len(request.blocks) * request.block_size, request.input_len)
@@ -160,9 +162,12 @@ class Monitor:
             view = p.view
             full = view.match(request.blocks, request.block_size, covered, now)
             sizes = view.tokens
-            k = p.policy.choose([i.load for i in cands], [full[i.index] for i in cands],
-                                [sizes[i.index] for i in cands], request.input_len + extra_tokens)
-            inst = cands[k]
+            pinned = [i for i in cands if i.index == prefer] if prefer is not None else []
+            if pinned:
+                inst = pinned[0]
+            else:
+                inst = cands[p.policy.choose([i.load for i in cands], [full[i.index] for i in cands],
+                                             [sizes[i.index] for i in cands], request.input_len + extra_tokens)]
             inst.inflight += 1
             view.insert(inst.index, request.blocks, request.block_size, now, request.input_len + extra_tokens)
         return inst

@@ -6,10 +6,14 @@ event (failure, weight update, ...; see :mod:`rlroute.cluster.sim.events`). ``ad
 events up to ``until``; ``submit`` places a request at the current time.
 
 A routed request is a *job* with one or two *stages*: large or small is one stage; hybrid
-plan-and-execute is a plan on the large pool (``plan_tokens`` output tokens) followed by the answer on
-the small pool with the plan appended to the prompt; hybrid cascade is the small pool, then the large pool
-again when ``request.quality.escalated``. Each job yields exactly one :class:`Completion` (failed ones
-carry ``fail_reason``), so conservation holds by construction and is tested under faults.
+plan-and-execute is a plan on the large pool (``plan_length`` output tokens) followed by the answer on
+the small pool with the plan appended to the prompt; hybrid pipelined is the same, plus a prefill-only
+warm-up of the prompt placed on a small instance at submit, beside the plan, and the answer placed on that
+instance (the in-pool policy again if it is no longer routable); hybrid cascade is the small pool, then the
+large pool again when ``request.quality.escalated``. Each job yields exactly one :class:`Completion` (failed
+ones carry ``fail_reason``), so conservation holds by construction and is tested under faults. A warm-up
+yields none: its cost goes to the job it warms, and a failed warm-up is dropped, never retried (the answer
+then prefills the prompt itself).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.cluster.base import EWMA, ClusterState, CostModel, Hybrid, action_stages
+from rlroute.cluster.base import EWMA, ClusterState, CostModel, Hybrid, Stage, action_stages, warmup_stage
 from rlroute.cluster.cost import GpuSecondsCost, build_cost_model
 from rlroute.cluster.profiles import ServingProfile, load_profile
 from rlroute.cluster.router_view import RouterViewConfig
@@ -51,9 +55,9 @@ class SimCluster(EventsMixin):
         pools: pool name -> ``{profile, instances, cache: {mem_fraction_static, eviction, ttl_s},
             in_pool: <conf/cluster/in_pool/ preset>}`` (see ``conf/cluster/default.yaml``).
         cost: ``{mode: tokens|gpu_seconds, prices: {...}, usd_per_gpu_hour, ref_batch}``.
-        hybrid: ``{mode: plan_and_execute|cascade, plan_tokens}`` (a mapping, a
+        hybrid: ``{mode: plan_and_execute|pipelined|cascade, plan_tokens, plan_sigma, plan_cap}`` (a mapping, a
             :class:`~rlroute.cluster.base.Hybrid` or any object with those attributes, e.g. the quality
-            config's ``hybrid`` block); default plan-and-execute, 64 tokens. Kept as :attr:`hybrid`.
+            config's ``hybrid`` block); default plan-and-execute, a fixed 64-token plan. Kept as :attr:`hybrid`.
         max_retries: re-sends allowed per request after failed attempts before it fails (sglang-router's
             ``retry_max_retries`` 5 attempts = 4 re-sends).
         fault_handling: the router's failure detection, circuit breaker, retry backoff and request timeout
@@ -90,6 +94,7 @@ class SimCluster(EventsMixin):
         self._out: list[Completion] = []
         self._uid = count()
         self._active = 0
+        self._warming = 0  # pipelined warm-ups in flight (not requests: no completion of their own)
         self._epoch = 0
         self._memo: tuple[int, int, dict[str, list[int]]] | None = None
         self._log = log_evictions
@@ -181,6 +186,9 @@ class SimCluster(EventsMixin):
         self.submitted += 1
         w = self.dclock.weight(now)  # first: a clock rebase rescales r_arr
         self.r_arr += w
+        warm = warmup_stage(act, request, self.hybrid)
+        if warm is not None and warm[0] in self.pools:
+            self._warm(job, warm, now)
         self._launch(job, now)
         self._epoch += 1
 
@@ -206,9 +214,9 @@ class SimCluster(EventsMixin):
         with nothing scheduled to resume it) fail with a reason. Returns the completions since the last
         ``advance``."""
         heap = self._heap
-        while self._active and heap and heap[0][0] <= max_time:
+        while (self._active or self._warming) and heap and heap[0][0] <= max_time:
             self._run(heap[0][0])
-        if self._active:
+        if self._active or self._warming:
             reason = "unfinished at drain: no event left that could finish it (pool paused or down)"
             for pool in self.pools.values():
                 for inst in pool.instances:
@@ -240,14 +248,32 @@ class SimCluster(EventsMixin):
         req = job.req
         return Seq(job, prompt, output, req.blocks, req.block_size, next(self._uid), max_new)
 
-    def _launch(self, job: Job, t: float) -> None:
-        self._dispatch(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
+    def _warm(self, job: Job, stage: Stage, t: float) -> None:
+        """Start the pipelined hybrid's warm-up of ``job`` (a job of its own) and pin its instance for the answer."""
+        w = Job(job.req, job.action, [stage], t)
+        w.warms = job
+        self._warming += 1
+        job.pin = self._dispatch(self.pools[stage[0]], self._new_seq(w), t)
 
-    def _dispatch(self, pool: SimPool, seq: Seq, t: float) -> None:
+    def _launch(self, job: Job, t: float) -> None:
+        pool = self.pools[job.stages[job.stage][0]]
+        seq = self._new_seq(job)
+        pin = job.pin
+        if pin is not None:
+            # the warmed instance, while the router may still send to it (only a small-pool stage finds it)
+            inst = next((i for i in pool.candidates() if i is pin), None)
+            if inst is not None:
+                job.pin = None
+                self._place(pool, inst, seq, t)
+                return
+        self._dispatch(pool, seq, t)
+
+    def _dispatch(self, pool: SimPool, seq: Seq, t: float) -> Instance | None:
+        """Place ``seq`` with the pool's in-pool policy; returns the instance (None: failed, no candidate)."""
         cands = pool.candidates()
         if not cands:
             self._fail(seq.job, f"no healthy instance in pool {pool.name!r}", t)
-            return
+            return None
         if len(cands) == 1:
             inst = cands[0]
         else:
@@ -268,6 +294,10 @@ class SimCluster(EventsMixin):
                     routed[inst.index] += seq.prompt - full[inst.index]
             else:
                 inst = cands[policy.choose(loads, None, None, seq.prompt)]
+        self._place(pool, inst, seq, t)
+        return inst
+
+    def _place(self, pool: SimPool, inst: Instance, seq: Seq, t: float) -> None:
         if pool.view is not None:  # the router records what it sent, whichever way it chose
             pool.view.insert(inst.index, seq.blocks, seq.bs, t, seq.prompt)
         if not inst.healthy:  # down, but the router has not noticed yet
@@ -290,6 +320,11 @@ class SimCluster(EventsMixin):
         inst.r_out += s.output * w
         pool.record(t, ttft, tpot, e2e, cost, ttft > self.slo_ttft or tpot > self.slo_tpot)
         job.cost += cost
+        if job.warms is not None:  # a warm-up: billed to the job it warms, no completion of its own
+            self._drop_warm(job)
+            if inst.retired and not inst.load:
+                pool.prune()
+            return
         job.prompt += s.prompt
         job.cached += s.cached
         job.out += s.output
@@ -316,15 +351,27 @@ class SimCluster(EventsMixin):
         self._fail(s.job, reason, t)
 
     def _retry(self, s: Seq, reason: str, t: float) -> None:
-        """Re-send at once (``detection: instant``)."""
+        """Re-send at once (``detection: instant``); a lost warm-up is dropped."""
         job = s.job
+        if job.warms is not None:
+            self._drop_warm(job)
+            return
         job.retries += 1
         if job.retries > self.max_retries:
             self._fail(job, f"{reason}; gave up after {self.max_retries} retries", t)
             return
         self._dispatch(self.pools[job.stages[job.stage][0]], self._new_seq(job), t)
 
+    def _drop_warm(self, job: Job) -> None:
+        """A warm-up ends (done, lost or refused): its cost moves to the job it warms; nothing else is owed."""
+        job.warms.cost += job.cost  # type: ignore[union-attr]
+        job.cost = 0.0
+        self._warming -= 1
+
     def _fail(self, job: Job, reason: str, t: float) -> None:
+        if job.warms is not None:
+            self._drop_warm(job)
+            return
         self._active -= 1
         req = job.req
         q = req.quality
@@ -351,40 +398,4 @@ class SimCluster(EventsMixin):
         heapq.heappush(self._heap, (float(time), next(self._tick), call, -1))
 
 
-def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(cfg):
-            out = OmegaConf.to_container(cfg, resolve=True)
-            assert isinstance(out, dict)
-            return {str(k): v for k, v in out.items()}
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a core dependency
-        pass
-    return dict(cfg)
-
-
-def build_cluster(cfg: Mapping[str, Any], rng: np.random.Generator | None = None, **overrides: Any) -> SimCluster:
-    """Build a :class:`SimCluster` from the ``cluster`` config group (with or without ``_target_``)."""
-    kwargs = {k: v for k, v in _plain(cfg).items() if not k.startswith("_")}
-    kwargs.update(overrides)
-    return SimCluster(rng=rng, **kwargs)
-
-
-def cluster_factory(cfg: Mapping[str, Any], **overrides: Any) -> Callable[[np.random.Generator], SimCluster]:
-    """A ``rng -> SimCluster`` builder that resolves the config once.
-
-    ``hydra.utils.instantiate`` costs ~15 ms per call (config copies); building from a plain dict costs
-    ~0.3 ms, which matters when an env builds a fresh cluster every episode.
-    """
-    kwargs = {k: v for k, v in _plain(cfg).items() if not k.startswith("_")}
-    kwargs.update(overrides)
-    build_cluster(kwargs)  # fail on a bad config now, not at the first episode
-
-    def make(rng: np.random.Generator) -> SimCluster:
-        return SimCluster(rng=rng, **kwargs)
-
-    return make
-
-
-__all__ = ["SimCluster", "build_cluster", "cluster_factory", "load_profile"]
+__all__ = ["SimCluster", "load_profile"]

@@ -158,7 +158,7 @@ class FaultsMixin:
     _rng: np.random.Generator
 
     def _fail(self, job: Job, reason: str, t: float) -> None: ...
-    def _dispatch(self, pool: SimPool, seq: Seq, t: float) -> None: ...
+    def _dispatch(self, pool: SimPool, seq: Seq, t: float) -> Instance | None: ...
     def _new_seq(self, job: Job) -> Seq:
         raise NotImplementedError  # SimCluster
 
@@ -192,6 +192,9 @@ class FaultsMixin:
             if pool.cb_fails[inst.index] >= self.faults.cb_failure_threshold:
                 self.detect(inst.pool, inst.index, pool.fail_epoch[inst.index])
         job = s.job
+        if job.warms is not None:  # a warm-up is not re-sent: the answer will prefill the prompt itself
+            self._fail(job, reason, t)
+            return
         job.retries += 1
         if job.retries > self.max_retries:
             self._fail(job, f"{reason}; gave up after {self.max_retries} retries", t)

@@ -14,10 +14,14 @@ if TYPE_CHECKING:
 
 
 class Job:
-    """A submitted request on its way through one or two stages."""
+    """A submitted request on its way through one or two stages.
 
-    __slots__ = ("action", "cached", "cost", "insts", "out", "pools", "prompt", "queue", "req", "retries",
-                 "stage", "stages", "t0")
+    A pipelined hybrid adds a warm-up: a job of its own (``warms`` = the job it warms, one prefill-only
+    stage) that never yields a completion; the warmed job keeps the chosen small instance in ``pin`` until
+    its answer stage is placed there."""
+
+    __slots__ = ("action", "cached", "cost", "insts", "out", "pin", "pools", "prompt", "queue", "req", "retries",
+                 "stage", "stages", "t0", "warms")
 
     def __init__(self, req: Request, action: Action, stages: list[Stage], t0: float) -> None:
         self.req = req
@@ -30,6 +34,8 @@ class Job:
         self.prompt = self.cached = self.out = 0
         self.pools: list[str] = []
         self.insts: list[int] = []
+        self.pin: object | None = None  # the warmed Instance (typed loosely: instance.py imports this module)
+        self.warms: Job | None = None
 
 
 class Seq:
