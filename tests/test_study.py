@@ -252,5 +252,22 @@ def test_parallel_study_processes_fill_one_results_file(tmp_path: Path) -> None:
     assert both["scenarios"].keys() == {"a", "b"}
     assert both["commands"] == ["rlroute study scenarios=[a]", "rlroute study scenarios=[b]"]
     assert both["sim_config_hash"] not in ("ha", "hb")  # one hash over both scenarios' configs
-    stale = {**other, "commit": "def"}  # another commit: a different study, not merged
+    stale = {**other, "commit": "def"}  # another commit: a different study, not merged, but kept aside
     assert runner.merged(stale, tmp_path / "results.json")["scenarios"].keys() == {"b"}
+    assert json.loads((tmp_path / "results.abc.json").read_text())["scenarios"].keys() == {"a"}
+
+
+def test_a_study_s_own_outputs_do_not_make_the_commit_dirty(tmp_path: Path) -> None:
+    """Run 4 lost entries this way: a second process started after the first had written results into the
+    (tracked) output folder recorded `<commit>-dirty`, so its write replaced the first one's results."""
+    out = runner.REPO / "experiments" / "scenarios"
+    probe = out / f".probe-{tmp_path.name}.json"
+    before = runner.git_commit(out)
+    if before == "unknown":
+        pytest.skip("not a git checkout")
+    probe.write_text("{}")
+    try:
+        assert runner.git_commit(out) == before
+        assert runner.git_commit() == before.removesuffix("-dirty") + "-dirty"
+    finally:
+        probe.unlink()

@@ -79,7 +79,7 @@ def run_lowo(study: DictConfig, command: str) -> dict[str, Any]:
     dr = OmegaConf.to_container(study.dr, resolve=True)
     assert isinstance(dr, dict)
     names = [str(p) for key in ("nonlearned", "references") for p in study.get(key) or []]
-    results: dict[str, Any] = {"commit": git_commit(), "schema_hash": "", "sim_config_hash": "",
+    results: dict[str, Any] = {"commit": git_commit(out), "schema_hash": "", "sim_config_hash": "",
                                "commands": [command], "pilot": bool(study.get("pilot")), "mode": "lowo",
                                "settings": {**settings(study), "dr": dr}, "skipped_members": missing,
                                "scenarios": {}}

@@ -40,12 +40,16 @@ Builder = Callable[[DictConfig, str], Any]
 SCENARIO_DIR = CONF_DIR / "scenario"
 
 
-def git_commit() -> str:
-    """HEAD's hash, with ``-dirty`` when the working tree has uncommitted changes."""
+def git_commit(outputs: Path | None = None) -> str:
+    """HEAD's hash, with ``-dirty`` when the working tree has uncommitted changes outside ``outputs`` (the
+    study's own output folder: a study writes it as it goes, so a second process started later must not read
+    the first one's results as a change of code)."""
     root = REPO
+    spec = ["--", ".", f":(exclude){Path(outputs).resolve()}"] if outputs is not None else []
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", *spec], cwd=root, capture_output=True, text=True,
+                               check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -321,6 +325,11 @@ def merged(results: dict[str, Any], path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return results
     if not isinstance(old, dict) or any(old.get(k) != results.get(k) for k in MERGE_KEYS):
+        if isinstance(old, dict) and old.get("scenarios"):  # another study's results: kept aside, never dropped
+            aside = path.with_name(f"results.{str(old.get('commit', 'unknown'))[:12]}.json")
+            path.replace(aside)
+            log.warning("study: %s is from another study (%s); moved to %s",
+                        path, {k: old.get(k) for k in MERGE_KEYS}, aside)
         return results
     out = {**results, "scenarios": {**old.get("scenarios", {}), **results["scenarios"]}}
     out["commands"] = list(dict.fromkeys([*old.get("commands", []), *results["commands"]]))
@@ -353,7 +362,7 @@ def run_scenarios(study: DictConfig, command: str) -> dict[str, Any]:
     out = Path(str(study.out))
     scenarios = scenario_overrides(study)
     names = [str(p) for key in ("nonlearned", "competitors", "references") for p in study.get(key) or []]
-    results: dict[str, Any] = {"commit": git_commit(), "schema_hash": "", "sim_config_hash": "",
+    results: dict[str, Any] = {"commit": git_commit(out), "schema_hash": "", "sim_config_hash": "",
                                "commands": [command], "pilot": bool(study.get("pilot")), "mode": "scenarios",
                                "settings": settings(study), "scenarios": {}}
     hashes: dict[str, str] = {}
