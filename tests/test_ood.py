@@ -278,3 +278,31 @@ def test_router_loads_an_old_guard_file_and_falls_back_on_a_malformed_one(tmp_pa
             assert got.policy is not None and got.policy.guard is not None and got.policy.guard.saturation == ()
         else:
             assert got.policy is None and "saturation" in (got.detail or "")
+
+
+def test_the_guard_scores_the_traffic_and_the_fleet_not_the_routers_own_split_of_the_load() -> None:
+    """With the schema's layout, a state only the router's routing can cause (the in-system share on the large
+    pool, queues, what each pool caches) is not refused; an unhealthy worker, a new arrival rate or an unseen
+    prompt length is (module doc: scored, the routed features made the fallback hold itself up)."""
+    from rlroute.export.ood import guard_layout
+    from rlroute.features.spec import build_schema
+
+    schema = build_schema()
+    lay = guard_layout(schema)
+    idx = schema.index
+    rng = np.random.default_rng(30)
+    dim = len(schema.names)
+    train = rng.normal(0.3, 0.05, size=(6000, dim)).astype(np.float32)
+    guard, record = calibrate(ObsStats.from_obs(train[:4000], "test: train"), schema.slices, train[4000:5000],
+                              train[5000:], 0.01, 0.25, lay["range_exempt"], lay["ignored"], lay["log_norm"])
+    base = rng.normal(0.3, 0.05, size=(200, dim)).astype(np.float32)
+    assert guard.flags(base).mean() <= 0.05
+    routed = base.copy()
+    for name in ("system.large_share", "system.load_diff", "system.small.queued_total", "system.large.ttft",
+                 "cache.large.best_match_ratio", "cache.small.hit_rate"):
+        routed[:, idx[name]] = 0.95
+    np.testing.assert_array_equal(guard.flags(routed), guard.flags(base))
+    for name in ("system.large.healthy_frac", "system.arrival_rate", "request.input_tokens"):
+        shifted = base.copy()
+        shifted[:, idx[name]] = 0.95
+        assert guard.flags(shifted).all(), name

@@ -19,9 +19,21 @@ raw observation ``x`` the guard computes, per block ``b`` (request / system / ca
   nothing about a prompt being unusual and, over 112 dimensions, would flag ordinary prompts by chance —
   count in their block's drift only.
 
-Features in ``ignored`` — the clock, ``system.time_of_day_*`` — are left out of both scores: the env's clock
-starts at 0 every episode, the router's is the wall clock (first measurement, issue 12 item 5: 100 % false
-positives at any hour but midnight); the policy sees it clipped to its training range (:mod:`rlroute.train.normalize`).
+Features in ``ignored`` are left out of both scores (:func:`guard_layout`):
+
+* the clock, ``system.time_of_day_*``: the env's clock starts at 0 every episode, the router's is the wall clock
+  (first measurement, issue 12 item 5: 100 % false positives at any hour but midnight); the policy sees it
+  clipped to its training range (:mod:`rlroute.train.normalize`);
+* every feature the router's own routing moves (:func:`routed_dims`): in the system block all but each pool's
+  size, health, pause, availability and weight-update age and the arrival rate; the whole cache block (what
+  each pool's cache holds is where earlier requests were sent). The guard asks whether the *traffic and the
+  fleet* are what the policy was trained on; how the pools' load splits is the policy's own doing. Scored, it
+  made the fallback hold itself up: one refused decision hands the request to the seed heuristic, which routes
+  differently, the pools' load moves where the learned policy never took it, and every later decision is
+  refused as well. Measured on the scenario study's run 4 (``experiments/scenarios/served_guard.py``, validation
+  episodes 1002-1005, the guard calibrated on the same observations): provisioned_fleet's served policy refused
+  99.9 % of the decisions (reward 0.678 against 0.802 unguarded), the same export scoring only these exogenous
+  features refused 0.5 % (0.803).
 
 A feature whose training minimum recurs (``ATOM_COUNT`` training observations exactly on it: an empty queue,
 nothing cached) is zero-inflated: a value on that minimum deviates by 0 in the drift (scored by z, the empty
@@ -84,6 +96,10 @@ Z_CAP = 4.0
 SAT_EPS = 1e-6
 TEXT_PREFIX = "request.text_"
 CLOCK_PREFIX = "system.time_of_day_"
+# System features the router's decisions do not move (per pool, and global); the guard scores only these
+# of the system and cache blocks (module doc).
+EXOGENOUS_POOL = ("instances", "healthy_frac", "paused_frac", "available", "since_weight_update", "weights_updated")
+EXOGENOUS_GLOBAL = ("system.arrival_rate",)
 
 
 def text_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
@@ -91,13 +107,21 @@ def text_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
     return tuple(i for i, n in enumerate(names) if n.startswith(TEXT_PREFIX))
 
 
+def routed_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """Indices of the system and cache features that the router's own routing moves (module doc)."""
+    pools = {n.split(".")[1] for n in names if n.startswith("system.") and n.count(".") == 2}
+    keep = {f"system.{p}.{f}" for p in pools for f in EXOGENOUS_POOL} | set(EXOGENOUS_GLOBAL)
+    return tuple(i for i, n in enumerate(names) if n.startswith(("system.", "cache.")) and n not in keep)
+
+
 def guard_layout(schema: Any) -> dict[str, Any]:
     """What the guard needs from a :class:`~rlroute.features.schema.FeatureSchema`: the text dimensions
-    (``range_exempt``), the clock (``ignored``), per feature ``log1p(cap / unit)`` of a ``log`` feature,
+    (``range_exempt``), the clock and the routed features (``ignored``), per feature ``log1p(cap / unit)`` of a ``log`` feature,
     0 for a ``lin`` one (``log_norm``, for the range factor), and ``(index, value at the cap)`` of every
     ``log`` feature (``saturation``: the schema clips it there)."""
     return {"range_exempt": text_dims(schema.names),
-            "ignored": tuple(i for i, n in enumerate(schema.names) if n.startswith(CLOCK_PREFIX)),
+            "ignored": tuple(sorted({i for i, n in enumerate(schema.names) if n.startswith(CLOCK_PREFIX)}
+                                    | set(routed_dims(schema.names)))),
             "log_norm": np.array([np.log1p(f.cap / f.unit) if f.kind == "log" else 0.0 for f in schema.features]),
             "saturation": tuple((i, float(f.high)) for i, f in enumerate(schema.features) if f.kind == "log")}
 
@@ -164,7 +188,7 @@ class OodGuard:
         thresholds: per-block RMS-z threshold ``tau_b``, in :data:`BLOCKS` order.
         range_margin: widening of a ``lin`` feature's training range, as a fraction of its width.
         range_exempt: feature indices left out of the range check (drift only).
-        ignored: feature indices left out of both scores (the clock).
+        ignored: feature indices left out of both scores (the clock, the routed features).
         log_norm: per feature ``log1p(cap / unit)`` of a ``log`` feature, 0 for ``lin`` (None: all ``lin``).
         range_factor: a ``log`` feature's range is widened by this factor in ``1 + x / unit``.
         saturation: ``(index, value at the cap)`` of the features the schema clips at a cap; one whose
