@@ -5,8 +5,6 @@ automatic rollback."""
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from rlroute.serve.decision import Outcome, PolicySlot
 from rlroute.serve.rollout import INCUMBENT, CandidateSpec, RollbackRule, Rollout, RolloutSettings
 from rlroute.types import Action, Request
 from tests.fleet import four_workers
-from tests.test_serve import AUTH, TOKEN, in_process, metric, start_router
+from tests.test_serve import AUTH, TOKEN, _mismatch, in_process, metric, start_router
 
 
 class FixedSlot(PolicySlot):
@@ -134,15 +132,6 @@ def policy() -> Path:
     return DEFAULT_POLICY
 
 
-def mismatched(policy: Path, where: Path) -> Path:
-    """A copy of ``policy`` whose manifest names another feature schema (the router must not trust it)."""
-    shutil.copytree(policy, where)
-    m = json.loads((where / "manifest.json").read_text())
-    m["feature_schema"]["hash"] = "0" * 64
-    (where / "manifest.json").write_text(json.dumps(m))
-    return where
-
-
 def gen(i: int) -> dict[str, Any]:
     return {"text": f"Request {i}: explain prefix caching briefly. " * 8, "sampling_params": {"max_new_tokens": 4}}
 
@@ -152,7 +141,7 @@ def test_shadow_canary_rollback_and_admin_through_the_router(fleet: WorkerFleet,
     """Incumbent = the exported policy; a shadow copy of it; a canary whose manifest names another schema (every
     one of its decisions falls back): the rule rolls the canary back on its fallback rate. Then the admin API
     adds a canary, promotes it, pauses and removes candidates; the decision log holds per-arm propensities."""
-    bad = mismatched(policy, tmp_path / "bad")
+    bad = _mismatch(policy, tmp_path / "bad")
     log = tmp_path / "decisions.jsonl"
     cands = (f'[{{name: shadow1, path: "{policy}", mode: shadow}}, '
              f'{{name: bad, path: "{bad}", mode: canary, share: 0.5, sticky: request}}]')
