@@ -269,5 +269,6 @@ def test_a_study_s_own_outputs_do_not_make_the_commit_dirty(tmp_path: Path) -> N
     try:
         assert runner.git_commit(out) == before
         assert runner.git_commit() == before.removesuffix("-dirty") + "-dirty"
+        assert runner.git_commit(tmp_path) == runner.git_commit()  # outputs outside the checkout: plain status
     finally:
         probe.unlink()

@@ -45,7 +45,8 @@ def git_commit(outputs: Path | None = None) -> str:
     study's own output folder: a study writes it as it goes, so a second process started later must not read
     the first one's results as a change of code)."""
     root = REPO
-    spec = ["--", ".", f":(exclude){Path(outputs).resolve()}"] if outputs is not None else []
+    inside = outputs is not None and Path(outputs).resolve().is_relative_to(Path(root).resolve())
+    spec = ["--", ".", f":(exclude){Path(outputs).resolve()}"] if inside else []  # type: ignore[arg-type]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", *spec], cwd=root, capture_output=True, text=True,
