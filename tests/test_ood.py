@@ -306,3 +306,56 @@ def test_the_guard_scores_the_traffic_and_the_fleet_not_the_routers_own_split_of
         shifted = base.copy()
         shifted[:, idx[name]] = 0.95
         assert guard.flags(shifted).all(), name
+
+
+WINDOW = (3, 4)  # request features the window watches in these tests
+
+
+@pytest.fixture(scope="module")
+def windowed() -> tuple[OodGuard, dict[str, Any]]:
+    stats = ObsStats.from_obs(gaussian(20_000, 0), "test: train")
+    return calibrate(stats, SLICES, gaussian(3_000, 1), gaussian(3_000, 2), target_fpr=0.01, window=WINDOW)
+
+
+def test_the_request_window_refuses_a_shift_whose_single_observations_are_typical(
+        windowed: tuple[OodGuard, dict[str, Any]]) -> None:
+    """Feature 3 moved by one training sigma: one observation at a time the guard passes nearly all of it; the
+    window (recent mean vs training mean) refuses it once it has filled, and never refuses typical traffic."""
+    guard, record = windowed
+    assert guard.window is not None and record["meets_target"]
+    assert record["window"]["fpr_holdout"] == 0.0 and record["window"]["threshold"] > record["window"]["fit_max"]
+    shifted = gaussian(1_000, 20)
+    shifted[:, 3] += 0.1
+    drift, out = guard.scores(shifted)
+    assert ((drift > 1).any(axis=1) | out.any(axis=1)).mean() < 0.1  # scored one at a time: mostly typical
+    scores = guard.window.scores(shifted)
+    np.testing.assert_array_equal(guard.flags(shifted)[200:], True)  # flags read the batch in order, windowed
+    assert scores[0] < 1.0 and scores[:10].max() < 1.0  # a fresh window is damped: no refusal on chance
+    assert (scores[200:] > 1.0).mean() > 0.95
+    assert (guard.window.scores(gaussian(5_000, 21)) <= 1.0).all()
+    report = fallback_rate({"ood": guard.to_json()}, shifted)
+    assert report["window"] > 0.8 and report["rate"] >= report["window"]
+
+
+def test_the_window_is_stateful_per_decision_and_round_trips(windowed: tuple[OodGuard, dict[str, Any]]) -> None:
+    guard, _ = windowed
+    assert guard.window is not None
+    shifted = gaussian(400, 22)
+    shifted[:, 4] -= 0.15
+    again = OodGuard.from_json(guard.to_json())
+    assert again.window is not None and again.window.dims == WINDOW
+    live = [again.window.update(x) for x in shifted]
+    np.testing.assert_allclose(live, guard.window.scores(shifted), rtol=1e-12)
+    assert again.window.score == live[-1] > 1.0 and again.window.n == len(shifted)
+    np.testing.assert_allclose(again.window.scores(shifted[:5]), live[:5], rtol=1e-12)  # scores() is fresh
+    assert again.window.n == len(shifted)  # ... and leaves the live state alone
+    again.window.reset()
+    assert again.window.update(shifted[0]) == live[0]
+    looser = OodGuard.from_json(guard.to_json(), scale=2.0)
+    assert looser.window is not None and looser.window.threshold == 2.0 * guard.window.threshold
+    old = {k: v for k, v in guard.to_json().items() if k != "window"}  # exported before the window
+    assert OodGuard.from_json(old).window is None
+    for bad in ({"dims": [3], "threshold": 0.0, "halflife": 64}, {"dims": [99], "threshold": 1.0, "halflife": 64},
+                {"threshold": 1.0}):
+        with pytest.raises(ValueError, match="ood.window"):
+            OodGuard.from_json({**guard.to_json(), "window": bad})

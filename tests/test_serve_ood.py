@@ -14,7 +14,10 @@ the bench's pools (1 large + 2 small emulated workers, :class:`rlroute.bench.par
   exported. Both lie beyond ``request.input_tokens``' cap (32,768), where the feature saturates: with
   training lengths up to ~9k the widened range reaches past the cap, and only the guard's saturation limit
   (``rlroute/export/ood.py``) tells them from typical prompts (without it neither was refused);
-* ``ood.enabled=false`` serves the same long prompt with the policy.
+* ``ood.enabled=false`` serves the same long prompt with the policy;
+* a trace whose prompts are all repeated 8 times (each in range, their mean far from training's) is decided
+  by the policy at first and refused once the guard's request window has filled, with the window's gauge
+  (``rlroute_router_ood_drift{block="request_window"}``) above 1.
 
 Slow (about a minute: 4 processes, ~70 requests). Every process is stopped by PID in a ``finally``.
 """
@@ -30,7 +33,7 @@ import pytest
 from rlroute.bench import parity as P
 from tests.test_serve import metric
 
-N_TYPICAL, N_LONG = 60, 6
+N_TYPICAL, N_LONG, N_SHIFTED = 60, 6, 300
 LONG_CHARS = (160_000, 320_000)  # ~40k and ~80k pseudo-tokens (4 bytes each), beyond the cap of 32,768
 REASON = "out_of_distribution"
 
@@ -86,3 +89,23 @@ def test_guard_can_be_switched_off(server: P._Server, tmp_path: Path) -> None:
         assert metric(r.url, "rlroute_router_fallbacks_total", reason=REASON) == 0
     finally:
         r.stop()
+
+
+@pytest.mark.slow
+def test_a_shifted_trace_is_refused_once_the_request_window_fills(server: P._Server) -> None:
+    status = httpx.get(server.router.admin_url + "/admin/status", headers=server.auth, timeout=10).json()
+    if status["policy"]["ood"].get("request_window") is None and not status["policy"]["ood"]["calibration"].get(
+            "window"):
+        pytest.skip(f"{P.DEFAULT_POLICY} was exported without the guard's request window")
+    before = metric(server.router.url, "rlroute_router_fallbacks_total", reason=REASON)
+    shifted = []
+    for r in P._window(N_SHIFTED, 9.6, 31):
+        r.prompt = " ".join([r.prompt] * 8)
+        shifted.append(r)
+    decided, _, _, _ = P._replay(server, P._client_requests(shifted, exact=True), 10.0)
+    reasons = [decided[i]["reason"] for i in range(N_SHIFTED)]
+    late = reasons[2 * N_SHIFTED // 3:]  # a fresh window is damped until it holds ~180 decisions (ood.py)
+    assert sum(r == REASON for r in late) >= 0.9 * len(late), [i for i, r in enumerate(reasons) if r != REASON]
+    flagged = sum(r == REASON for r in reasons)
+    assert metric(server.router.url, "rlroute_router_fallbacks_total", reason=REASON) == before + flagged
+    assert metric(server.router.url, "rlroute_router_ood_drift", block="request_window") > 1.0

@@ -11,12 +11,15 @@ from the ``train`` split of the bench's setting, thresholds calibrated on its ``
   ``rlroute serve`` over emulated workers, exactly as ``rlroute bench parity``'s tier 2 sends them, each
   window on freshly started workers and router (as the bench and the training episodes start);
   false-positive rate = the share of the router's decisions with reason ``out_of_distribution`` (its
-  decision log), checked against its ``rlroute_router_fallbacks_total`` counter. Windows use seeds 11+
-  (windows 1-3 were used while redesigning the score: ``rlroute/export/ood.py``). Each refusal is explained
+  decision log), checked against its ``rlroute_router_fallbacks_total`` counter. Windows use seeds
+  ``--seed0``+: 21+ since the request window (windows 1-3 were used while redesigning the score, 11-15
+  while choosing the request window's half-life and margin, and reported before it: ``rlroute/export/ood.py``). Each refusal is explained
   (``why``: blocks, features out of range, largest z-scores), and the same windows are also run through
   the simulator alone (``sim_only``): the flags a live host does not add;
 * **shifted trace** — the same kind of windows with every prompt repeated ``--shift`` times (input-length
-  statistics ``--shift`` x training's), through the router the same way: true-positive rate = share flagged;
+  statistics ``--shift`` x training's; ``--shift 4,8`` runs both), through the router the same way:
+  true-positive rate = share flagged, with the index of the first refusal (the request window needs its
+  first decisions to fill);
 * **warm server** (``--warm``, reported apart): the replay windows back to back through one router and
   fleet, as a deployment runs — beyond the first window the pools' caches are fuller than in any training
   episode (short windows from a cold start), a real difference between training and serving, not a false
@@ -114,8 +117,8 @@ def _fresh(policy: Path, speedup: float, reqs: list[Any], seed: int, guard: Any)
             server.close()
 
 
-def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load: float,
-        speedup: float, warm: bool) -> dict[str, Any]:
+def run(policy: Path, n: int, windows: int, shift_windows: int, shifts: list[int], load: float,
+        speedup: float, warm: bool, seed0: int) -> dict[str, Any]:
     from rlroute.export.ood import OodGuard
     from rlroute.policies.registry import make_policy
     from rlroute.serve.decision import PolicySlot
@@ -134,21 +137,21 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load
     knee, _ = P._knee(lambda rate: P._client_requests(P._window(n, rate, 1), exact=True), slot)  # the bench's
     rate = load * knee
     sim_replay = []  # the replay's windows in the simulator alone: what the guard flags without a live host
-    for seed in range(11, 11 + windows):
+    for seed in range(seed0, seed0 + windows):
         obs, _, _, _ = P._run_sim(P._client_requests(P._window(n, rate, seed), exact=True), slot)
         sim_replay.append({"seed": seed, "flagged_at": np.nonzero(guard.flags(obs))[0].tolist()})
     t0 = time.monotonic()
     replay = [_fresh(policy, speedup, P._client_requests(P._window(n, rate, seed), exact=True), seed, guard)
-              for seed in range(11, 11 + windows)]
-    shifted = [_fresh(policy, speedup, P._client_requests(_shifted(P._window(n, rate, seed), shift), exact=True), seed,
-                      guard)
-               for seed in range(11, 11 + shift_windows)]
+              for seed in range(seed0, seed0 + windows)]
+    shifted = {shift: [_fresh(policy, speedup, P._client_requests(_shifted(P._window(n, rate, seed), shift),
+                                                                  exact=True), seed, guard)
+                       for seed in range(seed0, seed0 + shift_windows)] for shift in shifts}
     warm_rows = []
     if warm:
         with tempfile.TemporaryDirectory(prefix="rlroute-ood-") as tmp:
             server = P._Server(policy, speedup, Path(tmp), None, guard=True)
             try:
-                for seed in range(11, 11 + windows):
+                for seed in range(seed0, seed0 + windows):
                     reqs = P._client_requests(P._window(n, rate, seed), exact=True)
                     warm_rows.append({"seed": seed, **_replay_rate(server, reqs, speedup, guard)})
             finally:
@@ -167,11 +170,15 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shift: int, load
                           "fpr": sum(w["flagged"] for w in replay) / total, "n": total,
                           "sim_only": {"windows": sim_replay,
                                        "fpr": sum(len(w["flagged_at"]) for w in sim_replay) / (n * windows)}},
-        "shifted": {"prompt_repeat": shift, "windows": shifted,
-                    "tpr": sum(w["flagged"] for w in shifted) / max(1, sum(w["n"] for w in shifted))},
+        "shifted": {str(shift): {"prompt_repeat": shift, "windows": ws,
+                                 "tpr": sum(w["flagged"] for w in ws) / max(1, sum(w["n"] for w in ws))}
+                    for shift, ws in shifted.items()},
         "warm_server": {"windows": warm_rows},
-        "metrics_counter_matches_log": all(w["counter"] == w["flagged"] for w in replay + shifted), "wall_s": wall,
+        "metrics_counter_matches_log": all(w["counter"] == w["flagged"] for w in
+                                           replay + [w for ws in shifted.values() for w in ws]), "wall_s": wall,
+        "seed0": seed0,
         "guard": {**{k: manifest["ood"][k] for k in ("thresholds", "range_margin", "range_factor")},
+                  "window": manifest["ood"].get("window"),
                   "saturation_limited": int(sum(guard.below_cap[i] for i, _ in guard.saturation))},
     }
 
@@ -182,13 +189,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="requests per window")
     ap.add_argument("--windows", type=int, default=5, help="parity-replay windows (and fresh val windows)")
     ap.add_argument("--shift-windows", type=int, default=2)
-    ap.add_argument("--shift", type=int, default=8, help="each prompt of the shifted trace repeated this often")
+    ap.add_argument("--shift", default="8", help="each prompt of the shifted trace repeated this often "
+                    "(comma-separated: one shifted trace each)")
+    ap.add_argument("--seed0", type=int, default=21, help="first window seed of the replay and shifted traces")
     ap.add_argument("--load", type=float, default=0.6)
     ap.add_argument("--speedup", type=float, default=10.0)
     ap.add_argument("--warm", action="store_true", help="also replay the windows back to back through one router")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    res = run(Path(a.policy), a.n, a.windows, a.shift_windows, a.shift, a.load, a.speedup, a.warm)
+    res = run(Path(a.policy), a.n, a.windows, a.shift_windows, [int(x) for x in a.shift.split(",")], a.load,
+              a.speedup, a.warm, a.seed0)
     res["command"] = " ".join([".venv/bin/python experiments/parity/ood.py", *sys.argv[1:]])
     res["cpu_count"] = os.cpu_count()
     if a.out:

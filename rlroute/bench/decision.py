@@ -125,8 +125,11 @@ def run(
     policy = OnnxPolicy(policy_dir, ood=False)
     ood = OnnxPolicy(policy_dir).guard
 
-    def score(obs: np.ndarray) -> tuple[bool, np.ndarray | None]:
-        return ood.check(obs) if ood is not None else (False, None)
+    def score(obs: np.ndarray) -> tuple[bool, np.ndarray | None]:  # as OnnxPolicy.decide: block scores + window
+        if ood is None:
+            return False, None
+        out, drift2 = ood.check(obs)
+        return (ood.window.update(obs) > 1.0 if ood.window is not None else False) or out, drift2
 
     ex = FeatureExtractor(policy.feature_text)  # as the router's PolicySlot
 

@@ -141,7 +141,7 @@ def ood_section(env_cfg: Any, stats: ObsStats | None, text: str, act: Callable[[
     and its second half measures, and ``o["obs_file"]``, when also given, holds the training observations
     the statistics come from. With ``o["obs_file"]`` alone (observations recorded elsewhere, e.g. from the
     serving path), shuffled with ``seed``, its first half gives the statistics instead of ``stats``, its
-    third quarter fits the thresholds and its last quarter measures.
+    third quarter fits the thresholds and its last quarter measures (each quarter in recording order).
     """
     from rlroute.features import build_schema
 
@@ -154,10 +154,11 @@ def ood_section(env_cfg: Any, stats: ObsStats | None, text: str, act: Callable[[
         where = {"split": f"file:{o['calib_file']}", "fit": "first half", "holdout": "second half"}
     elif o.get("obs_file"):
         obs = load_obs(str(o["obs_file"]))
-        obs = obs[np.random.default_rng(seed).permutation(len(obs))]  # a recording in time order: no trend split
+        perm = np.random.default_rng(seed).permutation(len(obs))  # a recording in time order: no trend split
         n = len(obs)
-        stats = ObsStats.from_obs(obs[: n // 2], f"file:{o['obs_file']} (first half)")
-        halves = [obs[n // 2: 3 * n // 4], obs[3 * n // 4:]]
+        stats = ObsStats.from_obs(obs[perm[: n // 2]], f"file:{o['obs_file']} (first half)")
+        # each calibration quarter back in recording order: the request window reads decisions in order
+        halves = [obs[np.sort(perm[n // 2: 3 * n // 4])], obs[np.sort(perm[3 * n // 4:])]]
         where = {"split": f"file:{o['obs_file']}", "fit": "third quarter", "holdout": "last quarter"}
     else:
         seeds = [seed + 101, seed + 20_101]
@@ -176,7 +177,7 @@ def ood_section(env_cfg: Any, stats: ObsStats | None, text: str, act: Callable[[
     lay = guard_layout(schema)
     guard, record = calibrate(stats, schema.slices, halves[0], halves[1], float(o["target_fpr"]),
                               float(o["range_margin"]), lay["range_exempt"], lay["ignored"], lay["log_norm"],
-                              float(o["range_factor"]), lay["saturation"])
+                              float(o["range_factor"]), lay["saturation"], lay["window"])
     return {**guard.to_json(), "calibration": {**record, **where}}
 
 

@@ -57,8 +57,26 @@ observation no longer says, is out of range — in raw units the check refuses `
 high_raw), cap)``. A feature that reached its cap in training (``since_weight_update`` when no update
 happened) keeps its widened range; the calibration's margin widening (below) never moves a cap limit.
 
-The observation is out of distribution when any block is flagged; the router then lets the seed heuristic
-decide (reason ``out_of_distribution``). Scoring one observation is ~10 vectorised NumPy calls on
+**The request window** (:class:`ShiftWindow`, the guard's only state). Scoring one observation at a time
+cannot see a shift of the traffic whose single requests all lie in range: the parity bench's replay with
+every prompt repeated 8 times (input lengths 8x training's, each within the training range) was flagged on
+4.8 % of its decisions once the routed features were left out (it had been caught through the queues its
+long prompts built). So the guard also keeps an exponentially weighted mean ``m`` of the request block's
+scalar features (:func:`window_dims`: lengths, turn, session, cues; not the hashed text) over recent
+decisions and scores ``window = max_i |m_i - mean_i| / sigma_i * sqrt(min(n, n_eff) / n_eff) / tau_w``:
+the largest standardised shift of a recent mean from its training mean, damped while the window holds
+fewer than its effective size ``n_eff = (2 - a) / a`` of decisions (``a`` the per-decision weight of
+half-life ``WINDOW_HALFLIFE``; a plain mean of ``n`` decisions is that much noisier, so the first decisions
+of a fresh router are not refused on chance). ``window > 1`` refuses the decision like a flagged block. The
+threshold ``tau_w`` is ``WINDOW_MARGIN`` times the largest window score over the fit half of the
+calibration (in recording order). Chosen on the parity policy (``experiments/parity``, its ``val``
+calibration windows; replay windows 11-15 and shifted windows 11-12 of ``experiments/parity/ood.py``
+looked at while choosing, its reported windows are 21+): the fit half's largest score 0.50, the replay
+windows' 0.46-0.77 (1.55 x), the 8x trace's median 1.75 and 4x's 1.2 — half-life 64 and margin 2 refuse
+~73 % of a fresh 300-request 8x window (the first ~80 decisions fill the window) and none of the replay.
+
+The observation is out of distribution when any block is flagged or the window is; the router then lets
+the seed heuristic decide (reason ``out_of_distribution``). Scoring one observation is ~10 vectorised NumPy calls on
 preallocated buffers (no Python loop over features).
 
 **Calibration.** Validation observations are split in two halves (by episode seed). The thresholds are the
@@ -69,7 +87,9 @@ and leaves the widest margin on both sides); the other half measures the false-p
 reports (``fpr_holdout``, at most ``target_fpr``). When the range check alone flags more than ``target_fpr /
 4`` of the fit half, the margin is doubled until it does not (recorded). Training data never measure a rate.
 
-Assumptions (parameters, not facts): ``RANGE_FACTOR`` = 4 (above); ``ATOM_COUNT`` = 5; ``VAR_FLOOR`` = 1e-4
+Assumptions (parameters, not facts): ``RANGE_FACTOR`` = 4 (above); ``WINDOW_HALFLIFE`` = 64 decisions and
+``WINDOW_MARGIN`` = 2 (above: the calibration windows are few, a deployment's largest innocent shift is
+larger than theirs); ``ATOM_COUNT`` = 5; ``VAR_FLOOR`` = 1e-4
 (a feature's spread is taken as at least 0.01 schema units: a feature constant in training scores z = 100
 per unit of deviation instead of infinity); ``WIDTH_FLOOR`` = 0.05 for the range margin of (near-)constant
 features; ``range_margin`` = 0.25 of the training width; ``Z_CAP`` = 4 (one feature's squared z counts at
@@ -79,6 +99,7 @@ ulps at 1.0).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +115,8 @@ ATOM_COUNT = 5
 TARGET_FPR = 0.01
 Z_CAP = 4.0
 SAT_EPS = 1e-6
+WINDOW_HALFLIFE = 64.0
+WINDOW_MARGIN = 2.0
 TEXT_PREFIX = "request.text_"
 CLOCK_PREFIX = "system.time_of_day_"
 # System features the router's decisions do not move (per pool, and global); the guard scores only these
@@ -114,6 +137,11 @@ def routed_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
     return tuple(i for i, n in enumerate(names) if n.startswith(("system.", "cache.")) and n not in keep)
 
 
+def window_dims(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """Indices of the request block's scalar features (not the hashed text): what :class:`ShiftWindow` watches."""
+    return tuple(i for i, n in enumerate(names) if n.startswith("request.") and not n.startswith(TEXT_PREFIX))
+
+
 def guard_layout(schema: Any) -> dict[str, Any]:
     """What the guard needs from a :class:`~rlroute.features.schema.FeatureSchema`: the text dimensions
     (``range_exempt``), the clock and the routed features (``ignored``), per feature ``log1p(cap / unit)`` of a ``log`` feature,
@@ -123,7 +151,8 @@ def guard_layout(schema: Any) -> dict[str, Any]:
             "ignored": tuple(sorted({i for i, n in enumerate(schema.names) if n.startswith(CLOCK_PREFIX)}
                                     | set(routed_dims(schema.names)))),
             "log_norm": np.array([np.log1p(f.cap / f.unit) if f.kind == "log" else 0.0 for f in schema.features]),
-            "saturation": tuple((i, float(f.high)) for i, f in enumerate(schema.features) if f.kind == "log")}
+            "saturation": tuple((i, float(f.high)) for i, f in enumerate(schema.features) if f.kind == "log"),
+            "window": window_dims(schema.names)}
 
 
 @dataclass(slots=True)
@@ -179,6 +208,84 @@ class ObsStats:
 
 
 @dataclass
+class ShiftWindow:
+    """The request window of the module doc: an exponentially weighted mean of the features ``dims`` over
+    recent decisions, its largest standardised shift from the training ``mean`` relative to ``threshold``.
+
+    The guard's one state: :meth:`update` folds in one decision and returns its score (> 1: the traffic has
+    shifted), :meth:`reset` forgets (a fresh router, a new evaluation episode).
+    """
+
+    dims: tuple[int, ...]
+    mean: np.ndarray  # training mean of each watched feature
+    inv_sigma: np.ndarray  # 1 / sqrt(training variance + VAR_FLOOR)
+    threshold: float = 1.0
+    halflife: float = WINDOW_HALFLIFE
+
+    def __post_init__(self) -> None:
+        self.mean = np.asarray(self.mean, dtype=np.float64)
+        self.inv_sigma = np.asarray(self.inv_sigma, dtype=np.float64)
+        if not (len(self.dims) == len(self.mean) == len(self.inv_sigma)) or not self.dims:
+            raise ValueError(f"ShiftWindow: dims, mean and inv_sigma must be equal-length and non-empty, got "
+                             f"{len(self.dims)}, {len(self.mean)}, {len(self.inv_sigma)}")
+        if not (self.threshold > 0 and self.halflife > 0):
+            raise ValueError(f"ShiftWindow: threshold and halflife must be > 0, got {self.threshold}, {self.halflife}")
+        d = self.dims
+        contiguous = list(d) == list(range(d[0], d[0] + len(d)))
+        self._idx: slice | np.ndarray = slice(d[0], d[0] + len(d)) if contiguous else np.asarray(d, dtype=np.int64)
+        self._a = 1.0 - 0.5 ** (1.0 / self.halflife)
+        self._neff = (2.0 - self._a) / self._a  # effective size of the weighted mean's window
+        self._mean32 = self.mean.astype(np.float32)
+        self._inv32 = (self.inv_sigma / self.threshold).astype(np.float32)
+        self._d = np.empty(len(d), dtype=np.float32)
+        self.reset()
+
+    @classmethod
+    def fit(cls, stats: ObsStats, dims: tuple[int, ...], threshold: float = 1.0,
+            halflife: float = WINDOW_HALFLIFE) -> ShiftWindow:
+        """The window over ``dims`` with the training statistics ``stats``."""
+        idx = list(dims)
+        return cls(tuple(dims), stats.mean[idx], 1.0 / np.sqrt(stats.var[idx] + VAR_FLOOR), threshold, halflife)
+
+    def reset(self) -> None:
+        """Forget every decision seen."""
+        self._m = np.zeros(len(self.dims), dtype=np.float32)
+        self.n = 0
+        self.score = 0.0  # the last update's score
+
+    def update(self, obs: np.ndarray) -> float:
+        """Fold in one raw observation; its window score relative to the threshold (> 1: shifted)."""
+        # float32 on preallocated buffers (the per-request path; ~10 small ufunc calls)
+        self.n += 1
+        m, d = self._m, self._d
+        np.subtract(obs[self._idx], m, out=d)
+        np.multiply(d, np.float32(max(1.0 / self.n, self._a)), out=d)  # a plain mean until the window fills
+        np.add(m, d, out=m)
+        np.subtract(m, self._mean32, out=d)
+        np.abs(d, out=d)
+        np.multiply(d, self._inv32, out=d)
+        score = float(d.max())
+        if self.n < self._neff:
+            score *= math.sqrt(self.n / self._neff)
+        self.score = score
+        return score
+
+    def scores(self, seq: np.ndarray) -> np.ndarray:
+        """float64[n]: the scores of a fresh window fed ``seq`` (``float[n, dim]``, in decision order); the
+        window's own state is left as it was."""
+        saved = self._m.copy(), self.n, self.score
+        self.reset()
+        try:
+            return np.array([self.update(x) for x in np.asarray(seq, dtype=np.float32)])
+        finally:
+            self._m, self.n, self.score = saved
+
+    def to_json(self) -> dict[str, Any]:
+        """Manifest form (the statistics are the guard's)."""
+        return {"dims": list(self.dims), "threshold": self.threshold, "halflife": self.halflife}
+
+
+@dataclass
 class OodGuard:
     """Scores observations against training statistics (see the module docstring).
 
@@ -193,6 +300,7 @@ class OodGuard:
         range_factor: a ``log`` feature's range is widened by this factor in ``1 + x / unit``.
         saturation: ``(index, value at the cap)`` of the features the schema clips at a cap; one whose
             training maximum stays below its cap has its range end just below it (module doc).
+        window: the request window (module doc; None: observations are scored one at a time only).
     """
 
     stats: ObsStats
@@ -204,6 +312,7 @@ class OodGuard:
     log_norm: np.ndarray | None = None
     range_factor: float = RANGE_FACTOR
     saturation: tuple[tuple[int, float], ...] = ()
+    window: ShiftWindow | None = None
     _buf: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -289,9 +398,13 @@ class OodGuard:
         return np.asarray(np.abs(np.asarray(obs, dtype=np.float32) - self._mid) * self._inv_half > 1.0)
 
     def flags(self, obs: np.ndarray) -> np.ndarray:
-        """bool[n]: which observations of a batch are out of distribution."""
+        """bool[n]: which observations of a batch are out of distribution, read in decision order by a fresh
+        request window when the guard has one (:meth:`ShiftWindow.scores`)."""
         drift, out = self.scores(obs)
-        return np.asarray((drift > 1.0).any(axis=1) | out.any(axis=1))
+        flagged = np.asarray((drift > 1.0).any(axis=1) | out.any(axis=1))
+        if self.window is not None and len(drift):
+            flagged |= self.window.scores(obs) > 1.0
+        return np.asarray(flagged)
 
     def explain(self, obs: np.ndarray) -> str:
         """Why one observation is flagged: each block's drift and its out-of-range features (for logs)."""
@@ -307,7 +420,8 @@ class OodGuard:
                 "range_margin": self.range_margin, "range_exempt": list(self.range_exempt),
                 "ignored": list(self.ignored), "range_factor": self.range_factor,
                 "log_norm": np.asarray(self.log_norm).tolist(), "saturation": [list(p) for p in self.saturation],
-                "var_floor": VAR_FLOOR, "width_floor": WIDTH_FLOOR, "z_cap": Z_CAP, "stats": self.stats.to_json()}
+                "var_floor": VAR_FLOOR, "width_floor": WIDTH_FLOOR, "z_cap": Z_CAP, "stats": self.stats.to_json(),
+                **({"window": self.window.to_json()} if self.window is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], scale: float = 1.0, range_margin: float | None = None,
@@ -315,7 +429,8 @@ class OodGuard:
         """Rebuild from a manifest's ``ood`` field; ``scale`` multiplies every threshold, ``range_margin`` and
         ``range_factor`` replace the calibrated ones. An older manifest is scored as it was calibrated: without
         ``ignored`` / ``log_norm`` every feature gets the ``lin`` margin, without ``saturation`` ranges widen past
-        a cap. Raises ``ValueError`` naming what is missing or malformed."""
+        a cap, without ``window`` observations are scored one at a time. Raises ``ValueError`` naming what is
+        missing or malformed."""
         try:
             slices = {b: slice(int(d["blocks"][b][0]), int(d["blocks"][b][1])) for b in BLOCKS}
             taus = np.array([float(d["thresholds"][b]) for b in BLOCKS]) * float(scale)
@@ -331,7 +446,19 @@ class OodGuard:
         except (TypeError, ValueError) as e:
             raise ValueError(f"manifest ood: saturation must be a list of [feature index, value at the cap] pairs, "
                              f"got {str(d.get('saturation'))[:80]} ({e})") from e
-        return cls(ObsStats.from_json(d["stats"]), slices, taus, margin, exempt, ignored, log_norm, factor, sat)
+        stats = ObsStats.from_json(d["stats"])
+        window = None
+        if d.get("window") is not None:
+            w = d["window"]
+            try:
+                dims = tuple(int(i) for i in w["dims"])
+                if not all(0 <= i < len(stats.mean) for i in dims):
+                    raise ValueError(f"a feature index outside the {len(stats.mean)} features")
+                window = ShiftWindow.fit(stats, dims, float(w["threshold"]) * float(scale), float(w["halflife"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"manifest ood.window: expected {{dims: [feature index, ...], threshold: > 0, "
+                                 f"halflife: > 0}}, got {str(w)[:80]} ({e})") from e
+        return cls(stats, slices, taus, margin, exempt, ignored, log_norm, factor, sat, window)
 
 
 def _taus(drift: np.ndarray, q: float) -> np.ndarray:
@@ -358,12 +485,16 @@ def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdou
               target_fpr: float = TARGET_FPR, range_margin: float = RANGE_MARGIN,
               range_exempt: tuple[int, ...] = (), ignored: tuple[int, ...] = (),
               log_norm: np.ndarray | None = None, range_factor: float = RANGE_FACTOR,
-              saturation: tuple[tuple[int, float], ...] = ()) -> tuple[OodGuard, dict[str, Any]]:
+              saturation: tuple[tuple[int, float], ...] = (),
+              window: tuple[int, ...] = ()) -> tuple[OodGuard, dict[str, Any]]:
     """Choose per-block thresholds on ``fit`` (validation observations) and measure ``holdout``'s false positives.
 
-    ``range_exempt``, ``ignored``, ``log_norm`` and ``saturation`` describe the schema (:func:`guard_layout`);
-    the margins are widened without the saturation limit (no margin reaches past a cap), which then counts
-    in the thresholds' joint false-positive rate (its share of the fit half: ``saturated_fit``).
+    ``range_exempt``, ``ignored``, ``log_norm``, ``saturation`` and ``window`` describe the schema
+    (:func:`guard_layout`); the margins are widened without the saturation limit (no margin reaches past a
+    cap), which then counts in the thresholds' joint false-positive rate (its share of the fit half:
+    ``saturated_fit``). With ``window`` features, both halves are read in recording order (decision order)
+    and the request window's threshold is ``WINDOW_MARGIN`` times the fit half's largest window score; the
+    holdout's false-positive rate counts its window refusals too.
 
     Returns:
         The guard and the calibration record for the manifest (``fpr_fit``, ``fpr_holdout``, per-block
@@ -391,17 +522,25 @@ def calibrate(stats: ObsStats, slices: dict[str, slice], fit: np.ndarray, holdou
         else:
             hi = q
     taus = _midgap(drift, _taus(drift, lo))
-    guard = OodGuard(stats, slices, taus, margin, range_exempt, ignored, log_norm, factor, saturation)
+    win, win_record = None, {}
+    if window:
+        fit_max = float(ShiftWindow.fit(stats, window).scores(fit).max())
+        win = ShiftWindow.fit(stats, window, WINDOW_MARGIN * max(fit_max, 1e-6))
+        h_win = win.scores(holdout) > 1.0
+        win_record = {"window": {"fit_max": fit_max, "threshold": win.threshold, "halflife": win.halflife,
+                                 "fpr_holdout": float(h_win.mean())}}
+    guard = OodGuard(stats, slices, taus, margin, range_exempt, ignored, log_norm, factor, saturation, win)
     h_drift, h_out = guard.scores(holdout)
     f_drift, f_out = guard.scores(fit)
-    fpr_hold = _fpr(h_drift, h_out, ones)
+    fpr_hold = _fpr(h_drift, h_out, ones) if win is None else \
+        float(((h_drift > 1).any(axis=1) | h_out.any(axis=1) | h_win).mean())
     record = {
         "target_fpr": target_fpr, "quantile_tail": lo, "range_margin": margin, "range_factor": factor,
         "n_fit": int(len(fit)), "n_holdout": int(len(holdout)),
         "saturated_fit": float((out.any(axis=1) & ~unsat).mean()),
         "fpr_fit": _fpr(f_drift, f_out, ones), "fpr_holdout": fpr_hold,
         "fpr_holdout_by_block": {b: float(((h_drift[:, i] > 1) | h_out[:, i]).mean()) for i, b in enumerate(BLOCKS)},
-        "meets_target": fpr_hold <= target_fpr,
+        "meets_target": fpr_hold <= target_fpr, **win_record,
     }
     return guard, record
 
@@ -411,10 +550,11 @@ def fallback_rate(manifest: dict[str, Any], obs: np.ndarray, scale: float = 1.0)
 
     For reports: every robustness figure states this rate beside it. ``manifest`` is an exported folder's
     ``manifest.json`` (:func:`rlroute.export.manifest.read_manifest`); a manifest without ``ood`` (exported
-    before the guard existed) has no guard: rate 0 and ``guarded: False``.
+    before the guard existed) has no guard: rate 0 and ``guarded: False``. ``obs`` is read in decision order
+    by the request window (a fresh one), when the guard has it.
 
     Returns:
-        ``{guarded, n, rate, by_block: {block: rate}, mean_drift: {block: mean drift_b}}``.
+        ``{guarded, n, rate, by_block: {block: rate}, mean_drift: {block: mean drift_b}, window: rate}``.
     """
     x = np.asarray(obs, dtype=np.float32)
     if x.ndim != 2:
@@ -425,7 +565,9 @@ def fallback_rate(manifest: dict[str, Any], obs: np.ndarray, scale: float = 1.0)
     if x.shape[1] != len(guard.stats.mean):
         raise ValueError(f"fallback_rate: observations have {x.shape[1]} features, the policy {len(guard.stats.mean)}")
     drift, out = guard.scores(x)
-    flagged = (drift > 1).any(axis=1) | out.any(axis=1)
+    win = guard.window.scores(x) > 1.0 if guard.window is not None and len(x) else np.zeros(len(x), dtype=bool)
+    flagged = (drift > 1).any(axis=1) | out.any(axis=1) | win  # guard.flags(x), its parts kept for the report
     return {"guarded": True, "n": int(len(x)), "rate": float(flagged.mean()) if len(x) else 0.0,
             "by_block": {b: float(((drift[:, i] > 1) | out[:, i]).mean()) for i, b in enumerate(BLOCKS)},
-            "mean_drift": {b: float(drift[:, i].mean()) for i, b in enumerate(BLOCKS)}}
+            "mean_drift": {b: float(drift[:, i].mean()) for i, b in enumerate(BLOCKS)},
+            "window": float(win.mean()) if len(x) else 0.0}

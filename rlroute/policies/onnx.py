@@ -9,7 +9,8 @@ preallocated, IO-bound input/output buffer (no per-call allocation or name looku
 through :func:`guard`: non-finite logits, no allowed action, an inference error or an over-budget call, or a
 chosen pool that is unhealthy or paused each yield a fallback reason instead of a trusted action. Before
 inference, an observation unlike the policy's training observations (the manifest's ``ood`` statistics,
-:class:`rlroute.export.ood.OodGuard`) is refused as ``out_of_distribution`` without running the graph.
+:class:`rlroute.export.ood.OodGuard`), or one arriving while the recent requests' mean has shifted from
+training's (its request window), is refused as ``out_of_distribution`` without running the graph.
 """
 
 from __future__ import annotations
@@ -227,11 +228,12 @@ class OnnxPolicy(Policy):
         try:
             if self.guard is not None:
                 out, drift2 = self.guard.check(obs)
-                if out:
+                window = self.guard.window.update(obs) if self.guard.window is not None else 0.0
+                if out or window > 1.0:
                     r = [f"{b} {math.sqrt(v):.2f}" for b, v in zip(BLOCKS, drift2.tolist(), strict=True)]
                     d = Decision(None, self._nan.copy(), REASON_OOD, time.perf_counter() - t0,
-                                 "drift/threshold " + ", ".join(r) + " (or a feature outside its training range)",
-                                 drift2)
+                                 "drift/threshold " + ", ".join(r) + f", request window {window:.2f}"
+                                 " (or a feature outside its training range)", drift2)
                     self.last = d
                     return d
             logits = self.logits(obs)
@@ -276,6 +278,8 @@ class OnnxPolicy(Policy):
         raise PolicyInferenceError(d.reason, f"{self.path}: decision for request {ctx.request.id} refused")
 
     def reset(self, rng: np.random.Generator) -> None:
-        """Stateless across episodes; the fallback is reset too."""
+        """A new episode: the guard's request window forgets (as a fresh router's); the fallback is reset too."""
+        if self.guard is not None and self.guard.window is not None:
+            self.guard.window.reset()
         if self.fallback is not None:
             self.fallback.reset(rng)

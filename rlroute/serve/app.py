@@ -243,6 +243,9 @@ def create_app(cfg: ServeConfig) -> web.Application:
         if router.slot.drift.n:
             for block, v in zip(BLOCKS, router.slot.drift.values(), strict=True):
                 router.metrics.ood_drift.labels(block).set(v)
+        window = router.slot.window()
+        if window is not None:
+            router.metrics.ood_drift.labels("request_window").set(window)
         if router.log is not None:
             for result, n in (("written", router.log.written), ("dropped", router.log.dropped),
                               ("error", router.log.errors)):

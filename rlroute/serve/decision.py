@@ -188,6 +188,13 @@ class PolicySlot:
             detail = f"{detail or ''}; fallback failed: {type(e).__name__}: {e}"
         return Outcome(action, "fallback", reason or REASON_HEURISTIC, time.perf_counter() - t0, detail, obs)
 
+    def window(self) -> float | None:
+        """The current policy's request-window score (1 = its threshold); None without a window or before the
+        first decision."""
+        p = self.current.policy
+        w = p.guard.window if p is not None and p.guard is not None else None
+        return w.score if w is not None and w.n else None
+
     def save_recorded(self) -> Path | None:
         """Write the recorded observations to ``ood.record`` (``float32[n, dim]`` .npy); None when off."""
         if not self.ood.record:
@@ -211,6 +218,6 @@ class PolicySlot:
             info["ood"] = {"guarded": g.policy.guard is not None, "settings": {
                 "enabled": self.ood.enabled, "scale": self.ood.scale, "range_margin": self.ood.range_margin,
                 "range_factor": self.ood.range_factor},
-                "calibration": cal, "drift": dict(zip(BLOCKS, self.drift.values(),
-                                                      strict=True))}
+                "calibration": cal, "drift": dict(zip(BLOCKS, self.drift.values(), strict=True)),
+                "request_window": self.window()}
         return info

@@ -4,7 +4,9 @@ Names are ``rlroute_router_*``. Decisions are counted by action and source (``po
 fallbacks by reason, upstream attempts by outcome; latencies are histograms in seconds; in-flight
 requests are a gauge per pool. ``rlroute_router_ood_drift{block}`` is the OOD guard's drift per feature
 block (request, system, cache): RMS over recent decisions of the block's drift relative to its threshold
-calibrated at export (above 1: that block alone would send the typical recent request to the fallback).
+calibrated at export (above 1: that block alone would send the typical recent request to the fallback),
+and with ``block="request_window"`` the guard's request window (the recent requests' largest standardised
+shift from training, relative to its threshold: above 1 every request goes to the fallback).
 """
 
 from __future__ import annotations
