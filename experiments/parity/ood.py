@@ -21,7 +21,8 @@ from the ``train`` split of the bench's setting, thresholds calibrated on its ``
   true-positive rate = share flagged, with the index of the first refusal (the request window needs its
   first decisions to fill);
 * **warm server** (``--warm``, reported apart): the replay windows back to back through one router and
-  fleet, as a deployment runs — beyond the first window the pools' caches are fuller than in any training
+  fleet, each window's conversations under session names of their own (:func:`_own_sessions`), as a
+  deployment runs — beyond the first window the pools' caches are fuller than in any training
   episode (short windows from a cold start), a real difference between training and serving, not a false
   positive.
 
@@ -107,6 +108,18 @@ def _replay_rate(server: Any, reqs: list[Any], speedup: float, guard: Any) -> di
                                        and d["reason"] != REASON)), "counter": _counter(server.router.url)}
 
 
+def _own_sessions(reqs: list[Any], seed: int) -> list[Any]:
+    """The window's conversations under session names of their own: every window numbers its conversations
+    from 0, so windows sent back to back to one router would continue each other's sessions (the router
+    counts a session's turns: a conversation's first message would arrive as turn 5), which no client does."""
+    from rlroute.serve.intake import SessionTable
+
+    for r in reqs:
+        if r.session_id is not None:
+            r.session_id = SessionTable.key(f"w{seed}-{r.session_id}")
+    return reqs
+
+
 def _fresh(policy: Path, speedup: float, reqs: list[Any], seed: int, guard: Any) -> dict[str, Any]:
     """One window on freshly started workers and router."""
     with tempfile.TemporaryDirectory(prefix="rlroute-ood-") as tmp:
@@ -152,7 +165,7 @@ def run(policy: Path, n: int, windows: int, shift_windows: int, shifts: list[int
             server = P._Server(policy, speedup, Path(tmp), None, guard=True)
             try:
                 for seed in range(seed0, seed0 + windows):
-                    reqs = P._client_requests(P._window(n, rate, seed), exact=True)
+                    reqs = _own_sessions(P._client_requests(P._window(n, rate, seed), exact=True), seed)
                     warm_rows.append({"seed": seed, **_replay_rate(server, reqs, speedup, guard)})
             finally:
                 server.close()
