@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[serve,tracking,data,ray,dev]'
+	$(BIN)/pip install -q -e '.[serve,tracking,data,ray,offline,dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("rlroute.eval.cli", "main", "evaluate policies x workloads x seeds, write a report"),
     "baselines": ("rlroute.eval.baselines", "main", "evaluate every baseline, write baselines/results/"),
     "study": ("rlroute.study.cli", "main", "the scenario study: train seeds x test windows, results.json"),
+    "train-offline": ("rlroute.offline.trainer", "main", "train a routing policy from a decision log (BC, CQL)"),
     "tune": ("rlroute.train.tune", "main", "sweeps on Ray Tune: scenario x seed x agent grid, or Optuna + ASHA"),
     "export": ("rlroute.export.cli", "main", "export a trained policy to ONNX + manifest"),
     "serve": ("rlroute.serve.cli", "main", "run the serving router"),
@@ -33,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: rlroute <subcommand> [overrides ...] | rlroute --version", "", "subcommands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "Hydra subcommands take key=value overrides and -m for multirun; `rlroute <sub> --help`."]
     return "\n".join(lines)
 

@@ -54,6 +54,11 @@ def config_options() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("group", "option"), config_options())
 def test_every_config_group_option_composes(group: str, option: str) -> None:
+    if group == "offline":  # rlroute train-offline's group (conf/train_offline.yaml), not the root config's
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            off = compose("train_offline", overrides=[f"offline={option}"])
+        assert off.offline.name == option and off.dataset.val_fraction < 1
+        return
     cfg = cfg_of([f"{group}={option}"])
     assert cfg.agent.algo._target_.endswith("PPO") and cfg.logger.name
     if group == "experiment":

@@ -28,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.bench import emit
-from rlroute.serve.decisionlog import SCHEMA
+from rlroute.offline.behaviour import EpsilonFloor, sim_record, write_records
 from rlroute.types import Action, Request
 
 LARGE, SMALL = "qwen3-235b-a22b-fp8__h100x8", "qwen3-4b__h100"
@@ -91,27 +90,19 @@ def repetition(policy: Path, rate: float, n: int, seed: int, eps: float, latency
     from rlroute.policies.heuristic import SeedHeuristic
     from rlroute.policies.onnx import OnnxPolicy
 
-    rng = np.random.default_rng(seed)
     inc, cand = SeedHeuristic(), OnnxPolicy(str(policy), ood=False)
+    floor = EpsilonFloor(inc, eps, np.random.default_rng(seed))
     agree = []
 
     def logging(r: Request, st: Any, m: Any, obs: np.ndarray) -> tuple[int, float]:
-        mask = action_mask(st)
-        base = int(inc.act(DecisionContext(r, st, m, obs, mask.copy())))
-        allowed = np.flatnonzero(mask)
-        a = int(rng.choice(allowed)) if rng.random() < eps else base
+        a, p, base = floor.draw(DecisionContext(r, st, m, obs, action_mask(st).copy()))
         agree.append(base == int(np.argmax(cand.logits(obs))))
-        return a, (1 - eps) * (a == base) + eps * (a in allowed) / len(allowed)
+        return a, p
 
     rows, done = run(_requests(rate, n, seed), logging)
     log = work / f"log-{rate}-{seed}.jsonl"
-    with log.open("w") as fh:
-        for row in rows:
-            c = done[row["id"]]
-            fh.write(json.dumps({"schema": SCHEMA, "arrival_s": 0.0, "request_id": str(row["id"]), "input_len": 1,
-                                 "max_new_tokens": 1, "block_size": 64, "blocks": [], "action": row["action"],
-                                 "propensity": row["propensity"], "obs": row["obs"].tolist(), "quality_label": None,
-                                 "outcome": {"cost": c.cost, "e2e_s": c.e2e, "slo_ok": True}}) + "\n")
+    write_records(log, (sim_record(row["id"], row["obs"], row["action"], row["propensity"], done[row["id"]], True)
+                        for row in rows))
     spec = RewardSpec(cost_weight=1.0, latency_weight=latency_weight, slo_penalty=0.0, quality_weight=0.0)
     est = evaluate(log, policy, spec, n_boot=500, seed=seed)["estimates"]
     log.unlink()

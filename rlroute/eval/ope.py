@@ -65,6 +65,13 @@ class Logged:
     skipped: int
 
 
+def observed_reward(rec: dict[str, Any], spec: RewardSpec) -> float:
+    """A logged record's reward as far as the log observes it (module doc; an answered ``outcome`` assumed)."""
+    o, q = rec["outcome"], rec.get("quality_label")
+    return (spec.quality_weight * float(q) if q is not None else 0.0) - spec.cost_weight * float(o["cost"]) \
+        - spec.latency_weight * float(o["e2e_s"]) - spec.slo_penalty * (not o["slo_ok"])
+
+
 def load(path: str | Path, spec: RewardSpec) -> Logged:
     """Records with an observation, an action, a propensity > 0 and an answered outcome."""
     xs, acts, props, rs = [], [], [], []
@@ -74,13 +81,10 @@ def load(path: str | Path, spec: RewardSpec) -> Logged:
         if rec.get("action") is None or rec.get("obs") is None or not rec.get("propensity") or o.get("e2e_s") is None:
             skipped += 1
             continue
-        q = rec.get("quality_label")
-        r = (spec.quality_weight * float(q) if q is not None else 0.0) - spec.cost_weight * float(o["cost"]) \
-            - spec.latency_weight * float(o["e2e_s"]) - spec.slo_penalty * (not o["slo_ok"])
         xs.append(rec["obs"])
         acts.append(int(rec["action"]))
         props.append(float(rec["propensity"]))
-        rs.append(r)
+        rs.append(observed_reward(rec, spec))
     if not xs:
         raise ValueError(f"{path}: no record with an observation, an action and an answer (decision_file."
                          f"observations must be on; {skipped} records skipped)")
