@@ -27,6 +27,10 @@ SEEDS, WINDOWS = range(5), 10
 SCENARIO = ["experiment=quickstart"]
 VARIANTS: dict[str, list[str]] = {"bc": ["offline=bc"], "cql_a0.1": ["offline=cql", "offline.alpha=0.1"],
                                   "cql_a1": ["offline=cql", "offline.alpha=1"], "cql_a5": ["offline=cql", "offline.alpha=5"]}
+# Added after the first results (README "Post-hoc"), not pre-registered: 10x the gradient steps, and alpha 0
+# (plain per-action reward regression), to tell under-training and conservatism apart.
+POSTHOC: dict[str, list[str]] = {"cql_a0.1_e200": ["offline=cql", "offline.alpha=0.1", "offline.epochs=200"],
+                                 "cql_a0_e200": ["offline=cql", "offline.alpha=0", "offline.epochs=200"]}
 TRAIN_EPISODES, HELD_EPISODES, EPS = 12, 8, 0.2
 
 
@@ -49,11 +53,11 @@ def logs(work: Path) -> tuple[dict[int, Path], Path]:
     return train, held
 
 
-def offline_candidates(work: Path, train: dict[int, Path]) -> dict[str, Path]:
+def offline_candidates(work: Path, train: dict[int, Path], variants: dict[str, list[str]]) -> dict[str, Path]:
     from rlroute.offline.trainer import train_offline
 
     out = {}
-    for name, ov in VARIANTS.items():
+    for name, ov in variants.items():
         for s in SEEDS:
             run = work / "offline" / name / f"seed{s}"
             if not (run / "export" / "manifest.json").is_file():
@@ -69,7 +73,7 @@ def ppo_candidates(work: Path) -> tuple[dict[str, Path], list[str]]:
     out, missing = {}, []
     for s in SEEDS:
         run = work / "ppo" / f"seed{s}"
-        if not (run / "model.zip").is_file():
+        if not (run / "metrics.json").is_file():  # written last: the run folder is complete
             missing.append(f"ppo/seed{s}")
             continue
         if not (run / "export" / "manifest.json").is_file():
@@ -146,7 +150,7 @@ def paired(onp: dict[str, Any], a: str, b: str) -> dict[str, Any]:
         return np.asarray(rows)
 
     iv = paired_bootstrap(mat(a), mat(b))
-    return {"a": a, "b": b, "diff": iv.value, "lo": iv.lo, "hi": iv.hi, "windows": iv.n,
+    return {"a": a, "b": b, "diff": iv.mean, "lo": iv.low, "hi": iv.high, "windows": iv.n,
             "seeds": [len(mat(a)), len(mat(b))]}
 
 
@@ -154,18 +158,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=REPO / "outputs" / "offline_rl")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--posthoc", action="store_true", help="also the POSTHOC variants (reported apart)")
     a = ap.parse_args()
     t0 = time.time()
     train, held = logs(a.work)
-    off = offline_candidates(a.work, train)
+    off = offline_candidates(a.work, train, VARIANTS)
     ppo, missing = ppo_candidates(a.work)
-    cands = {**off, **ppo}
+    post = offline_candidates(a.work, train, POSTHOC) if a.posthoc else {}
+    cands = {**off, **ppo, **post}
     est = ope(a.work, held, cands)
     onp = on_policy(a.work, cands)
-    names_all, names_off = list(cands), list(off)
+    names_all, names_off = [*off, *ppo], list(off)
     table = {n: {"on_policy": float(np.mean(onp[n]["reward"])), "dr": est[n]["estimates"]["dr"]["value"],
                  "ips": est[n]["estimates"]["ips"]["value"], "agreement_with_log": est[n]["agreement"],
-                 "action_shares": onp[n]["action_shares"]} for n in names_all}
+                 "action_shares": onp[n]["action_shares"]} for n in cands}
     comps = [("cql_a1", "ppo"), ("bc", "ppo"), ("cql_a0.1", "ppo"), ("cql_a5", "ppo"), ("cql_a1", "heuristic"),
              ("bc", "heuristic"), ("ppo", "heuristic"), ("cql_a1", "all_small"), ("ppo", "all_small")]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
@@ -174,6 +180,10 @@ def main() -> None:
               "paired": [paired(onp, x, y) for x, y in comps if not (y == "ppo" and missing)],
               "baselines": {k: float(np.mean(onp[k]["reward"])) for k in ("heuristic", "all_small")},
               "candidates": table, "seconds": time.time() - t0}
+    if post:
+        result["posthoc"] = {"variants": POSTHOC, "selection_with_posthoc": selection(est, onp, list(cands)),
+                             "paired": [paired(onp, x, y) for x in POSTHOC for y in ("ppo", "heuristic", "all_small")
+                                        if not (y == "ppo" and missing)]}
     text = json.dumps(result, indent=2)
     print(text)
     if a.out:
