@@ -12,17 +12,21 @@ Per repetition (a seed): a window of the built-in synthetic workload goes throug
 ``rlroute ope``'s :func:`~rlroute.eval.ope.evaluate` estimates the candidate's mean reward from the log; the
 truth is the on-policy run's mean reward. The difference that matters is ``V_cand - V_inc`` (``V_inc`` = the
 logged run's mean, the incumbent with its floor): per estimator, ``value`` = |mean over repetitions of the
-estimated difference − mean of the on-policy difference| / |mean on-policy difference|, and per repetition
-whether the estimate's 95 % interval covers the on-policy value (coverage). At a load below the pools' knee
-requests barely interfere; at peak a different action changes the queues later requests meet, which the
-estimators assume away: that bias is reported at ``--peak-rate``.
+estimated difference − mean of the on-policy difference| / |mean on-policy difference| (with the mean error's
+95 % interval over repetitions), and per repetition whether the 95 % interval of the estimated difference covers
+the on-policy difference (``coverage``; the interval of ``V_cand`` alone: ``coverage_v_cand``). At a load well
+below the pools' knee requests barely interfere; at peak a different action changes the queues later requests
+meet, which the estimators assume away: that bias is reported at ``--peak-rate``. The prefix caches interfere
+at any load (a request's cached tokens, billed cheaper, depend on where earlier turns went).
 
-Reward: ``-cost_weight * cost - latency_weight * e2e_s`` (quality is not in a decision log).
+Reward variants, each estimated and measured from the same runs: ``cost_latency`` = ``-cost - latency_weight *
+e2e_s`` (the judged one) and ``cost_only`` = ``-cost`` (no queueing interference; quality is not in a decision
+log in either).
 
 Usage::
 
-    rlroute bench ope [--policy FOLDER] [--reps 20] [--requests 1000] [--rate 3] [--peak-rate 20]
-                      [--epsilon 0.2] [--latency-weight 0.001] [--out FILE]
+    rlroute bench ope [--policy FOLDER] [--reps 20] [--requests 600] [--rate 2] [--also-rates 1] [--peak-rate 20]
+                      [--epsilon 0.2] [--latency-weight 0.001] [--split test] [--seed0 0] [--out FILE]
 """
 
 from __future__ import annotations
@@ -51,10 +55,10 @@ def _cluster() -> Any:
                              "small": {"profile": SMALL, "instances": 2, "cache": cache, "in_pool": ca}}, seed=0)
 
 
-def _requests(rate: float, n: int, seed: int) -> list[Request]:
+def _requests(rate: float, n: int, seed: int, split: str) -> list[Request]:
     from rlroute.bench.replay import load_requests
 
-    return load_requests(["workload=synthetic", f"workload.rate={rate}"], "test", n, seed)
+    return load_requests(["workload=synthetic", f"workload.rate={rate}"], split, n, seed)
 
 
 def run(reqs: list[Request], decide: Any) -> tuple[list[dict[str, Any]], dict[int, Any]]:
@@ -81,9 +85,10 @@ def reward(c: Any, latency_weight: float) -> float:
     return -float(c.cost) - latency_weight * float(c.e2e)
 
 
-def repetition(policy: Path, rate: float, n: int, seed: int, eps: float, latency_weight: float,
-               work: Path) -> dict[str, Any]:
-    """Log the incumbent with its floor, estimate the candidate, run the candidate on-policy."""
+def repetition(policy: Path, rate: float, n: int, seed: int, eps: float, latency_weights: dict[str, float],
+               split: str, work: Path) -> dict[str, Any]:
+    """Log the incumbent with its floor, estimate the candidate, run the candidate on-policy; the estimates and
+    the truths for each reward variant (``latency_weights``: name -> weight per e2e second) from the same runs."""
     from rlroute.cluster.base import action_mask
     from rlroute.eval.ope import RewardSpec, evaluate
     from rlroute.policies.base import DecisionContext
@@ -99,28 +104,42 @@ def repetition(policy: Path, rate: float, n: int, seed: int, eps: float, latency
         agree.append(base == int(np.argmax(cand.logits(obs))))
         return a, p
 
-    rows, done = run(_requests(rate, n, seed), logging)
+    reqs = _requests(rate, n, seed, split)
+    rows, done = run(reqs, logging)
+    on_rows, on_done = run(reqs, lambda r, st, m, obs: (int(np.argmax(cand.logits(obs))), 1.0))
     log = work / f"log-{rate}-{seed}.jsonl"
     write_records(log, (sim_record(row["id"], row["obs"], row["action"], row["propensity"], done[row["id"]], True)
                         for row in rows))
-    spec = RewardSpec(cost_weight=1.0, latency_weight=latency_weight, slo_penalty=0.0, quality_weight=0.0)
-    est = evaluate(log, policy, spec, n_boot=500, seed=seed)["estimates"]
+    out: dict[str, Any] = {"seed": seed, "disagreement": 1.0 - float(np.mean(agree)),
+                           "large_share": {"logged": float(np.mean([r["action"] == 0 for r in rows])),
+                                           "candidate": float(np.mean([r["action"] == 0 for r in on_rows]))}}
+    for name, lw in latency_weights.items():
+        spec = RewardSpec(cost_weight=1.0, latency_weight=lw, slo_penalty=0.0, quality_weight=0.0)
+        est = evaluate(log, policy, spec, n_boot=500, seed=seed)["estimates"]
+        out[name] = {"v_logged": float(np.mean([reward(done[row["id"]], lw) for row in rows])),
+                     "v_cand_on_policy": float(np.mean([reward(on_done[row["id"]], lw) for row in on_rows])),
+                     **{k: est[k] for k in ("ips", "snips", "dr")}}
     log.unlink()
-    v_log = float(np.mean([reward(done[row["id"]], latency_weight) for row in rows]))
-    on_rows, on_done = run(_requests(rate, n, seed), lambda r, st, m, obs: (int(np.argmax(cand.logits(obs))), 1.0))
-    v_cand = float(np.mean([reward(on_done[row["id"]], latency_weight) for row in on_rows]))
-    return {"seed": seed, "v_logged": v_log, "v_cand_on_policy": v_cand, "disagreement": 1.0 - float(np.mean(agree)),
-            **{k: est[k] for k in ("ips", "snips", "dr")}}
+    return out
 
 
 def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per estimator over the repetitions of one reward variant: the relative error of the mean estimated
+    difference, the mean error with a 95 % normal interval over repetitions, and the coverage of the
+    difference's interval (the quantity judged) and of ``V_cand``'s."""
     true = np.array([r["v_cand_on_policy"] - r["v_logged"] for r in reps])
-    out: dict[str, Any] = {"true_difference": float(true.mean()), "disagreement": float(np.mean([r["disagreement"] for r in reps]))}
+    out: dict[str, Any] = {"true_difference": float(true.mean()),
+                           "true_difference_sd": float(true.std(ddof=1)) if len(true) > 1 else 0.0}
     for k in ("ips", "snips", "dr"):
         est = np.array([r[k]["value"] - r["v_logged"] for r in reps])
+        err = est - true
+        se = float(err.std(ddof=1) / np.sqrt(len(err))) if len(err) > 1 else float("nan")
         out[k] = {"relative_error": float(abs(est.mean() - true.mean()) / abs(true.mean())),
-                  "estimated_difference": float(est.mean()),
-                  "coverage": float(np.mean([r[k]["lo"] <= r["v_cand_on_policy"] <= r[k]["hi"] for r in reps]))}
+                  "estimated_difference": float(est.mean()), "mean_error": float(err.mean()),
+                  "mean_error_ci95": [float(err.mean() - 1.96 * se), float(err.mean() + 1.96 * se)],
+                  "coverage": float(np.mean([r[k]["diff_lo"] <= t <= r[k]["diff_hi"] for r, t in zip(reps, true, strict=True)])),
+                  "coverage_v_cand": float(np.mean([r[k]["lo"] <= r["v_cand_on_policy"] <= r[k]["hi"] for r in reps])),
+                  "interval_width": float(np.mean([r[k]["diff_hi"] - r[k]["diff_lo"] for r in reps]))}
     return out
 
 
@@ -131,26 +150,35 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="rlroute bench ope", description=__doc__.splitlines()[0])
     ap.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="candidate exported folder")
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--rate", type=float, default=3.0, help="req/s below the knee of 1 large + 2 small")
+    ap.add_argument("--requests", type=int, default=600)
+    ap.add_argument("--rate", type=float, default=2.0, help="req/s below the knee (0.5 x the measured 4 req/s)")
+    ap.add_argument("--also-rates", type=float, nargs="*", default=[1.0], help="further req/s, reported, not judged")
     ap.add_argument("--peak-rate", type=float, default=20.0, help="req/s at peak (0: skip)")
     ap.add_argument("--epsilon", type=float, default=0.2)
     ap.add_argument("--latency-weight", type=float, default=0.001, help="reward per second of e2e")
+    ap.add_argument("--split", default="test", help="workload split (tune on val, report on test)")
+    ap.add_argument("--seed0", type=int, default=0, help="first repetition's seed")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    if a.reps < 2 or a.requests < 50:
+        ap.error("--reps must be >= 2 and --requests >= 50")
     t0 = time.time()
-    loads = {"below_knee": a.rate, **({"peak": a.peak_rate} if a.peak_rate > 0 else {})}
+    loads = {"below_knee": a.rate, **{f"{r:g}_req_s": r for r in a.also_rates},
+             **({"peak": a.peak_rate} if a.peak_rate > 0 else {})}
+    variants = {"cost_latency": a.latency_weight, "cost_only": 0.0}
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rlroute-ope-") as tmp:
         for name, rate in loads.items():
-            reps = [repetition(a.policy, rate, a.requests, s, a.epsilon, a.latency_weight, Path(tmp))
-                    for s in range(a.reps)]
-            res[name] = {"rate": rate, **summarise(reps), "repetitions": reps}
-    low = res["below_knee"]
+            reps = [repetition(a.policy, rate, a.requests, s, a.epsilon, variants, a.split, Path(tmp))
+                    for s in range(a.seed0, a.seed0 + a.reps)]
+            res[name] = {"rate": rate, "disagreement": float(np.mean([r["disagreement"] for r in reps])),
+                         **{v: summarise([r[v] for r in reps]) for v in variants}, "repetitions": reps}
+    low = res["below_knee"]["cost_latency"]
     return emit("ope", {"value": low["dr"]["relative_error"], "unit": "dr_relative_error_of_difference",
                         "ips": low["ips"]["relative_error"], "snips": low["snips"]["relative_error"],
                         "coverage": {k: low[k]["coverage"] for k in ("ips", "snips", "dr")},
-                        "disagreement": low["disagreement"], "target": {"dr_relative_error": 0.25, "coverage": 0.9},
+                        "disagreement": res["below_knee"]["disagreement"],
+                        "target": {"dr_relative_error": 0.25, "coverage": 0.9},
                         "passed": low["dr"]["relative_error"] <= 0.25 and low["dr"]["coverage"] >= 0.9,
                         "loads": res, "args": {k: str(v) for k, v in vars(a).items()}, "wall_s": time.time() - t0},
                 a.out)

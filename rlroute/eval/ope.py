@@ -9,10 +9,13 @@ realised mean:
   ``pi(a_i | x_i) = [candidate's action on x_i == a_i]``.
 - **SNIPS**: ``sum(w_i r_i) / sum(w_i)``.
 - **DR**: ``mean(q(x_i, pi(x_i)) + w_i (r_i - q(x_i, a_i)))`` with a reward model ``q`` fitted on the log
-  (ridge regression per action on the observation, two-fold cross-fitted so no record's own reward fits the
-  model that corrects it).
+  (:mod:`rlroute.eval.ope_model`: ridge per action on a few informative features, two-fold cross-fitted so
+  no record's own reward fits the model that corrects it). With the logged propensities DR is unbiased
+  whatever ``q`` is; a better ``q`` only narrows it.
 
-Each with a 95 % percentile-bootstrap interval over records. The reward of a record is what the log
+Each with a 95 % percentile-bootstrap interval over records, and the difference ``estimate - logged mean``
+(what the candidate is judged by) with its paired interval; DR's bootstrap refits the reward model on every
+resample. The reward of a record is what the log
 observed (**quality is not observed in serving**: it counts only through ``quality_label`` where an
 external grade was joined): ``quality_weight * label - cost_weight * cost - latency_weight * e2e_s -
 slo_penalty * [SLO missed]``. With propensity-1 logs (no exploration floor) IPS/SNIPS see only the records
@@ -39,9 +42,8 @@ from typing import Any
 import numpy as np
 
 from rlroute.bench import emit
+from rlroute.eval.ope_model import Z, assign_folds, q_values, reward_features
 from rlroute.serve.decisionlog import read_log
-
-Z = 3  # actions
 
 
 @dataclass(slots=True)
@@ -99,58 +101,37 @@ def target_actions(policy: str | Path, obs: np.ndarray) -> np.ndarray:
     return np.asarray([int(np.argmax(p.logits(x))) for x in obs])
 
 
-def fit_q(x: np.ndarray, a: np.ndarray, r: np.ndarray, l2: float = 1.0) -> np.ndarray:
-    """Ridge coefficients ``[Z, d + 1]`` of the reward on ``[x, 1]`` per action (an action with no record: its
-    coefficients predict the overall mean)."""
-    xb = np.hstack([x.astype(float), np.ones((len(x), 1))])
-    coef = np.zeros((Z, xb.shape[1]))
-    coef[:, -1] = r.mean() if len(r) else 0.0
-    for k in range(Z):
-        sel = a == k
-        if sel.sum() < 2:
-            continue
-        xs, rs = xb[sel], r[sel]
-        reg = l2 * np.eye(xb.shape[1])
-        reg[-1, -1] = 0.0
-        coef[k] = np.linalg.solve(xs.T @ xs + reg, xs.T @ rs)
-    return coef
-
-
-def q_values(x: np.ndarray, a: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Two-fold cross-fitted predictions ``[n, Z]``: each record's from the model fitted on the other fold."""
-    n = len(x)
-    fold = rng.permutation(n) % 2
-    xb = np.hstack([x.astype(float), np.ones((n, 1))])
-    out = np.zeros((n, Z))
-    for f in (0, 1):
-        coef = fit_q(x[fold != f], a[fold != f], r[fold != f])
-        out[fold == f] = xb[fold == f] @ coef.T
-    return out
-
-
-def estimate(r: np.ndarray, a: np.ndarray, p: np.ndarray, target: np.ndarray, q: np.ndarray,
+def estimate(r: np.ndarray, a: np.ndarray, p: np.ndarray, target: np.ndarray, x: np.ndarray,
              n_boot: int = 1000, rng: np.random.Generator | None = None) -> dict[str, dict[str, float]]:
-    """IPS, SNIPS and DR of the deterministic ``target`` with 95 % bootstrap intervals, and the logged mean."""
+    """IPS, SNIPS and DR of the deterministic ``target`` and the logged mean, each with a 95 % percentile
+    bootstrap interval (``lo``, ``hi``), and each estimate's difference to the logged mean (``diff``) with its
+    own paired interval (``diff_lo``, ``diff_hi``: estimate minus logged mean on the same resample) — the
+    quantity a candidate is judged by. DR's reward model is fitted on ``x`` (features of the records,
+    :func:`~rlroute.eval.ope_model.reward_features`), cross-fitted, and refitted on every resample (a record
+    drawn twice keeps its fold), so DR's interval includes the model's fitting."""
     rng = rng if rng is not None else np.random.default_rng(0)
     n = len(r)
+    folds = assign_folds(n, rng)
     w = (target == a).astype(float) / p
-    q_logged, q_target = q[np.arange(n), a], q[np.arange(n), target]
-    terms = {"ips": w * r, "dr": q_target + w * (r - q_logged), "logged": r}
 
-    def snips(idx: np.ndarray) -> float:
-        s = w[idx].sum()
-        return float((w[idx] * r[idx]).sum() / s) if s > 0 else float("nan")
+    def point(i: np.ndarray) -> dict[str, float]:
+        q = q_values(x[i], a[i], r[i], folds[i])
+        m = np.arange(len(i))
+        s = w[i].sum()
+        return {"ips": float((w[i] * r[i]).mean()), "snips": float((w[i] * r[i]).sum() / s) if s > 0 else float("nan"),
+                "dr": float((q[m, target[i]] + w[i] * (r[i] - q[m, a[i]])).mean()), "logged": float(r[i].mean())}
 
-    idx = rng.integers(0, n, size=(n_boot, n))
+    full = point(np.arange(n))
+    boots = [point(rng.integers(0, n, size=n)) for _ in range(n_boot)]
     out: dict[str, dict[str, float]] = {}
-    for name, t in terms.items():
-        boots = t[idx].mean(axis=1)
-        out[name] = {"value": float(t.mean()), "lo": float(np.percentile(boots, 2.5)),
-                     "hi": float(np.percentile(boots, 97.5))}
-    sn = np.array([snips(i) for i in idx])
-    sn = sn[np.isfinite(sn)]
-    out["snips"] = {"value": snips(np.arange(n)), "lo": float(np.percentile(sn, 2.5)) if sn.size else float("nan"),
-                    "hi": float(np.percentile(sn, 97.5)) if sn.size else float("nan")}
+    for name, v in full.items():
+        est = np.array([b[name] for b in boots])
+        diff = est - np.array([b["logged"] for b in boots])
+        ok = np.isfinite(est)
+        lo, hi = np.percentile(est[ok], [2.5, 97.5]) if ok.any() else (float("nan"), float("nan"))
+        dlo, dhi = np.percentile(diff[ok], [2.5, 97.5]) if ok.any() else (float("nan"), float("nan"))
+        out[name] = {"value": v, "lo": float(lo), "hi": float(hi), "diff": v - full["logged"],
+                     "diff_lo": float(dlo), "diff_hi": float(dhi)}
     return out
 
 
@@ -160,8 +141,7 @@ def evaluate(log: str | Path, policy: str | Path, spec: RewardSpec, n_boot: int 
     rng = np.random.default_rng(seed)
     lg = load(log, spec)
     target = target_actions(policy, lg.obs)
-    q = q_values(lg.obs, lg.action, lg.reward, rng)
-    est = estimate(lg.reward, lg.action, lg.propensity, target, q, n_boot, rng)
+    est = estimate(lg.reward, lg.action, lg.propensity, target, reward_features(lg.obs), n_boot, rng)
     w = (target == lg.action) / lg.propensity
     return {"estimates": est, "records": int(len(lg.reward)), "skipped": lg.skipped,
             "agreement": float((target == lg.action).mean()),
@@ -193,10 +173,12 @@ def report(result: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "ope.png", dpi=120)
     plt.close(fig)
-    rows = "\n".join(f"| {k} | {est[k]['value']:.6g} | [{est[k]['lo']:.6g}, {est[k]['hi']:.6g}] |" for k in names)
+    rows = "\n".join(f"| {k} | {est[k]['value']:.6g} | [{est[k]['lo']:.6g}, {est[k]['hi']:.6g}] | {est[k]['diff']:.6g} | "
+                     f"[{est[k]['diff_lo']:.6g}, {est[k]['diff_hi']:.6g}] |" for k in names)
     (out / "report.md").write_text(
         f"# Off-policy evaluation\n\nLog `{result['log']}` ({result['records']} records used, {result['skipped']} "
-        f"skipped); candidate `{result['policy']}`.\n\n| estimate | value | 95 % interval |\n| --- | --- | --- |\n"
+        f"skipped); candidate `{result['policy']}`.\n\n| estimate | value | 95 % interval | minus logged | 95 % interval "
+        f"|\n| --- | --- | --- | --- | --- |\n"
         f"{rows}\n\nAgreement with the logged actions {result['agreement']:.3f}; effective sample size "
         f"{result['effective_sample_size']:.1f}; smallest propensity {result['min_propensity']:.3g}. Action shares "
         f"(large, small, hybrid): logged {result['logged_action_shares']}, candidate "
@@ -226,5 +208,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report(result, a.out)
     dr = result["estimates"]["dr"]
     return emit("ope", {"value": dr["value"], "unit": "mean_reward_dr", "lo": dr["lo"], "hi": dr["hi"],
+                        "difference": dr["diff"], "difference_lo": dr["diff_lo"], "difference_hi": dr["diff_hi"],
                         "logged": result["estimates"]["logged"]["value"], "agreement": result["agreement"],
                         "records": result["records"], "report": str(a.out / "report.md")}, a.out / "summary.json")
