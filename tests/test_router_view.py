@@ -59,6 +59,39 @@ def test_trim_runs_on_the_interval_and_drops_least_recent_leaves_first() -> None
     assert v.match((1, 2, 4, 5, 6), BS, 5 * BS, now=20.0) == [4 * BS]
 
 
+def test_trim_and_match_agree_with_a_plain_sort_and_walk_on_random_trees() -> None:
+    """The trim sorts only the candidates and match skips the bisection when the second block is absent: both
+    must pick exactly what a full stable sort (reverse insertion order, then time) and a linear walk pick."""
+    from operator import itemgetter
+
+    rng = np.random.default_rng(7)
+    cfg = RouterViewConfig(eviction_interval_s=5.0, max_tree_tokens=60 * BS)
+    v, ref = RouterView(3, cfg), RouterView(3, cfg)
+    paths = [tuple(range(b * 1000, b * 1000 + 40)) for b in range(4)]  # chained: an id names its prefix
+    removed = 0
+    for step in range(600):
+        now = float(step // 3)  # equal times within a step: ties between paths and depths
+        k = int(rng.integers(3))
+        blocks = paths[int(rng.integers(4))][: int(rng.integers(1, 41))]
+        ref.tokens = list(v.tokens)  # same trees so far (asserted below): the same sizes
+        if now >= ref.next_trim:  # the reference trim: every item sorted
+            ref.next_trim = (now // 5.0 + 1) * 5.0
+            for j, tree in enumerate(ref.trees):
+                if ref.tokens[j] > cfg.max_tree_tokens:
+                    items = list(tree.items())
+                    items.reverse()
+                    items.sort(key=itemgetter(1))
+                    for block, _ in items[: -(-(ref.tokens[j] - cfg.max_tree_tokens) // BS)]:
+                        del tree[block]
+                        removed += 1
+        want = [next((i for i, b in enumerate(blocks) if b not in t), len(blocks)) * BS for t in ref.trees]
+        assert v.match(blocks, BS, len(blocks) * BS, now) == want
+        v.insert(k, blocks, BS, now, len(blocks) * BS)
+        ref.trees[k].update(dict.fromkeys(blocks, now))
+        assert v.trees == ref.trees and [list(t) for t in v.trees] == [list(t) for t in ref.trees]
+    assert v.trims == 39 and removed > 500
+
+
 def test_defaults_are_sglang_routers() -> None:
     cfg = RouterViewConfig()
     assert cfg.enabled and cfg.eviction_interval_s == 120.0 and cfg.max_tree_tokens == MAX_TREE_TOKENS == 2**24

@@ -122,12 +122,17 @@ class RouterView:
         if not nb:
             return [0] * len(self.trees)
         b0, last = blocks[0], blocks[-1]
+        b1 = blocks[1] if nb > 1 else last
+        full = min(nb * block_size, covered)
+        one = min(block_size, covered)
         out = []
         for tree in self.trees:
             if b0 not in tree:
                 out.append(0)
             elif last in tree:
-                out.append(min(nb * block_size, covered))
+                out.append(full)
+            elif b1 not in tree:  # most trees share only a system prompt's first block: no bisection
+                out.append(one)
             else:
                 out.append(min(_depth(tree, blocks) * block_size, covered))
         return out
@@ -146,9 +151,10 @@ class RouterView:
         tree = self.trees[k]
         matched = 0
         if blocks and blocks[0] in tree:
-            matched = len(blocks) if blocks[-1] in tree else _depth(tree, blocks)
+            matched = len(blocks) if blocks[-1] in tree else _depth(tree, blocks) if blocks[1] in tree else 1
         before = len(tree)
-        tree.update(dict.fromkeys(blocks, now))
+        for b in blocks:  # what tree.update(dict.fromkeys(blocks, now)) does, without the temporary dict
+            tree[b] = now
         self.tokens[k] += max(prompt_tokens - matched * block_size, (len(tree) - before) * block_size)
         self.block_size = block_size
 
@@ -183,19 +189,25 @@ class RouterView:
             if self.tokens[k] <= cap or not bs:
                 continue
             # oldest first; among equal times the later inserted (deeper) block first, so leaves go before
-            # their ancestors (reverse, then a stable sort on time)
-            items = list(tree.items())
-            items.reverse()
-            items.sort(key=itemgetter(1))
+            # their ancestors (reverse, then a stable sort on time). Only blocks no newer than the excess-th
+            # oldest time can be among the victims: those are sorted (the same victims, in the same order, as
+            # sorting every item; a C-level sort of the bare times finds that time).
             excess = -(-(self.tokens[k] - cap) // bs)
-            for block, _ in items[:excess]:
-                del tree[block]
+            if excess >= len(tree):
+                tree.clear()
+            else:
+                newest = sorted(tree.values())[excess - 1]
+                items = [kv for kv in tree.items() if kv[1] <= newest]
+                items.reverse()
+                items.sort(key=itemgetter(1))
+                for block, _ in items[:excess]:
+                    del tree[block]
             self.tokens[k] = len(tree) * bs  # what the trim leaves is counted in whole blocks
 
 
 def _depth(tree: dict[int, float], blocks: Sequence[int]) -> int:
-    """Leading blocks present, knowing ``blocks[0]`` is and ``blocks[-1]`` is not (prefix-closed trees)."""
-    lo, hi = 1, len(blocks) - 1  # blocks[lo - 1] present, blocks[hi] absent
+    """Leading blocks present, knowing ``blocks[1]`` is and ``blocks[-1]`` is not (prefix-closed trees)."""
+    lo, hi = 2, len(blocks) - 1  # blocks[lo - 1] present, blocks[hi] absent
     while lo < hi:
         mid = (lo + hi) // 2
         if blocks[mid] in tree:

@@ -28,7 +28,6 @@ Heaps use lazy invalidation: an entry is live while its ``ver`` equals the segme
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from itertools import count
 from typing import Any
 
@@ -203,7 +202,8 @@ class PrefixCache:
             self._drop_orphans(rest, depth)
         seg = Seg(rest, tokens, depth, now)
         seg.freq = 1
-        nodes.update(dict.fromkeys(rest, seg))
+        for b in rest:  # a loop of stores beats dict.update(dict.fromkeys(...)) for these sizes (no temporary dict)
+            nodes[b] = seg
         self.total_tokens += tokens
         return seg
 
@@ -289,7 +289,9 @@ class PrefixCache:
         seg.tokens = j * bs
         seg.next = tail
         if not seg.detached:
-            self.nodes.update(dict.fromkeys(tail.blocks, tail))
+            nodes = self.nodes
+            for b in tail.blocks:
+                nodes[b] = tail
         if seg.ref == 0 and not seg.detached:
             self.n_free += 1
             seg.ver += 1  # re-key both halves
@@ -329,7 +331,9 @@ class PrefixCache:
 
     # -- eviction -------------------------------------------------------------------------------------
     def _drop(self, seg: Seg) -> None:
-        deque(map(self.nodes.__delitem__, seg.blocks), maxlen=0)
+        nodes = self.nodes
+        for b in seg.blocks:
+            del nodes[b]
         seg.ver += 1
         seg.detached = True
         self.n_free -= 1
