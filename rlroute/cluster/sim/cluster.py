@@ -22,6 +22,8 @@ import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from heapq import heappop as _heappop
+from heapq import heappush as _heappush
 from itertools import count
 from typing import Any
 
@@ -38,6 +40,8 @@ from rlroute.cluster.sim.job import Job, Seq
 from rlroute.cluster.sim.pool import SimPool
 from rlroute.cluster.sim.view import StateView
 from rlroute.types import Action, Completion, Request
+
+_ACTIONS: dict[Any, Action] = {int(a): a for a in Action}  # Action(x) for the usual ints, without EnumType.__call__
 
 
 def _get(obj: Any, key: str, default: Any) -> Any:
@@ -133,7 +137,7 @@ class SimCluster(EventsMixin):
         self.r_arr *= f
 
     def _push(self, t: float, inst: Instance, ver: int) -> None:
-        heapq.heappush(self._heap, (t, next(self._tick), inst, ver))
+        _heappush(self._heap, (t, next(self._tick), inst, ver))
 
     # -- Cluster protocol ---------------------------------------------------------------------------------
     @property
@@ -157,7 +161,10 @@ class SimCluster(EventsMixin):
         nb = -(-covered // bs) if bs > 0 else 0
         if nb < len(blocks):
             blocks = blocks[:nb]
-        out = {name: pool.match(blocks, bs, covered, self._now) for name, pool in self.pools.items()}
+        now = self._now
+        out = {}
+        for name, pool in self.pools.items():
+            out[name] = pool.match(blocks, bs, covered, now)
         self._memo = (request.id, self._epoch, out)
         return out
 
@@ -174,7 +181,9 @@ class SimCluster(EventsMixin):
             raise ValueError(f"request {request.id}: block_size must be >= 1, got {request.block_size}")
         if request.arrival > self._now:
             self._run(request.arrival)
-        act = Action(action)
+        act = _ACTIONS.get(action) if action.__class__ is int or action.__class__ is Action else None
+        if act is None:
+            act = Action(action)
         stages = action_stages(act, request, self.hybrid)
         for pool, _, _, _ in stages:
             if pool not in self.pools:
@@ -227,7 +236,7 @@ class SimCluster(EventsMixin):
     # -- engine ---------------------------------------------------------------------------------------------
     def _run(self, until: float) -> None:
         heap = self._heap
-        pop = heapq.heappop
+        pop = _heappop
         n = 0
         while heap and heap[0][0] <= until:
             t, _, obj, ver = pop(heap)

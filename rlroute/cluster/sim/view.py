@@ -46,22 +46,25 @@ class StateView:
         for name, pool in self.pools.items():
             ps = st.pools[name]
             insts = pool.instances
-            if len(ps.instances) != len(insts):
-                ps.instances = [InstanceState(index=i) for i in range(len(insts))]
+            states = ps.instances
+            if len(states) != len(insts):
+                states = ps.instances = [InstanceState(index=i) for i in range(len(insts))]
             thr = hit = tok = 0.0
             faulty = bool(pool.undetected or pool.unroutable)
-            for inst, s in zip(insts, ps.instances, strict=True):
+            for inst, s in zip(insts, states, strict=True):
                 cache = inst.cache
                 if now >= cache.expire_at:
                     cache.expire(now)
                 if cache.evicted_tokens != inst.evicted_seen:
                     inst.note_evictions(now)
-                r_tok = inst.r_tok
+                # read after note_evictions: a decay-clock rebase there rescales these
+                r_out, r_hit, r_tok = inst.r_out, inst.r_hit, inst.r_tok
                 # the router's view: a failed instance counts as healthy until its failure is detected
                 s.healthy = pool.routable(inst) if faulty else inst.healthy and not inst.retired
                 s.paused = inst.paused
-                s.queued = len(inst.waiting)
-                s.running = inst.nload - s.queued
+                queued = len(inst.waiting)
+                s.queued = queued
+                s.running = inst.nload - queued
                 total = cache.total_tokens
                 s.kv_used_tokens = total + inst.private
                 s.kv_capacity_tokens = inst.kv_cap
@@ -69,12 +72,12 @@ class StateView:
                 s.recent_ttft = inst.recent_ttft
                 s.recent_tpot = inst.recent_tpot
                 s.recent_e2e = inst.recent_e2e
-                s.throughput = inst.r_out * f
-                s.cache_hit_rate = inst.r_hit / r_tok if r_tok > 0 else 0.0
+                s.throughput = r_out * f
+                s.cache_hit_rate = r_hit / r_tok if r_tok > 0 else 0.0
                 s.evictions_rate = inst.r_evict * f
                 s.cost = inst.cost
-                thr += inst.r_out
-                hit += inst.r_hit
+                thr += r_out
+                hit += r_hit
                 tok += r_tok
             ps.recent_ttft = pool.recent_ttft
             ps.recent_tpot = pool.recent_tpot
