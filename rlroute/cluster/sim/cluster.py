@@ -295,10 +295,14 @@ class SimCluster(EventsMixin):
                     full = memo[2][pool.name]
                 else:
                     full = pool.match(seq.blocks, seq.bs, seq.covered, t)
-                matched = [full[i.index] for i in cands]
                 view = pool.view
                 routed = pool.routed_new if view is None else view.tokens
-                inst = cands[policy.choose(loads, matched, [routed[i.index] for i in cands], seq.prompt)]
+                if len(cands) == len(pool.instances):  # all of them, in order (an instance's index is its position)
+                    matched, sizes = full[:], routed[:]
+                else:
+                    matched = [full[i.index] for i in cands]
+                    sizes = [routed[i.index] for i in cands]
+                inst = cands[policy.choose(loads, matched, sizes, seq.prompt)]
                 if view is None:
                     routed[inst.index] += seq.prompt - full[inst.index]
             else:

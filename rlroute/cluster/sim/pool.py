@@ -119,9 +119,13 @@ class SimPool:
 
     def candidates(self) -> list[Instance]:
         """Instances the router may send new requests to (:meth:`routable`)."""
+        insts = self.instances
         if not (self.undetected or self.unroutable):
-            return [i for i in self.instances if i.healthy and not i.retired]
-        return [i for i in self.instances if self.routable(i)]
+            for i in insts:
+                if not i.healthy or i.retired:
+                    return [i for i in insts if i.healthy and not i.retired]
+            return insts[:]  # the usual case, without building the list element by element
+        return [i for i in insts if self.routable(i)]
 
     def match(self, blocks: tuple[int, ...], bs: int, covered: int, now: float) -> list[int]:
         """Cached prompt tokens of a prompt (``blocks`` covering ``covered`` tokens) on every instance, as the
