@@ -32,6 +32,8 @@ VARIANTS: dict[str, list[str]] = {"bc": ["offline=bc"], "cql_a0.1": ["offline=cq
 POSTHOC: dict[str, list[str]] = {"cql_a0.1_e200": ["offline=cql", "offline.alpha=0.1", "offline.epochs=200"],
                                  "cql_a0_e200": ["offline=cql", "offline.alpha=0", "offline.epochs=200"]}
 TRAIN_EPISODES, HELD_EPISODES, EPS = 12, 8, 0.2
+# Added at 16:45 after run 1 (post-hoc): the primary CQL on 4x the log (48 episodes; the first 12 are run 1's).
+POSTHOC_4X: dict[str, list[str]] = {"cql_a1_log4x": ["offline=cql", "offline.alpha=1"]}
 
 
 def cfg_of(name: str, *overrides: str) -> Any:
@@ -39,14 +41,15 @@ def cfg_of(name: str, *overrides: str) -> Any:
         return compose(name, overrides=[*SCENARIO, *overrides])
 
 
-def logs(work: Path) -> tuple[dict[int, Path], Path]:
+def logs(work: Path, scale: int = 1) -> tuple[dict[int, Path], Path]:
     from rlroute.offline.dataset import simulate
 
     cfg = cfg_of("train_offline")
-    train = {s: work / "logs" / f"train_seed{s}.jsonl" for s in SEEDS}
+    tag = "" if scale == 1 else f"{scale}x_"
+    train = {s: work / "logs" / f"train_{tag}seed{s}.jsonl" for s in SEEDS}
     for s, p in train.items():
         if not p.is_file():
-            print(simulate(cfg, p, TRAIN_EPISODES, EPS, 40_000 + 1000 * s), flush=True)
+            print(simulate(cfg, p, TRAIN_EPISODES * scale, EPS, 40_000 + 1000 * s), flush=True)
     held = work / "logs" / "held_val.jsonl"
     if not held.is_file():
         print(simulate(cfg, held, HELD_EPISODES, EPS, 60_000, split="val"), flush=True)
@@ -165,6 +168,8 @@ def main() -> None:
     off = offline_candidates(a.work, train, VARIANTS)
     ppo, missing = ppo_candidates(a.work)
     post = offline_candidates(a.work, train, POSTHOC) if a.posthoc else {}
+    if a.posthoc:
+        post |= offline_candidates(a.work, logs(a.work, 4)[0], POSTHOC_4X)
     cands = {**off, **ppo, **post}
     est = ope(a.work, held, cands)
     onp = on_policy(a.work, cands)
@@ -181,8 +186,10 @@ def main() -> None:
               "baselines": {k: float(np.mean(onp[k]["reward"])) for k in ("heuristic", "all_small")},
               "candidates": table, "seconds": time.time() - t0}
     if post:
-        result["posthoc"] = {"variants": POSTHOC, "selection_with_posthoc": selection(est, onp, list(cands)),
-                             "paired": [paired(onp, x, y) for x in POSTHOC for y in ("ppo", "heuristic", "all_small")
+        result["posthoc"] = {"variants": {**POSTHOC, **{k: [*v, "4x log"] for k, v in POSTHOC_4X.items()}},
+                             "selection_with_posthoc": selection(est, onp, list(cands)),
+                             "paired": [paired(onp, x, y) for x in [*POSTHOC, *POSTHOC_4X]
+                                        for y in ("ppo", "heuristic", "all_small")
                                         if not (y == "ppo" and missing)]}
     text = json.dumps(result, indent=2)
     print(text)
