@@ -220,3 +220,17 @@ def test_env_and_sim_run_with_a_scaler() -> None:
     assert env.cluster_factory.last is not None and env.cluster_factory.last.timeline
     plain = build_env(default_config(["episode_length=8"]))
     assert not isinstance(plain.cluster_factory, ScaledClusterFactory)
+
+
+def test_the_default_predictive_config_builds_with_either_forecaster() -> None:
+    """conf/scaler/predictive.yaml carries ``refit_s: null``; with ``method=seasonal_naive`` that default is
+    accepted (it once raised TypeError), a set ``refit_s`` is refused naming the key, as is an unknown option."""
+    from rlroute.scaling.forecast import build_forecaster
+
+    for method in ("holt_winters", "seasonal_naive"):
+        p = PredictiveScaler({"small": LIM}, forecast={"method": method, "season_s": 720.0, "refit_s": None})
+        assert type(p.forecaster).__name__ == {"holt_winters": "HoltWinters", "seasonal_naive": "SeasonalNaive"}[method]
+    with pytest.raises(ValueError, match="refit_s applies to holt_winters only"):
+        build_forecaster("seasonal_naive", 30.0, 720.0, refit_s=60.0)
+    with pytest.raises(ValueError, match="unknown option"):
+        build_forecaster("holt_winters", 30.0, 720.0, smoothing=0.5)

@@ -123,10 +123,19 @@ FORECASTERS: dict[str, type[Forecaster]] = {"holt_winters": HoltWinters, "season
 
 
 def build_forecaster(method: str, bucket_s: float, season_s: float, **kwargs: Any) -> Forecaster:
-    """A forecaster by name (:data:`FORECASTERS`)."""
+    """A forecaster by name (:data:`FORECASTERS`). ``refit_s`` is a fitted model's option: the seasonal-naive
+    forecast fits nothing, so it takes the config's default ``refit_s: null`` and refuses any other value."""
     if method not in FORECASTERS:
         raise ValueError(f"scaler.forecast.method must be one of {sorted(FORECASTERS)}, got {method!r}")
-    return FORECASTERS[method](bucket_s, season_s, **kwargs)
+    if method == "seasonal_naive":
+        refit = kwargs.pop("refit_s", None)
+        if refit is not None:
+            raise ValueError(f"scaler.forecast.refit_s applies to holt_winters only (seasonal_naive fits nothing), "
+                             f"got {refit!r} with method=seasonal_naive")
+    try:
+        return FORECASTERS[method](bucket_s, season_s, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"scaler.forecast: unknown option for method={method!r}: {e}") from e
 
 
 def accuracy(forecast: Sequence[float], actual: Sequence[float]) -> dict[str, float]:
