@@ -3,10 +3,14 @@
 The guard is calibrated on the *training* scenario's validation observations (as a leave-one-workload-out
 run does: the held-out trace is never seen before its test windows), the policies and every non-learned
 baseline are evaluated on the test windows of the scenario with the other workload, paired (README: "Run 4's
-multiturn_cache policies on the Mooncake conversation trace"). Needs ../shared/data. Usage:
+multiturn_cache policies on the Mooncake conversation trace" and "The same policies on ShareGPT
+conversations"). Needs ../shared/data. One output folder per workload (each results.json records its own
+commit; a second run into the same folder moves the first file aside). Usage:
 
     python experiments/scenarios/unseen_trace.py multiturn_cache workload=mooncake workload.rate=null \
-        "~workload.think_time_s" "~workload.prompts" experiments/scenarios/unseen_trace
+        "~workload.think_time_s" "~workload.prompts" experiments/scenarios/unseen_trace/mooncake
+    python experiments/scenarios/unseen_trace.py multiturn_cache workload=sharegpt "~workload.prompts.mean_turns" \
+        "~workload.prompts.max_turns" experiments/scenarios/unseen_trace/sharegpt
 """
 import sys
 import time
