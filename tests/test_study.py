@@ -146,6 +146,20 @@ def test_domain_randomisation_draws_load_pools_and_prices() -> None:
     env.close()
 
 
+def test_domain_randomisation_trains_with_the_training_reward_and_validates_with_the_members_own() -> None:
+    from rlroute.study.randomise import RandomisedBuilder
+
+    members = [default_config(["episode_length=16", "agent.quality_baseline=small"])]
+    builder = RandomisedBuilder(members, {"cost_scale": [1.0, 1.0]})
+    train, val = builder(members[0], "train"), builder(members[0], "val")
+    for env in (train, val):
+        env.reset(seed=0)
+    assert train._env.reward_cfg.quality_baseline == "small"
+    assert val._env.reward_cfg.quality_baseline == "none"
+    train.close()
+    val.close()
+
+
 def test_records_carry_each_requests_own_reward_summing_to_the_return() -> None:
     from rlroute.eval.run import evaluate
 

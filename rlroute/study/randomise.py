@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlroute.env.build import build_env, cluster_factory
 from rlroute.env.routing import RoutingEnv
+from rlroute.train.envs import training_env_cfg
 from rlroute.types import Completion
 
 _SEED_HIGH = 2**31
@@ -153,5 +154,8 @@ class RandomisedBuilder:
 
     def __call__(self, cfg: DictConfig, split: str) -> RandomisedEnv:
         dr = self.dr
-        return RandomisedEnv(self.members, split, dr.get("rate_scale", (1.0, 1.0)), dr.get("instances") or {},
+        # Training envs get the training-time reward (``agent.quality_baseline``), as ``train_run`` gives a
+        # single env through ``training_env_cfg``; validation keeps each member's own reward.
+        members = [training_env_cfg(m) for m in self.members] if split == "train" else self.members
+        return RandomisedEnv(members, split, dr.get("rate_scale", (1.0, 1.0)), dr.get("instances") or {},
                              dr.get("cost_scale", (1.0, 1.0)), int(cfg.get("seed", 0)))
