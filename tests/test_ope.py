@@ -125,9 +125,11 @@ def test_bench_ope_reports_each_estimator(tmp_path: Path) -> None:
     disagreement between candidate and incumbent (the figures themselves are the bench's, not asserted)."""
     from rlroute.bench.ope import main as bench
 
-    out = bench(["--reps", "2", "--requests", "150", "--also-rates", "--peak-rate", "0", "--out", str(tmp_path / "ope.json")])
+    out = bench(["--reps", "2", "--requests", "150", "--also-rates", "--peak-rate", "0", "--twin-reps", "2",
+                 "--out", str(tmp_path / "ope.json")])
     low = out["loads"]["below_knee"]
     assert out["unit"] == "dr_relative_error_of_difference" and len(low["repetitions"]) == 2
-    for k in ("ips", "snips", "dr"):
+    assert 0.0 <= out["dr_twin"]["coverage"] <= 1.0 and "dr_twin_oracle" not in out
+    for k in ("ips", "snips", "dr", "dr_twin"):
         assert np.isfinite(low["cost_latency"][k]["relative_error"]) and 0.0 <= low["cost_only"][k]["coverage"] <= 1.0
     assert 0.0 < out["disagreement"] < 1.0

@@ -23,7 +23,7 @@ import numpy as np
 
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.serve.decisionlog import SCHEMA
-from rlroute.types import ACTION_NAMES, Completion
+from rlroute.types import ACTION_NAMES, Completion, Request
 
 
 class EpsilonFloor:
@@ -45,10 +45,16 @@ class EpsilonFloor:
 
 def sim_record(request_id: int | str, obs: np.ndarray, action: int, propensity: float, c: Completion,
                slo_ok: bool, quality_label: float | None = None, arrival_s: float = 0.0, input_len: int = 1,
-               feature_schema: str | None = None, policy: str = "simulator") -> dict[str, Any]:
-    """A ``rlroute.decision_log/1`` record of one simulated decision (outcome from its completion)."""
-    return {"schema": SCHEMA, "arrival_s": float(arrival_s), "request_id": str(request_id), "input_len": int(input_len),
-            "max_new_tokens": 1, "block_size": 64, "blocks": [], "feature_schema": feature_schema,
+               feature_schema: str | None = None, policy: str = "simulator", request: Request | None = None
+               ) -> dict[str, Any]:
+    """A ``rlroute.decision_log/1`` record of one simulated decision (outcome from its completion). With
+    ``request`` the record carries what a router logs of it (arrival, lengths, cap, prefix blocks, session and
+    turn: what the replay twin, :mod:`rlroute.workload.replay`, needs); without, placeholders."""
+    q = request
+    return {"schema": SCHEMA, "arrival_s": float(q.arrival if q else arrival_s), "request_id": str(request_id),
+            "input_len": int(q.input_len if q else input_len), "max_new_tokens": int((q.max_new_tokens or q.output_len) if q else 1),
+            "block_size": int(q.block_size if q else 64), "blocks": list(q.blocks) if q else [],
+            "session": q.session_id if q else None, "turn": int(q.turn) if q else 0, "feature_schema": feature_schema,
             "obs": np.asarray(obs, dtype=np.float32).tolist(), "action": int(action),
             "action_name": ACTION_NAMES[int(action)], "source": "policy", "policy": policy,
             "propensity": float(propensity), "quality_label": quality_label,

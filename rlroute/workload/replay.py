@@ -48,8 +48,10 @@ class ReplayLog:
     sessions: list[int | None]
     turns: list[int]
     actions: list[int]  # the action the router executed
-    logged: list[dict[str, float | None]]  # the logged outcome's ttft_s / e2e_s per row (None: no answer)
-    prompts: list[str | None]
+    logged: list[dict[str, float | None]]  # the logged outcome's ttft_s / e2e_s / tpot_s / cached_tokens per row
+    prompts: list[str | None]  # (None: no answer)
+    ids: list[str]  # the records' request_id
+    start_s: float = 0.0  # the first record's logged arrival (row times count from it)
 
 
 def parse_log(path: str) -> ReplayLog:
@@ -89,9 +91,9 @@ def parse_log(path: str) -> ReplayLog:
     trace._output_blocks = next_turn_blocks(blocks, full, out, bs)
     return ReplayLog(trace, caps, [r.get("session") for r in recs], [int(r.get("turn") or 0) for r in recs],
                      [int(r["action"]) for r in recs],
-                     [{"ttft_s": (r["outcome"] or {}).get("ttft_s"), "e2e_s": (r["outcome"] or {}).get("e2e_s")}
+                     [{k: (r["outcome"] or {}).get(k) for k in ("ttft_s", "e2e_s", "tpot_s", "cached_tokens")}
                       for r in recs],
-                     [r.get("prompt") for r in recs])
+                     [r.get("prompt") for r in recs], [str(r["request_id"]) for r in recs], float(ts[0]))
 
 
 @lru_cache(maxsize=8)
