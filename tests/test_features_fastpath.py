@@ -1,21 +1,27 @@
-"""The serving cold path of the request block (byte n-gram hashing, cues) equals the previous code bit for bit.
+"""The request block's compiled path (rlroute.features.kernels) equals its Python reference bit for bit.
 
-``_Reference`` below is the implementation of schema version 1 before the single-pass rewrite (commit
-``e2b17e6``), kept verbatim in substance: per-n-gram-kind weighted ``bincount``, byte n-grams packed with
-shifts, cues as ``str`` substring tests on the lower-cased window. Exported policies depend on these
-exact values, so the rewrite must not move a single bit.
+``_Reference`` below is the reference: the implementation of schema version 1 before the single-pass
+rewrite (commit ``e2b17e6``) for the hashing and cues — per-n-gram-kind weighted ``bincount``, byte
+n-grams packed with shifts, cues as ``str`` substring tests on the lower-cased window — and, for the rest of
+the block, the Python formulation the kernel replaced (commit ``16220a5``): the scalars, the complexity
+score and the schema's vectorised transform (:class:`rlroute.features.schema.BlockTransform`). It is used
+only here. Exported policies depend on these exact values, so the compiled path must not move a single bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import math
 import random
 
 import numpy as np
 import pytest
 
 from rlroute.features import TEXT_DIMS, FeatureExtractor
+from rlroute.features.kernels import finish_block
 from rlroute.types import Request
+from rlroute.workload.client import client_tokens
 
 text_mod = importlib.import_module("rlroute.features.text")
 
@@ -76,6 +82,44 @@ class _Reference:
         )
 
 
+    @staticmethod
+    def ramp(x: float, lo: float, hi: float) -> float:
+        return 0.0 if x <= lo else min(1.0, math.log(x / lo) / math.log(hi / lo))
+
+    @classmethod
+    def complexity(cls, req: Request) -> float:
+        n = float(client_tokens(req))
+        if text_mod.sends_text(req):
+            code, math_, q, r = cls.cues(text_mod.client_window(req))
+            score = 0.45 * cls.ramp(n, 32.0, 32768.0) + 0.35 * code + 0.35 * math_ + 0.15 * min(q, 3) / 3 + 0.10 * min(r, 3) / 3
+        else:
+            score = cls.ramp(n, 128.0, 131072.0)
+        return min(1.0, max(0.0, score))
+
+    @classmethod
+    def request_block(cls, req: Request) -> np.ndarray:
+        window = text_mod.client_window(req)
+        if window:
+            v = cls.hash_bytes(window)
+        elif req.token_ids:
+            v = cls.hash_tokens(tuple(req.token_ids[-(text_mod.TEXT_WINDOW_CHARS // 4) :]))
+        else:
+            v = np.zeros(TEXT_DIMS)
+        n = float(np.sqrt(v @ v))
+        code, math_, q, r = cls.cues(window)
+        raw = np.concatenate([v / n if n > 0 else v, [
+            float(client_tokens(req)), float(req.max_new_tokens or 0), float(req.turn),
+            1.0 if (req.session_id is not None or req.turn > 0) else 0.0, float(code), float(math_), float(q),
+            float(r), 1.0 if (text_mod.sends_text(req) or req.token_ids) else 0.0, cls.complexity(req), *[0.0] * 6,
+        ]])  # fmt: skip
+        out = np.empty(raw.size, dtype=np.float32)
+        _EX.schema.transformer("request")(raw, out)
+        return out
+
+
+_EX = FeatureExtractor("hash")
+
+
 def _synthetic_prompts(n: int) -> list[str]:
     from rlroute.workload.synthetic import SyntheticPrompts
 
@@ -98,13 +142,31 @@ def _random_texts(n: int) -> list[str]:
     return texts
 
 
+def _variants(p: str, i: int) -> list[Request]:
+    """Requests a client sends with text ``p``: caps, turns and sessions varied, and the trace forms (a
+    trace's context as filler before the prompt; a timing-only request, all filler)."""
+    base = Request(id=i, arrival=0.0, input_len=len(p) // 4 + 1, output_len=8, prompt=p)
+    cap = (0, 1, 16, 255, 8192, 9000, None)[i % 7]
+    return [
+        base,
+        dataclasses.replace(base, max_new_tokens=cap, turn=i % 40, session_id=i if i % 3 else None),
+        dataclasses.replace(base, context_tokens=37 * (i % 500), blocks=tuple(range(i, i + i % 11)), block_size=16),
+        Request(id=i, arrival=0.0, input_len=i % 9000, output_len=8, blocks=(i, i + 1), block_size=64,
+                max_new_tokens=cap),
+    ]
+
+
 def _check(prompts: list[str]) -> None:
-    for p in prompts:
+    for i, p in enumerate(prompts):
         assert text_mod.hash_bytes(p).tobytes() == _Reference.hash_bytes(p).tobytes(), p[:80]
         text_mod._CUES_MEMO.clear()
         r = Request(id=0, arrival=0.0, input_len=len(p) // 4 + 1, output_len=8, prompt=p)
-        text_mod.hashed_text(r)  # leaves the lower-cased bytes for cues(), as on the serving path
         assert text_mod.cues(r) == _Reference.cues(p), p[:80]
+        for req in _variants(p, i):
+            block = _EX._cold_block(dataclasses.replace(req, cache={}))
+            assert block.tobytes() == _Reference.request_block(req).tobytes(), (p[:80], req)
+            fresh = dataclasses.replace(req, cache={})
+            assert text_mod.complexity(fresh) == _Reference.complexity(req), (p[:80], req)
 
 
 def test_bytes_path_bit_identical_on_synthetic_prompts() -> None:
@@ -135,14 +197,44 @@ def test_token_path_bit_identical(n: int) -> None:
     assert text_mod.hash_tokens(arr).tobytes() == _Reference.hash_tokens(ids).tobytes()
 
 
-def test_request_block_same_with_or_without_handover() -> None:
-    """cues() computed without the bytes hashed_text leaves (another caller order) gives the same block."""
-    ex = FeatureExtractor("hash")
+def test_request_block_memo_and_cache_hold_the_kernel_values() -> None:
+    """The memoised block, the cues and the complexity the heuristic reads afterwards are the reference's."""
     p = _synthetic_prompts(3)[0]
-    a = Request(id=1, arrival=0.0, input_len=300, output_len=64, prompt=p)
-    b = Request(id=2, arrival=0.0, input_len=300, output_len=64, prompt=p + " ")
-    text_mod._CUES_MEMO.clear()
-    cues_first = text_mod.cues(b)  # no handover yet
-    assert cues_first == _Reference.cues(p + " ")
-    block = ex.request_block(a)
-    assert np.isfinite(block).all() and text_mod._LOWER_KEY not in a.cache
+    a = Request(id=1, arrival=0.0, input_len=300, output_len=64, prompt=p + " #memo")
+    block = _EX.request_block(a)
+    assert block.tobytes() == _Reference.request_block(a).tobytes() and not block.flags.writeable
+    assert text_mod.cues(a) == _Reference.cues(p + " #memo")
+    assert text_mod.complexity(a) == _Reference.complexity(a)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 57, 2048])
+def test_ids_only_block_bit_identical(n: int) -> None:
+    rng = np.random.default_rng(n)
+    ids = tuple(int(x) for x in rng.integers(0, 30_000, n))
+    req = Request(id=n, arrival=0.0, input_len=n, output_len=4, token_ids=ids, max_new_tokens=n * 7, turn=n % 5)
+    assert _EX._cold_block(req).tobytes() == _Reference.request_block(req).tobytes()
+
+
+def test_log_tables_equal_the_transform_at_every_count() -> None:
+    """Each ``log`` feature's table is what the vectorised transform gives at every count up to past its cap
+    (and beyond, the bound); a count outside the tables goes through the transform itself."""
+    tf = _EX.schema.transformer("request")
+    size = len(_EX.schema.features[_EX.schema.slices["request"]])
+    logs = [j for j, f in enumerate(_EX.schema.features[: size]) if f.kind == "log"]
+    assert len(logs) == 5
+    for j in logs:
+        cap = math.ceil(_EX.schema.features[j].cap)
+        for x in [*range(cap + 3), cap * 4, 10**9]:
+            raw = np.zeros(size)
+            raw[j] = x
+            want = np.empty(size, dtype=np.float32)
+            tf(raw.copy(), want)
+            got = np.empty(size, dtype=np.float32)
+            assert finish_block(raw, _EX._tables.lin, _EX._tables.tables, got)
+            assert got.tobytes() == want.tobytes(), (j, x)
+        for x in (-1.0, 0.5, float("nan")):
+            raw = np.zeros(size)
+            raw[j] = x
+            assert not finish_block(raw, _EX._tables.lin, _EX._tables.tables, got)
+    bad = Request(id=0, arrival=0.0, input_len=10, output_len=4, prompt="negative cap", max_new_tokens=-3)
+    assert _EX._cold_block(bad).tobytes() == _Reference.request_block(bad).tobytes()

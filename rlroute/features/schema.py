@@ -204,6 +204,17 @@ class BlockTransform:
         self.high = high.astype(np.float64)
         self.size = len(is_log)
 
+    def column(self, j: int, xs: np.ndarray) -> FloatArray:
+        """The transform of feature ``j`` (of this run) at each raw value ``xs`` (float64): the ufuncs of
+        :meth:`__call__` in the same order, so the values are those it writes for ``raw[j] = x``."""
+        y = np.multiply(xs, self.mul[j])
+        if self.is_log[j]:
+            y = np.log1p(y) * self.post[j]
+        np.fmax(y, self.low[j], out=y)
+        out = np.empty(y.shape, dtype=np.float32)
+        np.fmin(y, self.high[j], out=out, casting="same_kind")
+        return out
+
     def __call__(self, raw: np.ndarray, out: FloatArray) -> None:
         """Write the transformed ``raw`` (float64, block length; overwritten) into ``out`` (float32 view)."""
         np.multiply(raw, self.mul, out=raw)

@@ -9,24 +9,24 @@ context: the env builds that tail without the filler before it, the router slice
 feature counts the whole text (:func:`rlroute.workload.client.client_tokens`, by arithmetic for filler).
 
 Pure-Python character n-gram hashing costs ~1 ms per prompt (../shared/DESIGN.md, lesson 3), so the text
-is hashed with numpy: byte 3- and 5-grams of the lower-cased window (character n-grams), or, for a client
-that sends ``input_ids`` only, unigrams and bigrams of its last ``TEXT_WINDOW_CHARS / 4`` ids; each
+is hashed in compiled code (numba; NumPy for ids): byte 3- and 5-grams of the lower-cased window
+(character n-grams), or, for a client that sends ``input_ids`` only, unigrams and bigrams of its last
+``TEXT_WINDOW_CHARS / 4`` ids; each
 key mixed with the splitmix64 finaliser; bit 31 gives the sign, the high 32 bits (multiply-shift) the
 bucket. The histogram is L2-normalised, so every text dim is in [-1, 1] and a prompt's length does not
 leak into its text vector (length has its own feature). Everything here
 is computed once per request and memoised in ``request.cache``.
 
 The serving router sees every prompt for the first time, so this cold path is on its decision latency:
-the byte 3- and 5-grams are packed, mixed, bucketed and counted in one compiled pass
-(:mod:`rlroute.features.kernels`, numba); the cues scan the same lower-cased bytes once
-(:func:`scan_cues`). ``tests/test_features_fastpath.py`` checks the outputs bit for bit against the
-previous implementation.
+the whole block of a request with text — hashing, cues, complexity, scalars and the schema's transform —
+is one compiled call (:func:`rlroute.features.kernels.text_block`, called by
+:class:`rlroute.features.extract.FeatureExtractor`), and the functions here that the heuristic and the
+ids-only path call (:func:`scan_cues`, :func:`complexity`, :func:`hash_utf8`) run the same kernels: one
+implementation. ``tests/test_features_fastpath.py`` holds the Python formulation as its reference and
+checks the outputs bit for bit.
 """
 
 from __future__ import annotations
-
-import math
-import re
 
 import numpy as np
 
@@ -43,7 +43,6 @@ _GOLD = np.uint64(0x9E3779B97F4A7C15)
 _SALT = {k: np.uint64(v) for k, v in {"tok1": 1, "tok2": 2, "byte3": 3, "byte5": 5}.items()}
 _ONE, _S31, _S32 = np.uint64(1), np.uint64(31), np.uint64(32)
 _DIMS = np.uint64(TEXT_DIMS)
-_PAD = b"\0" * 8
 
 # Cues are substring tests on the lower-cased prompt (defined as str `in`/`count`; computed by
 # scan_cues in one pass, where an alternation regex costs ~1 ms). They are cues, not parsers.
@@ -60,89 +59,63 @@ _REASONING_CUES = (
     "evaluate", "implement", "design", "optimiz", "optimis", "debug", "refactor",
 )  # fmt: skip
 TEXT_WINDOW_CHARS = 4096  # the text dims and cues read the last this many characters of the client's text
-_LOWER_KEY = "features.lower_utf8"  # (window, its lower-cased UTF-8), left by hashed_text for cues()
-# Byte classes for the arithmetic cue (digit op digit once spaces are dropped): d, o, or x for the rest.
-_CLASSES = bytes(
-    ord("d") if 48 <= c <= 57 else ord("o") if c in b"+-*/^=<>" else ord("x") for c in range(256)
-)
-_OPS = tuple(bytes([c]) for c in b"+-*/^=<>")
-_DIGITS = tuple(bytes([c]) for c in b"0123456789")
-
-# One pass finds every cue of >= 4 bytes: a 16-bit multiplicative hash of the 4 bytes at each offset
-# indexes a table flagging the cues' first 4 bytes; the few flagged offsets are confirmed with
-# ``startswith``. Shorter cues (rare punctuation, "why") are plain substring tests. All cues are ASCII,
-# so a match in the UTF-8 bytes is a match in the text, at the same rank (counts are identical).
-_ALL_CUES = tuple(c.encode() for c in (*_CODE_CUES, *_MATH_CUES, *_REASONING_CUES))
-_N_CODE, _N_MATH = len(_CODE_CUES), len(_MATH_CUES)
-# Any odd multiplier is correct (flagged offsets are confirmed); this one was picked among 3,000 random
-# ones for the fewest false candidates on the synthetic and MMLU prompts (42 vs 3,092 for the golden-ratio
-# constant over 1.6 M offsets: common 4-grams such as "e re" no longer share a slot with a cue).
-_HASH_MUL = np.uint32(0xBCA3AA73)
-_SHIFT16 = np.uint32(16)
+_OPERATORS = b"+-*/^=<>"  # the arithmetic cue: digit, operator, digit once spaces are dropped
+# Any odd multiplier is correct (a flagged offset is confirmed byte by byte); this one was picked among
+# 3,000 random ones for the fewest false candidates on the synthetic and MMLU prompts (42 vs 3,092 for the
+# golden-ratio constant over 1.6 M offsets: common 4-grams such as "e re" no longer share a slot with a cue).
+_HASH_MUL = 0xBCA3AA73
 
 
-def _prefix_hash(prefix: int) -> int:
-    """The table slot of a 4-byte little-endian prefix (same arithmetic as the vectorised scan)."""
-    return ((prefix * int(_HASH_MUL)) & 0xFFFFFFFF) >> 16
+class CueTables:
+    """The cue lists as the tables :func:`rlroute.features.kernels.scan_cues` reads (built once).
+
+    Cues of >= 4 bytes are listed under a 16-bit multiplicative hash of their first 4 bytes (one multiply
+    and shift per offset of the text; the few offsets whose slot lists a cue are confirmed byte by byte),
+    shorter ones under their first byte. All cues are ASCII, so a match in the lower-cased UTF-8 bytes is a
+    match in the lower-cased text, at the same rank (counts are identical). Layout: the kernel's docstring.
+    """
+
+    def __init__(self) -> None:
+        cues = [c.encode() for c in (*_CODE_CUES, *_MATH_CUES, *_REASONING_CUES)]
+        slots: list[list[int]] = [[] for _ in range(1 << 16)]
+        firsts: list[list[int]] = [[] for _ in range(256)]
+        for k, c in enumerate(cues):
+            if len(c) >= 4:
+                slots[((int.from_bytes(c[:4], "little") * _HASH_MUL) & 0xFFFFFFFF) >> 16].append(k)
+            else:
+                firsts[c[0]].append(k)
+        args = [_HASH_MUL, len(_CODE_CUES), len(_MATH_CUES), len(cues)]
+        offsets = np.cumsum([0] + [len(c) for c in cues])
+        packed = [int.from_bytes(c[:4], "little") for c in cues]
+        masks = [(1 << (8 * min(len(c), 4))) - 1 for c in cues]
+        head = len(args) + 3 * len(cues) + 1 + len(slots) + 1 + len(firsts) + 1  # where the lists' items start
+        starts = head + np.cumsum([0] + [len(x) for x in slots + firsts])
+        slot_starts, first_starts = starts[: len(slots) + 1], starts[len(slots) :]
+        items = [k for x in slots + firsts for k in x]
+        self.index = np.concatenate([args, offsets, packed, masks, slot_starts, first_starts, items]).astype(np.int64)
+        classes = np.zeros(256, dtype=np.uint8)
+        classes[48:58] = 1
+        classes[list(_OPERATORS)] = 2
+        flags = np.array([bool(x) for x in firsts], dtype=np.uint8)
+        flags[list(_OPERATORS)] |= 2
+        flags[ord("?")] |= 4
+        slot_flags = np.array([bool(x) for x in slots], dtype=np.uint8)
+        self.tab8 = np.concatenate([classes, slot_flags, flags, np.frombuffer(b"".join(cues), dtype=np.uint8)])
 
 
-_LONG: dict[int, list[tuple[int, bytes]]] = {}  # table slot -> [(cue index, cue)]
-for _k, _c in enumerate(_ALL_CUES):
-    if len(_c) >= 4:
-        _LONG.setdefault(_prefix_hash(int.from_bytes(_c[:4], "little")), []).append((_k, _c))
-# Shorter cues: code needs only presence (one regex search; these cues start with rare punctuation),
-# maths too (substring tests: "$"), reasoning counts ("why").
-_SHORT_CODE = re.compile(b"|".join(re.escape(c.encode()) for c in _CODE_CUES if len(c) < 4))
-_SHORT_MATH = tuple(c.encode() for c in _MATH_CUES if len(c) < 4)
-_SHORT_REASONING = tuple(c.encode() for c in _REASONING_CUES if len(c) < 4)
-_TABLE = np.zeros(1 << 16, dtype=bool)
-_TABLE[list(_LONG)] = True
-
-
-def _has_arithmetic(text: str) -> bool:
-    """True if the text holds ``digit op digit`` (spaces ignored), e.g. ``3 + 4`` or ``x^2=9``."""
-    return _scan_arithmetic(text.encode("utf-8", "surrogatepass"))
-
-
-def _scan_arithmetic(data: bytes) -> bool:
-    # Single-byte `in` is a memchr: ruling out texts without any operator or digit costs ~1 us. Then one
-    # C pass: spaces deleted, every byte mapped to its class (d)igit/(o)perator/other, and "dod" searched
-    # (a regex backtracks at every digit of digit-heavy code: ~10x slower).
-    if not any(c in data for c in _OPS) or not any(d in data for d in _DIGITS):
-        return False
-    return b"dod" in data.translate(_CLASSES, b" ")
+CUE_TABLES = CueTables()
 
 
 def scan_cues(data: bytes) -> tuple[bool, bool, int, int]:
-    """Cues ``(has_code, has_math, questions, reasoning_cues)`` of lower-cased UTF-8 text (see :func:`cues`).
+    """Cues ``(has_code, has_math, questions, reasoning_cues)`` of lower-cased UTF-8 text (see :func:`cues`),
+    in one compiled pass (:func:`rlroute.features.kernels.scan_cues`)."""
+    from rlroute.features.kernels import scan_cues as kernel
 
-    Counts are non-overlapping per cue, as ``str.count``: a match is taken left to right and the next
-    match of the same cue starts after it.
-    """
-    counts = [0] * len(_ALL_CUES)
-    if len(data) >= 4:
-        # The 4 bytes at each offset (zero padded), hashed to a table slot in one multiply and shift.
-        h = np.ndarray((len(data),), dtype="<u4", buffer=data + _PAD, strides=(1,)) * _HASH_MUL
-        h >>= _SHIFT16
-        cand = np.flatnonzero(_TABLE.take(h))  # take: ~2x faster than fancy indexing here
-        ends = [0] * len(_ALL_CUES)
-        for pos, slot in zip(cand.tolist(), h[cand].tolist(), strict=True):
-            for k, c in _LONG[slot]:
-                if pos >= ends[k] and data.startswith(c, pos):
-                    counts[k] += 1
-                    ends[k] = pos + len(c)
-    code = any(counts[:_N_CODE]) or _SHORT_CODE.search(data) is not None
-    math_ = (
-        any(counts[_N_CODE : _N_CODE + _N_MATH])
-        or any(c in data for c in _SHORT_MATH)
-        or _scan_arithmetic(data)
-    )
-    reasoning = sum(counts[_N_CODE + _N_MATH :]) + sum(data.count(c) for c in _SHORT_REASONING)
-    return code, math_, data.count(b"?"), reasoning
+    return kernel(np.frombuffer(data, dtype=np.uint8), CUE_TABLES.index, CUE_TABLES.tab8)  # type: ignore[no-any-return]
 
 
-# Process-level memo of cues by window text (a pure function of it; ~100-300 us per window to compute,
-# and prompts recur across env resets). Bounded (see TextMemo).
+# Process-level memo of cues by window text (a pure function of it; prompts recur across env resets).
+# Bounded (see TextMemo).
 _CUES_MEMO: TextMemo[str, tuple[bool, bool, int, int]] = TextMemo()
 
 
@@ -248,9 +221,7 @@ def hashed_text(request: Request) -> np.ndarray:
     """
     window = client_window(request)
     if window:
-        data = lower_utf8(window)
-        request.cache[_LOWER_KEY] = (window, data)  # the cues scan the same bytes: hand them over
-        return _unit(hash_utf8(data))
+        return _unit(hash_utf8(lower_utf8(window)))
     if request.token_ids:
         return _unit(hash_tokens(token_array(request)[-(TEXT_WINDOW_CHARS // BYTES_PER_TOKEN):]))
     return np.zeros(TEXT_DIMS, dtype=np.float64)
@@ -260,19 +231,17 @@ def cues(request: Request) -> tuple[bool, bool, int, int]:
     """Structural cues ``(has_code, has_math, questions, reasoning_cues)`` of the client's text (memoised).
 
     ``has_code``: any of ``_CODE_CUES`` in the lower-cased text; ``has_math``: any of ``_MATH_CUES`` or
-    arithmetic (:func:`_has_arithmetic`); ``questions``: count of ``?``; ``reasoning_cues``: total count
+    arithmetic (``digit op digit`` once spaces are dropped, e.g. ``3 + 4`` or ``x^2=9``); ``questions``: count of ``?``; ``reasoning_cues``: total count
     of ``_REASONING_CUES`` substrings. All 0 without text. Only the window :func:`client_window` is
     scanned (cut before lower-casing, which may change lengths), as for the text dims.
     """
     hit = request.cache.get("features.cues")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    lowered = request.cache.pop(_LOWER_KEY, None)
     window = client_window(request)
     out = _CUES_MEMO.get(window)
-    if out is None:  # the bytes hashed_text left, unless the request changed since
-        fresh = isinstance(lowered, tuple) and lowered[0] == window
-        out = scan_cues(lowered[1] if fresh else lower_utf8(window))  # type: ignore[index]
+    if out is None:
+        out = scan_cues(lower_utf8(window))
         _CUES_MEMO.put(window, out, len(window))
     request.cache["features.cues"] = out
     return out
@@ -299,13 +268,6 @@ def prompt_tokens(request: Request) -> int:
     return n
 
 
-def _ramp(x: float, lo: float, hi: float) -> float:
-    """0 at ``x <= lo``, 1 at ``x >= hi``, logarithmic in between."""
-    if x <= lo:
-        return 0.0
-    return min(1.0, math.log(x / lo) / math.log(hi / lo))
-
-
 def complexity(request: Request) -> float:
     """The seed's complexity score in [0, 1]; the seed heuristic routes scores > 0.7 to the large pool.
 
@@ -324,16 +286,14 @@ def complexity(request: Request) -> float:
     long multi-question one passes 0.7 (about the hardest 7 % of the built-in synthetic prompts), a
     short factual question scores ~0.1.
     """
+    from rlroute.features.kernels import complexity_score  # the one implementation (compiled)
+
     hit = request.cache.get("features.complexity")
     if hit is not None:
         return hit  # type: ignore[return-value]
-    if sends_text(request):
-        code, math_, q, r = cues(request)
-        length = _ramp(float(prompt_tokens(request)), 32.0, 32768.0)
-        score = 0.45 * length + 0.35 * code + 0.35 * math_ + 0.15 * min(q, 3) / 3 + 0.10 * min(r, 3) / 3
-    else:
-        score = _ramp(float(prompt_tokens(request)), 128.0, 131072.0)
-    score = min(1.0, max(0.0, score))
+    text = sends_text(request)
+    code, math_, q, r = cues(request) if text else (False, False, 0, 0)
+    score: float = complexity_score(text, code, math_, q, r, prompt_tokens(request))
     request.cache["features.complexity"] = score
     return score
 
