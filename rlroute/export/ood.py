@@ -231,13 +231,11 @@ class ShiftWindow:
         if not (self.threshold > 0 and self.halflife > 0):
             raise ValueError(f"ShiftWindow: threshold and halflife must be > 0, got {self.threshold}, {self.halflife}")
         d = self.dims
-        contiguous = list(d) == list(range(d[0], d[0] + len(d)))
-        self._idx: slice | np.ndarray = slice(d[0], d[0] + len(d)) if contiguous else np.asarray(d, dtype=np.int64)
         self._a = 1.0 - 0.5 ** (1.0 / self.halflife)
         self._neff = (2.0 - self._a) / self._a  # effective size of the weighted mean's window
         self._mean32 = self.mean.astype(np.float32)
         self._inv32 = (self.inv_sigma / self.threshold).astype(np.float32)
-        self._d = np.empty(len(d), dtype=np.float32)
+        self._pos = np.asarray(d, dtype=np.int64)
         self.reset()
 
     @classmethod
@@ -256,15 +254,13 @@ class ShiftWindow:
     def update(self, obs: np.ndarray) -> float:
         """Fold in one raw observation; its window score relative to the threshold (> 1: shifted)."""
         # float32 on preallocated buffers (the per-request path; ~10 small ufunc calls)
+        from rlroute.export.ood_kernels import window_update
+
         self.n += 1
-        m, d = self._m, self._d
-        np.subtract(obs[self._idx], m, out=d)
-        np.multiply(d, np.float32(max(1.0 / self.n, self._a)), out=d)  # a plain mean until the window fills
-        np.add(m, d, out=m)
-        np.subtract(m, self._mean32, out=d)
-        np.abs(d, out=d)
-        np.multiply(d, self._inv32, out=d)
-        score = float(d.max())
+        obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)  # the features' dtype
+        # one compiled call on the float32 buffers; a plain mean until the window fills
+        score = window_update(obs, self._pos, self._m, self._mean32, self._inv32,
+                              np.float32(max(1.0 / self.n, self._a)))
         if self.n < self._neff:
             score *= math.sqrt(self.n / self._neff)
         self.score = score
@@ -333,7 +329,6 @@ class OodGuard:
         # A recurring training minimum (an atom): an observation exactly on it deviates by 0 (module doc).
         atoms = np.zeros(dim, dtype=bool) if self.stats.at_low is None else self.stats.at_low >= ATOM_COUNT
         self._atom = np.where(atoms, self.stats.low, -np.inf).astype(np.float32)
-        self._on_atom = np.empty(dim, dtype=bool)
         # mean z^2 of block b divided by tau_b^2, as one matmul: w[i, b] = 1 / (n_b tau_b^2) for i in b,
         # n_b counting the block's scored (not ignored) features.
         self._w = np.zeros((dim, len(BLOCKS)), dtype=np.float32)
@@ -361,25 +356,21 @@ class OodGuard:
         self._inv_half = (1.0 / ((hi - lo) / 2)).astype(np.float32)
         self._inv_half[list(self.range_exempt) + ignored] = 0.0  # |x - mid| * 0 never exceeds 1
         self._buf = np.empty(dim, dtype=np.float32)
-        self._buf2 = np.empty(dim, dtype=np.float32)
+        self._zcap2 = np.float32(Z_CAP * Z_CAP)
 
     def check(self, obs: np.ndarray) -> tuple[bool, np.ndarray]:
-        """One observation: ``(out_of_distribution, drift2)`` with ``drift2[b] = drift_b ** 2``.
+        """One observation (float32): ``(out_of_distribution, drift2)`` with ``drift2[b] = drift_b ** 2``.
 
-        The per-request path: preallocated float32 buffers, one matmul for the three block scores.
+        The per-request path: the elementwise scores in one compiled call on a preallocated buffer
+        (:func:`rlroute.export.ood_kernels.guard_scores`), one matmul for the three block scores.
         """
-        z, u = self._buf, self._buf2
-        np.subtract(obs, self._mean, out=z)
-        np.multiply(z, self._inv_sigma, out=z)
-        np.multiply(z, z, out=z)
-        np.minimum(z, Z_CAP * Z_CAP, out=z)
-        np.less_equal(obs, self._atom, out=self._on_atom)
-        z[self._on_atom] = 0.0
+        from rlroute.export.ood_kernels import guard_scores
+
+        z = self._buf
+        obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)  # the features' dtype
+        out = guard_scores(obs, self._mean, self._inv_sigma, self._atom, self._zcap2, self._mid, self._inv_half, z)
         drift2 = z @ self._w
-        np.subtract(obs, self._mid, out=u)
-        np.abs(u, out=u)
-        np.multiply(u, self._inv_half, out=u)
-        return bool(u.max() > 1.0 or drift2.max() > 1.0), drift2
+        return bool(out or drift2.max() > 1.0), drift2
 
     def scores(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A batch ``float[n, dim]``: per-block ``drift`` (float64[n, 3]) and out-of-range flags (bool[n, 3])."""

@@ -165,7 +165,7 @@ class FeatureExtractor:
         out = np.empty(self._size, dtype=np.float32)
         out[self._req_slice] = self.request_block(request)
         # Match ratios over the prompt length as the router counts it (the request block's input_tokens).
-        raw = np.array(state_raw(state, matches, prompt_tokens(request)), dtype=np.float64)
+        raw = state_raw(state, matches, prompt_tokens(request))
         self._state_tf(raw, out[self._state_slice])
         return out
 
