@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from rlroute.export.ood import Z_CAP, ObsStats, OodGuard, calibrate
 
@@ -71,3 +72,14 @@ def test_check_and_window_bit_identical() -> None:
         got = guard.window.update(obs)
         assert np.float64(got).tobytes() == np.float64(want).tobytes(), n
         assert guard.window._m.tobytes() == m.tobytes()
+
+
+def test_a_wrong_size_observation_is_an_error() -> None:
+    stats = ObsStats.from_obs(_obs(2_000, 0), "test: train")
+    guard, _ = calibrate(stats, SLICES, _obs(500, 5), _obs(500, 6), target_fpr=0.05, window=WINDOW)
+    assert guard.window is not None
+    for bad in (np.zeros(10, np.float32), np.zeros((1, DIM), np.float32)):
+        with pytest.raises(ValueError, match="shape"):
+            guard.check(bad)
+    with pytest.raises(ValueError, match="shape"):
+        guard.window.update(np.zeros(5, np.float32))

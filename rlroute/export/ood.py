@@ -256,6 +256,8 @@ class ShiftWindow:
         # float32 on preallocated buffers (the per-request path; ~10 small ufunc calls)
         from rlroute.export.ood_kernels import window_update
 
+        if obs.ndim != 1 or obs.shape[0] <= self._pos.max():  # the kernel reads by index
+            raise ValueError(f"observation has shape {obs.shape}, the request window reads index {self._pos.max()}")
         self.n += 1
         obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)  # the features' dtype
         # one compiled call on the float32 buffers; a plain mean until the window fills
@@ -367,6 +369,8 @@ class OodGuard:
         from rlroute.export.ood_kernels import guard_scores
 
         z = self._buf
+        if obs.shape != z.shape:  # the kernel reads by index: a wrong size must not pass unnoticed
+            raise ValueError(f"observation has shape {obs.shape}, the guard expects {z.shape}")
         obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)  # the features' dtype
         out = guard_scores(obs, self._mean, self._inv_sigma, self._atom, self._zcap2, self._mid, self._inv_half, z)
         drift2 = z @ self._w

@@ -16,8 +16,8 @@ adversarial texts (used only by that test).
   whole block into float32 (:class:`rlroute.features.schema.BlockTransform`, with the ``log`` features of
   counts read from tables the transform itself computed: :class:`rlroute.features.extract.RequestTables`).
 
-Measured (``experiments/benchmarks/README.md``): the cold request block of the bench's 2,200-character
-prompt 81 us CPU p50 (NumPy hashing + Python cues, scalars and transform) -> see the README's table.
+Measured (``experiments/benchmarks/README.md``, "Decision path compiled"): the cold request block of the
+bench's 2,200-character prompt 87-91 -> 27-28 us CPU p50 (load 9, alternating runs).
 
 Compiled on import (``cache=True``: from the on-disk cache after a process's first compile, ~2-4 s), so no
 request pays for it; this module is imported the first time a text is hashed or a router starts. Every
