@@ -79,7 +79,10 @@ class Router:
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
-        import rlroute.features.kernels  # noqa: F401 - compile (or load) the request-block kernel before any request
+        # compile (or load from numba's on-disk cache) the decision's kernels now, not on the first request
+        import rlroute.export.ood_kernels  # noqa: F401
+        import rlroute.features.kernels  # noqa: F401
+        import rlroute.features.state_kernel  # noqa: F401
         limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
         # the control client (health checks, scrapes, admin calls to workers); data-plane attempts set their own
         timeout = httpx.Timeout(max(cfg.health_timeout_s, 30.0), connect=cfg.connect_timeout_s)
