@@ -48,8 +48,8 @@ class ReplayLog:
     sessions: list[int | None]
     turns: list[int]
     actions: list[int]  # the action the router executed
-    logged: list[dict[str, float | None]]  # the logged outcome's ttft_s / e2e_s / tpot_s / cached_tokens per row
-    prompts: list[str | None]  # (None: no answer)
+    logged: list[dict[str, float | None]]  # the logged outcome's ttft_s / e2e_s / tpot_s / cached_tokens per row (None: no answer)
+    prompts: list[str | None]
     ids: list[str]  # the records' request_id
     start_s: float = 0.0  # the first record's logged arrival (row times count from it)
 
