@@ -23,6 +23,7 @@ from rlroute.features.state import state_raw
 from rlroute.features.text import (
     CUE_TABLES,
     client_window,
+    in_session,
     lower_utf8,
     prompt_tokens,
     request_scalars,
@@ -135,10 +136,9 @@ class FeatureExtractor:
         window = client_window(request) if self.text == "hash" else ""
         if window:  # the served path: one compiled call
             data = np.frombuffer(lower_utf8(window), dtype=np.uint8)
-            session = request.session_id is not None or request.turn > 0
             code, math_, q, r, score, ok = text_block(data, c.index, c.tab8, t.lin, t.tables, block,
                                                       prompt_tokens(request), requested_output(request),
-                                                      request.turn, session)
+                                                      request.turn, in_session(request))
             request.cache["features.cues"] = (code, math_, q, r)
             request.cache["features.complexity"] = score
             if ok:

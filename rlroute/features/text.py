@@ -298,19 +298,23 @@ def complexity(request: Request) -> float:
     return score
 
 
-def request_scalars(request: Request) -> list[float]:
-    """The 16 raw non-text request features, in schema order (see rlroute.features.spec).
+def in_session(request: Request) -> bool:
+    """The request continues a conversation (``turn > 0``) or its client named a session (a session header;
+    workloads set ``session_id`` only for conversations of more than one turn)."""
+    return request.session_id is not None or request.turn > 0
 
-    ``in_session``: the request continues a conversation (``turn > 0``) or its client named a session
-    (a session header; workloads set ``session_id`` only for conversations of more than one turn). The
-    category is not read: a router sees none unless the client says so, so the schema reserves those dims.
+
+def request_scalars(request: Request) -> list[float]:
+    """The 16 raw non-text request features, in schema order (see rlroute.features.spec); ``in_session`` as
+    :func:`in_session`. The category is not read: a router sees none unless the client says so, so the schema
+    reserves those dims.
     """
     code, math_, q, r = cues(request)
     return [
         float(prompt_tokens(request)),
         float(requested_output(request)),
         float(request.turn),
-        1.0 if (request.session_id is not None or request.turn > 0) else 0.0,
+        1.0 if in_session(request) else 0.0,
         float(code),
         float(math_),
         float(q),
