@@ -236,6 +236,7 @@ class ShiftWindow:
         self._mean32 = self.mean.astype(np.float32)
         self._inv32 = (self.inv_sigma / self.threshold).astype(np.float32)
         self._pos = np.asarray(d, dtype=np.int64)
+        self._last = int(self._pos.max())  # the highest index the kernel reads
         self.reset()
 
     @classmethod
@@ -253,11 +254,10 @@ class ShiftWindow:
 
     def update(self, obs: np.ndarray) -> float:
         """Fold in one raw observation; its window score relative to the threshold (> 1: shifted)."""
-        # float32 on preallocated buffers (the per-request path; ~10 small ufunc calls)
         from rlroute.export.ood_kernels import window_update
 
-        if obs.ndim != 1 or obs.shape[0] <= self._pos.max():  # the kernel reads by index
-            raise ValueError(f"observation has shape {obs.shape}, the request window reads index {self._pos.max()}")
+        if obs.ndim != 1 or obs.shape[0] <= self._last:  # the kernel reads by index
+            raise ValueError(f"observation has shape {obs.shape}, the request window reads index {self._last}")
         self.n += 1
         obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)  # the features' dtype
         # one compiled call on the float32 buffers; a plain mean until the window fills
