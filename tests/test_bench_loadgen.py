@@ -1,5 +1,7 @@
 """The side-by-side router bench's open-loop generator: fresh prompts, scheduled-time latency, the
-sustained rule, and one real phase against an emulated worker in its own process."""
+sustained rule, and one real phase against an emulated worker in its own process; the bench's rlroute
+point through a real router (``ood.enforce=false``: the policy decides every request, its decisions are
+recorded per point) and its rule that a point the policy did not decide is flagged, not compared."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from rlroute.bench import router as bench
 from rlroute.bench.loadgen import percentiles, prompt, sustained
+from rlroute.bench.parity import DEFAULT_POLICY
 from rlroute.cluster.live.launch import REPO, WorkerFleet, WorkerSpec
+from rlroute.serve.launch import RouterProc
 from rlroute.worker.tokens import text_blocks
 
 
@@ -46,3 +51,35 @@ def test_one_phase_in_its_own_process(worker: str) -> None:
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["requests"] == res["ok"] == 50 and res["errors"] == 0
     assert res["p50_ms"] > 0 and res["p99_ms"] >= res["p50_ms"] and res["achieved_rps"] > 40
+
+
+def test_a_point_the_policy_did_not_decide_reports_no_added_latency() -> None:
+    arm = {"sustained": True, "p50_ms": 2.0, "p90_ms": 3.0, "p99_ms": 5.0}
+    row = {"direct": {**arm, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0}, "rlroute": {**arm, "policy_share_ok": True}}
+    assert bench._added(row, "rlroute") == {"p50": 1.0, "p90": 2.0, "p99": 4.0}
+    assert bench._added({**row, "rlroute": {**arm, "policy_share_ok": False}}, "rlroute") is None
+
+
+@pytest.mark.parametrize("enforce", ["false", "true"])
+def test_the_rlroute_point_records_who_decided(tmp_path_factory: pytest.TempPathFactory, enforce: str) -> None:
+    """With ``ood.enforce=false`` (the bench's setting) every request of a point is the policy's decision and
+    the point says so; with the guard enforcing, whatever it refuses shows as fallbacks by reason."""
+    tmp = tmp_path_factory.mktemp("bench-router")
+    fleet = WorkerFleet([WorkerSpec("large", "qwen3-235b-a22b-fp8__h100x8", 10000.0),
+                         WorkerSpec("small", "qwen3-4b__h100", 10000.0)], tmp)
+    fleet.start()
+    try:
+        with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
+                        [f"policy.path={DEFAULT_POLICY}", "speedup=10000", f"ood.enforce={enforce}"]) as r:
+            res = bench._point([r.url], 40.0, 1.0, 0, r.proc.pid, router=True)
+    finally:
+        fleet.stop()
+    d = res["decisions"]
+    n = sum(d["by_source"].values())
+    assert n == res["ok"] + 4  # the generator's 4 warm-up requests are decisions too
+    assert d["by_source"].get("fallback", 0.0) == sum(d["fallback_reasons"].values())
+    if enforce == "false":
+        assert d["by_source"] == {"policy": n} and res["policy_share"] == 1.0 and res["policy_share_ok"]
+    else:
+        assert d["ood_unenforced"] == 0.0
+        assert res["policy_share_ok"] == (d["by_source"].get("policy", 0.0) >= 0.95 * n)

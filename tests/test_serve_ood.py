@@ -15,6 +15,8 @@ the bench's pools (1 large + 2 small emulated workers, :class:`rlroute.bench.par
   training lengths up to ~9k the widened range reaches past the cap, and only the guard's saturation limit
   (``rlroute/export/ood.py``) tells them from typical prompts (without it neither was refused);
 * ``ood.enabled=false`` serves the same long prompt with the policy;
+* ``ood.enforce=false`` scores it (drift gauges) and counts the refusal it would have made
+  (``rlroute_router_ood_unenforced_total``) but lets the policy decide; a bad value is named;
 * a trace whose prompts are all repeated 8 times (each in range, their mean far from training's) is decided
   by the policy at first and refused once the guard's request window has filled, with the window's gauge
   (``rlroute_router_ood_drift{block="request_window"}``) above 1.
@@ -89,6 +91,35 @@ def test_guard_can_be_switched_off(server: P._Server, tmp_path: Path) -> None:
         assert metric(r.url, "rlroute_router_fallbacks_total", reason=REASON) == 0
     finally:
         r.stop()
+
+
+@pytest.mark.slow
+def test_an_unenforced_guard_counts_its_refusals_and_lets_the_policy_decide(server: P._Server, tmp_path: Path) -> None:
+    from rlroute.serve.launch import RouterProc
+
+    r = RouterProc(server.fleet.urls("large"), server.fleet.urls("small"), tmp_path / "router.log",
+                   [f"policy.path={P.DEFAULT_POLICY}", "speedup=10.0", "ood.enforce=false"])
+    try:
+        for body in long_bodies(2):
+            resp = httpx.post(r.url + "/generate", json=body, timeout=120)
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["x-rlroute-source"] == "policy", resp.headers
+            assert "x-rlroute-fallback-reason" not in resp.headers
+        assert metric(r.url, "rlroute_router_ood_unenforced_total") == 2
+        assert metric(r.url, "rlroute_router_fallbacks_total", reason=REASON) == 0
+        assert metric(r.url, "rlroute_router_ood_drift", block="request") > 0.0  # scored
+    finally:
+        r.stop()
+
+
+def test_ood_enforce_must_be_a_bool() -> None:
+    from rlroute.serve.config import ServeConfigError, parse_config
+
+    base = {"pools": {"large": {"workers": ["http://127.0.0.1:1"]}, "small": {"workers": ["http://127.0.0.1:2"]}}}
+    assert parse_config(base).ood.enforce is True
+    assert parse_config({**base, "ood": {"enforce": False}}).ood.enforce is False
+    with pytest.raises(ServeConfigError, match="serve.ood.enforce: expected true or false"):
+        parse_config({**base, "ood": {"enforce": "no"}})
 
 
 @pytest.mark.slow

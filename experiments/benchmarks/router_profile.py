@@ -1,8 +1,9 @@
 """Where ``rlroute serve`` spends its CPU per request: py-spy on the router under ``rlroute bench router``'s load.
 
 Starts the bench's set-up (1 large + 1 small emulated worker at speed-up 10,000, ``rlroute serve`` with an
-exported policy), warms it, then runs one open-loop phase of :mod:`rlroute.bench.loadgen` (fresh ~600-char
-``/generate`` prompts, ``max_new_tokens`` 1) while ``py-spy record --nonblocking`` samples the router. Each
+exported policy and ``ood.enforce=false``, as the bench runs it: the policy decides every request), warms
+it, then runs one open-loop phase of :mod:`rlroute.bench.loadgen` (fresh ~600-char ``/generate`` prompts,
+``max_new_tokens`` 1) while ``py-spy record --nonblocking`` samples the router. Each
 sample's stack is put in the first stage (top of the stack first) whose pattern one of its frames matches;
 a stage's CPU per request = its share of the busy samples x the router's CPU seconds in the phase (``/proc``)
 / answered requests. py-spy attached adds some CPU of its own to the router (its reads of the process's
@@ -96,7 +97,8 @@ def profile(policy: str, rate: float, duration: float, speedup: float, overrides
     fleet.start()
     try:
         with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
-                        ["log_level=error", f"policy.path={policy}", f"speedup={speedup}", *overrides]) as router:
+                        ["log_level=error", f"policy.path={policy}", f"speedup={speedup}", "ood.enforce=false",
+                         *overrides]) as router:
             gen = [sys.executable, "-m", "rlroute.bench.loadgen", "--url", router.url]
             subprocess.run([*gen, "--rate", "100", "--duration", "2", "--offset", "10000000"], check=True,
                            capture_output=True)  # warm-up: first-run paths, connections

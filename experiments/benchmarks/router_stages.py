@@ -2,7 +2,8 @@
 
 Builds the data plane in-process (:func:`rlroute.serve.app.create_app`; served by aiohttp, or by uvicorn when
 the checkout's ``create_app`` still returns an ASGI app), in front of the bench's workers (1 large + 1 small
-emulated worker at speed-up 10,000, an exported policy), wraps the router's synchronous stages with
+emulated worker at speed-up 10,000, an exported policy with ``ood.enforce`` false as the bench runs it, so
+the policy decides every request: :mod:`rlroute.bench.router`), wraps the router's synchronous stages with
 thread-CPU counters (``time.thread_time``) and runs one open-loop phase of :mod:`rlroute.bench.loadgen`
 (fresh ~600-character ``/generate`` prompts). Each stage's figure is its thread CPU over the phase divided
 by the answered requests; ``total`` is the serving thread's CPU over the phase per request; ``rest`` = total
@@ -140,7 +141,8 @@ def main() -> None:
     fleet.start()
     try:
         cfg = parse_config({"pools": {"large": {"workers": fleet.urls("large")}, "small": {"workers": fleet.urls("small")}},
-                            "policy": {"path": args.policy}, "speedup": 10000.0, "log_level": "error"})
+                            "policy": {"path": args.policy}, "speedup": 10000.0, "log_level": "error",
+                            "ood": {"enforce": False}})
         app = create_app(cfg)
         port = free_port()
         gen = [sys.executable, "-m", "rlroute.bench.loadgen", "--url", f"http://127.0.0.1:{port}"]

@@ -4,8 +4,9 @@ Set-up (all real processes on loopback): one large and one small emulated worker
 short engine tick (their own latency is small), and three arms in front of the **same** workers:
 
 * ``direct``: the generator spreads its requests over the two workers itself;
-* ``rlroute``: ``rlroute serve`` with an exported policy (``--policy``, else a freshly exported one), so
-  every request runs features + ONNX + guard (whatever the guard then decides is counted);
+* ``rlroute``: ``rlroute serve`` with an exported policy (``--policy``, else a freshly exported one) and
+  ``ood.enforce=false``, so every request runs the whole decision path — features, the OOD score and request
+  window, ONNX, the action guard — and the policy decides (below);
 * ``sglang``: ``sglang-router`` (the Rust wheel) with ``--policy cache_aware`` and its defaults, its own
   ``--prometheus-port``.
 
@@ -16,6 +17,19 @@ arms run one after another; then each arm's highest sustained rate is searched u
 best fixed rate, below the next fixed rate it failed (or ``--max-rate``). A point is **sustained** only with 0
 errors and >= 98 % of the offered rate achieved; a point that is not sustained in some arm reports no added
 latency (``not sustained``), never a latency.
+
+Why ``ood.enforce=false``: the generator's prompts (support tickets, ``max_new_tokens`` 1) and the idle,
+fast workers look nothing like the traffic a policy was trained on, so with the guard enforcing, its request
+window refuses every request and the heuristic decides before the graph runs — the rlroute arm would time a
+cheaper path than the one it claims. Drawing prompts and output lengths from the policy's own workload would
+not fix it (the system and cache blocks of two idle workers at a speed-up of 10,000 are still unlike
+training's, and the workers would generate hundreds of tokens per request on the cores the routers are
+timed on). With ``enforce`` false (:mod:`rlroute.serve.decision`) the guard does all of its scoring and
+the refusal it would make is counted (``rlroute_router_ood_unenforced_total``), then the graph and the action
+guard run: every step of a trusted decision plus the refusal's bookkeeping, so the arm's cost is, if
+anything, overstated. Each rlroute point records its decisions by source, fallback reason and unenforced
+refusals (from ``/metrics`` before and after it); a point where fewer than 95 % of the decisions were the
+policy's is flagged (``policy_share_ok`` false, listed in ``flagged``) and reports no added latency.
 
 Headline ``value``: p99 added by rlroute / p99 added by sglang-router at 500 req/s (added = arm p99 - direct
 p99), null when either arm did not sustain 500 req/s. The details hold every arm's raw p50/p90/p99, errors,
@@ -41,6 +55,7 @@ from rlroute.bench import emit
 from rlroute.bench.loadgen import sustained
 
 ARMS = ("direct", "rlroute", "sglang")
+POLICY_SHARE = 0.95  # an rlroute point where fewer decisions were the policy's is flagged, not compared
 
 
 def _cpu_s(pid: int | None) -> float:
@@ -54,10 +69,12 @@ def _cpu_s(pid: int | None) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _point(urls: list[str], rate: float, duration: float, offset: int, pid: int | None = None) -> dict[str, Any]:
+def _point(urls: list[str], rate: float, duration: float, offset: int, pid: int | None = None,
+           router: bool = False) -> dict[str, Any]:
     """One open-loop phase in the generator's own process; adds the load average around it and, with ``pid``
     (the router under test), its CPU time per answered request — a figure the machine's load inflates far
-    less than latency."""
+    less than latency; with ``router`` (``urls[0]`` is ``rlroute serve``), the point's decisions."""
+    decisions = _decisions(urls[0]) if router else None
     load0 = os.getloadavg()[0]
     cpu0 = _cpu_s(pid)
     cmd = [sys.executable, "-m", "rlroute.bench.loadgen", "--rate", str(rate), "--duration", str(duration),
@@ -70,12 +87,17 @@ def _point(urls: list[str], rate: float, duration: float, offset: int, pid: int 
     res["sustained"] = sustained(res)
     if pid is not None and res["ok"]:
         res["router_cpu_us_per_request"] = round((_cpu_s(pid) - cpu0) / res["ok"] * 1e6, 1)
+    if decisions is not None:
+        res["decisions"] = _delta(decisions, _decisions(urls[0]))
+        n = sum(res["decisions"]["by_source"].values())
+        res["policy_share"] = round(res["decisions"]["by_source"].get("policy", 0.0) / n, 4) if n else None
+        res["policy_share_ok"] = n > 0 and res["decisions"]["by_source"].get("policy", 0.0) >= POLICY_SHARE * n
     return res
 
 
 def _added(row: dict[str, Any], arm: str) -> dict[str, float] | None:
     d, a = row["direct"], row[arm]
-    if not (d["sustained"] and a["sustained"]):
+    if not (d["sustained"] and a["sustained"] and a.get("policy_share_ok", True)):
         return None
     return {q: round(a[f"{q}_ms"] - d[f"{q}_ms"], 3) for q in ("p50", "p90", "p99")}
 
@@ -116,24 +138,25 @@ def main(argv: list[str]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     best: dict[str, float] = {}
     offset = 0
-    sources: dict[str, float] = {}
+    totals: dict[str, Any] = {}
     try:
         worker_urls = [w.url for w in fleet.workers]
         sg, sg_url = start_sglang_router(worker_urls, tmp / "sglang-router.log")
         try:
             with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
-                            ["log_level=error", f"policy.path={policy}", f"speedup={args.speedup}"]) as router:
+                            ["log_level=error", f"policy.path={policy}", f"speedup={args.speedup}",
+                             "ood.enforce=false"]) as router:
                 urls = {"direct": worker_urls, "rlroute": [router.url], "sglang": [sg_url]}
                 pids: dict[str, int | None] = {"direct": None, "rlroute": router.proc.pid, "sglang": sg.pid}
                 for rate in rates:
                     row: dict[str, Any] = {"rate": rate}
                     for arm in ARMS:
-                        row[arm] = _point(urls[arm], rate, args.duration, offset, pids[arm])
+                        row[arm] = _point(urls[arm], rate, args.duration, offset, pids[arm], arm == "rlroute")
                         offset += int(rate * args.duration) + 1000
                         r = row[arm]
                         print(f"{rate:>6.0f}/s {arm:<8} p50/p90/p99 {r['p50_ms']}/{r['p90_ms']}/{r['p99_ms']} ms "
                               f"achieved {r['achieved_rps']:.0f}/s errors {r['errors']} load {r['loadavg_1m']} "
-                              f"cpu/req {r.get('router_cpu_us_per_request')} us", flush=True)
+                              f"cpu/req {r.get('router_cpu_us_per_request')} us policy {r.get('policy_share')}", flush=True)
                     row["added_ms"] = {arm: _added(row, arm) for arm in ("rlroute", "sglang")}
                     rows.append(row)
                 for arm in ARMS:
@@ -144,14 +167,14 @@ def main(argv: list[str]) -> dict[str, Any]:
                     rate = best[arm]
                     while not args.no_search and best[arm] > 0 and rate * 1.25 < ceiling:
                         rate = rate * 1.25
-                        res = _point(urls[arm], rate, args.search_duration, offset, pids[arm])
+                        res = _point(urls[arm], rate, args.search_duration, offset, pids[arm], arm == "rlroute")
                         offset += int(rate * args.search_duration) + 1000
                         print(f"search {arm:<8} {rate:>6.0f}/s achieved {res['achieved_rps']:.0f}/s "
                               f"errors {res['errors']} p99 {res['p99_ms']} ms", flush=True)
-                        if not res["sustained"]:
+                        if not (res["sustained"] and res.get("policy_share_ok", True)):
                             break
                         best[arm] = rate
-                sources = _decision_sources(router.url)
+                totals = _decisions(router.url)
         finally:
             terminate([sg])
     finally:
@@ -170,7 +193,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         "sustained_ratio": round(best["rlroute"] / best["sglang"], 3) if best.get("sglang") else None,
         "router_cpu_us_per_request": {f"{row['rate']:.0f}": {arm: row[arm].get("router_cpu_us_per_request")
                                                             for arm in ("rlroute", "sglang")} for row in rows},
-        "rlroute_decisions_by_source": sources,
+        "rlroute_decisions": totals,
+        "flagged": [f"{row['rate']:.0f} req/s: policy decided {row['rlroute'].get('policy_share')}"
+                    for row in rows if not row["rlroute"].get("policy_share_ok", True)],
         "policy": policy,
         "duration_s_per_point": args.duration,
         "worker_speedup": args.speedup,
@@ -182,13 +207,28 @@ def main(argv: list[str]) -> dict[str, Any]:
     return result
 
 
-def _decision_sources(url: str) -> dict[str, float]:
-    """The router's decisions by source (policy / fallback), from its /metrics."""
+def _decisions(url: str) -> dict[str, Any]:
+    """The router's decisions so far (its /metrics): by source, fallbacks by reason, and the OOD guard's
+    unenforced refusals."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {"by_source": {}, "fallback_reasons": {}, "ood_unenforced": 0.0}
     for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
         for s in fam.samples:
             if s.name == "rlroute_router_decisions_total":
-                out[s.labels["source"]] = out.get(s.labels["source"], 0.0) + s.value
+                out["by_source"][s.labels["source"]] = out["by_source"].get(s.labels["source"], 0.0) + s.value
+            elif s.name == "rlroute_router_fallbacks_total":
+                out["fallback_reasons"][s.labels["reason"]] = s.value
+            elif s.name == "rlroute_router_ood_unenforced_total":
+                out["ood_unenforced"] = s.value
     return out
+
+
+def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """``after`` - ``before`` of two :func:`_decisions` readings (zero entries left out)."""
+    def sub(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {k: v - b.get(k, 0.0) for k, v in a.items() if v - b.get(k, 0.0)}
+
+    return {"by_source": sub(after["by_source"], before["by_source"]),
+            "fallback_reasons": sub(after["fallback_reasons"], before["fallback_reasons"]),
+            "ood_unenforced": after["ood_unenforced"] - before["ood_unenforced"]}

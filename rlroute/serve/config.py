@@ -166,8 +166,11 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         raise ServeConfigError(f"serve.slo: expected {{ttft_s, tpot_s}}, got {slo!r}")
     o = c.get("ood") or {}
     if not isinstance(o, dict):
-        raise ServeConfigError(f"serve.ood: expected a mapping (enabled, scale, range_margin, range_factor, halflife), got {o!r}")
-    ood = OodSettings(enabled=bool(o.get("enabled", True)), scale=_num(o, "scale", 1.0, float, 1e-9),
+        raise ServeConfigError(f"serve.ood: expected a mapping (enabled, enforce, scale, range_margin, range_factor, halflife), got {o!r}")
+    enforce = o.get("enforce", True)
+    if not isinstance(enforce, bool):
+        raise ServeConfigError(f"serve.ood.enforce: expected true or false, got {enforce!r}")
+    ood = OodSettings(enabled=bool(o.get("enabled", True)), enforce=enforce, scale=_num(o, "scale", 1.0, float, 1e-9),
                       range_margin=None if o.get("range_margin") is None else _num(o, "range_margin", 0.25, float, 0.0),
                       range_factor=None if o.get("range_factor") is None else _num(o, "range_factor", 4.0, float, 1.0 + 1e-9),
                       halflife=_num(o, "halflife", 100.0, float, 1.0),

@@ -9,6 +9,13 @@ dropped. Every decision the policy does not make itself is made by the fallback 
 its reason (``policy_missing``, ``policy_corrupt``, ``schema_mismatch``, ``out_of_distribution``,
 ``inference_error``, ``inference_timeout``, ``non_finite``, ``pool_unavailable``, ``feature_error``).
 
+With ``ood.enforce`` false the guard still scores every observation (drift gauges, request window, the
+whole cost of the check) but does not refuse: a decision it would have refused is run through the graph
+and the action guard like any other and comes back with ``Outcome.unenforced`` = ``out_of_distribution``
+(the router counts it in ``rlroute_router_ood_unenforced_total``). That is a rollout setting — watch what the
+guard would do to live traffic before letting it act — and what ``rlroute bench router`` uses to time the
+full decision path on load-generator prompts the guard calls out of distribution.
+
 With ``ood.record`` set, every observation decided on is kept and written to that ``.npy`` file when the
 router stops — served traffic to calibrate a guard on (``rlroute export ood.obs_file=...``).
 
@@ -29,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
-from rlroute.export.ood import BLOCKS
+from rlroute.export.ood import BLOCKS, REASON_OOD
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.types import Action, Request
 
@@ -59,6 +66,7 @@ class Outcome:
     elapsed_s: float
     detail: str | None = None
     obs: np.ndarray | None = None  # the observation decided on (None when features failed)
+    unenforced: str | None = None  # the guard's refusal reason when ``ood.enforce`` is false (decided anyway)
 
 
 @dataclass(slots=True)
@@ -66,6 +74,7 @@ class OodSettings:
     """The router's OOD guard settings (``conf/serve.yaml`` ``ood``)."""
 
     enabled: bool = True
+    enforce: bool = True  # False: score and count what the guard would refuse, but let the policy decide
     scale: float = 1.0  # multiplies the manifest's calibrated per-block thresholds
     range_margin: float | None = None  # None: the manifest's
     range_factor: float | None = None  # None: the manifest's
@@ -122,6 +131,23 @@ def load(path: str | None, timeout_s: float | None, ood: OodSettings | None = No
         return Loaded(None, REASON_CORRUPT, f"{type(e).__name__}: {e}", FeatureExtractor("hash"), path, time.time())
 
 
+def _unguarded(policy: Any, obs: np.ndarray, state: ClusterState, refused: Any, timeout_s: float | None) -> Any:
+    """The decision ``policy`` makes on ``obs`` past its OOD guard's refusal ``refused`` (``ood.enforce``
+    false): the graph and the action guard run as on a trusted observation; the budget counts the score too."""
+    from rlroute.policies.onnx import REASON_INFERENCE, REASON_TIMEOUT, Decision, guard
+
+    t0 = time.perf_counter()
+    try:
+        d = guard(policy.logits(obs), None, state)
+    except Exception as e:  # as OnnxPolicy.decide: a runtime failure is not trusted
+        d = Decision(None, refused.logits, REASON_INFERENCE, 0.0, f"{type(e).__name__}: {e}")
+    d.elapsed_s = refused.elapsed_s + time.perf_counter() - t0
+    d.drift2 = refused.drift2
+    if d.reason is None and timeout_s is not None and d.elapsed_s > timeout_s:
+        d.reason = REASON_TIMEOUT
+    return d
+
+
 class PolicySlot:
     """The router's current policy generation and the decision procedure.
 
@@ -174,8 +200,11 @@ class PolicySlot:
             d = policy.decide(obs, None, state)
             if d.drift2 is not None:
                 self.drift.update(d.drift2)
+            unenforced = None
+            if d.reason == REASON_OOD and not self.ood.enforce:
+                unenforced, d = d.reason, _unguarded(policy, obs, state, d, self.timeout_s)
             if d.reason is None and d.action is not None:
-                return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0, None, obs)
+                return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0, None, obs, unenforced)
             reason, detail = d.reason, d.detail
         ctx = DecisionContext(request, state, matches, obs if obs is not None else np.zeros(len(gen.extractor.schema), np.float32))
         try:

@@ -59,6 +59,8 @@ class RouterMetrics:
         self.decisions = Counter("rlroute_router_decisions", "Routing decisions.", ["action", "source"], registry=r)
         self.fallbacks = Counter("rlroute_router_fallbacks", "Decisions made by the fallback heuristic, by reason.",
                                  ["reason"], registry=r)
+        self.ood_unenforced = Counter("rlroute_router_ood_unenforced", "Decisions the OOD guard would have refused, "
+                                      "made by the policy because serve.ood.enforce is false.", registry=r)
         self.requests = Counter("rlroute_router_requests", "Front requests by endpoint and status.",
                                 ["endpoint", "status"], registry=r)
         self.latency = Histogram("rlroute_router_request_seconds", "Front request latency (to the response head).",

@@ -177,6 +177,8 @@ class Router:
         m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
         if out.reason is not None:
             m.fallbacks.labels(out.reason).inc()
+        elif out.unenforced is not None:
+            m.ood_unenforced.inc()
         headers = {"x-rlroute-action": ACTION_NAMES[out.action], "x-rlroute-source": out.source,
                    "x-rlroute-decision-id": str(req.id), REQUEST_ID: rid}
         if out.reason:
