@@ -286,3 +286,27 @@ def test_a_study_s_own_outputs_do_not_make_the_commit_dirty(tmp_path: Path) -> N
         assert runner.git_commit(tmp_path) == runner.git_commit()  # outputs outside the checkout: plain status
     finally:
         probe.unlink()
+
+
+@pytest.mark.slow  # ~1-5 min: loads every latent member's data and fits six calibrations
+@pytest.mark.data
+def test_leave_one_workload_out_latent_members_share_one_quality_calibration(shared_data: Path) -> None:
+    """A request's success probabilities must not depend on which member it is sampled in (conf/study.yaml
+    ``lowo.members``); under the latent model's per-workload default they do."""
+    import itertools
+
+    from hydra.utils import instantiate
+
+    from rlroute.eval.baselines import compose
+
+    study = OmegaConf.load(CONF_DIR / "study.yaml")
+    latent = {n: [str(o) for o in ov] for n, ov in study.lowo.members.items() if "quality=labelled" not in ov}
+    assert len(latent) >= 2
+    requests = list(itertools.islice(instantiate(compose(["workload=sharegpt"]).workload, split="train")
+                                     .requests(np.random.default_rng(0)), 20))
+    shared = {n: [instantiate(compose(ov).quality).probs(r) for r in requests] for n, ov in latent.items()}
+    first = next(iter(shared.values()))
+    assert all(p == first for p in shared.values())
+    own = [instantiate(compose([o for o in ov if not o.startswith("quality.reference")]).quality).probs(requests[0])
+           for ov in latent.values()]
+    assert len(set(own)) == len(own)  # each workload's own calibration: a different P(ok) for the same request
