@@ -1,5 +1,6 @@
-"""The system and cache blocks' compiled kernel (rlroute.features.state_kernel) equals its Python reference
-bit for bit.
+"""The system and cache blocks' compiled kernels (rlroute.features.state_kernel) equal their references bit
+for bit: the raw values the Python reference below, the transformed block the schema's NumPy transform
+(:class:`rlroute.features.schema.BlockTransform`).
 
 The reference below is ``rlroute/features/state.py`` as it was before the kernel (commit ``16220a5``),
 verbatim but for its names: the Python formulation the env and the router ran, used only here. The states
@@ -17,8 +18,9 @@ import numpy as np
 import pytest
 
 from rlroute.cluster.base import ClusterState, InstanceState, PoolState
+from rlroute.features.extract import FeatureExtractor
 from rlroute.features.spec import POOL_CACHE, POOL_SYSTEM, SGLANG_CACHE_THRESHOLD
-from rlroute.features.state import state_raw
+from rlroute.features.state import state_features, state_raw
 from rlroute.types import POOLS
 
 _DAY = 86400.0
@@ -205,6 +207,29 @@ def test_random_states_bit_identical() -> None:
         _same(*_state(rng))
 
 
+def test_transformed_blocks_bit_identical() -> None:
+    """The observation's system + cache slice equals the NumPy transform of the raw values, also for values a
+    misreporting live source could give (NaN, -0.0, negative, infinite pool statistics)."""
+    ex = FeatureExtractor("hash")
+    tf = ex.schema.transformer("system", "cache")
+    rng = random.Random(5)
+    odd = [math.nan, -0.0, 0.0, -5.0, math.inf, -math.inf, 1e300]
+    fields = ("recent_ttft", "recent_tpot", "recent_e2e", "throughput", "slo_violation_rate", "cost_rate",
+              "cache_hit_rate")
+    for i in range(3000):
+        state, matches, input_len = _state(rng)
+        if i % 2:
+            for pool in state.pools.values():
+                for f in rng.sample(fields, 3):
+                    setattr(pool, f, rng.choice(odd))
+            state.arrival_rate = rng.choice(odd)
+        want = np.empty(tf.size, dtype=np.float32)
+        tf(state_raw(state, matches, input_len), want)
+        got = np.empty(tf.size, dtype=np.float32)
+        state_features(state, matches, input_len, tf, got)
+        assert got.tobytes() == want.tobytes(), np.flatnonzero(got.view(np.int32) != want.view(np.int32))
+
+
 def test_env_states_bit_identical() -> None:
     """States a loaded simulated cluster reaches (the bench's decision contexts)."""
     from hydra import compose, initialize_config_dir
@@ -223,3 +248,11 @@ def test_mismatched_matches_name_the_pool() -> None:
     name = next(n for n, p in state.pools.items() if p.instances)
     with pytest.raises(ValueError, match=name):
         state_raw(state, {name: [0] * (len(state.pools[name].instances) + 1)}, 10)
+
+
+def test_a_non_numeric_state_field_is_named() -> None:
+    state, matches, _ = _state(random.Random(1))
+    pool = next(p for p in state.pools.values() if p.instances)
+    pool.instances[0].recent_ttft = None  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="instance.recent_ttft.*None"):
+        state_raw(state, matches, 10)

@@ -21,7 +21,8 @@ client sees, including preemption by other processes) and this thread's CPU time
 the decision's own cost). The load average is recorded. A second loop over new requests times the
 stages apart, on both clocks: the cold request block, the rest of ``extract`` (system + cache blocks,
 request block now in ``request.cache``), ONNX inference and the guard. Python's garbage collector stays
-on, as in the router; collections during the timed loop are counted.
+on with the router's settings (:func:`rlroute.gcsettings.tune_gc`, applied after the warm-up as the router
+applies it after its startup); collections during the timed loop are counted.
 
 Usage::
 
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.bench import emit
+from rlroute.gcsettings import tune_gc
 from rlroute.paths import CONF_DIR
 from rlroute.types import Request
 
@@ -146,6 +148,8 @@ def run(
         obs = ex.extract(fresh(-1 - i), state, matches)
         score(obs)
         policy.decide(obs, mask, state)
+    gc_before = gc.get_threshold()
+    gc_thresholds = tune_gc()  # as the router, once everything is loaded
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
     load_before = os.getloadavg()
     gc0 = sum(s["collections"] for s in gc.get_stats())
@@ -189,6 +193,7 @@ def run(
         st_c[:, i] = (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c5 - c4)
     load_after = os.getloadavg()
     del reqs
+    gc.set_threshold(*gc_before)  # an in-process caller (a test) gets its thresholds back
     tot = _percentiles(total_w)
     tot_cpu = _percentiles(total_c)
     names = ("request_block_cold", "system_cache", "ood_score", "onnx_inference", "guard")
@@ -218,6 +223,7 @@ def run(
         "guard_refusals": reasons,
         "clock_read_ns": _clock_overhead_ns(),
         "gc_collections_in_timed_loop": gc_collections,
+        "gc_thresholds": list(gc_thresholds),
         "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "request": {"input_len": int(req.input_len), "has_prompt": req.prompt is not None,
                     "prompt_chars": len(req.prompt or ""), "body_chars": len(body), "median_of": len(ctxs),

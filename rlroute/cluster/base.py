@@ -154,7 +154,10 @@ class PoolState:
     @property
     def available(self) -> bool:
         """True when at least one instance is healthy and not paused."""
-        return any(i.healthy and not i.paused for i in self.instances)
+        for i in self.instances:  # noqa: SIM110 - a loop, not any(generator): read on every routing decision
+            if i.healthy and not i.paused:
+                return True
+        return False
 
 
 @dataclass(slots=True)

@@ -364,7 +364,8 @@ class OodGuard:
         """One observation (float32): ``(out_of_distribution, drift2)`` with ``drift2[b] = drift_b ** 2``.
 
         The per-request path: the elementwise scores in one compiled call on a preallocated buffer
-        (:func:`rlroute.export.ood_kernels.guard_scores`), one matmul for the three block scores.
+        (:func:`rlroute.export.ood_kernels.guard_scores`), one matmul for the three block scores, their
+        maximum in Python.
         """
         from rlroute.export.ood_kernels import guard_scores
 
@@ -374,7 +375,11 @@ class OodGuard:
         obs = obs if obs.dtype == np.float32 else obs.astype(np.float32)  # the features' dtype
         out = guard_scores(obs, self._mean, self._inv_sigma, self._atom, self._zcap2, self._mid, self._inv_half, z)
         drift2 = z @ self._w
-        return bool(out or drift2.max() > 1.0), drift2
+        if out:
+            return True, drift2
+        d = drift2.tolist()  # three floats: Python's max beats ndarray.max's call overhead
+        # ndarray.max is NaN when any block is: then no block counts as over its threshold
+        return (max(d) > 1.0 and not any(map(math.isnan, d))), drift2
 
     def scores(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A batch ``float[n, dim]``: per-block ``drift`` (float64[n, 3]) and out-of-range flags (bool[n, 3])."""

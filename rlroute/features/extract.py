@@ -6,7 +6,8 @@ the text representation, so a request seen twice (env step, then evaluator or ro
 text), the cold block is one compiled call (:func:`rlroute.features.kernels.text_block`: hashing, cues,
 complexity, scalars and the schema's transform) — the env and the router run this same path;
 ``tests/test_features_fastpath.py`` holds the Python formulation it replaced as its reference and checks
-them bit for bit. The system and cache blocks are recomputed per decision from the typed state.
+them bit for bit. The system and cache blocks are recomputed per decision from the typed state
+(:func:`rlroute.features.state.state_features`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rlroute.cluster.base import ClusterState
 from rlroute.features.encoders import TextEncoder, make_text_encoder
 from rlroute.features.schema import BlockTransform, FeatureSchema
 from rlroute.features.spec import TEXT_DIMS, build_schema
-from rlroute.features.state import state_raw
+from rlroute.features.state import state_features
 from rlroute.features.text import (
     CUE_TABLES,
     client_window,
@@ -165,8 +166,7 @@ class FeatureExtractor:
         out = np.empty(self._size, dtype=np.float32)
         out[self._req_slice] = self.request_block(request)
         # Match ratios over the prompt length as the router counts it (the request block's input_tokens).
-        raw = state_raw(state, matches, prompt_tokens(request))
-        self._state_tf(raw, out[self._state_slice])
+        state_features(state, matches, prompt_tokens(request), self._state_tf, out[self._state_slice])
         return out
 
 

@@ -199,7 +199,7 @@ class BlockTransform:
         self.log_idx = np.flatnonzero(is_log)
         self.mul = np.where(is_log, inv_unit, scale)
         self.post = np.where(is_log, inv_norm, 1.0)
-        self._post_log = self.post[self.log_idx]
+        self.post_log = self.post[self.log_idx]
         self.low = low.astype(np.float64)
         self.high = high.astype(np.float64)
         self.size = len(is_log)
@@ -221,6 +221,6 @@ class BlockTransform:
         # Raw counts/times are >= 0; a misreporting live source (< -unit) gives NaN here, mapped to low below.
         # ``post`` is 1 outside the log features, so it is applied to those alone (same products).
         li = self.log_idx
-        raw[li] = np.log1p(raw[li]) * self._post_log
+        raw[li] = np.log1p(raw[li]) * self.post_log
         np.fmax(raw, self.low, out=raw)
         np.fmin(raw, self.high, out=out, casting="same_kind")  # float64 result, rounded into float32

@@ -212,12 +212,13 @@ class OnnxPolicy(Policy):
         self._binding.bind_output(
             OUTPUT_NAME, "cpu", 0, np.float32, list(self._out.shape), self._out.ctypes.data
         )
+        self._in_row, self._out_row = self._in[0], self._out[0]  # views made once, not per call
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
         """Logits for one raw observation (normalisation is inside the graph); a fresh array."""
-        np.copyto(self._in[0], obs, casting="same_kind")
+        np.copyto(self._in_row, obs, casting="same_kind")
         self._session.run_with_iobinding(self._binding)
-        return self._out[0].copy()
+        return self._out_row.copy()
 
     def decide(
         self, obs: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None

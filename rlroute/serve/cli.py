@@ -22,6 +22,7 @@ def run(cfg: DictConfig) -> None:
     import uvicorn
     from aiohttp import web
 
+    from rlroute.gcsettings import tune_gc
     from rlroute.serve.app import ROUTER, create_admin_app, create_app
     from rlroute.serve.config import parse_config
 
@@ -40,6 +41,7 @@ def run(cfg: DictConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()  # runs the data plane's startup (first health checks and scrapes)
+        tune_gc()  # everything is loaded: the decision path's GC settings (rlroute.gcsettings)
         try:
             await web.TCPSite(runner, sc.host, sc.port, backlog=1024).start()
             side = asyncio.create_task(admin._serve())  # no signal capture of its own: stopped below
