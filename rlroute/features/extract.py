@@ -12,7 +12,9 @@ them bit for bit. The system and cache blocks are recomputed per decision from t
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,15 @@ def content_key(request: Request) -> tuple[object, ...]:
         request.turn,
         request.session_id is not None,
     )
+
+
+@functools.cache
+def _kernels() -> tuple[Any, Any]:
+    """The request block's compiled kernels (numba: imported, and compiled or loaded, on first use; a cached
+    getter rather than an import statement per request, which costs ~0.7 us)."""
+    from rlroute.features.kernels import finish_block, text_block
+
+    return finish_block, text_block
 
 
 class RequestTables:
@@ -130,8 +141,7 @@ class FeatureExtractor:
         return block
 
     def _cold_block(self, request: Request) -> FloatArray:
-        from rlroute.features.kernels import finish_block, text_block
-
+        finish_block, text_block = _kernels()
         t, c = self._tables, CUE_TABLES
         block = np.empty(self._req_slice.stop - self._req_slice.start, dtype=np.float32)
         window = client_window(request) if self.text == "hash" else ""

@@ -40,20 +40,21 @@ _NO_LOG_VALUES = np.zeros(0, dtype=np.float64)
 
 
 @functools.cache
-def _kernel() -> tuple[Any, attrgetter[Any], attrgetter[Any]]:
-    """The kernel and the getters of its input layout (numba: imported, and compiled or loaded, on first use)."""
+def _kernel() -> tuple[Any, attrgetter[Any], attrgetter[Any], Any]:
+    """The raw-value kernel, the getters of its input layout and the transform's last kernel (numba: imported,
+    and compiled or loaded, on first use)."""
     from rlroute.features import state_kernel as k
 
     names = [r[0] for r in POOL_SYSTEM]
     if (len(POOL_SYSTEM), len(GLOBAL_SYSTEM), len(POOL_CACHE), names.index("kv_usage_mean"),
             names.index("cost_rate")) != (k.N_SYS, k.N_GLOBAL, k.N_CACHE, k.KV_MEAN, k.COST_RATE):
         raise AssertionError("rlroute.features.state_kernel's layout does not match rlroute.features.spec")
-    return k.state_block, attrgetter(*k.ROW_FIELDS), attrgetter(*k.POOL_FIELDS)
+    return k.state_block, attrgetter(*k.ROW_FIELDS), attrgetter(*k.POOL_FIELDS), k.finish
 
 
 def _gather(state: ClusterState, matches: dict[str, list[int]]) -> np.ndarray:
     """The kernel's input array (layout: :mod:`rlroute.features.state_kernel`)."""
-    _, row, pool_fields = _kernel()
+    _, row, pool_fields, _ = _kernel()
     now = state.time
     vals: list[float] = []
     for name in POOLS:
@@ -117,9 +118,7 @@ def state_features(state: ClusterState, matches: dict[str, list[int]], input_len
                    out: np.ndarray) -> None:
     """The transformed system and cache blocks (``tf``: the schema's transform of both) into ``out``
     (float32, 96): ``tf(state_raw(...), out)`` bit for bit, in two compiled calls around NumPy's ``log1p``."""
-    from rlroute.features.state_kernel import finish
-
-    kernel = _kernel()[0]
+    kernel, _, _, finish = _kernel()
     phase = _phase(state)
     raw = np.empty(_SIZE, dtype=np.float64)
     logs = np.empty(tf.log_idx.size, dtype=np.float64)

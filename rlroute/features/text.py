@@ -185,6 +185,8 @@ def hash_utf8(data: bytes) -> np.ndarray:
 
 def lower_utf8(text: str) -> bytes:
     """The lower-cased text as UTF-8 (lone surrogates passed through, as the router's tokens do)."""
+    if text.isascii():  # O(1) flag; ASCII bytes lower-case alone (A-Z), as str.lower does for ASCII
+        return text.encode("ascii").lower()
     return text.lower().encode("utf-8", "surrogatepass")
 
 

@@ -23,7 +23,8 @@ DEFAULT_BLOCK_SIZE = 64  # tokens per block, rlroute.types.Request's default
 
 def count_tokens(text: str) -> int:
     """Pseudo-token count of ``text`` (at least 1 for a non-empty prompt)."""
-    n = len(text.encode("utf-8", "surrogatepass"))
+    # UTF-8 bytes; an ASCII string (a flag CPython keeps: O(1) to read) has one byte per character
+    n = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     return (n + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
 
 

@@ -74,6 +74,8 @@ def client_tail(req: Request, chars: int) -> str:
     if len(prompt) >= chars:
         return prompt[-chars:] if chars > 0 else ""
     n = filler_tokens(req) * BYTES_PER_TOKEN
+    if n == 0:  # no filler (every request a router builds from a body): the prompt itself, not a copy
+        return prompt
     return filler(req, max(0, n - (chars - len(prompt))), n) + prompt
 
 
