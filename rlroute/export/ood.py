@@ -76,8 +76,8 @@ windows' 0.46-0.77 (1.55 x), the 8x trace's median 1.75 and 4x's 1.2 — half-li
 ~73 % of a fresh 300-request 8x window (the first ~80 decisions fill the window) and none of the replay.
 
 The observation is out of distribution when any block is flagged or the window is; the router then lets
-the seed heuristic decide (reason ``out_of_distribution``). Scoring one observation is ~10 vectorised NumPy calls on
-preallocated buffers (no Python loop over features).
+the seed heuristic decide (reason ``out_of_distribution``). Scoring one observation is one compiled call on
+preallocated buffers and one matmul (:meth:`OodGuard.check`, :mod:`rlroute.export.ood_kernels`).
 
 **Calibration.** Validation observations are split in two halves (by episode seed). The thresholds are the
 per-block ``1 - q`` quantiles of the fit half's block scores, with the largest ``q`` whose joint false-positive
