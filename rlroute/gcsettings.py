@@ -26,13 +26,15 @@ import gc
 GEN0_THRESHOLD = 10_000
 
 
-def tune_gc(gen0: int = GEN0_THRESHOLD) -> tuple[int, int, int]:
-    """Freeze what is alive now and raise the youngest generation's threshold to ``gen0``; returns the
-    thresholds set. Call once, after startup (everything loaded) and before serving."""
+def tune_gc(gen0: int = GEN0_THRESHOLD, freeze: bool = True) -> tuple[int, int, int]:
+    """Freeze what is alive now (unless ``freeze`` is False: ``rlroute serve`` ``gc.freeze``) and raise the
+    youngest generation's threshold to ``gen0``; returns the thresholds set. Call once, after startup
+    (everything loaded) and before serving."""
     if gen0 < 1:
         raise ValueError(f"tune_gc: gen0 must be a positive number of allocations, got {gen0}")
     gc.collect()  # what startup left as garbage is freed now, not frozen
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     _, g1, g2 = gc.get_threshold()
     gc.set_threshold(gen0, g1, g2)
     return gen0, g1, g2

@@ -27,3 +27,12 @@ def test_tune_gc_rejects_a_non_positive_threshold() -> None:
     with pytest.raises(ValueError, match="gen0"):
         tune_gc(0)
     assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
+def test_tune_gc_can_leave_the_objects_unfrozen() -> None:
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        assert tune_gc(5000, freeze=False) == (5000, before[1], before[2])
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.set_threshold(*before)

@@ -92,3 +92,18 @@ def test_payload_uses_text_only_when_there_is_nothing_else() -> None:
     assert plan["input_ids"] == block_token_ids(req, extra_tokens=5)
 
 
+
+
+def test_a_body_without_prometheus_text_is_a_scrape_error() -> None:
+    with pytest.raises(ScrapeError, match="/metrics"):
+        parse_metrics("<html><body>not a metrics page</body></html>\n")  # none of the read metrics: parsed whole
+
+
+def test_only_the_read_metrics_are_parsed_and_dp_ranks_add_up() -> None:
+    """Lines of other metrics (a malformed one included) are skipped before parsing; a read metric's label
+    values may hold spaces and braces; its label sets (DP ranks) are summed."""
+    queue = 'sglang:num_queue_reqs{model_name="Qwen/Qwen3-4B"} 2.0'
+    ranks = 'sglang:num_queue_reqs{model_name="a {b} c",dp="0"} 2.0\nsglang:num_queue_reqs{model_name="a {b} c",dp="1"} 5.0'
+    text = 'sglang:e2e_request_latency_seconds_bucket{le="0.5"} not-parsed\n' + SGLANG_METRICS.replace(queue, ranks)
+    s = parse_metrics(text)
+    assert (s.running, s.queued, s.prompt_tokens_total) == (3, 7, 1000)

@@ -149,6 +149,12 @@ def main() -> None:
 
         async def run() -> tuple[dict[str, Any], float]:
             stop = await _serve(app, port)
+            try:  # as ``rlroute serve`` does once started (absent in an older checkout)
+                from rlroute.gcsettings import tune_gc
+            except ImportError:
+                pass
+            else:
+                tune_gc(cfg.gc_gen0_threshold, cfg.gc_freeze)
             try:
                 warm = await asyncio.create_subprocess_exec(*gen, "--rate", "100", "--duration", "2", "--offset",
                                                             "30000000", stdout=subprocess.PIPE)

@@ -31,6 +31,9 @@ anything, overstated. Each rlroute point records its decisions by source, fallba
 refusals (from ``/metrics`` before and after it); a point where fewer than 95 % of the decisions were the
 policy's is flagged (``policy_share_ok`` false, listed in ``flagged``) and reports no added latency.
 
+``--router-override KEY=VALUE`` passes a serve setting to the rlroute arm (e.g. ``gc.freeze=false`` to time
+the router without :func:`rlroute.gcsettings.tune_gc`'s freeze).
+
 Headline ``value``: p99 added by rlroute / p99 added by sglang-router at 500 req/s (added = arm p99 - direct
 p99), null when either arm did not sustain 500 req/s. The details hold every arm's raw p50/p90/p99, errors,
 achieved rates, the sustained rates and the machine's load average around each point — the generator,
@@ -122,6 +125,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--no-search", action="store_true", help="skip the highest-sustained-rate search")
     ap.add_argument("--policy", default=None, help="exported policy folder (default: export a fresh one)")
     ap.add_argument("--speedup", type=float, default=10000.0, help="workers' speed-up factor")
+    ap.add_argument("--router-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="an rlroute serve override for the rlroute arm (repeatable), e.g. gc.freeze=false")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rates = sorted({float(r) for r in args.rates.split(",") if r} | {args.target_rate})
@@ -145,7 +150,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         try:
             with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
                             ["log_level=error", f"policy.path={policy}", f"speedup={args.speedup}",
-                             "ood.enforce=false"]) as router:
+                             "ood.enforce=false", *args.router_override]) as router:
                 urls = {"direct": worker_urls, "rlroute": [router.url], "sglang": [sg_url]}
                 pids: dict[str, int | None] = {"direct": None, "rlroute": router.proc.pid, "sglang": sg.pid}
                 for rate in rates:

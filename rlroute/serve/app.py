@@ -24,6 +24,7 @@ same :class:`~rlroute.serve.router.Router` (``app.state.router``); ``rlroute ser
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import aclosing
@@ -202,7 +203,7 @@ def create_app(cfg: ServeConfig) -> web.Application:
             return refused("generate", request, bad)
         req = router.build_request(body.text, body.input_ids, body.sampling_params.max_new_tokens, request.headers)
         return await _send(request, await router.route(
-            "generate", "/generate", body.model_dump(exclude_none=True), raw, req, body.stream, edit_generate,
+            "generate", "/generate", body, raw, req, body.stream, edit_generate,
             router.forced_action(request.headers), request.headers))
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -225,7 +226,7 @@ def create_app(cfg: ServeConfig) -> web.Application:
         text, ids = body.first_prompt()
         req = router.build_request(text, ids, body.max_tokens, request.headers)
         return await _send(request, await router.route(
-            "completions", "/v1/completions", body.model_dump(exclude_none=True), raw, req, body.stream,
+            "completions", "/v1/completions", body, raw, req, body.stream,
             edit_completion, router.forced_action(request.headers), request.headers))
 
     async def health(request: web.Request) -> web.StreamResponse:
@@ -236,7 +237,8 @@ def create_app(cfg: ServeConfig) -> web.Application:
         return web.json_response(body, status=503, headers={"retry-after": str(cfg.retry_after_s)}, dumps=_dumps)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        for name in router.upstreams.pools:
+        for name in router.upstreams.pools:  # in-flight counts are the monitor's, read here (not per request)
+            router.metrics.inflight.labels(name).set(sum(w.inflight for w in router.upstreams.workers(name)))
             for w in router.upstreams.workers(name):
                 router.metrics.worker_up.labels(name, w.url).set(1.0 if w.usable else 0.0)
                 router.metrics.breaker_open.labels(name, w.url).set(0.0 if w.breaker.state == "closed" else 1.0)
@@ -250,6 +252,7 @@ def create_app(cfg: ServeConfig) -> web.Application:
             for result, n in (("written", router.log.written), ("dropped", router.log.dropped),
                               ("error", router.log.errors)):
                 router.metrics.decision_log.labels(result).set(n)
+        router.metrics.gc_frozen.set(gc.get_freeze_count())
         body, ctype = router.metrics.render()
         return web.Response(body=body, headers={"content-type": ctype})
 

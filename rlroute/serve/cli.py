@@ -41,7 +41,8 @@ def run(cfg: DictConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()  # runs the data plane's startup (first health checks and scrapes)
-        tune_gc()  # everything is loaded: the decision path's GC settings (rlroute.gcsettings)
+        # everything is loaded: the decision path's GC settings (rlroute.gcsettings; serve.gc)
+        tune_gc(sc.gc_gen0_threshold, sc.gc_freeze)
         try:
             await web.TCPSite(runner, sc.host, sc.port, backlog=1024).start()
             side = asyncio.create_task(admin._serve())  # no signal capture of its own: stopped below

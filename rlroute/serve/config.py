@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlroute.cluster.router_view import RouterViewConfig
+from rlroute.gcsettings import GEN0_THRESHOLD
 from rlroute.serve.decision import OodSettings
 from rlroute.serve.decisionlog import DecisionLogSettings
 from rlroute.serve.reliability import RetryPolicy
@@ -83,6 +84,8 @@ class ServeConfig:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     router_view: RouterViewConfig = field(default_factory=RouterViewConfig)
     scaler: dict[str, Any] | None = None  # conf/scaler/ (None: scaler=none): publishes recommended instances
+    gc_freeze: bool = True  # gc.freeze() once started (rlroute.gcsettings.tune_gc); conf/serve.yaml ``gc``
+    gc_gen0_threshold: int = GEN0_THRESHOLD
 
 
 def _num(c: dict[str, Any], key: str, default: Any, kind: type, minimum: float | None = None,
@@ -239,7 +242,18 @@ def parse_config(c: dict[str, Any]) -> ServeConfig:
         rollout=_rollout(c.get("rollout")),
         router_view=_router_view(c.get("router_view")),
         scaler=_scaler(c.get("scaler")),
+        **_gc(c.get("gc")),
     )
+
+
+def _gc(raw: Any) -> dict[str, Any]:
+    g = raw or {}
+    if not isinstance(g, dict) or set(g) - {"freeze", "gen0_threshold"}:
+        raise ServeConfigError(f"serve.gc: expected {{freeze, gen0_threshold}}, got {raw!r}")
+    freeze = g.get("freeze", True)
+    if not isinstance(freeze, bool):
+        raise ServeConfigError(f"serve.gc.freeze: expected true or false, got {freeze!r}")
+    return {"gc_freeze": freeze, "gc_gen0_threshold": _num(g, "gen0_threshold", GEN0_THRESHOLD, int, 1, "serve.gc.")}
 
 
 def _decision_file(raw: Any) -> DecisionLogSettings:

@@ -71,7 +71,7 @@ class RouterMetrics:
                                 ["pool", "outcome"], registry=r)
         self.upstream_latency = Histogram("rlroute_router_upstream_seconds", "Upstream response-head latency.",
                                           ["pool"], buckets=_SLOW, registry=r)
-        self.inflight = Gauge("rlroute_router_inflight", "Requests in flight to each pool.", ["pool"], registry=r)
+        self.inflight = Gauge("rlroute_router_inflight", "Requests in flight to each pool (read at scrape time).", ["pool"], registry=r)
         self.cross_pool = Counter("rlroute_router_cross_pool", "Requests sent to the other pool (first had none).",
                                   ["from_pool"], registry=r)
         self.warmups = Counter("rlroute_router_hybrid_warmups", "Pipelined hybrid warm-ups (prefill-only requests to "
@@ -106,6 +106,8 @@ class RouterMetrics:
                               "rate (req/s) at its horizon.", registry=r)
         self.breaker_open = Gauge("rlroute_router_breaker_open", "1 while a worker's circuit breaker is open or "
                                   "half-open.", ["pool", "worker"], registry=r)
+        self.gc_frozen = Gauge("rlroute_router_gc_frozen_objects", "Objects in the garbage collector's permanent "
+                               "generation (serve.gc.freeze), never traversed by a collection.", registry=r)
         for pool in ("large", "small"):
             self.inflight.labels(pool).set(0)
 

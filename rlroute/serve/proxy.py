@@ -125,7 +125,10 @@ class Proxy:
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
             conn = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=60.0)
-            self.session = aiohttp.ClientSession(connector=conn, skip_auto_headers=("User-Agent",))
+            # No cookie jar: a worker's Set-Cookie must not reach other clients' requests (and filtering the
+            # jar per request is CPU for nothing); no Accept / User-Agent headers the workers do not read.
+            self.session = aiohttp.ClientSession(connector=conn, cookie_jar=aiohttp.DummyCookieJar(),
+                                                 skip_auto_headers=("User-Agent", "Accept"))
         return self.session
 
     async def close(self) -> None:
@@ -195,7 +198,6 @@ class Proxy:
             if picked is not None:
                 picked.append(w.index)
             attempts += 1
-            self.metrics.inflight.labels(p).inc()
             t0 = time.perf_counter()
             try:
                 url = self._urls.get((w.url, path))
@@ -237,15 +239,10 @@ class Proxy:
     def _failed(self, w: RouterWorker, pool: str, label: str, outcomes: Counter[str], what: str) -> None:
         """Account one failed attempt: release the worker, tell its breaker, count it (metric ``label``; the
         client's message says ``what``)."""
-        self._done(w, pool)
+        self.up.monitor.release(w)
         w.breaker.failure()
         outcomes[what] += 1
         self.metrics.upstream.labels(pool, label).inc()
-
-    def _done(self, w: RouterWorker, pool: str) -> None:
-        """Release ``w`` with nothing to record (no answer, or an error answer)."""
-        self.up.monitor.release(w)
-        self.metrics.inflight.labels(pool).dec()
 
     def _finish(self, a: Answer, last: bytes, t_first: float | None, chunks: int) -> None:
         """Release the worker and account the stage from its answer (``last``: the whole body, or a stream's
@@ -260,10 +257,9 @@ class Proxy:
             res = answer_result(body, (t_first or t_end) - a.t_sent, t_end - a.t_sent, chunks,
                                 self.up.monitor.clock.speedup)
         if res is None:
-            self._done(a.worker, a.pool)
+            self.up.monitor.release(a.worker)  # nothing to record (an error answer, or no usable body)
         else:
             a.result, a.cost = res, self.up.monitor.complete(a.pool, a.worker, res)
-            self.metrics.inflight.labels(a.pool).dec()
         if a.on_finish is not None:
             a.on_finish(a)
 

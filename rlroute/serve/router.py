@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from pydantic import BaseModel
 
 from rlroute.policies.registry import make_policy
 from rlroute.serve.config import ServeConfig
@@ -130,7 +131,7 @@ class Router:
         return client_request(next(self.ids), self.upstreams.now(), text, ids, max_new, self.cfg.block_size,
                               self.sessions, session, turn, remember)
 
-    async def route(self, endpoint: str, path: str, payload: dict[str, Any], raw: bytes, req: Request,
+    async def route(self, endpoint: str, path: str, payload: dict[str, Any] | BaseModel, raw: bytes, req: Request,
                     stream: bool, plan_edit: PlanEdit,
                     forced: Action | None = None, client_headers: Any = None) -> web.Response | Relay:
         """Decide and forward one request; never raises for upstream trouble (an OpenAI-shaped error instead).
@@ -138,7 +139,8 @@ class Router:
         The emulated worker's hooks among ``client_headers`` (``x-rlroute-output-tokens`` and, unless a plan
         is prepended, ``x-rlroute-output-blocks``: :mod:`rlroute.worker.app`) go on to the worker that
         answers, so a load generator can send a client's cap and still end each reply at its trace length;
-        so does the request id (:func:`request_id`), which the answer carries back.
+        so does the request id (:func:`request_id`), which the answer carries back. ``payload`` is the
+        validated body, a pydantic model dumped only when a hybrid rewrites it (``raw`` goes upstream otherwise).
         """
         t0 = time.perf_counter()
         m = self.metrics
@@ -191,6 +193,8 @@ class Router:
         stages: list[Stage] = []
         warmed: list[int] = []  # the small worker a pipelined hybrid's warm-up went to
         if out.action == Action.HYBRID:
+            if isinstance(payload, BaseModel):  # dumped only here: the other actions forward ``raw`` as it came
+                payload = payload.model_dump(exclude_none=True)
             forward.pop(OUTPUT_BLOCKS_HEADER, None)  # the answer's prompt carries the plan
             if self.cfg.hybrid_mode == "pipelined":
                 task = asyncio.create_task(self._warm(path, payload, req, forward[REQUEST_ID], warmed))

@@ -71,6 +71,9 @@ class Upstreams:
         profiles = {n: load_profile(pc.profile) for n, pc in cfg.pools.items() if pc.profile}
         self.monitor = Monitor(pools, build_cost_model(cfg.cost, profiles), cfg.slo, cfg.speedup)
         self.pools = self.monitor.pools
+        # the workers are fixed once built: listed once, not filtered per request
+        self._workers = {name: [w for w in p.instances if isinstance(w, RouterWorker)] for name, p in self.pools.items()}
+        self._all = [w for ws in self._workers.values() for w in ws]
         self._tasks: list[asyncio.Task[None]] = []
 
     def now(self) -> float:
@@ -79,15 +82,18 @@ class Upstreams:
 
     def workers(self, pool: str) -> list[RouterWorker]:
         """The pool's workers."""
-        return [w for w in self.pools[pool].instances if isinstance(w, RouterWorker)]
+        return self._workers[pool]
 
     def available(self, pool: str) -> bool:
         """The pool can take a request now (not held by the router, some worker usable)."""
-        return not self.pools[pool].held and any(w.usable for w in self.workers(pool))
+        return not self.pools[pool].held and any(w.usable for w in self._workers[pool])
 
     def inflight(self) -> int:
         """Requests the router has in flight to any worker."""
-        return sum(w.inflight for pool in self.pools.values() for w in pool.instances)
+        n = 0
+        for w in self._all:
+            n += w.inflight
+        return n
 
     # -- state ------------------------------------------------------------------------------------------
     def state(self) -> ClusterState:

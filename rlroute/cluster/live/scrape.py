@@ -70,8 +70,12 @@ def parse_metrics(text: str, stats: WorkerStats | None = None) -> WorkerStats:
     """
     out = stats or WorkerStats()
     seen: dict[str, float] = {}
+    # Only the lines of the metrics read here go through prometheus-client's parser (a worker exports ~90
+    # lines, ~15 of them read: parsing all of them cost ~0.8 ms per scrape on the router's event loop). A
+    # text with none of them is parsed whole, so a body that is not Prometheus text still raises.
+    wanted = "".join(line + "\n" for line in text.splitlines() if _name(line) in _WANTED)
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(wanted or text):
             for sample in family.samples:
                 name = sample.name
                 if name.endswith("_total") and name[: -len("_total")] in _COUNTERS:
@@ -90,6 +94,21 @@ def parse_metrics(text: str, stats: WorkerStats | None = None) -> WorkerStats:
         else:
             setattr(out, field, value)
     return out
+
+
+_WANTED = frozenset(_GAUGES) | frozenset(_COUNTERS) | frozenset(n + "_total" for n in _COUNTERS)
+
+
+def _name(line: str) -> str:
+    """The metric name a sample line starts with ("" for a comment; a name never holds ``{`` or a space)."""
+    if line.startswith("#"):
+        return ""
+    end = len(line)
+    for sep in ("{", " "):
+        i = line.find(sep)
+        if 0 <= i < end:
+            end = i
+    return line[:end]
 
 
 def apply_load(body: Any, stats: WorkerStats) -> WorkerStats:
