@@ -24,7 +24,6 @@ from rlroute.env import build_env
 from rlroute.paths import CONF_DIR
 from rlroute.policies.sb3 import SB3Policy
 from rlroute.study.lowo import available_members
-from rlroute.study.runner import compose
 from rlroute.types import Action
 
 STUDY = ["total_timesteps=200000", "dr.cost_scale=[1.0,1.0]", "dr.instances.large=[2,4,6]",
