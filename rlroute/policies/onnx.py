@@ -86,6 +86,7 @@ class Decision:
     elapsed_s: float = 0.0
     detail: str | None = None  # the exception text of an inference error, the drift of an OOD refusal
     drift2: np.ndarray | None = None  # squared per-block OOD drift (request, system, cache); None: no guard
+    unenforced: str | None = None  # ``decide(enforce_ood=False)``: the OOD refusal the guard would have made
 
 
 def masked_argmax(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -221,22 +222,28 @@ class OnnxPolicy(Policy):
         return self._out_row.copy()
 
     def decide(
-        self, obs: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None
+        self, obs: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None,
+        enforce_ood: bool = True,
     ) -> Decision:
-        """Score the observation (OOD guard), run the policy on it and guard the result (see :func:`guard`)."""
+        """Score the observation (OOD guard), run the policy on it and guard the result (see :func:`guard`).
+        With ``enforce_ood`` false (the router's ``ood.enforce``) a refusal of the OOD guard is recorded in
+        ``Decision.unenforced`` and the graph and the action guard decide as on a trusted observation."""
         t0 = time.perf_counter()
         drift2 = None
+        unenforced = None
         try:
             if self.guard is not None:
                 out, drift2 = self.guard.check(obs)
                 window = self.guard.window.update(obs) if self.guard.window is not None else 0.0
-                if out or window > 1.0:
+                if (out or window > 1.0) and enforce_ood:
                     r = [f"{b} {math.sqrt(v):.2f}" for b, v in zip(BLOCKS, drift2.tolist(), strict=True)]
                     d = Decision(None, self._nan.copy(), REASON_OOD, time.perf_counter() - t0,
                                  "drift/threshold " + ", ".join(r) + f", request window {window:.2f}"
                                  " (or a feature outside its training range)", drift2)
                     self.last = d
                     return d
+                if out or window > 1.0:
+                    unenforced = REASON_OOD
             logits = self.logits(obs)
         except Exception as e:  # any runtime failure means: do not trust, fall back
             d = Decision(None, self._nan.copy(), REASON_INFERENCE, time.perf_counter() - t0,
@@ -247,6 +254,7 @@ class OnnxPolicy(Policy):
         d = guard(logits, mask, state)
         d.elapsed_s = elapsed
         d.drift2 = drift2
+        d.unenforced = unenforced
         if d.reason is None and self.timeout_s is not None and elapsed > self.timeout_s:
             d.reason = REASON_TIMEOUT
         self.last = d

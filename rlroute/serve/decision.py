@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
-from rlroute.export.ood import BLOCKS, REASON_OOD
+from rlroute.export.ood import BLOCKS
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.types import Action, Request
 
@@ -131,23 +131,6 @@ def load(path: str | None, timeout_s: float | None, ood: OodSettings | None = No
         return Loaded(None, REASON_CORRUPT, f"{type(e).__name__}: {e}", FeatureExtractor("hash"), path, time.time())
 
 
-def _unguarded(policy: Any, obs: np.ndarray, state: ClusterState, refused: Any, timeout_s: float | None) -> Any:
-    """The decision ``policy`` makes on ``obs`` past its OOD guard's refusal ``refused`` (``ood.enforce``
-    false): the graph and the action guard run as on a trusted observation; the budget counts the score too."""
-    from rlroute.policies.onnx import REASON_INFERENCE, REASON_TIMEOUT, Decision, guard
-
-    t0 = time.perf_counter()
-    try:
-        d = guard(policy.logits(obs), None, state)
-    except Exception as e:  # as OnnxPolicy.decide: a runtime failure is not trusted
-        d = Decision(None, refused.logits, REASON_INFERENCE, 0.0, f"{type(e).__name__}: {e}")
-    d.elapsed_s = refused.elapsed_s + time.perf_counter() - t0
-    d.drift2 = refused.drift2
-    if d.reason is None and timeout_s is not None and d.elapsed_s > timeout_s:
-        d.reason = REASON_TIMEOUT
-    return d
-
-
 class PolicySlot:
     """The router's current policy generation and the decision procedure.
 
@@ -197,14 +180,11 @@ class PolicySlot:
             self.recorded.append(obs.copy())
         policy, d = gen.policy, None
         if obs is not None and policy is not None:
-            d = policy.decide(obs, None, state)
+            d = policy.decide(obs, None, state, enforce_ood=self.ood.enforce)
             if d.drift2 is not None:
                 self.drift.update(d.drift2)
-            unenforced = None
-            if d.reason == REASON_OOD and not self.ood.enforce:
-                unenforced, d = d.reason, _unguarded(policy, obs, state, d, self.timeout_s)
             if d.reason is None and d.action is not None:
-                return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0, None, obs, unenforced)
+                return Outcome(Action(d.action), "policy", None, time.perf_counter() - t0, None, obs, d.unenforced)
             reason, detail = d.reason, d.detail
         ctx = DecisionContext(request, state, matches, obs if obs is not None else np.zeros(len(gen.extractor.schema), np.float32))
         try:
