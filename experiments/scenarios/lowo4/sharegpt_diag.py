@@ -65,7 +65,7 @@ def main() -> None:
         rows = np.array([r for run in sorted((args.runs / "without_sharegpt").glob("seed*"))
                          for s in (1000, 1001) for r in episode(env, SB3Policy(run, name="ppo"), s)])
         env.close()
-        out[member] = {"decisions": len(rows), "large_share": round(float((rows[:, 0] == 0).mean()), 3),
+        out[member] = {"decisions": len(rows), "large_share": round(float((rows[:, 0] == int(Action.LARGE)).mean()), 3),
                        "large_share_by_gain_quartile": shares(rows, 1, [0, .25, .5, .75, 1]),
                        "large_share_by_load_tercile": shares(rows, 2, [0, 1 / 3, 2 / 3, 1]),
                        "large_share_by_input_len_quartile": shares(rows, 3, [0, .25, .5, .75, 1]),
