@@ -52,7 +52,8 @@ def _ref_pool_raw(
     since, updated = (_NEVER, 0.0) if lwu is None else (max(now - lwu, 0.0), 1.0)
     if not n:
         system = [0.0] * 12 + [256.0] + [0.0] * 4
-        system += [pool.recent_ttft, 0.0, pool.recent_tpot, 0.0, pool.recent_e2e, pool.throughput, 0.0]
+        system += [pool.recent_ttft, 0.0, pool.recent_tpot, 0.0, pool.recent_e2e, pool.throughput,
+                   pool.recent_output_tokens]
         system += [pool.slo_violation_rate, pool.cost_rate, since, updated]
         return system, [0.0] * _N_CACHE, 0.0, 0.0
     rows = list(map(_ROW, insts))  # one C-level pass over the dataclasses
@@ -108,7 +109,7 @@ def _ref_pool_raw(
             qs / nh, max(q), min(q), rs / nh, max(r), min(r), qs, rs, load,
             sum(kv) / nh, max(kv), min(kv), kv_free,
             pool.recent_ttft, max(tt), pool.recent_tpot, max(tp),
-            pool.recent_e2e, pool.throughput, pool.throughput / nh,
+            pool.recent_e2e, pool.throughput, pool.recent_output_tokens,
             pool.slo_violation_rate, pool.cost_rate, since, updated,
         ]  # fmt: skip
         cache = [
@@ -120,7 +121,8 @@ def _ref_pool_raw(
         ]  # fmt: skip
     else:
         system = [float(n), 0.0, n_paused / n, 0.0] + [0.0] * 8 + [load] + [0.0] * 4
-        system += [pool.recent_ttft, 0.0, pool.recent_tpot, 0.0, pool.recent_e2e, pool.throughput, 0.0]
+        system += [pool.recent_ttft, 0.0, pool.recent_tpot, 0.0, pool.recent_e2e, pool.throughput,
+                   pool.recent_output_tokens]
         system += [pool.slo_violation_rate, pool.cost_rate, since, updated]
         cache = [0.0] * _N_CACHE
     return system, cache, in_pool, (load if n_avail else 0.0)
@@ -187,6 +189,7 @@ def _state(rng: random.Random) -> tuple[ClusterState, dict[str, list[int]], int]
                                 recent_tpot=rng.random() / 10, recent_e2e=rng.random() * 60,
                                 throughput=rng.random() * 5e3, cache_hit_rate=rng.random(),
                                 slo_violation_rate=rng.random(), cost_rate=rng.random(),
+                                recent_output_tokens=rng.random() * 2e3,
                                 last_weight_update=rng.choice([None, 5.0, 1e9]))
         if rng.random() < 0.9:
             matches[name] = [rng.choice([0, 0, 64, 128, 4096, rng.randint(0, 9000)]) for _ in range(n)]
@@ -215,7 +218,7 @@ def test_transformed_blocks_bit_identical() -> None:
     rng = random.Random(5)
     odd = [math.nan, -0.0, 0.0, -5.0, math.inf, -math.inf, 1e300]
     fields = ("recent_ttft", "recent_tpot", "recent_e2e", "throughput", "slo_violation_rate", "cost_rate",
-              "cache_hit_rate")
+              "cache_hit_rate", "recent_output_tokens")
     for i in range(3000):
         state, matches, input_len = _state(rng)
         if i % 2:

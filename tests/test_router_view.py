@@ -195,22 +195,22 @@ def test_serve_router_view_settings_are_parsed_and_off_is_refused() -> None:
         parse_config({**base, "router_view": {"enabled": False}})
 
 
-@pytest.mark.parametrize("old", [2, 3])
+@pytest.mark.parametrize("old", [2, 3, 4])
 def test_exports_of_older_schemas_are_refused_by_hash(tmp_path: Path, old: int) -> None:
     """Schema v3 changed the cache block's meaning in training (router-view matches), v4 the request block's
-    (one text path: features of the body a client sends): a policy exported under v2 or v3 (same names and
-    transforms, older version) must not load."""
+    (one text path: features of the body a client sends), v5 one system feature per pool (reply_tokens): a
+    policy exported under an older version (here: today's names and transforms, older version) must not load."""
     from rlroute.bench.parity import DEFAULT_POLICY
     from rlroute.features import SCHEMA
     from rlroute.features.schema import SCHEMA_VERSION, FeatureSchema
     from rlroute.policies.onnx import OnnxPolicy, PolicyLoadError
 
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     older = FeatureSchema(list(SCHEMA.features), version=old)
     assert older.hash != SCHEMA.hash
     folder = tmp_path / f"v{old}"
     shutil.copytree(DEFAULT_POLICY, folder)
-    OnnxPolicy(folder)  # the committed default export is v4 and loads
+    OnnxPolicy(folder)  # the committed default export is v5 and loads
     m = json.loads((folder / "manifest.json").read_text())
     m["feature_schema"].update(version=old, hash=older.hash)
     (folder / "manifest.json").write_text(json.dumps(m))

@@ -405,6 +405,6 @@ def test_streamed_answers_update_the_live_state(fleet: WorkerFleet, path: str) -
     small = after.pools["small"]
     assert after.arrival_rate > 0.0
     assert small.cost > 0.0 and small.cost_rate > 0.0
-    assert small.recent_e2e > 0.0 and small.recent_ttft > 0.0
+    assert small.recent_e2e > 0.0 and small.recent_ttft > 0.0 and small.recent_output_tokens > 0.0
     assert sum(i.cost for i in small.instances) == pytest.approx(small.cost)
     assert all(w.inflight == 0 for p in mon.pools.values() for w in p.instances), "every stream was released"

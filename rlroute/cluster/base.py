@@ -149,6 +149,7 @@ class PoolState:
     slo_violation_rate: float = 0.0  # share of recent completions that missed an SLO
     cost_rate: float = 0.0  # cost per second, recent window
     cost: float = 0.0
+    recent_output_tokens: float = 0.0  # output tokens per completed stage, exponentially weighted (EWMA)
     last_weight_update: float | None = None  # cluster time of the last weight update, None if never
 
     @property

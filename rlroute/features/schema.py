@@ -26,7 +26,10 @@ from rlroute.types import FloatArray
 # 4: one text path (issue 12 item 2): the request block of a workload request is computed from the body a
 #    client sends for it (filler for a trace's context + the prompt text: rlroute.workload.client), text dims
 #    and cues on its last 4,096 characters, input_tokens counting the whole body
-SCHEMA_VERSION = 4
+# 5: system.<pool>.reply_tokens (the pool's recent output tokens per completion, an EWMA like its recent e2e)
+#    replaces system.<pool>.throughput_per_instance (throughput / healthy instances, both already observed):
+#    a token-priced call's price is mostly its reply, which no request shows (LOWO run 4, issue 11)
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True)

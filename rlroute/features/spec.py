@@ -1,4 +1,4 @@
-"""The feature list (schema version 4, :data:`rlroute.features.schema.SCHEMA_VERSION`): 128 request + 64 system
+"""The feature list (schema version 5, :data:`rlroute.features.schema.SCHEMA_VERSION`): 128 request + 64 system
 + 32 cache = 224 indices.
 
 The request block is computed from what a client sends — the bytes of its text (or the ids it sends), its
@@ -104,7 +104,8 @@ POOL_SYSTEM = (
     ("tpot_max", "log", "recent TPOT, max over healthy instances, seconds", 2, 0.01),
     ("e2e", "log", "recent end-to-end latency of the pool, seconds", 3600, 1),
     ("throughput", "log", "output tokens per second of the pool, recent window", 1e5, 10),
-    ("throughput_per_instance", "log", "output tokens per second per healthy instance", 1e4, 10),
+    ("reply_tokens", "log", "recent output tokens per completed request of the pool (EWMA of completions): the "
+     "traffic's reply length, which sets a token-priced call's price and which no request shows", 8192, 16),
     ("slo_violation_rate", "lin", "share of recent completions that missed an SLO", 0, 0),
     ("cost_rate", "log", "cost per second of the pool, recent window (cost-model units)", 10, 0.001),
     ("since_weight_update", "log", "seconds since the last weight update (cap if never)", 86400, 1),

@@ -16,8 +16,9 @@ first element unless a later one compares greater/smaller (Python's builtins), t
 integers; one pass over the instance rows, no temporary arrays.
 
 Input layout per pool, in ``POOLS`` order: a presence flag (0: the pool is missing, nothing follows),
-then ``n`` (instances), the pool's recent TTFT, TPOT, e2e, throughput, SLO-miss rate, cost rate and hit
-rate, the seconds since its last weight update and whether it had one, then ``n`` prefix matches, then
+then ``n`` (instances), the pool's recent TTFT, TPOT, e2e, throughput, SLO-miss rate, cost rate, hit
+rate and reply length (output tokens per completion), the seconds since its last weight update and whether it
+had one, then ``n`` prefix matches, then
 ``n`` rows of :data:`ROW_FIELDS`.
 
 Compiled on import (``cache=True``: from numba's on-disk cache after a process's first compile).
@@ -33,7 +34,7 @@ ROW_FIELDS = (
     "recent_ttft", "recent_tpot", "cache_hit_rate", "evictions_rate",
 )  # fmt: skip
 POOL_FIELDS = ("recent_ttft", "recent_tpot", "recent_e2e", "throughput", "slo_violation_rate", "cost_rate",
-               "cache_hit_rate")
+               "cache_hit_rate", "recent_output_tokens")
 _H, _P, _Q, _R, _KVU, _KVC, _CT, _TT, _TP, _HR, _EV = range(len(ROW_FIELDS))
 _W = len(ROW_FIELDS)
 N_SYS, N_GLOBAL, N_CACHE = 28, 8, 16  # len(POOL_SYSTEM), len(GLOBAL_SYSTEM), len(POOL_CACHE)
@@ -51,14 +52,14 @@ def _pool(buf: np.ndarray, pos: int, input_len: int, threshold: float, sys_out: 
     starts from the first such row and moves only to a strictly greater (smaller) value."""
     n = int(buf[pos])
     ttft, tpot, e2e, thr = buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]
-    slo, cost, hit = buf[pos + 5], buf[pos + 6], buf[pos + 7]
-    since, updated = buf[pos + 8], buf[pos + 9]
-    mp = pos + 10  # matches
+    slo, cost, hit, reply = buf[pos + 5], buf[pos + 6], buf[pos + 7], buf[pos + 8]
+    since, updated = buf[pos + 9], buf[pos + 10]
+    mp = pos + 11  # matches
     rp = mp + n  # rows
     nxt = rp + n * _W
     sys_out[:] = 0.0
     cache_out[:] = 0.0
-    sys_out[17], sys_out[19], sys_out[21], sys_out[22] = ttft, tpot, e2e, thr
+    sys_out[17], sys_out[19], sys_out[21], sys_out[22], sys_out[23] = ttft, tpot, e2e, thr, reply
     sys_out[24], sys_out[25], sys_out[26], sys_out[27] = slo, cost, since, updated
     if n == 0:
         sys_out[12] = 256.0
@@ -156,7 +157,6 @@ def _pool(buf: np.ndarray, pos: int, input_len: int, threshold: float, sys_out: 
     sys_out[13], sys_out[14], sys_out[15], sys_out[16] = kv_sum / nh, kv_max, kv_min, kv_free
     sys_out[18] = tt_max
     sys_out[20] = tp_max
-    sys_out[23] = thr / nh
     cache_out[0], cache_out[1], cache_out[2] = best_m * inv, best_m, hm_sum * inv / nh
     cache_out[3] = best_avail * inv
     cache_out[4] = 1.0 if best_avail * inv > threshold else 0.0

@@ -200,6 +200,7 @@ class LivePool:
         self.policy.reset()
         self.view.reset()
         self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = self.cost = 0.0
+        self.recent_out = 0.0
         self.r_cost, self.r_t = 0.0, 0.0
         self.held = False  # the router stops choosing this pool (coordinated weight update)
         self.last_weight_update: float | None = None
@@ -214,6 +215,7 @@ class LivePool:
         self.recent_ttft += EWMA * (res.ttft - self.recent_ttft)
         self.recent_tpot += EWMA * (res.tpot - self.recent_tpot)
         self.recent_e2e += EWMA * (res.e2e - self.recent_e2e)
+        self.recent_out += EWMA * (res.output_tokens - self.recent_out)
         self.slo_rate += EWMA * (float(slo_miss) - self.slo_rate)
         dt = now - self.r_t
         if dt > 0:
@@ -233,4 +235,4 @@ class LivePool:
             recent_e2e=self.recent_e2e, throughput=sum(s.throughput for s in insts),
             cache_hit_rate=hit / tok if tok > 0 else 0.0, slo_violation_rate=self.slo_rate,
             cost_rate=self.r_cost * math.exp(-max(0.0, now - self.r_t) / TAU) / TAU, cost=self.cost,
-            last_weight_update=self.last_weight_update)
+            recent_output_tokens=self.recent_out, last_weight_update=self.last_weight_update)

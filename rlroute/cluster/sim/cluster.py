@@ -331,7 +331,7 @@ class SimCluster(EventsMixin):
         inst.recent_e2e += EWMA * (e2e - inst.recent_e2e)
         w = self.dclock.weight(t)  # first: a clock rebase rescales r_out
         inst.r_out += s.output * w
-        pool.record(t, ttft, tpot, e2e, cost, ttft > self.slo_ttft or tpot > self.slo_tpot)
+        pool.record(t, ttft, tpot, e2e, s.output, cost, ttft > self.slo_ttft or tpot > self.slo_tpot)
         job.cost += cost
         if job.warms is not None:  # a warm-up: billed to the job it warms, no completion of its own
             self._drop_warm(job)

@@ -88,7 +88,7 @@ class SimPool:
         self.paused = False
         self.last_weight_update: float | None = None
         self.weight_updates = 0
-        self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = 0.0
+        self.recent_ttft = self.recent_tpot = self.recent_e2e = self.slo_rate = self.recent_out = 0.0
         self.cost = 0.0
         self.r_cost = 0.0  # forward-decayed cost (see DecayClock)
         self.dclock = dclock if dclock is not None else DecayClock()
@@ -172,11 +172,13 @@ class SimPool:
             out.append(covered if i == nb else i * bs)
         return out
 
-    def record(self, t: float, ttft: float, tpot: float, e2e: float, cost: float, slo_miss: bool) -> None:
+    def record(self, t: float, ttft: float, tpot: float, e2e: float, output: int, cost: float,
+               slo_miss: bool) -> None:
         """Fold one finished stage into the pool's recent averages and cost."""
         self.recent_ttft += EWMA * (ttft - self.recent_ttft)
         self.recent_tpot += EWMA * (tpot - self.recent_tpot)
         self.recent_e2e += EWMA * (e2e - self.recent_e2e)
+        self.recent_out += EWMA * (output - self.recent_out)
         self.slo_rate += EWMA * (float(slo_miss) - self.slo_rate)
         self.cost += cost
         w = self.dclock.weight(t)  # first: a clock rebase rescales r_cost

@@ -85,6 +85,7 @@ class StateView:
             ps.throughput = thr * f
             ps.cache_hit_rate = hit / tok if tok > 0 else 0.0
             ps.slo_violation_rate = pool.slo_rate
+            ps.recent_output_tokens = pool.recent_out
             ps.cost_rate = pool.r_cost * f
             ps.cost = pool.cost
             ps.last_weight_update = pool.last_weight_update
