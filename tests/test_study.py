@@ -28,7 +28,7 @@ def _tiny_study(tmp_path: Path) -> object:
     study.threshold_kwargs = {"max_train_requests": 300, "cache_dir": str(tmp_path / "cache")}
     study.nonlearned, study.competitors = ["all_small", "all_large", "threshold"], ["no_such_router"]
     study.references = ["quality_oracle"]
-    study.served = {"enabled": True, "n_calib": 200, "n_verify": 200}
+    study.served = {"enabled": True, "n_calib": 200, "n_verify": 200, "calibrate": True}
     study.out, study.runs_dir = str(tmp_path), str(tmp_path / "runs")
     return study
 
@@ -48,7 +48,13 @@ def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch
     ppo = entry["policies"]["ppo"]
     assert len(ppo["per_seed"]) == 2 and np.array(ppo["per_run"]).shape == (2, 2)
     assert ppo["per_seed"] == pytest.approx(np.mean(ppo["per_run"], axis=0).tolist())  # mean of training seeds
-    assert set(entry["policies"]) == {"ppo", "ppo_served", "all_small", "all_large", "threshold", "quality_oracle"}
+    assert set(entry["policies"]) == {"ppo", "ppo_served", "ppo_calibrated", "all_small", "all_large", "threshold",
+                                      "quality_oracle"}
+    tuned = entry["policies"]["ppo_calibrated"]  # the served export, its large share tuned on val
+    assert tuned["role"] == "learned" and np.array(tuned["per_run"]).shape == (2, 2)
+    assert [t["split"] for t in tuned["action_bias_tuning"]] == ["val", "val"]
+    assert all(t["chosen"] in t["grid"] and 0.0 in t["grid"] for t in tuned["action_bias_tuning"])
+    assert entry["paired"]["ppo_calibrated_minus_best_nonlearned"]["baseline"] == best_baseline(entry)
     served = entry["policies"]["ppo_served"]  # each run exported and decided through the router's guard
     assert served["role"] == "learned" and np.array(served["per_run"]).shape == (2, 2)
     assert 0.0 <= served["metrics"]["fallback_rate"]["mean"] <= 1.0
@@ -61,8 +67,8 @@ def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch
     assert entry["policies"]["all_small"]["apgr"]["mean"] is None  # no score: one operating point
     best = entry["paired"]["learned_minus_best_nonlearned"]
     assert best["baseline"] in ("all_small", "all_large", "threshold") and {"mean", "lo", "hi"} <= set(best)
-    assert set(entry["paired"]["learned_minus"]) == {"ppo_served", "all_small", "all_large", "threshold",
-                                                     "quality_oracle"}
+    assert set(entry["paired"]["learned_minus"]) == {"ppo_served", "ppo_calibrated", "all_small", "all_large",
+                                                     "threshold", "quality_oracle"}
     assert entry["skipped"] == {"no_such_router": pytest.approx(entry["skipped"]["no_such_router"])}
     assert entry["gap_recovered"]["reward_oracle"] is None or "reward_oracle" in entry["policies"]
     assert entry["gap_recovered"]["note"]
@@ -188,7 +194,9 @@ def test_leave_one_workload_out_trains_on_the_others_and_tests_on_the_held_out(t
     assert entry["ood_fallback_rate"] == entry["policies"]["ppo_served"]["metrics"]["fallback_rate"]
     assert 0.0 <= entry["ood_fallback_rate"]["mean"] <= 1.0
     assert "absent" in results["skipped_members"] and results["mode"] == "lowo"
-    assert set(entry["policies"]) == {"ppo", "ppo_served", "all_small"}
+    assert set(entry["policies"]) == {"ppo", "ppo_served", "ppo_calibrated", "all_small"}
+    # the served export's large share tuned on the held-out member's val split, as a rule would be
+    assert [t["split"] for t in entry["policies"]["ppo_calibrated"]["action_bias_tuning"]] == ["val"]
     assert (tmp_path / "lowo" / "results.json").is_file()
 
 

@@ -36,6 +36,11 @@ ood               optional: the out-of-distribution guard (``rlroute.export.ood`
                   the saturation limit, such a guard is scored as calibrated), and ``calibration{fpr_fit,
                   fpr_holdout, target_fpr, n_fit, n_holdout, split, ...}`` measured on the validation split;
                   absent in folders exported before the guard
+action_bias       optional: ``{"large": x, "small": y, "hybrid": z}`` added to the graph's logits before the
+                  action is picked, everywhere the folder is loaded (router, evaluation, OPE propensities): a
+                  deployment calibration of the policy's large share to a traffic it was not trained on,
+                  tuned on that traffic's validation split by ``rlroute.export.calibrate`` (which records
+                  the sweep in ``action_bias_tuning``); absent = no bias
 ================  ==========================================================================================
 """
 
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +162,21 @@ def check_fields(manifest: Any, where: Path) -> None:
         raise PolicyLoadError(
             REASON_CORRUPT, f"{where}: action_map {manifest['action_map']} != this rlroute's {ACTION_MAP}"
         )
+    bias = manifest.get("action_bias")
+    if bias is not None:
+        ok = isinstance(bias, dict) and set(bias) <= set(ACTION_NAMES) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bias.values())
+        if not ok:
+            raise PolicyLoadError(REASON_CORRUPT, f"{where}: action_bias should map action names "
+                                  f"{list(ACTION_NAMES)} to finite numbers, got {bias!r}")
+
+
+def action_bias(manifest: dict[str, Any]) -> list[float] | None:
+    """The manifest's ``action_bias`` as one number per logit (``ACTION_MAP`` order), or None when absent."""
+    bias = manifest.get("action_bias")
+    if not bias:
+        return None
+    return [float(bias.get(name, 0.0)) for name in ACTION_NAMES]
 
 
 def read_manifest(folder: str | Path, schema: SchemaId | None = None) -> dict[str, Any]:

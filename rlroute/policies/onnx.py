@@ -32,6 +32,7 @@ from rlroute.export.manifest import (
     REASON_CORRUPT,
     PolicyLoadError,
     SchemaId,
+    action_bias,
     read_manifest,
 )
 from rlroute.export.ood import BLOCKS, REASON_OOD, OodGuard
@@ -214,12 +215,18 @@ class OnnxPolicy(Policy):
             OUTPUT_NAME, "cpu", 0, np.float32, list(self._out.shape), self._out.ctypes.data
         )
         self._in_row, self._out_row = self._in[0], self._out[0]  # views made once, not per call
+        bias = action_bias(self.manifest)
+        self._bias = None if bias is None else np.array(bias, dtype=np.float32)
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
-        """Logits for one raw observation (normalisation is inside the graph); a fresh array."""
+        """Logits for one raw observation (normalisation is inside the graph), plus the manifest's
+        ``action_bias`` when it has one (a deployment calibration, :mod:`rlroute.export.calibrate`); a fresh
+        array."""
         np.copyto(self._in_row, obs, casting="same_kind")
         self._session.run_with_iobinding(self._binding)
-        return self._out_row.copy()
+        if self._bias is None:
+            return self._out_row.copy()
+        return self._out_row + self._bias
 
     def decide(
         self, obs: np.ndarray, mask: np.ndarray | None = None, state: ClusterState | None = None,

@@ -240,9 +240,11 @@ def evaluate_scenario(
 
     With ``study.served.enabled`` each learned run is also exported and evaluated as the router serves it
     (``<learned>_served``, :mod:`rlroute.study.served`), its guard calibrated on validation observations of
-    ``trained_on`` (default: ``cfg`` itself)."""
+    ``trained_on`` (default: ``cfg`` itself); with ``study.served.calibrate`` also with its large share
+    calibrated to ``cfg``'s val split (``<learned>_calibrated``, :mod:`rlroute.export.bias`)."""
+    from rlroute.export.bias import tune_action_bias
     from rlroute.policies.sb3 import SB3Policy
-    from rlroute.study.served import export_served, guard_facts, served_policy
+    from rlroute.study.served import CALIBRATED_DIR, export_served, guard_facts, served_policy
 
     n = int(study.test_windows)
     seeds = list(range(n))
@@ -265,6 +267,16 @@ def evaluate_scenario(
                               note="the exported policy as rlroute serve runs it: OOD guard on, seed heuristic "
                                    "deciding what it refuses", extra=guard_facts(folders)))
         tick(name)
+        if served.get("calibrate"):
+            name = f"{learned}_calibrated"
+            tuned = [tune_action_bias(f, cfg, Path(f).with_name(CALIBRATED_DIR), "val",
+                                      [int(s) for s in study.val_seeds]) for f in folders]
+            out.append(PolicyRuns(name, "learned",
+                                  [run(served_policy(Path(f).with_name(CALIBRATED_DIR), name)) for f in folders],
+                                  note="the served export with its small-action logit offset tuned on this "
+                                       "scenario's val split (rlroute.export.bias), as the threshold rule's share is",
+                                  extra={"action_bias_tuning": tuned}))
+            tick(name)
     skipped: dict[str, str] = {}
     teacher = (cfg.agent.get("warm_start") or {}).get("teacher_path")
     for name in policies:

@@ -33,6 +33,7 @@ from rlroute.export.verify import record_observations
 log = logging.getLogger(__name__)
 
 SERVED_DIR = "served"      # <run_dir>/served: the exported policy folder
+CALIBRATED_DIR = "served_calibrated"  # <run_dir>/served_calibrated: the same with its action_bias tuned (export.bias)
 CALIB_FILE = "calib_obs.npy"
 
 
