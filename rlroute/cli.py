@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-offline": ("rlroute.offline.trainer", "main", "train a routing policy from a decision log (BC, CQL)"),
     "tune": ("rlroute.train.tune", "main", "sweeps on Ray Tune: scenario x seed x agent grid, or Optuna + ASHA"),
     "export": ("rlroute.export.cli", "main", "export a trained policy to ONNX + manifest"),
+    "calibrate": ("rlroute.export.bias", "main", "tune an exported policy's large share on a traffic's val split"),
     "serve": ("rlroute.serve.cli", "main", "run the serving router"),
     "worker": ("rlroute.worker.cli", "main", "run an emulated SGLang-protocol worker"),
     "bench": ("rlroute.bench", "main", "benchmarks (rlroute bench --help)"),

@@ -28,9 +28,10 @@ import numpy as np
 
 from rlroute.export.manifest import MANIFEST_FILE, write_manifest
 
-# Offsets of the small action's logit; 0 (the policy as trained) is always among them. The policy's logit
-# gaps are O(1-10) (PPO actors, 2x64), so +8 sends almost everything to the small pool.
-GRID = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Offsets of the small action's logit; 0 (the policy as trained) is always among them. Doubling steps both ways
+# to +-32: a policy fitted to near-certainty has logit gaps beyond 16 (the parity bench's constructed policy: an
+# offset of +16 moves its large share on the default workload's val from 0.33 to only 0.17).
+GRID = (-32.0, -8.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 def _write_bias(folder: Path, bias: float, tuning: dict[str, Any] | None) -> None:
@@ -93,3 +94,28 @@ def tune_action_bias(
               "workload": str(cfg.workload.get("name", "")) if "workload" in cfg else ""}
     _write_bias(dst, best, tuning)
     return tuning
+
+
+def main() -> None:
+    """Hydra entry: ``rlroute calibrate folder=... out=... [workload=... ...]`` (config ``conf/calibrate.yaml``)."""
+    import hydra
+    from omegaconf import DictConfig
+
+    from rlroute.paths import CONF_DIR
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="calibrate")
+    def _run(cfg: DictConfig) -> None:
+        rec = tune_action_bias(str(cfg.folder), cfg, str(cfg.out), str(cfg.split), [int(s) for s in cfg.seeds],
+                               [float(b) for b in cfg.grid])
+        for b in rec["grid"]:
+            mark = "  <- chosen" if b == rec["chosen"] else ""
+            print(f"small-action offset {b:+5.1f}: {split_reward(rec, b)}{mark}")
+        print(f"wrote {cfg.out} (manifest.action_bias = {{'small': {rec['chosen']}}})")
+
+    _run()
+
+
+def split_reward(rec: dict[str, Any], b: float) -> str:
+    """One sweep line: the split's mean reward and large share at offset ``b``."""
+    return (f"{rec['split']} reward {rec['val_reward_by_bias'][str(b)]:.4f}, "
+            f"large share {rec['val_large_share_by_bias'][str(b)]:.3f}")
