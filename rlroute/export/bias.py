@@ -29,8 +29,9 @@ import numpy as np
 from rlroute.export.manifest import MANIFEST_FILE, write_manifest
 
 # Offsets of the small action's logit; 0 (the policy as trained) is always among them. Doubling steps both ways
-# to +-32: a policy fitted to near-certainty has logit gaps beyond 16 (the parity bench's constructed policy: an
-# offset of +16 moves its large share on the default workload's val from 0.33 to only 0.17).
+# to +-32: a policy fitted to near-certainty has logit gaps beyond 16 (the parity bench's constructed policy,
+# without its guard: an offset of +16 moves its large share on the default workload's val episode 1000, 48
+# decisions, from 0.33 to only 0.17).
 GRID = (-32.0, -8.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
@@ -109,13 +110,9 @@ def main() -> None:
                                [float(b) for b in cfg.grid])
         for b in rec["grid"]:
             mark = "  <- chosen" if b == rec["chosen"] else ""
-            print(f"small-action offset {b:+5.1f}: {split_reward(rec, b)}{mark}")
+            print(f"small-action offset {b:+5.1f}: {rec['split']} reward {rec['val_reward_by_bias'][str(b)]:.4f}, "
+                  f"large share {rec['val_large_share_by_bias'][str(b)]:.3f}{mark}")
         print(f"wrote {cfg.out} (manifest.action_bias = {{'small': {rec['chosen']}}})")
 
     _run()
 
-
-def split_reward(rec: dict[str, Any], b: float) -> str:
-    """One sweep line: the split's mean reward and large share at offset ``b``."""
-    return (f"{rec['split']} reward {rec['val_reward_by_bias'][str(b)]:.4f}, "
-            f"large share {rec['val_large_share_by_bias'][str(b)]:.3f}")

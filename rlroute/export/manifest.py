@@ -39,7 +39,7 @@ ood               optional: the out-of-distribution guard (``rlroute.export.ood`
 action_bias       optional: ``{"large": x, "small": y, "hybrid": z}`` added to the graph's logits before the
                   action is picked, everywhere the folder is loaded (router, evaluation, OPE propensities): a
                   deployment calibration of the policy's large share to a traffic it was not trained on,
-                  tuned on that traffic's validation split by ``rlroute.export.calibrate`` (which records
+                  tuned on that traffic's validation split by ``rlroute.export.bias`` (``rlroute calibrate``, which records
                   the sweep in ``action_bias_tuning``); absent = no bias
 ================  ==========================================================================================
 """
