@@ -78,10 +78,18 @@ def main() -> None:
 
 def lowo_table(res: dict) -> None:
     """Per held-out workload: PPO and PPO as served (guard + heuristic fallback) against the best rule, the
-    guard's fallback rate there and its false-positive rate on the training members' validation halves."""
-    print("| held out | best non-learned | PPO | PPO − best (paired 95 %) | PPO served | served − best (paired 95 %) "
-          "| fallback rate (held out) | guard FPR on training val | target (upper end ≥ 0, served) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    guard's fallback rate there and its false-positive rate on the training members' validation halves; and,
+    where the run has it, the served policy calibrated to the held-out member's val split (``ppo_calibrated``:
+    its mean, paired difference, chosen small-action offsets and large share)."""
+    calibrated = any("ppo_calibrated" in e["policies"] for e in res["scenarios"].values())
+    head = ("| held out | best non-learned | PPO | PPO − best (paired 95 %) | PPO served | served − best (paired 95 %) "
+            "| fallback rate (held out) | guard FPR on training val | target (upper end ≥ 0, served) |")
+    rule = "|---|---|---|---|---|---|---|---|---|"
+    if calibrated:
+        head += " PPO calibrated | calibrated − best (paired 95 %) | offsets chosen | large share served → calibrated | target (calibrated) |"
+        rule += "---|---|---|---|---|"
+    print(head)
+    print(rule)
     for name, e in res["scenarios"].items():
         pol, paired = e["policies"], e["paired"]
         best = paired["learned_minus_best_nonlearned"]
@@ -89,11 +97,22 @@ def lowo_table(res: dict) -> None:
         fpr = [c["fpr_holdout"] for c in pol.get("ppo_served", {}).get("guard_calibration") or [] if c]
         fb = (e.get("ood_fallback_rate") or {}).get("mean")
         met = "n/a" if not served else ("met" if served["hi"] >= 0 else "missed")
-        print(f"| {name.removeprefix('lowo_')} | {best['baseline']} {pol[best['baseline']]['mean']:.3f} | "
-              f"{pol['ppo']['mean']:.3f} | {fmt(best)} | {pol.get('ppo_served', {}).get('mean', float('nan')):.3f} | "
-              f"{fmt(served)} | {'n/a' if fb is None else f'{fb:.3f}'} | "
-              f"{f'{min(fpr):.3f}–{max(fpr):.3f}' if fpr else 'n/a'} | {met} |")
-
+        row = (f"| {name.removeprefix('lowo_')} | {best['baseline']} {pol[best['baseline']]['mean']:.3f} | "
+               f"{pol['ppo']['mean']:.3f} | {fmt(best)} | {pol.get('ppo_served', {}).get('mean', float('nan')):.3f} | "
+               f"{fmt(served)} | {'n/a' if fb is None else f'{fb:.3f}'} | "
+               f"{f'{min(fpr):.3f}–{max(fpr):.3f}' if fpr else 'n/a'} | {met} |")
+        if calibrated:
+            cal = pol.get("ppo_calibrated")
+            d = paired.get("ppo_calibrated_minus_best_nonlearned", {})
+            if cal is None:
+                row += " n/a | n/a | n/a | n/a | n/a |"
+            else:
+                offsets = ", ".join(f"{t['chosen']:+g}" for t in cal.get("action_bias_tuning") or [])
+                share = " → ".join(f"{pol[p]['metrics'].get('strong_share', {}).get('mean', float('nan')):.2f}"
+                                   for p in ("ppo_served", "ppo_calibrated"))
+                row += (f" {cal['mean']:.3f} | {fmt(d)} | {offsets} | {share} | "
+                        f"{'met' if d and d['hi'] >= 0 else 'missed'} |")
+        print(row)
 
 if __name__ == "__main__":
     main()
