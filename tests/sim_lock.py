@@ -44,7 +44,7 @@ BENCH_RATE = 12031 / 3537.0  # the Mooncake trace's mean rate (rlroute.bench.sim
 _INST_F = ("kv_used_tokens", "kv_capacity_tokens", "cache_tokens", "queued", "running")
 _INST_X = ("recent_ttft", "recent_tpot", "recent_e2e", "throughput", "cache_hit_rate", "evictions_rate", "cost")
 _POOL_X = ("recent_ttft", "recent_tpot", "recent_e2e", "throughput", "cache_hit_rate", "slo_violation_rate",
-           "cost_rate", "cost")
+           "cost_rate", "cost", "recent_output_tokens")
 
 
 class Digest:
