@@ -55,6 +55,7 @@ def test_tune_action_bias_picks_the_best_offset_on_validation_and_records_the_sw
     from rlroute.env.build import default_config
     from rlroute.eval.run import evaluate
     from rlroute.export.bias import tune_action_bias
+    from rlroute.study.served import served_policy
 
     cfg = default_config(["episode_length=48"])
     # without its guard (calibrated for the parity bench's cluster, it refuses most decisions here) the
@@ -77,11 +78,6 @@ def test_tune_action_bias_picks_the_best_offset_on_validation_and_records_the_sw
     assert m["action_bias"] == {"small": rec["chosen"]} and m["action_bias_tuning"] == rec
     assert "action_bias" not in json.loads((src / "manifest.json").read_text())  # source unchanged
     # the chosen folder scores on val what the sweep recorded for its offset
-    res = evaluate(_served(out), cfg, "val", [1000], reference_cost={})
+    res = evaluate(served_policy(out, "calibrated"), cfg, "val", [1000], reference_cost={})
     assert float(np.mean([x["reward"] for x in res.per_seed])) == pytest.approx(rewards[rec["chosen"]])
 
-
-def _served(folder: Path) -> OnnxPolicy:
-    from rlroute.policies.registry import make_policy
-
-    return OnnxPolicy(folder, fallback=make_policy("heuristic"))

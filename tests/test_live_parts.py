@@ -92,8 +92,6 @@ def test_payload_uses_text_only_when_there_is_nothing_else() -> None:
     assert plan["input_ids"] == block_token_ids(req, extra_tokens=5)
 
 
-
-
 def test_a_body_without_prometheus_text_is_a_scrape_error() -> None:
     with pytest.raises(ScrapeError, match="/metrics"):
         parse_metrics("<html><body>not a metrics page</body></html>\n")  # none of the read metrics: parsed whole

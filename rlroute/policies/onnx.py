@@ -220,7 +220,7 @@ class OnnxPolicy(Policy):
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
         """Logits for one raw observation (normalisation is inside the graph), plus the manifest's
-        ``action_bias`` when it has one (a deployment calibration, :mod:`rlroute.export.calibrate`); a fresh
+        ``action_bias`` when it has one (a deployment calibration, :mod:`rlroute.export.bias`); a fresh
         array."""
         np.copyto(self._in_row, obs, casting="same_kind")
         self._session.run_with_iobinding(self._binding)
@@ -242,14 +242,15 @@ class OnnxPolicy(Policy):
             if self.guard is not None:
                 out, drift2 = self.guard.check(obs)
                 window = self.guard.window.update(obs) if self.guard.window is not None else 0.0
-                if (out or window > 1.0) and enforce_ood:
+                flagged = out or window > 1.0
+                if flagged and enforce_ood:
                     r = [f"{b} {math.sqrt(v):.2f}" for b, v in zip(BLOCKS, drift2.tolist(), strict=True)]
                     d = Decision(None, self._nan.copy(), REASON_OOD, time.perf_counter() - t0,
                                  "drift/threshold " + ", ".join(r) + f", request window {window:.2f}"
                                  " (or a feature outside its training range)", drift2)
                     self.last = d
                     return d
-                if out or window > 1.0:
+                if flagged:
                     unenforced = REASON_OOD
             logits = self.logits(obs)
         except Exception as e:  # any runtime failure means: do not trust, fall back

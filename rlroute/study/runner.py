@@ -269,10 +269,10 @@ def evaluate_scenario(
         tick(name)
         if served.get("calibrate"):
             name = f"{learned}_calibrated"
-            tuned = [tune_action_bias(f, cfg, Path(f).with_name(CALIBRATED_DIR), "val",
-                                      [int(s) for s in study.val_seeds]) for f in folders]
-            out.append(PolicyRuns(name, "learned",
-                                  [run(served_policy(Path(f).with_name(CALIBRATED_DIR), name)) for f in folders],
+            calibrated = [Path(f).with_name(CALIBRATED_DIR) for f in folders]
+            tuned = [tune_action_bias(f, cfg, c, "val", [int(s) for s in study.val_seeds])
+                     for f, c in zip(folders, calibrated, strict=True)]
+            out.append(PolicyRuns(name, "learned", [run(served_policy(c, name)) for c in calibrated],
                                   note="the served export with its small-action logit offset tuned on this "
                                        "scenario's val split (rlroute.export.bias), as the threshold rule's share is",
                                   extra={"action_bias_tuning": tuned}))
