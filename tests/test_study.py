@@ -53,7 +53,8 @@ def test_study_runs_end_to_end_and_writes_the_schema(tmp_path: Path, monkeypatch
     tuned = entry["policies"]["ppo_calibrated"]  # the served export, its large share tuned on val
     assert tuned["role"] == "learned" and np.array(tuned["per_run"]).shape == (2, 2)
     assert [t["split"] for t in tuned["action_bias_tuning"]] == ["val", "val"]
-    assert all(t["chosen"] in t["grid"] and 0.0 in t["grid"] for t in tuned["action_bias_tuning"])
+    assert all(t["chosen"] in t["grid"] and 0.0 in t["grid"] and t["chosen_fallback"] in t["fallbacks"]
+               for t in tuned["action_bias_tuning"])
     assert entry["paired"]["ppo_calibrated_minus_best_nonlearned"]["baseline"] == best_baseline(entry)
     served = entry["policies"]["ppo_served"]  # each run exported and decided through the router's guard
     assert served["role"] == "learned" and np.array(served["per_run"]).shape == (2, 2)
@@ -111,6 +112,26 @@ def test_warm_started_study_shares_the_teacher_and_keeps_threshold_within_budget
     assert teacher.stat().st_mtime_ns == before
     with pytest.raises(Retrained):
         runner.teacher_model(runner.compose(study, ["experiment=tiny", "workload.rate=7"]), teacher.parent)  # type: ignore[arg-type]
+
+
+def test_reuse_runs_keeps_a_trained_run_only_with_the_config_it_was_trained_with(tmp_path: Path) -> None:
+    from omegaconf import open_dict
+
+    from rlroute.train.envs import plain_cfg
+
+    run_dir = tmp_path / "seed0"
+    run_dir.mkdir()
+    cfg = default_config(["seed=0"])
+    assert not runner.reused_run(cfg, run_dir)  # nothing trained there yet
+    saved = cfg.copy()
+    with open_dict(saved):
+        saved.out_dir = str(run_dir.resolve())
+    OmegaConf.save(OmegaConf.create(plain_cfg(saved)), run_dir / "config.yaml")  # as train_run saves it
+    (run_dir / "model.zip").write_bytes(b"")
+    assert runner.reused_run(cfg, run_dir)
+    other = default_config(["seed=1"])
+    with pytest.raises(ValueError, match=r"keys \['seed'\] differ"):
+        runner.reused_run(other, run_dir)
 
 
 def test_unknown_scenario_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

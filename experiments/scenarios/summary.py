@@ -107,7 +107,8 @@ def lowo_table(res: dict) -> None:
             if cal is None:
                 row += " n/a | n/a | n/a | n/a | n/a |"
             else:
-                offsets = ", ".join(f"{t['chosen']:+g}" for t in cal.get("action_bias_tuning") or [])
+                offsets = ", ".join(f"{t['chosen']:+g}" + (f" {t['chosen_fallback']}" if "chosen_fallback" in t else "")
+                                    for t in cal.get("action_bias_tuning") or [])  # the fallback: run 5 on
                 share = " → ".join(f"{pol[p]['metrics'].get('strong_share', {}).get('mean', float('nan')):.2f}"
                                    for p in ("ppo_served", "ppo_calibrated"))
                 row += (f" {cal['mean']:.3f} | {fmt(d)} | {offsets} | {share} | "

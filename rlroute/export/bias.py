@@ -1,16 +1,21 @@
-"""Calibrate an exported policy's large share to a traffic it was not trained on: one logit offset, tuned on
-that traffic's validation split.
+"""Calibrate an exported policy to a traffic it was not trained on: one logit offset and the rule its guard falls
+back to, both chosen on that traffic's validation split.
 
 A learned router meets traffic it never saw (leave-one-workload-out in ``experiments/scenarios``: policies
 trained without a workload send it 40-55 % to the large pool where the best rule sends 0-17 %), while a
 static rule's knob is tuned on the deployment's own validation data (the study's threshold router).
-:func:`tune_action_bias` gives the learned policy the same one-knob calibration: it adds ``b`` to the
-*small* action's logit (``manifest.action_bias``, applied by :class:`~rlroute.policies.onnx.OnnxPolicy`
-wherever the folder is loaded: the router, the evaluator, OPE propensities), evaluates the folder as
-``rlroute serve`` decides with it (OOD guard on, the seed heuristic deciding what the guard refuses) on
-``seeds`` of ``split`` for every ``b`` of ``grid``, and keeps the best mean reward (ties: the smallest
-``|b|``). ``b > 0`` moves decisions to the small pool, ``b < 0`` away from it; ``b = 0`` is the policy as
-trained. The sweep is recorded in ``manifest.action_bias_tuning``.
+:func:`tune_action_bias` gives the learned policy the same calibration: it adds ``b`` to the *small* action's
+logit (``manifest.action_bias``, applied by :class:`~rlroute.policies.onnx.OnnxPolicy` wherever the folder is
+loaded: the router, the evaluator, OPE propensities) and names the rule that decides what the folder's
+out-of-distribution guard refuses (``manifest.fallback``, one of
+:data:`~rlroute.export.manifest.FALLBACK_RULES`; the router's default is the seed heuristic, which on a
+traffic unlike its tuning can be the worst rule: LOWO run 5, Mooncake conversation, 0.307 against all-small's
+0.445). Every pair (``b``, fallback) of ``grid`` x ``fallbacks`` is evaluated as ``rlroute serve`` decides with
+the folder (guard on) on ``seeds`` of ``split``, and the best mean reward is kept (ties: the smallest ``|b|``,
+then the earlier fallback). At an offset where the guard refused nothing the fallback decided nothing, so the
+other fallbacks are not run again there (the same decisions, the same episode). ``b > 0`` moves decisions to
+the small pool, ``b < 0`` away from it; ``b = 0`` is the policy as trained. The sweep is recorded in
+``manifest.action_bias_tuning``.
 
 What it cannot do: it shifts the policy's share, not its ranking of requests, and it needs rewards on the
 new traffic's validation split (quality labels or a quality model, as the threshold rule's tuning does).
@@ -26,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rlroute.export.manifest import MANIFEST_FILE, write_manifest
+from rlroute.export.manifest import FALLBACK_RULES, MANIFEST_FILE, write_manifest
 
 # Offsets of the small action's logit; 0 (the policy as trained) is always among them. Doubling steps both ways
 # to +-32: a policy fitted to near-certainty has logit gaps beyond 16 (the parity bench's constructed policy,
@@ -35,9 +40,10 @@ from rlroute.export.manifest import MANIFEST_FILE, write_manifest
 GRID = (-32.0, -8.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
-def _write_bias(folder: Path, bias: float, tuning: dict[str, Any] | None) -> None:
+def _write_calibration(folder: Path, bias: float, fallback: str, tuning: dict[str, Any] | None) -> None:
     m = json.loads((folder / MANIFEST_FILE).read_text())
     m["action_bias"] = {"small": float(bias)}
+    m["fallback"] = fallback
     if tuning is None:
         m.pop("action_bias_tuning", None)
     else:
@@ -47,10 +53,11 @@ def _write_bias(folder: Path, bias: float, tuning: dict[str, Any] | None) -> Non
 
 def tune_action_bias(
     folder: str | Path, cfg: Any, out: str | Path, split: str = "val", seeds: Sequence[int] = (1000, 1001),
-    grid: Sequence[float] = GRID,
+    grid: Sequence[float] = GRID, fallbacks: Sequence[str] = FALLBACK_RULES,
 ) -> dict[str, Any]:
-    """Copy the exported policy ``folder`` to ``out`` with the small action's logit offset chosen on ``cfg``'s
-    ``split`` (best mean reward over ``seeds``, the served policy deciding); returns the tuning record.
+    """Copy the exported policy ``folder`` to ``out`` with the small action's logit offset and the guard's
+    fallback chosen on ``cfg``'s ``split`` (best mean reward over ``seeds``, the served policy deciding);
+    returns the tuning record (``chosen``: the offset, ``chosen_fallback``, ``sweep``: one row per pair tried).
 
     Args:
         folder: an exported policy folder (``rlroute export``); left unchanged.
@@ -59,10 +66,11 @@ def tune_action_bias(
         split: the split the offset is chosen on; never the test split.
         seeds: validation episodes.
         grid: offsets to try; 0 is added when missing.
+        fallbacks: rules the guard's refusals may go to (``FALLBACK_RULES`` names); the first is the default
+            a tie keeps.
     """
     from rlroute.eval.run import default_env_factory, evaluate
     from rlroute.policies.onnx import OnnxPolicy
-    from rlroute.policies.registry import make_policy
 
     if split.startswith("test"):
         raise ValueError(f"tune_action_bias: split={split!r}; the offset is tuned on validation data, never test")
@@ -71,29 +79,36 @@ def tune_action_bias(
     values = sorted({float(b) for b in grid} | {0.0})
     if not all(np.isfinite(values)):
         raise ValueError(f"tune_action_bias: grid must be finite numbers, got {list(grid)}")
+    rules = list(dict.fromkeys(str(f) for f in fallbacks))
+    unknown = [f for f in rules if f not in FALLBACK_RULES]
+    if not rules or unknown:
+        raise ValueError(f"tune_action_bias: fallbacks must be among {list(FALLBACK_RULES)}, got {list(fallbacks)}")
     src, dst = Path(folder), Path(out)
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
     env = default_env_factory(cfg, split)
-    rewards: dict[float, float] = {}
-    shares: dict[float, float] = {}
+    sweep: list[dict[str, Any]] = []
     try:
         for b in values:
-            _write_bias(dst, b, None)
-            # as rlroute serve decides with the folder: guard on, the seed heuristic deciding what it refuses
-            policy = OnnxPolicy(dst, fallback=make_policy("heuristic"), name="calibrating")
-            res = evaluate(policy, cfg, split, list(seeds), reference_cost={}, env=env)
-            rewards[b] = float(np.mean([m["reward"] for m in res.per_seed]))
-            shares[b] = float(np.mean([m["strong_share"] for m in res.per_seed]))
+            for i, f in enumerate(rules):
+                if i and sweep[-i]["fallback_rate"] == 0.0:  # nothing refused at this offset: no fallback decided
+                    sweep.append({**sweep[-i], "fallback": f, "evaluated": False})
+                    continue
+                _write_calibration(dst, b, f, None)
+                res = evaluate(OnnxPolicy(dst, name="calibrating"), cfg, split, list(seeds), reference_cost={},
+                               env=env)
+                sweep.append({"bias": b, "fallback": f, "evaluated": True,
+                              "reward": float(np.mean([m["reward"] for m in res.per_seed])),
+                              "large_share": float(np.mean([m["strong_share"] for m in res.per_seed])),
+                              "fallback_rate": float(np.mean([m["fallback_rate"] for m in res.per_seed]))})
     finally:
         env.close()
-    best = max(values, key=lambda b: (rewards[b], -abs(b)))
-    tuning = {"split": split, "seeds": [int(s) for s in seeds], "grid": values, "chosen": best,
-              "val_reward_by_bias": {str(b): rewards[b] for b in values},
-              "val_large_share_by_bias": {str(b): shares[b] for b in values},
+    best = max(sweep, key=lambda r: (r["reward"], -abs(r["bias"]), -rules.index(r["fallback"])))
+    tuning = {"split": split, "seeds": [int(s) for s in seeds], "grid": values, "fallbacks": rules,
+              "chosen": best["bias"], "chosen_fallback": best["fallback"], "sweep": sweep,
               "workload": str(cfg.workload.get("name", "")) if "workload" in cfg else ""}
-    _write_bias(dst, best, tuning)
+    _write_calibration(dst, best["bias"], best["fallback"], tuning)
     return tuning
 
 
@@ -107,12 +122,13 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="calibrate")
     def _run(cfg: DictConfig) -> None:
         rec = tune_action_bias(str(cfg.folder), cfg, str(cfg.out), str(cfg.split), [int(s) for s in cfg.seeds],
-                               [float(b) for b in cfg.grid])
-        for b in rec["grid"]:
-            mark = "  <- chosen" if b == rec["chosen"] else ""
-            print(f"small-action offset {b:+5.1f}: {rec['split']} reward {rec['val_reward_by_bias'][str(b)]:.4f}, "
-                  f"large share {rec['val_large_share_by_bias'][str(b)]:.3f}{mark}")
-        print(f"wrote {cfg.out} (manifest.action_bias = {{'small': {rec['chosen']}}})")
+                               [float(b) for b in cfg.grid], [str(f) for f in cfg.fallbacks])
+        for r in rec["sweep"]:
+            mark = "  <- chosen" if (r["bias"], r["fallback"]) == (rec["chosen"], rec["chosen_fallback"]) else ""
+            print(f"small-action offset {r['bias']:+5.1f}, fallback {r['fallback']:<11}: {rec['split']} reward "
+                  f"{r['reward']:.4f}, large share {r['large_share']:.3f}, guard refusals {r['fallback_rate']:.3f}{mark}")
+        print(f"wrote {cfg.out} (manifest.action_bias = {{'small': {rec['chosen']}}}, "
+              f"manifest.fallback = {rec['chosen_fallback']!r})")
 
     _run()
 

@@ -41,6 +41,10 @@ action_bias       optional: ``{"large": x, "small": y, "hybrid": z}`` added to t
                   deployment calibration of the policy's large share to a traffic it was not trained on,
                   tuned on that traffic's validation split by ``rlroute.export.bias`` (``rlroute calibrate``, which records
                   the sweep in ``action_bias_tuning``); absent = no bias
+fallback          optional: the rule deciding what the folder's guard refuses, one of ``FALLBACK_RULES`` (a
+                  policy registry name), chosen with ``action_bias`` on the traffic's validation split by
+                  ``rlroute calibrate``; it takes precedence over the caller's fallback (the router's
+                  ``policy@fallback``, which still decides when no folder is loaded); absent = the caller's
 ================  ==========================================================================================
 """
 
@@ -61,6 +65,10 @@ FORMAT_VERSION = 1
 INPUT_NAME = "obs"
 OUTPUT_NAME = "logits"
 ACTION_MAP: dict[str, str] = {str(i): name for i, name in enumerate(ACTION_NAMES)}
+
+# Rules ``manifest.fallback`` may name: the non-learned policies that need no fitting (the router's default, the
+# seed heuristic, first). A fitted rule (threshold) would need its own artefact in the folder.
+FALLBACK_RULES: tuple[str, ...] = ("heuristic", "all_small", "cache_aware", "all_large")
 
 # Reasons a policy folder is refused; the router counts its fallbacks under these labels.
 REASON_MISSING = "policy_missing"
@@ -169,6 +177,10 @@ def check_fields(manifest: Any, where: Path) -> None:
         if not ok:
             raise PolicyLoadError(REASON_CORRUPT, f"{where}: action_bias should map action names "
                                   f"{list(ACTION_NAMES)} to finite numbers, got {bias!r}")
+    fallback = manifest.get("fallback")
+    if fallback is not None and fallback not in FALLBACK_RULES:
+        raise PolicyLoadError(REASON_CORRUPT, f"{where}: fallback should be one of {list(FALLBACK_RULES)}, "
+                              f"got {fallback!r}")
 
 
 def action_bias(manifest: dict[str, Any]) -> list[float] | None:

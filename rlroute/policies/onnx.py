@@ -38,6 +38,7 @@ from rlroute.export.manifest import (
 from rlroute.export.ood import BLOCKS, REASON_OOD, OodGuard
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.common import strong_score
+from rlroute.policies.registry import make_policy
 from rlroute.types import Action
 
 __all__ = [
@@ -134,7 +135,8 @@ class OnnxPolicy(Policy):
     Args:
         path: the policy folder (``policy.onnx`` + ``manifest.json``).
         fallback: policy used by :meth:`act` when the guard refuses the decision (the router passes the
-            seed heuristic); without one, :meth:`act` raises :class:`PolicyInferenceError`.
+            seed heuristic); the manifest's ``fallback`` (a calibrated folder's, :mod:`rlroute.export.bias`)
+            replaces it; without either, :meth:`act` raises :class:`PolicyInferenceError`.
         timeout_s: per-call inference budget; a slower call is reported as ``inference_timeout``.
         schema: feature schema to validate against (default: what the running features code builds for the
             manifest's text representation; ``feature_text`` tells the caller which extractor to use).
@@ -215,6 +217,8 @@ class OnnxPolicy(Policy):
             OUTPUT_NAME, "cpu", 0, np.float32, list(self._out.shape), self._out.ctypes.data
         )
         self._in_row, self._out_row = self._in[0], self._out[0]  # views made once, not per call
+        if self.manifest.get("fallback") is not None:  # validated by read_manifest: a FALLBACK_RULES name
+            self.fallback = make_policy(str(self.manifest["fallback"]))
         bias = action_bias(self.manifest)
         self._bias = None if bias is None else np.array(bias, dtype=np.float32)
 

@@ -165,7 +165,8 @@ def teacher_model(cfg: DictConfig, out: Path) -> Path | None:
 
 
 def train_seeds(cfg: DictConfig, study: DictConfig, out: Path, builder: Builder | None = None) -> list[Path]:
-    """Train ``study.train_seeds`` PPO runs (seeds 0..n-1) into ``out/seed<k>``; returns the run folders."""
+    """Train ``study.train_seeds`` PPO runs (seeds 0..n-1) into ``out/seed<k>``; returns the run folders. With
+    ``study.reuse_runs`` a folder that already holds a model is kept (:func:`reused_run`)."""
     from rlroute.train.trainer import train_run
 
     teacher_model(cfg, out)
@@ -174,12 +175,36 @@ def train_seeds(cfg: DictConfig, study: DictConfig, out: Path, builder: Builder 
         run_cfg = cfg.copy()
         with open_dict(run_cfg):
             run_cfg.seed = seed
+        if study.get("reuse_runs") and reused_run(run_cfg, out / f"seed{seed}"):
+            runs.append((out / f"seed{seed}").resolve())
+            continue
         if builder is not None:
             result = train_run(run_cfg, out / f"seed{seed}", builder=builder)
         else:
             result = train_run(run_cfg, out / f"seed{seed}")
         runs.append(result.run_dir)
     return runs
+
+
+def reused_run(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a trained model to evaluate instead of training ``cfg`` again; raises when its
+    saved ``config.yaml`` differs from what training ``cfg`` there would save (the differing keys named)."""
+    from rlroute.train.envs import plain_cfg
+
+    if not (run_dir / "model.zip").is_file():
+        return False
+    want = cfg.copy()
+    with open_dict(want):
+        want.out_dir = str(run_dir.resolve())
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+    now = OmegaConf.to_container(OmegaConf.create(plain_cfg(want)), resolve=False)
+    assert isinstance(saved, dict) and isinstance(now, dict)
+    diff = sorted(str(k) for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if diff:
+        raise ValueError(f"study.reuse_runs: {run_dir} was trained with another config (keys {diff} differ); "
+                         f"train it again (reuse_runs=false) or point runs_dir elsewhere")
+    log.info("study: reusing the trained run %s", run_dir)
+    return True
 
 
 def tuned_threshold(cfg: DictConfig, study: DictConfig) -> tuple[Any, dict[str, Any]]:
@@ -241,7 +266,7 @@ def evaluate_scenario(
     With ``study.served.enabled`` each learned run is also exported and evaluated as the router serves it
     (``<learned>_served``, :mod:`rlroute.study.served`), its guard calibrated on validation observations of
     ``trained_on`` (default: ``cfg`` itself); with ``study.served.calibrate`` also with its large share
-    calibrated to ``cfg``'s val split (``<learned>_calibrated``, :mod:`rlroute.export.bias`)."""
+    and guard fallback calibrated to ``cfg``'s val split (``<learned>_calibrated``, :mod:`rlroute.export.bias`)."""
     from rlroute.export.bias import tune_action_bias
     from rlroute.policies.sb3 import SB3Policy
     from rlroute.study.served import CALIBRATED_DIR, export_served, guard_facts, served_policy
@@ -273,8 +298,9 @@ def evaluate_scenario(
             tuned = [tune_action_bias(f, cfg, c, "val", [int(s) for s in study.val_seeds])
                      for f, c in zip(folders, calibrated, strict=True)]
             out.append(PolicyRuns(name, "learned", [run(served_policy(c, name)) for c in calibrated],
-                                  note="the served export with its small-action logit offset tuned on this "
-                                       "scenario's val split (rlroute.export.bias), as the threshold rule's share is",
+                                  note="the served export with its small-action logit offset and guard fallback "
+                                       "tuned on this scenario's val split (rlroute.export.bias), as the threshold "
+                                       "rule's share is",
                                   extra={"action_bias_tuning": tuned}))
             tick(name)
     skipped: dict[str, str] = {}

@@ -73,7 +73,8 @@ def export_served(run_dir: Path, cfgs: Sequence[DictConfig], n_calib: int, n_ver
 
 
 def served_policy(folder: Path, name: str) -> Any:
-    """The exported policy as ``rlroute serve`` decides with it: guard on, the seed heuristic as fallback."""
+    """The exported policy as ``rlroute serve`` decides with it: guard on, the seed heuristic as fallback (a
+    calibrated folder's ``manifest.fallback`` replaces it, as in the router)."""
     from rlroute.policies.onnx import OnnxPolicy
     from rlroute.policies.registry import make_policy
 
