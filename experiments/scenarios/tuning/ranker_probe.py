@@ -31,6 +31,9 @@ learned routers: a ranking probe"):
       RLROUTE_SHARED_DATA=/work/shared/data python experiments/scenarios/tuning/ranker_probe.py --member $m \
         --train-episodes 10 --train-on $others --out experiments/scenarios/tuning/ranker_probe/${m}_lowo.json
     done
+    for sc in token_api provisioned_fleet; do RLROUTE_SHARED_DATA=/work/shared/data python \
+      experiments/scenarios/tuning/ranker_probe.py --scenario $sc --train-episodes 40 \
+      --out experiments/scenarios/tuning/ranker_probe/scenario_${sc}.json; done
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from rlroute.paths import CONF_DIR
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.registry import make_policy
 from rlroute.study.lowo import available_members
+from rlroute.study.runner import compose, scenario_overrides
 from rlroute.types import Action
 
 SHARES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -168,7 +172,9 @@ def mean_reward(policy: Any, cfg: Any, seeds: list[int]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--member", default="mmlu_poisson")
+    ap.add_argument("--member", default="mmlu_poisson", help="a LOWO member (conf/study.yaml lowo.members)")
+    ap.add_argument("--scenario", default=None,
+                    help="a conf/scenario/ file instead of --member (its dedicated regime, as the study composes it)")
     ap.add_argument("--train-episodes", type=int, default=40, help="train-split episodes per training workload")
     ap.add_argument("--train-on", default="",
                     help="comma-separated LOWO members whose train splits the ranker is fitted on (default: --member "
@@ -177,8 +183,12 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        study = hydra_compose("study", overrides=["mode=lowo"])
+        study = hydra_compose("study", overrides=["mode=lowo", *([f"scenarios=[{args.scenario}]", "~regimes.colocated"]
+                                                                 if args.scenario else [])])
     members = available_members(study)[0]
+    if args.scenario:  # in distribution only
+        members = {args.scenario: compose(study, scenario_overrides(study)[args.scenario])}
+        args.member = args.scenario
     cfg = members[args.member]
     train_on = [m for m in args.train_on.split(",") if m] or [args.member]
     threshold = make_policy("threshold", large_share=0.2)
