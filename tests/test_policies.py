@@ -13,7 +13,7 @@ from rlroute.policies.common import allowed_actions, cache_score
 from rlroute.policies.heuristic import CacheAwarePolicy, SeedHeuristic
 from rlroute.policies.oracle import HindsightOracle
 from rlroute.policies.registry import BASELINES, POLICIES, POLICY_CONF_DIR, make_policy, policy_config
-from rlroute.policies.simple import AllHybrid, AllLarge, AllSmall, RandomPolicy, RoundRobinPolicy
+from rlroute.policies.simple import AllHybrid, AllLarge, AllSmall, LengthCut, RandomPolicy, RoundRobinPolicy
 from rlroute.types import Action, QualityDraw, Request
 
 L, S, H = Action.LARGE, Action.SMALL, Action.HYBRID
@@ -181,6 +181,17 @@ def test_every_baseline_has_a_config_and_builds(name: str) -> None:
     policy = make_policy(name)
     assert policy.name == name
     assert name in POLICIES
+
+
+def test_length_cut_routes_one_side_of_the_cut_large_and_respects_availability() -> None:
+    short, long_ = LengthCut(cut_tokens=512, large_when="short"), LengthCut(cut_tokens=512, large_when="long")
+    assert [short.act(ctx(input_len=n)) for n in (100, 512, 513, 4000)] == [L, L, S, S]  # the cut is inclusive
+    assert [long_.act(ctx(input_len=n)) for n in (100, 512, 513, 4000)] == [S, S, L, L]
+    assert short.act(ctx(input_len=100, large_up=False)) == S  # the large pool down: moved, not lost
+    for bad, match in (({"cut_tokens": -1}, "cut_tokens"), ({"large_when": "both"}, "large_when"),
+                       ({"cut_tokens": float("nan")}, "cut_tokens")):
+        with pytest.raises(ValueError, match=f"length_cut.{match}"):
+            LengthCut(**bad)  # type: ignore[arg-type]
 
 
 def test_make_policy_overrides_and_errors() -> None:

@@ -114,6 +114,26 @@ def test_warm_started_study_shares_the_teacher_and_keeps_threshold_within_budget
         runner.teacher_model(runner.compose(study, ["experiment=tiny", "workload.rate=7"]), teacher.parent)  # type: ignore[arg-type]
 
 
+def test_length_cut_is_tuned_on_val_and_kept_within_the_budget(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "SCENARIO_DIR", tmp_path / "no_scenarios")
+    study = _tiny_study(tmp_path)
+    study.length_cuts = [64, 4096]
+    cfg = runner.compose(study, ["experiment=tiny"])  # type: ignore[arg-type]
+    policy, extra = runner.tuned_length_cut(cfg, study)  # type: ignore[arg-type]
+    scores, shares = extra["val_reward_by_cut"], extra["val_large_share_by_cut"]
+    assert set(scores) == {"short@64", "long@64", "short@4096", "long@4096"}
+    best = max(scores, key=lambda k: scores[k])
+    assert f"{policy.large_when}@{int(policy.cut_tokens)}" == best
+    assert (extra["tuned_cut_tokens"], extra["tuned_large_when"]) == (policy.cut_tokens, policy.large_when)
+    assert shares["long@4096"] <= shares["long@64"] and shares["short@64"] <= shares["short@4096"]
+    for cap in (min(shares.values()), min(shares.values()) / 2):  # one rule fits the budget / none does
+        with_budget = runner.compose(study, ["experiment=tiny", f"+budget.large_share={cap}"])  # type: ignore[arg-type]
+        policy, extra = runner.tuned_length_cut(with_budget, study)  # type: ignore[arg-type]
+        # within the budget when any rule is, else the rule with the smallest share (never a better-scoring one over it)
+        assert extra["val_large_share_by_cut"][f"{policy.large_when}@{int(policy.cut_tokens)}"] == min(shares.values())
+
+
 def test_reuse_runs_keeps_a_trained_run_only_with_the_config_it_was_trained_with(tmp_path: Path) -> None:
     from omegaconf import open_dict
 

@@ -24,6 +24,7 @@ POLICIES: dict[str, str] = {
     "all_large": "rlroute.policies.simple:AllLarge",
     "all_small": "rlroute.policies.simple:AllSmall",
     "all_hybrid": "rlroute.policies.simple:AllHybrid",
+    "length_cut": "rlroute.policies.simple:LengthCut",
     "heuristic": "rlroute.policies.heuristic:SeedHeuristic",
     "cache_aware": "rlroute.policies.heuristic:CacheAwarePolicy",
     "threshold": "rlroute.policies.threshold:ThresholdRouter",
@@ -39,8 +40,8 @@ POLICIES: dict[str, str] = {
 
 # The hand-written baselines, in the order tables list them.
 BASELINES: tuple[str, ...] = (
-    "all_small", "all_large", "all_hybrid", "random", "round_robin", "heuristic", "cache_aware", "threshold",
-    "quality_oracle",
+    "all_small", "all_large", "all_hybrid", "random", "round_robin", "heuristic", "cache_aware", "length_cut",
+    "threshold", "quality_oracle",
 )
 # References that fork the simulator at every decision (not deployable, ~10-100x slower than a baseline).
 FORK_REFERENCES: tuple[str, ...] = ("reward_oracle", "lookahead")

@@ -1,8 +1,10 @@
-"""Context-free baselines: random, round-robin between pools, and the three fixed policies.
+"""Context-free baselines: random, round-robin between pools, the three fixed policies, and the one-knob
+prompt-length cut.
 
-They ignore the request and the cluster except for which actions are allowed (``ctx.mask`` / pool
-availability), so they are the floor every routing policy must clear and the anchors of the
-cost–quality plane (all-small and all-large define PGR 0 and 1).
+The first five ignore the request and the cluster except for which actions are allowed (``ctx.mask`` / pool
+availability), so they are the floor every routing policy must clear and the anchors of the cost–quality
+plane (all-small and all-large define PGR 0 and 1). :class:`LengthCut` reads one number of the request, its
+prompt length: under token prices that is most of what a request's large-model price depends on.
 """
 
 from __future__ import annotations
@@ -127,3 +129,38 @@ class AllHybrid(FixedPolicy):
 
     def __init__(self) -> None:
         super().__init__(Action.HYBRID)
+
+
+class LengthCut(Policy):
+    """Large for prompts on one side of a length cut, small for the rest: the price rule a token-priced
+    deployment would write first (the large call's price grows with the prompt; on a trace without text it is
+    also what the threshold rule's classifier cannot see). The study tunes ``cut_tokens`` and ``large_when``
+    on val like the threshold rule's share (``rlroute.study.runner.tuned_length_cut``).
+
+    Why it is a baseline: on the azure_code trace (no text; latent difficulty planted on the length) PPO
+    trained on the workload and a ridge regression of the 224 features both learned what this rule tuned on
+    val does better (``experiments/scenarios/README.md``, "What limits the learned routers").
+
+    Args:
+        cut_tokens: prompt tokens (``request.input_len``) at the cut.
+        large_when: ``"short"`` sends prompts of at most ``cut_tokens`` to the large pool, ``"long"`` those
+            above it.
+    """
+
+    name = "length_cut"
+
+    def __init__(self, cut_tokens: float = 512.0, large_when: str = "short") -> None:
+        if not cut_tokens >= 0:
+            raise ValueError(f"length_cut.cut_tokens: expected a token count >= 0, got {cut_tokens!r}")
+        if large_when not in ("short", "long"):
+            raise ValueError(f"length_cut.large_when: expected 'short' or 'long', got {large_when!r}")
+        self.cut_tokens = float(cut_tokens)
+        self.large_when = large_when
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Stateless."""
+
+    def act(self, ctx: DecisionContext) -> Action:
+        """Large on the cut's large side (moved when the pool cannot serve), small otherwise."""
+        short = ctx.request.input_len <= self.cut_tokens
+        return choose_allowed(Action.LARGE if short == (self.large_when == "short") else Action.SMALL, ctx)

@@ -3,7 +3,8 @@ write ``results.json``, one markdown table and two plots per scenario (``experim
 
 Everything is driven by ``conf/study.yaml``; :func:`run_study` is plain and testable, ``rlroute study``
 (:mod:`rlroute.study.cli`) is its Hydra shell. Tuning touches only ``val``: PPO keeps its best snapshot on
-``val_seeds``, the threshold router's large share is the best of ``threshold_shares`` on ``val_seeds``.
+``val_seeds``, the threshold router's large share is the best of ``threshold_shares`` on ``val_seeds`` and the
+length cut's cut and side the best of ``length_cuts`` x {short, long}.
 The test split is evaluated once per (scenario, policy, training run).
 """
 
@@ -207,33 +208,53 @@ def reused_run(cfg: DictConfig, run_dir: Path) -> bool:
     return True
 
 
-def tuned_threshold(cfg: DictConfig, study: DictConfig) -> tuple[Any, dict[str, Any]]:
-    """The threshold router with its large share chosen on ``val`` (best mean reward over ``val_seeds``).
-
-    On a budgeted scenario (``budget.large_share``) only shares within the budget compete -- the grid's
-    shares up to the budget, plus the budget itself -- and a share whose realised large share on ``val``
-    exceeds the budget is not chosen (the study counts such a policy as infeasible, not better)."""
+def tuned_on_val(cfg: DictConfig, study: DictConfig, candidates: Mapping[Any, Any]) -> tuple[Any, dict[Any, float],
+                                                                                          dict[Any, float]]:
+    """The key of ``candidates`` (key -> policy) with the best mean reward over ``val_seeds`` on ``val``, and
+    every candidate's val reward and realised large share. On a budgeted scenario (``budget.large_share``) a
+    candidate whose realised large share exceeds the budget is not chosen (the study counts such a policy as
+    infeasible, not better); when none fits, the one with the smallest realised share is."""
     seeds = [int(s) for s in study.val_seeds]
+    cap = budget_share(cfg)
+    env = default_env_factory(cfg, "val")
+    scores: dict[Any, float] = {}
+    realised: dict[Any, float] = {}
+    for key, policy in candidates.items():
+        res = evaluate(policy, cfg, "val", seeds, reference_cost={}, env=env)
+        scores[key] = float(np.mean([m["reward"] for m in res.per_seed]))
+        realised[key] = float(np.mean([m["strong_share"] for m in res.per_seed]))
+    env.close()
+    feasible = [k for k in candidates if cap is None or realised[k] <= cap + 1e-9]
+    best = max(feasible, key=lambda k: scores[k]) if feasible else min(candidates, key=lambda k: realised[k])
+    return best, scores, realised
+
+
+def tuned_threshold(cfg: DictConfig, study: DictConfig) -> tuple[Any, dict[str, Any]]:
+    """The threshold router with its large share chosen on ``val`` (:func:`tuned_on_val`); on a budgeted
+    scenario only the grid's shares up to the budget, plus the budget itself, compete."""
     kwargs = OmegaConf.to_container(study.get("threshold_kwargs") or OmegaConf.create({}), resolve=True)
     assert isinstance(kwargs, dict)
     cap = budget_share(cfg)
     grid = [float(s) for s in study.threshold_shares]
     if cap is not None:
         grid = sorted({*(s for s in grid if s <= cap), cap})
-    env = default_env_factory(cfg, "val")
-    scores: dict[float, float] = {}
-    realised: dict[float, float] = {}
-    routers: dict[float, Any] = {}
-    for share in grid:
-        routers[share] = make_policy("threshold", large_share=share, **{str(k): v for k, v in kwargs.items()})
-        res = evaluate(routers[share], cfg, "val", seeds, reference_cost={}, env=env)
-        scores[share] = float(np.mean([m["reward"] for m in res.per_seed]))
-        realised[share] = float(np.mean([m["strong_share"] for m in res.per_seed]))
-    env.close()
-    feasible = [s for s in grid if cap is None or realised[s] <= cap + 1e-9] or [min(grid)]
-    best = max(feasible, key=lambda s: scores[s])
+    routers = {share: make_policy("threshold", large_share=share, **{str(k): v for k, v in kwargs.items()})
+               for share in grid}
+    best, scores, realised = tuned_on_val(cfg, study, routers)
     return routers[best], {"tuned_large_share": best, "val_reward_by_share": scores,
                            "val_large_share_by_share": realised}
+
+
+def tuned_length_cut(cfg: DictConfig, study: DictConfig) -> tuple[Any, dict[str, Any]]:
+    """The length cut (:class:`rlroute.policies.simple.LengthCut`) with its cut and side chosen on ``val``
+    (:func:`tuned_on_val`) from ``study.length_cuts`` x {short, long}."""
+    from rlroute.policies.simple import LengthCut
+
+    rules = {f"{side}@{int(c)}": LengthCut(cut_tokens=float(c), large_when=side)
+             for c in study.length_cuts for side in ("short", "long")}
+    best, scores, realised = tuned_on_val(cfg, study, rules)
+    return rules[best], {"tuned_cut_tokens": rules[best].cut_tokens, "tuned_large_when": rules[best].large_when,
+                         "val_reward_by_cut": scores, "val_large_share_by_cut": realised}
 
 
 def training_facts(run_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -313,6 +334,8 @@ def evaluate_scenario(
         extra: dict[str, Any] = {}
         if name == "threshold":
             policy, extra = tuned_threshold(cfg, study)
+        elif name == "length_cut":
+            policy, extra = tuned_length_cut(cfg, study)
         elif name == "supervised" and teacher:
             policy, extra = make_policy(name, model_path=str(teacher)), {"model": str(teacher),
                                                                         "note": "the learned policy's teacher"}
@@ -445,7 +468,7 @@ def _combined(hashes: Mapping[str, str]) -> str:
 def settings(study: DictConfig) -> dict[str, Any]:
     """The study's size knobs and tuning grids, recorded in ``results.json``."""
     keys = ("train_seeds", "test_windows", "total_timesteps", "episode_length", "eval_freq", "val_seeds",
-            "threshold_shares", "n_boot", "overrides")
+            "threshold_shares", "length_cuts", "n_boot", "overrides")
     container = OmegaConf.to_container(study, resolve=True)
     assert isinstance(container, dict)
     return {k: container.get(k) for k in keys}

@@ -24,6 +24,7 @@ from rlroute.eval.run import evaluate
 from rlroute.paths import CONF_DIR
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.study.lowo import available_members
+from rlroute.study.runner import compose, scenario_overrides
 from rlroute.types import Action
 
 CUTS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)  # prompt tokens
@@ -52,12 +53,18 @@ def val(policy: Policy, cfg: object, seeds: list[int]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--member", default="azure_code")
+    ap.add_argument("--member", default="azure_code", help="a LOWO member (conf/study.yaml lowo.members)")
+    ap.add_argument("--scenario", default=None, help="a conf/scenario/ file instead (its dedicated regime)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        study = hydra_compose("study", overrides=["mode=lowo"])
-    cfg = available_members(study)[0][args.member]
+        study = hydra_compose("study", overrides=["mode=lowo", *([f"scenarios=[{args.scenario}]", "~regimes.colocated"]
+                                                                 if args.scenario else [])])
+    if args.scenario:
+        cfg = compose(study, scenario_overrides(study)[args.scenario])
+        args.member = args.scenario
+    else:
+        cfg = available_members(study)[0][args.member]
     cuts = [float(c) for c in CUTS]
     grid = [(c, s) for c in cuts for s in (True, False)]
     tuned = {g: val(LengthRule(cut=g[0], short=g[1]), cfg, [1000, 1001])["reward"] for g in grid}
