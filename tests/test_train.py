@@ -183,7 +183,9 @@ def test_quickstart_tiny_writes_report_and_logs_to_wandb(tmp_path: Path, monkeyp
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     path = run([*TINY, "logger=wandb", "quickstart.test_seeds=[2000]", "quickstart.export_verify=64"], tmp_path / "qs")
     printed = capsys.readouterr().out
-    for line in ("[1/3] training PPO", "[2/3] evaluating PPO + 10 baselines", "[3/3] exporting to ONNX",
+    from rlroute.train.compare import BASELINES
+
+    for line in ("[1/3] training PPO", f"[2/3] evaluating PPO + {len(BASELINES)} baselines", "[3/3] exporting to ONNX",
                  "result (reward per decision, test split, 1 seeds): PPO ", f"quickstart report: {path}"):
         assert line in " ".join(printed.split()), f"quickstart did not print {line!r}:\n{printed}"
     _wandb_flushed()

@@ -25,9 +25,9 @@ from rlroute.eval.stats import Interval, paired_bootstrap
 METRICS: tuple[str, ...] = ("reward", "quality", "cost_saving", "ttft_p99", "cache_hit_rate", "apgr",
                             "mix_large", "mix_small", "mix_hybrid")
 BASELINES: tuple[str, ...] = ("all_large", "all_small", "all_hybrid", "random", "round_robin", "heuristic",
-                              "cache_aware", "threshold", "quality_oracle", "reward_oracle")
+                              "cache_aware", "length_cut", "threshold", "quality_oracle", "reward_oracle")
 HEURISTICS: tuple[str, ...] = ("random", "round_robin", "all_large", "all_small", "all_hybrid", "heuristic",
-                               "cache_aware", "threshold")
+                               "cache_aware", "length_cut", "threshold")
 
 
 @dataclass
