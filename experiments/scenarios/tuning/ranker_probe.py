@@ -34,6 +34,9 @@ learned routers: a ranking probe"):
     for sc in token_api provisioned_fleet; do RLROUTE_SHARED_DATA=/work/shared/data python \
       experiments/scenarios/tuning/ranker_probe.py --scenario $sc --train-episodes 40 \
       --out experiments/scenarios/tuning/ranker_probe/scenario_${sc}.json; done
+    RLROUTE_SHARED_DATA=/work/shared/data python experiments/scenarios/tuning/ranker_probe.py --scenario provisioned_fleet \
+      --train-episodes 40 --shares 0.5,0.6,0.7,0.8,0.9,0.95 \
+      --out experiments/scenarios/tuning/ranker_probe/scenario_provisioned_fleet_wide.json
 """
 
 from __future__ import annotations
@@ -179,8 +182,11 @@ def main() -> None:
     ap.add_argument("--train-on", default="",
                     help="comma-separated LOWO members whose train splits the ranker is fitted on (default: --member "
                          "itself, in distribution); e.g. the other four members, as leave-one-workload-out trains")
+    ap.add_argument("--shares", default=",".join(map(str, SHARES)),
+                    help="target large shares tau is set for (train-score quantiles), as the threshold rule's grid")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    shares = [float(x) for x in args.shares.split(",")]
     t0 = time.time()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         study = hydra_compose("study", overrides=["mode=lowo", *([f"scenarios=[{args.scenario}]", "~regimes.colocated"]
@@ -209,12 +215,12 @@ def main() -> None:
     # routing on val: tau / share tuned on seeds 1000-1001, reported on 1002-1003
     tune, report = [1000, 1001], [1002, 1003]
     routing: dict[str, Any] = {"all_small": mean_reward("all_small", cfg, report)}
-    best_t = max(SHARES, key=lambda s: mean_reward(make_policy("threshold", large_share=s), cfg, tune)["reward"])
+    best_t = max(shares, key=lambda s: mean_reward(make_policy("threshold", large_share=s), cfg, tune)["reward"])
     routing["threshold"] = {"share": best_t, **mean_reward(make_policy("threshold", large_share=best_t), cfg, report)}
     for name, f in fits.items():
         ptr = f(xtr)
-        taus = {s: float(np.quantile(ptr, 1.0 - s)) for s in SHARES}
-        best = max(SHARES, key=lambda s: mean_reward(Ranker(predict=f, tau=taus[s]), cfg, tune)["reward"])
+        taus = {s: float(np.quantile(ptr, 1.0 - s)) for s in shares}
+        best = max(shares, key=lambda s: mean_reward(Ranker(predict=f, tau=taus[s]), cfg, tune)["reward"])
         routing[name] = {"share": best, **mean_reward(Ranker(predict=f, tau=taus[best]), cfg, report)}
     out["routing_val_1002_1003"] = routing
     out["seconds"] = time.time() - t0
