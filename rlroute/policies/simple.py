@@ -4,7 +4,8 @@ prompt-length cut.
 The first five ignore the request and the cluster except for which actions are allowed (``ctx.mask`` / pool
 availability), so they are the floor every routing policy must clear and the anchors of the cost–quality
 plane (all-small and all-large define PGR 0 and 1). :class:`LengthCut` reads one number of the request, its
-prompt length: under token prices that is most of what a request's large-model price depends on.
+prompt length: the part of a request's large-model price under token prices that is known at decision time
+(the reply, the larger part on chat traffic, is not).
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ class AllHybrid(FixedPolicy):
 
 class LengthCut(Policy):
     """Large for prompts on one side of a length cut, small for the rest: the price rule a token-priced
-    deployment would write first (the large call's price grows with the prompt; on a trace without text it is
-    also what the threshold rule's classifier cannot see). The study tunes ``cut_tokens`` and ``large_when``
+    deployment would write first (the large call's input price grows with the prompt; on a trace without text
+    the prompt's length is also what the threshold rule's classifier cannot see). The study tunes ``cut_tokens`` and ``large_when``
     on val like the threshold rule's share (``rlroute.study.runner.tuned_length_cut``).
 
     Why it is a baseline: on the azure_code trace (no text; latent difficulty planted on the length) PPO
