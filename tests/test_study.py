@@ -134,6 +134,23 @@ def test_length_cut_is_tuned_on_val_and_kept_within_the_budget(tmp_path: Path,
         assert extra["val_large_share_by_cut"][f"{policy.large_when}@{int(policy.cut_tokens)}"] == min(shares.values())
 
 
+def test_sim_config_hash_covers_the_profile_files_the_pools_name(tmp_path: Path) -> None:
+    from omegaconf import open_dict
+
+    from rlroute.cluster.profiles import resolve_profile_path
+
+    cfg = default_config([])
+    src = resolve_profile_path(str(cfg.cluster.pools.large.profile))
+    copy = tmp_path / "large.yaml"
+    copy.write_bytes(src.read_bytes())
+    with open_dict(cfg):
+        cfg.cluster.pools.large.profile = str(copy)
+    before = runner.sim_config_hash(cfg)
+    assert runner.sim_config_hash(cfg) == before  # the same files, the same hash
+    copy.write_text(src.read_text() + "\n# refitted\n")  # the same config, another profile file
+    assert runner.sim_config_hash(cfg) != before
+
+
 def test_reuse_runs_keeps_a_trained_run_only_with_the_config_it_was_trained_with(tmp_path: Path) -> None:
     from omegaconf import open_dict
 

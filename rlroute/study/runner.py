@@ -58,8 +58,23 @@ def git_commit(outputs: Path | None = None) -> str:
 
 
 def sim_config_hash(cfg: DictConfig) -> str:
-    """sha256 of the resolved ``cluster`` config (pools, profiles by name, caches, cost model, events)."""
-    blob = json.dumps(OmegaConf.to_container(cfg.cluster, resolve=True), sort_keys=True, default=str)
+    """sha256 of the resolved ``cluster`` config (pools, caches, cost model, events) and of the serving-profile
+    files its pools name: a refitted profile changes the simulator under the same config (0731fa5 made the
+    default large pool ~1 % slower between provisioned_fleet's runs 4 and 5, which recorded one hash). Covered
+    since the twelfth session: hashes recorded before differ from today's for the same cluster."""
+    from rlroute.cluster.profiles import ProfileError, resolve_profile_path
+
+    cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
+    assert isinstance(cluster, dict)
+    profiles: dict[str, str] = {}
+    for pool in (cluster.get("pools") or {}).values():
+        name = pool.get("profile") if isinstance(pool, dict) else None
+        if name:
+            try:
+                profiles[str(name)] = hashlib.sha256(resolve_profile_path(str(name)).read_bytes()).hexdigest()
+            except ProfileError as e:  # the simulator fails on it, named, when it is built
+                profiles[str(name)] = f"unresolved: {e}"
+    blob = json.dumps({"cluster": cluster, "profiles": profiles}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
