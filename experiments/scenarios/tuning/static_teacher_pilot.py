@@ -36,8 +36,8 @@ import rlroute.policies.registry as registry
 from rlroute.eval.run import default_env_factory, evaluate
 from rlroute.paths import CONF_DIR
 from rlroute.policies.base import DecisionContext, Policy
-from rlroute.policies.common import COST_ORDER, allowed_actions
 from rlroute.policies.sb3 import SB3Policy
+from rlroute.policies.supervised import SupervisedRouter
 from rlroute.study.runner import compose, scenario_overrides
 from rlroute.train.trainer import train_run
 from rlroute.types import Action
@@ -73,14 +73,13 @@ class StaticRecorder(Policy):
         return Action.LARGE if self._rng.random() < self.explore else Action.SMALL
 
 
-class StaticTeacher(Policy):
-    """Ridge regression of every action's static reward on the observation; the best predicted allowed action."""
-
-    name = "supervised"
+class StaticTeacher(SupervisedRouter):
+    """Ridge regression of every action's static reward on the observation; the supervised router's decision rule
+    (best predicted allowed action, ties to the cheaper) and score on top of it."""
 
     def __init__(self, episodes: int, l2: float = 1.0) -> None:
+        super().__init__()
         self.episodes, self.l2 = episodes, l2
-        self.meta: dict[str, Any] = {}
 
     def prepare(self, cfg: Any) -> None:
         if self.meta:  # fitted already (the script prepares it before the warm start asks again)
@@ -98,23 +97,8 @@ class StaticTeacher(Policy):
         self.w = np.linalg.solve(z.T @ z + self.l2 * np.eye(z.shape[1]), z.T @ (y - self.b))
         self.meta = {"n_labels": len(y)}
 
-    def reset(self, rng: np.random.Generator) -> None:
-        """Stateless."""
-
     def predict(self, obs: np.ndarray) -> np.ndarray:
         return ((np.asarray(obs, dtype=np.float64) - self.mu) / self.sd) @ self.w + self.b  # type: ignore[no-any-return]
-
-    def score(self, ctx: DecisionContext) -> float:
-        pred = self.predict(ctx.obs)
-        return float(max(pred[Action.LARGE], pred[Action.HYBRID]) - pred[Action.SMALL])
-
-    def act(self, ctx: DecisionContext) -> Action:
-        pred = self.predict(ctx.obs)
-        mask = allowed_actions(ctx)
-        if not mask.any():
-            mask = np.ones(3, dtype=bool)
-        best = max(pred[a] for a in range(3) if mask[a])
-        return next(a for a in COST_ORDER if mask[a] and pred[a] == best)
 
 
 def main() -> None:
