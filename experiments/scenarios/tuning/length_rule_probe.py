@@ -18,15 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-
-from rlroute.paths import CONF_DIR
-from rlroute.study.lowo import available_members
-from rlroute.study.runner import compose, scenario_overrides, tuned_length_cut
+from rlroute.study.runner import tuned_length_cut
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ranker_probe import mean_reward  # noqa: E402  (a sibling script, not a package)
+from ranker_probe import mean_reward, workload_config  # noqa: E402  (a sibling script, not a package)
 
 
 def main() -> None:
@@ -35,14 +30,8 @@ def main() -> None:
     ap.add_argument("--scenario", default=None, help="a conf/scenario/ file instead (its dedicated regime)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        study = hydra_compose("study", overrides=["mode=lowo", *([f"scenarios=[{args.scenario}]", "~regimes.colocated"]
-                                                                 if args.scenario else [])])
-    if args.scenario:
-        cfg = compose(study, scenario_overrides(study)[args.scenario])
-        args.member = args.scenario
-    else:
-        cfg = available_members(study)[0][args.member]
+    study, cfg = workload_config(args.member, args.scenario)
+    args.member = args.scenario or args.member
     rule, tuning = tuned_length_cut(cfg, study)
     out = {"member": args.member, "cut_tokens": rule.cut_tokens, "large_when": rule.large_when,
            "val_1000_1001": max(tuning["val_reward_by_cut"].values()), "val_1002_1003": mean_reward(rule, cfg, [1002, 1003]),

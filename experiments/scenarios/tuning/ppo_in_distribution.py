@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from omegaconf import open_dict
 
 from rlroute.eval.run import evaluate
-from rlroute.paths import CONF_DIR
 from rlroute.policies.sb3 import SB3Policy
-from rlroute.study.lowo import available_members
 from rlroute.train.trainer import train_run
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ranker_probe import workload_config  # noqa: E402  (a sibling script, not a package)
 
 
 def main() -> None:
@@ -40,10 +40,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     t0 = time.time()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        study = hydra_compose("study", overrides=["mode=lowo", 'overrides=["agent.quality_baseline=small"]',
-                                                  f"total_timesteps={args.steps}"])
-    cfg = available_members(study)[0][args.member]
+    _, cfg = workload_config(args.member, extra=['overrides=["agent.quality_baseline=small"]',
+                                                 f"total_timesteps={args.steps}"])
     with open_dict(cfg):
         cfg.seed = args.seed
         cfg.agent.total_timesteps = args.steps

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +174,17 @@ def mean_reward(policy: Any, cfg: Any, seeds: list[int]) -> dict[str, float]:
             "large_share": float(np.mean([m["strong_share"] for m in res.per_seed]))}
 
 
+def workload_config(member: str, scenario: str | None = None, extra: Sequence[str] = ()) -> tuple[Any, Any]:
+    """``(study, cfg)`` as the study composes them: ``scenario``'s config (a conf/scenario/ file, dedicated regime)
+    when given, else the LOWO ``member``'s; ``extra``: more study overrides."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        study = hydra_compose("study", overrides=["mode=lowo", *extra, *([f"scenarios=[{scenario}]", "~regimes.colocated"]
+                                                                         if scenario else [])])
+    if scenario:
+        return study, compose(study, scenario_overrides(study)[scenario])
+    return study, available_members(study)[0][member]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--member", default="mmlu_poisson", help="a LOWO member (conf/study.yaml lowo.members)")
@@ -188,14 +200,12 @@ def main() -> None:
     args = ap.parse_args()
     shares = [float(x) for x in args.shares.split(",")]
     t0 = time.time()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        study = hydra_compose("study", overrides=["mode=lowo", *([f"scenarios=[{args.scenario}]", "~regimes.colocated"]
-                                                                 if args.scenario else [])])
-    members = available_members(study)[0]
+    study, cfg = workload_config(args.member, args.scenario)
     if args.scenario:  # in distribution only
-        members = {args.scenario: compose(study, scenario_overrides(study)[args.scenario])}
         args.member = args.scenario
-    cfg = members[args.member]
+        members = {args.member: cfg}
+    else:
+        members = available_members(study)[0]
     train_on = [m for m in args.train_on.split(",") if m] or [args.member]
     threshold = make_policy("threshold", large_share=0.2)
     threshold.prepare(cfg)

@@ -28,22 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from omegaconf import open_dict
 
 import rlroute.policies.registry as registry
 from rlroute.eval.run import default_env_factory, evaluate
-from rlroute.paths import CONF_DIR
 from rlroute.policies.base import DecisionContext, Policy
 from rlroute.policies.sb3 import SB3Policy
 from rlroute.policies.supervised import SupervisedRouter
-from rlroute.study.runner import compose, scenario_overrides
 from rlroute.train.trainer import train_run
 from rlroute.types import Action
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ranker_probe import mean_reward  # noqa: E402  (a sibling script, not a package)
+from ranker_probe import mean_reward, workload_config  # noqa: E402  (a sibling script, not a package)
 
 
 class StaticRecorder(Policy):
@@ -112,11 +108,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     t0 = time.time()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        study = hydra_compose("study", overrides=[f"scenarios=[{args.scenario}]", "~regimes.colocated",
-                                                  f"total_timesteps={args.steps}",
-                                                  "overrides=['agent.quality_baseline=small']"])
-    cfg = compose(study, scenario_overrides(study)[args.scenario])
+    _, cfg = workload_config("", args.scenario, [f"total_timesteps={args.steps}",
+                                                 "overrides=['agent.quality_baseline=small']"])
     with open_dict(cfg):
         cfg.seed = args.seed
         if args.arm == "warm":
