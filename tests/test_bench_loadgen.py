@@ -10,12 +10,20 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from rlroute.bench import router as bench
 from rlroute.bench.loadgen import percentiles, prompt, sustained
 from rlroute.bench.parity import DEFAULT_POLICY
-from rlroute.cluster.live.launch import REPO, WorkerFleet, WorkerSpec
+from rlroute.cluster.live.launch import (
+    REPO,
+    WorkerFleet,
+    WorkerSpec,
+    free_port,
+    launch_until_healthy,
+    terminate,
+)
 from rlroute.serve.launch import RouterProc
 from rlroute.worker.tokens import text_blocks
 
@@ -83,3 +91,28 @@ def test_the_rlroute_point_records_who_decided(tmp_path_factory: pytest.TempPath
     else:
         assert d["ood_unenforced"] == 0.0
         assert res["policy_share_ok"] == (d["by_source"].get("policy", 0.0) >= 0.95 * n)
+
+
+def test_the_floor_arm_passes_a_worker_answer_through(worker: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The ``floor`` arm (a bare pass-through on the router's HTTP stack) answers the generator's requests with
+    the worker's own answers, and the bench times it like any arm."""
+    port = free_port()
+    proc, url = launch_until_healthy([sys.executable, "-m", "rlroute.bench.floor_proxy", "--port", str(port),
+                                      "--worker", worker], f"http://127.0.0.1:{port}",
+                                     tmp_path_factory.mktemp("floor") / "floor.log", "the floor proxy")
+    try:
+        direct = httpx.post(worker + "/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 3}},
+                            timeout=30)
+        through = httpx.post(url + "/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 3}},
+                             timeout=30)
+        json_type = {"content-type": "application/json"}
+        bad = httpx.post(url + "/generate", content=b"{not json", headers=json_type, timeout=30)
+        bad_direct = httpx.post(worker + "/generate", content=b"{not json", headers=json_type, timeout=30)
+        res = bench._point([url], 40.0, 1.0, 0, proc.pid)
+    finally:
+        terminate([proc])
+    assert through.status_code == direct.status_code == 200
+    assert through.headers["content-type"].startswith("application/json")
+    assert through.json()["meta_info"]["completion_tokens"] == direct.json()["meta_info"]["completion_tokens"] == 3
+    assert bad.status_code == bad_direct.status_code >= 400 and bad.json() == bad_direct.json()  # passed through
+    assert res["ok"] == res["requests"] == 40 and res["errors"] == 0 and res["router_cpu_us_per_request"] > 0

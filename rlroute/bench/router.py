@@ -8,7 +8,12 @@ short engine tick (their own latency is small), and three arms in front of the *
   ``ood.enforce=false``, so every request runs the whole decision path — features, the OOD score and request
   window, ONNX, the action guard — and the policy decides (below);
 * ``sglang``: ``sglang-router`` (the Rust wheel) with ``--policy cache_aware`` and its defaults, its own
-  ``--prometheus-port``.
+  ``--prometheus-port``;
+* ``floor``: :mod:`rlroute.bench.floor_proxy`, a pass-through on ``rlroute serve``'s HTTP stack (``aiohttp.web``
+  on uvloop, one pooled aiohttp client session) with nothing of a router in it: the latency and CPU that stack
+  adds before any routing, the floor under the ``rlroute`` arm. ``floor_ratio`` in the result is its p99 added
+  over sglang-router's at the headline rate: above the target ratio, no change to rlroute's own code meets the
+  target on this stack.
 
 Load: the open-loop generator :mod:`rlroute.bench.loadgen`, a separate process (aiohttp on uvloop) that
 schedules request ``i`` at ``i / rate`` and measures latency from that scheduled time, with a fresh ~600-
@@ -57,7 +62,7 @@ import httpx
 from rlroute.bench import emit
 from rlroute.bench.loadgen import sustained
 
-ARMS = ("direct", "rlroute", "sglang")
+ARMS = ("direct", "rlroute", "sglang", "floor")
 POLICY_SHARE = 0.95  # an rlroute point where fewer decisions were the policy's is flagged, not compared
 
 
@@ -131,7 +136,14 @@ def main(argv: list[str]) -> dict[str, Any]:
     args = ap.parse_args(argv)
     rates = sorted({float(r) for r in args.rates.split(",") if r} | {args.target_rate})
 
-    from rlroute.cluster.live.launch import WorkerFleet, WorkerSpec, start_sglang_router, terminate
+    from rlroute.cluster.live.launch import (
+        WorkerFleet,
+        WorkerSpec,
+        free_port,
+        launch_until_healthy,
+        start_sglang_router,
+        terminate,
+    )
     from rlroute.serve.launch import RouterProc
 
     tmp = Path(tempfile.mkdtemp(prefix="rlroute-bench-router-"))
@@ -147,12 +159,20 @@ def main(argv: list[str]) -> dict[str, Any]:
     try:
         worker_urls = [w.url for w in fleet.workers]
         sg, sg_url = start_sglang_router(worker_urls, tmp / "sglang-router.log")
+        procs = [sg]
         try:
+            port = free_port()
+            floor, floor_url = launch_until_healthy(
+                [sys.executable, "-m", "rlroute.bench.floor_proxy", "--port", str(port),
+                 *[x for u in worker_urls for x in ("--worker", u)]],
+                f"http://127.0.0.1:{port}", tmp / "floor.log", "the floor proxy")
+            procs.append(floor)
             with RouterProc(fleet.urls("large"), fleet.urls("small"), tmp / "router.log",
                             ["log_level=error", f"policy.path={policy}", f"speedup={args.speedup}",
                              "ood.enforce=false", *args.router_override]) as router:
-                urls = {"direct": worker_urls, "rlroute": [router.url], "sglang": [sg_url]}
-                pids: dict[str, int | None] = {"direct": None, "rlroute": router.proc.pid, "sglang": sg.pid}
+                urls = {"direct": worker_urls, "rlroute": [router.url], "sglang": [sg_url], "floor": [floor_url]}
+                pids: dict[str, int | None] = {"direct": None, "rlroute": router.proc.pid, "sglang": sg.pid,
+                                               "floor": floor.pid}
                 for rate in rates:
                     row: dict[str, Any] = {"rate": rate}
                     for arm in ARMS:
@@ -162,7 +182,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                         print(f"{rate:>6.0f}/s {arm:<8} p50/p90/p99 {r['p50_ms']}/{r['p90_ms']}/{r['p99_ms']} ms "
                               f"achieved {r['achieved_rps']:.0f}/s errors {r['errors']} load {r['loadavg_1m']} "
                               f"cpu/req {r.get('router_cpu_us_per_request')} us policy {r.get('policy_share')}", flush=True)
-                    row["added_ms"] = {arm: _added(row, arm) for arm in ("rlroute", "sglang")}
+                    row["added_ms"] = {arm: _added(row, arm) for arm in ARMS[1:]}
                     rows.append(row)
                 for arm in ARMS:
                     best[arm] = max((row["rate"] for row in rows if row[arm]["sustained"]), default=0.0)
@@ -181,12 +201,14 @@ def main(argv: list[str]) -> dict[str, Any]:
                         best[arm] = rate
                 totals = _decisions(router.url)
         finally:
-            terminate([sg])
+            terminate(procs)
     finally:
         fleet.stop()
     target = next(row for row in rows if row["rate"] == args.target_rate)
     ours, theirs = target["added_ms"]["rlroute"], target["added_ms"]["sglang"]
     ratio = round(ours["p99"] / theirs["p99"], 3) if ours and theirs and theirs["p99"] > 0 else None
+    bare = target["added_ms"]["floor"]
+    floor_ratio = round(bare["p99"] / theirs["p99"], 3) if bare and theirs and theirs["p99"] > 0 else None
     result = {
         "value": ratio,
         "unit": "ratio",
@@ -194,10 +216,11 @@ def main(argv: list[str]) -> dict[str, Any]:
                   "req/s, same workers, same run (added = arm p99 - direct p99); null = not sustained",
         "target": "<= 1.5 at 200 and 500 req/s; rlroute's highest sustained rate >= 50 % of sglang-router's",
         "added_ms": {f"{row['rate']:.0f}": row["added_ms"] for row in rows},
+        "floor_ratio": floor_ratio,
         "max_sustained_rps": best,
         "sustained_ratio": round(best["rlroute"] / best["sglang"], 3) if best.get("sglang") else None,
         "router_cpu_us_per_request": {f"{row['rate']:.0f}": {arm: row[arm].get("router_cpu_us_per_request")
-                                                            for arm in ("rlroute", "sglang")} for row in rows},
+                                                            for arm in ARMS[1:]} for row in rows},
         "rlroute_decisions": totals,
         "flagged": [f"{row['rate']:.0f} req/s: policy decided {row['rlroute'].get('policy_share')}"
                     for row in rows if not row["rlroute"].get("policy_share_ok", True)],

@@ -195,9 +195,15 @@ def start_sglang_router(urls: list[str], log: Path, policy: str = "cache_aware")
     cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
            "--worker-urls", *urls, "--policy", policy, "--prometheus-port", str(free_port()),
            "--log-level", "warn"]
+    return launch_until_healthy(cmd, f"http://127.0.0.1:{port}", log, "sglang-router")
+
+
+def launch_until_healthy(cmd: list[str], url: str, log: Path, what: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``cmd`` (its output to ``log``) and wait up to 60 s for ``url``'s ``/health`` to answer 200; the
+    caller stops it by PID (:func:`terminate`). Raises ``RuntimeError`` naming ``what`` with the log's tail
+    when it does not come up."""
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -207,4 +213,4 @@ def start_sglang_router(urls: list[str], log: Path, policy: str = "cache_aware")
             time.sleep(0.2)
     proc.kill()
     proc.wait(timeout=10)
-    raise RuntimeError(f"sglang-router did not come up; log {log}:\n{log.read_text()[-1500:]}")
+    raise RuntimeError(f"{what} did not come up; log {log}:\n{log.read_text()[-1500:]}")
