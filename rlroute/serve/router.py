@@ -85,11 +85,12 @@ class Router:
         import rlroute.features.kernels  # noqa: F401
         import rlroute.features.state_kernel  # noqa: F401
         limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-        # the control client (health checks, scrapes, admin calls to workers); data-plane attempts set their own
+        # the control client (admin calls to workers); the watches' health checks and scrapes have their own
+        # aiohttp session (rlroute.serve.upstream says why), data-plane attempts the proxy's
         timeout = httpx.Timeout(max(cfg.health_timeout_s, 30.0), connect=cfg.connect_timeout_s)
         self.client = httpx.AsyncClient(limits=limits, timeout=timeout, headers=upstream_auth(cfg))
         self.metrics = RouterMetrics()
-        self.upstreams = Upstreams(cfg, self.client)
+        self.upstreams = Upstreams(cfg, upstream_auth(cfg))
         self.slot = self.make_slot(cfg.policy_path)
         self.proxy = Proxy(self.upstreams, cfg.max_connections, self.metrics, cfg.retry, cfg.connect_timeout_s,
                            cfg.first_byte_timeout_s, cfg.token_timeout_s, cfg.allow_cross_pool, cfg.upstream_api_key)

@@ -8,6 +8,12 @@ a router-side hold of a pool (set during a coordinated weight update) and one ba
 worker that scrapes it and checks its health on its own schedule, each call bounded by
 ``health_timeout_s`` — a hung worker delays only its own watch, never the others' (sglang-router checks
 each worker in its own task as well: ``sgl-router/src/core/worker.rs``, ``start_health_checker``).
+
+The watches' calls go over their own pooled aiohttp session, on the serving loop. Not httpx (the router's
+control client for admin calls): a scrape (``/metrics`` + ``/get_load``) cost ~1.6-1.8 ms of the loop's CPU
+over httpx and ~0.5-0.6 ms over aiohttp, a health check ~0.6 vs ~0.18 ms (one emulated worker, thread CPU per
+call, 2026-12-06) — with two workers that was ~8 ms of every second in chunks of up to ~1.8 ms, during which
+a data-plane request waits: the size of the p99 the router adds (``experiments/benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
+import aiohttp
 import numpy as np
 
 from rlroute.cluster.base import ClusterState
@@ -52,12 +58,13 @@ class Upstreams:
 
     Args:
         cfg: the router config.
-        client: the shared pooled HTTP client.
+        headers: sent with every watch call (the upstream ``Authorization``, when configured).
     """
 
-    def __init__(self, cfg: ServeConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, cfg: ServeConfig, headers: dict[str, str] | None = None) -> None:
         self.cfg = cfg
-        self.client = client
+        self.headers = headers or {}
+        self.session: aiohttp.ClientSession | None = None  # the watches' own; opened on the serving loop
         pools: dict[str, LivePool] = {}
         for name, pc in cfg.pools.items():
             pool = LivePool(name, {"urls": pc.workers, "in_pool": pc.in_pool}, np.random.default_rng(0),
@@ -114,13 +121,28 @@ class Upstreams:
         return w
 
     # -- background watches ---------------------------------------------------------------------------------
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0), headers=self.headers,
+                cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",),
+                timeout=aiohttp.ClientTimeout(total=self.cfg.health_timeout_s, connect=self.cfg.connect_timeout_s))
+        return self.session
+
+    async def get(self, url: str) -> bytes:
+        """``url``'s body over the watches' session (within ``health_timeout_s``); raises on a non-2xx answer."""
+        async with self._session().get(url) as r:
+            r.raise_for_status()
+            return await r.read()
+
     async def check(self, w: RouterWorker) -> bool:
         """One health check of ``w`` (``GET /health`` within ``health_timeout_s``), folded into its record;
         while its breaker is half-open and no request probes it, the check is the probe. Returns its result."""
         try:
-            r = await self.client.get(w.url + "/health", timeout=self.cfg.health_timeout_s)
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            async with self._session().get(w.url + "/health") as r:
+                await r.read()
+                ok = r.status == 200
+        except Exception:  # noqa: BLE001 - no answer of any kind is a failed check (the watch must not die)
             ok = False
         w.health.record(ok)
         if w.breaker.state == "half_open" and w.breaker.acquire():
@@ -136,7 +158,7 @@ class Upstreams:
         if not w.health_ok or self.cfg.backend == "sglang_router":
             return  # a router URL has no per-worker /metrics of its own to read
         try:
-            res = await asyncio.wait_for(w.fetch(self.client), self.cfg.health_timeout_s)
+            res = await asyncio.wait_for(w.fetch(self.get), self.cfg.health_timeout_s)
         except Exception as e:  # noqa: BLE001 - unreadable or unreachable
             w.error = f"{type(e).__name__}: {e}"
             return
@@ -172,8 +194,11 @@ class Upstreams:
                            for name in self.pools for w in self.workers(name)]
 
     async def stop(self) -> None:
-        """Stop the watches."""
+        """Stop the watches and close their session."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.session is not None:
+            await self.session.close()
+            self.session = None

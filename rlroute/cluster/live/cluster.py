@@ -32,7 +32,15 @@ from rlroute.cluster.base import ClusterState, Hybrid, action_stages
 from rlroute.cluster.cost import build_cost_model
 from rlroute.cluster.live.client import IDS_FIELD, LoopThread, generate_body, prompt_field, stage_headers
 from rlroute.cluster.live.monitor import Monitor
-from rlroute.cluster.live.pool import LiveInstance, LivePool, Stage, StageError, StageResult, parse_meta
+from rlroute.cluster.live.pool import (
+    LiveInstance,
+    LivePool,
+    Stage,
+    StageError,
+    StageResult,
+    httpx_get,
+    parse_meta,
+)
 from rlroute.cluster.profiles import load_profile
 from rlroute.cluster.router_view import RouterViewConfig
 from rlroute.types import Action, Completion, Request
@@ -247,7 +255,8 @@ class LiveCluster:
     async def _scrape_all(self, insts: list[LiveInstance]) -> list[Any]:
         import asyncio
 
-        return await asyncio.gather(*(i.fetch(self._io.client) for i in insts), return_exceptions=True)
+        get = httpx_get(self._io.client)
+        return await asyncio.gather(*(i.fetch(get) for i in insts), return_exceptions=True)
 
     async def _all(self, method: str, path: str, pool: str | None = None, body: Any = None) -> None:
         insts = [i for n, p in self.pools.items() if pool in (None, n) for i in p.instances]

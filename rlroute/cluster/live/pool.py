@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from rlroute.cluster.base import EWMA, TAU, InstanceState, PoolState
 from rlroute.cluster.inpool import InPoolPolicy, build_in_pool
@@ -69,6 +71,16 @@ def parse_meta(body: Any) -> StageResult:
         arrival_monotonic=float(meta["arrival_monotonic"]) if meta.get("arrival_monotonic") is not None else None)
 
 
+def httpx_get(client: httpx.AsyncClient) -> Callable[[str], Awaitable[bytes]]:
+    """:meth:`LiveInstance.fetch`'s ``get`` on an httpx client."""
+    async def get(url: str) -> bytes:
+        r = await client.get(url)
+        r.raise_for_status()
+        return r.content
+
+    return get
+
+
 class LiveInstance:
     """One worker as the router sees it."""
 
@@ -106,12 +118,11 @@ class LiveInstance:
         """Queued + running requests: the worker's scrape, or the router's in-flight count if higher."""
         return max(self.stats.running + self.stats.queued, self.inflight)
 
-    async def fetch(self, client: httpx.AsyncClient) -> WorkerStats:
-        """Scrape ``/metrics`` and ``/get_load`` concurrently and parse them."""
-        m, load = await asyncio.gather(client.get(self.url + "/metrics"), client.get(self.url + "/get_load"))
-        m.raise_for_status()
-        load.raise_for_status()
-        return apply_load(load.json(), parse_metrics(m.text))
+    async def fetch(self, get: Callable[[str], Awaitable[bytes]]) -> WorkerStats:
+        """Scrape ``/metrics`` and ``/get_load`` concurrently and parse them; ``get(url)`` returns a URL's body
+        and raises on a non-2xx answer (:func:`httpx_get` for an httpx client; the router uses aiohttp)."""
+        m, load = await asyncio.gather(get(self.url + "/metrics"), get(self.url + "/get_load"))
+        return apply_load(orjson.loads(load), parse_metrics(m.decode()))
 
     def absorb(self, res: WorkerStats | BaseException, now: float) -> None:
         """Take a scrape result: new stats and decayed counter deltas, or mark the worker unhealthy."""
