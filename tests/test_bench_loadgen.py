@@ -116,3 +116,23 @@ def test_the_floor_arm_passes_a_worker_answer_through(worker: str, tmp_path_fact
     assert through.json()["meta_info"]["completion_tokens"] == direct.json()["meta_info"]["completion_tokens"] == 3
     assert bad.status_code == bad_direct.status_code >= 400 and bad.json() == bad_direct.json()  # passed through
     assert res["ok"] == res["requests"] == 40 and res["errors"] == 0 and res["router_cpu_us_per_request"] > 0
+
+
+def test_repetitions_pool_their_latencies() -> None:
+    """A point's repetitions are pooled: percentiles over every answered request, sustained only if every
+    repetition was, CPU per request weighted by answers, decisions summed; the raw latencies are dropped."""
+    def rep(lat: list[float], achieved: float, cpu: float, policy: float) -> dict[str, object]:
+        return {"offered_rps": 100.0, "requests": len(lat), "ok": len(lat), "errors": 0, "error_kinds": {},
+                "achieved_rps": achieved, "latencies_ms": lat, "loadavg_1m": [0.5, 0.6],
+                "sustained": sustained({"errors": 0, "achieved_rps": achieved, "offered_rps": 100.0}),
+                "router_cpu_us_per_request": cpu, "policy_share_ok": True,
+                "decisions": {"by_source": {"policy": policy}, "fallback_reasons": {}, "ood_unenforced": 0.0}}
+
+    a, b = [1.0, 2.0, 3.0, 4.0], [10.0, 20.0]
+    out = bench._pooled([rep(a, 100.0, 500.0, 4.0), rep(b, 99.0, 800.0, 2.0)])
+    assert out["p50_ms"] == pytest.approx(percentiles([x / 1e3 for x in a + b])["p50_ms"])
+    assert out["max_ms"] == pytest.approx(20.0) and out["ok"] == 6 and out["sustained"]
+    assert out["router_cpu_us_per_request"] == pytest.approx((4 * 500 + 2 * 800) / 6, abs=0.1)
+    assert out["decisions"]["by_source"] == {"policy": 6.0} and out["policy_share"] == 1.0
+    assert all("latencies_ms" not in r for r in out["reps"]) and len(out["reps"]) == 2
+    assert not bench._pooled([rep(a, 100.0, 500.0, 4.0), rep(b, 90.0, 800.0, 2.0)])["sustained"]

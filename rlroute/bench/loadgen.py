@@ -44,8 +44,9 @@ def percentiles(lat: list[float]) -> dict[str, float | None]:
     return {"p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "max_ms": s[-1] * 1e3}
 
 
-async def run(urls: list[str], rate: float, duration_s: float, offset: int, max_new: int, timeout_s: float) -> dict[str, Any]:
-    """One open-loop phase (module doc)."""
+async def run(urls: list[str], rate: float, duration_s: float, offset: int, max_new: int, timeout_s: float,
+              raw: bool = False) -> dict[str, Any]:
+    """One open-loop phase (module doc); ``raw``: the answered requests' latencies (ms) too, as ``latencies_ms``."""
     import aiohttp
 
     n = max(1, int(rate * duration_s))
@@ -88,9 +89,12 @@ async def run(urls: list[str], rate: float, duration_s: float, offset: int, max_
         start = clock() + 0.1
         await asyncio.gather(*(one(i, start + i / rate) for i in range(n)))
     span = max(last_done - start, n / rate, 1e-9)
-    return {"offered_rps": rate, "requests": n, "ok": len(lat), "errors": sum(errors.values()),
-            "error_kinds": dict(errors), "achieved_rps": len(lat) / span,
-            "send_late_ms": percentiles(late), **percentiles(lat)}
+    out: dict[str, Any] = {"offered_rps": rate, "requests": n, "ok": len(lat), "errors": sum(errors.values()),
+                           "error_kinds": dict(errors), "achieved_rps": len(lat) / span,
+                           "send_late_ms": percentiles(late), **percentiles(lat)}
+    if raw:
+        out["latencies_ms"] = [round(x * 1e3, 4) for x in lat]
+    return out
 
 
 def sustained(res: dict[str, Any]) -> bool:
@@ -106,6 +110,7 @@ def main() -> None:
     ap.add_argument("--offset", type=int, default=0, help="index of the first prompt (fresh prompts per phase)")
     ap.add_argument("--max-new", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--raw", action="store_true", help="add every answered request's latency (ms), latencies_ms")
     a = ap.parse_args()
     try:
         import uvloop
@@ -115,7 +120,7 @@ def main() -> None:
         runner = asyncio.Runner()
     t = time.time()
     with runner:
-        res = runner.run(run(a.url, a.rate, a.duration, a.offset, a.max_new, a.timeout))
+        res = runner.run(run(a.url, a.rate, a.duration, a.offset, a.max_new, a.timeout, a.raw))
     res["wall_s"] = time.time() - t
     print(json.dumps(res), flush=True)
 

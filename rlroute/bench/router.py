@@ -18,10 +18,15 @@ short engine tick (their own latency is small), and three arms in front of the *
 Load: the open-loop generator :mod:`rlroute.bench.loadgen`, a separate process (aiohttp on uvloop) that
 schedules request ``i`` at ``i / rate`` and measures latency from that scheduled time, with a fresh ~600-
 character prompt per request and ``max_new_tokens`` 1. For each rate (default 200, 500, 1,000 req/s) the
-arms run one after another; then each arm's highest sustained rate is searched upwards (x1.25 steps) from its
-best fixed rate, below the next fixed rate it failed (or ``--max-rate``). A point is **sustained** only with 0
-errors and >= 98 % of the offered rate achieved; a point that is not sustained in some arm reports no added
-latency (``not sustained``), never a latency.
+arms run one after another, ``--reps`` times (default 3) with the order rotated each time (a drift of the
+machine's load falls on every arm alike), and each arm's point pools the latencies of its repetitions: its
+p50/p90/p99 are over every answered request of the rate (12,000 at 500 req/s). Why: "p99 added" is the
+difference of two p99s, and one 8-second window of the direct arm moved its p99 by up to ~1 ms between
+windows (quiet machine, 2026-12-06), as much as sglang-router adds — single windows made the headline ratio
+swing from 0.4 to 9 and sometimes negative. Then each arm's highest sustained rate is searched upwards (x1.25
+steps, one window each) from its best fixed rate, below the next fixed rate it failed (or ``--max-rate``). A
+point is **sustained** only with 0 errors and >= 98 % of the offered rate achieved in every repetition; a
+point that is not sustained in some arm reports no added latency (``not sustained``), never a latency.
 
 Why ``ood.enforce=false``: the generator's prompts (support tickets, ``max_new_tokens`` 1) and the idle,
 fast workers look nothing like the traffic a policy was trained on, so with the guard enforcing, its request
@@ -60,7 +65,7 @@ from typing import Any
 import httpx
 
 from rlroute.bench import emit
-from rlroute.bench.loadgen import sustained
+from rlroute.bench.loadgen import percentiles, sustained
 
 ARMS = ("direct", "rlroute", "sglang", "floor")
 POLICY_SHARE = 0.95  # an rlroute point where fewer decisions were the policy's is flagged, not compared
@@ -78,15 +83,16 @@ def _cpu_s(pid: int | None) -> float:
 
 
 def _point(urls: list[str], rate: float, duration: float, offset: int, pid: int | None = None,
-           router: bool = False) -> dict[str, Any]:
+           router: bool = False, raw: bool = False) -> dict[str, Any]:
     """One open-loop phase in the generator's own process; adds the load average around it and, with ``pid``
     (the router under test), its CPU time per answered request — a figure the machine's load inflates far
-    less than latency; with ``router`` (``urls[0]`` is ``rlroute serve``), the point's decisions."""
+    less than latency; with ``router`` (``urls[0]`` is ``rlroute serve``), the point's decisions; with ``raw``,
+    the answered requests' latencies (``latencies_ms``, for :func:`_pooled`)."""
     decisions = _decisions(urls[0]) if router else None
     load0 = os.getloadavg()[0]
     cpu0 = _cpu_s(pid)
     cmd = [sys.executable, "-m", "rlroute.bench.loadgen", "--rate", str(rate), "--duration", str(duration),
-           "--offset", str(offset), *[x for u in urls for x in ("--url", u)]]
+           "--offset", str(offset), *[x for u in urls for x in ("--url", u)], *(["--raw"] if raw else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 10 + 120)
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
@@ -101,6 +107,46 @@ def _point(urls: list[str], rate: float, duration: float, offset: int, pid: int 
         res["policy_share"] = round(res["decisions"]["by_source"].get("policy", 0.0) / n, 4) if n else None
         res["policy_share_ok"] = n > 0 and res["decisions"]["by_source"].get("policy", 0.0) >= POLICY_SHARE * n
     return res
+
+
+def _pooled(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's point from its repetitions (each with ``latencies_ms``): percentiles over every answered
+    request, counts summed, sustained only if every repetition was, the lowest achieved rate, CPU per answered
+    request and decisions over all of them; ``reps`` keeps each repetition's own figures (latencies dropped)."""
+    lat = [x / 1e3 for r in reps for x in r.pop("latencies_ms")]
+    ok = sum(r["ok"] for r in reps)
+    errors: dict[str, int] = {}
+    for r in reps:
+        for k, v in r["error_kinds"].items():
+            errors[k] = errors.get(k, 0) + v
+    out: dict[str, Any] = {"offered_rps": reps[0]["offered_rps"], "requests": sum(r["requests"] for r in reps),
+                           "ok": ok, "errors": sum(r["errors"] for r in reps), "error_kinds": errors,
+                           "achieved_rps": min(r["achieved_rps"] for r in reps), **percentiles(lat),
+                           "loadavg_1m": [reps[0]["loadavg_1m"][0], reps[-1]["loadavg_1m"][1]],
+                           "sustained": all(r["sustained"] for r in reps)}
+    if "router_cpu_us_per_request" in reps[0] and ok:
+        out["router_cpu_us_per_request"] = round(
+            sum(r.get("router_cpu_us_per_request", 0.0) * r["ok"] for r in reps) / ok, 1)
+    if "decisions" in reps[0]:
+        total = reps[0]["decisions"]
+        for r in reps[1:]:
+            total = _sum(total, r["decisions"])
+        out["decisions"] = total
+        n = sum(total["by_source"].values())
+        out["policy_share"] = round(total["by_source"].get("policy", 0.0) / n, 4) if n else None
+        out["policy_share_ok"] = all(r["policy_share_ok"] for r in reps)
+    out["reps"] = reps
+    return out
+
+
+def _sum(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two :func:`_decisions`-shaped readings added."""
+    def add(x: dict[str, float], y: dict[str, float]) -> dict[str, float]:
+        return {k: x.get(k, 0.0) + y.get(k, 0.0) for k in {*x, *y}}
+
+    return {"by_source": add(a["by_source"], b["by_source"]),
+            "fallback_reasons": add(a["fallback_reasons"], b["fallback_reasons"]),
+            "ood_unenforced": a["ood_unenforced"] + b["ood_unenforced"]}
 
 
 def _added(row: dict[str, Any], arm: str) -> dict[str, float] | None:
@@ -124,7 +170,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="rlroute bench router", description=__doc__.split("\n")[0])
     ap.add_argument("--rates", default="200,500,1000", help="fixed request rates (req/s), comma-separated")
     ap.add_argument("--target-rate", type=float, default=500.0, help="rate of the headline ratio")
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per point")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per repetition of a point")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of every fixed-rate point, arms rotated")
     ap.add_argument("--search-duration", type=float, default=5.0, help="seconds per point of the rate search")
     ap.add_argument("--max-rate", type=float, default=4000.0, help="stop the sustained-rate search here")
     ap.add_argument("--no-search", action="store_true", help="skip the highest-sustained-rate search")
@@ -175,9 +222,14 @@ def main(argv: list[str]) -> dict[str, Any]:
                                                "floor": floor.pid}
                 for rate in rates:
                     row: dict[str, Any] = {"rate": rate}
+                    reps: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+                    for k in range(args.reps):
+                        for arm in ARMS[k % len(ARMS):] + ARMS[:k % len(ARMS)]:
+                            reps[arm].append(_point(urls[arm], rate, args.duration, offset, pids[arm],
+                                                    arm == "rlroute", raw=True))
+                            offset += int(rate * args.duration) + 1000
                     for arm in ARMS:
-                        row[arm] = _point(urls[arm], rate, args.duration, offset, pids[arm], arm == "rlroute")
-                        offset += int(rate * args.duration) + 1000
+                        row[arm] = _pooled(reps[arm])
                         r = row[arm]
                         print(f"{rate:>6.0f}/s {arm:<8} p50/p90/p99 {r['p50_ms']}/{r['p90_ms']}/{r['p99_ms']} ms "
                               f"achieved {r['achieved_rps']:.0f}/s errors {r['errors']} load {r['loadavg_1m']} "
@@ -226,6 +278,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                     for row in rows if not row["rlroute"].get("policy_share_ok", True)],
         "policy": policy,
         "duration_s_per_point": args.duration,
+        "reps_per_point": args.reps,
         "worker_speedup": args.speedup,
         "loadavg_1m_end": round(os.getloadavg()[0], 2),
         "command": "rlroute bench router " + " ".join(argv),
