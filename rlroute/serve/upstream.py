@@ -10,9 +10,9 @@ worker that scrapes it and checks its health on its own schedule, each call boun
 each worker in its own task as well: ``sgl-router/src/core/worker.rs``, ``start_health_checker``).
 
 The watches' calls go over their own pooled aiohttp session, on the serving loop. Not httpx (the router's
-control client for admin calls): a scrape (``/metrics`` + ``/get_load``) cost ~1.6-1.8 ms of the loop's CPU
-over httpx and ~0.5-0.6 ms over aiohttp, a health check ~0.6 vs ~0.18 ms (one emulated worker, thread CPU per
-call, 2026-12-06) — with two workers that was ~8 ms of every second in chunks of up to ~1.8 ms, during which
+control client for admin calls): a scrape (``/metrics`` + ``/get_load``) cost ~1.5-1.8 ms of the loop's CPU
+over httpx and ~0.5-0.6 ms over aiohttp, a health check ~0.6 vs ~0.1-0.2 ms (one emulated worker, thread CPU per
+call, 2026-12-06: ``experiments/benchmarks/control_call_cost.py``) — with two workers that was ~8 ms of every second in chunks of up to ~1.8 ms, during which
 a data-plane request waits: the size of the p99 the router adds (``experiments/benchmarks/README.md``).
 """
 
