@@ -21,9 +21,9 @@ character prompt per request and ``max_new_tokens`` 1. For each rate (default 20
 arms run one after another, ``--reps`` times (default 3) with the order rotated each time (a drift of the
 machine's load falls on every arm alike), and each arm's point pools the latencies of its repetitions: its
 p50/p90/p99 are over every answered request of the rate (12,000 at 500 req/s). Why: "p99 added" is the
-difference of two p99s, and one 8-second window of the direct arm moved its p99 by up to ~1 ms between
-windows (quiet machine, 2026-12-06), as much as sglang-router adds — single windows made the headline ratio
-swing from 0.4 to 9 and sometimes negative. Then each arm's highest sustained rate is searched upwards (x1.25
+difference of two p99s, and the direct arm's p99 alone moved by up to ~1.4 ms between 8-second windows (quiet
+machine, 2026-12-06), more than sglang-router adds — over sixteen single-window runs the headline ratio ranged
+from 1.2 to 9.7 and was undefined (sglang-router's p99 added <= 0) in four. Then each arm's highest sustained rate is searched upwards (x1.25
 steps, one window each) from its best fixed rate, below the next fixed rate it failed (or ``--max-rate``). A
 point is **sustained** only with 0 errors and >= 98 % of the offered rate achieved in every repetition; a
 point that is not sustained in some arm reports no added latency (``not sustained``), never a latency.
