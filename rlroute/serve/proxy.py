@@ -17,7 +17,14 @@ same limit bounds every later read of the attempt (the gap between stream chunks
 Every answer is accounted in the live state keeper (:meth:`rlroute.cluster.live.monitor.Monitor.complete`:
 latency averages, cost, SLO outcome), whole or streamed, from what the answer says
 (:func:`rlroute.cluster.live.monitor.answer_result`); the :class:`Answer` keeps that result and cost for the
-router's decision log (a stream's once it has been relayed: ``Answer.on_finish``).
+router's decision log (``Answer.on_finish``: a stream's once it has been relayed).
+
+With ``defer`` (the router's client answers) a whole answer's accounting — parsing its body, the monitor's
+record, the attempt's metrics — is scheduled with ``loop.call_soon`` instead of done before the answer is
+returned: it runs in the loop's next iteration, after the front has handed the response to the transport, so
+it is not on the request's latency path (thread CPU per request 26 us of accounting and ~10 us of metrics at
+500 req/s, ``experiments/benchmarks/router_stages.py``). Its timestamps are taken when the body was read.
+The worker's in-flight count drops in that callback too, before the loop reads the next request.
 """
 
 from __future__ import annotations
@@ -157,7 +164,7 @@ class Proxy:
 
     async def call(self, pool: str, path: str, body: bytes, request: Request, stream: bool, extra_tokens: int = 0,
                    headers: dict[str, str] | None = None, cross_pool: bool = True, prefer: int | None = None,
-                   picked: list[int] | None = None) -> Answer:
+                   picked: list[int] | None = None, defer: bool = False) -> Answer:
         """Send ``body`` to ``pool`` (then the other pool if allowed) with the retry rules (module doc).
 
         Args:
@@ -171,6 +178,8 @@ class Proxy:
             cross_pool: this call may go to the other pool.
             prefer: the worker index of ``pool`` to try first when usable (a pipelined hybrid's warmed worker).
             picked: each attempt's worker index is appended here as it is chosen (before its answer).
+            defer: a whole answer is accounted in the loop's next iteration, not before returning (module doc;
+                ``Answer.result`` and ``Answer.cost`` are set then, and ``Answer.on_finish`` is called then).
 
         Raises:
             NoUpstream: every attempt failed, or no worker was usable.
@@ -210,13 +219,15 @@ class Proxy:
                              "time to first byte over the limit" if late else f"connection error ({type(e).__name__})")
                 continue
             status = r.status
-            self.metrics.upstream_latency.labels(p).observe(time.perf_counter() - t0)
+            t_head = time.perf_counter()
             if self.policy.retryable(status):
+                self.metrics.upstream_latency.labels(p).observe(t_head - t0)
                 r.release()
                 self._failed(w, p, "5xx" if status >= 500 else str(status), outcomes, f"HTTP {status}")
                 continue
             if stream and status == 200:
                 w.breaker.success()
+                self.metrics.upstream_latency.labels(p).observe(t_head - t0)
                 self.metrics.upstream.labels(p, "ok").inc()
                 return Answer(r, w, p, attempts, t0, None)
             try:  # a whole answer: nothing reached the client yet, so a body cut short is retried too
@@ -225,14 +236,17 @@ class Proxy:
                 r.close()
                 self._failed(w, p, "read_error", outcomes, f"answer cut short ({type(e).__name__})")
                 continue
+            t_end = time.perf_counter()
             r.release()
             if status < 400:
                 w.breaker.success()
             else:
                 w.breaker.cancel()  # the request's own fault says nothing about the worker
-            self.metrics.upstream.labels(p, "ok" if status < 400 else "4xx").inc()
             a = Answer(r, w, p, attempts, t0, content)
-            self._finish(a, content, None, 0)
+            if defer:
+                asyncio.get_running_loop().call_soon(self._settle, a, t_head, t_end)
+            else:
+                self._settle(a, t_head, t_end)
             return a
         raise NoUpstream(pools, outcomes, attempts)
 
@@ -244,12 +258,20 @@ class Proxy:
         outcomes[what] += 1
         self.metrics.upstream.labels(pool, label).inc()
 
-    def _finish(self, a: Answer, last: bytes, t_first: float | None, chunks: int) -> None:
+    def _settle(self, a: Answer, t_head: float, t_end: float) -> None:
+        """A whole answer's metrics and accounting (head at ``t_head``, body read by ``t_end``)."""
+        self.metrics.upstream_latency.labels(a.pool).observe(t_head - a.t_sent)
+        self.metrics.upstream.labels(a.pool, "ok" if a.status < 400 else "4xx").inc()
+        assert a.content is not None
+        self._finish(a, a.content, None, 0, t_end)
+
+    def _finish(self, a: Answer, last: bytes, t_first: float | None, chunks: int, t_end: float | None = None) -> None:
         """Release the worker and account the stage from its answer (``last``: the whole body, or a stream's
-        last ``data:`` payload)."""
+        last ``data:`` payload; ``t_end``: when it ended, now by default)."""
         res = None
         if a.status == 200 and last.startswith(b"{"):
-            t_end = time.perf_counter()
+            if t_end is None:
+                t_end = time.perf_counter()
             try:
                 body = orjson.loads(last)
             except ValueError:

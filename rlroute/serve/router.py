@@ -176,12 +176,8 @@ class Router:
                                    "reason": out.reason, "obs": out.obs})
         rec = self._record(req, rid, endpoint, out, arm, propensity, arms) \
             if self.log is not None or self.rollout.active else None
-        m.decision_latency.observe(out.elapsed_s)
-        m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
-        if out.reason is not None:
-            m.fallbacks.labels(out.reason).inc()
-        elif out.unenforced is not None:
-            m.ood_unenforced.inc()
+        soon = asyncio.get_running_loop().call_soon
+        soon(self._count_decision, out)  # runs while the request is upstream, not before it is sent
         headers = {"x-rlroute-action": ACTION_NAMES[out.action], "x-rlroute-source": out.source,
                    "x-rlroute-decision-id": str(req.id), REQUEST_ID: rid}
         if out.reason:
@@ -208,7 +204,7 @@ class Router:
             pool = "large" if out.action == Action.LARGE else "small"
         try:
             a = await self.proxy.call(pool, path, body, req, stream, extra, forward,
-                                      prefer=warmed[-1] if warmed else None)
+                                      prefer=warmed[-1] if warmed else None, defer=True)
         except NoUpstream as e:
             m.requests.labels(endpoint, str(e.status)).inc()
             self._log_outcome(rec, e.status, stages, t0, str(e))
@@ -227,10 +223,25 @@ class Router:
         else:
             resp = web.Response(body=a.content, status=a.status, headers=resp_headers)
             status = a.status
-            self._log_outcome(rec, status, [*stages, *_stage(a)], t0)
-        m.requests.labels(endpoint, str(status)).inc()
-        m.latency.labels(endpoint).observe(time.perf_counter() - t0)
+            if rec is not None:  # logged once the proxy has accounted the answer (after the response is sent)
+                a.on_finish = lambda ans: self._log_outcome(rec, status, [*stages, *_stage(ans)], t0)
+        soon(self._count_answer, endpoint, status, time.perf_counter() - t0)  # after the response is sent
         return resp
+
+    def _count_decision(self, out: Outcome) -> None:
+        """A decision's metrics (scheduled by :meth:`route` with ``call_soon``: off the request's latency path)."""
+        m = self.metrics
+        m.decision_latency.observe(out.elapsed_s)
+        m.decisions.labels(ACTION_NAMES[out.action], out.source).inc()
+        if out.reason is not None:
+            m.fallbacks.labels(out.reason).inc()
+        elif out.unenforced is not None:
+            m.ood_unenforced.inc()
+
+    def _count_answer(self, endpoint: str, status: int, latency_s: float) -> None:
+        """A front answer's metrics (scheduled by :meth:`route`; ``latency_s`` measured to the response head)."""
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint).observe(latency_s)
 
     def _record(self, req: Request, rid: str, endpoint: str, out: Outcome, arm: str = INCUMBENT,
                 propensity: float = 1.0, arms: dict[str, Any] | None = None) -> dict[str, Any]:
