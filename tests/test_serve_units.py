@@ -163,3 +163,46 @@ def test_cli_config_errors_exit_2_naming_the_field(argv: list[str], message: str
     out = subprocess.run([sys.executable, "-m", "rlroute.cli", *argv], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_watches_send_the_upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Health checks and scrapes carry the upstream ``Authorization`` (SGLang's ``--api-key`` guards ``/health``,
+    ``/metrics`` and ``/get_load`` as well): a real server on loopback records what reaches it."""
+    import asyncio
+
+    from aiohttp import web
+
+    from rlroute.serve.router import upstream_auth
+    from rlroute.serve.upstream import Upstreams
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.path, request.headers.get("authorization")))
+        return web.Response(text="ok")
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_get("/{path:.*}", record)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            url = f"http://127.0.0.1:{port}"
+            monkeypatch.setenv("RLROUTE_UPSTREAM_API_KEY", "upstream-secret")
+            cfg = parse_config({"pools": {"large": {"workers": [url]}, "small": {"workers": [url]}},
+                                "health_successes": 1})
+            up = Upstreams(cfg, upstream_auth(cfg))
+            try:
+                await up.refresh(health=True)
+            finally:
+                await up.stop()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
+    paths = {p for p, _ in seen}
+    assert {"/health", "/metrics", "/get_load"} <= paths, seen
+    assert {a for _, a in seen} == {"Bearer upstream-secret"}, seen
