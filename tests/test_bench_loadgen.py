@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -136,3 +137,22 @@ def test_repetitions_pool_their_latencies() -> None:
     assert out["decisions"]["by_source"] == {"policy": 6.0} and out["policy_share"] == 1.0
     assert all("latencies_ms" not in r for r in out["reps"]) and len(out["reps"]) == 2
     assert not bench._pooled([rep(a, 100.0, 500.0, 4.0), rep(b, 90.0, 800.0, 2.0)])["sustained"]
+
+
+def test_the_verdict_needs_both_rates_and_a_positive_denominator() -> None:
+    """``meets_target``: rlroute's and the floor's p99 added each <= 1.5x sglang-router's at 200 *and* 500 req/s;
+    a ratio over sglang-router's p99 added <= 0, or an arm not sustained, is undefined and never meets it."""
+    def arms(rl: float | None, sg: float, fl: float) -> dict[str, Any]:
+        return {"rlroute": None if rl is None else {"p99": rl}, "sglang": {"p99": sg}, "floor": {"p99": fl}}
+
+    added = {"200": arms(0.6, 0.5, 0.4), "500": arms(0.9, 0.5, 0.8)}
+    assert bench.p99_ratios(added) == {"200": {"rlroute": 1.2, "floor": 0.8}, "500": {"rlroute": 1.8, "floor": 1.6}}
+    assert bench.meets_target(added) == {"rlroute": False, "floor": False}
+    added["500"] = arms(0.75, 0.5, 0.2)  # exactly 1.5: met
+    assert bench.meets_target(added) == {"rlroute": True, "floor": True}
+    added["500"] = arms(0.1, 0.0, 0.1)  # sglang-router added nothing at p99: undefined
+    assert bench.p99_ratios(added)["500"] == {"rlroute": None, "floor": None}
+    assert bench.meets_target(added) == {"rlroute": False, "floor": False}
+    added["500"] = arms(None, 0.5, 0.2)  # rlroute did not sustain 500 req/s
+    assert bench.meets_target(added) == {"rlroute": False, "floor": True}
+    assert bench.meets_target({"200": arms(0.1, 0.5, 0.1)}) == {"rlroute": None, "floor": None}  # 500 not run

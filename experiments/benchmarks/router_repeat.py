@@ -21,37 +21,36 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-TARGET = 1.5
-RATES = ("200", "500")
-
-
-def ratio(num: float, den: float) -> float | None:
-    """``num / den``; None where sglang-router's p99 added is not above 0 (the ratio is undefined)."""
-    return round(num / den, 2) if den > 0 else None
+from rlroute.bench.router import TARGET_RATES as RATES
+from rlroute.bench.router import TARGET_RATIO as TARGET
+from rlroute.bench.router import meets_target, p99_ratios
 
 
 def run_row(path: Path) -> dict[str, Any]:
-    """One run's added latencies, ratios and verdicts."""
+    """One run's added latencies, ratios and verdicts (recomputed from ``added_ms``: older runs lack them)."""
     d = json.loads(path.read_text())
     added = d["added_ms"]
+    ratios = p99_ratios(added)
     row: dict[str, Any] = {"file": path.name, "time": d.get("time"), "rates": {}}
     for rate in RATES:
         a = added.get(rate)
         if a is None or any(a.get(k) is None for k in ("rlroute", "sglang", "floor")):
             row["rates"][rate] = None  # not run, or an arm did not sustain it
             continue
-        den = a["sglang"]["p99"]
         row["rates"][rate] = {
             "p50_added_ms": {k: a[k]["p50"] for k in ("rlroute", "sglang", "floor")},
             "p99_added_ms": {k: a[k]["p99"] for k in ("rlroute", "sglang", "floor")},
-            "rlroute_ratio": ratio(a["rlroute"]["p99"], den),
-            "floor_ratio": ratio(a["floor"]["p99"], den),
+            "rlroute_ratio": ratios[rate]["rlroute"],
+            "floor_ratio": ratios[rate]["floor"],
             "cpu_us_per_request": d["router_cpu_us_per_request"].get(rate),
         }
-    for arm in ("rlroute", "floor"):
-        rs = [row["rates"][r] and row["rates"][r][f"{arm}_ratio"] for r in RATES]
-        row[f"{arm}_meets"] = all(x is not None and x <= TARGET for x in rs)
+    verdict = meets_target(added)
+    row["rlroute_meets"], row["floor_meets"] = bool(verdict["rlroute"]), bool(verdict["floor"])
     return row
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def main() -> None:
@@ -71,8 +70,7 @@ def main() -> None:
             p50, p99 = r["p50_added_ms"], r["p99_added_ms"]
             print(f"{row['file']:<28} {rate:>5} {p50['rlroute']:>8.3f}{p50['sglang']:>8.3f}{p50['floor']:>8.3f} "
                   f"{p99['rlroute']:>8.3f}{p99['sglang']:>8.3f}{p99['floor']:>8.3f} "
-                  f"{r['rlroute_ratio'] if r['rlroute_ratio'] is not None else 'n/a':>6} "
-                  f"{r['floor_ratio'] if r['floor_ratio'] is not None else 'n/a':>6}")
+                  f"{_fmt(r['rlroute_ratio']):>6} {_fmt(r['floor_ratio']):>6}")
 
     def median(arm: str, rate: str) -> float | None:
         xs = [row["rates"][rate][f"{arm}_ratio"] for row in rows
