@@ -21,10 +21,11 @@ router's decision log (``Answer.on_finish``: a stream's once it has been relayed
 
 With ``defer`` (the router's client answers) a whole answer's accounting — parsing its body, the monitor's
 record, the attempt's metrics — is scheduled with ``loop.call_soon`` instead of done before the answer is
-returned: it runs in the loop's next iteration, after the front has handed the response to the transport, so
-it is not on the request's latency path (thread CPU per request 26 us of accounting and ~10 us of metrics at
-500 req/s, ``experiments/benchmarks/router_stages.py``). Its timestamps are taken when the body was read.
-The worker's in-flight count drops in that callback too, before the loop reads the next request.
+returned: it runs once the current task step has ended, i.e. after the front has handed the response to the
+transport, so it is not on the request's latency path (the accounting alone is ~26 us of thread CPU per request
+at 500 req/s, ``experiments/benchmarks/router_stages.py``). Its timestamps are taken when the body was read.
+The worker's in-flight count drops in that callback: a handler step queued before it (a request decided in the
+same loop iteration) still counts this one in flight, as it would have a few microseconds earlier.
 """
 
 from __future__ import annotations
