@@ -17,15 +17,13 @@ same limit bounds every later read of the attempt (the gap between stream chunks
 Every answer is accounted in the live state keeper (:meth:`rlroute.cluster.live.monitor.Monitor.complete`:
 latency averages, cost, SLO outcome), whole or streamed, from what the answer says
 (:func:`rlroute.cluster.live.monitor.answer_result`); the :class:`Answer` keeps that result and cost for the
-router's decision log (``Answer.on_finish``: a stream's once it has been relayed).
+router's decision log (a stream's once it has been relayed: ``Answer.on_finish``).
 
-With ``defer`` (the router's client answers) a whole answer's accounting — parsing its body, the monitor's
-record, the attempt's metrics — is scheduled with ``loop.call_soon`` instead of done before the answer is
-returned: it runs once the current task step has ended, i.e. after the front has handed the response to the
-transport, so it is not on the request's latency path (the accounting alone is ~26 us of thread CPU per request
-at 500 req/s, ``experiments/benchmarks/router_stages.py``). Its timestamps are taken when the body was read.
-The worker's in-flight count drops in that callback: a handler step queued before it (a request decided in the
-same loop iteration) still counts this one in flight, as it would have a few microseconds earlier.
+A whole answer is accounted in the monitor before :meth:`Proxy.call` returns, never later: the next decision
+reads that state, and a deferred update would make what it sees depend on the event loop's order of callbacks,
+which the simulator does not have. Only the attempt's metrics, which no decision reads, may wait: with ``defer``
+(the router's client answers) they are scheduled with ``loop.call_soon`` and run once the current task step has
+ended, after the front has handed the response to the transport.
 """
 
 from __future__ import annotations
@@ -179,8 +177,7 @@ class Proxy:
             cross_pool: this call may go to the other pool.
             prefer: the worker index of ``pool`` to try first when usable (a pipelined hybrid's warmed worker).
             picked: each attempt's worker index is appended here as it is chosen (before its answer).
-            defer: a whole answer is accounted in the loop's next iteration, not before returning (module doc;
-                ``Answer.result`` and ``Answer.cost`` are set then, and ``Answer.on_finish`` is called then).
+            defer: a whole answer's attempt metrics are counted after the current task step (module doc).
 
         Raises:
             NoUpstream: every attempt failed, or no worker was usable.
@@ -237,17 +234,17 @@ class Proxy:
                 r.close()
                 self._failed(w, p, "read_error", outcomes, f"answer cut short ({type(e).__name__})")
                 continue
-            t_end = time.perf_counter()
             r.release()
             if status < 400:
                 w.breaker.success()
             else:
                 w.breaker.cancel()  # the request's own fault says nothing about the worker
             a = Answer(r, w, p, attempts, t0, content)
+            self._finish(a, content, None, 0)  # the monitor's state, before any later decision reads it
             if defer:
-                asyncio.get_running_loop().call_soon(self._settle, a, t_head, t_end)
+                asyncio.get_running_loop().call_soon(self._count_attempt, a, t_head)
             else:
-                self._settle(a, t_head, t_end)
+                self._count_attempt(a, t_head)
             return a
         raise NoUpstream(pools, outcomes, attempts)
 
@@ -259,20 +256,17 @@ class Proxy:
         outcomes[what] += 1
         self.metrics.upstream.labels(pool, label).inc()
 
-    def _settle(self, a: Answer, t_head: float, t_end: float) -> None:
-        """A whole answer's metrics and accounting (head at ``t_head``, body read by ``t_end``)."""
+    def _count_attempt(self, a: Answer, t_head: float) -> None:
+        """A whole answer's attempt metrics (its head arrived at ``t_head``)."""
         self.metrics.upstream_latency.labels(a.pool).observe(t_head - a.t_sent)
         self.metrics.upstream.labels(a.pool, "ok" if a.status < 400 else "4xx").inc()
-        assert a.content is not None
-        self._finish(a, a.content, None, 0, t_end)
 
-    def _finish(self, a: Answer, last: bytes, t_first: float | None, chunks: int, t_end: float | None = None) -> None:
+    def _finish(self, a: Answer, last: bytes, t_first: float | None, chunks: int) -> None:
         """Release the worker and account the stage from its answer (``last``: the whole body, or a stream's
-        last ``data:`` payload; ``t_end``: when it ended, now by default)."""
+        last ``data:`` payload)."""
         res = None
         if a.status == 200 and last.startswith(b"{"):
-            if t_end is None:
-                t_end = time.perf_counter()
+            t_end = time.perf_counter()
             try:
                 body = orjson.loads(last)
             except ValueError:

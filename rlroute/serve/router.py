@@ -223,8 +223,7 @@ class Router:
         else:
             resp = web.Response(body=a.content, status=a.status, headers=resp_headers)
             status = a.status
-            if rec is not None:  # logged once the proxy has accounted the answer (after the response is sent)
-                a.on_finish = lambda ans: self._log_outcome(rec, status, [*stages, *_stage(ans)], t0)
+            self._log_outcome(rec, status, [*stages, *_stage(a)], t0)
         soon(self._count_answer, endpoint, status, time.perf_counter() - t0)  # after the response is sent
         return resp
 
