@@ -14,7 +14,7 @@ short engine tick (their own latency is small), and three arms in front of the *
   adds before any routing, the floor under the ``rlroute`` arm. ``floor_ratio`` in the result is its p99 added
   over sglang-router's at the headline rate: above the target ratio, no change to rlroute's own code meets the
   target on this stack. ``p99_ratio`` gives both ratios at every rate and ``meets_target`` whether rlroute and
-  the floor each met the target (<= 1.5 at 200 and 500 req/s) in the run: over eleven quiet runs on the 2-core
+  the floor each met the target (<= 1.5 at 200 and 500 req/s) in the run: over thirteen quiet runs on the 2-core
   VM rlroute met it in none and the floor in four (``experiments/benchmarks/router_repeat.py``), so one run's
   ratio says little on its own.
 
