@@ -189,8 +189,7 @@ def test_watches_send_the_upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         try:
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            url = f"http://127.0.0.1:{port}"
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
             monkeypatch.setenv("RLROUTE_UPSTREAM_API_KEY", "upstream-secret")
             cfg = parse_config({"pools": {"large": {"workers": [url]}, "small": {"workers": [url]}},
                                 "health_successes": 1})

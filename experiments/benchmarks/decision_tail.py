@@ -50,7 +50,7 @@ def main() -> None:
         print("kernel: /proc/config.gz not readable")
     from hydra import compose, initialize_config_dir
 
-    from rlroute.bench.decision import _contexts, _serving_request
+    from rlroute.bench.decision import _serving_request, median_context
     from rlroute.features import FeatureExtractor
     from rlroute.gcsettings import tune_gc
     from rlroute.paths import CONF_DIR
@@ -59,9 +59,7 @@ def main() -> None:
 
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config")
-    ctxs = _contexts(cfg, 200, 201, 0)
-    lengths = np.array([c.request.input_len for c in ctxs])
-    ctx = ctxs[int(np.argsort(lengths)[len(lengths) // 2])]
+    ctx = median_context(cfg, 200, 0)
     req, state, matches, mask = ctx.request, ctx.state, ctx.matches, ctx.mask
     policy, guard = OnnxPolicy(args.policy, ood=False), OnnxPolicy(args.policy).guard
     ex = FeatureExtractor(policy.feature_text)

@@ -50,6 +50,7 @@ from rlroute.paths import CONF_DIR
 from rlroute.types import Request
 
 TARGET_P99_US = 100.0
+MEDIAN_OF = 201  # decision contexts the timed request is the median-length one of
 
 
 def _percentiles(ns: np.ndarray) -> dict[str, float]:
@@ -86,6 +87,14 @@ def _contexts(cfg: Any, warm_steps: int, n: int, seed: int) -> list[Any]:
     return out
 
 
+def median_context(cfg: Any, warm_steps: int, seed: int) -> Any:
+    """The decision context of median prompt length among ``MEDIAN_OF`` taken after ``warm_steps`` (what the bench
+    times)."""
+    ctxs = _contexts(cfg, warm_steps, MEDIAN_OF, seed)
+    lengths = np.array([c.request.input_len for c in ctxs])
+    return ctxs[int(np.argsort(lengths)[len(lengths) // 2])]
+
+
 def _serving_request(req: Request, body: str, i: int, ids: list[int] | None) -> Request:
     """A new request as the router builds it from the client's ``body`` + `` #i`` (or from ``ids`` sent as
     ``input_ids``, the last one replaced by ``i``)."""
@@ -117,9 +126,7 @@ def run(
     from rlroute.workload.client import client_text
     from rlroute.workload.tokens import token_cache
 
-    ctxs = _contexts(cfg, warm_steps, 201, seed)
-    lengths = np.array([c.request.input_len for c in ctxs])
-    ctx = ctxs[int(np.argsort(lengths)[len(lengths) // 2])]
+    ctx = median_context(cfg, warm_steps, seed)
     req, state, matches, mask = ctx.request, ctx.state, ctx.matches, ctx.mask
     # The OOD score is timed on every decision, then the graph runs whatever the score said: the cost of a
     # decision the policy makes (an observation the guard refuses skips inference and is cheaper). How many
@@ -226,7 +233,7 @@ def run(
         "gc_thresholds": list(gc_thresholds),
         "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "request": {"input_len": int(req.input_len), "has_prompt": req.prompt is not None,
-                    "prompt_chars": len(req.prompt or ""), "body_chars": len(body), "median_of": len(ctxs),
+                    "prompt_chars": len(req.prompt or ""), "body_chars": len(body), "median_of": MEDIAN_OF,
                     "blocks": len(req.blocks), "path": "input_ids" if token_ids else "text (as served)"},
         "policy": str(policy_dir),
         "policy_source": policy.manifest["source"],

@@ -283,21 +283,18 @@ def main(argv: list[str]) -> dict[str, Any]:
             terminate(procs)
     finally:
         fleet.stop()
-    target = next(row for row in rows if row["rate"] == args.target_rate)
-    ours, theirs = target["added_ms"]["rlroute"], target["added_ms"]["sglang"]
-    ratio = round(ours["p99"] / theirs["p99"], 3) if ours and theirs and theirs["p99"] > 0 else None
-    bare = target["added_ms"]["floor"]
-    floor_ratio = round(bare["p99"] / theirs["p99"], 3) if bare and theirs and theirs["p99"] > 0 else None
     added = {f"{row['rate']:.0f}": row["added_ms"] for row in rows}
+    ratios = p99_ratios(added)
+    headline = ratios[f"{args.target_rate:.0f}"]  # the target rate is always one of the fixed rates
     result = {
-        "value": ratio,
+        "value": headline["rlroute"],
         "unit": "ratio",
         "metric": f"p99 added by rlroute serve / p99 added by sglang-router (cache_aware) at {args.target_rate:.0f} "
                   "req/s, same workers, same run (added = arm p99 - direct p99); null = not sustained",
         "target": "<= 1.5 at 200 and 500 req/s; rlroute's highest sustained rate >= 50 % of sglang-router's",
         "added_ms": added,
-        "floor_ratio": floor_ratio,
-        "p99_ratio": p99_ratios(added),
+        "floor_ratio": headline["floor"],
+        "p99_ratio": ratios,
         "meets_target": meets_target(added),
         "max_sustained_rps": best,
         "sustained_ratio": round(best["rlroute"] / best["sglang"], 3) if best.get("sglang") else None,

@@ -225,9 +225,9 @@ class Proxy:
                 continue
             if stream and status == 200:
                 w.breaker.success()
-                self.metrics.upstream_latency.labels(p).observe(t_head - t0)
-                self.metrics.upstream.labels(p, "ok").inc()
-                return Answer(r, w, p, attempts, t0, None)
+                a = Answer(r, w, p, attempts, t0, None)
+                self._count_attempt(a, t_head)
+                return a
             try:  # a whole answer: nothing reached the client yet, so a body cut short is retried too
                 content = await r.read()
             except Exception as e:  # noqa: BLE001 - the worker died while sending its body
@@ -257,7 +257,7 @@ class Proxy:
         self.metrics.upstream.labels(pool, label).inc()
 
     def _count_attempt(self, a: Answer, t_head: float) -> None:
-        """A whole answer's attempt metrics (its head arrived at ``t_head``)."""
+        """An answered attempt's metrics (its head arrived at ``t_head``)."""
         self.metrics.upstream_latency.labels(a.pool).observe(t_head - a.t_sent)
         self.metrics.upstream.labels(a.pool, "ok" if a.status < 400 else "4xx").inc()
 
